@@ -1,0 +1,46 @@
+import Foundation
+
+import Glibc
+
+/// Crash-safe whole-file replacement: write a temporary file beside the target, fsync it,
+/// rename it over the target, fsync the directory. Readers see the old or the new bytes,
+/// never a mix.
+public enum AtomicFile {
+    public struct WriteError: Error, CustomStringConvertible {
+        public let path: String
+        public let step: String
+        public let errno: Int32
+        public var description: String { "\(step) \(path): \(String(cString: strerror(errno)))" }
+    }
+
+    public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        let temporary = "\(path).tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw WriteError(path: temporary, step: "create", errno: errno) }
+        var ok = false
+        defer {
+            if !ok { unlink(temporary) }
+        }
+        do {
+            defer { close(fd) }
+            var offset = 0
+            while offset < bytes.count {
+                let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+                if written < 0 {
+                    if errno == EINTR { continue }
+                    throw WriteError(path: temporary, step: "write", errno: errno)
+                }
+                offset += written
+            }
+            guard fsync(fd) == 0 else { throw WriteError(path: temporary, step: "fsync", errno: errno) }
+        }
+        guard rename(temporary, path) == 0 else { throw WriteError(path: path, step: "rename to", errno: errno) }
+        ok = true
+        let dirFD = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dirFD >= 0 {
+            _ = fsync(dirFD)
+            close(dirFD)
+        }
+    }
+}

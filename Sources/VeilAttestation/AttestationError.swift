@@ -1,0 +1,31 @@
+/// Why evidence was not accepted. Each case names exactly one failed check.
+public enum AttestationError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The evidence bytes are not a well-formed document of the format they claim.
+    case malformedEvidence(String)
+    /// The evidence's format is known but not accepted here.
+    case unsupportedFormat(String)
+    /// Simulated evidence was presented but simulation is not enabled.
+    case simulationNotAllowed
+    /// The evidence was signed by a different simulation platform key than the trusted one.
+    case untrustedPlatformKey(presented: String, trusted: String)
+    /// The signature over the evidence does not verify.
+    case signatureInvalid
+    /// The report data does not bind the expected key and nonce.
+    case reportDataMismatch
+    /// A simulation platform key file could not be read or created.
+    case platformKeyUnavailable(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .malformedEvidence(let why): return "malformed evidence: \(why)"
+        case .unsupportedFormat(let format): return "unsupported evidence format '\(format)'"
+        case .simulationNotAllowed:
+            return "simulated evidence refused: simulation is not enabled (set \"Config\": {\"AllowSimulation\": true} in the manifest to allow it for development; it gives no confidentiality)"
+        case .untrustedPlatformKey(let presented, let trusted):
+            return "simulated evidence is signed by platform key \(presented), not by the trusted simulation platform key \(trusted)"
+        case .signatureInvalid: return "evidence signature does not verify"
+        case .reportDataMismatch: return "evidence report data does not bind this key and nonce (stale or replayed evidence)"
+        case .platformKeyUnavailable(let path, let reason): return "simulation platform key \(path): \(reason)"
+        }
+    }
+}

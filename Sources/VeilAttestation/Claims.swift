@@ -1,0 +1,46 @@
+import Foundation
+
+/// The kind of trusted execution environment that produced evidence.
+public enum TEEKind: String, Codable, Sendable, CaseIterable {
+    case simulated
+    case sgx
+    case tdx
+    case snp
+}
+
+/// The normalized result of verifying evidence.
+///
+/// Invariant: a `Claims` value only exists after its evidence verified; the verifier is the
+/// only producer outside tests.
+public struct Claims: Codable, Sendable, Equatable {
+    public var tee: TEEKind
+    /// Primary measurement (simulated: `SHA-256` launch measurement; SGX: MRENCLAVE; TDX: MRTD; SNP: MEASUREMENT).
+    public var measurement: [UInt8]
+    /// Signer identity (SGX MRSIGNER), empty when the TEE has none.
+    public var signer: [UInt8]
+    public var productID: UInt16
+    public var securityVersion: UInt16
+    /// The 64 bytes the TEE bound on the requester's behalf.
+    public var reportData: [UInt8]
+    public var debug: Bool
+    /// `true` for simulated evidence: such claims give **no confidentiality or integrity**.
+    public var simulated: Bool
+
+    public init(
+        tee: TEEKind, measurement: [UInt8], signer: [UInt8] = [], productID: UInt16 = 0,
+        securityVersion: UInt16 = 0, reportData: [UInt8], debug: Bool = false, simulated: Bool
+    ) {
+        self.tee = tee
+        self.measurement = measurement
+        self.signer = signer
+        self.productID = productID
+        self.securityVersion = securityVersion
+        self.reportData = reportData
+        self.debug = debug
+        self.simulated = simulated
+    }
+}
+
+/// The warning every output that involves simulated evidence carries.
+public let simulationWarning =
+    "SIMULATED TEE: this evidence gives NO confidentiality and NO integrity; use for development only"

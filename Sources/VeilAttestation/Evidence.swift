@@ -1,0 +1,40 @@
+import Foundation
+
+/// Evidence as it travels between Veil components: a format name and the format's bytes.
+///
+/// Known formats: ``SimulatedReport/format``. Hardware formats (SGX/TDX quotes, SNP reports)
+/// plug in under their own names.
+public struct Evidence: Codable, Sendable, Equatable {
+    public var format: String
+    public var data: [UInt8]
+
+    public init(format: String, data: [UInt8]) {
+        self.format = format
+        self.data = data
+    }
+
+    private enum CodingKeys: String, CodingKey { case format, data }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        format = try container.decode(String.self, forKey: .format)
+        let encoded = try container.decode(String.self, forKey: .data)
+        guard let bytes = Data(base64Encoded: encoded) else {
+            throw DecodingError.dataCorruptedError(forKey: .data, in: container, debugDescription: "not base64")
+        }
+        data = Array(bytes)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(format, forKey: .format)
+        try container.encode(Data(data).base64EncodedString(), forKey: .data)
+    }
+}
+
+/// Something that can produce evidence binding 64 bytes of report data.
+public protocol EvidenceProvider: Sendable {
+    /// `true` when the evidence gives no confidentiality (simulation).
+    var isSimulated: Bool { get }
+    func evidence(reportData: [UInt8]) throws -> Evidence
+}

@@ -1,0 +1,39 @@
+import Crypto
+
+/// What a verifier trusts. Simulation is off unless a trusted simulation key is given *and*
+/// `allowSimulation` is set.
+public struct VerificationPolicy: Sendable {
+    public var allowSimulation: Bool
+    public var simulationKey: P256.Signing.PublicKey?
+
+    public init(allowSimulation: Bool = false, simulationKey: P256.Signing.PublicKey? = nil) {
+        self.allowSimulation = allowSimulation
+        self.simulationKey = simulationKey
+    }
+}
+
+/// Verifies evidence of any supported format and returns its claims.
+public struct Verifier: Sendable {
+    public var policy: VerificationPolicy
+
+    public init(policy: VerificationPolicy) {
+        self.policy = policy
+    }
+
+    /// Verifies `evidence` and that its report data equals `expectedReportData`.
+    public func verify(_ evidence: Evidence, expectedReportData: [UInt8]) throws -> Claims {
+        let claims = try verify(evidence)
+        guard claims.reportData == expectedReportData else { throw AttestationError.reportDataMismatch }
+        return claims
+    }
+
+    public func verify(_ evidence: Evidence) throws -> Claims {
+        switch evidence.format {
+        case SimulatedReport.format:
+            guard policy.allowSimulation, let key = policy.simulationKey else { throw AttestationError.simulationNotAllowed }
+            return try SimulatedReport.verify(evidence, trustedKey: key)
+        default:
+            throw AttestationError.unsupportedFormat(evidence.format)
+        }
+    }
+}

@@ -1,0 +1,68 @@
+import VeilAttestation
+import VeilManifest
+
+/// Why the coordinator refused a request. ``httpStatus`` and ``code`` are what the API returns.
+public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
+    case invalidManifest(ManifestValidationError)
+    case manifestAlreadySet
+    case noManifest
+    case unknownService(String)
+    case unknownNonce
+    case tooManyPendingNonces
+    case badRequest(String)
+    case evidenceRejected(AttestationError)
+    case packageMismatch(service: String, package: String, reason: String)
+    case activationLimitReached(service: String, limit: Int)
+    case renderFailed(service: String, reason: String)
+    case storage(String)
+
+    public var httpStatus: Int {
+        switch self {
+        case .invalidManifest, .badRequest, .unknownNonce: return 400
+        case .evidenceRejected, .packageMismatch: return 403
+        case .unknownService: return 404
+        case .manifestAlreadySet, .noManifest, .activationLimitReached, .renderFailed: return 409
+        case .tooManyPendingNonces, .storage: return 503
+        }
+    }
+
+    public var code: String {
+        switch self {
+        case .invalidManifest: return "invalidManifest"
+        case .manifestAlreadySet: return "manifestAlreadySet"
+        case .noManifest: return "noManifest"
+        case .unknownService: return "unknownService"
+        case .unknownNonce: return "unknownNonce"
+        case .tooManyPendingNonces: return "tooManyPendingNonces"
+        case .badRequest: return "badRequest"
+        case .evidenceRejected(.simulationNotAllowed): return "simulationNotAllowed"
+        case .evidenceRejected(.reportDataMismatch): return "reportDataMismatch"
+        case .evidenceRejected(.untrustedPlatformKey): return "untrustedPlatformKey"
+        case .evidenceRejected: return "evidenceRejected"
+        case .packageMismatch: return "packageMismatch"
+        case .activationLimitReached: return "activationLimitReached"
+        case .renderFailed: return "renderFailed"
+        case .storage: return "storage"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .invalidManifest(let error): return error.description
+        case .manifestAlreadySet:
+            return "a different manifest is already set; manifest updates are not supported yet (state unchanged)"
+        case .noManifest: return "no manifest is set yet"
+        case .unknownService(let name): return "unknown service '\(name)'"
+        case .unknownNonce: return "activation nonce is unknown, expired or already used (replayed activation?)"
+        case .tooManyPendingNonces: return "too many pending activations; retry later"
+        case .badRequest(let why): return why
+        case .evidenceRejected(let error): return "evidence rejected: \(error)"
+        case .packageMismatch(let service, let package, let reason):
+            return "service '\(service)' refused: evidence does not match package '\(package)': \(reason)"
+        case .activationLimitReached(let service, let limit):
+            return "service '\(service)' reached its MaxActivations (\(limit))"
+        case .renderFailed(let service, let reason): return "cannot render parameters of service '\(service)': \(reason)"
+        case .storage(let why): return "state storage failed: \(why)"
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import Crypto
+import Foundation
+import Hummingbird
+import HummingbirdTLS
+import Logging
+import NIOSSL
+import ServiceLifecycle
+import VeilAttestation
+import VeilManifest
+
+/// Runs a coordinator from a data directory: loads or creates its sealed state and serves the
+/// client and mesh APIs over TLS.
+public struct CoordinatorServer {
+    public struct Configuration: Sendable {
+        public var dataDirectory: String
+        public var clientAddress: (host: String, port: Int)
+        public var meshAddress: (host: String, port: Int)
+        /// Only `simulated` exists so far; it must be chosen explicitly.
+        public var simulationKeyPath: String?
+        /// Extra DNS names for the coordinator's TLS certificate (localhost and loopback IPs are always present).
+        public var dnsNames: [String]
+
+        public init(
+            dataDirectory: String, clientAddress: (host: String, port: Int), meshAddress: (host: String, port: Int),
+            simulationKeyPath: String?, dnsNames: [String] = []
+        ) {
+            self.dataDirectory = dataDirectory
+            self.clientAddress = clientAddress
+            self.meshAddress = meshAddress
+            self.simulationKeyPath = simulationKeyPath
+            self.dnsNames = dnsNames
+        }
+    }
+
+    /// The simulated coordinator's measurement: its own executable, measured as the launcher measures programs.
+    public static func selfMeasurement() throws -> [UInt8] {
+        try LaunchMeasurement.measure(programAt: "/proc/self/exe", config: .init(service: "veil-coordinator", arguments: []))
+    }
+
+    public static func makeCoordinator(_ configuration: Configuration, logger: Logger) throws -> Coordinator {
+        try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        let keyPath = configuration.simulationKeyPath
+            ?? (configuration.dataDirectory as NSString).appendingPathComponent(SimulationPlatformKey.defaultFileName)
+        let platformKey = try SimulationPlatformKey.loadOrCreate(at: keyPath)
+        let sealingKey = try SimulatedSealingKey.loadOrCreate(directory: configuration.dataDirectory)
+        let store = SealedFileStore(directory: configuration.dataDirectory, sealingKey: sealingKey)
+        let provider = SimulatedEvidenceProvider(key: platformKey, measurement: try selfMeasurement())
+        logger.warning("\(simulationWarning)", metadata: ["simulationPlatformKey": "\(keyPath)", "fingerprint": "\(platformKey.fingerprint)"])
+        return try Coordinator(store: store, evidenceProvider: provider, simulationKey: platformKey.publicKey, logger: logger)
+    }
+
+    /// Serves until SIGINT/SIGTERM.
+    public static func run(_ configuration: Configuration, logger: Logger) async throws {
+        let coordinator = try makeCoordinator(configuration, logger: logger)
+        let tls = try tlsConfiguration(coordinator, dnsNames: configuration.dnsNames)
+        let client = Application(
+            router: HTTPAPI.clientRouter(coordinator), server: try .tls(.http1(), tlsConfiguration: tls),
+            configuration: .init(address: .hostname(configuration.clientAddress.host, port: configuration.clientAddress.port)),
+            logger: logger)
+        let mesh = Application(
+            router: HTTPAPI.meshRouter(coordinator), server: try .tls(.http1(), tlsConfiguration: tls),
+            configuration: .init(address: .hostname(configuration.meshAddress.host, port: configuration.meshAddress.port)),
+            logger: logger)
+        logger.info(
+            "coordinator ready",
+            metadata: [
+                "state": "\(coordinator.phase.rawValue)", "client": "\(configuration.clientAddress.host):\(configuration.clientAddress.port)",
+                "mesh": "\(configuration.meshAddress.host):\(configuration.meshAddress.port)",
+            ])
+        let group = ServiceGroup(services: [client, mesh], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        try await group.run()
+    }
+
+    /// A fresh TLS server certificate from the intermediate CA for every start.
+    static func tlsConfiguration(_ coordinator: Coordinator, dnsNames: [String]) throws -> TLSConfiguration {
+        let key = P256.Signing.PrivateKey()
+        let leaf = try coordinator.authority.issueLeaf(
+            publicKey: .init(key.publicKey), commonName: "Veil Coordinator", dnsNames: ["localhost"] + dnsNames,
+            ipAddresses: [[127, 0, 0, 1], [UInt8](repeating: 0, count: 15) + [1]], validFor: 30 * 86400)
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: [
+                .certificate(try NIOSSLCertificate(bytes: try leaf.derBytes, format: .der)),
+                .certificate(try NIOSSLCertificate(bytes: coordinator.authority.intermediateDER, format: .der)),
+            ],
+            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(key.pemRepresentation.utf8), format: .pem)))
+        configuration.minimumTLSVersion = .tlsv12
+        return configuration
+    }
+}

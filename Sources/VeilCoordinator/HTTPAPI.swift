@@ -1,0 +1,115 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import VeilAttestation
+import VeilManifest
+
+/// Routes of the coordinator's two listeners. Handlers are thin: decode, call
+/// ``Coordinator``, encode. Every error leaves as `{"error": {…}}` with a 4xx/5xx status.
+public enum HTTPAPI {
+    /// The client API: users, operators and relying parties.
+    public static func clientRouter(_ coordinator: Coordinator) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: JSONErrorMiddleware())
+        router.get("/healthz") { _, _ in json(["status": "ok"]) }
+        let api = router.group(RouterPath(API.prefix))
+        api.get("status") { _, _ in try json(coordinator.status()) }
+        api.get("attestation") { request, _ in try attestation(coordinator, request) }
+        api.get("manifest") { _, _ in
+            guard let manifest = coordinator.manifest else { throw CoordinatorError.noManifest }
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: manifest.raw)))
+        }
+        api.post("manifest") { request, _ in
+            let body = try await collect(request)
+            let digest = try coordinator.setManifest(body)
+            return try json(API.ManifestSetResponse(digest: Hex.encode(digest)))
+        }
+        api.get("certificate/root") { _, _ in pem(coordinator.rootCertificatePEM) }
+        api.get("certificate/chain") { _, _ in pem(coordinator.chainPEM) }
+        return router
+    }
+
+    /// The mesh API: launchers activating services.
+    public static func meshRouter(_ coordinator: Coordinator) -> Router<BasicRequestContext> {
+        let router = Router()
+        router.add(middleware: JSONErrorMiddleware())
+        router.get("/healthz") { _, _ in json(["status": "ok"]) }
+        let api = router.group(RouterPath(API.prefix))
+        api.post("activation/nonce") { _, _ in
+            try json(API.NonceResponse(nonce: Hex.encode(try coordinator.issueNonce())))
+        }
+        api.post("activation") { request, _ in
+            let body = try await collect(request)
+            let activation: API.ActivationRequest
+            do {
+                activation = try JSONDecoder().decode(API.ActivationRequest.self, from: Data(body))
+            } catch {
+                throw CoordinatorError.badRequest("activation body is not a valid activation request JSON")
+            }
+            return try json(try coordinator.activate(activation))
+        }
+        api.get("certificate/root") { _, _ in pem(coordinator.rootCertificatePEM) }
+        api.get("attestation") { request, _ in try attestation(coordinator, request) }
+        return router
+    }
+
+    static func attestation(_ coordinator: Coordinator, _ request: Request) throws -> Response {
+        guard let text = request.uri.queryParameters.get("nonce"), let nonce = Hex.decode(text) else {
+            throw CoordinatorError.badRequest("query parameter 'nonce' must be hex")
+        }
+        return try json(try coordinator.attestation(nonce: nonce))
+    }
+
+    static func collect(_ request: Request) async throws -> [UInt8] {
+        var request = request
+        let buffer = try await request.collectBody(upTo: API.maximumBodySize)
+        return Array(buffer.readableBytesView)
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let body = try encoder.encode(value)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    static func json(_ value: [String: String]) -> Response {
+        // Encoding a string dictionary cannot fail.
+        try! json(value, status: .ok)
+    }
+
+    static func pem(_ text: String) -> Response {
+        Response(status: .ok, headers: [.contentType: "application/x-pem-file"], body: .init(byteBuffer: ByteBuffer(string: text)))
+    }
+}
+
+/// Turns every error (ours, Hummingbird's, decoding) into a JSON error body.
+struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as CoordinatorError {
+            var problems: [String]?
+            if case .invalidManifest(let validation) = error { problems = validation.problems.map(\.description) }
+            return Self.response(status: error.httpStatus, code: error.code, message: error.description, problems: problems)
+        } catch let error as HTTPError {
+            let message: String
+            switch error.status {
+            case .contentTooLarge: message = "request body is larger than \(API.maximumBodySize) bytes"
+            case .notFound: message = "no such endpoint: \(request.method) \(request.uri.path)"
+            default: message = error.body ?? error.status.reasonPhrase
+            }
+            return Self.response(status: error.status.code, code: "http\(error.status.code)", message: message, problems: nil)
+        } catch {
+            return Self.response(status: 500, code: "internal", message: "internal error", problems: nil)
+        }
+    }
+
+    static func response(status: Int, code: String, message: String, problems: [String]?) -> Response {
+        let body = (try? JSONEncoder().encode(API.ErrorResponse(code: code, message: message, problems: problems))) ?? Data()
+        return Response(
+            status: HTTPResponse.Status(code: status), headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}

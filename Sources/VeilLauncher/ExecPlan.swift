@@ -1,0 +1,105 @@
+import Foundation
+import Glibc
+import VeilManifest
+
+/// What the launcher does after a successful activation: write files, then `fexecve` the
+/// measured program with the final environment and argv.
+public struct ExecPlan {
+    public let program: OpenedProgram
+    public let files: [(path: String, bytes: [UInt8])]
+    public let environment: [String: String]
+    public let argv: [String]
+    public let simulated: Bool
+
+    init(response: API.ActivationResponse, options: LaunchOptions, program: OpenedProgram, privateKeyDER: [UInt8]) throws {
+        self.program = program
+        simulated = response.simulated
+        var files: [(String, [UInt8])] = []
+        for (path, value) in response.files.sorted(by: { $0.key < $1.key }) {
+            if let problem = FilePathRule.problem(path) { throw LaunchError.provisioning(path: path, reason: problem) }
+            files.append((path, value.assemble(servicePrivateKeyDER: privateKeyDER)))
+        }
+        self.files = files
+        var environment = options.environment
+        for name in Launcher.ownVariables { environment[name] = nil }
+        for (name, value) in response.env {
+            environment[name] = try Self.text(value.assemble(servicePrivateKeyDER: privateKeyDER), what: "environment variable \(name)")
+        }
+        self.environment = environment
+        if let argv = response.argv {
+            self.argv = try argv.enumerated().map { try Self.text($1.assemble(servicePrivateKeyDER: privateKeyDER), what: "argv[\($0)]") }
+        } else {
+            self.argv = options.command
+        }
+    }
+
+    private static func text(_ bytes: [UInt8], what: String) throws -> String {
+        guard !bytes.contains(0), let text = String(validating: bytes, as: UTF8.self) else {
+            throw LaunchError.invalidValue("\(what) renders to bytes that are not NUL-free UTF-8 (use the hex or base64 filter)")
+        }
+        return text
+    }
+
+    /// Writes every file. Directories are created (0700) as needed; no symlink is followed
+    /// anywhere on the path, so a planted link cannot redirect a secret outside the named path.
+    public func provision() throws {
+        for file in files {
+            try SafeWriter.write(file.bytes, to: file.path)
+        }
+    }
+
+    /// Replaces this process with the program. Returns only by throwing.
+    public func exec() throws -> Never {
+        let argvC = argv.map { strdup($0) } + [nil]
+        let envC = environment.sorted(by: { $0.key < $1.key }).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        fflush(nil)
+        fexecve(program.descriptor, argvC, envC)
+        throw LaunchError.exec(program.path, reason: String(cString: strerror(errno)))
+    }
+}
+
+/// Writes files beneath `/` without following symlinks, creating missing directories.
+enum SafeWriter {
+    static func write(_ bytes: [UInt8], to path: String) throws {
+        let components = path.split(separator: "/").map(String.init)
+        var dirFD = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dirFD >= 0 else { throw LaunchError.provisioning(path: path, reason: "cannot open /") }
+        defer { close(dirFD) }
+        var walked = ""
+        for component in components.dropLast() {
+            walked += "/" + component
+            var next = openat(dirFD, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if next < 0 && errno == ENOENT {
+                guard mkdirat(dirFD, component, 0o700) == 0 || errno == EEXIST else {
+                    throw LaunchError.provisioning(path: path, reason: "cannot create directory \(walked): \(String(cString: strerror(errno)))")
+                }
+                next = openat(dirFD, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            }
+            guard next >= 0 else {
+                let reason = errno == ELOOP || errno == ENOTDIR
+                    ? "\(walked) is a symlink or not a directory; provisioned files are never written through symlinks"
+                    : "cannot open directory \(walked): \(String(cString: strerror(errno)))"
+                throw LaunchError.provisioning(path: path, reason: reason)
+            }
+            close(dirFD)
+            dirFD = next
+        }
+        let name = components.last!
+        let fd = openat(dirFD, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            let reason = errno == ELOOP ? "\(path) is a symlink; provisioned files are never written through symlinks"
+                : String(cString: strerror(errno))
+            throw LaunchError.provisioning(path: path, reason: reason)
+        }
+        defer { close(fd) }
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw LaunchError.provisioning(path: path, reason: String(cString: strerror(errno)))
+            }
+            offset += written
+        }
+    }
+}

@@ -1,0 +1,119 @@
+import Crypto
+import Foundation
+import Glibc
+import VeilAttestation
+import VeilManifest
+import X509
+
+/// Everything `veil launch` needs.
+public struct LaunchOptions: Sendable {
+    public var service: String
+    /// The original entrypoint: program and arguments.
+    public var command: [String]
+    public var tee: TEEChoice
+    public var environment: [String: String]
+
+    public init(service: String, command: [String], tee: TEEChoice, environment: [String: String]) {
+        self.service = service
+        self.command = command
+        self.tee = tee
+        self.environment = environment
+    }
+}
+
+/// Which TEE produces the launcher's evidence. There is no default: simulation must be chosen.
+public enum TEEChoice: Sendable {
+    /// Development only: evidence signed with a simulation platform key; no confidentiality.
+    case simulated(SimulationPlatformKey)
+
+    /// The provider for a program with the given launch measurement.
+    func provider(measurement: [UInt8]) -> any EvidenceProvider {
+        switch self {
+        case .simulated(let key): return SimulatedEvidenceProvider(key: key, measurement: measurement)
+        }
+    }
+}
+
+/// Why a launch stopped before the app started.
+public enum LaunchError: Error, CustomStringConvertible {
+    case emptyCommand
+    case programNotFound(String)
+    case cannotOpenProgram(String, reason: String)
+    case evidence(String)
+    case provisioning(path: String, reason: String)
+    case invalidValue(String)
+    case exec(String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .emptyCommand: return "no command given after '--'"
+        case .programNotFound(let name): return "program '\(name)' not found in PATH"
+        case .cannotOpenProgram(let path, let reason): return "cannot open program \(path): \(reason)"
+        case .evidence(let why): return "cannot get evidence: \(why)"
+        case .provisioning(let path, let reason): return "cannot write \(path): \(reason)"
+        case .invalidValue(let why): return why
+        case .exec(let path, let reason): return "cannot exec \(path): \(reason)"
+        }
+    }
+}
+
+/// A program opened for measurement and later `fexecve`: the bytes measured are the bytes run.
+public struct OpenedProgram: Sendable {
+    public let path: String
+    public let descriptor: Int32
+
+    /// Resolves `name` like a shell (PATH search when it has no `/`) and opens it.
+    public static func open(_ name: String, path searchPath: String?) throws -> OpenedProgram {
+        let resolved: String
+        if name.contains("/") {
+            resolved = name
+        } else {
+            let candidates = (searchPath ?? "/usr/local/bin:/usr/bin:/bin").split(separator: ":").map { "\($0)/\(name)" }
+            guard let found = candidates.first(where: { access($0, X_OK) == 0 }) else { throw LaunchError.programNotFound(name) }
+            resolved = found
+        }
+        guard access(resolved, X_OK) == 0 else {
+            throw LaunchError.cannotOpenProgram(resolved, reason: String(cString: strerror(errno)))
+        }
+        // Scripts are exec'd by the kernel through /dev/fd/N, so their descriptor must survive exec.
+        let fd = Glibc.open(resolved, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw LaunchError.cannotOpenProgram(resolved, reason: String(cString: strerror(errno))) }
+        var magic: [UInt8] = [0, 0]
+        if pread(fd, &magic, 2, 0) == 2, magic == [UInt8(ascii: "#"), UInt8(ascii: "!")] {
+            _ = fcntl(fd, F_SETFD, 0)
+        }
+        return OpenedProgram(path: resolved, descriptor: fd)
+    }
+}
+
+/// The launcher: attest, activate, provision, exec.
+public enum Launcher {
+    /// Environment variables that configure the launcher and are not passed to the app.
+    public static let ownVariables = ["VEIL_SIMULATION_KEY", "VEIL_TEE", "VEIL_COORDINATOR", "VEIL_SERVICE", "VEIL_ROOT_CA"]
+
+    /// Activates with the coordinator and returns the ready-to-exec plan. Nothing is written
+    /// or executed until activation succeeded.
+    public static func activate(_ options: LaunchOptions, program: OpenedProgram, client: CoordinatorClient) async throws -> ExecPlan {
+        let measurement = try LaunchMeasurement.measure(
+            programFD: program.descriptor, config: .init(service: options.service, arguments: Array(options.command.dropFirst())))
+        let key = P256.Signing.PrivateKey()
+        let csr = try CertificateSigningRequest(
+            version: .v1, subject: try DistinguishedName { CommonName(options.service) }, privateKey: .init(key),
+            attributes: .init(), signatureAlgorithm: .ecdsaWithSHA256)
+        let nonceResponse = try await client.call(.POST, "\(API.prefix)/activation/nonce", as: API.NonceResponse.self)
+        guard let nonce = Hex.decode(nonceResponse.nonce) else {
+            throw CoordinatorClientError.unexpectedResponse(status: 200, detail: "nonce is not hex")
+        }
+        let provider = options.tee.provider(measurement: measurement)
+        let evidence: Evidence
+        do {
+            evidence = try provider.evidence(reportData: ReportData.binding(Array(key.publicKey.derRepresentation), nonce: nonce))
+        } catch {
+            throw LaunchError.evidence("\(error)")
+        }
+        let request = API.ActivationRequest(
+            service: options.service, nonce: nonceResponse.nonce, csr: try csr.serializeAsPEM().pemString, evidence: evidence)
+        let response = try await client.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
+        return try ExecPlan(response: response, options: options, program: program, privateKeyDER: Array(key.derRepresentation))
+    }
+}

@@ -1,0 +1,100 @@
+import Crypto
+import VeilAttestation
+
+/// A validated Veil manifest: which software may run (packages), as what (services), with
+/// which secrets, under which settings.
+///
+/// Invariant: every reference inside a `Manifest` resolves (services name existing packages,
+/// templates name existing secrets with a filter that suits them); only
+/// ``Manifest/parse(_:)`` creates one.
+public struct Manifest: Sendable, Equatable {
+    public var packages: [String: Package]
+    public var services: [String: Service]
+    public var secrets: [String: SecretSpec]
+    public var config: Config
+    /// The exact bytes the manifest was parsed from; `manifest get` returns these.
+    public var raw: [UInt8]
+    /// `SHA-256` of ``raw``.
+    public var digest: [UInt8] { Array(SHA256.hash(data: raw)) }
+
+    public struct Config: Sendable, Equatable {
+        /// Accept simulated evidence. Development only: simulation gives no confidentiality.
+        public var allowSimulation: Bool = false
+    }
+
+    public struct Service: Sendable, Equatable {
+        public var package: String
+        /// 0 means unlimited.
+        public var maxActivations: Int
+        public var parameters: Parameters
+    }
+
+    public struct Parameters: Sendable, Equatable {
+        /// Absolute path → template.
+        public var files: [String: Template] = [:]
+        public var env: [String: Template] = [:]
+        /// When non-nil, replaces the launched program's argv (argv[0] included).
+        public var argv: [Template]? = nil
+    }
+}
+
+/// An acceptable identity for a TEE.
+public struct Package: Sendable, Equatable {
+    public var kind: TEEKind
+    /// Required exact measurement, when set.
+    public var measurement: [UInt8]?
+    /// Required signer, when set.
+    public var signerID: [UInt8]?
+    public var productID: UInt16?
+    /// Minimum security version.
+    public var securityVersion: UInt16?
+    /// Whether debug TEEs are acceptable. Default `false`.
+    public var debug: Bool
+
+    /// Why claims do not match this package, or `nil` when they do.
+    public func mismatch(_ claims: Claims) -> String? {
+        if claims.tee != kind { return "TEE kind is \(claims.tee.rawValue), package requires \(kind.rawValue)" }
+        if let measurement, claims.measurement != measurement {
+            return "measurement \(Hex.encode(claims.measurement)) is not the package's \(Hex.encode(measurement))"
+        }
+        if let signerID, claims.signer != signerID { return "signer \(Hex.encode(claims.signer)) is not the package's \(Hex.encode(signerID))" }
+        if let productID, claims.productID != productID { return "product id \(claims.productID) is not the package's \(productID)" }
+        if let securityVersion, claims.securityVersion < securityVersion {
+            return "security version \(claims.securityVersion) is below the package's minimum \(securityVersion)"
+        }
+        if claims.debug && !debug { return "debug TEE, and the package does not allow debug" }
+        return nil
+    }
+}
+
+/// How a secret is made and what it holds.
+public struct SecretSpec: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        case certECDSA = "cert-ecdsa"
+        case certRSA = "cert-rsa"
+        case certEd25519 = "cert-ed25519"
+        case symmetricKey = "symmetric-key"
+        case plain
+
+        public var isCertificate: Bool {
+            switch self {
+            case .certECDSA, .certRSA, .certEd25519: return true
+            case .symmetricKey, .plain: return false
+            }
+        }
+    }
+
+    public struct CertificateSpec: Sendable, Equatable {
+        public var commonName: String
+        public var organization: String?
+        public var dnsNames: [String] = []
+        public var ipAddresses: [String] = []
+        public var validForDays: Int = 365
+    }
+
+    public var kind: Kind
+    /// Key size in bits for keys and certificates, length in bytes for `plain`.
+    public var size: Int
+    public var userDefined: Bool
+    public var certificate: CertificateSpec?
+}

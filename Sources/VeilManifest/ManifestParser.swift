@@ -1,0 +1,366 @@
+import Glibc
+import VeilAttestation
+
+/// One thing wrong with a manifest, at a JSON path such as `$.Services.web.Package`.
+public struct ManifestProblem: Sendable, Equatable, CustomStringConvertible {
+    public let path: String
+    public let message: String
+    public var description: String { "\(path): \(message)" }
+}
+
+/// Every problem found in a manifest, in document order of discovery (sorted by path).
+public struct ManifestValidationError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let problems: [ManifestProblem]
+    public var description: String {
+        "invalid manifest (\(problems.count) problem\(problems.count == 1 ? "" : "s")):\n"
+            + problems.map { "  \($0)" }.joined(separator: "\n")
+    }
+}
+
+extension Manifest {
+    /// The largest manifest accepted, in bytes.
+    public static let maximumSize = 1 << 20
+
+    /// Parses and validates a manifest; on failure the error lists every problem.
+    public static func parse(_ bytes: [UInt8]) throws(ManifestValidationError) -> Manifest {
+        var parser = ManifestParser()
+        guard bytes.count <= maximumSize else {
+            throw ManifestValidationError(problems: [ManifestProblem(path: "$", message: "manifest is larger than \(maximumSize) bytes")])
+        }
+        let json: JSONValue
+        do {
+            json = try JSONValue.parse(bytes)
+        } catch {
+            throw ManifestValidationError(problems: [ManifestProblem(path: "$", message: "not valid JSON")])
+        }
+        let manifest = parser.manifest(json, raw: bytes)
+        guard parser.problems.isEmpty, let manifest else {
+            throw ManifestValidationError(problems: parser.problems.sorted { $0.path < $1.path })
+        }
+        return manifest
+    }
+}
+
+/// Walks the JSON once, collecting problems instead of stopping at the first.
+private struct ManifestParser {
+    var problems: [ManifestProblem] = []
+
+    mutating func problem(_ path: String, _ message: String) {
+        problems.append(ManifestProblem(path: path, message: message))
+    }
+
+    mutating func object(_ value: JSONValue?, _ path: String, allowed: Set<String>) -> [String: JSONValue]? {
+        guard let value else { return nil }
+        guard case .object(let fields) = value else {
+            problem(path, "must be an object, found \(value.typeName)")
+            return nil
+        }
+        for key in fields.keys.sorted() where !allowed.contains(key) {
+            problem("\(path).\(key)", "unknown field (allowed: \(allowed.sorted().joined(separator: ", ")))")
+        }
+        return fields
+    }
+
+    mutating func map(_ value: JSONValue?, _ path: String) -> [String: JSONValue] {
+        guard let value else { return [:] }
+        guard case .object(let fields) = value else {
+            problem(path, "must be an object, found \(value.typeName)")
+            return [:]
+        }
+        return fields
+    }
+
+    mutating func string(_ value: JSONValue?, _ path: String) -> String? {
+        guard let value else { return nil }
+        guard case .string(let text) = value else {
+            problem(path, "must be a string, found \(value.typeName)")
+            return nil
+        }
+        return text
+    }
+
+    mutating func bool(_ value: JSONValue?, _ path: String) -> Bool? {
+        guard let value else { return nil }
+        guard case .bool(let flag) = value else {
+            problem(path, "must be true or false, found \(value.typeName)")
+            return nil
+        }
+        return flag
+    }
+
+    mutating func integer(_ value: JSONValue?, _ path: String, in range: ClosedRange<Int>) -> Int? {
+        guard let value else { return nil }
+        guard case .number(let number) = value, number.rounded() == number, number >= Double(range.lowerBound),
+            number <= Double(range.upperBound)
+        else {
+            problem(path, "must be an integer in \(range.lowerBound)...\(range.upperBound)")
+            return nil
+        }
+        return Int(number)
+    }
+
+    mutating func hex(_ value: JSONValue?, _ path: String, bytes: Int?) -> [UInt8]? {
+        guard var text = string(value, path) else { return nil }
+        if text.hasPrefix("sha256:") { text.removeFirst("sha256:".count) }
+        guard let decoded = Hex.decode(text), bytes == nil || decoded.count == bytes! else {
+            problem(path, "must be \(bytes.map { "\($0) bytes of " } ?? "")hex")
+            return nil
+        }
+        return decoded
+    }
+
+    mutating func manifest(_ json: JSONValue, raw: [UInt8]) -> Manifest? {
+        guard let root = object(json, "$", allowed: ["Packages", "Services", "Secrets", "Config"]) else { return nil }
+        if root["Packages"] == nil { problem("$.Packages", "required") }
+        if root["Services"] == nil { problem("$.Services", "required") }
+
+        let packageFields = map(root["Packages"], "$.Packages")
+        let secretFields = map(root["Secrets"], "$.Secrets")
+        var packages: [String: Package] = [:]
+        for (name, value) in packageFields {
+            if let package = package(value, "$.Packages.\(name)") { packages[name] = package }
+        }
+        var secrets: [String: SecretSpec] = [:]
+        for (name, value) in secretFields {
+            if let secret = secret(value, "$.Secrets.\(name)") { secrets[name] = secret }
+        }
+        let secretNames = Set(secretFields.keys)
+        let packageNames = Set(packageFields.keys)
+
+        var services: [String: Manifest.Service] = [:]
+        for (name, value) in map(root["Services"], "$.Services") {
+            let path = "$.Services.\(name)"
+            if let service = service(value, path, packageNames: packageNames, secrets: secrets, secretNames: secretNames) {
+                services[name] = service
+            }
+        }
+
+        var config = Manifest.Config()
+        if let fields = object(root["Config"], "$.Config", allowed: ["AllowSimulation"]) {
+            config.allowSimulation = bool(fields["AllowSimulation"], "$.Config.AllowSimulation") ?? false
+        }
+        for (name, package) in packages where package.kind == .simulated && !config.allowSimulation {
+            problem("$.Packages.\(name).Kind", "simulated packages need \"Config\": {\"AllowSimulation\": true}")
+        }
+        return Manifest(packages: packages, services: services, secrets: secrets, config: config, raw: raw)
+    }
+
+    mutating func package(_ value: JSONValue, _ path: String) -> Package? {
+        guard let fields = object(value, path, allowed: ["Kind", "Measurement", "SignerID", "ProductID", "SecurityVersion", "Debug"])
+        else { return nil }
+        let before = problems.count
+        var kind: TEEKind?
+        if let text = string(fields["Kind"], "\(path).Kind") {
+            switch TEEKind(rawValue: text) {
+            case .simulated: kind = .simulated
+            case .some(let other): problem("\(path).Kind", "kind '\(other.rawValue)' is not supported by this version of Veil yet")
+            case nil: problem("\(path).Kind", "unknown kind '\(text)' (known: simulated)")
+            }
+        } else if fields["Kind"] == nil {
+            problem("\(path).Kind", "required")
+        }
+        let measurement = hex(fields["Measurement"], "\(path).Measurement", bytes: 32)
+        let signer = hex(fields["SignerID"], "\(path).SignerID", bytes: nil)
+        let productID = integer(fields["ProductID"], "\(path).ProductID", in: 0...Int(UInt16.max))
+        let svn = integer(fields["SecurityVersion"], "\(path).SecurityVersion", in: 0...Int(UInt16.max))
+        let debug = bool(fields["Debug"], "\(path).Debug") ?? false
+        if fields["Measurement"] == nil && fields["SignerID"] == nil {
+            problem(path, "needs Measurement, or SignerID (with ProductID and SecurityVersion): otherwise any software would match")
+        }
+        if fields["SignerID"] != nil && (fields["ProductID"] == nil || fields["SecurityVersion"] == nil) {
+            problem(path, "SignerID needs ProductID and SecurityVersion too")
+        }
+        guard problems.count == before, let kind else { return nil }
+        return Package(
+            kind: kind, measurement: measurement, signerID: signer, productID: productID.map(UInt16.init),
+            securityVersion: svn.map(UInt16.init), debug: debug)
+    }
+
+    mutating func secret(_ value: JSONValue, _ path: String) -> SecretSpec? {
+        guard let fields = object(value, path, allowed: ["Type", "Size", "UserDefined", "Cert"]) else { return nil }
+        let before = problems.count
+        guard let typeName = string(fields["Type"], "\(path).Type") else {
+            if fields["Type"] == nil { problem("\(path).Type", "required") }
+            return nil
+        }
+        guard let kind = SecretSpec.Kind(rawValue: typeName) else {
+            problem("\(path).Type", "unknown type '\(typeName)' (known: \(SecretSpec.Kind.allCases.map(\.rawValue).joined(separator: ", ")))")
+            return nil
+        }
+        let userDefined = bool(fields["UserDefined"], "\(path).UserDefined") ?? false
+        var size = integer(fields["Size"], "\(path).Size", in: 0...65536)
+        let allowedSizes: [Int]
+        switch kind {
+        case .certECDSA: allowedSizes = [256, 384]
+        case .certRSA: allowedSizes = [2048, 3072, 4096]
+        case .certEd25519: allowedSizes = [256]
+        case .symmetricKey: allowedSizes = [128, 192, 256]
+        case .plain: allowedSizes = []
+        }
+        if fields["Size"] == nil {
+            if kind == .plain && !userDefined { problem("\(path).Size", "required for generated plain secrets (bytes, 1...4096)") }
+            size = allowedSizes.first ?? 0
+        } else if let given = size {
+            if kind == .plain {
+                if userDefined { problem("\(path).Size", "user-defined secrets take no Size") }
+                else if !(1...4096).contains(given) { problem("\(path).Size", "plain secret size must be 1...4096 bytes") }
+            } else if !allowedSizes.contains(given) {
+                problem("\(path).Size", "\(kind.rawValue) size \(given) is not supported (use \(allowedSizes.map(String.init).joined(separator: " or ")))")
+            }
+        }
+        if userDefined && kind.isCertificate {
+            problem("\(path).UserDefined", "user-defined certificates are not supported; use plain or symmetric-key")
+        }
+        var certificate: SecretSpec.CertificateSpec?
+        if kind.isCertificate {
+            certificate = certificateSpec(fields["Cert"], "\(path).Cert")
+        } else if fields["Cert"] != nil {
+            problem("\(path).Cert", "only certificate secrets take Cert")
+        }
+        guard problems.count == before else { return nil }
+        return SecretSpec(kind: kind, size: size ?? 0, userDefined: userDefined, certificate: certificate)
+    }
+
+    mutating func certificateSpec(_ value: JSONValue?, _ path: String) -> SecretSpec.CertificateSpec? {
+        guard let value else {
+            problem(path, "required for certificate secrets (at least Subject.CommonName)")
+            return nil
+        }
+        guard let fields = object(value, path, allowed: ["Subject", "DNSNames", "IPAddresses", "ValidFor"]) else { return nil }
+        guard let subject = object(fields["Subject"], "\(path).Subject", allowed: ["CommonName", "Organization"]) else {
+            if fields["Subject"] == nil { problem("\(path).Subject", "required") }
+            return nil
+        }
+        guard let commonName = string(subject["CommonName"], "\(path).Subject.CommonName"), !commonName.isEmpty else {
+            problem("\(path).Subject.CommonName", "required, non-empty")
+            return nil
+        }
+        var spec = SecretSpec.CertificateSpec(commonName: commonName)
+        spec.organization = string(subject["Organization"], "\(path).Subject.Organization")
+        spec.dnsNames = stringArray(fields["DNSNames"], "\(path).DNSNames")
+        spec.ipAddresses = stringArray(fields["IPAddresses"], "\(path).IPAddresses")
+        for (index, address) in spec.ipAddresses.enumerated() where IPAddress.bytes(address) == nil {
+            problem("\(path).IPAddresses[\(index)]", "'\(address)' is not an IPv4 or IPv6 address")
+        }
+        spec.validForDays = integer(fields["ValidFor"], "\(path).ValidFor", in: 1...3650) ?? 365
+        return spec
+    }
+
+    mutating func stringArray(_ value: JSONValue?, _ path: String) -> [String] {
+        guard let value else { return [] }
+        guard case .array(let items) = value else {
+            problem(path, "must be an array of strings, found \(value.typeName)")
+            return []
+        }
+        return items.enumerated().compactMap { string($1, "\(path)[\($0)]") }
+    }
+
+    mutating func service(
+        _ value: JSONValue, _ path: String, packageNames: Set<String>, secrets: [String: SecretSpec], secretNames: Set<String>
+    ) -> Manifest.Service? {
+        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters"]) else { return nil }
+        let before = problems.count
+        let package = string(fields["Package"], "\(path).Package")
+        if let package, !packageNames.contains(package) {
+            problem("\(path).Package", "unknown package '\(package)'")
+        } else if fields["Package"] == nil {
+            problem("\(path).Package", "required")
+        }
+        let maxActivations = integer(fields["MaxActivations"], "\(path).MaxActivations", in: 0...Int(Int32.max)) ?? 0
+        var parameters = Manifest.Parameters()
+        if let params = object(fields["Parameters"], "\(path).Parameters", allowed: ["Files", "Env", "Argv"]) {
+            let templatePath = "\(path).Parameters"
+            for (file, value) in map(params["Files"], "\(templatePath).Files") {
+                let filePath = "\(templatePath).Files[\"\(file)\"]"
+                if let problem = FilePathRule.problem(file) { self.problem(filePath, problem) }
+                if let template = template(value, filePath, secrets: secrets, secretNames: secretNames) {
+                    parameters.files[file] = template
+                }
+            }
+            for (name, value) in map(params["Env"], "\(templatePath).Env") {
+                let envPath = "\(templatePath).Env.\(name)"
+                if name.isEmpty || name.contains("=") || name.contains("\0") {
+                    problem(envPath, "environment variable names must be non-empty without '=' or NUL")
+                }
+                if let template = template(value, envPath, secrets: secrets, secretNames: secretNames) {
+                    parameters.env[name] = template
+                }
+            }
+            if let argv = params["Argv"] {
+                if case .array(let items) = argv, !items.isEmpty {
+                    let templates = items.enumerated().compactMap {
+                        template($1, "\(templatePath).Argv[\($0)]", secrets: secrets, secretNames: secretNames)
+                    }
+                    if templates.count == items.count { parameters.argv = templates }
+                } else {
+                    problem("\(templatePath).Argv", "must be a non-empty array of strings")
+                }
+            }
+        }
+        guard problems.count == before, let package else { return nil }
+        return Manifest.Service(package: package, maxActivations: maxActivations, parameters: parameters)
+    }
+
+    mutating func template(_ value: JSONValue, _ path: String, secrets: [String: SecretSpec], secretNames: Set<String>) -> Template? {
+        guard let text = string(value, path) else { return nil }
+        let template: Template
+        do {
+            template = try Template(text)
+        } catch {
+            problem(path, error.message)
+            return nil
+        }
+        var ok = true
+        for (filter, reference) in template.references {
+            guard case .secret(let name, let part) = reference else { continue }
+            guard secretNames.contains(name) else {
+                problem(path, "unknown secret '\(name)'")
+                ok = false
+                continue
+            }
+            // A secret with its own problems was reported already.
+            guard let spec = secrets[name] else { continue }
+            if spec.kind.isCertificate {
+                if part == nil {
+                    problem(path, "\(reference) is a certificate secret: name .Cert, .Private or .Public")
+                    ok = false
+                }
+            } else {
+                if part != nil {
+                    problem(path, "\(reference): only certificate secrets have .Cert/.Private/.Public")
+                    ok = false
+                } else if filter == .pem {
+                    problem(path, "filter 'pem' does not apply to \(spec.kind.rawValue) secret '\(name)' (use raw, hex or base64)")
+                    ok = false
+                }
+            }
+        }
+        return ok ? template : nil
+    }
+}
+
+/// Which file paths a manifest may name: absolute, normalized, no `..`.
+public enum FilePathRule {
+    /// Why `path` is not acceptable, or `nil`.
+    public static func problem(_ path: String) -> String? {
+        guard path.hasPrefix("/") else { return "file paths must be absolute" }
+        guard !path.hasSuffix("/") else { return "file path names a directory" }
+        guard !path.contains("\0") else { return "file path contains NUL" }
+        let components = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        if components.contains(where: { $0 == ".." || $0 == "." || $0.isEmpty }) {
+            return "file path must be normalized (no '.', '..' or '//')"
+        }
+        return nil
+    }
+}
+
+/// Textual IP address parsing via `inet_pton`.
+public enum IPAddress {
+    public static func bytes(_ text: String) -> [UInt8]? {
+        var v4 = [UInt8](repeating: 0, count: 4)
+        if inet_pton(AF_INET, text, &v4) == 1 { return v4 }
+        var v6 = [UInt8](repeating: 0, count: 16)
+        if inet_pton(AF_INET6, text, &v6) == 1 { return v6 }
+        return nil
+    }
+}

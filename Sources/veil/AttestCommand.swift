@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+import VeilAttestation
+import VeilLauncher
+
+struct AttestCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "attest",
+        abstract: "Verify the coordinator's evidence and pin its root certificate.",
+        discussion: """
+            Fetches the coordinator's evidence for a fresh random nonce, verifies it, checks that it
+            binds the root certificate and the nonce, checks the measurement against --expect or
+            --policy, and saves the root so later commands pin it.
+            """)
+
+    @Option(help: ArgumentHelp("Coordinator client API as HOST:PORT (env VEIL_COORDINATOR).", valueName: "host:port"))
+    var coordinator: String?
+
+    @Option(help: ArgumentHelp("Expected coordinator measurement (hex, repeatable).", valueName: "hex"))
+    var expect: [String] = []
+
+    @Option(help: ArgumentHelp("Policy JSON: {\"Measurements\": [...], \"AllowSimulation\": bool, \"SimulationKey\": path}.", valueName: "file"))
+    var policy: String?
+
+    @Flag(help: "Accept a simulated coordinator (development only: NO confidentiality).")
+    var allowSimulation = false
+
+    @Option(help: ArgumentHelp("Trusted simulation platform key (env \(SimulationPlatformKey.environmentVariable)).", valueName: "file"))
+    var simulationKey: String?
+
+    @Option(name: [.customShort("o"), .customLong("root-output")], help: ArgumentHelp("Also write the verified root certificate here.", valueName: "file"))
+    var rootOutput: String?
+
+    @Option(help: "Output format.") var output: OutputFormat = .text
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let address = coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:4433"
+        var policy = try self.policy.map(CoordinatorPolicy.load(path:)) ?? CoordinatorPolicy(measurements: [], verification: .init())
+        for text in expect {
+            guard let bytes = Hex.decode(text.hasPrefix("sha256:") ? String(text.dropFirst(7)) : text), bytes.count == 32 else {
+                throw ValidationError("--expect '\(text)' is not 32 bytes of hex")
+            }
+            policy.measurements.append(bytes)
+        }
+        if allowSimulation { policy.verification.allowSimulation = true }
+        if let keyPath = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] {
+            policy.verification.simulationKey = try SimulationPlatformKey.loadPublicKey(at: keyPath)
+        }
+        if policy.verification.allowSimulation && policy.verification.simulationKey == nil {
+            throw ValidationError("--allow-simulation needs the trusted simulation platform key: pass --simulation-key FILE")
+        }
+        if policy.measurements.isEmpty {
+            warn("warning: no expected measurement given (--expect/--policy): any coordinator software whose evidence verifies is accepted")
+        }
+        let attested = try await CoordinatorAttestation.attest(address: address, policy: policy)
+        try PinnedRoots.save(attested.rootCertificatePEM, for: address, environment: environment)
+        if let rootOutput { try emit(attested.rootCertificatePEM, to: rootOutput) }
+        let savedAt = PinnedRoots.path(for: address, environment: environment)
+        switch output {
+        case .json:
+            struct Result: Encodable {
+                var coordinator: String
+                var verified: Bool
+                var claims: Claims
+                var rootCertificate: String
+                var pinnedAt: String
+                var warning: String?
+            }
+            try printJSON(Result(
+                coordinator: address, verified: true, claims: attested.claims, rootCertificate: attested.rootCertificatePEM,
+                pinnedAt: savedAt, warning: attested.claims.simulated ? simulationWarning : nil))
+        case .text:
+            print("coordinator \(address): evidence verified")
+            print("tee: \(attested.claims.tee.rawValue)")
+            print("measurement: \(Hex.encode(attested.claims.measurement))")
+            print("root certificate pinned: \(savedAt)")
+            if attested.claims.simulated { print("warning: \(simulationWarning)") }
+        }
+    }
+}

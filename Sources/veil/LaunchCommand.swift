@@ -1,0 +1,83 @@
+import ArgumentParser
+import Foundation
+import VeilAttestation
+import VeilLauncher
+
+struct LaunchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "launch",
+        abstract: "Attest, activate as a service, provision files/env/argv, then exec the program.",
+        discussion: """
+            The program becomes this process (same PID, signals and exit code). On any failure
+            the program is not started and veil exits 1 with one line on stderr.
+            """)
+
+    @Option(help: ArgumentHelp("Coordinator mesh API as HOST:PORT (env VEIL_COORDINATOR).", valueName: "host:port"))
+    var coordinator: String?
+
+    @Option(help: ArgumentHelp("Manifest service to activate as (env VEIL_SERVICE).", valueName: "name"))
+    var service: String?
+
+    @Option(help: ArgumentHelp("TEE providing evidence (env VEIL_TEE). Only 'simulated' exists yet.", valueName: "tee"))
+    var tee: String?
+
+    @Option(help: ArgumentHelp("Simulation platform key (env \(SimulationPlatformKey.environmentVariable)).", valueName: "file"))
+    var simulationKey: String?
+
+    @Option(help: ArgumentHelp(
+        "Coordinator root certificate to pin (env VEIL_ROOT_CA). Without it the launcher attests the coordinator first.",
+        valueName: "file"))
+    var rootCA: String?
+
+    @Option(help: ArgumentHelp("Expected coordinator measurement when attesting it (repeatable).", valueName: "hex"))
+    var coordinatorMeasurement: [String] = []
+
+    @Argument(parsing: .postTerminator, help: "The program and its arguments.")
+    var command: [String] = []
+
+    func run() async throws {
+        do {
+            try await launch()
+        } catch {
+            warn("veil launch: \(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    private func launch() async throws -> Never {
+        let environment = ProcessInfo.processInfo.environment
+        guard let program = command.first else { throw LaunchError.emptyCommand }
+        guard let service = service ?? environment["VEIL_SERVICE"] else { throw ValidationError("--service is required") }
+        let address = coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:2001"
+        guard (tee ?? environment["VEIL_TEE"]) == "simulated" else {
+            throw ValidationError("no hardware TEE support yet: pass --tee simulated (or VEIL_TEE=simulated); simulation gives NO confidentiality")
+        }
+        guard let keyPath = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] else {
+            throw ValidationError("--tee simulated needs the simulation platform key: --simulation-key FILE or \(SimulationPlatformKey.environmentVariable)")
+        }
+        let platformKey = try SimulationPlatformKey.load(at: keyPath)
+
+        let rootPEM: String
+        if let path = rootCA ?? environment["VEIL_ROOT_CA"] {
+            guard let data = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read root certificate \(path)") }
+            rootPEM = String(decoding: data, as: UTF8.self)
+        } else {
+            let measurements = try coordinatorMeasurement.map { text in
+                guard let bytes = Hex.decode(text), bytes.count == 32 else { throw ValidationError("--coordinator-measurement '\(text)' is not 32 bytes of hex") }
+                return bytes
+            }
+            let policy = CoordinatorPolicy(
+                measurements: measurements, verification: .init(allowSimulation: true, simulationKey: platformKey.publicKey))
+            rootPEM = try await CoordinatorAttestation.attest(address: address, policy: policy).rootCertificatePEM
+        }
+
+        let opened = try OpenedProgram.open(program, path: environment["PATH"])
+        let client = try CoordinatorClient(address: address, trust: .pinnedRoot(rootPEM))
+        let options = LaunchOptions(service: service, command: command, tee: .simulated(platformKey), environment: environment)
+        let plan = try await Launcher.activate(options, program: opened, client: client)
+        await client.shutdown()
+        try plan.provision()
+        if plan.simulated { warn("veil launch: \(service) activated; \(simulationWarning)") }
+        try plan.exec()
+    }
+}

@@ -1,0 +1,49 @@
+import ArgumentParser
+import Foundation
+import VeilAttestation
+import VeilManifest
+
+struct ManifestCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "manifest", abstract: "Set or read the coordinator's manifest.",
+        subcommands: [Set.self, Get.self, Validate.self])
+
+    struct Set: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set the manifest (once; identical bytes again is a no-op).")
+        @OptionGroup var connection: ConnectionOptions
+        @Argument(help: ArgumentHelp("Manifest JSON file.", valueName: "file")) var file: String
+
+        func run() async throws {
+            guard let data = FileManager.default.contents(atPath: file) else { throw CommandError("cannot read \(file)") }
+            let client = try connection.pinnedClient()
+            let response = try await client.call(.POST, "\(API.prefix)/manifest", body: Array(data), as: API.ManifestSetResponse.self)
+            print("manifest set: sha256:\(response.digest)")
+            if (try? Manifest.parse(Array(data)))?.config.allowSimulation == true {
+                warn("warning: the manifest allows simulated evidence: \(simulationWarning)")
+            }
+        }
+    }
+
+    struct Get: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the manifest exactly as it was set.")
+        @OptionGroup var connection: ConnectionOptions
+        @Option(name: .shortAndLong, help: ArgumentHelp("Write to this file instead of stdout.", valueName: "file")) var output: String?
+
+        func run() async throws {
+            let client = try connection.pinnedClient()
+            let bytes = try await client.call(.GET, "\(API.prefix)/manifest")
+            try emit(String(decoding: bytes, as: UTF8.self), to: output)
+        }
+    }
+
+    struct Validate: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check a manifest file offline and list every problem.")
+        @Argument(help: ArgumentHelp("Manifest JSON file.", valueName: "file")) var file: String
+
+        func run() throws {
+            guard let data = FileManager.default.contents(atPath: file) else { throw CommandError("cannot read \(file)") }
+            let manifest = try Manifest.parse(Array(data))
+            print("valid: \(manifest.packages.count) packages, \(manifest.services.count) services, \(manifest.secrets.count) secrets; sha256:\(Hex.encode(manifest.digest))")
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import ArgumentParser
+import Foundation
+import VeilLauncher
+
+/// Where the coordinator is and which root certificate to pin.
+struct ConnectionOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Coordinator client API as HOST:PORT (env VEIL_COORDINATOR).", valueName: "host:port"))
+    var coordinator: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Root certificate to pin (env VEIL_ROOT_CA). Default: the root `veil attest` saved for this coordinator.",
+        valueName: "file"))
+    var rootCA: String?
+
+    var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    func address(default fallback: String = "127.0.0.1:4433") -> String {
+        coordinator ?? environment["VEIL_COORDINATOR"] ?? fallback
+    }
+
+    /// A client that only trusts the pinned root.
+    func pinnedClient() throws -> CoordinatorClient {
+        let address = address()
+        let path = rootCA ?? environment["VEIL_ROOT_CA"]
+        let pem: String
+        if let path {
+            guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+                throw CommandError("cannot read root certificate \(path)")
+            }
+            pem = text
+        } else if let saved = PinnedRoots.load(for: address, environment: environment) {
+            pem = saved
+        } else {
+            throw CommandError(
+                "no pinned root certificate for \(address): run `veil attest --coordinator \(address)` first, or pass --root-ca FILE")
+        }
+        return try CoordinatorClient(address: address, trust: .pinnedRoot(pem))
+    }
+}
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json
+}
+
+/// Writes `text` to `path` (or stdout when nil).
+func emit(_ text: String, to path: String?) throws {
+    if let path {
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+    } else {
+        print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+    }
+}
+
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+}
+
+/// Prints to standard error.
+func warn(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// A runtime failure: printed as one line, without usage help.
+struct CommandError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,21 @@
+import ArgumentParser
+import VeilManifest
+
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the coordinator's state.")
+    @OptionGroup var connection: ConnectionOptions
+    @Option(help: "Output format.") var output: OutputFormat = .text
+
+    func run() async throws {
+        let client = try connection.pinnedClient()
+        let status = try await client.call(.GET, "\(API.prefix)/status", as: API.StatusResponse.self)
+        switch output {
+        case .json: try printJSON(status)
+        case .text:
+            print("state: \(status.state)")
+            print("manifest: \(status.manifestDigest.map { "sha256:\($0)" } ?? "none")")
+            for (service, count) in status.activations.sorted(by: { $0.key < $1.key }) { print("activations \(service): \(count)") }
+            if let warning = status.warning { print("warning: \(warning)") }
+        }
+    }
+}

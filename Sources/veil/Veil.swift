@@ -1,0 +1,17 @@
+import ArgumentParser
+
+@main
+struct Veil: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "veil",
+        abstract: "Run unmodified container applications as attested confidential services.",
+        discussion: """
+            A coordinator holds a manifest of which measured software may run and which secrets
+            it gets; launchers prove what they run by remote attestation before they receive
+            certificates and secrets. The simulated TEE (development only) gives no confidentiality.
+            """,
+        subcommands: [
+            CoordinatorCommand.self, ManifestCommand.self, StatusCommand.self, CertificateCommand.self,
+            AttestCommand.self, LaunchCommand.self, MeasureCommand.self, BenchCommand.self,
+        ])
+}
