@@ -49,10 +49,11 @@ public struct ExecPlan {
     }
 
     /// Replaces this process with the program. Returns only by throwing.
-    public func exec() throws -> Never {
+    public func exec(signals: SignalDispositions) throws -> Never {
         let argvC = argv.map { strdup($0) } + [nil]
         let envC = environment.sorted(by: { $0.key < $1.key }).map { strdup("\($0.key)=\($0.value)") } + [nil]
         fflush(nil)
+        signals.restoreForExec()
         fexecve(program.descriptor, argvC, envC)
         throw LaunchError.exec(program.path, reason: String(cString: strerror(errno)))
     }

@@ -36,15 +36,16 @@ struct LaunchCommand: AsyncParsableCommand {
     var command: [String] = []
 
     func run() async throws {
+        let signals = SignalDispositions.capture()
         do {
-            try await launch()
+            try await launch(signals: signals)
         } catch {
             warn("veil launch: \(error)")
             throw ExitCode(1)
         }
     }
 
-    private func launch() async throws -> Never {
+    private func launch(signals: SignalDispositions) async throws -> Never {
         let environment = ProcessInfo.processInfo.environment
         guard let program = command.first else { throw LaunchError.emptyCommand }
         guard let service = service ?? environment["VEIL_SERVICE"] else { throw ValidationError("--service is required") }
@@ -78,6 +79,6 @@ struct LaunchCommand: AsyncParsableCommand {
         await client.shutdown()
         try plan.provision()
         if plan.simulated { warn("veil launch: \(service) activated; \(simulationWarning)") }
-        try plan.exec()
+        try plan.exec(signals: signals)
     }
 }

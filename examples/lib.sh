@@ -1,0 +1,69 @@
+# Shared steps of the examples: build veil, start a simulated coordinator on free ports,
+# attest it and pin its root. Sourced by examples/*/run.sh.
+set -euo pipefail
+
+VEIL_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VEIL=${VEIL:-$VEIL_ROOT/.build/debug/veil}
+PIDS=()
+
+step() { printf '\n== %s\n' "$*"; }
+fail() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
+
+cleanup() {
+  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "${WORK:-}" ] && [ -z "${KEEP_WORK:-}" ]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_until SECONDS CMD...: retries CMD every 0.1 s.
+wait_until() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.1
+  done
+}
+
+build_veil() {
+  if [ -z "${VEIL_SKIP_BUILD:-}" ]; then
+    step "building veil"
+    (cd "$VEIL_ROOT" && swift build --product veil)
+  fi
+  [ -x "$VEIL" ] || fail "no veil binary at $VEIL"
+}
+
+start_coordinator() {
+  WORK=$(mktemp -d /tmp/veil-example.XXXXXX)
+  CLIENT_ADDR=127.0.0.1:$(free_port)
+  MESH_ADDR=127.0.0.1:$(free_port)
+  SIM_KEY=$WORK/data/simulation-platform-key.pem
+  export VEIL_CONFIG_DIR=$WORK/config VEIL_COORDINATOR=$CLIENT_ADDR
+  step "starting the coordinator (simulated TEE: development only, no confidentiality)"
+  "$VEIL" coordinator --tee simulated --data-dir "$WORK/data" --client-addr "$CLIENT_ADDR" --mesh-addr "$MESH_ADDR" \
+    >"$WORK/coordinator.log" 2>&1 &
+  PIDS+=($!)
+  wait_until 20 curl -sfk "https://$CLIENT_ADDR/healthz" || { cat "$WORK/coordinator.log"; fail "coordinator did not start"; }
+  step "attesting the coordinator and pinning its root certificate"
+  "$VEIL" attest --allow-simulation --simulation-key "$SIM_KEY" --expect "$("$VEIL" measure --coordinator)" -o "$WORK/root.pem"
+}
+
+# render_manifest TEMPLATE OUT KEY=VALUE...: replaces @KEY@ with VALUE (and @WORK@ with $WORK).
+render_manifest() {
+  local template=$1 out=$2; shift 2
+  local args=(-e "s#@WORK@#$WORK#g")
+  for pair in "$@"; do args+=(-e "s#@${pair%%=*}@#${pair#*=}#g"); done
+  sed "${args[@]}" "$template" >"$out"
+}
+
+# launch SERVICE LOG PROGRAM ARGS...: runs PROGRAM under `veil launch` in the background.
+launch() {
+  local service=$1 log=$2; shift 2
+  "$VEIL" launch --coordinator "$MESH_ADDR" --service "$service" --tee simulated --simulation-key "$SIM_KEY" \
+    --root-ca "$WORK/root.pem" -- "$@" >"$log" 2>&1 &
+  PIDS+=($!)
+}
