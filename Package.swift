@@ -96,7 +96,13 @@ let package = Package(
         .testTarget(name: "VeilManifestTests", dependencies: ["VeilManifest"], swiftSettings: strict),
         .testTarget(
             name: "VeilCoordinatorTests",
-            dependencies: ["VeilCoordinator", "VeilLauncher", "VeilManifest", "VeilAttestation"],
+            dependencies: [
+                "VeilCoordinator", "VeilLauncher", "VeilManifest", "VeilAttestation",
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(name: "VeilEndToEndTests", dependencies: ["VeilAttestation"], swiftSettings: strict),

@@ -97,23 +97,30 @@ public enum Launcher {
         let measurement = try LaunchMeasurement.measure(
             programFD: program.descriptor, config: .init(service: options.service, arguments: Array(options.command.dropFirst())))
         let key = P256.Signing.PrivateKey()
-        let csr = try CertificateSigningRequest(
-            version: .v1, subject: try DistinguishedName { CommonName(options.service) }, privateKey: .init(key),
-            attributes: .init(), signatureAlgorithm: .ecdsaWithSHA256)
         let nonceResponse = try await client.call(.POST, "\(API.prefix)/activation/nonce", as: API.NonceResponse.self)
         guard let nonce = Hex.decode(nonceResponse.nonce) else {
             throw CoordinatorClientError.unexpectedResponse(status: 200, detail: "nonce is not hex")
         }
-        let provider = options.tee.provider(measurement: measurement)
+        let request = try activationRequest(
+            service: options.service, nonce: nonce, key: key, provider: options.tee.provider(measurement: measurement))
+        let response = try await client.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
+        return try ExecPlan(response: response, options: options, program: program, privateKeyDER: Array(key.derRepresentation))
+    }
+
+    /// Builds an activation request: a CSR for `key` and evidence whose report data binds
+    /// `SHA-256(SubjectPublicKeyInfo DER ‖ nonce)`.
+    public static func activationRequest(
+        service: String, nonce: [UInt8], key: P256.Signing.PrivateKey, provider: any EvidenceProvider
+    ) throws -> API.ActivationRequest {
+        let csr = try CertificateSigningRequest(
+            version: .v1, subject: try DistinguishedName { CommonName(service) }, privateKey: .init(key),
+            attributes: .init(), signatureAlgorithm: .ecdsaWithSHA256)
         let evidence: Evidence
         do {
             evidence = try provider.evidence(reportData: ReportData.binding(Array(key.publicKey.derRepresentation), nonce: nonce))
         } catch {
             throw LaunchError.evidence("\(error)")
         }
-        let request = API.ActivationRequest(
-            service: options.service, nonce: nonceResponse.nonce, csr: try csr.serializeAsPEM().pemString, evidence: evidence)
-        let response = try await client.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
-        return try ExecPlan(response: response, options: options, program: program, privateKeyDER: Array(key.derRepresentation))
+        return API.ActivationRequest(service: service, nonce: Hex.encode(nonce), csr: try csr.serializeAsPEM().pemString, evidence: evidence)
     }
 }

@@ -51,6 +51,15 @@ public struct Package: Sendable, Equatable {
     /// Whether debug TEEs are acceptable. Default `false`.
     public var debug: Bool
 
+    public init(kind: TEEKind, measurement: [UInt8]? = nil, signerID: [UInt8]? = nil, productID: UInt16? = nil, securityVersion: UInt16? = nil, debug: Bool = false) {
+        self.kind = kind
+        self.measurement = measurement
+        self.signerID = signerID
+        self.productID = productID
+        self.securityVersion = securityVersion
+        self.debug = debug
+    }
+
     /// Why claims do not match this package, or `nil` when they do.
     public func mismatch(_ claims: Claims) -> String? {
         if claims.tee != kind { return "TEE kind is \(claims.tee.rawValue), package requires \(kind.rawValue)" }

@@ -114,11 +114,15 @@ private struct ManifestParser {
         if root["Packages"] == nil { problem("$.Packages", "required") }
         if root["Services"] == nil { problem("$.Services", "required") }
 
+        var config = Manifest.Config()
+        if let fields = object(root["Config"], "$.Config", allowed: ["AllowSimulation"]) {
+            config.allowSimulation = bool(fields["AllowSimulation"], "$.Config.AllowSimulation") ?? false
+        }
         let packageFields = map(root["Packages"], "$.Packages")
         let secretFields = map(root["Secrets"], "$.Secrets")
         var packages: [String: Package] = [:]
         for (name, value) in packageFields {
-            if let package = package(value, "$.Packages.\(name)") { packages[name] = package }
+            if let package = package(value, "$.Packages.\(name)", allowSimulation: config.allowSimulation) { packages[name] = package }
         }
         var secrets: [String: SecretSpec] = [:]
         for (name, value) in secretFields {
@@ -135,24 +139,19 @@ private struct ManifestParser {
             }
         }
 
-        var config = Manifest.Config()
-        if let fields = object(root["Config"], "$.Config", allowed: ["AllowSimulation"]) {
-            config.allowSimulation = bool(fields["AllowSimulation"], "$.Config.AllowSimulation") ?? false
-        }
-        for (name, package) in packages where package.kind == .simulated && !config.allowSimulation {
-            problem("$.Packages.\(name).Kind", "simulated packages need \"Config\": {\"AllowSimulation\": true}")
-        }
         return Manifest(packages: packages, services: services, secrets: secrets, config: config, raw: raw)
     }
 
-    mutating func package(_ value: JSONValue, _ path: String) -> Package? {
+    mutating func package(_ value: JSONValue, _ path: String, allowSimulation: Bool) -> Package? {
         guard let fields = object(value, path, allowed: ["Kind", "Measurement", "SignerID", "ProductID", "SecurityVersion", "Debug"])
         else { return nil }
         let before = problems.count
         var kind: TEEKind?
         if let text = string(fields["Kind"], "\(path).Kind") {
             switch TEEKind(rawValue: text) {
-            case .simulated: kind = .simulated
+            case .simulated where allowSimulation: kind = .simulated
+            case .simulated:
+                problem("\(path).Kind", "simulated packages need \"Config\": {\"AllowSimulation\": true} (development only: no confidentiality)")
             case .some(let other): problem("\(path).Kind", "kind '\(other.rawValue)' is not supported by this version of Veil yet")
             case nil: problem("\(path).Kind", "unknown kind '\(text)' (known: simulated)")
             }

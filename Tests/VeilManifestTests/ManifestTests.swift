@@ -1,0 +1,165 @@
+import Foundation
+import Testing
+import VeilAttestation
+import VeilManifest
+
+let measurementHex = String(repeating: "ab", count: 32)
+
+let validManifest = """
+    {
+      "Packages": { "redis": { "Kind": "simulated", "Measurement": "sha256:\(measurementHex)" },
+                    "signed": { "Kind": "simulated", "SignerID": "0102", "ProductID": 7, "SecurityVersion": 3 } },
+      "Services": { "cache": { "Package": "redis", "MaxActivations": 2,
+                    "Parameters": { "Files": { "/tls/cert.pem": "{{ pem .Secrets.cacheCert.Cert }}",
+                                               "/tls/key.pem": "{{ pem .Veil.Service.Private }}" },
+                                    "Env": { "PASS": "{{ hex .Secrets.pass }}" },
+                                    "Argv": ["redis-server", "--x", "{{ base64 .Secrets.key }}"] } } },
+      "Secrets": { "cacheCert": { "Type": "cert-ecdsa", "Size": 384, "Cert": { "Subject": { "CommonName": "cache" }, "DNSNames": ["cache"], "IPAddresses": ["127.0.0.1", "::1"] } },
+                   "rsa": { "Type": "cert-rsa", "Size": 3072, "Cert": { "Subject": { "CommonName": "r" } } },
+                   "ed": { "Type": "cert-ed25519", "Cert": { "Subject": { "CommonName": "e" } } },
+                   "pass": { "Type": "plain", "Size": 16 },
+                   "key": { "Type": "symmetric-key", "Size": 128 },
+                   "token": { "Type": "plain", "UserDefined": true } },
+      "Config": { "AllowSimulation": true }
+    }
+    """
+
+@Suite struct ManifestParsingTests {
+    @Test func parsesAValidManifest() throws {
+        let manifest = try Manifest.parse(Array(validManifest.utf8))
+        #expect(manifest.packages["redis"]?.measurement == Hex.decode(measurementHex))
+        #expect(manifest.packages["signed"]?.productID == 7)
+        #expect(manifest.services["cache"]?.maxActivations == 2)
+        #expect(manifest.services["cache"]?.parameters.argv?.count == 3)
+        #expect(manifest.secrets["cacheCert"]?.size == 384)
+        #expect(manifest.secrets["ed"]?.size == 256)
+        #expect(manifest.secrets["token"]?.userDefined == true)
+        #expect(manifest.secrets["cacheCert"]?.certificate?.ipAddresses == ["127.0.0.1", "::1"])
+        #expect(manifest.config.allowSimulation)
+        #expect(manifest.raw == Array(validManifest.utf8))
+    }
+
+    @Test func reportsEveryProblemWithItsPath() throws {
+        let bad = """
+            {
+              "Packages": { "p": { "Kind": "simulated", "Measurement": "abcd", "Colour": "red" },
+                            "q": { "Kind": "sgx-ish", "Measurement": "\(measurementHex)" } },
+              "Services": { "s": { "Package": "missing",
+                                   "Parameters": { "Files": { "relative/path": "{{ raw .Secrets.nope }}",
+                                                              "/a/../b": "x" },
+                                                   "Env": { "A": "{{ pem .Secrets.pass }}", "B": "{{ raw .Secrets.cert }}" },
+                                                   "Argv": [] } },
+                            "t": { "Package": "p", "MaxActivations": -1,
+                                   "Parameters": { "Env": { "C": "{{ shout .Secrets.pass }}", "D": "{{ raw .Secrets.pass" } } } },
+              "Secrets": { "pass": { "Type": "plain", "Size": 16 },
+                           "cert": { "Type": "cert-rsa", "Size": 1024, "Cert": { "Subject": { "CommonName": "c" }, "IPAddresses": ["300.1.1.1"] } },
+                           "key": { "Type": "symmetric-key", "Size": 100 },
+                           "weird": { "Type": "magic" } },
+              "Extra": 1
+            }
+            """
+        let error = try #require(throws: ManifestValidationError.self) { try Manifest.parse(Array(bad.utf8)) }
+        let found = Set(error.problems.map(\.path))
+        let expected: Set<String> = [
+            "$.Extra",
+            "$.Packages.p.Colour",
+            "$.Packages.p.Measurement",
+            "$.Packages.q.Kind",
+            "$.Services.s.Package",
+            "$.Services.s.Parameters.Files[\"relative/path\"]",
+            "$.Services.s.Parameters.Files[\"/a/../b\"]",
+            "$.Services.s.Parameters.Env.A",
+            "$.Services.s.Parameters.Argv",
+            "$.Services.t.MaxActivations",
+            "$.Services.t.Parameters.Env.C",
+            "$.Services.t.Parameters.Env.D",
+            "$.Secrets.cert.Size",
+            "$.Secrets.cert.Cert.IPAddresses[0]",
+            "$.Secrets.key.Size",
+            "$.Secrets.weird.Type",
+        ]
+        #expect(expected.isSubset(of: found), "missing: \(expected.subtracting(found))")
+        let messages = error.problems.map(\.description).joined(separator: "\n")
+        #expect(messages.contains("unknown package 'missing'"))
+        #expect(messages.contains("unknown secret 'nope'"))
+        #expect(messages.contains("cert-rsa size 1024 is not supported"))
+        #expect(messages.contains("filter 'pem' does not apply"))
+        #expect(messages.contains("unknown filter 'shout'"))
+        #expect(messages.contains("unterminated"))
+        // "$.Secrets.cert" is invalid (bad size), so the reference to it in Env.B is not reported twice.
+        #expect(!found.contains("$.Services.s.Parameters.Env.B"))
+        // Simulated packages without AllowSimulation are refused, saying how to opt in.
+        #expect(messages.contains("AllowSimulation"))
+    }
+
+    @Test func rejectsNonJSONAndWrongTypes() {
+        #expect(throws: ManifestValidationError.self) { try Manifest.parse(Array("{not json".utf8)) }
+        #expect(throws: ManifestValidationError.self) { try Manifest.parse(Array("[]".utf8)) }
+        #expect(throws: ManifestValidationError.self) { try Manifest.parse(Array(#"{"Packages": [], "Services": 3}"#.utf8)) }
+        #expect(throws: ManifestValidationError.self) { try Manifest.parse([UInt8](repeating: 0x20, count: Manifest.maximumSize + 1)) }
+    }
+
+    @Test func packageWithoutIdentityIsRejected() throws {
+        let text = #"{"Packages": {"any": {"Kind": "simulated"}}, "Services": {}, "Config": {"AllowSimulation": true}}"#
+        let error = try #require(throws: ManifestValidationError.self) { try Manifest.parse(Array(text.utf8)) }
+        #expect(error.problems.contains { $0.path == "$.Packages.any" && $0.message.contains("any software would match") })
+    }
+}
+
+@Suite struct PackageMatchingTests {
+    let package = Package(kind: .simulated, measurement: [1, 2], signerID: [9], productID: 4, securityVersion: 5, debug: false)
+
+    func claims(measurement: [UInt8] = [1, 2], signer: [UInt8] = [9], product: UInt16 = 4, svn: UInt16 = 5, debug: Bool = false) -> Claims {
+        Claims(tee: .simulated, measurement: measurement, signer: signer, productID: product, securityVersion: svn,
+               reportData: [UInt8](repeating: 0, count: 64), debug: debug, simulated: true)
+    }
+
+    @Test func matchesAndExplainsEachMismatch() {
+        #expect(package.mismatch(claims()) == nil)
+        #expect(package.mismatch(claims(svn: 9)) == nil)
+        #expect(package.mismatch(claims(measurement: [1, 3]))?.contains("measurement") == true)
+        #expect(package.mismatch(claims(signer: [8]))?.contains("signer") == true)
+        #expect(package.mismatch(claims(product: 5))?.contains("product id") == true)
+        #expect(package.mismatch(claims(svn: 4))?.contains("below the package's minimum") == true)
+        #expect(package.mismatch(claims(debug: true))?.contains("debug") == true)
+        var sgxClaims = claims()
+        sgxClaims.tee = .sgx
+        #expect(package.mismatch(sgxClaims)?.contains("TEE kind") == true)
+    }
+}
+
+@Suite struct TemplateTests {
+    @Test func rendersEveryFilter() throws {
+        let template = try Template("a={{ raw .Secrets.p }} h={{hex .Secrets.p}} b={{ base64 .Secrets.p }} c={{ pem .Veil.RootCA.Cert }}")
+        let rendered = try template.render { reference in
+            switch reference {
+            case .secret("p", nil): return .bytes(Array("hi".utf8))
+            case .rootCACert: return .der([1, 2, 3], pemLabel: "CERTIFICATE")
+            default: throw RenderError.unknownSecret("\(reference)")
+            }
+        }
+        let text = String(decoding: rendered.assemble(servicePrivateKeyDER: []), as: UTF8.self)
+        #expect(text == "a=hi h=6869 b=aGk= c=-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n")
+    }
+
+    @Test func servicePrivateKeyIsLeftToTheLauncher() throws {
+        let template = try Template("key:{{ pem .Veil.Service.Private }}:end")
+        let rendered = try template.render { _ in Issue.record("nothing to resolve"); return .bytes([]) }
+        #expect(rendered.pieces == [.bytes(Array("key:".utf8)), .servicePrivateKey(.pem), .bytes(Array(":end".utf8))])
+        let wire = try JSONDecoder().decode(RenderedValue.self, from: try JSONEncoder().encode(rendered))
+        #expect(wire == rendered)
+        let text = String(decoding: wire.assemble(servicePrivateKeyDER: [0xff]), as: UTF8.self)
+        #expect(text == "key:-----BEGIN PRIVATE KEY-----\n/w==\n-----END PRIVATE KEY-----\n:end")
+    }
+
+    @Test func rejectsBadSyntax() {
+        for bad in ["{{ raw }}", "{{ raw .Secrets. }}", "{{ raw .Veil.Nope }}", "{{ raw Secrets.x }}", "{{ raw .Secrets.x.Key }}", "{{", "{{ a b c }}"] {
+            #expect(throws: TemplateSyntaxError.self, "\(bad)") { try Template(bad) }
+        }
+    }
+
+    @Test func pemDoesNotApplyToOpaqueBytes() throws {
+        let template = try Template("{{ pem .Secrets.p }}")
+        #expect(throws: RenderError.self) { try template.render { _ in .bytes([1]) } }
+    }
+}
