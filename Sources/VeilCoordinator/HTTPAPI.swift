@@ -87,8 +87,14 @@ public enum HTTPAPI {
 /// Turns every error (ours, Hummingbird's, decoding) into a JSON error body.
 struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        // Refuse announced oversized bodies on every endpoint, including those that read none.
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > API.maximumBodySize {
+            return Self.tooLarge()
+        }
         do {
             return try await next(request, context)
+        } catch is NIOTooManyBytesError {
+            return Self.tooLarge()
         } catch let error as CoordinatorError {
             var problems: [String]?
             if case .invalidManifest(let validation) = error { problems = validation.problems.map(\.description) }
@@ -104,6 +110,10 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         } catch {
             return Self.response(status: 500, code: "internal", message: "internal error", problems: nil)
         }
+    }
+
+    static func tooLarge() -> Response {
+        response(status: 413, code: "http413", message: "request body is larger than \(API.maximumBodySize) bytes", problems: nil)
     }
 
     static func response(status: Int, code: String, message: String, problems: [String]?) -> Response {

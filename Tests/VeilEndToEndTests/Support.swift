@@ -1,0 +1,195 @@
+import Foundation
+import Glibc
+import Testing
+
+/// The repository checkout these tests run from.
+let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+/// The `veil` binary `swift build` produced (the test command builds it first).
+let veilBinary: String = {
+    let candidates = [ProcessInfo.processInfo.environment["VEIL"], repositoryRoot + "/.build/debug/veil"].compactMap { $0 }
+    return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates.last!
+}()
+
+struct RunResult {
+    var status: Int32
+    var signaled: Bool
+    var stdout: String
+    var stderr: String
+}
+
+/// A scratch directory removed when the value is dropped by the test.
+final class Scratch {
+    let path: String
+    init() throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("veil-e2e-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+
+    func write(_ text: String, to name: String) throws -> String {
+        let file = path + "/" + name
+        try Data(text.utf8).write(to: URL(fileURLWithPath: file))
+        return file
+    }
+}
+
+/// Starts `executable` with output captured to files.
+final class Spawned {
+    let process = Process()
+    let stdoutPath: String
+    let stderrPath: String
+
+    init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], scratch: Scratch) throws {
+        let id = UUID().uuidString.prefix(8)
+        stdoutPath = "\(scratch.path)/out-\(id)"
+        stderrPath = "\(scratch.path)/err-\(id)"
+        FileManager.default.createFile(atPath: stdoutPath, contents: nil)
+        FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
+        process.standardError = FileHandle(forWritingAtPath: stderrPath)
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var stdout: String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
+
+    /// Waits for exit; kills the process and fails the test after `timeout` seconds.
+    func wait(timeout: TimeInterval = 60) -> RunResult {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            process.terminate()
+            Issue.record("process \(process.executableURL?.path ?? "") \(process.arguments ?? []) timed out")
+            process.waitUntilExit()
+        }
+        process.waitUntilExit()
+        return RunResult(
+            status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal, stdout: stdout, stderr: stderr)
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+}
+
+func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], scratch: Scratch, timeout: TimeInterval = 60) throws -> RunResult {
+    try Spawned(executable, arguments, environment: environment, scratch: scratch).wait(timeout: timeout)
+}
+
+func freePort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+    _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+func isListening(port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    return withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    } == 0
+}
+
+func which(_ name: String) -> String? {
+    for dir in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+        return "\(dir)/\(name)"
+    }
+    return nil
+}
+
+/// A real `veil coordinator` process on free ports with its own data and config directories,
+/// already attested (its root pinned in the config directory).
+final class CoordinatorProcess {
+    let scratch: Scratch
+    let dataDirectory: String
+    let clientAddress: String
+    let meshAddress: String
+    var process: Spawned?
+
+    var simulationKey: String { dataDirectory + "/simulation-platform-key.pem" }
+    var rootPath: String { scratch.path + "/root.pem" }
+    var environment: [String: String] { ["VEIL_CONFIG_DIR": scratch.path + "/config", "VEIL_COORDINATOR": clientAddress] }
+
+    init(scratch: Scratch) throws {
+        self.scratch = scratch
+        dataDirectory = scratch.path + "/data"
+        clientAddress = "127.0.0.1:\(freePort())"
+        meshAddress = "127.0.0.1:\(freePort())"
+        try start()
+    }
+
+    deinit { process?.stop() }
+
+    func start() throws {
+        let process = try Spawned(
+            veilBinary,
+            ["coordinator", "--tee", "simulated", "--data-dir", dataDirectory, "--client-addr", clientAddress, "--mesh-addr", meshAddress],
+            scratch: scratch)
+        self.process = process
+        let deadline = Date().addingTimeInterval(30)
+        let port = Int(clientAddress.split(separator: ":").last!)!
+        while !isListening(port: port) {
+            guard Date() < deadline, process.process.isRunning else {
+                throw CoordinatorStartError(log: process.stderr)
+            }
+            usleep(50_000)
+        }
+        let attest = try veil(["attest", "--allow-simulation", "--simulation-key", simulationKey, "-o", rootPath])
+        guard attest.status == 0 else { throw CoordinatorStartError(log: attest.stderr) }
+    }
+
+    func restart() throws {
+        process?.stop()
+        try start()
+    }
+
+    struct CoordinatorStartError: Error { let log: String }
+
+    func veil(_ arguments: [String], environment extra: [String: String] = [:], timeout: TimeInterval = 60) throws -> RunResult {
+        try run(veilBinary, arguments, environment: environment.merging(extra) { $1 }, scratch: scratch, timeout: timeout)
+    }
+
+    /// `veil launch` for `service` with this coordinator's key and pinned root.
+    func launchArguments(service: String, key: String? = nil, command: [String]) -> [String] {
+        ["launch", "--coordinator", meshAddress, "--service", service, "--tee", "simulated", "--simulation-key", key ?? simulationKey,
+         "--root-ca", rootPath, "--"] + command
+    }
+
+    func measure(service: String, command: [String]) throws -> String {
+        let result = try veil(["measure", "--service", service, "--"] + command)
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func setManifest(_ text: String) throws -> RunResult {
+        try veil(["manifest", "set", try scratch.write(text, to: "manifest-\(UUID().uuidString.prefix(6)).json")])
+    }
+
+    /// `curl -k` against the coordinator: returns (HTTP status, body).
+    func curl(_ method: String, _ address: String, _ path: String, body: String? = nil) throws -> (Int, String) {
+        var arguments = ["-sk", "-o", "-", "-w", "\n%{http_code}", "-X", method, "https://\(address)\(path)"]
+        if let body { arguments += ["--data-binary", "@" + (try scratch.write(body, to: "body-\(UUID().uuidString.prefix(6))"))] }
+        let result = try run(which("curl") ?? "/usr/bin/curl", arguments, scratch: scratch)
+        let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        return (Int(lines.last ?? "") ?? -1, lines.dropLast().joined(separator: "\n"))
+    }
+}
