@@ -2,6 +2,7 @@
 # attest it and pin its root. Sourced by examples/*/run.sh.
 set -euo pipefail
 
+export PATH=/opt/swift/usr/bin:$PATH:/usr/sbin
 VEIL_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VEIL=${VEIL:-$VEIL_ROOT/.build/debug/veil}
 PIDS=()

@@ -72,10 +72,10 @@ public enum CoordinatorAttestation {
     /// certificate and our nonce, and its measurement must be one the policy expects. The
     /// root returned is safe to pin; a man in the middle can only relay it.
     public static func attest(address: String, policy: CoordinatorPolicy) async throws -> AttestedCoordinator {
-        let client = try CoordinatorClient(address: address, trust: .unverifiedForAttestation)
-        defer { Task { await client.shutdown() } }
         let nonce = Array(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) })
-        let response = try await client.call(.GET, "\(API.prefix)/attestation?nonce=\(Hex.encode(nonce))", as: API.AttestationResponse.self)
+        let response = try await CoordinatorClient.with(address: address, trust: .unverifiedForAttestation) { client in
+            try await client.call(.GET, "\(API.prefix)/attestation?nonce=\(Hex.encode(nonce))", as: API.AttestationResponse.self)
+        }
         return try verify(response, nonce: nonce, policy: policy)
     }
 

@@ -57,8 +57,19 @@ public final class CoordinatorClient: Sendable {
         baseURL = "https://\(address)"
     }
 
-    deinit {
-        try? http.syncShutdown()
+    /// Runs `body` with a client and always shuts the client down afterwards.
+    public static func with<Result>(
+        address: String, trust: CoordinatorTrust, _ body: (CoordinatorClient) async throws -> Result
+    ) async throws -> Result {
+        let client = try CoordinatorClient(address: address, trust: trust)
+        do {
+            let result = try await body(client)
+            await client.shutdown()
+            return result
+        } catch {
+            await client.shutdown()
+            throw error
+        }
     }
 
     /// Sends a request and returns the body of a 2xx response; error bodies become ``CoordinatorClientError/refused``.

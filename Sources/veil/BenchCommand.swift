@@ -1,6 +1,143 @@
 import ArgumentParser
+import Crypto
+import Foundation
+import VeilAttestation
+import VeilLauncher
+import VeilManifest
 
+/// Measures launch overhead and activation throughput against peers run in the same process:
+/// `/bin/true` started directly, and the coordinator's trivial `/healthz` over the same TLS
+/// connections. Numbers only compare within one run on one machine.
 struct BenchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "bench", abstract: "Benchmarks (see Benchmarks/).")
-    func run() async throws {}
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmark launch overhead and activations per second against same-run peers.",
+        discussion: "Starts its own simulated coordinator (development only: no confidentiality) in a temporary directory.")
+
+    @Option(help: "Launches to time (median reported).") var launches = 20
+    @Option(help: "Concurrent activation clients.") var concurrency = 8
+    @Option(help: "Seconds per throughput phase.") var seconds = 5.0
+
+    func run() async throws {
+        let veil = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("veil-bench-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let client = "127.0.0.1:\(Int.random(in: 20000...40000))"
+        let mesh = "127.0.0.1:\(Int.random(in: 40001...60000))"
+        let coordinator = Process()
+        coordinator.executableURL = URL(fileURLWithPath: veil)
+        coordinator.arguments = ["coordinator", "--tee", "simulated", "--data-dir", work + "/data", "--client-addr", client, "--mesh-addr", mesh, "--log-level", "error"]
+        try coordinator.run()
+        defer { coordinator.terminate(); coordinator.waitUntilExit() }
+
+        let keyPath = work + "/data/" + SimulationPlatformKey.defaultFileName
+        let environment = ProcessInfo.processInfo.environment
+        var attested: AttestedCoordinator?
+        for _ in 0..<100 where attested == nil {
+            try await Task.sleep(for: .milliseconds(100))
+            guard let key = try? SimulationPlatformKey.loadPublicKey(at: keyPath) else { continue }
+            attested = try? await CoordinatorAttestation.attest(
+                address: client, policy: .init(measurements: [], verification: .init(allowSimulation: true, simulationKey: key)))
+        }
+        guard let attested else { throw CommandError("benchmark coordinator did not start") }
+        let rootPath = work + "/root.pem"
+        try Data(attested.rootCertificatePEM.utf8).write(to: URL(fileURLWithPath: rootPath))
+
+        let benchMeasurement = Array(SHA256.hash(data: Array("veil bench".utf8)))
+        let trueMeasurement = try LaunchMeasurement.measure(programAt: "/bin/true", config: .init(service: "true", arguments: []))
+        let manifest = """
+            {"Packages": {"true": {"Kind": "simulated", "Measurement": "\(Hex.encode(trueMeasurement))"},
+                          "bench": {"Kind": "simulated", "Measurement": "\(Hex.encode(benchMeasurement))"}},
+             "Services": {"true": {"Package": "true"},
+                          "bench": {"Package": "bench", "Parameters": {"Files": {"/tls/cert.pem": "{{ pem .Veil.Service.Cert }}", "/tls/key.pem": "{{ pem .Veil.Service.Private }}"},
+                                                                       "Env": {"KEY": "{{ hex .Secrets.key }}"}}}},
+             "Secrets": {"key": {"Type": "symmetric-key", "Size": 256}},
+             "Config": {"AllowSimulation": true}}
+            """
+        _ = try await CoordinatorClient.with(address: client, trust: .pinnedRoot(attested.rootCertificatePEM)) {
+            try await $0.call(.POST, "\(API.prefix)/manifest", body: Array(manifest.utf8))
+        }
+
+        print("veil bench: simulated TEE (\(simulationWarning))")
+        print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; coordinator and load share them")
+
+        // 1. Launch overhead.
+        let direct = try (0..<launches).map { _ in try time(["/bin/true"], environment: environment) }
+        let launchArguments = [veil, "launch", "--coordinator", mesh, "--service", "true", "--tee", "simulated", "--simulation-key", keyPath, "--root-ca", rootPath, "--", "/bin/true"]
+        let launched = try (0..<launches).map { _ in try time(launchArguments, environment: environment) }
+        let directMedian = median(direct), launchedMedian = median(launched)
+        print("")
+        print("launch overhead (median of \(launches)):")
+        print(String(format: "  /bin/true                       %8.2f ms", directMedian * 1000))
+        print(String(format: "  veil launch -- /bin/true        %8.2f ms", launchedMedian * 1000))
+        print(String(format: "  overhead                        %8.2f ms  (goal < 50 ms: %@)", (launchedMedian - directMedian) * 1000,
+                     launchedMedian - directMedian < 0.05 ? "met" : "NOT met"))
+        print(String(format: "  ratio veil launch / direct      %8.1fx", launchedMedian / directMedian))
+
+        // 2. Activations per second vs the trivial /healthz on the same connections.
+        let (healthz, activations) = try await CoordinatorClient.with(address: mesh, trust: .pinnedRoot(attested.rootCertificatePEM)) { meshClient in
+            try await measureThroughput(meshClient, key: keyPath, measurement: benchMeasurement)
+        }
+        print("")
+        print("throughput, \(concurrency) concurrent clients over keep-alive TLS, \(Int(seconds)) s each:")
+        print(String(format: "  GET /healthz (peer)             %8.0f req/s", healthz))
+        print(String(format: "  activations (nonce+activation)  %8.0f /s  (goal >= 500/s: %@)", activations, activations >= 500 ? "met" : "NOT met"))
+        print(String(format: "  ratio activations / healthz     %8.2f", activations / healthz))
+    }
+
+    private func measureThroughput(_ meshClient: CoordinatorClient, key keyPath: String, measurement benchMeasurement: [UInt8]) async throws -> (Double, Double) {
+        let platformKey = try SimulationPlatformKey.load(at: keyPath)
+        let healthz = try await throughput(concurrency: concurrency, seconds: seconds) {
+            _ = try await meshClient.call(.GET, "/healthz")
+        }
+        let provider = SimulatedEvidenceProvider(key: platformKey, measurement: benchMeasurement)
+        let activations = try await throughput(concurrency: concurrency, seconds: seconds) {
+            let nonce = try await meshClient.call(.POST, "\(API.prefix)/activation/nonce", as: API.NonceResponse.self)
+            let request = try Launcher.activationRequest(
+                service: "bench", nonce: Hex.decode(nonce.nonce) ?? [], key: P256.Signing.PrivateKey(), provider: provider)
+            _ = try await meshClient.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
+        }
+        return (healthz, activations)
+    }
+
+    private func time(_ arguments: [String], environment: [String: String]) throws -> Double {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        process.environment = environment
+        process.standardError = FileHandle.nullDevice
+        let start = ContinuousClock.now
+        try process.run()
+        process.waitUntilExit()
+        let elapsed = ContinuousClock.now - start
+        guard process.terminationStatus == 0 else { throw CommandError("\(arguments.joined(separator: " ")) exited \(process.terminationStatus)") }
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+
+    private func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+
+    /// Runs `operation` from `concurrency` tasks for `seconds`; returns completed operations per second.
+    private func throughput(concurrency: Int, seconds: Double, _ operation: @escaping @Sendable () async throws -> Void) async throws -> Double {
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        let start = ContinuousClock.now
+        let total = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<concurrency {
+                group.addTask {
+                    var count = 0
+                    while ContinuousClock.now < deadline {
+                        try await operation()
+                        count += 1
+                    }
+                    return count
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        let elapsed = ContinuousClock.now - start
+        return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+    }
 }

@@ -11,8 +11,7 @@ struct CertificateCommand: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Write to this file instead of stdout.", valueName: "file")) var output: String?
 
     func run() async throws {
-        let client = try connection.pinnedClient()
-        let bytes = try await client.call(.GET, "\(API.prefix)/certificate/\(which.rawValue)")
+        let bytes = try await connection.withPinnedClient { try await $0.call(.GET, "\(API.prefix)/certificate/\(which.rawValue)") }
         try emit(String(decoding: bytes, as: UTF8.self), to: output)
     }
 }

@@ -73,10 +73,10 @@ struct LaunchCommand: AsyncParsableCommand {
         }
 
         let opened = try OpenedProgram.open(program, path: environment["PATH"])
-        let client = try CoordinatorClient(address: address, trust: .pinnedRoot(rootPEM))
         let options = LaunchOptions(service: service, command: command, tee: .simulated(platformKey), environment: environment)
-        let plan = try await Launcher.activate(options, program: opened, client: client)
-        await client.shutdown()
+        let plan = try await CoordinatorClient.with(address: address, trust: .pinnedRoot(rootPEM)) {
+            try await Launcher.activate(options, program: opened, client: $0)
+        }
         try plan.provision()
         if plan.simulated { warn("veil launch: \(service) activated; \(simulationWarning)") }
         try plan.exec(signals: signals)

@@ -15,8 +15,9 @@ struct ManifestCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard let data = FileManager.default.contents(atPath: file) else { throw CommandError("cannot read \(file)") }
-            let client = try connection.pinnedClient()
-            let response = try await client.call(.POST, "\(API.prefix)/manifest", body: Array(data), as: API.ManifestSetResponse.self)
+            let response = try await connection.withPinnedClient {
+                try await $0.call(.POST, "\(API.prefix)/manifest", body: Array(data), as: API.ManifestSetResponse.self)
+            }
             print("manifest set: sha256:\(response.digest)")
             if (try? Manifest.parse(Array(data)))?.config.allowSimulation == true {
                 warn("warning: the manifest allows simulated evidence: \(simulationWarning)")
@@ -30,8 +31,7 @@ struct ManifestCommand: AsyncParsableCommand {
         @Option(name: .shortAndLong, help: ArgumentHelp("Write to this file instead of stdout.", valueName: "file")) var output: String?
 
         func run() async throws {
-            let client = try connection.pinnedClient()
-            let bytes = try await client.call(.GET, "\(API.prefix)/manifest")
+            let bytes = try await connection.withPinnedClient { try await $0.call(.GET, "\(API.prefix)/manifest") }
             try emit(String(decoding: bytes, as: UTF8.self), to: output)
         }
     }

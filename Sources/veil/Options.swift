@@ -18,8 +18,12 @@ struct ConnectionOptions: ParsableArguments {
         coordinator ?? environment["VEIL_COORDINATOR"] ?? fallback
     }
 
-    /// A client that only trusts the pinned root.
-    func pinnedClient() throws -> CoordinatorClient {
+    /// Runs `body` with a client that only trusts the pinned root.
+    func withPinnedClient<Result>(_ body: (CoordinatorClient) async throws -> Result) async throws -> Result {
+        try await CoordinatorClient.with(address: address(), trust: .pinnedRoot(try pinnedRoot()), body)
+    }
+
+    private func pinnedRoot() throws -> String {
         let address = address()
         let path = rootCA ?? environment["VEIL_ROOT_CA"]
         let pem: String
@@ -34,7 +38,7 @@ struct ConnectionOptions: ParsableArguments {
             throw CommandError(
                 "no pinned root certificate for \(address): run `veil attest --coordinator \(address)` first, or pass --root-ca FILE")
         }
-        return try CoordinatorClient(address: address, trust: .pinnedRoot(pem))
+        return pem
     }
 }
 

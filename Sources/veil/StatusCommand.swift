@@ -7,8 +7,9 @@ struct StatusCommand: AsyncParsableCommand {
     @Option(help: "Output format.") var output: OutputFormat = .text
 
     func run() async throws {
-        let client = try connection.pinnedClient()
-        let status = try await client.call(.GET, "\(API.prefix)/status", as: API.StatusResponse.self)
+        let status = try await connection.withPinnedClient {
+            try await $0.call(.GET, "\(API.prefix)/status", as: API.StatusResponse.self)
+        }
         switch output {
         case .json: try printJSON(status)
         case .text:
