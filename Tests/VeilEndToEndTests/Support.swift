@@ -44,8 +44,8 @@ final class Spawned {
         let id = UUID().uuidString.prefix(8)
         stdoutPath = "\(scratch.path)/out-\(id)"
         stderrPath = "\(scratch.path)/err-\(id)"
-        FileManager.default.createFile(atPath: stdoutPath, contents: nil)
-        FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: stdoutPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
