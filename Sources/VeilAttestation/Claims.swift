@@ -25,11 +25,14 @@ public struct Claims: Codable, Sendable, Equatable {
     public var debug: Bool
     /// `true` for simulated evidence: such claims give **no confidentiality or integrity**.
     public var simulated: Bool
+    /// Intel TCB status and advisories (SGX/TDX); `nil` for TEEs without one.
+    public var tcb: TCBVerdict?
 
     public init(
         tee: TEEKind, measurement: [UInt8], signer: [UInt8] = [], productID: UInt16 = 0,
-        securityVersion: UInt16 = 0, reportData: [UInt8], debug: Bool = false, simulated: Bool
+        securityVersion: UInt16 = 0, reportData: [UInt8], debug: Bool = false, simulated: Bool, tcb: TCBVerdict? = nil
     ) {
+        self.tcb = tcb
         self.tee = tee
         self.measurement = measurement
         self.signer = signer

@@ -1,0 +1,142 @@
+import Foundation
+
+/// What verifying a DCAP quote needs besides the quote: TCB info, QE identity, their signing
+/// chains and signatures, and the two CRLs. The PCK chain travels inside the quote.
+///
+/// JSON layout (as Intel PCS / PCCS deliver it and the shared vectors store it): keys
+/// `tcb_info`, `tcb_info_signature` (hex r‖s), `tcb_info_issuer_chain` (PEM), `qe_identity`,
+/// `qe_identity_signature`, `qe_identity_issuer_chain`, `root_ca_crl` (hex DER), `pck_crl`
+/// (hex DER), `pck_crl_issuer_chain` (PEM). `tcb_info` and `qe_identity` are the exact JSON
+/// bytes Intel signed.
+public struct DCAPCollateral: Sendable, Equatable {
+    public var tcbInfo: [UInt8]
+    public var tcbInfoSignature: [UInt8]
+    public var tcbInfoIssuerChain: [UInt8]
+    public var qeIdentity: [UInt8]
+    public var qeIdentitySignature: [UInt8]
+    public var qeIdentityIssuerChain: [UInt8]
+    public var rootCACRL: [UInt8]
+    public var pckCRL: [UInt8]
+    public var pckCRLIssuerChain: [UInt8]
+
+    public init(
+        tcbInfo: [UInt8], tcbInfoSignature: [UInt8], tcbInfoIssuerChain: [UInt8], qeIdentity: [UInt8],
+        qeIdentitySignature: [UInt8], qeIdentityIssuerChain: [UInt8], rootCACRL: [UInt8], pckCRL: [UInt8], pckCRLIssuerChain: [UInt8]
+    ) {
+        self.tcbInfo = tcbInfo
+        self.tcbInfoSignature = tcbInfoSignature
+        self.tcbInfoIssuerChain = tcbInfoIssuerChain
+        self.qeIdentity = qeIdentity
+        self.qeIdentitySignature = qeIdentitySignature
+        self.qeIdentityIssuerChain = qeIdentityIssuerChain
+        self.rootCACRL = rootCACRL
+        self.pckCRL = pckCRL
+        self.pckCRLIssuerChain = pckCRLIssuerChain
+    }
+
+    /// Parses the collateral JSON document described above.
+    public static func parseJSON(_ bytes: [UInt8]) throws(DCAPError) -> DCAPCollateral {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] else {
+            throw .malformedCollateral("collateral is not a JSON object")
+        }
+        func text(_ key: String) throws(DCAPError) -> [UInt8] {
+            guard let value = object[key] as? String else { throw .malformedCollateral("collateral field '\(key)' is missing or not a string") }
+            return Array(value.utf8)
+        }
+        func hex(_ key: String) throws(DCAPError) -> [UInt8] {
+            guard let value = object[key] as? String, let bytes = Hex.decode(value) else {
+                throw .malformedCollateral("collateral field '\(key)' is missing or not hex")
+            }
+            return bytes
+        }
+        return DCAPCollateral(
+            tcbInfo: try text("tcb_info"), tcbInfoSignature: try hex("tcb_info_signature"),
+            tcbInfoIssuerChain: try text("tcb_info_issuer_chain"), qeIdentity: try text("qe_identity"),
+            qeIdentitySignature: try hex("qe_identity_signature"), qeIdentityIssuerChain: try text("qe_identity_issuer_chain"),
+            rootCACRL: try hex("root_ca_crl"), pckCRL: try hex("pck_crl"), pckCRLIssuerChain: try text("pck_crl_issuer_chain"))
+    }
+}
+
+/// Intel TCB status, ordered from best to worst.
+public enum TCBStatus: String, Sendable, Codable, CaseIterable, Comparable {
+    case upToDate = "UpToDate"
+    case swHardeningNeeded = "SWHardeningNeeded"
+    case configurationNeeded = "ConfigurationNeeded"
+    case configurationAndSWHardeningNeeded = "ConfigurationAndSWHardeningNeeded"
+    case outOfDate = "OutOfDate"
+    case outOfDateConfigurationNeeded = "OutOfDateConfigurationNeeded"
+    case revoked = "Revoked"
+
+    private var severity: Int { Self.allCases.firstIndex(of: self)! }
+    public static func < (lhs: TCBStatus, rhs: TCBStatus) -> Bool { lhs.severity < rhs.severity }
+}
+
+/// A TCB level's verdict: status and the advisories that explain it.
+public struct TCBVerdict: Sendable, Equatable, Codable {
+    public var status: TCBStatus
+    public var advisoryIDs: [String]
+
+    /// The worse status, advisories of both (first-seen order, no duplicates).
+    func merged(with other: TCBVerdict) -> TCBVerdict {
+        var ids = advisoryIDs
+        for id in other.advisoryIDs where !ids.contains(id) { ids.append(id) }
+        return TCBVerdict(status: max(status, other.status), advisoryIDs: ids)
+    }
+}
+
+/// Intel TCB info (version 2 or 3), the fields verification uses.
+struct TCBInfo: Decodable {
+    struct Component: Decodable { var svn: Int }
+    struct Level: Decodable {
+        struct TCB: Decodable {
+            var sgxtcbcomponents: [Component]?
+            var tdxtcbcomponents: [Component]?
+            var pcesvn: Int
+        }
+        var tcb: TCB
+        var tcbStatus: String
+        var advisoryIDs: [String]?
+    }
+    struct ModuleIdentity: Decodable {
+        struct Level: Decodable {
+            struct TCB: Decodable { var isvsvn: Int }
+            var tcb: TCB
+            var tcbStatus: String
+            var advisoryIDs: [String]?
+        }
+        var id: String
+        var mrsigner: String
+        var attributes: String
+        var attributesMask: String
+        var tcbLevels: [Level]
+    }
+    var id: String?
+    var version: Int
+    var issueDate: String
+    var nextUpdate: String
+    var fmspc: String
+    var pceId: String
+    var tcbLevels: [Level]
+    var tdxModuleIdentities: [ModuleIdentity]?
+}
+
+/// Intel QE identity (version 2), the fields verification uses.
+struct QEIdentity: Decodable {
+    struct Level: Decodable {
+        struct TCB: Decodable { var isvsvn: Int }
+        var tcb: TCB
+        var tcbStatus: String
+        var advisoryIDs: [String]?
+    }
+    var id: String
+    var version: Int
+    var issueDate: String
+    var nextUpdate: String
+    var miscselect: String
+    var miscselectMask: String
+    var attributes: String
+    var attributesMask: String
+    var mrsigner: String
+    var isvprodid: Int
+    var tcbLevels: [Level]
+}

@@ -1,0 +1,289 @@
+import Crypto
+import Foundation
+import SwiftASN1
+import X509
+
+/// The outcome of verifying a DCAP quote.
+public struct DCAPResult: Sendable {
+    public var quote: DCAPQuote
+    /// Platform and QE (and, for TDX, module) verdicts merged: the worst status, all advisories.
+    public var verdict: TCBVerdict
+    public var platformVerdict: TCBVerdict
+    public var qeVerdict: TCBVerdict
+    public var claims: Claims
+}
+
+/// Verifies Intel SGX and TDX DCAP quotes against collateral, step by step as Intel's quote
+/// verification library does; each failed step is its own ``DCAPError``.
+///
+/// Collateral checks (chains, CRLs, signatures, validity windows) depend only on the
+/// collateral and the time, so ``prepare(_:at:)`` does them once and ``verify(_:prepared:at:)``
+/// reuses the result for many quotes.
+public struct DCAPVerifier: Sendable {
+    public let trustedRoot: Certificate
+
+    public init(trustedRoot: Certificate = DCAPVerifier.intelSGXRootCA) {
+        self.trustedRoot = trustedRoot
+    }
+
+    /// Collateral whose signatures, chains, CRLs and validity windows were checked at one time.
+    public struct PreparedCollateral: Sendable {
+        let tcbInfo: TCBInfo
+        let qeIdentity: QEIdentity
+        let rootCRL: RevocationList
+        let pckCRL: RevocationList
+        /// The checks were done for this instant; `verify` refuses another.
+        public let time: Date
+        /// Valid until the earliest nextUpdate / notAfter involved.
+        public let validUntil: Date
+    }
+
+    public func verify(quote bytes: [UInt8], collateral: DCAPCollateral, at time: Date = Date()) throws(DCAPError) -> DCAPResult {
+        try verify(bytes, prepared: try prepare(collateral, at: time), at: time)
+    }
+
+    /// Steps that depend only on the collateral.
+    public func prepare(_ collateral: DCAPCollateral, at time: Date) throws(DCAPError) -> PreparedCollateral {
+        let rootCRL = try RevocationList(derEncoded: collateral.rootCACRL)
+        try rootCRL.validate(issuedBy: trustedRoot, at: time, name: "root CA CRL")
+        let pckCRL = try RevocationList(derEncoded: collateral.pckCRL)
+        let pckCRLChain = try verifyChain(Self.certificates(collateral.pckCRLIssuerChain, "PCK CRL issuer"), name: "PCK CRL issuer", at: time, rootCRL: rootCRL, pckCRL: nil)
+        try pckCRL.validate(issuedBy: pckCRLChain[0], at: time, name: "PCK CRL")
+
+        let tcbChain = try verifyChain(Self.certificates(collateral.tcbInfoIssuerChain, "TCB info"), name: "TCB info signing", at: time, rootCRL: rootCRL, pckCRL: pckCRL)
+        guard Self.verifyRaw(signature: collateral.tcbInfoSignature, data: collateral.tcbInfo, key: tcbChain[0].publicKey) else {
+            throw .tcbInfoSignatureInvalid
+        }
+        let tcbInfo: TCBInfo
+        do {
+            tcbInfo = try JSONDecoder().decode(TCBInfo.self, from: Data(collateral.tcbInfo))
+        } catch {
+            throw .malformedCollateral("TCB info JSON: \(error)")
+        }
+        let tcbUntil = try Self.window(issue: tcbInfo.issueDate, next: tcbInfo.nextUpdate, what: "TCB info", at: time)
+
+        let qeChain = try verifyChain(Self.certificates(collateral.qeIdentityIssuerChain, "QE identity"), name: "QE identity signing", at: time, rootCRL: rootCRL, pckCRL: pckCRL)
+        guard Self.verifyRaw(signature: collateral.qeIdentitySignature, data: collateral.qeIdentity, key: qeChain[0].publicKey) else {
+            throw .qeIdentitySignatureInvalid
+        }
+        let qeIdentity: QEIdentity
+        do {
+            qeIdentity = try JSONDecoder().decode(QEIdentity.self, from: Data(collateral.qeIdentity))
+        } catch {
+            throw .malformedCollateral("QE identity JSON: \(error)")
+        }
+        let qeUntil = try Self.window(issue: qeIdentity.issueDate, next: qeIdentity.nextUpdate, what: "QE identity", at: time)
+        let certificatesUntil = (tcbChain + qeChain + pckCRLChain).map(\.notValidAfter).min() ?? time
+        let crlUntil = [rootCRL.nextUpdate, pckCRL.nextUpdate].compactMap { $0 }.min() ?? certificatesUntil
+        return PreparedCollateral(
+            tcbInfo: tcbInfo, qeIdentity: qeIdentity, rootCRL: rootCRL, pckCRL: pckCRL, time: time,
+            validUntil: min(tcbUntil, qeUntil, certificatesUntil, crlUntil))
+    }
+
+    /// Steps that depend on the quote, with collateral prepared for the same `time`.
+    public func verify(_ bytes: [UInt8], prepared: PreparedCollateral, at time: Date) throws(DCAPError) -> DCAPResult {
+        precondition(time == prepared.time, "prepared collateral was checked for another time")
+        let quote: DCAPQuote
+        do {
+            quote = try DCAPQuote(bytes)
+        } catch {
+            throw .malformedQuote(error)
+        }
+
+        // PCK chain from the quote, revocation by both CRLs.
+        let pckChain = try verifyChain(
+            Self.certificates(quote.pckChainPEM, "PCK"), name: "PCK", at: time, rootCRL: prepared.rootCRL, pckCRL: prepared.pckCRL)
+        let pckLeaf = pckChain[0]
+        guard pckLeaf.issuer == prepared.pckCRL.issuer else {
+            throw .crlInvalid("the PCK CRL is issued by \(prepared.pckCRL.issuer), not by the PCK certificate's issuer \(pckLeaf.issuer)")
+        }
+
+        guard Self.verifyRaw(signature: quote.qeReportSignature, data: quote.qeReportBytes, key: pckLeaf.publicKey) else {
+            throw .qeReportSignatureInvalid
+        }
+        let expectedQEData = Array(SHA256.hash(data: quote.attestationKey + quote.qeAuthData)) + [UInt8](repeating: 0, count: 32)
+        guard quote.qeReport.reportData == expectedQEData else { throw .qeReportDataMismatch }
+
+        let qeVerdict = try Self.matchQEIdentity(quote.qeReport, prepared.qeIdentity, tee: quote.header.tee)
+
+        guard let attestationKey = try? P256.Signing.PublicKey(rawRepresentation: quote.attestationKey),
+            let signature = try? P256.Signing.ECDSASignature(rawRepresentation: quote.signature),
+            attestationKey.isValidSignature(signature, for: bytes[..<quote.signedLength])
+        else { throw .quoteSignatureInvalid }
+
+        let extensions = try PCKExtensions(pckLeaf)
+        var platform = try Self.matchPlatformTCB(quote, extensions, prepared.tcbInfo)
+        if case .td(let report) = quote.body, let module = try Self.matchTDXModule(report, prepared.tcbInfo) {
+            platform = platform.merged(with: module)
+        }
+        let verdict = platform.merged(with: qeVerdict)
+
+        let claims: Claims
+        switch quote.body {
+        case .sgx(let report):
+            claims = Claims(
+                tee: .sgx, measurement: report.mrEnclave, signer: report.mrSigner, productID: report.isvProdID,
+                securityVersion: report.isvSVN, reportData: report.reportData, debug: report.debug, simulated: false, tcb: verdict)
+        case .td(let report):
+            claims = Claims(
+                tee: .tdx, measurement: report.mrTD, signer: report.mrSignerSeam, reportData: report.reportData, debug: report.debug,
+                simulated: false, tcb: verdict)
+        }
+        return DCAPResult(quote: quote, verdict: verdict, platformVerdict: platform, qeVerdict: qeVerdict, claims: claims)
+    }
+
+    // MARK: - Steps
+
+    static func matchQEIdentity(_ report: DCAPQuote.EnclaveReport, _ identity: QEIdentity, tee: DCAPQuote.TEE) throws(DCAPError) -> TCBVerdict {
+        let expectedID = tee == .sgx ? "QE" : "TD_QE"
+        guard identity.id == expectedID else { throw .qeIdentityMismatch("QE identity is for '\(identity.id)', the quote needs '\(expectedID)'") }
+        guard identity.version == 2 || (tee == .tdx && identity.version == 3) else {
+            throw .qeIdentityMismatch("unsupported QE identity version \(identity.version)")
+        }
+        guard let mrsigner = Hex.decode(identity.mrsigner), report.mrSigner == mrsigner else {
+            throw .qeIdentityMismatch("MRSIGNER \(Hex.encode(report.mrSigner)) is not \(identity.mrsigner.lowercased())")
+        }
+        guard report.isvProdID == identity.isvprodid else {
+            throw .qeIdentityMismatch("ISVPRODID \(report.isvProdID) is not \(identity.isvprodid)")
+        }
+        guard let misc = Hex.decode(identity.miscselect), let miscMask = Hex.decode(identity.miscselectMask), misc.count == 4, miscMask.count == 4 else {
+            throw .malformedCollateral("QE identity miscselect/miscselectMask")
+        }
+        let reportMisc = withUnsafeBytes(of: report.miscSelect.littleEndian) { Array($0) }
+        guard zip(zip(reportMisc, misc), miscMask).allSatisfy({ ($0.0 & $1) == ($0.1 & $1) }) else {
+            throw .qeIdentityMismatch("MISCSELECT does not match under the mask")
+        }
+        guard let attributes = Hex.decode(identity.attributes), let mask = Hex.decode(identity.attributesMask), attributes.count == 16, mask.count == 16 else {
+            throw .malformedCollateral("QE identity attributes/attributesMask")
+        }
+        guard zip(zip(report.attributes, attributes), mask).allSatisfy({ ($0.0 & $1) == ($0.1 & $1) }) else {
+            throw .qeIdentityMismatch("ATTRIBUTES do not match under the mask")
+        }
+        guard let level = identity.tcbLevels.first(where: { Int(report.isvSVN) >= $0.tcb.isvsvn }) else {
+            return TCBVerdict(status: .outOfDate, advisoryIDs: [])
+        }
+        return TCBVerdict(status: try status(level.tcbStatus), advisoryIDs: level.advisoryIDs ?? [])
+    }
+
+    static func matchPlatformTCB(_ quote: DCAPQuote, _ pck: PCKExtensions, _ info: TCBInfo) throws(DCAPError) -> TCBVerdict {
+        guard let fmspc = Hex.decode(info.fmspc), fmspc == pck.fmspc else {
+            throw .fmspcMismatch(pck: Hex.encode(pck.fmspc), tcbInfo: info.fmspc.lowercased())
+        }
+        guard let pceID = Hex.decode(info.pceId), pceID == pck.pceID else {
+            throw .tcbInfoMismatch("PCE ID \(Hex.encode(pck.pceID)) is not the TCB info's \(info.pceId)")
+        }
+        switch quote.header.tee {
+        case .sgx:
+            guard info.version >= 2, info.id == nil || info.id == "SGX" else { throw .tcbInfoMismatch("SGX quote with \(info.id ?? "?") TCB info") }
+        case .tdx:
+            guard info.version >= 3, info.id == "TDX" else { throw .tcbInfoMismatch("TDX quote with \(info.id ?? "SGX") TCB info") }
+        }
+        for level in info.tcbLevels {
+            guard let sgx = level.tcb.sgxtcbcomponents, sgx.count == 16 else { throw .malformedCollateral("TCB level without 16 SGX components") }
+            guard pck.pceSVN >= level.tcb.pcesvn, zip(pck.componentSVNs, sgx).allSatisfy({ Int($0) >= $1.svn }) else { continue }
+            if case .td(let report) = quote.body {
+                guard let tdx = level.tcb.tdxtcbcomponents, tdx.count == 16 else { throw .malformedCollateral("TDX TCB level without 16 TDX components") }
+                guard zip(report.teeTCBSVN, tdx).allSatisfy({ Int($0) >= $1.svn }) else { continue }
+            }
+            return TCBVerdict(status: try status(level.tcbStatus), advisoryIDs: level.advisoryIDs ?? [])
+        }
+        throw .noMatchingTCBLevel
+    }
+
+    /// TDX module identity: for module major versions above 0, TEE_TCB_SVN[1] names the
+    /// identity `TDX_%02X` whose signer and attributes must match the SEAM's and whose TCB
+    /// levels grade TEE_TCB_SVN[0].
+    static func matchTDXModule(_ report: DCAPQuote.TDReport, _ info: TCBInfo) throws(DCAPError) -> TCBVerdict? {
+        let major = report.teeTCBSVN[1]
+        guard major > 0, let identities = info.tdxModuleIdentities else { return nil }
+        let id = String(format: "TDX_%02X", major)
+        guard let identity = identities.first(where: { $0.id == id }) else {
+            throw .tdxModuleIdentityMismatch("TCB info has no module identity \(id)")
+        }
+        guard let signer = Hex.decode(identity.mrsigner), signer == report.mrSignerSeam else {
+            throw .tdxModuleIdentityMismatch("MRSIGNERSEAM does not match \(id)")
+        }
+        guard let attributes = Hex.decode(identity.attributes), let mask = Hex.decode(identity.attributesMask), attributes.count == 8, mask.count == 8,
+            zip(zip(report.seamAttributes, attributes), mask).allSatisfy({ ($0.0 & $1) == ($0.1 & $1) })
+        else { throw .tdxModuleIdentityMismatch("SEAM attributes do not match \(id)") }
+        guard let level = identity.tcbLevels.first(where: { Int(report.teeTCBSVN[0]) >= $0.tcb.isvsvn }) else {
+            throw .tdxModuleIdentityMismatch("module SVN \(report.teeTCBSVN[0]) is below every \(id) level")
+        }
+        return TCBVerdict(status: try status(level.tcbStatus), advisoryIDs: level.advisoryIDs ?? [])
+    }
+
+    static func status(_ text: String) throws(DCAPError) -> TCBStatus {
+        guard let status = TCBStatus(rawValue: text) else { throw .malformedCollateral("unknown TCB status '\(text)'") }
+        return status
+    }
+
+    // MARK: - Certificates
+
+    static func certificates(_ pem: [UInt8], _ name: String) throws(DCAPError) -> [Certificate] {
+        let text = String(decoding: pem.prefix(while: { $0 != 0 }), as: UTF8.self)
+        guard let documents = try? PEMDocument.parseMultiple(pemString: text), !documents.isEmpty else {
+            throw .malformedCertificate("\(name) chain is not PEM certificates")
+        }
+        do {
+            return try documents.map { try Certificate(derEncoded: $0.derBytes) }
+        } catch {
+            throw .malformedCertificate("\(name) chain: \(error)")
+        }
+    }
+
+    /// Verifies `chain` (leaf first; the trusted root may or may not be included) up to the
+    /// trusted root at `time`, with revocation by the root CA CRL (certificates the root
+    /// issued) and the PCK CRL (certificates its issuer issued). Returns the chain without the root.
+    func verifyChain(_ given: [Certificate], name: String, at time: Date, rootCRL: RevocationList, pckCRL: RevocationList?) throws(DCAPError) -> [Certificate] {
+        var chain = given
+        if let last = chain.last, last == trustedRoot { chain.removeLast() }
+        guard !chain.isEmpty else { throw .chainUntrusted(chain: name, reason: "no certificate below the root") }
+        guard trustedRoot.notValidBefore <= time, time <= trustedRoot.notValidAfter else {
+            throw .certificateExpired(chain: name, subject: "\(trustedRoot.subject)")
+        }
+        for (index, certificate) in chain.enumerated() {
+            let issuer = index + 1 < chain.count ? chain[index + 1] : trustedRoot
+            guard certificate.issuer == issuer.subject else {
+                let reason = index + 1 == chain.count
+                    ? "it ends at '\(certificate.issuer)', not at the trusted root '\(trustedRoot.subject)'"
+                    : "'\(certificate.subject)' is not issued by the next certificate '\(issuer.subject)'"
+                throw .chainUntrusted(chain: name, reason: reason)
+            }
+            guard issuer.publicKey.isValidSignature(certificate.signature, for: certificate) else {
+                throw .chainUntrusted(chain: name, reason: "signature on '\(certificate.subject)' does not verify with '\(issuer.subject)''s key")
+            }
+            if index > 0 {
+                guard let constraints = try? certificate.extensions.basicConstraints, case .isCertificateAuthority = constraints else {
+                    throw .chainUntrusted(chain: name, reason: "'\(certificate.subject)' is not a CA")
+                }
+            }
+            guard certificate.notValidBefore <= time, time <= certificate.notValidAfter else {
+                throw .certificateExpired(chain: name, subject: "\(certificate.subject)")
+            }
+            if issuer == trustedRoot, rootCRL.revokes(certificate) {
+                throw .certificateRevoked(chain: name, subject: "\(certificate.subject)")
+            }
+            if let pckCRL, certificate.issuer == pckCRL.issuer, pckCRL.revokes(certificate) {
+                throw .certificateRevoked(chain: name, subject: "\(certificate.subject)")
+            }
+        }
+        return chain
+    }
+
+    /// ECDSA P-256 / SHA-256 with a raw r ‖ s signature, as Intel signs TCB info, QE identity and QE reports.
+    static func verifyRaw(signature: [UInt8], data: [UInt8], key: Certificate.PublicKey) -> Bool {
+        guard let key = P256.Signing.PublicKey(key), let signature = try? P256.Signing.ECDSASignature(rawRepresentation: signature) else {
+            return false
+        }
+        return key.isValidSignature(signature, for: data)
+    }
+
+    static func window(issue: String, next: String, what: String, at time: Date) throws(DCAPError) -> Date {
+        guard let issueDate = try? Date(issue, strategy: .iso8601), let nextUpdate = try? Date(next, strategy: .iso8601) else {
+            throw .malformedCollateral("\(what) issueDate/nextUpdate are not RFC 3339 times")
+        }
+        guard time >= issueDate else { throw .collateralNotYetValid(what: what, issueDate: issueDate) }
+        guard time <= nextUpdate else { throw .collateralExpired(what: what, nextUpdate: nextUpdate) }
+        return nextUpdate
+    }
+}
