@@ -92,7 +92,16 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "VeilAttestationTests", dependencies: ["VeilAttestation"], swiftSettings: strict),
+        .testTarget(
+            name: "VeilAttestationTests",
+            dependencies: [
+                "VeilAttestation",
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "VeilManifestTests", dependencies: ["VeilManifest"], swiftSettings: strict),
         .testTarget(
             name: "VeilCoordinatorTests",

@@ -12,6 +12,6 @@ struct Veil: AsyncParsableCommand {
             """,
         subcommands: [
             CoordinatorCommand.self, ManifestCommand.self, StatusCommand.self, CertificateCommand.self,
-            AttestCommand.self, LaunchCommand.self, MeasureCommand.self, BenchCommand.self,
+            AttestCommand.self, LaunchCommand.self, MeasureCommand.self, VerifyCommand.self, BenchCommand.self,
         ])
 }

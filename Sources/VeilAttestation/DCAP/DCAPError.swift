@@ -23,6 +23,8 @@ public enum DCAPError: Error, Equatable, Sendable, CustomStringConvertible {
     case tcbInfoMismatch(String)
     case noMatchingTCBLevel
     case tdxModuleIdentityMismatch(String)
+    /// The platform's TCB level is revoked: no trust at all.
+    case tcbRevoked(advisoryIDs: [String])
 
     public var description: String {
         switch self {
@@ -46,6 +48,7 @@ public enum DCAPError: Error, Equatable, Sendable, CustomStringConvertible {
         case .tcbInfoMismatch(let why): return "TCB info does not fit the quote: \(why)"
         case .noMatchingTCBLevel: return "no matching TCB level found: the platform's TCB is below every level Intel lists"
         case .tdxModuleIdentityMismatch(let why): return "TDX module identity: \(why)"
+        case .tcbRevoked(let ids): return "TCB status is Revoked" + (ids.isEmpty ? "" : " (\(ids.joined(separator: ", ")))")
         }
     }
 }

@@ -117,6 +117,7 @@ public struct DCAPVerifier: Sendable {
             platform = platform.merged(with: module)
         }
         let verdict = platform.merged(with: qeVerdict)
+        guard verdict.status != .revoked else { throw .tcbRevoked(advisoryIDs: verdict.advisoryIDs) }
 
         let claims: Claims
         switch quote.body {

@@ -1,0 +1,99 @@
+import ArgumentParser
+import Foundation
+import VeilAttestation
+
+struct VerifyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Verify an Intel SGX or TDX DCAP quote and print its claims and TCB status.",
+        discussion: """
+            Exit status 0 only when the quote verifies: PCK chain to the Intel SGX Root CA, CRLs,
+            TCB info and QE identity signatures and validity at --at, QE report, quote signature,
+            QE identity, TCB level. A non-UpToDate status still verifies; judge it by policy.
+            """)
+
+    @Argument(help: ArgumentHelp("Quote file (binary).", valueName: "quote")) var quote: String
+    @Option(help: ArgumentHelp(
+        "Collateral JSON file, or a directory holding QUOTE_collateral.json or collateral.json.", valueName: "file|dir"))
+    var collateral: String
+    @Option(help: ArgumentHelp("Verification time, RFC 3339 (default: now).", valueName: "time")) var at: String?
+    @Option(help: "Output format.") var output: OutputFormat = .text
+
+    func run() throws {
+        guard let quoteBytes = FileManager.default.contents(atPath: quote) else { throw CommandError("cannot read quote \(quote)") }
+        let time: Date
+        if let at {
+            guard let parsed = try? Date(at, strategy: .iso8601) else { throw ValidationError("--at '\(at)' is not an RFC 3339 time") }
+            time = parsed
+        } else {
+            time = Date()
+        }
+        let result = try DCAPVerifier().verify(quote: Array(quoteBytes), collateral: try loadCollateral(), at: time)
+        let fields = Self.fields(result)
+        switch output {
+        case .json:
+            struct Output: Encodable {
+                var verified = true
+                var tee: String
+                var status: String
+                var advisoryIDs: [String]
+                var platformStatus: String
+                var qeStatus: String
+                var debug: Bool
+                var fields: [String: String]
+            }
+            try printJSON(Output(
+                tee: result.claims.tee.rawValue, status: result.verdict.status.rawValue, advisoryIDs: result.verdict.advisoryIDs,
+                platformStatus: result.platformVerdict.status.rawValue, qeStatus: result.qeVerdict.status.rawValue,
+                debug: result.claims.debug, fields: Dictionary(uniqueKeysWithValues: fields)))
+        case .text:
+            print("quote verified: \(result.claims.tee.rawValue) (v\(result.quote.header.version))")
+            print("tcb status: \(result.verdict.status.rawValue)" + (result.verdict.advisoryIDs.isEmpty ? "" : " [\(result.verdict.advisoryIDs.joined(separator: ", "))]"))
+            print("  platform: \(result.platformVerdict.status.rawValue), QE: \(result.qeVerdict.status.rawValue)")
+            if result.claims.debug { print("warning: DEBUG \(result.claims.tee == .sgx ? "enclave" : "TD"): no confidentiality") }
+            for (name, value) in fields { print("\(name): \(value)") }
+        }
+    }
+
+    private func loadCollateral() throws -> DCAPCollateral {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: collateral, isDirectory: &isDirectory) else {
+            throw CommandError("collateral \(collateral) does not exist (Intel PCS / PCCS URLs are not supported yet)")
+        }
+        var path = collateral
+        if isDirectory.boolValue {
+            let candidates = ["\(collateral)/\((quote as NSString).lastPathComponent)_collateral.json", "\(collateral)/collateral.json"]
+            guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+                throw CommandError("no collateral in \(collateral): expected \(candidates.joined(separator: " or "))")
+            }
+            path = found
+        }
+        guard let data = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read \(path)") }
+        return try DCAPCollateral.parseJSON(Array(data))
+    }
+
+    static func fields(_ result: DCAPResult) -> [(String, String)] {
+        switch result.quote.body {
+        case .sgx(let report):
+            return [
+                ("mrenclave", Hex.encode(report.mrEnclave)), ("mrsigner", Hex.encode(report.mrSigner)),
+                ("isvprodid", "\(report.isvProdID)"), ("isvsvn", "\(report.isvSVN)"), ("cpusvn", Hex.encode(report.cpuSVN)),
+                ("miscselect", String(format: "%08x", report.miscSelect)), ("attributes", Hex.encode(report.attributes)),
+                ("debug", "\(report.debug)"), ("reportdata", Hex.encode(report.reportData)),
+            ]
+        case .td(let report):
+            var fields = [
+                ("mrtd", Hex.encode(report.mrTD)), ("tee_tcb_svn", Hex.encode(report.teeTCBSVN)), ("mrseam", Hex.encode(report.mrSeam)),
+                ("mrsignerseam", Hex.encode(report.mrSignerSeam)), ("seam_attributes", Hex.encode(report.seamAttributes)),
+                ("td_attributes", Hex.encode(report.tdAttributes)), ("xfam", Hex.encode(report.xfam)),
+                ("mrconfigid", Hex.encode(report.mrConfigID)), ("mrowner", Hex.encode(report.mrOwner)),
+                ("mrownerconfig", Hex.encode(report.mrOwnerConfig)),
+            ]
+            fields += report.rtmrs.enumerated().map { ("rtmr\($0)", Hex.encode($1)) }
+            fields += [("debug", "\(report.debug)"), ("reportdata", Hex.encode(report.reportData))]
+            if let svn2 = report.teeTCBSVN2 { fields.append(("tee_tcb_svn2", Hex.encode(svn2))) }
+            if let service = report.mrServiceTD { fields.append(("mrservicetd", Hex.encode(service))) }
+            return fields
+        }
+    }
+}
