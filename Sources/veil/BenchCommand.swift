@@ -11,8 +11,14 @@ import VeilManifest
 /// connections. Numbers only compare within one run on one machine.
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench",
-        abstract: "Benchmark launch overhead and activations per second against same-run peers.",
+        commandName: "bench", abstract: "Benchmarks that print ratios against peers measured in the same run.",
+        subcommands: [BenchCoordinatorCommand.self, BenchDCAPCommand.self], defaultSubcommand: BenchCoordinatorCommand.self)
+}
+
+struct BenchCoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator",
+        abstract: "Launch overhead and activations per second against same-run peers.",
         discussion: "Starts its own simulated coordinator (development only: no confidentiality) in a temporary directory.")
 
     @Option(help: "Launches to time (median reported).") var launches = 20

@@ -51,20 +51,21 @@ import X509
         let verifier = DCAPVerifier(trustedRoot: ca.root)
         let now = Date()
 
+        var verified = Set<Certificate>()
         let empty = try RevocationList(derEncoded: ca.emptyCRL)
         try empty.validate(issuedBy: ca.root, at: now, name: "test CRL")
         #expect(!empty.revokes(ca.leaf))
-        #expect(try verifier.verifyChain([ca.leaf, ca.root], name: "PCK", at: now, rootCRL: empty, pckCRL: nil).count == 1)
+        #expect(try verifier.verifyChain([ca.leaf, ca.root], name: "PCK", at: now, rootCRL: empty, pckCRL: nil, verified: &verified).count == 1)
 
         let revoking = try RevocationList(derEncoded: ca.revokingCRL)
         try revoking.validate(issuedBy: ca.root, at: now, name: "test CRL")
         #expect(revoking.revokes(ca.leaf))
         #expect(throws: DCAPError.certificateRevoked(chain: "PCK", subject: "\(ca.leaf.subject)")) {
-            try verifier.verifyChain([ca.leaf], name: "PCK", at: now, rootCRL: revoking, pckCRL: nil)
+            try verifier.verifyChain([ca.leaf], name: "PCK", at: now, rootCRL: revoking, pckCRL: nil, verified: &verified)
         }
         // Also when the CRL is the PCK CRL of the leaf's issuer.
         #expect(throws: DCAPError.certificateRevoked(chain: "PCK", subject: "\(ca.leaf.subject)")) {
-            try verifier.verifyChain([ca.leaf], name: "PCK", at: now, rootCRL: empty, pckCRL: revoking)
+            try verifier.verifyChain([ca.leaf], name: "PCK", at: now, rootCRL: empty, pckCRL: revoking, verified: &verified)
         }
     }
 

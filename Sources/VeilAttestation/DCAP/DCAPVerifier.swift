@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import SwiftASN1
+import Synchronization
 import X509
 
 /// The outcome of verifying a DCAP quote.
@@ -27,14 +28,20 @@ public struct DCAPVerifier: Sendable {
     }
 
     /// Collateral whose signatures, chains, CRLs and validity windows were checked at one time.
+    ///
+    /// Invariant: every check that does not involve a quote held at ``time`` and holds until
+    /// ``validUntil`` (the earliest nextUpdate / notAfter involved). It also remembers PCK
+    /// chains it has verified (keyed by SHA-256 of the chain's bytes), so verifying many
+    /// quotes from the same platforms skips their chain signatures.
     public struct PreparedCollateral: Sendable {
         let tcbInfo: TCBInfo
         let qeIdentity: QEIdentity
         let rootCRL: RevocationList
         let pckCRL: RevocationList
-        /// The checks were done for this instant; `verify` refuses another.
+        /// Certificates whose signatures were verified while preparing.
+        let verifiedCertificates: Set<Certificate>
+        let pckCache = PCKChainCache()
         public let time: Date
-        /// Valid until the earliest nextUpdate / notAfter involved.
         public let validUntil: Date
     }
 
@@ -47,10 +54,15 @@ public struct DCAPVerifier: Sendable {
         let rootCRL = try RevocationList(derEncoded: collateral.rootCACRL)
         try rootCRL.validate(issuedBy: trustedRoot, at: time, name: "root CA CRL")
         let pckCRL = try RevocationList(derEncoded: collateral.pckCRL)
-        let pckCRLChain = try verifyChain(Self.certificates(collateral.pckCRLIssuerChain, "PCK CRL issuer"), name: "PCK CRL issuer", at: time, rootCRL: rootCRL, pckCRL: nil)
+        var verified = Set<Certificate>()
+        let pckCRLChain = try verifyChain(
+            Self.certificates(collateral.pckCRLIssuerChain, "PCK CRL issuer"), name: "PCK CRL issuer", at: time, rootCRL: rootCRL, pckCRL: nil,
+            verified: &verified)
         try pckCRL.validate(issuedBy: pckCRLChain[0], at: time, name: "PCK CRL")
 
-        let tcbChain = try verifyChain(Self.certificates(collateral.tcbInfoIssuerChain, "TCB info"), name: "TCB info signing", at: time, rootCRL: rootCRL, pckCRL: pckCRL)
+        let tcbChain = try verifyChain(
+            Self.certificates(collateral.tcbInfoIssuerChain, "TCB info"), name: "TCB info signing", at: time, rootCRL: rootCRL, pckCRL: pckCRL,
+            verified: &verified)
         guard Self.verifyRaw(signature: collateral.tcbInfoSignature, data: collateral.tcbInfo, key: tcbChain[0].publicKey) else {
             throw .tcbInfoSignatureInvalid
         }
@@ -62,7 +74,9 @@ public struct DCAPVerifier: Sendable {
         }
         let tcbUntil = try Self.window(issue: tcbInfo.issueDate, next: tcbInfo.nextUpdate, what: "TCB info", at: time)
 
-        let qeChain = try verifyChain(Self.certificates(collateral.qeIdentityIssuerChain, "QE identity"), name: "QE identity signing", at: time, rootCRL: rootCRL, pckCRL: pckCRL)
+        let qeChain = try verifyChain(
+            Self.certificates(collateral.qeIdentityIssuerChain, "QE identity"), name: "QE identity signing", at: time, rootCRL: rootCRL,
+            pckCRL: pckCRL, verified: &verified)
         guard Self.verifyRaw(signature: collateral.qeIdentitySignature, data: collateral.qeIdentity, key: qeChain[0].publicKey) else {
             throw .qeIdentitySignatureInvalid
         }
@@ -76,13 +90,15 @@ public struct DCAPVerifier: Sendable {
         let certificatesUntil = (tcbChain + qeChain + pckCRLChain).map(\.notValidAfter).min() ?? time
         let crlUntil = [rootCRL.nextUpdate, pckCRL.nextUpdate].compactMap { $0 }.min() ?? certificatesUntil
         return PreparedCollateral(
-            tcbInfo: tcbInfo, qeIdentity: qeIdentity, rootCRL: rootCRL, pckCRL: pckCRL, time: time,
+            tcbInfo: tcbInfo, qeIdentity: qeIdentity, rootCRL: rootCRL, pckCRL: pckCRL, verifiedCertificates: verified, time: time,
             validUntil: min(tcbUntil, qeUntil, certificatesUntil, crlUntil))
     }
 
-    /// Steps that depend on the quote, with collateral prepared for the same `time`.
+    /// Steps that depend on the quote, with collateral prepared at or before `time` and still
+    /// valid at `time`.
     public func verify(_ bytes: [UInt8], prepared: PreparedCollateral, at time: Date) throws(DCAPError) -> DCAPResult {
-        precondition(time == prepared.time, "prepared collateral was checked for another time")
+        guard time >= prepared.time else { throw .collateralNotYetValid(what: "prepared collateral", issueDate: prepared.time) }
+        guard time <= prepared.validUntil else { throw .collateralExpired(what: "prepared collateral", nextUpdate: prepared.validUntil) }
         let quote: DCAPQuote
         do {
             quote = try DCAPQuote(bytes)
@@ -90,13 +106,7 @@ public struct DCAPVerifier: Sendable {
             throw .malformedQuote(error)
         }
 
-        // PCK chain from the quote, revocation by both CRLs.
-        let pckChain = try verifyChain(
-            Self.certificates(quote.pckChainPEM, "PCK"), name: "PCK", at: time, rootCRL: prepared.rootCRL, pckCRL: prepared.pckCRL)
-        let pckLeaf = pckChain[0]
-        guard pckLeaf.issuer == prepared.pckCRL.issuer else {
-            throw .crlInvalid("the PCK CRL is issued by \(prepared.pckCRL.issuer), not by the PCK certificate's issuer \(pckLeaf.issuer)")
-        }
+        let (pckLeaf, extensions) = try verifiedPCK(quote.pckChainPEM, prepared: prepared, at: time)
 
         guard Self.verifyRaw(signature: quote.qeReportSignature, data: quote.qeReportBytes, key: pckLeaf.publicKey) else {
             throw .qeReportSignatureInvalid
@@ -111,7 +121,6 @@ public struct DCAPVerifier: Sendable {
             attestationKey.isValidSignature(signature, for: bytes[..<quote.signedLength])
         else { throw .quoteSignatureInvalid }
 
-        let extensions = try PCKExtensions(pckLeaf)
         var platform = try Self.matchPlatformTCB(quote, extensions, prepared.tcbInfo)
         if case .td(let report) = quote.body, let module = try Self.matchTDXModule(report, prepared.tcbInfo) {
             platform = platform.merged(with: module)
@@ -134,6 +143,26 @@ public struct DCAPVerifier: Sendable {
     }
 
     // MARK: - Steps
+
+    /// The PCK chain from the quote, verified to the root with revocation by both CRLs, or
+    /// taken from the prepared collateral's cache of chains verified before.
+    func verifiedPCK(_ pem: [UInt8], prepared: PreparedCollateral, at time: Date) throws(DCAPError) -> (Certificate, PCKExtensions) {
+        let key = Array(SHA256.hash(data: pem))
+        if let entry = prepared.pckCache.lookup(key), time <= entry.validUntil {
+            return (entry.leaf, entry.extensions)
+        }
+        var verified = prepared.verifiedCertificates
+        let chain = try verifyChain(
+            Self.certificates(pem, "PCK"), name: "PCK", at: time, rootCRL: prepared.rootCRL, pckCRL: prepared.pckCRL, verified: &verified)
+        let leaf = chain[0]
+        guard leaf.issuer == prepared.pckCRL.issuer else {
+            throw .crlInvalid("the PCK CRL is issued by \(prepared.pckCRL.issuer), not by the PCK certificate's issuer \(leaf.issuer)")
+        }
+        let extensions = try PCKExtensions(leaf)
+        let validUntil = chain.map(\.notValidAfter).min() ?? time
+        prepared.pckCache.store(key, PCKChainCache.Entry(leaf: leaf, extensions: extensions, validUntil: validUntil))
+        return (leaf, extensions)
+    }
 
     static func matchQEIdentity(_ report: DCAPQuote.EnclaveReport, _ identity: QEIdentity, tee: DCAPQuote.TEE) throws(DCAPError) -> TCBVerdict {
         let expectedID = tee == .sgx ? "QE" : "TD_QE"
@@ -235,7 +264,9 @@ public struct DCAPVerifier: Sendable {
     /// Verifies `chain` (leaf first; the trusted root may or may not be included) up to the
     /// trusted root at `time`, with revocation by the root CA CRL (certificates the root
     /// issued) and the PCK CRL (certificates its issuer issued). Returns the chain without the root.
-    func verifyChain(_ given: [Certificate], name: String, at time: Date, rootCRL: RevocationList, pckCRL: RevocationList?) throws(DCAPError) -> [Certificate] {
+    func verifyChain(
+        _ given: [Certificate], name: String, at time: Date, rootCRL: RevocationList, pckCRL: RevocationList?, verified: inout Set<Certificate>
+    ) throws(DCAPError) -> [Certificate] {
         var chain = given
         if let last = chain.last, last == trustedRoot { chain.removeLast() }
         guard !chain.isEmpty else { throw .chainUntrusted(chain: name, reason: "no certificate below the root") }
@@ -250,8 +281,12 @@ public struct DCAPVerifier: Sendable {
                     : "'\(certificate.subject)' is not issued by the next certificate '\(issuer.subject)'"
                 throw .chainUntrusted(chain: name, reason: reason)
             }
-            guard issuer.publicKey.isValidSignature(certificate.signature, for: certificate) else {
-                throw .chainUntrusted(chain: name, reason: "signature on '\(certificate.subject)' does not verify with '\(issuer.subject)''s key")
+            // A certificate verified earlier is byte-identical, so its issuer's signature holds.
+            if !verified.contains(certificate) {
+                guard issuer.publicKey.isValidSignature(certificate.signature, for: certificate) else {
+                    throw .chainUntrusted(chain: name, reason: "signature on '\(certificate.subject)' does not verify with '\(issuer.subject)''s key")
+                }
+                verified.insert(certificate)
             }
             if index > 0 {
                 guard let constraints = try? certificate.extensions.basicConstraints, case .isCertificateAuthority = constraints else {
@@ -286,5 +321,28 @@ public struct DCAPVerifier: Sendable {
         guard time >= issueDate else { throw .collateralNotYetValid(what: what, issueDate: issueDate) }
         guard time <= nextUpdate else { throw .collateralExpired(what: what, nextUpdate: nextUpdate) }
         return nextUpdate
+    }
+}
+
+/// PCK chains a prepared collateral has verified, keyed by SHA-256 of the chain bytes.
+/// Bounded: when full, it is cleared (a cache, never a source of truth).
+final class PCKChainCache: Sendable {
+    struct Entry: Sendable {
+        let leaf: Certificate
+        let extensions: PCKExtensions
+        /// The earliest notAfter in the chain.
+        let validUntil: Date
+    }
+
+    static let capacity = 4096
+    private let entries = Mutex<[[UInt8]: Entry]>([:])
+
+    func lookup(_ key: [UInt8]) -> Entry? { entries.withLock { $0[key] } }
+
+    func store(_ key: [UInt8], _ entry: Entry) {
+        entries.withLock {
+            if $0.count >= Self.capacity { $0.removeAll(keepingCapacity: true) }
+            $0[key] = entry
+        }
     }
 }
