@@ -14,6 +14,10 @@ public enum AttestationError: Error, Equatable, Sendable, CustomStringConvertibl
     case reportDataMismatch
     /// A simulation platform key file could not be read or created.
     case platformKeyUnavailable(path: String, reason: String)
+    /// An Intel DCAP quote did not verify.
+    case dcap(DCAPError)
+    /// Hardware evidence arrived but no collateral source is configured.
+    case noCollateral
 
     public var description: String {
         switch self {
@@ -26,6 +30,8 @@ public enum AttestationError: Error, Equatable, Sendable, CustomStringConvertibl
         case .signatureInvalid: return "evidence signature does not verify"
         case .reportDataMismatch: return "evidence report data does not bind this key and nonce (stale or replayed evidence)"
         case .platformKeyUnavailable(let path, let reason): return "simulation platform key \(path): \(reason)"
+        case .dcap(let error): return "DCAP quote rejected: \(error)"
+        case .noCollateral: return "Intel DCAP quote refused: the coordinator has no collateral source (start it with --dcap-collateral FILE|DIR)"
         }
     }
 }

@@ -27,6 +27,8 @@ public struct Claims: Codable, Sendable, Equatable {
     public var simulated: Bool
     /// Intel TCB status and advisories (SGX/TDX); `nil` for TEEs without one.
     public var tcb: TCBVerdict?
+    /// TDX only: the TD's other measurement registers.
+    public var tdx: TDXMeasurements?
 
     public init(
         tee: TEEKind, measurement: [UInt8], signer: [UInt8] = [], productID: UInt16 = 0,
@@ -47,3 +49,20 @@ public struct Claims: Codable, Sendable, Equatable {
 /// The warning every output that involves simulated evidence carries.
 public let simulationWarning =
     "SIMULATED TEE: this evidence gives NO confidentiality and NO integrity; use for development only"
+
+/// The measurement registers of a TD besides MRTD.
+public struct TDXMeasurements: Codable, Sendable, Equatable {
+    public var rtmrs: [[UInt8]]
+    public var mrConfigID: [UInt8]
+    public var mrOwner: [UInt8]
+    public var mrOwnerConfig: [UInt8]
+    public var mrSeam: [UInt8]
+
+    public init(rtmrs: [[UInt8]], mrConfigID: [UInt8], mrOwner: [UInt8], mrOwnerConfig: [UInt8], mrSeam: [UInt8]) {
+        self.rtmrs = rtmrs
+        self.mrConfigID = mrConfigID
+        self.mrOwner = mrOwner
+        self.mrOwnerConfig = mrOwnerConfig
+        self.mrSeam = mrSeam
+    }
+}

@@ -5,10 +5,13 @@ import Crypto
 public struct VerificationPolicy: Sendable {
     public var allowSimulation: Bool
     public var simulationKey: P256.Signing.PublicKey?
+    /// Intel DCAP verification (SGX/TDX quotes); `nil` refuses them.
+    public var dcap: DCAPEvidenceVerifier?
 
-    public init(allowSimulation: Bool = false, simulationKey: P256.Signing.PublicKey? = nil) {
+    public init(allowSimulation: Bool = false, simulationKey: P256.Signing.PublicKey? = nil, dcap: DCAPEvidenceVerifier? = nil) {
         self.allowSimulation = allowSimulation
         self.simulationKey = simulationKey
+        self.dcap = dcap
     }
 }
 
@@ -32,6 +35,13 @@ public struct Verifier: Sendable {
         case SimulatedReport.format:
             guard policy.allowSimulation, let key = policy.simulationKey else { throw AttestationError.simulationNotAllowed }
             return try SimulatedReport.verify(evidence, trustedKey: key)
+        case DCAPEvidence.format:
+            guard let dcap = policy.dcap else { throw AttestationError.noCollateral }
+            do {
+                return try dcap.verify(evidence.data).claims
+            } catch {
+                throw AttestationError.dcap(error)
+            }
         default:
             throw AttestationError.unsupportedFormat(evidence.format)
         }

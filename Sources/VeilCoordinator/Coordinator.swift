@@ -37,6 +37,7 @@ public final class Coordinator: Sendable {
     let store: any StateStore
     let evidenceProvider: any EvidenceProvider
     let simulationKey: P256.Signing.PublicKey?
+    let dcap: DCAPEvidenceVerifier?
     let logger: Logger
     let state: Mutex<Mutable>
 
@@ -49,8 +50,13 @@ public final class Coordinator: Sendable {
     ///   - evidenceProvider: produces the coordinator's own evidence.
     ///   - simulationKey: the simulation platform key launchers' simulated evidence must be
     ///     signed by; simulated evidence is accepted only if the manifest also allows it.
-    public init(store: any StateStore, evidenceProvider: any EvidenceProvider, simulationKey: P256.Signing.PublicKey?, logger: Logger) throws {
+    ///   - dcap: verifies Intel SGX/TDX quotes; `nil` refuses them.
+    public init(
+        store: any StateStore, evidenceProvider: any EvidenceProvider, simulationKey: P256.Signing.PublicKey?,
+        dcap: DCAPEvidenceVerifier? = nil, logger: Logger
+    ) throws {
         self.store = store
+        self.dcap = dcap
         self.evidenceProvider = evidenceProvider
         self.simulationKey = simulationKey
         self.logger = logger
@@ -191,7 +197,7 @@ public final class Coordinator: Sendable {
             throw .badRequest(error.description)
         }
         let verifier = Verifier(
-            policy: VerificationPolicy(allowSimulation: manifest.config.allowSimulation, simulationKey: simulationKey))
+            policy: VerificationPolicy(allowSimulation: manifest.config.allowSimulation, simulationKey: simulationKey, dcap: dcap))
         let claims: Claims
         do {
             let expected = ReportData.binding(try csr.publicKey.subjectPublicKeyInfoDER, nonce: nonce)
@@ -207,6 +213,10 @@ public final class Coordinator: Sendable {
         if let reason = package.mismatch(claims) {
             logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(reason)"])
             throw .packageMismatch(service: request.service, package: service.package, reason: reason)
+        }
+        if !manifest.config.accepts(claims), let tcb = claims.tcb {
+            logger.warning("activation refused", metadata: ["service": "\(request.service)", "tcbStatus": "\(tcb.status.rawValue)"])
+            throw .tcbStatusNotAccepted(service: request.service, verdict: tcb)
         }
 
         try state.withLock { mutable throws(CoordinatorError) in

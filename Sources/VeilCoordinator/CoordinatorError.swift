@@ -13,13 +13,14 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     case evidenceRejected(AttestationError)
     case packageMismatch(service: String, package: String, reason: String)
     case activationLimitReached(service: String, limit: Int)
+    case tcbStatusNotAccepted(service: String, verdict: TCBVerdict)
     case renderFailed(service: String, reason: String)
     case storage(String)
 
     public var httpStatus: Int {
         switch self {
         case .invalidManifest, .badRequest, .unknownNonce: return 400
-        case .evidenceRejected, .packageMismatch: return 403
+        case .evidenceRejected, .packageMismatch, .tcbStatusNotAccepted: return 403
         case .unknownService: return 404
         case .manifestAlreadySet, .noManifest, .activationLimitReached, .renderFailed: return 409
         case .tooManyPendingNonces, .storage: return 503
@@ -41,6 +42,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .evidenceRejected: return "evidenceRejected"
         case .packageMismatch: return "packageMismatch"
         case .activationLimitReached: return "activationLimitReached"
+        case .tcbStatusNotAccepted: return "tcbStatusNotAccepted"
         case .renderFailed: return "renderFailed"
         case .storage: return "storage"
         }
@@ -61,6 +63,10 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
             return "service '\(service)' refused: evidence does not match package '\(package)': \(reason)"
         case .activationLimitReached(let service, let limit):
             return "service '\(service)' reached its MaxActivations (\(limit))"
+        case .tcbStatusNotAccepted(let service, let verdict):
+            return "service '\(service)' refused: TCB status \(verdict.status.rawValue)"
+                + (verdict.advisoryIDs.isEmpty ? "" : " (\(verdict.advisoryIDs.joined(separator: ", ")))")
+                + " is not in the manifest's Config.AcceptedTCBStatuses"
         case .renderFailed(let service, let reason): return "cannot render parameters of service '\(service)': \(reason)"
         case .storage(let why): return "state storage failed: \(why)"
         }

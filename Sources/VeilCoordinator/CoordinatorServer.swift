@@ -19,6 +19,8 @@ public struct CoordinatorServer {
         public var simulationKeyPath: String?
         /// Extra DNS names for the coordinator's TLS certificate (localhost and loopback IPs are always present).
         public var dnsNames: [String]
+        /// Intel DCAP collateral (file or directory) for SGX/TDX activations; none refuses them.
+        public var dcapCollateralPath: String?
 
         public init(
             dataDirectory: String, clientAddress: (host: String, port: Int), meshAddress: (host: String, port: Int),
@@ -46,7 +48,8 @@ public struct CoordinatorServer {
         let store = SealedFileStore(directory: configuration.dataDirectory, sealingKey: sealingKey)
         let provider = SimulatedEvidenceProvider(key: platformKey, measurement: try selfMeasurement())
         logger.warning("\(simulationWarning)", metadata: ["simulationPlatformKey": "\(keyPath)", "fingerprint": "\(platformKey.fingerprint)"])
-        return try Coordinator(store: store, evidenceProvider: provider, simulationKey: platformKey.publicKey, logger: logger)
+        let dcap = try configuration.dcapCollateralPath.map { DCAPEvidenceVerifier(source: try FileDCAPCollateralSource(path: $0)) }
+        return try Coordinator(store: store, evidenceProvider: provider, simulationKey: platformKey.publicKey, dcap: dcap, logger: logger)
     }
 
     /// Serves until SIGINT/SIGTERM.

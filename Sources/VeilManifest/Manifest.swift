@@ -20,6 +20,14 @@ public struct Manifest: Sendable, Equatable {
     public struct Config: Sendable, Equatable {
         /// Accept simulated evidence. Development only: simulation gives no confidentiality.
         public var allowSimulation: Bool = false
+        /// Intel TCB statuses an SGX/TDX activation may have (default: `UpToDate` only).
+        public var acceptedTCBStatuses: Set<TCBStatus> = [.upToDate]
+
+        /// `true` when claims carry no TCB status or one the manifest accepts.
+        public func accepts(_ claims: Claims) -> Bool {
+            guard let tcb = claims.tcb else { return true }
+            return acceptedTCBStatuses.contains(tcb.status)
+        }
     }
 
     public struct Service: Sendable, Equatable {
@@ -50,6 +58,11 @@ public struct Package: Sendable, Equatable {
     public var securityVersion: UInt16?
     /// Whether debug TEEs are acceptable. Default `false`.
     public var debug: Bool
+    /// TDX only: required values of the TD's other registers (each optional).
+    public var rtmrs: [[UInt8]?] = [nil, nil, nil, nil]
+    public var mrConfigID: [UInt8]?
+    public var mrOwner: [UInt8]?
+    public var mrSeam: [UInt8]?
 
     public init(kind: TEEKind, measurement: [UInt8]? = nil, signerID: [UInt8]? = nil, productID: UInt16? = nil, securityVersion: UInt16? = nil, debug: Bool = false) {
         self.kind = kind
@@ -72,6 +85,17 @@ public struct Package: Sendable, Equatable {
             return "security version \(claims.securityVersion) is below the package's minimum \(securityVersion)"
         }
         if claims.debug && !debug { return "debug TEE, and the package does not allow debug" }
+        if kind == .tdx {
+            guard let tdx = claims.tdx else { return "TDX claims without TD registers" }
+            for (index, expected) in rtmrs.enumerated() {
+                if let expected, tdx.rtmrs.count > index, tdx.rtmrs[index] != expected {
+                    return "RTMR\(index) \(Hex.encode(tdx.rtmrs[index])) is not the package's \(Hex.encode(expected))"
+                }
+            }
+            if let mrConfigID, tdx.mrConfigID != mrConfigID { return "MRCONFIGID \(Hex.encode(tdx.mrConfigID)) is not the package's" }
+            if let mrOwner, tdx.mrOwner != mrOwner { return "MROWNER \(Hex.encode(tdx.mrOwner)) is not the package's" }
+            if let mrSeam, tdx.mrSeam != mrSeam { return "MRSEAM \(Hex.encode(tdx.mrSeam)) is not the package's" }
+        }
         return nil
     }
 }

@@ -115,8 +115,21 @@ private struct ManifestParser {
         if root["Services"] == nil { problem("$.Services", "required") }
 
         var config = Manifest.Config()
-        if let fields = object(root["Config"], "$.Config", allowed: ["AllowSimulation"]) {
+        if let fields = object(root["Config"], "$.Config", allowed: ["AllowSimulation", "AcceptedTCBStatuses"]) {
             config.allowSimulation = bool(fields["AllowSimulation"], "$.Config.AllowSimulation") ?? false
+            if fields["AcceptedTCBStatuses"] != nil {
+                var accepted = Set<TCBStatus>()
+                for (index, name) in stringArray(fields["AcceptedTCBStatuses"], "$.Config.AcceptedTCBStatuses").enumerated() {
+                    if let status = TCBStatus(rawValue: name), status != .revoked {
+                        accepted.insert(status)
+                    } else {
+                        problem("$.Config.AcceptedTCBStatuses[\(index)]",
+                                "'\(name)' is not an acceptable TCB status (\(TCBStatus.allCases.filter { $0 != .revoked }.map(\.rawValue).joined(separator: ", ")))")
+                    }
+                }
+                if accepted.isEmpty { problem("$.Config.AcceptedTCBStatuses", "must name at least one status") }
+                config.acceptedTCBStatuses = accepted
+            }
         }
         let packageFields = map(root["Packages"], "$.Packages")
         let secretFields = map(root["Secrets"], "$.Secrets")
@@ -143,36 +156,60 @@ private struct ManifestParser {
     }
 
     mutating func package(_ value: JSONValue, _ path: String, allowSimulation: Bool) -> Package? {
-        guard let fields = object(value, path, allowed: ["Kind", "Measurement", "SignerID", "ProductID", "SecurityVersion", "Debug"])
-        else { return nil }
+        guard case .object(let raw) = value else {
+            problem(path, "must be an object, found \(value.typeName)")
+            return nil
+        }
         let before = problems.count
-        var kind: TEEKind?
-        if let text = string(fields["Kind"], "\(path).Kind") {
-            switch TEEKind(rawValue: text) {
-            case .simulated where allowSimulation: kind = .simulated
-            case .simulated:
+        // Fields are checked against the declared kind even when that kind is refused, so
+        // every problem is reported at once.
+        var declared: TEEKind?
+        if let text = string(raw["Kind"], "\(path).Kind") {
+            declared = TEEKind(rawValue: text)
+            switch declared {
+            case .simulated where !allowSimulation:
                 problem("\(path).Kind", "simulated packages need \"Config\": {\"AllowSimulation\": true} (development only: no confidentiality)")
-            case .some(let other): problem("\(path).Kind", "kind '\(other.rawValue)' is not supported by this version of Veil yet")
-            case nil: problem("\(path).Kind", "unknown kind '\(text)' (known: simulated)")
+            case .snp: problem("\(path).Kind", "kind 'snp' is not supported by this version of Veil yet")
+            case nil: problem("\(path).Kind", "unknown kind '\(text)' (known: simulated, sgx, tdx)")
+            default: break
             }
-        } else if fields["Kind"] == nil {
+        } else if raw["Kind"] == nil {
             problem("\(path).Kind", "required")
         }
-        let measurement = hex(fields["Measurement"], "\(path).Measurement", bytes: 32)
-        let signer = hex(fields["SignerID"], "\(path).SignerID", bytes: nil)
-        let productID = integer(fields["ProductID"], "\(path).ProductID", in: 0...Int(UInt16.max))
-        let svn = integer(fields["SecurityVersion"], "\(path).SecurityVersion", in: 0...Int(UInt16.max))
-        let debug = bool(fields["Debug"], "\(path).Debug") ?? false
-        if fields["Measurement"] == nil && fields["SignerID"] == nil {
-            problem(path, "needs Measurement, or SignerID (with ProductID and SecurityVersion): otherwise any software would match")
+        let kind = declared ?? .simulated
+        let allowed: Set<String>
+        switch kind {
+        case .sgx: allowed = ["Kind", "UniqueID", "SignerID", "ProductID", "SecurityVersion", "Debug"]
+        case .tdx: allowed = ["Kind", "MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3", "MRConfigID", "MROwner", "MRSeam", "Debug"]
+        case .simulated, .snp: allowed = ["Kind", "Measurement", "SignerID", "ProductID", "SecurityVersion", "Debug"]
         }
-        if fields["SignerID"] != nil && (fields["ProductID"] == nil || fields["SecurityVersion"] == nil) {
-            problem(path, "SignerID needs ProductID and SecurityVersion too")
+        guard let fields = object(value, path, allowed: allowed) else { return nil }
+        var package = Package(kind: kind, debug: bool(fields["Debug"], "\(path).Debug") ?? false)
+        switch kind {
+        case .tdx:
+            package.measurement = hex(fields["MRTD"], "\(path).MRTD", bytes: 48)
+            if fields["MRTD"] == nil { problem("\(path).MRTD", "required: the TD's build-time measurement") }
+            for index in 0..<4 {
+                package.rtmrs[index] = hex(fields["RTMR\(index)"], "\(path).RTMR\(index)", bytes: 48)
+            }
+            package.mrConfigID = hex(fields["MRConfigID"], "\(path).MRConfigID", bytes: 48)
+            package.mrOwner = hex(fields["MROwner"], "\(path).MROwner", bytes: 48)
+            package.mrSeam = hex(fields["MRSeam"], "\(path).MRSeam", bytes: 48)
+        default:
+            let measurementField = kind == .sgx ? "UniqueID" : "Measurement"
+            package.measurement = hex(fields[measurementField], "\(path).\(measurementField)", bytes: 32)
+            package.signerID = hex(fields["SignerID"], "\(path).SignerID", bytes: kind == .sgx ? 32 : nil)
+            package.productID = integer(fields["ProductID"], "\(path).ProductID", in: 0...Int(UInt16.max)).map(UInt16.init)
+            package.securityVersion = integer(fields["SecurityVersion"], "\(path).SecurityVersion", in: 0...Int(UInt16.max)).map(UInt16.init)
+            if fields[measurementField] == nil && fields["SignerID"] == nil {
+                problem(path, "needs \(measurementField), or SignerID (with ProductID and SecurityVersion): otherwise any software would match")
+            }
+            if fields["SignerID"] != nil && (fields["ProductID"] == nil || fields["SecurityVersion"] == nil) {
+                problem(path, "SignerID needs ProductID and SecurityVersion too")
+            }
         }
-        guard problems.count == before, let kind else { return nil }
-        return Package(
-            kind: kind, measurement: measurement, signerID: signer, productID: productID.map(UInt16.init),
-            securityVersion: svn.map(UInt16.init), debug: debug)
+        guard problems.count == before else { return nil }
+        return package
     }
 
     mutating func secret(_ value: JSONValue, _ path: String) -> SecretSpec? {

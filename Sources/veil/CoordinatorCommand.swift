@@ -28,6 +28,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("dns-name"), help: "Extra DNS name for the coordinator's TLS certificate (repeatable).")
     var dnsNames: [String] = []
 
+    @Option(help: ArgumentHelp("Intel DCAP collateral (JSON file or directory) for SGX/TDX activations.", valueName: "file|dir"))
+    var dcapCollateral: String?
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error).")
     var logLevel = "info"
 
@@ -40,9 +43,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
         var logger = Logger(label: "veil.coordinator")
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level '\(logLevel)'") }
         logger.logLevel = level
-        let configuration = CoordinatorServer.Configuration(
+        var configuration = CoordinatorServer.Configuration(
             dataDirectory: dataDir, clientAddress: try parseAddress(clientAddr), meshAddress: try parseAddress(meshAddr),
             simulationKeyPath: simulationKey ?? environment[SimulationPlatformKey.environmentVariable], dnsNames: dnsNames)
+        configuration.dcapCollateralPath = dcapCollateral
         try await CoordinatorServer.run(configuration, logger: logger)
     }
 }

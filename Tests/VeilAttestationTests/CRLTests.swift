@@ -51,7 +51,7 @@ import X509
         let verifier = DCAPVerifier(trustedRoot: ca.root)
         let now = Date()
 
-        var verified = Set<Certificate>()
+        var verified: [Certificate] = []
         let empty = try RevocationList(derEncoded: ca.emptyCRL)
         try empty.validate(issuedBy: ca.root, at: now, name: "test CRL")
         #expect(!empty.revokes(ca.leaf))

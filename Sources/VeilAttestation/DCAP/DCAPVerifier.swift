@@ -39,7 +39,7 @@ public struct DCAPVerifier: Sendable {
         let rootCRL: RevocationList
         let pckCRL: RevocationList
         /// Certificates whose signatures were verified while preparing.
-        let verifiedCertificates: Set<Certificate>
+        let verifiedCertificates: [Certificate]
         let pckCache = PCKChainCache()
         public let time: Date
         public let validUntil: Date
@@ -54,7 +54,7 @@ public struct DCAPVerifier: Sendable {
         let rootCRL = try RevocationList(derEncoded: collateral.rootCACRL)
         try rootCRL.validate(issuedBy: trustedRoot, at: time, name: "root CA CRL")
         let pckCRL = try RevocationList(derEncoded: collateral.pckCRL)
-        var verified = Set<Certificate>()
+        var verified: [Certificate] = []
         let pckCRLChain = try verifyChain(
             Self.certificates(collateral.pckCRLIssuerChain, "PCK CRL issuer"), name: "PCK CRL issuer", at: time, rootCRL: rootCRL, pckCRL: nil,
             verified: &verified)
@@ -135,9 +135,13 @@ public struct DCAPVerifier: Sendable {
                 tee: .sgx, measurement: report.mrEnclave, signer: report.mrSigner, productID: report.isvProdID,
                 securityVersion: report.isvSVN, reportData: report.reportData, debug: report.debug, simulated: false, tcb: verdict)
         case .td(let report):
-            claims = Claims(
+            var tdClaims = Claims(
                 tee: .tdx, measurement: report.mrTD, signer: report.mrSignerSeam, reportData: report.reportData, debug: report.debug,
                 simulated: false, tcb: verdict)
+            tdClaims.tdx = TDXMeasurements(
+                rtmrs: report.rtmrs, mrConfigID: report.mrConfigID, mrOwner: report.mrOwner, mrOwnerConfig: report.mrOwnerConfig,
+                mrSeam: report.mrSeam)
+            claims = tdClaims
         }
         return DCAPResult(quote: quote, verdict: verdict, platformVerdict: platform, qeVerdict: qeVerdict, claims: claims)
     }
@@ -265,7 +269,7 @@ public struct DCAPVerifier: Sendable {
     /// trusted root at `time`, with revocation by the root CA CRL (certificates the root
     /// issued) and the PCK CRL (certificates its issuer issued). Returns the chain without the root.
     func verifyChain(
-        _ given: [Certificate], name: String, at time: Date, rootCRL: RevocationList, pckCRL: RevocationList?, verified: inout Set<Certificate>
+        _ given: [Certificate], name: String, at time: Date, rootCRL: RevocationList, pckCRL: RevocationList?, verified: inout [Certificate]
     ) throws(DCAPError) -> [Certificate] {
         var chain = given
         if let last = chain.last, last == trustedRoot { chain.removeLast() }
@@ -286,7 +290,7 @@ public struct DCAPVerifier: Sendable {
                 guard issuer.publicKey.isValidSignature(certificate.signature, for: certificate) else {
                     throw .chainUntrusted(chain: name, reason: "signature on '\(certificate.subject)' does not verify with '\(issuer.subject)''s key")
                 }
-                verified.insert(certificate)
+                verified.append(certificate)
             }
             if index > 0 {
                 guard let constraints = try? certificate.extensions.basicConstraints, case .isCertificateAuthority = constraints else {

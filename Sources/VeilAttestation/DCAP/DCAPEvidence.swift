@@ -1,0 +1,84 @@
+import Crypto
+import Foundation
+import Synchronization
+
+/// Evidence format name for a raw Intel DCAP quote (SGX or TDX) in ``Evidence/data``.
+public enum DCAPEvidence {
+    public static let format = "intel-dcap-quote"
+}
+
+/// Where DCAP collateral comes from.
+public protocol DCAPCollateralSource: Sendable {
+    /// Collateral for `quote` (the FMSPC and TEE type select TCB info and QE identity).
+    func collateral(for quote: DCAPQuote) throws -> DCAPCollateral
+}
+
+/// Collateral from files in the shared vectors' JSON layout: one file, or a directory of
+/// `*.json` files of which the one whose TCB info matches the quote's TEE is used.
+public struct FileDCAPCollateralSource: DCAPCollateralSource {
+    let collaterals: [DCAPCollateral]
+
+    public init(path: String) throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw DCAPError.malformedCollateral("collateral path \(path) does not exist")
+        }
+        let files = isDirectory.boolValue
+            ? try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".json") }.sorted().map { "\(path)/\($0)" }
+            : [path]
+        collaterals = files.compactMap { file in
+            FileManager.default.contents(atPath: file).flatMap { try? DCAPCollateral.parseJSON(Array($0)) }
+        }
+        guard !collaterals.isEmpty else { throw DCAPError.malformedCollateral("no collateral JSON in \(path)") }
+    }
+
+    public func collateral(for quote: DCAPQuote) throws -> DCAPCollateral {
+        let wanted = quote.header.tee == .sgx ? "\"id\":\"SGX\"" : "\"id\":\"TDX\""
+        let matching = collaterals.filter { String(decoding: $0.tcbInfo.prefix(64), as: UTF8.self).contains(wanted) }
+        guard let first = matching.first ?? collaterals.first else { throw DCAPError.malformedCollateral("no collateral for this quote") }
+        return first
+    }
+}
+
+/// Verifies DCAP evidence with collateral from a source, reusing prepared collateral (and its
+/// cache of verified PCK chains) until the collateral's validity ends.
+public final class DCAPEvidenceVerifier: Sendable {
+    let verifier: DCAPVerifier
+    let source: any DCAPCollateralSource
+    let clock: @Sendable () -> Date
+    private let prepared = Mutex<[[UInt8]: DCAPVerifier.PreparedCollateral]>([:])
+
+    public init(verifier: DCAPVerifier = DCAPVerifier(), source: any DCAPCollateralSource, clock: @escaping @Sendable () -> Date = Date.init) {
+        self.verifier = verifier
+        self.source = source
+        self.clock = clock
+    }
+
+    public func verify(_ quoteBytes: [UInt8]) throws(DCAPError) -> DCAPResult {
+        let quote: DCAPQuote
+        do {
+            quote = try DCAPQuote(quoteBytes)
+        } catch {
+            throw .malformedQuote(error)
+        }
+        let collateral: DCAPCollateral
+        do {
+            collateral = try source.collateral(for: quote)
+        } catch let error as DCAPError {
+            throw error
+        } catch {
+            throw .malformedCollateral("\(error)")
+        }
+        let now = clock()
+        let key = Array(SHA256.hash(data: collateral.tcbInfo + collateral.qeIdentity + collateral.pckCRL + collateral.rootCACRL))
+        let cached = prepared.withLock { $0[key] }
+        let ready: DCAPVerifier.PreparedCollateral
+        if let cached, now >= cached.time, now <= cached.validUntil {
+            ready = cached
+        } else {
+            ready = try verifier.prepare(collateral, at: now)
+            prepared.withLock { $0[key] = ready }
+        }
+        return try verifier.verify(quoteBytes, prepared: ready, at: now)
+    }
+}

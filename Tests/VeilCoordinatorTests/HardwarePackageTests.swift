@@ -1,0 +1,108 @@
+import Crypto
+import Foundation
+import Logging
+import Testing
+import VeilAttestation
+import VeilCoordinator
+import VeilLauncher
+import VeilManifest
+
+/// SGX/TDX packages in the manifest, matched against claims from the real shared quotes.
+@Suite struct HardwarePackageTests {
+    static let vectors = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/testdata/attestation/dcap-qvl").path
+    static let sgxTime = Date(timeIntervalSince1970: 1_750_334_171)
+    static let tdxTime = Date(timeIntervalSince1970: 1_750_331_763)
+
+    static func claims(_ name: String, at time: Date) throws -> Claims {
+        let quote = Array(try Data(contentsOf: URL(fileURLWithPath: "\(vectors)/\(name)")))
+        let collateral = try DCAPCollateral.parseJSON(Array(try Data(contentsOf: URL(fileURLWithPath: "\(vectors)/\(name)_collateral.json"))))
+        return try DCAPVerifier().verify(quote: quote, collateral: collateral, at: time).claims
+    }
+
+    func manifest(_ packages: String, config: String = "{}") throws -> Manifest {
+        try Manifest.parse(Array(#"{"Packages": \#(packages), "Services": {}, "Config": \#(config)}"#.utf8))
+    }
+
+    @Test func sgxPackageMatchesTheRealQuote() throws {
+        let claims = try Self.claims("sgx_quote", at: Self.sgxTime)
+        let byUniqueID = try manifest(#"{"p": {"Kind": "sgx", "UniqueID": "\#(Hex.encode(claims.measurement))"}}"#)
+        #expect(byUniqueID.packages["p"]!.mismatch(claims) == nil)
+        let bySigner = try manifest(#"{"p": {"Kind": "sgx", "SignerID": "\#(Hex.encode(claims.signer))", "ProductID": 0, "SecurityVersion": 0}}"#)
+        #expect(bySigner.packages["p"]!.mismatch(claims) == nil)
+        let newerSVN = try manifest(#"{"p": {"Kind": "sgx", "SignerID": "\#(Hex.encode(claims.signer))", "ProductID": 0, "SecurityVersion": 1}}"#)
+        #expect(newerSVN.packages["p"]!.mismatch(claims)?.contains("below the package's minimum") == true)
+        let other = try manifest(#"{"p": {"Kind": "sgx", "UniqueID": "\#(String(repeating: "00", count: 32))"}}"#)
+        #expect(other.packages["p"]!.mismatch(claims)?.contains("measurement") == true)
+        let tdx = try manifest(#"{"p": {"Kind": "tdx", "MRTD": "\#(String(repeating: "00", count: 48))"}}"#)
+        #expect(tdx.packages["p"]!.mismatch(claims)?.contains("TEE kind") == true)
+    }
+
+    @Test func tdxPackageMatchesTheRealQuote() throws {
+        let claims = try Self.claims("tdx_quote", at: Self.tdxTime)
+        let registers = try #require(claims.tdx)
+        let exact = try manifest(
+            #"{"p": {"Kind": "tdx", "MRTD": "\#(Hex.encode(claims.measurement))", "RTMR0": "\#(Hex.encode(registers.rtmrs[0]))", "MRConfigID": "\#(Hex.encode(registers.mrConfigID))"}}"#)
+        #expect(exact.packages["p"]!.mismatch(claims) == nil)
+        var wrong = registers.rtmrs[1]
+        wrong[0] ^= 1
+        let wrongRTMR = try manifest(#"{"p": {"Kind": "tdx", "MRTD": "\#(Hex.encode(claims.measurement))", "RTMR1": "\#(Hex.encode(wrong))"}}"#)
+        #expect(wrongRTMR.packages["p"]!.mismatch(claims)?.contains("RTMR1") == true)
+    }
+
+    @Test func tcbStatusMustBeAccepted() throws {
+        let claims = try Self.claims("sgx_quote", at: Self.sgxTime)
+        #expect(claims.tcb?.status == .configurationAndSWHardeningNeeded)
+        #expect(try manifest("{}").config.accepts(claims) == false, "default accepts UpToDate only")
+        #expect(try manifest("{}", config: #"{"AcceptedTCBStatuses": ["UpToDate", "ConfigurationAndSWHardeningNeeded"]}"#).config.accepts(claims))
+        #expect(try manifest("{}", config: #"{"AcceptedTCBStatuses": ["UpToDate"]}"#).config.accepts(try Self.claims("tdx_quote", at: Self.tdxTime)))
+    }
+
+    @Test func invalidHardwarePackagesAreListed() throws {
+        let text = #"""
+            {"Packages": {"a": {"Kind": "sgx", "UniqueID": "abcd", "MRTD": "00"},
+                          "b": {"Kind": "tdx", "RTMR0": "00"},
+                          "c": {"Kind": "snp", "Measurement": "00"}},
+             "Services": {}, "Config": {"AcceptedTCBStatuses": ["Revoked", "Fine"]}}
+            """#
+        let error = try #require(throws: ManifestValidationError.self) { try Manifest.parse(Array(text.utf8)) }
+        let paths = Set(error.problems.map(\.path))
+        for expected in ["$.Packages.a.UniqueID", "$.Packages.a.MRTD", "$.Packages.b.MRTD", "$.Packages.b.RTMR0", "$.Packages.c.Kind",
+                         "$.Config.AcceptedTCBStatuses[0]", "$.Config.AcceptedTCBStatuses[1]"] {
+            #expect(paths.contains(expected), "missing \(expected) in \(paths)")
+        }
+    }
+
+    @Test func coordinatorRunsDCAPVerificationOnActivations() throws {
+        let fixture = try Fixture()
+        let claims = try Self.claims("sgx_quote", at: Self.sgxTime)
+        let source = try FileDCAPCollateralSource(path: "\(Self.vectors)/sgx_quote_collateral.json")
+        let dcap = DCAPEvidenceVerifier(source: source, clock: { Self.sgxTime })
+        let coordinator = try Coordinator(
+            store: SealedFileStore(directory: fixture.directory, sealingKey: fixture.sealingKey),
+            evidenceProvider: SimulatedEvidenceProvider(key: fixture.platformKey, measurement: fixture.measurement),
+            simulationKey: fixture.platformKey.publicKey, dcap: dcap, logger: Logger(label: "test"))
+        try coordinator.setManifest(Array(#"""
+            {"Packages": {"enclave": {"Kind": "sgx", "UniqueID": "\#(Hex.encode(claims.measurement))"}},
+             "Services": {"app": {"Package": "enclave"}},
+             "Config": {"AcceptedTCBStatuses": ["UpToDate", "ConfigurationAndSWHardeningNeeded"]}}
+            """#.utf8))
+        let quote = Array(try Data(contentsOf: URL(fileURLWithPath: "\(Self.vectors)/sgx_quote")))
+        // The genuine quote verifies, but its report data binds no key of ours: a replayed quote.
+        var (request, _) = try fixture.request(coordinator, service: "app")
+        request.evidence = Evidence(format: DCAPEvidence.format, data: quote)
+        #expect(throws: CoordinatorError.evidenceRejected(.reportDataMismatch)) { try coordinator.activate(request) }
+        // A tampered quote is refused by the DCAP verifier itself.
+        (request, _) = try fixture.request(coordinator, service: "app")
+        var tampered = quote
+        tampered[440] ^= 1
+        request.evidence = Evidence(format: DCAPEvidence.format, data: tampered)
+        #expect(throws: CoordinatorError.evidenceRejected(.dcap(.quoteSignatureInvalid))) { try coordinator.activate(request) }
+
+        // Without a collateral source, hardware evidence is refused with the reason.
+        let plain = try fixture.coordinator()
+        (request, _) = try fixture.request(plain, service: "app")
+        request.evidence = Evidence(format: DCAPEvidence.format, data: quote)
+        #expect(throws: CoordinatorError.evidenceRejected(.noCollateral)) { try plain.activate(request) }
+    }
+}
