@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
 import VeilAttestation
+import VeilCollateral
 
-struct VerifyCommand: ParsableCommand {
+struct VerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
         abstract: "Verify an Intel SGX or TDX DCAP quote and print its claims and TCB status.",
@@ -14,12 +15,15 @@ struct VerifyCommand: ParsableCommand {
 
     @Argument(help: ArgumentHelp("Quote file (binary).", valueName: "quote")) var quote: String
     @Option(help: ArgumentHelp(
-        "Collateral JSON file, or a directory holding QUOTE_collateral.json or collateral.json.", valueName: "file|dir"))
+        "Collateral JSON file, a directory holding QUOTE_collateral.json or collateral.json, or an Intel PCS / PCCS base URL (https://…).",
+        valueName: "file|dir|url"))
     var collateral: String
+    @Option(help: ArgumentHelp("Cache for documents fetched from a PCS/PCCS (default ~/.cache/veil/pcs).", valueName: "dir"))
+    var cacheDir: String?
     @Option(help: ArgumentHelp("Verification time, RFC 3339 (default: now).", valueName: "time")) var at: String?
     @Option(help: "Output format.") var output: OutputFormat = .text
 
-    func run() throws {
+    func run() async throws {
         guard let quoteBytes = FileManager.default.contents(atPath: quote) else { throw CommandError("cannot read quote \(quote)") }
         let time: Date
         if let at {
@@ -28,7 +32,20 @@ struct VerifyCommand: ParsableCommand {
         } else {
             time = Date()
         }
-        let result = try DCAPVerifier().verify(quote: Array(quoteBytes), collateral: try loadCollateral(), at: time)
+        let collateral: DCAPCollateral
+        if self.collateral.hasPrefix("https://") || self.collateral.hasPrefix("http://") {
+            let cache = cacheDir ?? ((ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/veil/pcs")
+            let quote: DCAPQuote
+            do {
+                quote = try DCAPQuote(Array(quoteBytes))
+            } catch {
+                throw DCAPError.malformedQuote(error)
+            }
+            collateral = try await PCSClient(baseURL: self.collateral, cacheDirectory: cache).collateral(for: quote, at: time)
+        } else {
+            collateral = try loadCollateral()
+        }
+        let result = try DCAPVerifier().verify(quote: Array(quoteBytes), collateral: collateral, at: time)
         let fields = Self.fields(result)
         switch output {
         case .json:
@@ -58,7 +75,7 @@ struct VerifyCommand: ParsableCommand {
     private func loadCollateral() throws -> DCAPCollateral {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: collateral, isDirectory: &isDirectory) else {
-            throw CommandError("collateral \(collateral) does not exist (Intel PCS / PCCS URLs are not supported yet)")
+            throw CommandError("collateral \(collateral) does not exist")
         }
         var path = collateral
         if isDirectory.boolValue {

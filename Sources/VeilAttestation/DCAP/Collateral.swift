@@ -57,6 +57,20 @@ public struct DCAPCollateral: Sendable, Equatable {
     }
 }
 
+extension DCAPCollateral {
+    /// The `nextUpdate` of a DER CRL, or `nil` when it is not a CRL or has none.
+    public static func nextUpdate(ofCRL der: [UInt8]) -> Date? {
+        (try? RevocationList(derEncoded: der))?.nextUpdate
+    }
+
+    /// The `nextUpdate` of a TCB info or QE identity JSON body, or `nil`.
+    public static func nextUpdate(ofSignedJSON bytes: [UInt8]) -> Date? {
+        struct Dates: Decodable { var nextUpdate: String }
+        guard let dates = try? JSONDecoder().decode(Dates.self, from: Data(bytes)) else { return nil }
+        return try? Date(dates.nextUpdate, strategy: .iso8601)
+    }
+}
+
 /// Intel TCB status, ordered from best to worst.
 public enum TCBStatus: String, Sendable, Codable, CaseIterable, Comparable {
     case upToDate = "UpToDate"

@@ -87,3 +87,10 @@ extension ASN1ObjectIdentifier {
         try! ASN1ObjectIdentifier(elements: Array(lhs.oidComponents) + rhs)
     }
 }
+
+extension DCAPVerifier {
+    /// The FMSPC in a PCK certificate's SGX extension, or `nil`.
+    public static func fmspc(of pckCertificate: Certificate) -> [UInt8]? {
+        (try? PCKExtensions(pckCertificate))?.fmspc
+    }
+}

@@ -1,0 +1,219 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import NIOCore
+import NIOHTTP1
+import VeilAttestation
+import X509
+
+/// Fetches DCAP collateral from Intel PCS (API v4) or a PCCS with the same API, with an
+/// on-disk cache that serves each document until its own `nextUpdate`.
+///
+/// Endpoints (`BASE` is e.g. `https://api.trustedservices.intel.com`):
+/// - `BASE/sgx/certification/v4/pckcrl?ca=processor|platform&encoding=der`, issuer chain in
+///   `SGX-PCK-CRL-Issuer-Chain`;
+/// - `BASE/{sgx|tdx}/certification/v4/tcb?fmspc=HEX`, issuer chain in `TCB-Info-Issuer-Chain`
+///   (or the older `SGX-TCB-Info-Issuer-Chain`);
+/// - `BASE/{sgx|tdx}/certification/v4/qe/identity`, issuer chain in `SGX-Enclave-Identity-Issuer-Chain`;
+/// - the root CA CRL at ``rootCACRLURL`` (DER or hex).
+public struct PCSClient: Sendable {
+    public static let intelPCS = "https://api.trustedservices.intel.com"
+    public static let intelRootCACRL = "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der"
+
+    public var baseURL: String
+    public var rootCACRLURL: String
+    public var cacheDirectory: String?
+    /// Deadline per request (AsyncHTTPClient retries refused connections until it).
+    public var timeout: TimeAmount = .seconds(30)
+
+    public enum FetchError: Error, CustomStringConvertible {
+        case http(url: String, status: Int)
+        case transport(url: String, reason: String)
+        case malformed(url: String, reason: String)
+        case notAPCKCertificate(String)
+
+        public var description: String {
+            switch self {
+            case .http(let url, let status): return "\(url): HTTP \(status)"
+            case .transport(let url, let reason): return "\(url): \(reason)"
+            case .malformed(let url, let reason): return "\(url): \(reason)"
+            case .notAPCKCertificate(let why): return "cannot tell which collateral the quote needs: \(why)"
+            }
+        }
+    }
+
+    /// - Parameters:
+    ///   - baseURL: Intel PCS or a PCCS (`https://HOST[:PORT]`, no trailing slash).
+    ///   - rootCACRLURL: default: Intel's distribution point for Intel PCS, `BASE/sgx/certification/v4/rootcacrl` for a PCCS.
+    ///   - cacheDirectory: where fetched documents are kept; `nil` disables the cache.
+    public init(baseURL: String = PCSClient.intelPCS, rootCACRLURL: String? = nil, cacheDirectory: String? = nil) {
+        let base = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.baseURL = base
+        self.rootCACRLURL = rootCACRLURL ?? (base == Self.intelPCS ? Self.intelRootCACRL : "\(base)/sgx/certification/v4/rootcacrl")
+        self.cacheDirectory = cacheDirectory
+    }
+
+    /// Collateral for `quote`: FMSPC and PCK CA type come from the quote's PCK certificate.
+    public func collateral(for quote: DCAPQuote, at time: Date = Date(), http: HTTPClient = .shared) async throws -> DCAPCollateral {
+        let (fmspc, ca) = try Self.platform(of: quote)
+        let tee = quote.header.tee == .sgx ? "sgx" : "tdx"
+        let crl = try await fetch("\(baseURL)/sgx/certification/v4/pckcrl?ca=\(ca)&encoding=der", chainHeaders: ["SGX-PCK-CRL-Issuer-Chain"], at: time, http: http) {
+            DCAPCollateral.nextUpdate(ofCRL: Self.derOrHex($0))
+        }
+        let tcb = try await fetch("\(baseURL)/\(tee)/certification/v4/tcb?fmspc=\(fmspc)", chainHeaders: ["TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain"], at: time, http: http) {
+            Self.rawValue(of: "tcbInfo", in: $0).flatMap(DCAPCollateral.nextUpdate(ofSignedJSON:))
+        }
+        let qe = try await fetch("\(baseURL)/\(tee)/certification/v4/qe/identity", chainHeaders: ["SGX-Enclave-Identity-Issuer-Chain"], at: time, http: http) {
+            Self.rawValue(of: "enclaveIdentity", in: $0).flatMap(DCAPCollateral.nextUpdate(ofSignedJSON:))
+        }
+        let root = try await fetch(rootCACRLURL, chainHeaders: [], at: time, http: http) { DCAPCollateral.nextUpdate(ofCRL: Self.derOrHex($0)) }
+
+        func signed(_ document: Document, key: String) throws -> ([UInt8], [UInt8]) {
+            guard let body = Self.rawValue(of: key, in: document.body), let signatureText = Self.stringValue(of: "signature", in: document.body),
+                let signature = Hex.decode(signatureText)
+            else { throw FetchError.malformed(url: document.url, reason: "not a {\"\(key)\": …, \"signature\": HEX} document") }
+            return (body, signature)
+        }
+        let (tcbInfo, tcbSignature) = try signed(tcb, key: "tcbInfo")
+        let (qeIdentity, qeSignature) = try signed(qe, key: "enclaveIdentity")
+        return DCAPCollateral(
+            tcbInfo: tcbInfo, tcbInfoSignature: tcbSignature, tcbInfoIssuerChain: tcb.issuerChain, qeIdentity: qeIdentity,
+            qeIdentitySignature: qeSignature, qeIdentityIssuerChain: qe.issuerChain, rootCACRL: Self.derOrHex(root.body),
+            pckCRL: Self.derOrHex(crl.body), pckCRLIssuerChain: crl.issuerChain)
+    }
+
+    /// A fetched (or cached) document.
+    struct Document: Codable {
+        var url: String
+        var body: [UInt8]
+        var issuerChain: [UInt8]
+        var nextUpdate: Date?
+    }
+
+    func fetch(
+        _ url: String, chainHeaders: [String], at time: Date, http: HTTPClient, nextUpdate: ([UInt8]) -> Date?
+    ) async throws -> Document {
+        let cachePath = cacheDirectory.map { "\($0)/\(Hex.encode(SHA256.hash(data: Array(url.utf8)))).json" }
+        if let cachePath, let data = FileManager.default.contents(atPath: cachePath),
+            let cached = try? JSONDecoder().decode(Document.self, from: data), cached.url == url,
+            let until = cached.nextUpdate, time < until
+        {
+            return cached
+        }
+        let response: HTTPClientResponse
+        let body: ByteBuffer
+        do {
+            response = try await http.execute(HTTPClientRequest(url: url), timeout: timeout)
+            body = try await response.body.collect(upTo: 8 << 20)
+        } catch {
+            throw FetchError.transport(url: url, reason: "\(error)")
+        }
+        guard response.status == .ok else { throw FetchError.http(url: url, status: Int(response.status.code)) }
+        var chain: [UInt8] = []
+        if !chainHeaders.isEmpty {
+            guard let header = chainHeaders.lazy.compactMap({ response.headers.first(name: $0) }).first,
+                let decoded = header.removingPercentEncoding
+            else { throw FetchError.malformed(url: url, reason: "missing issuer chain header \(chainHeaders[0])") }
+            chain = Array(decoded.utf8)
+        }
+        let bytes = Array(body.readableBytesView)
+        let document = Document(url: url, body: bytes, issuerChain: chain, nextUpdate: nextUpdate(bytes))
+        if let cachePath, let directory = cacheDirectory {
+            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            if let encoded = try? JSONEncoder().encode(document) { try? AtomicFile.write(Array(encoded), to: cachePath, mode: 0o644) }
+        }
+        return document
+    }
+
+    /// FMSPC (hex, upper case) and PCK CA type (`processor` or `platform`) of the quote's PCK certificate.
+    static func platform(of quote: DCAPQuote) throws -> (String, String) {
+        let text = String(decoding: quote.pckChainPEM.prefix(while: { $0 != 0 }), as: UTF8.self)
+        guard let leaf = try? Certificate(pemEncoded: String(text[..<(text.range(of: "-----END CERTIFICATE-----")?.upperBound ?? text.endIndex)])) else {
+            throw FetchError.notAPCKCertificate("the quote's certification data has no PEM certificate")
+        }
+        guard let fmspc = DCAPVerifier.fmspc(of: leaf) else { throw FetchError.notAPCKCertificate("the PCK certificate has no FMSPC") }
+        let issuer = "\(leaf.issuer)"
+        let ca = issuer.contains("Platform CA") ? "platform" : issuer.contains("Processor CA") ? "processor" : nil
+        guard let ca else { throw FetchError.notAPCKCertificate("issuer '\(issuer)' is neither the PCK Processor nor Platform CA") }
+        return (Hex.encode(fmspc).uppercased(), ca)
+    }
+
+    static func derOrHex(_ bytes: [UInt8]) -> [UInt8] {
+        if bytes.first == 0x30 { return bytes }
+        return Hex.decode(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? bytes
+    }
+
+    /// The exact bytes of the JSON value of top-level `key` in `json` (what Intel signed).
+    static func rawValue(of key: String, in json: [UInt8]) -> [UInt8]? {
+        guard let range = valueRange(of: key, in: json) else { return nil }
+        return Array(json[range])
+    }
+
+    static func stringValue(of key: String, in json: [UInt8]) -> String? {
+        guard let raw = rawValue(of: key, in: json) else { return nil }
+        return try? JSONDecoder().decode(String.self, from: Data(raw))
+    }
+
+    /// Scans the top-level object, honouring strings and nesting.
+    static func valueRange(of key: String, in json: [UInt8]) -> Range<Int>? {
+        var index = 0
+        func skipSpace() { while index < json.count, [0x20, 0x09, 0x0a, 0x0d].contains(json[index]) { index += 1 } }
+        func skipValue() -> Bool {
+            skipSpace()
+            guard index < json.count else { return false }
+            var depth = 0
+            var inString = false
+            while index < json.count {
+                let c = json[index]
+                if inString {
+                    if c == UInt8(ascii: "\\") { index += 2; continue }
+                    if c == UInt8(ascii: "\"") { inString = false; if depth == 0 { index += 1; return true } }
+                } else {
+                    switch c {
+                    case UInt8(ascii: "\""): inString = true
+                    case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+                    case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                        if depth == 0 { return true }
+                        depth -= 1
+                        if depth == 0 { index += 1; return true }
+                    case UInt8(ascii: ","): if depth == 0 { return true }
+                    default: break
+                    }
+                }
+                index += 1
+            }
+            return depth == 0 && !inString
+        }
+        skipSpace()
+        guard index < json.count, json[index] == UInt8(ascii: "{") else { return nil }
+        index += 1
+        while index < json.count {
+            skipSpace()
+            guard index < json.count, json[index] == UInt8(ascii: "\"") else { return nil }
+            let keyStart = index
+            index += 1
+            guard skipValueOfString() else { return nil }
+            let name = try? JSONDecoder().decode(String.self, from: Data(json[keyStart..<index]))
+            skipSpace()
+            guard index < json.count, json[index] == UInt8(ascii: ":") else { return nil }
+            index += 1
+            skipSpace()
+            let start = index
+            guard skipValue() else { return nil }
+            if name == key { return start..<index }
+            skipSpace()
+            guard index < json.count else { return nil }
+            if json[index] == UInt8(ascii: ",") { index += 1 } else { return nil }
+        }
+        return nil
+
+        func skipValueOfString() -> Bool {
+            while index < json.count {
+                if json[index] == UInt8(ascii: "\\") { index += 2; continue }
+                if json[index] == UInt8(ascii: "\"") { index += 1; return true }
+                index += 1
+            }
+            return false
+        }
+    }
+}

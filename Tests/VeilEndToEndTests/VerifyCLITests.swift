@@ -1,0 +1,37 @@
+import Foundation
+import Testing
+
+/// `veil verify` on the shared Intel vectors: exit status 0 only when the quote verifies.
+@Suite struct VerifyCLITests {
+    let vectors = repositoryRoot + "/../shared/testdata/attestation/dcap-qvl"
+
+    @Test func verifiesPrintsAndRejects() throws {
+        let scratch = try Scratch()
+        let sgx = try run(veilBinary, ["verify", "\(vectors)/sgx_quote", "--collateral", vectors, "--at", "2025-06-19T11:56:11Z"], scratch: scratch)
+        #expect(sgx.status == 0, "\(sgx.stderr)")
+        #expect(sgx.stdout.contains("tcb status: ConfigurationAndSWHardeningNeeded [INTEL-SA-00289, INTEL-SA-00615]"))
+        #expect(sgx.stdout.contains("mrenclave: "))
+
+        let tdx = try run(veilBinary, ["verify", "\(vectors)/tdx_quote", "--collateral", "\(vectors)/tdx_quote_collateral.json",
+                                       "--at", "2025-06-19T11:16:03Z", "--output", "json"], scratch: scratch)
+        #expect(tdx.status == 0, "\(tdx.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(tdx.stdout.utf8)) as? [String: Any]
+        #expect(object?["status"] as? String == "UpToDate")
+        #expect((object?["fields"] as? [String: String])?["mrtd"]?.count == 96)
+
+        let outdated = try run(veilBinary, ["verify", "\(vectors)/tdx_quote_outdated", "--collateral", vectors, "--at", "2026-02-18T11:58:51Z"], scratch: scratch)
+        #expect(outdated.status != 0)
+        #expect(outdated.stderr.contains("no matching TCB level"))
+
+        var tampered = try Data(contentsOf: URL(fileURLWithPath: "\(vectors)/sgx_quote"))
+        tampered[100] ^= 1
+        let tamperedPath = scratch.path + "/sgx_quote"
+        try tampered.write(to: URL(fileURLWithPath: tamperedPath))
+        let rejected = try run(veilBinary, ["verify", tamperedPath, "--collateral", "\(vectors)/sgx_quote_collateral.json", "--at", "2025-06-19T11:56:11Z"], scratch: scratch)
+        #expect(rejected.status != 0)
+        #expect(rejected.stderr.contains("quote signature"))
+
+        let expired = try run(veilBinary, ["verify", "\(vectors)/sgx_quote", "--collateral", vectors], scratch: scratch)
+        #expect(expired.status != 0, "the 2025 collateral has expired by now")
+    }
+}
