@@ -66,11 +66,12 @@ public struct DCAPVerifier: Sendable {
         guard Self.verifyRaw(signature: collateral.tcbInfoSignature, data: collateral.tcbInfo, key: tcbChain[0].publicKey) else {
             throw .tcbInfoSignatureInvalid
         }
-        let tcbInfo: TCBInfo
-        do {
-            tcbInfo = try JSONDecoder().decode(TCBInfo.self, from: Data(collateral.tcbInfo))
-        } catch {
-            throw .malformedCollateral("TCB info JSON: \(error)")
+        let tcbInfo = try ParseMemos.tcbInfo.value(for: collateral.tcbInfo) { () throws(DCAPError) -> TCBInfo in
+            do {
+                return try JSONDecoder().decode(TCBInfo.self, from: Data(collateral.tcbInfo))
+            } catch {
+                throw .malformedCollateral("TCB info JSON: \(error)")
+            }
         }
         let tcbUntil = try Self.window(issue: tcbInfo.issueDate, next: tcbInfo.nextUpdate, what: "TCB info", at: time)
 
@@ -80,11 +81,12 @@ public struct DCAPVerifier: Sendable {
         guard Self.verifyRaw(signature: collateral.qeIdentitySignature, data: collateral.qeIdentity, key: qeChain[0].publicKey) else {
             throw .qeIdentitySignatureInvalid
         }
-        let qeIdentity: QEIdentity
-        do {
-            qeIdentity = try JSONDecoder().decode(QEIdentity.self, from: Data(collateral.qeIdentity))
-        } catch {
-            throw .malformedCollateral("QE identity JSON: \(error)")
+        let qeIdentity = try ParseMemos.qeIdentity.value(for: collateral.qeIdentity) { () throws(DCAPError) -> QEIdentity in
+            do {
+                return try JSONDecoder().decode(QEIdentity.self, from: Data(collateral.qeIdentity))
+            } catch {
+                throw .malformedCollateral("QE identity JSON: \(error)")
+            }
         }
         let qeUntil = try Self.window(issue: qeIdentity.issueDate, next: qeIdentity.nextUpdate, what: "QE identity", at: time)
         let certificatesUntil = (tcbChain + qeChain + pckCRLChain).map(\.notValidAfter).min() ?? time
@@ -254,6 +256,10 @@ public struct DCAPVerifier: Sendable {
     // MARK: - Certificates
 
     static func certificates(_ pem: [UInt8], _ name: String) throws(DCAPError) -> [Certificate] {
+        try ParseMemos.certificates.value(for: pem) { () throws(DCAPError) -> [Certificate] in try parseCertificates(pem, name) }
+    }
+
+    private static func parseCertificates(_ pem: [UInt8], _ name: String) throws(DCAPError) -> [Certificate] {
         let text = String(decoding: pem.prefix(while: { $0 != 0 }), as: UTF8.self)
         guard let documents = try? PEMDocument.parseMultiple(pemString: text), !documents.isEmpty else {
             throw .malformedCertificate("\(name) chain is not PEM certificates")
