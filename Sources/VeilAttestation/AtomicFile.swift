@@ -13,6 +13,20 @@ public enum AtomicFile {
         public var description: String { "\(step) \(path): \(String(cString: strerror(errno)))" }
     }
 
+    /// Writes all of `bytes` to `fd`, retrying short writes and EINTR. Returns 0 or the errno.
+    public static func writeAll(_ bytes: [UInt8], to fd: Int32) -> Int32 {
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                return errno
+            }
+            offset += written
+        }
+        return 0
+    }
+
     public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) throws {
         let directory = (path as NSString).deletingLastPathComponent
         let temporary = "\(path).tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
@@ -24,15 +38,8 @@ public enum AtomicFile {
         }
         do {
             defer { close(fd) }
-            var offset = 0
-            while offset < bytes.count {
-                let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    throw WriteError(path: temporary, step: "write", errno: errno)
-                }
-                offset += written
-            }
+            let failure = writeAll(bytes, to: fd)
+            guard failure == 0 else { throw WriteError(path: temporary, step: "write", errno: failure) }
             guard fsync(fd) == 0 else { throw WriteError(path: temporary, step: "fsync", errno: errno) }
         }
         guard rename(temporary, path) == 0 else { throw WriteError(path: path, step: "rename to", errno: errno) }

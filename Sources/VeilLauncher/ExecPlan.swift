@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import VeilAttestation
 import VeilManifest
 
 /// What the launcher does after a successful activation: write files, then `fexecve` the
@@ -93,14 +94,7 @@ enum SafeWriter {
             throw LaunchError.provisioning(path: path, reason: reason)
         }
         defer { close(fd) }
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if written < 0 {
-                if errno == EINTR { continue }
-                throw LaunchError.provisioning(path: path, reason: String(cString: strerror(errno)))
-            }
-            offset += written
-        }
+        let failure = AtomicFile.writeAll(bytes, to: fd)
+        guard failure == 0 else { throw LaunchError.provisioning(path: path, reason: String(cString: strerror(failure))) }
     }
 }

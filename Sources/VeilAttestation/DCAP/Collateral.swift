@@ -98,8 +98,22 @@ public struct TCBVerdict: Sendable, Equatable, Codable {
     }
 }
 
+/// A TCB level graded by one ISVSVN (QE identity, TDX module identity).
+struct IdentityTCBLevel: Decodable, Sendable {
+    struct TCB: Decodable, Sendable { var isvsvn: Int }
+    var tcb: TCB
+    var tcbStatus: String
+    var advisoryIDs: [String]?
+}
+
+/// The dates every signed Intel collateral document carries.
+protocol SignedCollateralDocument: Decodable, Sendable {
+    var issueDate: String { get }
+    var nextUpdate: String { get }
+}
+
 /// Intel TCB info (version 2 or 3), the fields verification uses.
-struct TCBInfo: Decodable {
+struct TCBInfo: SignedCollateralDocument {
     struct Component: Decodable { var svn: Int }
     struct Level: Decodable {
         struct TCB: Decodable {
@@ -112,17 +126,11 @@ struct TCBInfo: Decodable {
         var advisoryIDs: [String]?
     }
     struct ModuleIdentity: Decodable {
-        struct Level: Decodable {
-            struct TCB: Decodable { var isvsvn: Int }
-            var tcb: TCB
-            var tcbStatus: String
-            var advisoryIDs: [String]?
-        }
         var id: String
         var mrsigner: String
         var attributes: String
         var attributesMask: String
-        var tcbLevels: [Level]
+        var tcbLevels: [IdentityTCBLevel]
     }
     var id: String?
     var version: Int
@@ -135,13 +143,7 @@ struct TCBInfo: Decodable {
 }
 
 /// Intel QE identity (version 2), the fields verification uses.
-struct QEIdentity: Decodable {
-    struct Level: Decodable {
-        struct TCB: Decodable { var isvsvn: Int }
-        var tcb: TCB
-        var tcbStatus: String
-        var advisoryIDs: [String]?
-    }
+struct QEIdentity: SignedCollateralDocument {
     var id: String
     var version: Int
     var issueDate: String
@@ -152,5 +154,5 @@ struct QEIdentity: Decodable {
     var attributesMask: String
     var mrsigner: String
     var isvprodid: Int
-    var tcbLevels: [Level]
+    var tcbLevels: [IdentityTCBLevel]
 }

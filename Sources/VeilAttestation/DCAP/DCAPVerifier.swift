@@ -60,35 +60,12 @@ public struct DCAPVerifier: Sendable {
             verified: &verified)
         try pckCRL.validate(issuedBy: pckCRLChain[0], at: time, name: "PCK CRL")
 
-        let tcbChain = try verifyChain(
-            Self.certificates(collateral.tcbInfoIssuerChain, "TCB info"), name: "TCB info signing", at: time, rootCRL: rootCRL, pckCRL: pckCRL,
-            verified: &verified)
-        guard Self.verifyRaw(signature: collateral.tcbInfoSignature, data: collateral.tcbInfo, key: tcbChain[0].publicKey) else {
-            throw .tcbInfoSignatureInvalid
-        }
-        let tcbInfo = try ParseMemos.tcbInfo.value(for: collateral.tcbInfo) { () throws(DCAPError) -> TCBInfo in
-            do {
-                return try JSONDecoder().decode(TCBInfo.self, from: Data(collateral.tcbInfo))
-            } catch {
-                throw .malformedCollateral("TCB info JSON: \(error)")
-            }
-        }
-        let tcbUntil = try Self.window(issue: tcbInfo.issueDate, next: tcbInfo.nextUpdate, what: "TCB info", at: time)
-
-        let qeChain = try verifyChain(
-            Self.certificates(collateral.qeIdentityIssuerChain, "QE identity"), name: "QE identity signing", at: time, rootCRL: rootCRL,
-            pckCRL: pckCRL, verified: &verified)
-        guard Self.verifyRaw(signature: collateral.qeIdentitySignature, data: collateral.qeIdentity, key: qeChain[0].publicKey) else {
-            throw .qeIdentitySignatureInvalid
-        }
-        let qeIdentity = try ParseMemos.qeIdentity.value(for: collateral.qeIdentity) { () throws(DCAPError) -> QEIdentity in
-            do {
-                return try JSONDecoder().decode(QEIdentity.self, from: Data(collateral.qeIdentity))
-            } catch {
-                throw .malformedCollateral("QE identity JSON: \(error)")
-            }
-        }
-        let qeUntil = try Self.window(issue: qeIdentity.issueDate, next: qeIdentity.nextUpdate, what: "QE identity", at: time)
+        let (tcbInfo, tcbChain, tcbUntil) = try verifySigned(
+            collateral.tcbInfo, signature: collateral.tcbInfoSignature, chain: collateral.tcbInfoIssuerChain, name: "TCB info",
+            invalid: .tcbInfoSignatureInvalid, memo: ParseMemos.tcbInfo, at: time, rootCRL: rootCRL, pckCRL: pckCRL, verified: &verified)
+        let (qeIdentity, qeChain, qeUntil) = try verifySigned(
+            collateral.qeIdentity, signature: collateral.qeIdentitySignature, chain: collateral.qeIdentityIssuerChain, name: "QE identity",
+            invalid: .qeIdentitySignatureInvalid, memo: ParseMemos.qeIdentity, at: time, rootCRL: rootCRL, pckCRL: pckCRL, verified: &verified)
         let certificatesUntil = (tcbChain + qeChain + pckCRLChain).map(\.notValidAfter).min() ?? time
         let crlUntil = [rootCRL.nextUpdate, pckCRL.nextUpdate].compactMap { $0 }.min() ?? certificatesUntil
         return PreparedCollateral(
@@ -149,6 +126,26 @@ public struct DCAPVerifier: Sendable {
     }
 
     // MARK: - Steps
+
+    /// A signed Intel JSON document: its signing chain to the root, its signature over the
+    /// exact bytes, then its issueDate…nextUpdate window. Returns the document, the chain
+    /// and the end of the window.
+    func verifySigned<Document: SignedCollateralDocument>(
+        _ bytes: [UInt8], signature: [UInt8], chain pem: [UInt8], name: String, invalid: DCAPError, memo: ParseMemo<Document>,
+        at time: Date, rootCRL: RevocationList, pckCRL: RevocationList, verified: inout [Certificate]
+    ) throws(DCAPError) -> (Document, [Certificate], Date) {
+        let chain = try verifyChain(
+            Self.certificates(pem, name), name: "\(name) signing", at: time, rootCRL: rootCRL, pckCRL: pckCRL, verified: &verified)
+        guard Self.verifyRaw(signature: signature, data: bytes, key: chain[0].publicKey) else { throw invalid }
+        let document = try memo.value(for: bytes) { () throws(DCAPError) -> Document in
+            do {
+                return try JSONDecoder().decode(Document.self, from: Data(bytes))
+            } catch {
+                throw .malformedCollateral("\(name) JSON: \(error)")
+            }
+        }
+        return (document, chain, try Self.window(issue: document.issueDate, next: document.nextUpdate, what: name, at: time))
+    }
 
     /// The PCK chain from the quote, verified to the root with revocation by both CRLs, or
     /// taken from the prepared collateral's cache of chains verified before.
