@@ -52,7 +52,7 @@ struct RevocationList: Sendable {
         }
     }
 
-    private static func time(_ node: ASN1Node) throws -> Date {
+    static func time(_ node: ASN1Node) throws -> Date {
         var components = DateComponents()
         components.timeZone = TimeZone(identifier: "UTC")
         if node.identifier == .utcTime {

@@ -1,0 +1,131 @@
+/// An AMD SEV-SNP attestation report (SEV-SNP ABI specification, table "ATTESTATION_REPORT"),
+/// versions 2, 3 and 5: exactly 1184 bytes, little-endian.
+public struct SNPReport: Sendable, Equatable {
+    public static let size = 0x4A0
+    /// The report signature covers bytes `0..<signedLength`.
+    public static let signedLength = 0x2A0
+
+    /// A TCB_VERSION: security patch levels of the firmware components.
+    public struct TCBVersion: Sendable, Equatable, Comparable, CustomStringConvertible {
+        public var raw: UInt64
+        public var bootloader: UInt8
+        public var tee: UInt8
+        public var snp: UInt8
+        public var microcode: UInt8
+        /// Turin and later only.
+        public var fmc: UInt8?
+
+        /// Milan/Genoa: byte 0 bootloader, 1 TEE, 6 SNP, 7 microcode. Turin: 0 FMC, 1 bootloader, 2 TEE, 3 SNP, 7 microcode.
+        public init(raw: UInt64, turin: Bool = false) {
+            self.raw = raw
+            let b = (0..<8).map { UInt8(truncatingIfNeeded: raw >> (8 * UInt64($0))) }
+            if turin {
+                (fmc, bootloader, tee, snp, microcode) = (b[0], b[1], b[2], b[3], b[7])
+            } else {
+                (fmc, bootloader, tee, snp, microcode) = (nil, b[0], b[1], b[6], b[7])
+            }
+        }
+
+        /// Every component of `self` is at least the corresponding one of `other`.
+        public func isAtLeast(_ other: TCBVersion) -> Bool {
+            bootloader >= other.bootloader && tee >= other.tee && snp >= other.snp && microcode >= other.microcode
+                && (fmc ?? 0) >= (other.fmc ?? 0)
+        }
+
+        public static func < (lhs: TCBVersion, rhs: TCBVersion) -> Bool { !lhs.isAtLeast(rhs) }
+
+        public var description: String {
+            "bootloader \(bootloader), tee \(tee), snp \(snp), microcode \(microcode)" + (fmc.map { ", fmc \($0)" } ?? "")
+        }
+    }
+
+    /// The guest policy the VM was launched with.
+    public struct Policy: Sendable, Equatable {
+        public var raw: UInt64
+        public var abiMinor: UInt8 { UInt8(truncatingIfNeeded: raw) }
+        public var abiMajor: UInt8 { UInt8(truncatingIfNeeded: raw >> 8) }
+        public var smtAllowed: Bool { raw & (1 << 16) != 0 }
+        public var migrationAgentAllowed: Bool { raw & (1 << 18) != 0 }
+        public var debugAllowed: Bool { raw & (1 << 19) != 0 }
+        public var singleSocket: Bool { raw & (1 << 20) != 0 }
+    }
+
+    public var version: UInt32
+    public var guestSVN: UInt32
+    public var policy: Policy
+    public var familyID: [UInt8]
+    public var imageID: [UInt8]
+    public var vmpl: UInt32
+    public var signatureAlgorithm: UInt32
+    public var currentTCB: UInt64
+    public var platformInfo: UInt64
+    /// Bit 0 author key enabled, bit 1 MASK_CHIP_ID, bits 2–4 signing key (0 VCEK, 1 VLEK).
+    public var flags: UInt32
+    public var reportData: [UInt8]
+    public var measurement: [UInt8]
+    public var hostData: [UInt8]
+    public var idKeyDigest: [UInt8]
+    public var authorKeyDigest: [UInt8]
+    public var reportID: [UInt8]
+    public var reportIDMA: [UInt8]
+    public var reportedTCB: UInt64
+    /// Version 3+: CPUID family, model, stepping of the chip.
+    public var cpuid: (family: UInt8, model: UInt8, stepping: UInt8)?
+    public var chipID: [UInt8]
+    public var committedTCB: UInt64
+    public var launchTCB: UInt64
+    /// ECDSA P-384 signature, big-endian r ‖ s (48 bytes each), converted from the report's
+    /// little-endian 72-byte fields.
+    public var signature: [UInt8]
+
+    public var maskChipID: Bool { flags & 0x2 != 0 }
+    /// 0 = VCEK, 1 = VLEK, 7 = none.
+    public var signingKey: UInt32 { (flags >> 2) & 0x7 }
+
+    public static func == (lhs: SNPReport, rhs: SNPReport) -> Bool {
+        lhs.signature == rhs.signature && lhs.reportData == rhs.reportData && lhs.measurement == rhs.measurement && lhs.chipID == rhs.chipID
+    }
+
+    public init(_ bytes: [UInt8]) throws(QuoteParseError) {
+        guard bytes.count >= Self.size else {
+            throw .truncated(field: "SNP report", offset: 0, needed: Self.size, available: bytes.count)
+        }
+        guard bytes.count == Self.size else { throw .trailingBytes(field: "SNP report", count: bytes.count - Self.size) }
+        var reader = ByteReader(bytes)
+        version = try reader.u32("version")
+        guard [2, 3, 5].contains(version) else { throw .unsupportedVersion(UInt16(truncatingIfNeeded: version)) }
+        guestSVN = try reader.u32("guest_svn")
+        policy = Policy(raw: try reader.u64("policy"))
+        familyID = try reader.read(16, "family_id")
+        imageID = try reader.read(16, "image_id")
+        vmpl = try reader.u32("vmpl")
+        signatureAlgorithm = try reader.u32("signature_algo")
+        currentTCB = try reader.u64("current_tcb")
+        platformInfo = try reader.u64("platform_info")
+        flags = try reader.u32("flags")
+        _ = try reader.read(4, "reserved0")
+        reportData = try reader.read(64, "report_data")
+        measurement = try reader.read(48, "measurement")
+        hostData = try reader.read(32, "host_data")
+        idKeyDigest = try reader.read(48, "id_key_digest")
+        authorKeyDigest = try reader.read(48, "author_key_digest")
+        reportID = try reader.read(32, "report_id")
+        reportIDMA = try reader.read(32, "report_id_ma")
+        reportedTCB = try reader.u64("reported_tcb")
+        let cpuidBytes = try reader.read(3, "cpuid")
+        cpuid = version >= 3 ? (cpuidBytes[0], cpuidBytes[1], cpuidBytes[2]) : nil
+        _ = try reader.read(0x1A0 - 0x18B, "reserved1")
+        chipID = try reader.read(64, "chip_id")
+        committedTCB = try reader.u64("committed_tcb")
+        _ = try reader.read(8, "current/committed version")
+        launchTCB = try reader.u64("launch_tcb")
+        _ = try reader.read(Self.signedLength - 0x1F8, "reserved2")
+        let r = try reader.read(72, "signature.r")
+        let s = try reader.read(72, "signature.s")
+        // Little-endian 72-byte fields holding 48-byte P-384 scalars: the top 24 bytes must be zero.
+        guard r[48...].allSatisfy({ $0 == 0 }), s[48...].allSatisfy({ $0 == 0 }) else {
+            throw .lengthMismatch(field: "signature component", declared: 72, actual: 48)
+        }
+        signature = Array(r[..<48].reversed()) + Array(s[..<48].reversed())
+    }
+}
