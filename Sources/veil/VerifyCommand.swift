@@ -6,18 +6,22 @@ import VeilCollateral
 struct VerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Verify an Intel SGX or TDX DCAP quote and print its claims and TCB status.",
+        abstract: "Verify an Intel SGX/TDX DCAP quote or an AMD SEV-SNP report and print its claims.",
         discussion: """
             Exit status 0 only when the quote verifies: PCK chain to the Intel SGX Root CA, CRLs,
             TCB info and QE identity signatures and validity at --at, QE report, quote signature,
             QE identity, TCB level. A non-UpToDate status still verifies; judge it by policy.
             """)
 
-    @Argument(help: ArgumentHelp("Quote file (binary).", valueName: "quote")) var quote: String
+    @Argument(help: ArgumentHelp("Quote or SNP report file (binary).", valueName: "quote")) var quote: String
     @Option(help: ArgumentHelp(
-        "Collateral JSON file, a directory holding QUOTE_collateral.json or collateral.json, or an Intel PCS / PCCS base URL (https://…).",
+        "DCAP collateral: JSON file, a directory holding QUOTE_collateral.json or collateral.json, or an Intel PCS / PCCS base URL (https://…).",
         valueName: "file|dir|url"))
-    var collateral: String
+    var collateral: String?
+    @Option(help: ArgumentHelp("SNP: the VCEK certificate (DER) that signed the report.", valueName: "file")) var vcek: String?
+    @Option(help: ArgumentHelp("SNP: AMD cert_chain PEM (ASK then ARK).", valueName: "file")) var chain: String?
+    @Option(help: ArgumentHelp("SNP: AMD product (Milan, Genoa, Turin).", valueName: "product")) var product = "Milan"
+    @Flag(help: "SNP: accept a guest policy that allows debugging (no confidentiality).") var allowDebug = false
     @Option(help: ArgumentHelp("Cache for documents fetched from a PCS/PCCS (default ~/.cache/veil/pcs).", valueName: "dir"))
     var cacheDir: String?
     @Option(help: ArgumentHelp("Verification time, RFC 3339 (default: now).", valueName: "time")) var at: String?
@@ -32,8 +36,13 @@ struct VerifyCommand: AsyncParsableCommand {
         } else {
             time = Date()
         }
+        if vcek != nil || chain != nil || quoteBytes.count == SNPReport.size {
+            try verifySNP(Array(quoteBytes), at: time)
+            return
+        }
+        guard let source = self.collateral else { throw ValidationError("--collateral is required for DCAP quotes") }
         let collateral: DCAPCollateral
-        if self.collateral.hasPrefix("https://") || self.collateral.hasPrefix("http://") {
+        if source.hasPrefix("https://") || source.hasPrefix("http://") {
             let cache = cacheDir ?? ((ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/veil/pcs")
             let quote: DCAPQuote
             do {
@@ -41,9 +50,9 @@ struct VerifyCommand: AsyncParsableCommand {
             } catch {
                 throw DCAPError.malformedQuote(error)
             }
-            collateral = try await PCSClient(baseURL: self.collateral, cacheDirectory: cache).collateral(for: quote, at: time)
+            collateral = try await PCSClient(baseURL: source, cacheDirectory: cache).collateral(for: quote, at: time)
         } else {
-            collateral = try loadCollateral()
+            collateral = try loadCollateral(source)
         }
         let result = try DCAPVerifier().verify(quote: Array(quoteBytes), collateral: collateral, at: time)
         let fields = Self.fields(result)
@@ -72,7 +81,36 @@ struct VerifyCommand: AsyncParsableCommand {
         }
     }
 
-    private func loadCollateral() throws -> DCAPCollateral {
+    private func verifySNP(_ bytes: [UInt8], at time: Date) throws {
+        guard let vcek, let chain else { throw ValidationError("SNP reports need --vcek FILE and --chain FILE (AMD KDS download is not supported yet)") }
+        guard let product = AMDProduct.allCases.first(where: { $0.rawValue.lowercased() == self.product.lowercased() }) else {
+            throw ValidationError("--product must be Milan, Genoa or Turin")
+        }
+        guard let vcekBytes = FileManager.default.contents(atPath: vcek), let chainText = try? String(contentsOfFile: chain, encoding: .utf8) else {
+            throw CommandError("cannot read \(vcek) or \(chain)")
+        }
+        let (report, claims) = try SNPVerifier(product: product, policy: .init(allowDebug: allowDebug))
+            .verify(report: bytes, vcek: Array(vcekBytes), chainPEM: chainText, at: time)
+        let reported = SNPReport.TCBVersion(raw: report.reportedTCB, turin: product == .turin)
+        let fields: [(String, String)] = [
+            ("measurement", Hex.encode(report.measurement)), ("report_data", Hex.encode(report.reportData)),
+            ("host_data", Hex.encode(report.hostData)), ("id_key_digest", Hex.encode(report.idKeyDigest)),
+            ("author_key_digest", Hex.encode(report.authorKeyDigest)), ("policy", String(format: "0x%llx", report.policy.raw)),
+            ("debug_allowed", "\(report.policy.debugAllowed)"), ("vmpl", "\(report.vmpl)"), ("guest_svn", "\(report.guestSVN)"),
+            ("reported_tcb", "\(reported)"), ("chip_id", Hex.encode(report.chipID)),
+        ]
+        switch output {
+        case .json:
+            struct Output: Encodable { var verified = true; var tee = "snp"; var product: String; var debug: Bool; var fields: [String: String] }
+            try printJSON(Output(product: product.rawValue, debug: claims.debug, fields: Dictionary(uniqueKeysWithValues: fields)))
+        case .text:
+            print("report verified: snp (v\(report.version), \(product.rawValue))")
+            if claims.debug { print("warning: the guest policy allows debugging: no confidentiality") }
+            for (name, value) in fields { print("\(name): \(value)") }
+        }
+    }
+
+    private func loadCollateral(_ collateral: String) throws -> DCAPCollateral {
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: collateral, isDirectory: &isDirectory) else {
             throw CommandError("collateral \(collateral) does not exist")

@@ -34,4 +34,19 @@ import Testing
         let expired = try run(veilBinary, ["verify", "\(vectors)/sgx_quote", "--collateral", vectors], scratch: scratch)
         #expect(expired.status != 0, "the 2025 collateral has expired by now")
     }
+
+    @Test func verifiesSNPReports() throws {
+        let scratch = try Scratch()
+        let snp = repositoryRoot + "/../shared/testdata/attestation/go-sev-guest"
+        let base = ["verify", "\(snp)/snp_report_milan.bin", "--vcek", "\(snp)/vcek_milan.der"]
+        let refusedDebug = try run(veilBinary, base + ["--chain", "\(snp)/ask_ark_milan.pem"], scratch: scratch)
+        #expect(refusedDebug.status != 0)
+        #expect(refusedDebug.stderr.contains("debug"))
+        let ok = try run(veilBinary, base + ["--chain", "\(snp)/ask_ark_milan.pem", "--allow-debug", "--output", "json"], scratch: scratch)
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(ok.stdout.contains("b07af962"))
+        let genoa = try run(veilBinary, base + ["--chain", "\(snp)/ask_ark_genoa.pem", "--allow-debug"], scratch: scratch)
+        #expect(genoa.status != 0)
+        #expect(genoa.stderr.contains("ARK-Milan"))
+    }
 }
