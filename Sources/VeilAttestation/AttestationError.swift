@@ -18,6 +18,8 @@ public enum AttestationError: Error, Equatable, Sendable, CustomStringConvertibl
     case dcap(DCAPError)
     /// Hardware evidence arrived but no collateral source is configured.
     case noCollateral
+    /// An AMD SEV-SNP report did not verify.
+    case snp(SNPError)
 
     public var description: String {
         switch self {
@@ -31,6 +33,7 @@ public enum AttestationError: Error, Equatable, Sendable, CustomStringConvertibl
         case .reportDataMismatch: return "evidence report data does not bind this key and nonce (stale or replayed evidence)"
         case .platformKeyUnavailable(let path, let reason): return "simulation platform key \(path): \(reason)"
         case .dcap(let error): return "DCAP quote rejected: \(error)"
+        case .snp(let error): return "SEV-SNP report rejected: \(error)"
         case .noCollateral: return "Intel DCAP quote refused: the coordinator has no collateral source (start it with --dcap-collateral FILE|DIR)"
         }
     }

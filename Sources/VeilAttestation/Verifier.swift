@@ -7,11 +7,14 @@ public struct VerificationPolicy: Sendable {
     public var simulationKey: P256.Signing.PublicKey?
     /// Intel DCAP verification (SGX/TDX quotes); `nil` refuses them.
     public var dcap: DCAPEvidenceVerifier?
+    /// Accept AMD SEV-SNP reports (the chain is in the evidence or comes from the product's KDS chain).
+    public var allowSNP: Bool = false
 
-    public init(allowSimulation: Bool = false, simulationKey: P256.Signing.PublicKey? = nil, dcap: DCAPEvidenceVerifier? = nil) {
+    public init(allowSimulation: Bool = false, simulationKey: P256.Signing.PublicKey? = nil, dcap: DCAPEvidenceVerifier? = nil, allowSNP: Bool = false) {
         self.allowSimulation = allowSimulation
         self.simulationKey = simulationKey
         self.dcap = dcap
+        self.allowSNP = allowSNP
     }
 }
 
@@ -41,6 +44,13 @@ public struct Verifier: Sendable {
                 return try dcap.verify(evidence.data).claims
             } catch {
                 throw AttestationError.dcap(error)
+            }
+        case SNPEvidence.format:
+            guard policy.allowSNP else { throw AttestationError.unsupportedFormat(evidence.format) }
+            do {
+                return try SNPEvidence.verify(evidence, chains: [:])
+            } catch {
+                throw AttestationError.snp(error)
             }
         default:
             throw AttestationError.unsupportedFormat(evidence.format)
