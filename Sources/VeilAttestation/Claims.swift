@@ -29,6 +29,8 @@ public struct Claims: Codable, Sendable, Equatable {
     public var tcb: TCBVerdict?
     /// TDX only: the TD's other measurement registers.
     public var tdx: TDXMeasurements?
+    /// SEV-SNP only: host data and the reported TCB.
+    public var snp: SNPClaims?
 
     public init(
         tee: TEEKind, measurement: [UInt8], signer: [UInt8] = [], productID: UInt16 = 0,
@@ -65,4 +67,15 @@ public struct TDXMeasurements: Codable, Sendable, Equatable {
         self.mrOwnerConfig = mrOwnerConfig
         self.mrSeam = mrSeam
     }
+}
+
+/// SEV-SNP fields besides the launch measurement.
+public struct SNPClaims: Codable, Sendable, Equatable {
+    public var hostData: [UInt8]
+    public var idKeyDigest: [UInt8]
+    public var reportedTCB: UInt64
+    public var turinTCBLayout: Bool
+    public var policy: UInt64
+
+    public var tcb: SNPReport.TCBVersion { SNPReport.TCBVersion(raw: reportedTCB, turin: turinTCBLayout) }
 }

@@ -197,7 +197,9 @@ public final class Coordinator: Sendable {
             throw .badRequest(error.description)
         }
         let verifier = Verifier(
-            policy: VerificationPolicy(allowSimulation: manifest.config.allowSimulation, simulationKey: simulationKey, dcap: dcap))
+            policy: VerificationPolicy(
+                allowSimulation: manifest.config.allowSimulation, simulationKey: simulationKey, dcap: dcap,
+                allowSNP: manifest.packages.values.contains { $0.kind == .snp }))
         let claims: Claims
         do {
             let expected = ReportData.binding(try csr.publicKey.subjectPublicKeyInfoDER, nonce: nonce)

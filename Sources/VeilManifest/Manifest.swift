@@ -63,6 +63,10 @@ public struct Package: Sendable, Equatable {
     public var mrConfigID: [UInt8]?
     public var mrOwner: [UInt8]?
     public var mrSeam: [UInt8]?
+    /// SEV-SNP only.
+    public var hostData: [UInt8]?
+    public var minimumTCB: SNPReport.TCBVersion?
+    public var allowMigrationAgent = false
 
     public init(kind: TEEKind, measurement: [UInt8]? = nil, signerID: [UInt8]? = nil, productID: UInt16? = nil, securityVersion: UInt16? = nil, debug: Bool = false) {
         self.kind = kind
@@ -85,6 +89,12 @@ public struct Package: Sendable, Equatable {
             return "security version \(claims.securityVersion) is below the package's minimum \(securityVersion)"
         }
         if claims.debug && !debug { return "debug TEE, and the package does not allow debug" }
+        if kind == .snp {
+            guard let snp = claims.snp else { return "SNP claims without SNP fields" }
+            if let hostData, snp.hostData != hostData { return "HOST_DATA \(Hex.encode(snp.hostData)) is not the package's \(Hex.encode(hostData))" }
+            if let minimumTCB, !snp.tcb.isAtLeast(minimumTCB) { return "reported TCB (\(snp.tcb)) is below the package's minimum (\(minimumTCB))" }
+            if snp.policy & (1 << 18) != 0 && !allowMigrationAgent { return "guest policy allows a migration agent; the package does not" }
+        }
         if kind == .tdx {
             guard let tdx = claims.tdx else { return "TDX claims without TD registers" }
             for (index, expected) in rtmrs.enumerated() {

@@ -169,8 +169,7 @@ private struct ManifestParser {
             switch declared {
             case .simulated where !allowSimulation:
                 problem("\(path).Kind", "simulated packages need \"Config\": {\"AllowSimulation\": true} (development only: no confidentiality)")
-            case .snp: problem("\(path).Kind", "kind 'snp' is not supported by this version of Veil yet")
-            case nil: problem("\(path).Kind", "unknown kind '\(text)' (known: simulated, sgx, tdx)")
+            case nil: problem("\(path).Kind", "unknown kind '\(text)' (known: simulated, sgx, tdx, snp)")
             default: break
             }
         } else if raw["Kind"] == nil {
@@ -181,11 +180,24 @@ private struct ManifestParser {
         switch kind {
         case .sgx: allowed = ["Kind", "UniqueID", "SignerID", "ProductID", "SecurityVersion", "Debug"]
         case .tdx: allowed = ["Kind", "MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3", "MRConfigID", "MROwner", "MRSeam", "Debug"]
-        case .simulated, .snp: allowed = ["Kind", "Measurement", "SignerID", "ProductID", "SecurityVersion", "Debug"]
+        case .snp: allowed = ["Kind", "Measurement", "HostData", "IDKeyDigest", "MinimumTCB", "AllowMigrationAgent", "Debug"]
+        case .simulated: allowed = ["Kind", "Measurement", "SignerID", "ProductID", "SecurityVersion", "Debug"]
         }
         guard let fields = object(value, path, allowed: allowed) else { return nil }
         var package = Package(kind: kind, debug: bool(fields["Debug"], "\(path).Debug") ?? false)
         switch kind {
+        case .snp:
+            package.measurement = hex(fields["Measurement"], "\(path).Measurement", bytes: 48)
+            if fields["Measurement"] == nil { problem("\(path).Measurement", "required: the guest's launch measurement (48 bytes)") }
+            package.hostData = hex(fields["HostData"], "\(path).HostData", bytes: 32)
+            package.signerID = hex(fields["IDKeyDigest"], "\(path).IDKeyDigest", bytes: 48)
+            package.allowMigrationAgent = bool(fields["AllowMigrationAgent"], "\(path).AllowMigrationAgent") ?? false
+            if let tcb = object(fields["MinimumTCB"], "\(path).MinimumTCB", allowed: ["Bootloader", "TEE", "SNP", "Microcode"]) {
+                let parts = ["Bootloader", "TEE", "SNP", "Microcode"].map { integer(tcb[$0], "\(path).MinimumTCB.\($0)", in: 0...255) ?? 0 }
+                // Milan/Genoa TCB_VERSION layout: byte 0 bootloader, 1 TEE, 6 SNP, 7 microcode.
+                let raw = UInt64(parts[0]) | UInt64(parts[1]) << 8 | UInt64(parts[2]) << 48 | UInt64(parts[3]) << 56
+                package.minimumTCB = SNPReport.TCBVersion(raw: raw)
+            }
         case .tdx:
             package.measurement = hex(fields["MRTD"], "\(path).MRTD", bytes: 48)
             if fields["MRTD"] == nil { problem("\(path).MRTD", "required: the TD's build-time measurement") }

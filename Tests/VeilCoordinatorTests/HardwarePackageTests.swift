@@ -62,12 +62,12 @@ import VeilManifest
         let text = #"""
             {"Packages": {"a": {"Kind": "sgx", "UniqueID": "abcd", "MRTD": "00"},
                           "b": {"Kind": "tdx", "RTMR0": "00"},
-                          "c": {"Kind": "snp", "Measurement": "00"}},
+                          "c": {"Kind": "snp", "Measurement": "00", "UniqueID": "00"}},
              "Services": {}, "Config": {"AcceptedTCBStatuses": ["Revoked", "Fine"]}}
             """#
         let error = try #require(throws: ManifestValidationError.self) { try Manifest.parse(Array(text.utf8)) }
         let paths = Set(error.problems.map(\.path))
-        for expected in ["$.Packages.a.UniqueID", "$.Packages.a.MRTD", "$.Packages.b.MRTD", "$.Packages.b.RTMR0", "$.Packages.c.Kind",
+        for expected in ["$.Packages.a.UniqueID", "$.Packages.a.MRTD", "$.Packages.b.MRTD", "$.Packages.b.RTMR0", "$.Packages.c.Measurement", "$.Packages.c.UniqueID",
                          "$.Config.AcceptedTCBStatuses[0]", "$.Config.AcceptedTCBStatuses[1]"] {
             #expect(paths.contains(expected), "missing \(expected) in \(paths)")
         }
@@ -104,5 +104,58 @@ import VeilManifest
         (request, _) = try fixture.request(plain, service: "app")
         request.evidence = Evidence(format: DCAPEvidence.format, data: quote)
         #expect(throws: CoordinatorError.evidenceRejected(.noCollateral)) { try plain.activate(request) }
+    }
+
+    static let snpDirectory = URL(fileURLWithPath: vectors).deletingLastPathComponent().appendingPathComponent("go-sev-guest").path
+
+    static func snpClaims() throws -> Claims {
+        let report = Array(try Data(contentsOf: URL(fileURLWithPath: "\(snpDirectory)/snp_report_milan.bin")))
+        let vcek = Array(try Data(contentsOf: URL(fileURLWithPath: "\(snpDirectory)/vcek_milan.der")))
+        let chain = try String(contentsOfFile: "\(snpDirectory)/ask_ark_milan.pem", encoding: .utf8)
+        return try SNPVerifier(product: .milan, policy: .init(allowDebug: true)).verify(report: report, vcek: vcek, chainPEM: chain).1
+    }
+
+    @Test func snpPackageMatchesTheRealMilanReport() throws {
+        let claims = try Self.snpClaims()
+        let measurement = Hex.encode(claims.measurement)
+        let allowDebug = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true}}"#)
+        #expect(allowDebug.packages["p"]!.mismatch(claims) == nil)
+        let noDebug = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)"}}"#)
+        #expect(noDebug.packages["p"]!.mismatch(claims)?.contains("debug") == true)
+        let hostData = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true, "HostData": "\#(String(repeating: "11", count: 32))"}}"#)
+        #expect(hostData.packages["p"]!.mismatch(claims)?.contains("HOST_DATA") == true)
+        let tcb = try #require(claims.snp?.tcb)
+        let above = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true, "MinimumTCB": {"Bootloader": \#(tcb.bootloader), "TEE": \#(tcb.tee), "SNP": \#(Int(tcb.snp) + 1), "Microcode": \#(tcb.microcode)}}}"#)
+        #expect(above.packages["p"]!.mismatch(claims)?.contains("below the package's minimum") == true)
+        let equal = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true, "MinimumTCB": {"Bootloader": \#(tcb.bootloader), "TEE": \#(tcb.tee), "SNP": \#(tcb.snp), "Microcode": \#(tcb.microcode)}}}"#)
+        #expect(equal.packages["p"]!.mismatch(claims) == nil)
+    }
+
+    @Test func coordinatorRunsSNPVerificationOnActivations() throws {
+        let fixture = try Fixture()
+        let claims = try Self.snpClaims()
+        let coordinator = try fixture.coordinator()
+        try coordinator.setManifest(Array(#"""
+            {"Packages": {"guest": {"Kind": "snp", "Measurement": "\#(Hex.encode(claims.measurement))", "Debug": true}},
+             "Services": {"app": {"Package": "guest"}}}
+            """#.utf8))
+        let report = Array(try Data(contentsOf: URL(fileURLWithPath: "\(Self.snpDirectory)/snp_report_milan.bin")))
+        let vcek = Array(try Data(contentsOf: URL(fileURLWithPath: "\(Self.snpDirectory)/vcek_milan.der")))
+        let chain = try String(contentsOfFile: "\(Self.snpDirectory)/ask_ark_milan.pem", encoding: .utf8)
+        let body = try JSONSerialization.data(withJSONObject: [
+            "report": Data(report).base64EncodedString(), "vcek": Data(vcek).base64EncodedString(), "chain": chain,
+        ])
+        var (request, _) = try fixture.request(coordinator, service: "app")
+        request.evidence = Evidence(format: SNPEvidence.format, data: Array(body))
+        // Genuine report, but it binds 01 02 03 04 05, not this CSR key and nonce.
+        #expect(throws: CoordinatorError.evidenceRejected(.reportDataMismatch)) { try coordinator.activate(request) }
+        var tampered = report
+        tampered[0x90] ^= 1
+        let tamperedBody = try JSONSerialization.data(withJSONObject: [
+            "report": Data(tampered).base64EncodedString(), "vcek": Data(vcek).base64EncodedString(), "chain": chain,
+        ])
+        (request, _) = try fixture.request(coordinator, service: "app")
+        request.evidence = Evidence(format: SNPEvidence.format, data: Array(tamperedBody))
+        #expect(throws: CoordinatorError.evidenceRejected(.snp(.signatureInvalid))) { try coordinator.activate(request) }
     }
 }

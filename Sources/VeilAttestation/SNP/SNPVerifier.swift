@@ -117,9 +117,12 @@ public struct SNPVerifier: Sendable {
         if let minimum = policy.minimumTCB, !reported.isAtLeast(minimum) {
             throw .tcbBelowMinimum(reported: "\(reported)", minimum: "\(minimum)")
         }
-        let claims = Claims(
+        var claims = Claims(
             tee: .snp, measurement: report.measurement, signer: report.idKeyDigest, securityVersion: UInt16(truncatingIfNeeded: report.guestSVN),
             reportData: report.reportData, debug: report.policy.debugAllowed, simulated: false)
+        claims.snp = SNPClaims(
+            hostData: report.hostData, idKeyDigest: report.idKeyDigest, reportedTCB: report.reportedTCB,
+            turinTCBLayout: product.usesTurinTCBLayout, policy: report.policy.raw)
         return (report, claims)
     }
 }
