@@ -106,20 +106,23 @@ public enum TEESelection: String, Sendable, CaseIterable {
     case auto, simulated, snp, tdx, sgxGramine = "sgx-gramine"
 
     /// The hardware provider for this selection; `auto` detects one and never falls back to simulation.
-    public func hardwareProvider(tsmRoot: String = ConfigfsTSMProvider.defaultRoot, gramineRoot: String = GramineProvider.defaultRoot) throws(ProviderError) -> any EvidenceProvider {
+    public func hardwareProvider(
+        tsmRoot: String = ConfigfsTSMProvider.defaultRoot, tsmEntry: String? = nil, gramineRoot: String = GramineProvider.defaultRoot
+    ) throws(ProviderError) -> any EvidenceProvider {
+        let tsm = tsmEntry.map { ConfigfsTSMProvider(root: tsmRoot, entry: $0) } ?? ConfigfsTSMProvider(root: tsmRoot)
         switch self {
         case .snp, .tdx:
             guard FileManager.default.fileExists(atPath: tsmRoot) else {
                 throw .unavailable("--tee \(rawValue): \(tsmRoot) does not exist (not a \(self == .snp ? "SEV-SNP" : "TDX") guest, or configfs not mounted)")
             }
-            return ConfigfsTSMProvider(root: tsmRoot)
+            return tsm
         case .sgxGramine:
             guard FileManager.default.fileExists(atPath: "\(gramineRoot)/quote") else {
                 throw .unavailable("--tee sgx-gramine: \(gramineRoot)/quote does not exist (not running under Gramine with DCAP attestation)")
             }
             return GramineProvider(root: gramineRoot)
         case .auto:
-            if FileManager.default.fileExists(atPath: tsmRoot) { return ConfigfsTSMProvider(root: tsmRoot) }
+            if FileManager.default.fileExists(atPath: tsmRoot) { return tsm }
             if FileManager.default.fileExists(atPath: "\(gramineRoot)/quote") { return GramineProvider(root: gramineRoot) }
             throw .unavailable(
                 "--tee auto found no TEE: neither \(tsmRoot) (SEV-SNP/TDX guest) nor \(gramineRoot)/quote (Gramine SGX); "

@@ -25,11 +25,14 @@ public struct LaunchOptions: Sendable {
 public enum TEEChoice: Sendable {
     /// Development only: evidence signed with a simulation platform key; no confidentiality.
     case simulated(SimulationPlatformKey)
+    /// A hardware TEE (configfs-tsm, Gramine); the hardware measures, not the launcher.
+    case hardware(any EvidenceProvider)
 
     /// The provider for a program with the given launch measurement.
     func provider(measurement: [UInt8]) -> any EvidenceProvider {
         switch self {
         case .simulated(let key): return SimulatedEvidenceProvider(key: key, measurement: measurement)
+        case .hardware(let provider): return provider
         }
     }
 }
@@ -89,7 +92,9 @@ public struct OpenedProgram: Sendable {
 /// The launcher: attest, activate, provision, exec.
 public enum Launcher {
     /// Environment variables that configure the launcher and are not passed to the app.
-    public static let ownVariables = ["VEIL_SIMULATION_KEY", "VEIL_TEE", "VEIL_COORDINATOR", "VEIL_SERVICE", "VEIL_ROOT_CA"]
+    public static let ownVariables = [
+        "VEIL_SIMULATION_KEY", "VEIL_TEE", "VEIL_COORDINATOR", "VEIL_SERVICE", "VEIL_ROOT_CA", "VEIL_TSM_ROOT", "VEIL_TSM_ENTRY", "VEIL_GRAMINE_ROOT",
+    ]
 
     /// Activates with the coordinator and returns the ready-to-exec plan. Nothing is written
     /// or executed until activation succeeded.

@@ -18,7 +18,9 @@ struct LaunchCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Manifest service to activate as (env VEIL_SERVICE).", valueName: "name"))
     var service: String?
 
-    @Option(help: ArgumentHelp("TEE providing evidence (env VEIL_TEE). Only 'simulated' exists yet.", valueName: "tee"))
+    @Option(help: ArgumentHelp(
+        "TEE providing evidence (env VEIL_TEE): auto (default: configfs-tsm or Gramine, never simulation), snp, tdx, sgx-gramine, or simulated (development only, no confidentiality).",
+        valueName: "tee"))
     var tee: String?
 
     @Option(help: ArgumentHelp("Simulation platform key (env \(SimulationPlatformKey.environmentVariable)).", valueName: "file"))
@@ -50,30 +52,43 @@ struct LaunchCommand: AsyncParsableCommand {
         guard let program = command.first else { throw LaunchError.emptyCommand }
         guard let service = service ?? environment["VEIL_SERVICE"] else { throw ValidationError("--service is required") }
         let address = coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:2001"
-        guard (tee ?? environment["VEIL_TEE"]) == "simulated" else {
-            throw ValidationError("no hardware TEE support yet: pass --tee simulated (or VEIL_TEE=simulated); simulation gives NO confidentiality")
+        let teeName = tee ?? environment["VEIL_TEE"] ?? TEESelection.auto.rawValue
+        guard let selection = TEESelection(rawValue: teeName) else {
+            throw ValidationError("--tee '\(teeName)' is not one of \(TEESelection.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard let keyPath = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] else {
-            throw ValidationError("--tee simulated needs the simulation platform key: --simulation-key FILE or \(SimulationPlatformKey.environmentVariable)")
+        let choice: TEEChoice
+        var coordinatorVerification = VerificationPolicy()
+        if selection == .simulated {
+            guard let keyPath = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] else {
+                throw ValidationError("--tee simulated needs the simulation platform key: --simulation-key FILE or \(SimulationPlatformKey.environmentVariable)")
+            }
+            let platformKey = try SimulationPlatformKey.load(at: keyPath)
+            choice = .simulated(platformKey)
+            coordinatorVerification = .init(allowSimulation: true, simulationKey: platformKey.publicKey)
+        } else {
+            choice = .hardware(try selection.hardwareProvider(
+                tsmRoot: environment["VEIL_TSM_ROOT"] ?? ConfigfsTSMProvider.defaultRoot, tsmEntry: environment["VEIL_TSM_ENTRY"],
+                gramineRoot: environment["VEIL_GRAMINE_ROOT"] ?? GramineProvider.defaultRoot))
         }
-        let platformKey = try SimulationPlatformKey.load(at: keyPath)
 
         let rootPEM: String
         if let path = rootCA ?? environment["VEIL_ROOT_CA"] {
             guard let data = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read root certificate \(path)") }
             rootPEM = String(decoding: data, as: UTF8.self)
         } else {
+            guard selection == .simulated else {
+                throw ValidationError("on hardware, pass the coordinator's attested root certificate: --root-ca FILE or VEIL_ROOT_CA (from `veil attest`)")
+            }
             let measurements = try coordinatorMeasurement.map { text in
                 guard let bytes = Hex.decode(text), bytes.count == 32 else { throw ValidationError("--coordinator-measurement '\(text)' is not 32 bytes of hex") }
                 return bytes
             }
-            let policy = CoordinatorPolicy(
-                measurements: measurements, verification: .init(allowSimulation: true, simulationKey: platformKey.publicKey))
+            let policy = CoordinatorPolicy(measurements: measurements, verification: coordinatorVerification)
             rootPEM = try await CoordinatorAttestation.attest(address: address, policy: policy).rootCertificatePEM
         }
 
         let opened = try OpenedProgram.open(program, path: environment["PATH"])
-        let options = LaunchOptions(service: service, command: command, tee: .simulated(platformKey), environment: environment)
+        let options = LaunchOptions(service: service, command: command, tee: choice, environment: environment)
         let plan = try await CoordinatorClient.with(address: address, trust: .pinnedRoot(rootPEM)) {
             try await Launcher.activate(options, program: opened, client: $0)
         }
