@@ -64,6 +64,13 @@ public struct SNPVerifier: Sendable {
 
     static let vcekOID = "1.3.6.1.4.1.3704.1"
 
+    /// A VCEK whose chain to the compiled-in ARK was verified; reusable for many reports
+    /// of the same chip while `time` stays inside every certificate's validity.
+    public struct VerifiedVCEK: Sendable {
+        let certificate: AMDCertificate
+        public let validUntil: Date
+    }
+
     /// - Parameters:
     ///   - vcek: the VCEK certificate (DER).
     ///   - chainPEM: ASK then ARK (AMD KDS `cert_chain`).
@@ -74,6 +81,11 @@ public struct SNPVerifier: Sendable {
         } catch {
             throw .malformedReport(error)
         }
+        return try verify(report: report, bytes: bytes, vcek: try verifyChain(vcek: vcekDER, chainPEM: chainPEM, at: time), at: time)
+    }
+
+    /// ARK (must be AMD's for the product) → ASK → VCEK, RSASSA-PSS/SHA-384, validity at `time`.
+    public func verifyChain(vcek vcekDER: [UInt8], chainPEM: String, at time: Date) throws(SNPError) -> VerifiedVCEK {
         let chain = try AMDCertificate.parsePEM(chainPEM)
         guard chain.count == 2 else { throw .chainUntrusted("cert_chain must hold the ASK and the ARK, found \(chain.count) certificates") }
         let (ask, ark) = (chain[0], chain[1])
@@ -89,7 +101,13 @@ public struct SNPVerifier: Sendable {
         if let name = vcek.stringExtension("\(Self.vcekOID).2"), !name.hasPrefix(product.rawValue) {
             throw .productMismatch(vcek: name, expected: product.rawValue)
         }
+        return VerifiedVCEK(certificate: vcek, validUntil: min(ark.notAfter, ask.notAfter, vcek.notAfter))
+    }
 
+    /// The report checks, with a VCEK verified before.
+    public func verify(report: SNPReport, bytes: [UInt8], vcek verified: VerifiedVCEK, at time: Date = Date()) throws(SNPError) -> (SNPReport, Claims) {
+        guard time <= verified.validUntil else { throw .certificateExpired("\(verified.certificate.subject)") }
+        let vcek = verified.certificate
         guard report.signatureAlgorithm == 1 else { throw .unsupportedSignatureAlgorithm(report.signatureAlgorithm) }
         guard report.signingKey == 0 else { throw .unsupportedSigningKey(report.signingKey) }
         if !report.maskChipID {
