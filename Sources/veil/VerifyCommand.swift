@@ -22,6 +22,8 @@ struct VerifyCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("SNP: AMD cert_chain PEM (ASK then ARK).", valueName: "file")) var chain: String?
     @Option(help: ArgumentHelp("SNP: AMD product (Milan, Genoa, Turin).", valueName: "product")) var product = "Milan"
     @Flag(help: "SNP: accept a guest policy that allows debugging (no confidentiality).") var allowDebug = false
+    @Option(help: ArgumentHelp("SNP: AMD KDS base URL used when --vcek/--chain are not given.", valueName: "url"))
+    var kds = KDSClient.amdKDS
     @Option(help: ArgumentHelp("Cache for documents fetched from a PCS/PCCS (default ~/.cache/veil/pcs).", valueName: "dir"))
     var cacheDir: String?
     @Option(help: ArgumentHelp("Verification time, RFC 3339 (default: now).", valueName: "time")) var at: String?
@@ -37,7 +39,7 @@ struct VerifyCommand: AsyncParsableCommand {
             time = Date()
         }
         if vcek != nil || chain != nil || quoteBytes.count == SNPReport.size {
-            try verifySNP(Array(quoteBytes), at: time)
+            try await verifySNP(Array(quoteBytes), at: time)
             return
         }
         guard let source = self.collateral else { throw ValidationError("--collateral is required for DCAP quotes") }
@@ -81,16 +83,29 @@ struct VerifyCommand: AsyncParsableCommand {
         }
     }
 
-    private func verifySNP(_ bytes: [UInt8], at time: Date) throws {
-        guard let vcek, let chain else { throw ValidationError("SNP reports need --vcek FILE and --chain FILE (AMD KDS download is not supported yet)") }
+    private func verifySNP(_ bytes: [UInt8], at time: Date) async throws {
         guard let product = AMDProduct.allCases.first(where: { $0.rawValue.lowercased() == self.product.lowercased() }) else {
             throw ValidationError("--product must be Milan, Genoa or Turin")
         }
-        guard let vcekBytes = FileManager.default.contents(atPath: vcek), let chainText = try? String(contentsOfFile: chain, encoding: .utf8) else {
-            throw CommandError("cannot read \(vcek) or \(chain)")
+        let vcekBytes: [UInt8]
+        let chainText: String
+        if let vcek, let chain {
+            guard let data = FileManager.default.contents(atPath: vcek), let text = try? String(contentsOfFile: chain, encoding: .utf8) else {
+                throw CommandError("cannot read \(vcek) or \(chain)")
+            }
+            (vcekBytes, chainText) = (Array(data), text)
+        } else {
+            let report: SNPReport
+            do {
+                report = try SNPReport(bytes)
+            } catch {
+                throw SNPError.malformedReport(error)
+            }
+            let cache = (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/veil/kds"
+            (vcekBytes, chainText) = try await KDSClient(baseURL: kds, cacheDirectory: cache).certificates(for: report, product: product)
         }
         let (report, claims) = try SNPVerifier(product: product, policy: .init(allowDebug: allowDebug))
-            .verify(report: bytes, vcek: Array(vcekBytes), chainPEM: chainText, at: time)
+            .verify(report: bytes, vcek: vcekBytes, chainPEM: chainText, at: time)
         let reported = SNPReport.TCBVersion(raw: report.reportedTCB, turin: product == .turin)
         let fields: [(String, String)] = [
             ("measurement", Hex.encode(report.measurement)), ("report_data", Hex.encode(report.reportData)),

@@ -1,0 +1,56 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import NIOCore
+import VeilAttestation
+
+/// Fetches AMD SEV-SNP certificates from the AMD Key Distribution Service (KDS), with an
+/// on-disk cache (a VCEK for a given chip and TCB never changes; neither does a product's chain).
+///
+/// - VCEK: `BASE/vcek/v1/{product}/{hwID hex}?blSPL=…&teeSPL=…&snpSPL=…&ucodeSPL=…` (DER);
+/// - chain: `BASE/vcek/v1/{product}/cert_chain` (PEM, ASK then ARK).
+public struct KDSClient: Sendable {
+    public static let amdKDS = "https://kdsintf.amd.com"
+
+    public var baseURL: String
+    public var cacheDirectory: String?
+    public var timeout: TimeAmount = .seconds(30)
+
+    public init(baseURL: String = KDSClient.amdKDS, cacheDirectory: String? = nil) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.cacheDirectory = cacheDirectory
+    }
+
+    /// The VCEK (DER) and cert_chain (PEM) for `report` on `product`.
+    public func certificates(for report: SNPReport, product: AMDProduct, http: HTTPClient = .shared) async throws -> (vcek: [UInt8], chain: String) {
+        guard !report.maskChipID else { throw PCSClient.FetchError.notAPCKCertificate("the report masks its chip ID; fetch the VCEK another way") }
+        let tcb = SNPReport.TCBVersion(raw: report.reportedTCB, turin: product == .turin)
+        // Turin VCEKs are indexed by the first 8 bytes of the chip ID.
+        let hwID = Hex.encode(product == .turin ? Array(report.chipID.prefix(8)) : report.chipID)
+        var query = "blSPL=\(tcb.bootloader)&teeSPL=\(tcb.tee)&snpSPL=\(tcb.snp)&ucodeSPL=\(tcb.microcode)"
+        if let fmc = tcb.fmc { query = "fmcSPL=\(fmc)&" + query }
+        let vcek = try await fetch("\(baseURL)/vcek/v1/\(product.rawValue)/\(hwID)?\(query)", http: http)
+        let chain = try await fetch("\(baseURL)/vcek/v1/\(product.rawValue)/cert_chain", http: http)
+        return (vcek, String(decoding: chain, as: UTF8.self))
+    }
+
+    func fetch(_ url: String, http: HTTPClient) async throws -> [UInt8] {
+        let cachePath = cacheDirectory.map { "\($0)/\(Hex.encode(SHA256.hash(data: Array(url.utf8))))" }
+        if let cachePath, let data = FileManager.default.contents(atPath: cachePath) { return Array(data) }
+        let response: HTTPClientResponse
+        let body: ByteBuffer
+        do {
+            response = try await http.execute(HTTPClientRequest(url: url), timeout: timeout)
+            body = try await response.body.collect(upTo: 1 << 20)
+        } catch {
+            throw PCSClient.FetchError.transport(url: url, reason: "\(error)")
+        }
+        guard response.status == .ok else { throw PCSClient.FetchError.http(url: url, status: Int(response.status.code)) }
+        let bytes = Array(body.readableBytesView)
+        if let cachePath, let directory = cacheDirectory {
+            try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try? AtomicFile.write(bytes, to: cachePath, mode: 0o644)
+        }
+        return bytes
+    }
+}
