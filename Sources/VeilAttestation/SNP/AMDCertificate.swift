@@ -26,13 +26,8 @@ struct AMDCertificate: Sendable {
     var signature: [UInt8]
 
     static let rsassaPSS: ASN1ObjectIdentifier = [1, 2, 840, 113549, 1, 1, 10]
-    /// DER of RSASSA-PSS-params { SHA-384, MGF1(SHA-384), salt 48, trailer 1 }: AMD's only choice.
-    static let pssSHA384Parameters: [UInt8] = [
-        0x30, 0x39, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00,
-        0xa1, 0x1c, 0x30, 0x1a, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x08, 0x30, 0x0d, 0x06, 0x09,
-        0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0xa2, 0x03, 0x02, 0x01, 0x30, 0xa3, 0x03, 0x02,
-        0x01, 0x01,
-    ]
+    static let sha384: ASN1ObjectIdentifier = [2, 16, 840, 1, 101, 3, 4, 2, 2]
+    static let mgf1: ASN1ObjectIdentifier = [1, 2, 840, 113549, 1, 1, 8]
 
     init(derEncoded der: [UInt8]) throws(SNPError) {
         do {
@@ -91,22 +86,48 @@ struct AMDCertificate: Sendable {
         return certificates
     }
 
-    /// `true` when `issuer`'s RSA key signed this certificate with RSASSA-PSS/SHA-384 (salt 48).
+    /// `true` when `issuer`'s RSA key signed this certificate with RSASSA-PSS, SHA-384,
+    /// MGF1-SHA-384 and a 48-byte salt (AMD's only choice).
     func isSigned(by issuer: AMDCertificate) -> Bool {
-        let expectedAlgorithm = Self.algorithmIdentifier
-        guard signatureAlgorithm == expectedAlgorithm, let key = _RSA.Signing.PublicKey(issuer.publicKey) else { return false }
+        guard Self.isPSSWithSHA384(signatureAlgorithm), let key = _RSA.Signing.PublicKey(issuer.publicKey) else { return false }
         return key.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: signature), for: SHA384.hash(data: tbs), padding: .PSS)
     }
 
-    static let algorithmIdentifier: [UInt8] = {
-        var serializer = DER.Serializer()
-        // A SEQUENCE of the PSS OID and its parameters.
-        try! serializer.appendConstructedNode(identifier: .sequence) { coder in
-            try coder.serialize(rsassaPSS)
-            coder.serializeRawBytes(pssSHA384Parameters)
+    /// Parses `AlgorithmIdentifier { rsassaPSS, RSASSA-PSS-params }` and accepts exactly
+    /// SHA-384, MGF1(SHA-384), salt 48, trailer 1 (explicit, as AMD encodes it, or default).
+    static func isPSSWithSHA384(_ der: [UInt8]) -> Bool {
+        guard let node = try? DER.parse(der), case .constructed(let parts) = node.content else { return false }
+        let items = Array(parts)
+        guard items.count == 2, (try? ASN1ObjectIdentifier(derEncoded: items[0])) == rsassaPSS,
+            case .constructed(let params) = items[1].content
+        else { return false }
+        var hashOK = false, mgfOK = false, saltOK = false, trailerOK = true
+        for param in params {
+            guard param.identifier.tagClass == .contextSpecific, case .constructed(let inner) = param.content,
+                let value = inner.first(where: { _ in true })
+            else { return false }
+            switch param.identifier.tagNumber {
+            case 0: hashOK = algorithm(value) == sha384
+            case 1:
+                guard case .constructed(let mgf) = value.content else { return false }
+                let mgfItems = Array(mgf)
+                mgfOK = mgfItems.count == 2 && (try? ASN1ObjectIdentifier(derEncoded: mgfItems[0])) == mgf1 && algorithm(mgfItems[1]) == sha384
+            case 2: saltOK = (try? Int(derEncoded: value)) == 48
+            case 3: trailerOK = (try? Int(derEncoded: value)) == 1
+            default: return false
+            }
         }
-        return serializer.serializedBytes
-    }()
+        return hashOK && mgfOK && saltOK && trailerOK
+    }
+
+    /// The OID of an `AlgorithmIdentifier` whose parameters are absent or NULL.
+    private static func algorithm(_ node: ASN1Node) -> ASN1ObjectIdentifier? {
+        guard case .constructed(let parts) = node.content else { return nil }
+        let items = Array(parts)
+        guard let first = items.first, items.count <= 2 else { return nil }
+        if items.count == 2, items[1].identifier != .null { return nil }
+        return try? ASN1ObjectIdentifier(derEncoded: first)
+    }
 
     /// An INTEGER-valued extension (VCEK TCB fields).
     func integerExtension(_ oid: String) -> Int? {

@@ -6,6 +6,7 @@ public enum SNPEvidence {
     public static let format = "amd-snp-report"
 
     static let vcekGUID = "63da758d-e664-4564-adc5-f4b93be8accd"
+    static let vlekGUID = "a8074bc2-a25a-483e-aae6-39c045a0b8a1"
     static let askGUID = "c0b406a4-a803-4952-9743-3fb6014cd0ae"
     static let arkGUID = "4ab7b379-bbac-4fe4-a02f-05aef327c782"
 
@@ -19,8 +20,8 @@ public enum SNPEvidence {
     /// length entries, all-zero terminator; offsets from the table start).
     public static func make(report: [UInt8], certificateTable table: [UInt8]) throws -> Evidence {
         let certificates = try parseCertificateTable(table)
-        guard let vcek = certificates[vcekGUID] else {
-            throw ProviderError.malformed("SNP certificate table has no VCEK (is the host configured to provide certificates?)")
+        guard let vcek = certificates[vcekGUID] ?? certificates[vlekGUID] else {
+            throw ProviderError.malformed("SNP certificate table has no VCEK or VLEK (is the host configured to provide certificates?)")
         }
         var chain: String?
         if let ask = certificates[askGUID], let ark = certificates[arkGUID] {

@@ -11,6 +11,7 @@ public enum SNPError: Error, Equatable, Sendable, CustomStringConvertible {
     case unsupportedSignatureAlgorithm(UInt32)
     case unsupportedSigningKey(UInt32)
     case chipIDMismatch
+    case signingKeyMismatch(String)
     case productMismatch(vcek: String, expected: String)
     case reportedTCBMismatch(component: String, report: Int, vcek: Int)
     case signatureInvalid
@@ -26,7 +27,8 @@ public enum SNPError: Error, Equatable, Sendable, CustomStringConvertible {
         case .chainUntrusted(let why): return "AMD certificate chain is not trusted: \(why)"
         case .certificateExpired(let subject): return "AMD certificate '\(subject)' is outside its validity period"
         case .unsupportedSignatureAlgorithm(let algorithm): return "unsupported SNP signature algorithm \(algorithm) (1 = ECDSA P-384/SHA-384)"
-        case .unsupportedSigningKey(let key): return "report signed by key type \(key); this verifier takes VCEK (0) reports"
+        case .unsupportedSigningKey(let key): return "report signed by key type \(key); VCEK (0) and VLEK (1) are supported"
+        case .signingKeyMismatch(let why): return "signing key mismatch: \(why)"
         case .chipIDMismatch: return "the VCEK's hwID is not the report's chip ID (VCEK of another chip)"
         case .productMismatch(let vcek, let expected): return "VCEK is for product \(vcek), expected \(expected)"
         case .reportedTCBMismatch(let component, let report, let vcek):
@@ -39,7 +41,8 @@ public enum SNPError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// Verifies AMD SEV-SNP reports signed by a VCEK: ARK (compiled in per product) → ASK → VCEK
+/// Verifies AMD SEV-SNP reports signed by a VCEK or VLEK: ARK (compiled in per product) →
+/// ASK (or ASVK) → VCEK (or VLEK)
 /// with RSASSA-PSS/SHA-384, the VCEK's hwID and TCB extensions against the report, the
 /// ECDSA P-384 report signature, then the guest policy.
 public struct SNPVerifier: Sendable {
@@ -57,9 +60,18 @@ public struct SNPVerifier: Sendable {
     public let product: AMDProduct
     public let policy: Policy
 
+    /// The ARK to trust: the product's compiled-in AMD ARK, or another root for tests of
+    /// PKI that AMD has no public samples of (VLEK).
+    let arkPEM: String
+
     public init(product: AMDProduct, policy: Policy = Policy()) {
+        self.init(product: product, policy: policy, trustedARKPEM: product.arkPEM)
+    }
+
+    init(product: AMDProduct, policy: Policy, trustedARKPEM: String) {
         self.product = product
         self.policy = policy
+        self.arkPEM = trustedARKPEM
     }
 
     static let vcekOID = "1.3.6.1.4.1.3704.1"
@@ -89,7 +101,7 @@ public struct SNPVerifier: Sendable {
         let chain = try AMDCertificate.parsePEM(chainPEM)
         guard chain.count == 2 else { throw .chainUntrusted("cert_chain must hold the ASK and the ARK, found \(chain.count) certificates") }
         let (ask, ark) = (chain[0], chain[1])
-        let trustedARK = try AMDCertificate.parsePEM(product.arkPEM)[0]
+        let trustedARK = try AMDCertificate.parsePEM(arkPEM)[0]
         guard ark.der == trustedARK.der else { throw .untrustedARK(product: product.rawValue) }
         guard ark.isSigned(by: ark) else { throw .chainUntrusted("ARK self-signature does not verify") }
         guard ask.issuer == ark.subject, ask.isSigned(by: ark) else { throw .chainUntrusted("ASK is not signed by ARK-\(product.rawValue)") }
@@ -109,9 +121,17 @@ public struct SNPVerifier: Sendable {
         guard time <= verified.validUntil else { throw .certificateExpired("\(verified.certificate.subject)") }
         let vcek = verified.certificate
         guard report.signatureAlgorithm == 1 else { throw .unsupportedSignatureAlgorithm(report.signatureAlgorithm) }
-        guard report.signingKey == 0 else { throw .unsupportedSigningKey(report.signingKey) }
-        if !report.maskChipID {
-            guard let hwID = vcek.extensions["\(Self.vcekOID).4"], hwID == report.chipID else { throw .chipIDMismatch }
+        let hwID = vcek.extensions["\(Self.vcekOID).4"]
+        switch report.signingKey {
+        case 0:
+            // VCEK: bound to one chip.
+            guard let hwID else { throw .signingKeyMismatch("the report says VCEK, the certificate has no hwID (a VLEK?)") }
+            if !report.maskChipID, hwID != report.chipID { throw .chipIDMismatch }
+        case 1:
+            // VLEK: loaded by the cloud provider, not bound to a chip, so it carries no hwID.
+            guard hwID == nil else { throw .signingKeyMismatch("the report says VLEK, the certificate has a hwID (a VCEK)") }
+        default:
+            throw .unsupportedSigningKey(report.signingKey)
         }
         let reported = SNPReport.TCBVersion(raw: report.reportedTCB, turin: product.usesTurinTCBLayout)
         var components: [(String, String, UInt8)] = [
