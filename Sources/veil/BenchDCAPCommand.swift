@@ -44,13 +44,8 @@ struct BenchDCAPCommand: ParsableCommand {
         print(String(format: "one ECDSA P-256 verification (swift-crypto/BoringSSL): %.1f µs", ecdsa))
     }
 
-    /// Mean microseconds per call after a warm-up.
     private func measure(_ body: () throws -> Void) throws -> Double {
-        for _ in 0..<min(50, iterations) { try body() }
-        let start = ContinuousClock.now
-        for _ in 0..<iterations { try body() }
-        let elapsed = ContinuousClock.now - start
-        return (Double(elapsed.components.seconds) * 1e6 + Double(elapsed.components.attoseconds) / 1e12) / Double(iterations)
+        try Bench.microsecondsPerCall(iterations: iterations, body)
     }
 
     private func dcapQvl(quote: String, collateral: String, at unix: Int) throws -> Double {
@@ -63,17 +58,7 @@ struct BenchDCAPCommand: ParsableCommand {
             for _ in range(n): dcap_qvl.verify(q, c, t)
             print((time.perf_counter() - s) / n * 1e6)
             """
-        let process = Process()
-        let output = Pipe()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, quote, collateral, "\(unix)", "\(iterations)"]
-        process.standardOutput = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0, let micros = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw CommandError("dcap-qvl failed (pip install dcap-qvl==0.7.0)")
-        }
-        return micros
+        return try Bench.python(
+            script, [quote, collateral, "\(unix)", "\(iterations)"], failure: "dcap-qvl failed (pip install dcap-qvl==0.7.0)")
     }
 }

@@ -32,11 +32,7 @@ struct BenchSNPCommand: ParsableCommand {
     }
 
     private func rate(_ body: () throws -> Void) throws -> Double {
-        for _ in 0..<min(50, iterations) { try body() }
-        let start = ContinuousClock.now
-        for _ in 0..<iterations { try body() }
-        let elapsed = ContinuousClock.now - start
-        return Double(iterations) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        1e6 / (try Bench.microsecondsPerCall(iterations: iterations, body))
     }
 
     private func pythonRate() throws -> Double {
@@ -55,17 +51,8 @@ struct BenchSNPCommand: ParsableCommand {
             for _ in range(n): key.verify(sig, data, ec.ECDSA(hashes.SHA384()))
             print(n / (time.perf_counter() - t))
             """
-        let process = Process()
-        let output = Pipe()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, "\(vectors)/snp_report_milan.bin", "\(vectors)/vcek_milan.der", "\(iterations)"]
-        process.standardOutput = output
-        try process.run()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0, let value = Double(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-            throw CommandError("python3 with cryptography failed (pip install cryptography)")
-        }
-        return value
+        return try Bench.python(
+            script, ["\(vectors)/snp_report_milan.bin", "\(vectors)/vcek_milan.der", "\(iterations)"],
+            failure: "python3 with cryptography failed (pip install cryptography)")
     }
 }
