@@ -48,11 +48,14 @@ public struct ConfigfsTSMProvider: EvidenceProvider {
     public static let defaultRoot = "/sys/kernel/config/tsm/report"
     public let root: String
     public let entry: String
+    /// `sev_guest` or `tdx_guest` when the caller asked for one TEE; `nil` takes either.
+    public let expectedProvider: String?
     public var isSimulated: Bool { false }
 
-    public init(root: String = ConfigfsTSMProvider.defaultRoot, entry: String = "veil-\(getpid())") {
+    public init(root: String = ConfigfsTSMProvider.defaultRoot, entry: String = "veil-\(getpid())", expectedProvider: String? = nil) {
         self.root = root
         self.entry = entry
+        self.expectedProvider = expectedProvider
     }
 
     public func evidence(reportData: [UInt8]) throws -> Evidence {
@@ -64,6 +67,9 @@ public struct ConfigfsTSMProvider: EvidenceProvider {
             }
         }
         let provider = try FileIO.text("\(directory)/provider")
+        if let expectedProvider, provider != expectedProvider {
+            throw ProviderError.unavailable("configfs-tsm provider is '\(provider)', not '\(expectedProvider)': this guest is not the TEE that was asked for")
+        }
         try FileIO.write(reportData, to: "\(directory)/inblob")
         let before = try FileIO.text("\(directory)/generation")
         let outblob = try FileIO.read("\(directory)/outblob")
@@ -109,7 +115,9 @@ public enum TEESelection: String, Sendable, CaseIterable {
     public func hardwareProvider(
         tsmRoot: String = ConfigfsTSMProvider.defaultRoot, tsmEntry: String? = nil, gramineRoot: String = GramineProvider.defaultRoot
     ) throws(ProviderError) -> any EvidenceProvider {
-        let tsm = tsmEntry.map { ConfigfsTSMProvider(root: tsmRoot, entry: $0) } ?? ConfigfsTSMProvider(root: tsmRoot)
+        let expected: String? = self == .snp ? "sev_guest" : self == .tdx ? "tdx_guest" : nil
+        let tsm = tsmEntry.map { ConfigfsTSMProvider(root: tsmRoot, entry: $0, expectedProvider: expected) }
+            ?? ConfigfsTSMProvider(root: tsmRoot, expectedProvider: expected)
         switch self {
         case .snp, .tdx:
             guard FileManager.default.fileExists(atPath: tsmRoot) else {

@@ -70,6 +70,11 @@ import Testing
         try write(try Vectors.bytes("tdx_quote"), "\(entry)/outblob")
         let evidence = try ConfigfsTSMProvider(root: root, entry: "veil").evidence(reportData: reportData)
         #expect(evidence.format == DCAPEvidence.format)
+        // Asking for SNP on a TDX guest is refused, not silently served TDX evidence.
+        #expect(throws: ProviderError.self) {
+            try TEESelection.snp.hardwareProvider(tsmRoot: root, tsmEntry: "veil").evidence(reportData: reportData)
+        }
+        #expect(try TEESelection.tdx.hardwareProvider(tsmRoot: root, tsmEntry: "veil").evidence(reportData: reportData).format == DCAPEvidence.format)
         let source = try FileDCAPCollateralSource(path: "\(Vectors.directory)/tdx_quote_collateral.json")
         let dcap = DCAPEvidenceVerifier(source: source, clock: { Date(timeIntervalSince1970: 1_750_331_763) })
         let claims = try Verifier(policy: VerificationPolicy(dcap: dcap)).verify(evidence)
