@@ -92,6 +92,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "VeilImage",
+            dependencies: ["VeilAttestation", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "veil",
             dependencies: [
@@ -100,6 +105,7 @@ let package = Package(
                 "VeilCoordinator",
                 "VeilLauncher",
                 "VeilCollateral",
+                "VeilImage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -139,6 +145,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "VeilImageTests", dependencies: ["VeilImage", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(name: "VeilEndToEndTests", dependencies: ["VeilAttestation"], swiftSettings: strict),
     ]
 )

@@ -1,0 +1,178 @@
+import Crypto
+import Foundation
+
+/// Veil protected files: a file encrypted in fixed-size chunks with AES-256-GCM, whose
+/// chunk tags are committed to by a Merkle root in an authenticated header. See
+/// docs/protected-files.md for the byte layout.
+///
+/// Every chunk's additional data binds the file ID, the chunk index, the chunk count, the
+/// plaintext size and the version, so a chunk cannot move within a file, into another file,
+/// or into another version, and the file cannot be truncated or extended unnoticed.
+public enum ProtectedFile {
+    public static let magic = Array("VEILPF01".utf8)
+    public static let defaultChunkSize = 64 * 1024
+    static let headerSize = 8 + 8 + 8 + 4 + 4 + 16 + 32 + 8 + 32   // = 120
+    static let chunkPrefix = 24
+    static let tagSize = 16
+
+    /// Why a protected file was refused. No plaintext is returned with any of them.
+    public enum Error: Swift.Error, Equatable, Sendable, CustomStringConvertible {
+        case notAProtectedFile
+        case wrongKey
+        case headerTampered
+        case truncated(expected: Int, actual: Int)
+        case extended(expected: Int, actual: Int)
+        case chunkCorrupted(index: Int)
+        case chunkOutOfPlace(index: Int, belongsAt: Int)
+        case chunkFromAnotherFile(index: Int)
+        case rollback(recorded: UInt64, found: UInt64)
+        case pathMismatch
+
+        public var description: String {
+            switch self {
+            case .notAProtectedFile: return "not a Veil protected file (bad magic or header)"
+            case .wrongKey: return "the key does not open this protected file"
+            case .headerTampered: return "protected file header was modified"
+            case .truncated(let expected, let actual): return "protected file truncated: \(actual) of \(expected) bytes"
+            case .extended(let expected, let actual): return "protected file extended: \(actual) bytes, header says \(expected)"
+            case .chunkCorrupted(let index): return "chunk \(index) was modified"
+            case .chunkOutOfPlace(let index, let belongsAt): return "chunk \(index) holds chunk \(belongsAt) of this file (reordered)"
+            case .chunkFromAnotherFile(let index): return "chunk \(index) comes from another protected file"
+            case .rollback(let recorded, let found): return "protected file version \(found) is older than the recorded version \(recorded) (rollback)"
+            case .pathMismatch: return "protected file belongs to another path"
+            }
+        }
+    }
+
+    /// What the header commits to; the coordinator records `version` and `root` per path.
+    public struct Header: Sendable, Equatable {
+        public var version: UInt64
+        public var plaintextSize: UInt64
+        public var chunkSize: UInt32
+        public var chunkCount: UInt32
+        public var fileID: [UInt8]
+        /// Merkle root over the chunk tags.
+        public var root: [UInt8]
+
+        var encodedFields: [UInt8] {
+            ProtectedFile.magic + be(version) + be(plaintextSize) + be32(chunkSize) + be32(chunkCount) + fileID + root
+        }
+    }
+
+    /// The per-file key: HKDF-SHA256(secret, salt: file ID, info: "veil-protected-file-v1" ‖ path).
+    static func fileKey(secret: SymmetricKey, path: String, fileID: [UInt8]) -> SymmetricKey {
+        HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: secret, salt: fileID, info: Array("veil-protected-file-v1\0\(path)".utf8), outputByteCount: 32)
+    }
+
+    /// Encrypts `plaintext` for `path` as version `version` with a fresh random file ID.
+    public static func seal(_ plaintext: [UInt8], path: String, secret: SymmetricKey, version: UInt64, chunkSize: Int = defaultChunkSize) throws -> [UInt8] {
+        precondition(chunkSize > 0 && chunkSize <= Int(UInt32.max))
+        let fileID = Array(SymmetricKey(size: .bits128).withUnsafeBytes { Array($0) })
+        let key = fileKey(secret: secret, path: path, fileID: fileID)
+        let count = max(1, (plaintext.count + chunkSize - 1) / chunkSize)
+        var header = Header(
+            version: version, plaintextSize: UInt64(plaintext.count), chunkSize: UInt32(chunkSize), chunkCount: UInt32(count),
+            fileID: fileID, root: [])
+        var body: [UInt8] = []
+        body.reserveCapacity(plaintext.count + count * (chunkPrefix + tagSize))
+        var tags: [[UInt8]] = []
+        for index in 0..<count {
+            let chunk = plaintext[min(plaintext.count, index * chunkSize)..<min(plaintext.count, (index + 1) * chunkSize)]
+            let prefix = fileID + be(UInt64(index))
+            let box = try AES.GCM.seal(chunk, using: key, nonce: nonce(index), authenticating: prefix + aad(header))
+            body += prefix + box.ciphertext + box.tag
+            tags.append(Array(box.tag))
+        }
+        header.root = merkleRoot(tags)
+        let fields = header.encodedFields
+        let mac = Array(HMAC<SHA256>.authenticationCode(for: fields, using: key))
+        return fields + keyCheck(key) + mac + body
+    }
+
+    /// Decrypts a whole protected file, checking everything before returning any plaintext.
+    /// - Parameter minimumVersion: the latest version recorded for `path`; older is a rollback.
+    public static func open(_ bytes: [UInt8], path: String, secret: SymmetricKey, minimumVersion: UInt64 = 0) throws(Error) -> (Header, [UInt8]) {
+        let (header, key) = try readHeader(bytes, path: path, secret: secret)
+        guard header.version >= minimumVersion else { throw .rollback(recorded: minimumVersion, found: header.version) }
+        let size = Int(header.plaintextSize)
+        let chunkSize = Int(header.chunkSize)
+        let count = Int(header.chunkCount)
+        let expected = headerSize + count * (chunkPrefix + tagSize) + size
+        guard bytes.count >= expected else { throw .truncated(expected: expected, actual: bytes.count) }
+        guard bytes.count == expected else { throw .extended(expected: expected, actual: bytes.count) }
+        let additional = aad(header)
+        var plaintext: [UInt8] = []
+        plaintext.reserveCapacity(size)
+        var tags: [[UInt8]] = []
+        tags.reserveCapacity(count)
+        var offset = headerSize
+        for index in 0..<count {
+            let length = min(chunkSize, size - index * chunkSize)
+            let prefix = Array(bytes[offset..<offset + chunkPrefix])
+            let ciphertext = bytes[offset + chunkPrefix..<offset + chunkPrefix + length]
+            let tag = bytes[offset + chunkPrefix + length..<offset + chunkPrefix + length + tagSize]
+            offset += chunkPrefix + length + tagSize
+            guard Array(prefix[..<16]) == header.fileID else { throw .chunkFromAnotherFile(index: index) }
+            let claimed = Int(clamping: beValue(prefix[16...]))
+            guard claimed == index else { throw .chunkOutOfPlace(index: index, belongsAt: claimed) }
+            guard let box = try? AES.GCM.SealedBox(nonce: nonce(index), ciphertext: ciphertext, tag: tag),
+                let chunk = try? AES.GCM.open(box, using: key, authenticating: prefix + additional)
+            else { throw .chunkCorrupted(index: index) }
+            plaintext += chunk
+            tags.append(Array(tag))
+        }
+        // Every tag verified; the root ties them to the authenticated header.
+        guard merkleRoot(tags) == header.root else { throw .headerTampered }
+        return (header, plaintext)
+    }
+
+    /// Reads and authenticates the header only (what the coordinator records for rollback checks).
+    public static func readHeader(_ bytes: [UInt8], path: String, secret: SymmetricKey) throws(Error) -> (Header, SymmetricKey) {
+        guard bytes.count >= headerSize, bytes.starts(with: magic) else { throw .notAProtectedFile }
+        var header = Header(
+            version: beValue(bytes[8..<16]), plaintextSize: beValue(bytes[16..<24]), chunkSize: UInt32(beValue(bytes[24..<28])),
+            chunkCount: UInt32(beValue(bytes[28..<32])), fileID: Array(bytes[32..<48]), root: Array(bytes[48..<80]))
+        let key = fileKey(secret: secret, path: path, fileID: header.fileID)
+        guard Array(bytes[80..<88]) == keyCheck(key) else { throw .wrongKey }
+        let mac = Array(bytes[88..<120])
+        guard HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: header.encodedFields, using: key) else { throw .headerTampered }
+        guard header.chunkSize > 0,
+            UInt64(header.chunkCount) == max(1, (header.plaintextSize + UInt64(header.chunkSize) - 1) / UInt64(header.chunkSize))
+        else { throw .headerTampered }
+        header.root = Array(bytes[48..<80])
+        return (header, key)
+    }
+
+    /// A key-specific check value (not a MAC of anything secret): tells a wrong key from tampering.
+    static func keyCheck(_ key: SymmetricKey) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(for: Array("veil-pf-key-check".utf8), using: key).prefix(8))
+    }
+
+    static func aad(_ header: Header) -> [UInt8] {
+        be(header.version) + be(header.plaintextSize) + be32(header.chunkSize) + be32(header.chunkCount)
+    }
+
+    static func nonce(_ index: Int) -> AES.GCM.Nonce {
+        // Unique per chunk under a key that is unique per (secret, path, file ID).
+        try! AES.GCM.Nonce(data: [0, 0, 0, 0] + be(UInt64(index)))
+    }
+
+    /// Binary Merkle tree over SHA-256(0x00 ‖ tag) leaves, nodes SHA-256(0x01 ‖ left ‖ right);
+    /// an odd node is carried up unchanged.
+    static func merkleRoot(_ tags: [[UInt8]]) -> [UInt8] {
+        var level = tags.map { Array(SHA256.hash(data: [0x00] + $0)) }
+        while level.count > 1 {
+            var next: [[UInt8]] = []
+            for pair in stride(from: 0, to: level.count, by: 2) {
+                next.append(pair + 1 < level.count ? Array(SHA256.hash(data: [0x01] + level[pair] + level[pair + 1])) : level[pair])
+            }
+            level = next
+        }
+        return level.first ?? Array(SHA256.hash(data: [0x00]))
+    }
+}
+
+private func be(_ value: UInt64) -> [UInt8] { (0..<8).reversed().map { UInt8(truncatingIfNeeded: value >> (UInt64($0) * 8)) } }
+private func be32(_ value: UInt32) -> [UInt8] { (0..<4).reversed().map { UInt8(truncatingIfNeeded: value >> (UInt32($0) * 8)) } }
+private func beValue(_ bytes: ArraySlice<UInt8>) -> UInt64 { bytes.reduce(0) { $0 << 8 | UInt64($1) } }
