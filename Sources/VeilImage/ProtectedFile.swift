@@ -1,5 +1,7 @@
 import Crypto
+import Dispatch
 import Foundation
+import Synchronization
 
 /// Veil protected files: a file encrypted in fixed-size chunks with AES-256-GCM, whose
 /// chunk tags are committed to by a Merkle root in an authenticated header. See
@@ -102,25 +104,47 @@ public enum ProtectedFile {
         guard bytes.count >= expected else { throw .truncated(expected: expected, actual: bytes.count) }
         guard bytes.count == expected else { throw .extended(expected: expected, actual: bytes.count) }
         let additional = aad(header)
-        var plaintext: [UInt8] = []
-        plaintext.reserveCapacity(size)
-        var tags: [[UInt8]] = []
-        tags.reserveCapacity(count)
+        // Sequential pass: every chunk's place and file (cheap), so reordering and foreign
+        // chunks are named precisely before any decryption.
+        var offsets: [Int] = []
+        offsets.reserveCapacity(count)
         var offset = headerSize
         for index in 0..<count {
             let length = min(chunkSize, size - index * chunkSize)
-            let prefix = Array(bytes[offset..<offset + chunkPrefix])
-            let ciphertext = bytes[offset + chunkPrefix..<offset + chunkPrefix + length]
-            let tag = bytes[offset + chunkPrefix + length..<offset + chunkPrefix + length + tagSize]
-            offset += chunkPrefix + length + tagSize
-            guard Array(prefix[..<16]) == header.fileID else { throw .chunkFromAnotherFile(index: index) }
-            let claimed = Int(clamping: beValue(prefix[16...]))
+            offsets.append(offset)
+            guard bytes[offset..<offset + 16].elementsEqual(header.fileID) else { throw .chunkFromAnotherFile(index: index) }
+            let claimed = Int(clamping: beValue(bytes[offset + 16..<offset + 24]))
             guard claimed == index else { throw .chunkOutOfPlace(index: index, belongsAt: claimed) }
-            guard let box = try? AES.GCM.SealedBox(nonce: nonce(index), ciphertext: ciphertext, tag: tag),
-                let chunk = try? AES.GCM.open(box, using: key, authenticating: prefix + additional)
-            else { throw .chunkCorrupted(index: index) }
-            plaintext += chunk
-            tags.append(Array(tag))
+            offset += chunkPrefix + length + tagSize
+        }
+        // Decrypt chunks on all cores into one buffer; nothing leaves unless every chunk opened.
+        let chunkOffsets = offsets
+        var plaintext = [UInt8](repeating: 0, count: size)
+        let firstFailure = Mutex<Int?>(nil)
+        plaintext.withUnsafeMutableBufferPointer { output in
+            let output = UnsafeMutableSendableBuffer(output)
+            bytes.withUnsafeBufferPointer { input in
+                let input = UnsafeSendableBuffer(input)
+                DispatchQueue.concurrentPerform(iterations: count) { index in
+                    let start = chunkOffsets[index]
+                    let length = min(chunkSize, size - index * chunkSize)
+                    let prefix = UnsafeRawBufferPointer(rebasing: input.raw[start..<start + chunkPrefix])
+                    let ciphertext = UnsafeRawBufferPointer(rebasing: input.raw[start + chunkPrefix..<start + chunkPrefix + length])
+                    let tag = UnsafeRawBufferPointer(rebasing: input.raw[start + chunkPrefix + length..<start + chunkPrefix + length + tagSize])
+                    guard let box = try? AES.GCM.SealedBox(nonce: nonce(index), ciphertext: ciphertext, tag: tag),
+                        let chunk = try? AES.GCM.open(box, using: key, authenticating: Array(prefix) + additional)
+                    else {
+                        firstFailure.withLock { $0 = min($0 ?? index, index) }
+                        return
+                    }
+                    chunk.withUnsafeBytes { output.copy(from: $0, at: index * chunkSize) }
+                }
+            }
+        }
+        if let failed = firstFailure.withLock({ $0 }) { throw .chunkCorrupted(index: failed) }
+        let tags = offsets.enumerated().map { index, start in
+            let length = min(chunkSize, size - index * chunkSize)
+            return Array(bytes[start + chunkPrefix + length..<start + chunkPrefix + length + tagSize])
         }
         // Every tag verified; the root ties them to the authenticated header.
         guard merkleRoot(tags) == header.root else { throw .headerTampered }
@@ -176,3 +200,20 @@ public enum ProtectedFile {
 private func be(_ value: UInt64) -> [UInt8] { (0..<8).reversed().map { UInt8(truncatingIfNeeded: value >> (UInt64($0) * 8)) } }
 private func be32(_ value: UInt32) -> [UInt8] { (0..<4).reversed().map { UInt8(truncatingIfNeeded: value >> (UInt32($0) * 8)) } }
 private func beValue(_ bytes: ArraySlice<UInt8>) -> UInt64 { bytes.reduce(0) { $0 << 8 | UInt64($1) } }
+
+/// Lets the parallel decryption share the input and output buffers; each task touches only
+/// its own chunk's range.
+private struct UnsafeSendableBuffer: @unchecked Sendable {
+    let raw: UnsafeRawBufferPointer
+    init(_ buffer: UnsafeBufferPointer<UInt8>) { raw = UnsafeRawBufferPointer(buffer) }
+}
+
+private struct UnsafeMutableSendableBuffer: @unchecked Sendable {
+    let raw: UnsafeMutableRawBufferPointer
+    init(_ buffer: UnsafeMutableBufferPointer<UInt8>) { raw = UnsafeMutableRawBufferPointer(buffer) }
+
+    func copy(from source: UnsafeRawBufferPointer, at offset: Int) {
+        precondition(offset >= 0 && offset + source.count <= raw.count)
+        UnsafeMutableRawBufferPointer(rebasing: raw[offset..<offset + source.count]).copyMemory(from: source)
+    }
+}
