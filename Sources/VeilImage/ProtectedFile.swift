@@ -1,6 +1,7 @@
 import Crypto
 import Dispatch
 import Foundation
+import Glibc
 import Synchronization
 
 /// Veil protected files: a file encrypted in fixed-size chunks with AES-256-GCM, whose
@@ -151,6 +152,73 @@ public enum ProtectedFile {
         return (header, plaintext)
     }
 
+    /// Opens a protected file on disk. Chunks are read with `pread` and decrypted in parallel,
+    /// so reading and decryption overlap across cores; the checks and errors are those of
+    /// ``open(_:path:secret:minimumVersion:)`` and no plaintext is returned unless all pass.
+    public static func open(fileAt filePath: String, path: String, secret: SymmetricKey, minimumVersion: UInt64 = 0) throws(Error) -> (Header, [UInt8]) {
+        let fd = Glibc.open(filePath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw .notAProtectedFile }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw .notAProtectedFile }
+        let fileSize = Int(info.st_size)
+        var headerBytes = [UInt8](repeating: 0, count: min(headerSize, fileSize))
+        guard preadFully(fd, &headerBytes, at: 0) else { throw .notAProtectedFile }
+        let (header, key) = try readHeader(headerBytes, path: path, secret: secret)
+        guard header.version >= minimumVersion else { throw .rollback(recorded: minimumVersion, found: header.version) }
+        let size = Int(header.plaintextSize)
+        let chunkSize = Int(header.chunkSize)
+        let count = Int(header.chunkCount)
+        let expected = headerSize + count * (chunkPrefix + tagSize) + size
+        guard fileSize >= expected else { throw .truncated(expected: expected, actual: fileSize) }
+        guard fileSize == expected else { throw .extended(expected: expected, actual: fileSize) }
+        let additional = aad(header)
+        let fileID = header.fileID
+        var plaintext = [UInt8](repeating: 0, count: size)
+        var tagTable = [UInt8](repeating: 0, count: count * tagSize)
+        let failure = FirstFailure()
+        let record = { @Sendable (index: Int, error: Error) in failure.record(index, error) }
+        plaintext.withUnsafeMutableBufferPointer { output in
+            let output = UnsafeMutableSendableBuffer(output)
+            tagTable.withUnsafeMutableBufferPointer { tags in
+                let tags = UnsafeMutableSendableBuffer(tags)
+                DispatchQueue.concurrentPerform(iterations: count) { index in
+                    let length = min(chunkSize, size - index * chunkSize)
+                    var chunk = [UInt8](repeating: 0, count: chunkPrefix + length + tagSize)
+                    guard preadFully(fd, &chunk, at: headerSize + index * (chunkPrefix + chunkSize + tagSize)) else {
+                        return record(index, .truncated(expected: expected, actual: fileSize))
+                    }
+                    guard chunk[0..<16].elementsEqual(fileID) else { return record(index, .chunkFromAnotherFile(index: index)) }
+                    let claimed = Int(clamping: beValue(chunk[16..<24]))
+                    guard claimed == index else { return record(index, .chunkOutOfPlace(index: index, belongsAt: claimed)) }
+                    let tag = chunk[(chunkPrefix + length)...]
+                    guard let box = try? AES.GCM.SealedBox(nonce: nonce(index), ciphertext: chunk[chunkPrefix..<chunkPrefix + length], tag: tag),
+                        let opened = try? AES.GCM.open(box, using: key, authenticating: Array(chunk[..<chunkPrefix]) + additional)
+                    else { return record(index, .chunkCorrupted(index: index)) }
+                    opened.withUnsafeBytes { output.copy(from: $0, at: index * chunkSize) }
+                    Array(tag).withUnsafeBytes { tags.copy(from: $0, at: index * tagSize) }
+                }
+            }
+        }
+        if let error = failure.error { throw error }
+        let tags = (0..<count).map { Array(tagTable[$0 * tagSize..<($0 + 1) * tagSize]) }
+        guard merkleRoot(tags) == header.root else { throw .headerTampered }
+        return (header, plaintext)
+    }
+
+    private static func preadFully(_ fd: Int32, _ buffer: inout [UInt8], at offset: Int) -> Bool {
+        var done = 0
+        return buffer.withUnsafeMutableBytes { raw in
+            while done < raw.count {
+                let count = pread(fd, raw.baseAddress! + done, raw.count - done, off_t(offset + done))
+                if count < 0 && errno == EINTR { continue }
+                guard count > 0 else { return false }
+                done += count
+            }
+            return true
+        }
+    }
+
     /// Reads and authenticates the header only (what the coordinator records for rollback checks).
     public static func readHeader(_ bytes: [UInt8], path: String, secret: SymmetricKey) throws(Error) -> (Header, SymmetricKey) {
         guard bytes.count >= headerSize, bytes.starts(with: magic) else { throw .notAProtectedFile }
@@ -216,4 +284,18 @@ private struct UnsafeMutableSendableBuffer: @unchecked Sendable {
         precondition(offset >= 0 && offset + source.count <= raw.count)
         UnsafeMutableRawBufferPointer(rebasing: raw[offset..<offset + source.count]).copyMemory(from: source)
     }
+}
+
+/// The failure of the lowest-numbered chunk, so parallel decryption reports what a sequential
+/// reader would.
+private final class FirstFailure: Sendable {
+    private let state = Mutex<(index: Int, error: ProtectedFile.Error)?>(nil)
+
+    func record(_ index: Int, _ error: ProtectedFile.Error) {
+        state.withLock { current in
+            if current == nil || index < current!.index { current = (index, error) }
+        }
+    }
+
+    var error: ProtectedFile.Error? { state.withLock { $0?.error } }
 }

@@ -36,7 +36,7 @@ struct BenchProtectedCommand: ParsableCommand {
         }
         // Both sides read with read(2) into a [UInt8] of the file's size.
         let plain = try best { _ = try Self.readFile(plainPath) }
-        let protected = try best { _ = try ProtectedFile.open(try Self.readFile(protectedPath), path: "/data", secret: secret) }
+        let protected = try best { _ = try ProtectedFile.open(fileAt: protectedPath, path: "/data", secret: secret) }
         let sealedBytes = try Self.readFile(protectedPath)
         let decryptOnly = try best { _ = try ProtectedFile.open(sealedBytes, path: "/data", secret: secret) }
         let gb = Double(plaintext.count) / 1e9

@@ -90,4 +90,39 @@ import VeilImage
         magic[0] = 0
         #expect(throws: ProtectedFile.Error.notAProtectedFile) { try ProtectedFile.open(magic, path: "/app/data.db", secret: self.secret) }
     }
+
+    /// The on-disk reader (parallel pread + decrypt) gives the same plaintext and the same errors.
+    @Test func fileReaderAgreesWithTheInMemoryReader() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("veil-pf-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        func both(_ bytes: [UInt8], minimumVersion: UInt64 = 0) -> (Result<[UInt8], ProtectedFile.Error>, Result<[UInt8], ProtectedFile.Error>) {
+            let file = directory + "/f"
+            try? Data(bytes).write(to: URL(fileURLWithPath: file))
+            let memory = Result { () throws(ProtectedFile.Error) -> [UInt8] in try ProtectedFile.open(bytes, path: "/app/data.db", secret: self.secret, minimumVersion: minimumVersion).1 }
+            let disk = Result { () throws(ProtectedFile.Error) -> [UInt8] in try ProtectedFile.open(fileAt: file, path: "/app/data.db", secret: self.secret, minimumVersion: minimumVersion).1 }
+            return (memory, disk)
+        }
+        let good = try sealed()
+        let (memory, disk) = both(good)
+        #expect(try disk.get() == plaintext)
+        #expect(try memory.get() == plaintext)
+        let size = 24 + chunkSize + 16
+        var corrupted = good
+        corrupted[chunkOffset(2) + 100] ^= 1
+        var swapped = good
+        swapped.replaceSubrange(chunkOffset(0)..<chunkOffset(0) + size, with: good[chunkOffset(1)..<chunkOffset(1) + size])
+        swapped.replaceSubrange(chunkOffset(1)..<chunkOffset(1) + size, with: good[chunkOffset(0)..<chunkOffset(0) + size])
+        var foreign = good
+        let other = try sealed()
+        foreign.replaceSubrange(chunkOffset(3)..<foreign.count, with: other[chunkOffset(3)...])
+        for bad in [corrupted, swapped, foreign, Array(good.dropLast()), good + [0], try sealed(version: 1)] {
+            let (m, d) = both(bad, minimumVersion: 2)
+            guard case .failure(let memoryError) = m, case .failure(let diskError) = d else {
+                Issue.record("both readers must refuse")
+                continue
+            }
+            #expect(memoryError == diskError)
+        }
+    }
 }
