@@ -112,4 +112,13 @@ import Testing
         #expect(try TEESelection.sgxGramine.hardwareProvider(gramineRoot: "\(root)/attestation") is GramineProvider)
         #expect(try TEESelection.auto.hardwareProvider(tsmRoot: "\(root)/none", gramineRoot: "\(root)/attestation").isSimulated == false)
     }
+
+    /// A directory of collateral for several platforms: the one for the quote's TEE and FMSPC is used.
+    @Test func collateralDirectoryPicksTheQuotesPlatform() throws {
+        let source = try FileDCAPCollateralSource(path: Vectors.directory)
+        for (name, fmspc) in [("sgx_quote", "00A067110000"), ("tdx_quote", "B0C06F000000"), ("tdx_quote_outdated", "90C06F000000")] {
+            let chosen = try source.collateral(for: try DCAPQuote(try Vectors.bytes(name)))
+            #expect(String(decoding: chosen.tcbInfo, as: UTF8.self).contains("\"fmspc\":\"\(fmspc)\""), "\(name)")
+        }
+    }
 }

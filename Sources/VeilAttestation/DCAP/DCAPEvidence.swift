@@ -14,7 +14,7 @@ public protocol DCAPCollateralSource: Sendable {
 }
 
 /// Collateral from files in the shared vectors' JSON layout: one file, or a directory of
-/// `*.json` files of which the one whose TCB info matches the quote's TEE is used.
+/// `*.json` files of which the one whose TCB info matches the quote's TEE and FMSPC is used.
 public struct FileDCAPCollateralSource: DCAPCollateralSource {
     let collaterals: [DCAPCollateral]
 
@@ -33,10 +33,18 @@ public struct FileDCAPCollateralSource: DCAPCollateralSource {
     }
 
     public func collateral(for quote: DCAPQuote) throws -> DCAPCollateral {
-        let wanted = quote.header.tee == .sgx ? "\"id\":\"SGX\"" : "\"id\":\"TDX\""
-        let matching = collaterals.filter { String(decoding: $0.tcbInfo.prefix(64), as: UTF8.self).contains(wanted) }
-        guard let first = matching.first ?? collaterals.first else { throw DCAPError.malformedCollateral("no collateral for this quote") }
-        return first
+        let tee = quote.header.tee == .sgx ? "SGX" : "TDX"
+        let fmspc = (try? DCAPVerifier.certificates(quote.pckChainPEM, "PCK")).flatMap { $0.first }.flatMap(DCAPVerifier.fmspc(of:))
+        struct Identity: Decodable { var id: String?; var fmspc: String }
+        func fits(_ collateral: DCAPCollateral) -> Bool {
+            guard let info = try? JSONDecoder().decode(Identity.self, from: Data(collateral.tcbInfo)) else { return false }
+            return (info.id ?? "SGX") == tee && (fmspc == nil || Hex.decode(info.fmspc) == fmspc)
+        }
+        // Prefer collateral for this TEE and platform (FMSPC); verification names any mismatch.
+        guard let chosen = collaterals.first(where: fits) ?? collaterals.first else {
+            throw DCAPError.malformedCollateral("no collateral for this quote")
+        }
+        return chosen
     }
 }
 
