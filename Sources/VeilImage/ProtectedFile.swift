@@ -97,13 +97,10 @@ public enum ProtectedFile {
     /// - Parameter minimumVersion: the latest version recorded for `path`; older is a rollback.
     public static func open(_ bytes: [UInt8], path: String, secret: SymmetricKey, minimumVersion: UInt64 = 0) throws(Error) -> (Header, [UInt8]) {
         let (header, key) = try readHeader(bytes, path: path, secret: secret)
-        guard header.version >= minimumVersion else { throw .rollback(recorded: minimumVersion, found: header.version) }
+        try checkLayout(header, minimumVersion: minimumVersion, fileSize: bytes.count)
         let size = Int(header.plaintextSize)
         let chunkSize = Int(header.chunkSize)
         let count = Int(header.chunkCount)
-        let expected = headerSize + count * (chunkPrefix + tagSize) + size
-        guard bytes.count >= expected else { throw .truncated(expected: expected, actual: bytes.count) }
-        guard bytes.count == expected else { throw .extended(expected: expected, actual: bytes.count) }
         let additional = aad(header)
         // Sequential pass: every chunk's place and file (cheap), so reordering and foreign
         // chunks are named precisely before any decryption.
@@ -165,13 +162,10 @@ public enum ProtectedFile {
         var headerBytes = [UInt8](repeating: 0, count: min(headerSize, fileSize))
         guard preadFully(fd, &headerBytes, at: 0) else { throw .notAProtectedFile }
         let (header, key) = try readHeader(headerBytes, path: path, secret: secret)
-        guard header.version >= minimumVersion else { throw .rollback(recorded: minimumVersion, found: header.version) }
+        let expected = try checkLayout(header, minimumVersion: minimumVersion, fileSize: fileSize)
         let size = Int(header.plaintextSize)
         let chunkSize = Int(header.chunkSize)
         let count = Int(header.chunkCount)
-        let expected = headerSize + count * (chunkPrefix + tagSize) + size
-        guard fileSize >= expected else { throw .truncated(expected: expected, actual: fileSize) }
-        guard fileSize == expected else { throw .extended(expected: expected, actual: fileSize) }
         let additional = aad(header)
         let fileID = header.fileID
         var plaintext = [UInt8](repeating: 0, count: size)
@@ -204,6 +198,16 @@ public enum ProtectedFile {
         let tags = (0..<count).map { Array(tagTable[$0 * tagSize..<($0 + 1) * tagSize]) }
         guard merkleRoot(tags) == header.root else { throw .headerTampered }
         return (header, plaintext)
+    }
+
+    /// Rollback, then the exact file size the header implies. Returns that size.
+    @discardableResult
+    static func checkLayout(_ header: Header, minimumVersion: UInt64, fileSize: Int) throws(Error) -> Int {
+        guard header.version >= minimumVersion else { throw .rollback(recorded: minimumVersion, found: header.version) }
+        let expected = headerSize + Int(header.chunkCount) * (chunkPrefix + tagSize) + Int(header.plaintextSize)
+        guard fileSize >= expected else { throw .truncated(expected: expected, actual: fileSize) }
+        guard fileSize == expected else { throw .extended(expected: expected, actual: fileSize) }
+        return expected
     }
 
     private static func preadFully(_ fd: Int32, _ buffer: inout [UInt8], at offset: Int) -> Bool {

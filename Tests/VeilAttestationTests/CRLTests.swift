@@ -33,12 +33,7 @@ import X509
             openssl crl -in empty.pem -outform DER -out empty.der
             openssl crl -in revoking.pem -outform DER -out revoking.der
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = ["-c", script]
-        try process.run()
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "openssl must be installed")
+        try runShell(script)
         func read(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/" + name))) }
         return TestCA(
             root: try Certificate(pemEncoded: String(decoding: try read("root.pem"), as: UTF8.self)),

@@ -34,12 +34,7 @@ import Testing
             openssl req -new -key vlek.key -subj '/CN=SEV-VLEK' -out vlek.csr
             openssl x509 -req -in vlek.csr -CA asvk.pem -CAkey asvk.key -CAcreateserial -days 365 \(pss) -extfile vlek.ext -outform DER -out vlek.der 2>/dev/null
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = ["-c", script]
-        try process.run()
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "openssl must be installed")
+        try runShell(script)
         func text(_ name: String) throws -> String { try String(contentsOfFile: "\(dir)/\(name)", encoding: .utf8) }
         return PKI(
             arkPEM: try text("ark.pem"), chainPEM: try text("asvk.pem") + (try text("ark.pem")),
