@@ -98,54 +98,10 @@ public enum ProtectedFile {
     public static func open(_ bytes: [UInt8], path: String, secret: SymmetricKey, minimumVersion: UInt64 = 0) throws(Error) -> (Header, [UInt8]) {
         let (header, key) = try readHeader(bytes, path: path, secret: secret)
         try checkLayout(header, minimumVersion: minimumVersion, fileSize: bytes.count)
-        let size = Int(header.plaintextSize)
-        let chunkSize = Int(header.chunkSize)
-        let count = Int(header.chunkCount)
-        let additional = aad(header)
-        // Sequential pass: every chunk's place and file (cheap), so reordering and foreign
-        // chunks are named precisely before any decryption.
-        var offsets: [Int] = []
-        offsets.reserveCapacity(count)
-        var offset = headerSize
-        for index in 0..<count {
-            let length = min(chunkSize, size - index * chunkSize)
-            offsets.append(offset)
-            guard bytes[offset..<offset + 16].elementsEqual(header.fileID) else { throw .chunkFromAnotherFile(index: index) }
-            let claimed = Int(clamping: beValue(bytes[offset + 16..<offset + 24]))
-            guard claimed == index else { throw .chunkOutOfPlace(index: index, belongsAt: claimed) }
-            offset += chunkPrefix + length + tagSize
+        let plaintext = try openChunks(header, key: key) { offset, chunk in
+            chunk = Array(bytes[offset..<offset + chunk.count])
+            return true
         }
-        // Decrypt chunks on all cores into one buffer; nothing leaves unless every chunk opened.
-        let chunkOffsets = offsets
-        var plaintext = [UInt8](repeating: 0, count: size)
-        let firstFailure = Mutex<Int?>(nil)
-        plaintext.withUnsafeMutableBufferPointer { output in
-            let output = UnsafeMutableSendableBuffer(output)
-            bytes.withUnsafeBufferPointer { input in
-                let input = UnsafeSendableBuffer(input)
-                DispatchQueue.concurrentPerform(iterations: count) { index in
-                    let start = chunkOffsets[index]
-                    let length = min(chunkSize, size - index * chunkSize)
-                    let prefix = UnsafeRawBufferPointer(rebasing: input.raw[start..<start + chunkPrefix])
-                    let ciphertext = UnsafeRawBufferPointer(rebasing: input.raw[start + chunkPrefix..<start + chunkPrefix + length])
-                    let tag = UnsafeRawBufferPointer(rebasing: input.raw[start + chunkPrefix + length..<start + chunkPrefix + length + tagSize])
-                    guard let box = try? AES.GCM.SealedBox(nonce: nonce(index), ciphertext: ciphertext, tag: tag),
-                        let chunk = try? AES.GCM.open(box, using: key, authenticating: Array(prefix) + additional)
-                    else {
-                        firstFailure.withLock { $0 = min($0 ?? index, index) }
-                        return
-                    }
-                    chunk.withUnsafeBytes { output.copy(from: $0, at: index * chunkSize) }
-                }
-            }
-        }
-        if let failed = firstFailure.withLock({ $0 }) { throw .chunkCorrupted(index: failed) }
-        let tags = offsets.enumerated().map { index, start in
-            let length = min(chunkSize, size - index * chunkSize)
-            return Array(bytes[start + chunkPrefix + length..<start + chunkPrefix + length + tagSize])
-        }
-        // Every tag verified; the root ties them to the authenticated header.
-        guard merkleRoot(tags) == header.root else { throw .headerTampered }
         return (header, plaintext)
     }
 
@@ -162,16 +118,28 @@ public enum ProtectedFile {
         var headerBytes = [UInt8](repeating: 0, count: min(headerSize, fileSize))
         guard preadFully(fd, &headerBytes, at: 0) else { throw .notAProtectedFile }
         let (header, key) = try readHeader(headerBytes, path: path, secret: secret)
-        let expected = try checkLayout(header, minimumVersion: minimumVersion, fileSize: fileSize)
+        try checkLayout(header, minimumVersion: minimumVersion, fileSize: fileSize)
+        let plaintext = try openChunks(header, key: key) { offset, chunk in preadFully(fd, &chunk, at: offset) }
+        return (header, plaintext)
+    }
+
+    /// Fetches, checks and decrypts every chunk on all cores into one buffer; returns the
+    /// plaintext only if every chunk is in place, from this file and authentic, and the tags
+    /// match the header's Merkle root. On failure, the lowest-numbered chunk's error is thrown,
+    /// as a sequential reader would report it.
+    /// - Parameter fetch: fills the buffer with the chunk's stored bytes at a file offset.
+    private static func openChunks(
+        _ header: Header, key: SymmetricKey, fetch: @escaping @Sendable (Int, inout [UInt8]) -> Bool
+    ) throws(Error) -> [UInt8] {
         let size = Int(header.plaintextSize)
         let chunkSize = Int(header.chunkSize)
         let count = Int(header.chunkCount)
+        let expected = headerSize + count * (chunkPrefix + tagSize) + size
         let additional = aad(header)
         let fileID = header.fileID
         var plaintext = [UInt8](repeating: 0, count: size)
         var tagTable = [UInt8](repeating: 0, count: count * tagSize)
         let failure = FirstFailure()
-        let record = { @Sendable (index: Int, error: Error) in failure.record(index, error) }
         plaintext.withUnsafeMutableBufferPointer { output in
             let output = UnsafeMutableSendableBuffer(output)
             tagTable.withUnsafeMutableBufferPointer { tags in
@@ -179,25 +147,26 @@ public enum ProtectedFile {
                 DispatchQueue.concurrentPerform(iterations: count) { index in
                     let length = min(chunkSize, size - index * chunkSize)
                     var chunk = [UInt8](repeating: 0, count: chunkPrefix + length + tagSize)
-                    guard preadFully(fd, &chunk, at: headerSize + index * (chunkPrefix + chunkSize + tagSize)) else {
-                        return record(index, .truncated(expected: expected, actual: fileSize))
+                    guard fetch(headerSize + index * (chunkPrefix + chunkSize + tagSize), &chunk) else {
+                        return failure.record(index, .truncated(expected: expected, actual: headerSize + index * (chunkPrefix + chunkSize + tagSize)))
                     }
-                    guard chunk[0..<16].elementsEqual(fileID) else { return record(index, .chunkFromAnotherFile(index: index)) }
+                    guard chunk[0..<16].elementsEqual(fileID) else { return failure.record(index, .chunkFromAnotherFile(index: index)) }
                     let claimed = Int(clamping: beValue(chunk[16..<24]))
-                    guard claimed == index else { return record(index, .chunkOutOfPlace(index: index, belongsAt: claimed)) }
+                    guard claimed == index else { return failure.record(index, .chunkOutOfPlace(index: index, belongsAt: claimed)) }
                     let tag = chunk[(chunkPrefix + length)...]
                     guard let box = try? AES.GCM.SealedBox(nonce: nonce(index), ciphertext: chunk[chunkPrefix..<chunkPrefix + length], tag: tag),
                         let opened = try? AES.GCM.open(box, using: key, authenticating: Array(chunk[..<chunkPrefix]) + additional)
-                    else { return record(index, .chunkCorrupted(index: index)) }
+                    else { return failure.record(index, .chunkCorrupted(index: index)) }
                     opened.withUnsafeBytes { output.copy(from: $0, at: index * chunkSize) }
                     Array(tag).withUnsafeBytes { tags.copy(from: $0, at: index * tagSize) }
                 }
             }
         }
         if let error = failure.error { throw error }
+        // Every tag verified; the root ties them to the authenticated header.
         let tags = (0..<count).map { Array(tagTable[$0 * tagSize..<($0 + 1) * tagSize]) }
         guard merkleRoot(tags) == header.root else { throw .headerTampered }
-        return (header, plaintext)
+        return plaintext
     }
 
     /// Rollback, then the exact file size the header implies. Returns that size.
@@ -275,10 +244,6 @@ private func beValue(_ bytes: ArraySlice<UInt8>) -> UInt64 { bytes.reduce(0) { $
 
 /// Lets the parallel decryption share the input and output buffers; each task touches only
 /// its own chunk's range.
-private struct UnsafeSendableBuffer: @unchecked Sendable {
-    let raw: UnsafeRawBufferPointer
-    init(_ buffer: UnsafeBufferPointer<UInt8>) { raw = UnsafeRawBufferPointer(buffer) }
-}
 
 private struct UnsafeMutableSendableBuffer: @unchecked Sendable {
     let raw: UnsafeMutableRawBufferPointer

@@ -62,7 +62,8 @@ public struct SNPVerifier: Sendable {
 
     /// The ARK to trust: the product's compiled-in AMD ARK, or another root for tests of
     /// PKI that AMD has no public samples of (VLEK).
-    let arkPEM: String
+    /// Parsed once here, not per verification; `nil` when the given PEM is not a certificate.
+    let trustedARK: AMDCertificate?
 
     public init(product: AMDProduct, policy: Policy = Policy()) {
         self.init(product: product, policy: policy, trustedARKPEM: product.arkPEM)
@@ -71,7 +72,7 @@ public struct SNPVerifier: Sendable {
     init(product: AMDProduct, policy: Policy, trustedARKPEM: String) {
         self.product = product
         self.policy = policy
-        self.arkPEM = trustedARKPEM
+        self.trustedARK = (try? AMDCertificate.parsePEM(trustedARKPEM))?.first
     }
 
     static let vcekOID = "1.3.6.1.4.1.3704.1"
@@ -101,7 +102,7 @@ public struct SNPVerifier: Sendable {
         let chain = try AMDCertificate.parsePEM(chainPEM)
         guard chain.count == 2 else { throw .chainUntrusted("cert_chain must hold the ASK and the ARK, found \(chain.count) certificates") }
         let (ask, ark) = (chain[0], chain[1])
-        let trustedARK = try AMDCertificate.parsePEM(arkPEM)[0]
+        guard let trustedARK else { throw .malformedCertificate("the trusted ARK is not a PEM certificate") }
         guard ark.der == trustedARK.der else { throw .untrustedARK(product: product.rawValue) }
         guard ark.isSigned(by: ark) else { throw .chainUntrusted("ARK self-signature does not verify") }
         guard ask.issuer == ark.subject, ask.isSigned(by: ark) else { throw .chainUntrusted("ASK is not signed by ARK-\(product.rawValue)") }
