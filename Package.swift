@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "VeilManifest", targets: ["VeilManifest"]),
         .library(name: "VeilCoordinator", targets: ["VeilCoordinator"]),
         .library(name: "VeilLauncher", targets: ["VeilLauncher"]),
+        .library(name: "VeilImage", targets: ["VeilImage"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -53,6 +54,7 @@ let package = Package(
             dependencies: [
                 "VeilAttestation",
                 "VeilManifest",
+                "VeilImage",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -71,6 +73,7 @@ let package = Package(
             dependencies: [
                 "VeilAttestation",
                 "VeilManifest",
+                "VeilImage",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -92,9 +95,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(
             name: "VeilImage",
-            dependencies: ["VeilAttestation", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["VeilAttestation", "CZlib", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "VeilRuntime",
+            dependencies: ["VeilImage"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -106,6 +115,7 @@ let package = Package(
                 "VeilLauncher",
                 "VeilCollateral",
                 "VeilImage",
+                "VeilRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),

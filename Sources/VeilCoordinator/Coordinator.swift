@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Synchronization
 import VeilAttestation
+import VeilImage
 import VeilManifest
 import X509
 
@@ -25,6 +26,13 @@ public final class Coordinator: Sendable {
         var manifest: [UInt8]?
         var secrets: [String: SecretValue] = [:]
         var activations: [String: Int] = [:]
+        /// Latest protected-file version seen per key secret and logical path ("secret\0path").
+        var protectedFiles: [String: ProtectedFileRecord]?
+    }
+
+    struct ProtectedFileRecord: Codable, Equatable {
+        var version: UInt64
+        var root: [UInt8]
     }
 
     struct Mutable {
@@ -106,16 +114,26 @@ public final class Coordinator: Sendable {
 
     /// Sets the manifest once. Setting the identical bytes again is a no-op; a different
     /// manifest is refused. On any error the state is unchanged.
+    /// - Parameter userDefinedSecrets: initial values of the manifest's `UserDefined` secrets.
     @discardableResult
-    public func setManifest(_ bytes: [UInt8]) throws(CoordinatorError) -> [UInt8] {
+    public func setManifest(_ bytes: [UInt8], userDefinedSecrets: [String: [UInt8]] = [:]) throws(CoordinatorError) -> [UInt8] {
         let manifest: Manifest
         do {
             manifest = try Manifest.parse(bytes)
         } catch {
             throw .invalidManifest(error)
         }
+        for (name, value) in userDefinedSecrets {
+            guard let spec = manifest.secrets[name], spec.userDefined else {
+                throw .invalidSecretValue(name: name, reason: "not a UserDefined secret of the manifest")
+            }
+            if spec.kind == .symmetricKey, value.count * 8 != spec.size {
+                throw .invalidSecretValue(name: name, reason: "a symmetric key of \(spec.size / 8) bytes (Size \(spec.size)) is required, got \(value.count)")
+            }
+            guard !value.isEmpty, value.count <= 65536 else { throw .invalidSecretValue(name: name, reason: "must be 1 to 65536 bytes") }
+        }
         if let current = self.manifest {
-            guard current.digest == manifest.digest else { throw .manifestAlreadySet }
+            guard current.digest == manifest.digest, userDefinedSecrets.isEmpty else { throw .manifestAlreadySet }
             return current.digest
         }
         // Generate outside the lock: RSA keys take a while.
@@ -124,6 +142,7 @@ public final class Coordinator: Sendable {
             for (name, spec) in manifest.secrets {
                 secrets[name] = try SecretGenerator.generate(spec, authority: authority)
             }
+            for (name, value) in userDefinedSecrets { secrets[name]?.bytes = value }
         } catch {
             throw .storage("generating secrets: \(error)")
         }
@@ -221,15 +240,33 @@ public final class Coordinator: Sendable {
             throw .tcbStatusNotAccepted(service: request.service, verdict: tcb)
         }
 
+        let protectedFiles = try checkProtectedFiles(request, service: service)
+
         try state.withLock { mutable throws(CoordinatorError) in
             let count = mutable.sealed.activations[request.service, default: 0]
-            if service.maxActivations > 0 {
-                guard count < service.maxActivations else {
-                    throw .activationLimitReached(service: request.service, limit: service.maxActivations)
+            let limited = service.maxActivations > 0
+            if limited && count >= service.maxActivations {
+                throw .activationLimitReached(service: request.service, limit: service.maxActivations)
+            }
+            let before = mutable.sealed.protectedFiles ?? [:]
+            var recorded = before
+            for file in protectedFiles {
+                if let previous = recorded[file.key] {
+                    if file.record.version < previous.version {
+                        throw .protectedFileRollback(path: file.path, recorded: previous.version, presented: file.record.version)
+                    }
+                    if file.record.version == previous.version && file.record.root != previous.root {
+                        throw .protectedFileForked(path: file.path, version: previous.version)
+                    }
                 }
-                // The count must survive a restart, so limited services pay for a sealed write.
+                recorded[file.key] = file.record
+            }
+            // Counts of limited services and newer protected-file versions must survive a
+            // restart, so they are sealed before anything is released.
+            if limited || recorded != before {
                 var sealed = mutable.sealed
                 sealed.activations[request.service] = count + 1
+                sealed.protectedFiles = recorded
                 do {
                     try Self.save(&sealed, to: store)
                 } catch {
@@ -270,7 +307,11 @@ public final class Coordinator: Sendable {
                 files: try parameters.files.mapValues { try $0.render(resolve) },
                 env: try parameters.env.mapValues { try $0.render(resolve) },
                 argv: try parameters.argv?.map { try $0.render(resolve) },
-                simulated: claims.simulated)
+                simulated: claims.simulated,
+                protectedFilesKey: try service.protectedFilesKey.map { name in
+                    guard let bytes = secrets[name]?.bytes else { throw RenderError.secretNotSet(name) }
+                    return Data(bytes).base64EncodedString()
+                })
         } catch {
             throw .renderFailed(service: request.service, reason: "\(error)")
         }
@@ -280,5 +321,36 @@ public final class Coordinator: Sendable {
         if claims.simulated { metadata["warning"] = "\(simulationWarning)" }
         logger.info("activated", metadata: metadata)
         return response
+    }
+
+    /// Verifies each presented protected-file header with the service's key (so only headers
+    /// the key holder wrote can move the recorded version) and returns what to record.
+    private func checkProtectedFiles(
+        _ request: API.ActivationRequest, service: Manifest.Service
+    ) throws(CoordinatorError) -> [(key: String, path: String, record: ProtectedFileRecord)] {
+        let presented = request.protectedFiles ?? []
+        guard !presented.isEmpty else { return [] }
+        guard let keyName = service.protectedFilesKey else {
+            throw .protectedFileRejected(path: presented[0].path, reason: "service '\(request.service)' has no ProtectedFilesKey")
+        }
+        guard let keyBytes = state.withLock({ $0.sealed.secrets[keyName]?.bytes }) else {
+            throw .renderFailed(service: request.service, reason: "\(RenderError.secretNotSet(keyName))")
+        }
+        let secret = SymmetricKey(data: keyBytes)
+        var result: [(key: String, path: String, record: ProtectedFileRecord)] = []
+        for file in presented {
+            guard file.path.hasPrefix("/"), !file.path.contains("\0"), let bytes = Data(base64Encoded: file.header) else {
+                throw .badRequest("protected file header for '\(file.path)' is not base64 or the path is not absolute")
+            }
+            let header: ProtectedFile.Header
+            do {
+                header = try ProtectedFile.readHeader(Array(bytes), path: file.path, secret: secret).0
+            } catch {
+                logger.warning("activation refused", metadata: ["service": "\(request.service)", "protectedFile": "\(file.path)", "reason": "\(error)"])
+                throw .protectedFileRejected(path: file.path, reason: "\(error)")
+            }
+            result.append(("\(keyName)\0\(file.path)", file.path, ProtectedFileRecord(version: header.version, root: header.root)))
+        }
+        return result
     }
 }

@@ -16,10 +16,15 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     case tcbStatusNotAccepted(service: String, verdict: TCBVerdict)
     case renderFailed(service: String, reason: String)
     case storage(String)
+    case invalidSecretValue(name: String, reason: String)
+    case protectedFileRejected(path: String, reason: String)
+    case protectedFileRollback(path: String, recorded: UInt64, presented: UInt64)
+    case protectedFileForked(path: String, version: UInt64)
 
     public var httpStatus: Int {
         switch self {
-        case .invalidManifest, .badRequest, .unknownNonce: return 400
+        case .invalidManifest, .badRequest, .unknownNonce, .invalidSecretValue: return 400
+        case .protectedFileRejected, .protectedFileRollback, .protectedFileForked: return 403
         case .evidenceRejected, .packageMismatch, .tcbStatusNotAccepted: return 403
         case .unknownService: return 404
         case .manifestAlreadySet, .noManifest, .activationLimitReached, .renderFailed: return 409
@@ -45,6 +50,10 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .tcbStatusNotAccepted: return "tcbStatusNotAccepted"
         case .renderFailed: return "renderFailed"
         case .storage: return "storage"
+        case .invalidSecretValue: return "invalidSecretValue"
+        case .protectedFileRejected: return "protectedFileRejected"
+        case .protectedFileRollback: return "protectedFileRollback"
+        case .protectedFileForked: return "protectedFileForked"
         }
     }
 
@@ -69,6 +78,12 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
                 + " is not in the manifest's Config.AcceptedTCBStatuses"
         case .renderFailed(let service, let reason): return "cannot render parameters of service '\(service)': \(reason)"
         case .storage(let why): return "state storage failed: \(why)"
+        case .invalidSecretValue(let name, let reason): return "secret '\(name)': \(reason)"
+        case .protectedFileRejected(let path, let reason): return "protected file \(path) refused: \(reason)"
+        case .protectedFileRollback(let path, let recorded, let presented):
+            return "protected file \(path) is version \(presented), older than the recorded version \(recorded) (rollback refused)"
+        case .protectedFileForked(let path, let version):
+            return "protected file \(path) version \(version) differs from the version \(version) recorded (forked content refused)"
         }
     }
 }

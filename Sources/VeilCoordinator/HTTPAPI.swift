@@ -25,6 +25,21 @@ public enum HTTPAPI {
             let digest = try coordinator.setManifest(body)
             return try json(API.ManifestSetResponse(digest: Hex.encode(digest)))
         }
+        api.post("manifest/with-secrets") { request, _ in
+            let body = try await collect(request)
+            guard let set = try? JSONDecoder().decode(API.ManifestSetRequest.self, from: Data(body)),
+                let manifest = Data(base64Encoded: set.manifest)
+            else { throw CoordinatorError.badRequest("body must be {\"manifest\": BASE64, \"secrets\": {NAME: BASE64}}") }
+            var secrets: [String: [UInt8]] = [:]
+            for (name, value) in set.secrets {
+                guard let bytes = Data(base64Encoded: value) else {
+                    throw CoordinatorError.invalidSecretValue(name: name, reason: "value is not base64")
+                }
+                secrets[name] = Array(bytes)
+            }
+            let digest = try coordinator.setManifest(Array(manifest), userDefinedSecrets: secrets)
+            return try json(API.ManifestSetResponse(digest: Hex.encode(digest)))
+        }
         api.get("certificate/root") { _, _ in pem(coordinator.rootCertificatePEM) }
         api.get("certificate/chain") { _, _ in pem(coordinator.chainPEM) }
         return router

@@ -14,7 +14,7 @@ import Synchronization
 public enum ProtectedFile {
     public static let magic = Array("VEILPF01".utf8)
     public static let defaultChunkSize = 64 * 1024
-    static let headerSize = 8 + 8 + 8 + 4 + 4 + 16 + 32 + 8 + 32   // = 120
+    public static let headerSize = 8 + 8 + 8 + 4 + 4 + 16 + 32 + 8 + 32   // = 120
     static let chunkPrefix = 24
     static let tagSize = 16
 
@@ -68,10 +68,16 @@ public enum ProtectedFile {
             inputKeyMaterial: secret, salt: fileID, info: Array("veil-protected-file-v1\0\(path)".utf8), outputByteCount: 32)
     }
 
-    /// Encrypts `plaintext` for `path` as version `version` with a fresh random file ID.
-    public static func seal(_ plaintext: [UInt8], path: String, secret: SymmetricKey, version: UInt64, chunkSize: Int = defaultChunkSize) throws -> [UInt8] {
+    /// Encrypts `plaintext` for `path` as version `version`.
+    /// - Parameter fileID: 16 bytes that must never repeat for different plaintexts under the
+    ///   same secret, path and version (the chunk nonces are counters under the per-file key).
+    ///   Default: random. ``deterministicFileID(secret:path:version:plaintext:)`` derives one
+    ///   from the content, for reproducible images.
+    public static func seal(_ plaintext: [UInt8], path: String, secret: SymmetricKey, version: UInt64, chunkSize: Int = defaultChunkSize,
+                            fileID: [UInt8]? = nil) throws -> [UInt8] {
         precondition(chunkSize > 0 && chunkSize <= Int(UInt32.max))
-        let fileID = Array(SymmetricKey(size: .bits128).withUnsafeBytes { Array($0) })
+        precondition(fileID == nil || fileID!.count == 16)
+        let fileID = fileID ?? Array(SymmetricKey(size: .bits128).withUnsafeBytes { Array($0) })
         let key = fileKey(secret: secret, path: path, fileID: fileID)
         let count = max(1, (plaintext.count + chunkSize - 1) / chunkSize)
         var header = Header(
@@ -190,6 +196,14 @@ public enum ProtectedFile {
             }
             return true
         }
+    }
+
+    /// A file ID bound to the secret, path, version and content: the same input seals to the
+    /// same bytes, and different content never shares a per-file key (it reveals only whether
+    /// two files sealed under one secret are identical).
+    public static func deterministicFileID(secret: SymmetricKey, path: String, version: UInt64, plaintext: [UInt8]) -> [UInt8] {
+        let message = Array("veil-pf-file-id\0\(path)\0".utf8) + be(version) + Array(SHA256.hash(data: plaintext))
+        return Array(HMAC<SHA256>.authenticationCode(for: message, using: secret).prefix(16))
     }
 
     /// Reads and authenticates the header only (what the coordinator records for rollback checks).

@@ -6,21 +6,30 @@ import VeilManifest
 /// What the launcher does after a successful activation: write files, then `fexecve` the
 /// measured program with the final environment and argv.
 public struct ExecPlan {
+    public struct File {
+        public var path: String
+        public var bytes: [UInt8]
+        public var mode: mode_t = 0o600
+    }
+
     public let program: OpenedProgram
-    public let files: [(path: String, bytes: [UInt8])]
+    public internal(set) var files: [File]
     public let environment: [String: String]
     public let argv: [String]
     public let simulated: Bool
+    /// Changed to before exec when set (an image's WorkingDir).
+    public var workingDirectory: String?
 
     init(response: API.ActivationResponse, options: LaunchOptions, program: OpenedProgram, privateKeyDER: [UInt8]) throws {
         self.program = program
         simulated = response.simulated
-        var files: [(String, [UInt8])] = []
+        var files: [File] = []
         for (path, value) in response.files.sorted(by: { $0.key < $1.key }) {
             if let problem = FilePathRule.problem(path) { throw LaunchError.provisioning(path: path, reason: problem) }
-            files.append((path, value.assemble(servicePrivateKeyDER: privateKeyDER)))
+            files.append(File(path: path, bytes: value.assemble(servicePrivateKeyDER: privateKeyDER)))
         }
         self.files = files
+        if let workingDir = options.image?.config.workingDir, !workingDir.isEmpty { workingDirectory = workingDir }
         var environment = options.environment
         for name in Launcher.ownVariables { environment[name] = nil }
         for (name, value) in response.env {
@@ -45,7 +54,7 @@ public struct ExecPlan {
     /// anywhere on the path, so a planted link cannot redirect a secret outside the named path.
     public func provision() throws {
         for file in files {
-            try SafeWriter.write(file.bytes, to: file.path)
+            try SafeWriter.write(file.bytes, to: file.path, mode: file.mode)
         }
     }
 
@@ -53,6 +62,9 @@ public struct ExecPlan {
     public func exec(signals: SignalDispositions) throws -> Never {
         let argvC = argv.map { strdup($0) } + [nil]
         let envC = environment.sorted(by: { $0.key < $1.key }).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        if let workingDirectory, chdir(workingDirectory) != 0 {
+            throw LaunchError.exec(program.path, reason: "cannot change to working directory \(workingDirectory): \(String(cString: strerror(errno)))")
+        }
         fflush(nil)
         signals.restoreForExec()
         fexecve(program.descriptor, argvC, envC)
@@ -62,7 +74,7 @@ public struct ExecPlan {
 
 /// Writes files beneath `/` without following symlinks, creating missing directories.
 enum SafeWriter {
-    static func write(_ bytes: [UInt8], to path: String) throws {
+    static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) throws {
         let components = path.split(separator: "/").map(String.init)
         var dirFD = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dirFD >= 0 else { throw LaunchError.provisioning(path: path, reason: "cannot open /") }
@@ -87,13 +99,14 @@ enum SafeWriter {
             dirFD = next
         }
         let name = components.last!
-        let fd = openat(dirFD, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        let fd = openat(dirFD, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode)
         guard fd >= 0 else {
             let reason = errno == ELOOP ? "\(path) is a symlink; provisioned files are never written through symlinks"
                 : String(cString: strerror(errno))
             throw LaunchError.provisioning(path: path, reason: reason)
         }
         defer { close(fd) }
+        guard fchmod(fd, mode) == 0 else { throw LaunchError.provisioning(path: path, reason: String(cString: strerror(errno))) }
         let failure = AtomicFile.writeAll(bytes, to: fd)
         guard failure == 0 else { throw LaunchError.provisioning(path: path, reason: String(cString: strerror(failure))) }
     }

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Glibc
 import VeilAttestation
+import VeilImage
 import VeilManifest
 import X509
 
@@ -12,12 +13,50 @@ public struct LaunchOptions: Sendable {
     public var command: [String]
     public var tee: TEEChoice
     public var environment: [String: String]
+    /// Set when launching a converted image: the program is measured as part of the whole root
+    /// filesystem, and protected files are unlocked.
+    public var image: ImageLaunch?
 
-    public init(service: String, command: [String], tee: TEEChoice, environment: [String: String]) {
+    public init(service: String, command: [String], tee: TEEChoice, environment: [String: String], image: ImageLaunch? = nil) {
         self.service = service
         self.command = command
         self.tee = tee
         self.environment = environment
+        self.image = image
+    }
+}
+
+/// A converted image about to be launched from inside its container.
+public struct ImageLaunch: Sendable {
+    public var config: ImageRunConfig
+    /// ``RootfsDigest`` of the container's root, computed by the launcher itself.
+    public var rootfsDigest: [UInt8]
+
+    public init(config: ImageRunConfig, rootfsDigest: [UInt8]) {
+        self.config = config
+        self.rootfsDigest = rootfsDigest
+    }
+
+    /// Reads the image's launch configuration and measures the root filesystem `root`.
+    public static func prepare(configPath: String = ImageRunConfig.path, root: String = "/") throws -> ImageLaunch {
+        let config = try ImageRunConfig.load(at: configPath)
+        return ImageLaunch(config: config, rootfsDigest: try RootfsDisk.measure(root: root))
+    }
+
+    var measurement: [UInt8] { ImageMeasurement.measurement(rootfsDigest: rootfsDigest) }
+
+    /// The header of every protected file, as presented to the coordinator.
+    func protectedHeaders() throws -> [(entry: ImageRunConfig.ProtectedEntry, header: [UInt8])] {
+        try config.protectedFiles.map { entry in
+            let fd = open(entry.stored, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw LaunchError.protectedFile(entry.path, reason: "cannot open \(entry.stored): \(String(cString: strerror(errno)))") }
+            defer { close(fd) }
+            var header = [UInt8](repeating: 0, count: ProtectedFile.headerSize)
+            guard pread(fd, &header, header.count, 0) == header.count else {
+                throw LaunchError.protectedFile(entry.path, reason: "\(entry.stored) is shorter than a protected-file header")
+            }
+            return (entry, header)
+        }
     }
 }
 
@@ -46,6 +85,7 @@ public enum LaunchError: Error, CustomStringConvertible {
     case provisioning(path: String, reason: String)
     case invalidValue(String)
     case exec(String, reason: String)
+    case protectedFile(String, reason: String)
 
     public var description: String {
         switch self {
@@ -56,6 +96,7 @@ public enum LaunchError: Error, CustomStringConvertible {
         case .provisioning(let path, let reason): return "cannot write \(path): \(reason)"
         case .invalidValue(let why): return why
         case .exec(let path, let reason): return "cannot exec \(path): \(reason)"
+        case .protectedFile(let path, let reason): return "protected file \(path): \(reason)"
         }
     }
 }
@@ -99,18 +140,50 @@ public enum Launcher {
     /// Activates with the coordinator and returns the ready-to-exec plan. Nothing is written
     /// or executed until activation succeeded.
     public static func activate(_ options: LaunchOptions, program: OpenedProgram, client: CoordinatorClient) async throws -> ExecPlan {
-        let measurement = try LaunchMeasurement.measure(
+        let measurement = try options.image?.measurement ?? LaunchMeasurement.measure(
             programFD: program.descriptor, config: .init(service: options.service, arguments: Array(options.command.dropFirst())))
+        let protected = try options.image?.protectedHeaders() ?? []
         let key = P256.Signing.PrivateKey()
         let nonceResponse = try await client.call(.POST, "\(API.prefix)/activation/nonce", as: API.NonceResponse.self)
         guard let nonce = Hex.decode(nonceResponse.nonce) else {
             throw CoordinatorClientError.unexpectedResponse(status: 200, detail: "nonce is not hex")
         }
-        let request = try activationRequest(
+        var request = try activationRequest(
             service: options.service, nonce: nonce, key: key, provider: options.tee.provider(measurement: measurement))
+        if !protected.isEmpty {
+            request.protectedFiles = protected.map { API.ProtectedFileHeader(path: $0.entry.path, header: Data($0.header).base64EncodedString()) }
+        }
         let response = try await client.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
-        return try ExecPlan(response: response, options: options, program: program, privateKeyDER: Array(key.derRepresentation))
+        var plan = try ExecPlan(response: response, options: options, program: program, privateKeyDER: Array(key.derRepresentation))
+        if !protected.isEmpty {
+            guard let text = response.protectedFilesKey, let keyBytes = Data(base64Encoded: text) else {
+                throw LaunchError.protectedFile(protected[0].entry.path, reason: "the coordinator released no key (set ProtectedFilesKey for the service)")
+            }
+            plan.files += try unlock(protected, secret: SymmetricKey(data: keyBytes))
+        }
+        return plan
     }
+
+    /// Decrypts each protected file, insisting it is exactly the version the coordinator
+    /// accepted (same header), so a file swapped after the check is refused.
+    static func unlock(
+        _ protected: [(entry: ImageRunConfig.ProtectedEntry, header: [UInt8])], secret: SymmetricKey
+    ) throws -> [ExecPlan.File] {
+        try protected.map { entry, presented in
+            let accepted: ProtectedFile.Header
+            let plaintext: [UInt8]
+            do {
+                accepted = try ProtectedFile.readHeader(presented, path: entry.path, secret: secret).0
+                let opened: ProtectedFile.Header
+                (opened, plaintext) = try ProtectedFile.open(fileAt: entry.stored, path: entry.path, secret: secret, minimumVersion: accepted.version)
+                guard opened == accepted else { throw ProtectedFile.Error.headerTampered }
+            } catch {
+                throw LaunchError.protectedFile(entry.path, reason: "\(error)")
+            }
+            return ExecPlan.File(path: entry.plaintext, bytes: plaintext, mode: entry.mode & 0o777)
+        }
+    }
+
 
     /// Builds an activation request: a CSR for `key` and evidence whose report data binds
     /// `SHA-256(SubjectPublicKeyInfo DER ‖ nonce)`.

@@ -21,12 +21,43 @@ public enum API {
         /// `SHA-256(SubjectPublicKeyInfo DER ‖ nonce)`.
         public var csr: String
         public var evidence: Evidence
+        /// Headers of the protected files the launcher is about to open (image launches).
+        public var protectedFiles: [ProtectedFileHeader]?
 
-        public init(service: String, nonce: String, csr: String, evidence: Evidence) {
+        public init(service: String, nonce: String, csr: String, evidence: Evidence, protectedFiles: [ProtectedFileHeader]? = nil) {
             self.service = service
             self.nonce = nonce
             self.csr = csr
             self.evidence = evidence
+            self.protectedFiles = protectedFiles
+        }
+    }
+
+    /// A protected file's authenticated header, which the coordinator verifies with the
+    /// service's key and checks against the version it recorded for `path` (rollback).
+    public struct ProtectedFileHeader: Codable, Sendable, Equatable {
+        /// The file's logical (absolute) path.
+        public var path: String
+        /// Base64 of the file's header bytes.
+        public var header: String
+
+        public init(path: String, header: String) {
+            self.path = path
+            self.header = header
+        }
+    }
+
+    /// `POST /api/v1/manifest/with-secrets`: the manifest plus the initial values of its
+    /// `UserDefined` secrets, set together and once.
+    public struct ManifestSetRequest: Codable, Sendable {
+        /// Base64 of the manifest's exact bytes.
+        public var manifest: String
+        /// Secret name → base64 value.
+        public var secrets: [String: String]
+
+        public init(manifest: String, secrets: [String: String]) {
+            self.manifest = manifest
+            self.secrets = secrets
         }
     }
 
@@ -40,11 +71,14 @@ public enum API {
         public var argv: [RenderedValue]?
         /// `true` when the activation was accepted on simulated evidence.
         public var simulated: Bool
+        /// Base64 of the key that opens the service's protected files, when it has one.
+        public var protectedFilesKey: String?
 
         public init(
             certificateChain: String, rootCertificate: String, files: [String: RenderedValue], env: [String: RenderedValue],
-            argv: [RenderedValue]?, simulated: Bool
+            argv: [RenderedValue]?, simulated: Bool, protectedFilesKey: String? = nil
         ) {
+            self.protectedFilesKey = protectedFilesKey
             self.certificateChain = certificateChain
             self.rootCertificate = rootCertificate
             self.files = files

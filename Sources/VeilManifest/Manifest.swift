@@ -35,6 +35,10 @@ public struct Manifest: Sendable, Equatable {
         /// 0 means unlimited.
         public var maxActivations: Int
         public var parameters: Parameters
+        /// The secret (256-bit symmetric key) that opens the service image's protected files;
+        /// released to the launcher only at activation, after the coordinator checked the
+        /// files' versions against the ones it recorded.
+        public var protectedFilesKey: String? = nil
     }
 
     public struct Parameters: Sendable, Equatable {

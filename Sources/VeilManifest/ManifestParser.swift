@@ -306,7 +306,7 @@ private struct ManifestParser {
     mutating func service(
         _ value: JSONValue, _ path: String, packageNames: Set<String>, secrets: [String: SecretSpec], secretNames: Set<String>
     ) -> Manifest.Service? {
-        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters"]) else { return nil }
+        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters", "ProtectedFilesKey"]) else { return nil }
         let before = problems.count
         let package = string(fields["Package"], "\(path).Package")
         if let package, !packageNames.contains(package) {
@@ -345,8 +345,18 @@ private struct ManifestParser {
                 }
             }
         }
+        let protectedFilesKey = string(fields["ProtectedFilesKey"], "\(path).ProtectedFilesKey")
+        if let protectedFilesKey {
+            if let spec = secrets[protectedFilesKey] {
+                if spec.kind != .symmetricKey || spec.size != 256 {
+                    problem("\(path).ProtectedFilesKey", "secret '\(protectedFilesKey)' must be a symmetric-key of Size 256 (usually UserDefined)")
+                }
+            } else if !secretNames.contains(protectedFilesKey) {
+                problem("\(path).ProtectedFilesKey", "unknown secret '\(protectedFilesKey)'")
+            }
+        }
         guard problems.count == before, let package else { return nil }
-        return Manifest.Service(package: package, maxActivations: maxActivations, parameters: parameters)
+        return Manifest.Service(package: package, maxActivations: maxActivations, parameters: parameters, protectedFilesKey: protectedFilesKey)
     }
 
     mutating func template(_ value: JSONValue, _ path: String, secrets: [String: SecretSpec], secretNames: Set<String>) -> Template? {

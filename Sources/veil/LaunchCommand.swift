@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VeilAttestation
+import VeilImage
 import VeilLauncher
 
 struct LaunchCommand: AsyncParsableCommand {
@@ -34,6 +35,11 @@ struct LaunchCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Expected coordinator measurement when attesting it (repeatable).", valueName: "hex"))
     var coordinatorMeasurement: [String] = []
 
+    @Option(help: ArgumentHelp(
+        "Launch a converted image from inside its container: read its launch configuration (/veil/image.json), measure the whole root filesystem and unlock its protected files. The command, environment and service come from the measured image.",
+        valueName: "file"))
+    var image: String?
+
     @Argument(parsing: .postTerminator, help: "The program and its arguments.")
     var command: [String] = []
 
@@ -49,8 +55,21 @@ struct LaunchCommand: AsyncParsableCommand {
 
     private func launch(signals: SignalDispositions) async throws -> Never {
         let environment = ProcessInfo.processInfo.environment
+        var command = self.command
+        var appEnvironment = environment
+        var imageLaunch: ImageLaunch?
+        if let image {
+            guard command.isEmpty else { throw ValidationError("--image takes no command: the image's measured configuration fixes it") }
+            let prepared = try ImageLaunch.prepare(configPath: image)
+            if let requested = service ?? environment["VEIL_SERVICE"], requested != prepared.config.service {
+                throw ValidationError("the image was converted for service '\(prepared.config.service)', not '\(requested)'")
+            }
+            command = prepared.config.command
+            appEnvironment = prepared.config.environment
+            imageLaunch = prepared
+        }
         guard let program = command.first else { throw LaunchError.emptyCommand }
-        guard let service = service ?? environment["VEIL_SERVICE"] else { throw ValidationError("--service is required") }
+        guard let service = imageLaunch?.config.service ?? service ?? environment["VEIL_SERVICE"] else { throw ValidationError("--service is required") }
         let address = coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:2001"
         let teeName = tee ?? environment["VEIL_TEE"] ?? TEESelection.auto.rawValue
         guard let selection = TEESelection(rawValue: teeName) else {
@@ -87,8 +106,8 @@ struct LaunchCommand: AsyncParsableCommand {
             rootPEM = try await CoordinatorAttestation.attest(address: address, policy: policy).rootCertificatePEM
         }
 
-        let opened = try OpenedProgram.open(program, path: environment["PATH"])
-        let options = LaunchOptions(service: service, command: command, tee: choice, environment: environment)
+        let opened = try OpenedProgram.open(program, path: appEnvironment["PATH"])
+        let options = LaunchOptions(service: service, command: command, tee: choice, environment: appEnvironment, image: imageLaunch)
         let plan = try await CoordinatorClient.with(address: address, trust: .pinnedRoot(rootPEM)) {
             try await Launcher.activate(options, program: opened, client: $0)
         }

@@ -12,11 +12,27 @@ struct ManifestCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Set the manifest (once; identical bytes again is a no-op).")
         @OptionGroup var connection: ConnectionOptions
         @Argument(help: ArgumentHelp("Manifest JSON file.", valueName: "file")) var file: String
+        @Option(name: .customLong("secret"), help: ArgumentHelp(
+            "Initial value of a UserDefined secret, read from a file (repeatable). Values are sent over the attested connection and never printed.",
+            valueName: "name=file"))
+        var secrets: [String] = []
 
         func run() async throws {
             guard let data = FileManager.default.contents(atPath: file) else { throw CommandError("cannot read \(file)") }
-            let response = try await connection.withPinnedClient {
-                try await $0.call(.POST, "\(API.prefix)/manifest", body: Array(data), as: API.ManifestSetResponse.self)
+            var values: [String: String] = [:]
+            for assignment in secrets {
+                guard let equals = assignment.firstIndex(of: "="), equals != assignment.startIndex else {
+                    throw ValidationError("--secret '\(assignment)' is not NAME=FILE")
+                }
+                let path = String(assignment[assignment.index(after: equals)...])
+                guard let value = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read secret file \(path)") }
+                values[String(assignment[..<equals])] = value.base64EncodedString()
+            }
+            let request = API.ManifestSetRequest(manifest: data.base64EncodedString(), secrets: values)
+            let response = try await connection.withPinnedClient { client in
+                values.isEmpty
+                    ? try await client.call(.POST, "\(API.prefix)/manifest", body: Array(data), as: API.ManifestSetResponse.self)
+                    : try await client.call(.POST, "\(API.prefix)/manifest/with-secrets", json: request, as: API.ManifestSetResponse.self)
             }
             print("manifest set: sha256:\(response.digest)")
             if (try? Manifest.parse(Array(data)))?.config.allowSimulation == true {

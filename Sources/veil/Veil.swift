@@ -12,6 +12,7 @@ struct Veil: AsyncParsableCommand {
             """,
         subcommands: [
             CoordinatorCommand.self, ManifestCommand.self, StatusCommand.self, CertificateCommand.self,
-            AttestCommand.self, LaunchCommand.self, MeasureCommand.self, VerifyCommand.self, BenchCommand.self,
+            AttestCommand.self, LaunchCommand.self, MeasureCommand.self, VerifyCommand.self, ImageCommand.self, RunCommand.self,
+            ProtectCommand.self, BenchCommand.self,
         ])
 }

@@ -1,0 +1,79 @@
+import Crypto
+import Foundation
+import Glibc
+
+/// `docker save` archives: legacy (`manifest.json` + `<id>/layer.tar`) and the OCI-flavoured
+/// archives Docker 25+ writes (an OCI layout inside the tar).
+enum DockerArchive {
+    struct Entry: Decodable {
+        var Config: String
+        var RepoTags: [String]?
+        var Layers: [String]
+    }
+
+    /// Unpacks the archive into a private temporary directory (removed with the image) and
+    /// opens the image in it. Every member passes the same path checks as image layers.
+    static func open(_ path: String) throws -> SourceImage {
+        guard access(path, R_OK) == 0 else { throw ImageError.io(path: path, reason: String(cString: strerror(errno))) }
+        var template = Array("\(NSTemporaryDirectory())/veil-archive-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw ImageError.io(path: NSTemporaryDirectory(), reason: String(cString: strerror(errno))) }
+        let directory = String(cString: made)
+        do {
+            let stream = try FileStream(path: path)
+            let prefix = try peek(path)
+            let unpacker = try RootfsUnpacker(root: directory)
+            try unpacker.apply(layer: 0, tar: TarReader(looksGzipped(prefix) ? try GunzipStream(stream) : stream))
+            if access("\(directory)/oci-layout", F_OK) == 0 {
+                return try OCILayout(directory: directory).image(tag: nil, temporaryDirectory: directory)
+            }
+            return try legacy(directory: directory, archive: path)
+        } catch {
+            try? FileManager.default.removeItem(atPath: directory)
+            throw error
+        }
+    }
+
+    private static func peek(_ path: String) throws -> [UInt8] {
+        let stream = try FileStream(path: path)
+        var bytes = [UInt8](repeating: 0, count: 2)
+        let n = try bytes.withUnsafeMutableBytes { (raw) throws -> Int in try stream.read(into: raw) }
+        return Array(bytes.prefix(n))
+    }
+
+    private static func legacy(directory: String, archive: String) throws -> SourceImage {
+        guard let data = FileManager.default.contents(atPath: "\(directory)/manifest.json") else {
+            throw ImageError.notAnImageLayout(path: archive, reason: "neither an OCI layout nor a docker archive (no manifest.json)")
+        }
+        let entries = try decode([Entry].self, from: Array(data), what: "manifest.json of \(archive)")
+        guard entries.count == 1, let entry = entries.first else {
+            throw ImageError.ambiguousReference(available: entries.flatMap { $0.RepoTags ?? [] })
+        }
+        var paths: [Digest: String] = [:]
+        func blob(_ member: String, mediaType: (Bool) -> String) throws -> Descriptor {
+            let relative = try TarEntry.normalize(member)
+            let path = "\(directory)/\(relative)"
+            guard access(path, F_OK) == 0 else { throw ImageError.missingBlob(member) }
+            let stream = DigestingStream(try FileStream(path: path))
+            try stream.drain()
+            var first = [UInt8](repeating: 0, count: 2)
+            let head = try FileStream(path: path)
+            let n = try first.withUnsafeMutableBytes { (raw) throws -> Int in try head.read(into: raw) }
+            paths[stream.digest] = path
+            return Descriptor(mediaType: mediaType(looksGzipped(Array(first.prefix(n)))), digest: stream.digest, size: stream.count)
+        }
+        let config = try blob(entry.Config) { _ in MediaType.config }
+        var layers: [Descriptor] = []
+        for member in entry.Layers {
+            layers.append(try blob(member) { $0 ? MediaType.layerGzip : MediaType.layer })
+        }
+        let manifest = ImageManifest(schemaVersion: 2, mediaType: MediaType.manifest, config: config, layers: layers, annotations: nil)
+        guard let configData = FileManager.default.contents(atPath: paths[config.digest]!) else { throw ImageError.missingBlob(entry.Config) }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let manifestBytes = Array((try? encoder.encode(manifest)) ?? Data())
+        let resolved = paths
+        return try SourceImage(
+            manifestDigest: Digest(sha256: Array(SHA256.hash(data: manifestBytes))), manifest: manifest, configBytes: Array(configData),
+            blobPath: { resolved[$0] ?? "\(directory)/missing/\($0.hex)" }, temporaryDirectory: directory)
+    }
+}

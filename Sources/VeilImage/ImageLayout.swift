@@ -1,0 +1,227 @@
+import Crypto
+import Foundation
+import Glibc
+
+/// Where an image is: `oci:DIR[:TAG]` (an OCI image layout) or `docker-archive:TAR`
+/// (`docker save` output, legacy or OCI flavoured).
+public enum ImageReference: Sendable, Equatable, CustomStringConvertible {
+    case ociLayout(directory: String, tag: String?)
+    case dockerArchive(path: String)
+
+    public init(parsing text: String) throws {
+        if text.hasPrefix("oci:") {
+            let rest = String(text.dropFirst(4))
+            if let colon = rest.lastIndex(of: ":"), !rest[rest.index(after: colon)...].contains("/") {
+                let tag = String(rest[rest.index(after: colon)...])
+                self = .ociLayout(directory: String(rest[..<colon]), tag: tag.isEmpty ? nil : tag)
+            } else {
+                self = .ociLayout(directory: rest, tag: nil)
+            }
+            if case .ociLayout(let directory, _) = self, directory.isEmpty {
+                throw ImageError.notAnImageLayout(path: text, reason: "empty directory in oci:DIR[:TAG]")
+            }
+        } else if text.hasPrefix("docker-archive:") {
+            self = .dockerArchive(path: String(text.dropFirst("docker-archive:".count)))
+        } else {
+            throw ImageError.notAnImageLayout(path: text, reason: "name images as oci:DIR[:TAG] or docker-archive:FILE")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .ociLayout(let directory, let tag): return "oci:\(directory)" + (tag.map { ":\($0)" } ?? "")
+        case .dockerArchive(let path): return "docker-archive:\(path)"
+        }
+    }
+}
+
+/// An image opened for reading: its manifest and config, and where each blob is.
+///
+/// Invariant: the manifest and config bytes were checked against their digests; layer blobs
+/// are checked as they are streamed (``openLayer(_:)`` + ``DigestingStream/verify(_:)``).
+public final class SourceImage {
+    public let manifestDigest: Digest
+    let manifest: ImageManifest
+    public let configBytes: [UInt8]
+    public let config: ImageConfig
+    public var layers: [Descriptor] { manifest.layers }
+    private let blobPath: (Digest) -> String
+    /// Removed when the image is closed (an unpacked docker archive).
+    private let temporaryDirectory: String?
+
+    init(manifestDigest: Digest, manifest: ImageManifest, configBytes: [UInt8], blobPath: @escaping (Digest) -> String,
+         temporaryDirectory: String?) throws {
+        self.manifestDigest = manifestDigest
+        self.manifest = manifest
+        self.configBytes = configBytes
+        self.config = try ImageConfig(parsing: configBytes)
+        self.blobPath = blobPath
+        self.temporaryDirectory = temporaryDirectory
+        guard config.diffIDs.count == manifest.layers.count else {
+            throw ImageError.malformedJSON(what: "image config", reason: "\(config.diffIDs.count) diff_ids for \(manifest.layers.count) layers")
+        }
+    }
+
+    deinit {
+        if let temporaryDirectory { try? FileManager.default.removeItem(atPath: temporaryDirectory) }
+    }
+
+    /// Opens an image by reference.
+    public static func open(_ reference: ImageReference) throws -> SourceImage {
+        switch reference {
+        case .ociLayout(let directory, let tag): return try OCILayout(directory: directory).image(tag: tag)
+        case .dockerArchive(let path): return try DockerArchive.open(path)
+        }
+    }
+
+    /// The blob's raw bytes, hashed as they are read.
+    public func openBlob(_ descriptor: Descriptor) throws -> DigestingStream {
+        let path = blobPath(descriptor.digest)
+        guard access(path, F_OK) == 0 else { throw ImageError.missingBlob(descriptor.digest.description) }
+        return DigestingStream(try FileStream(path: path))
+    }
+
+    func path(of digest: Digest) -> String { blobPath(digest) }
+
+    /// Streams layer `index` as tar: `raw` hashes the blob (compressed) bytes, `uncompressed`
+    /// the tar bytes (its digest is the layer's diff_id).
+    public func openLayer(_ index: Int) throws -> (raw: DigestingStream, uncompressed: DigestingStream, tar: TarReader) {
+        let descriptor = manifest.layers[index]
+        let kind = try MediaType.layerKind(descriptor.mediaType)
+        let raw = try openBlob(descriptor)
+        let uncompressed = DigestingStream(kind.gzip ? try GunzipStream(raw) : raw)
+        return (raw, uncompressed, TarReader(uncompressed))
+    }
+
+    /// Checks a fully read layer against its descriptor and the config's diff_id.
+    public func verifyLayer(_ index: Int, raw: DigestingStream, uncompressed: DigestingStream) throws {
+        try uncompressed.drain()
+        try raw.verify(manifest.layers[index])
+        guard uncompressed.digest == config.diffIDs[index] else {
+            throw ImageError.diffIDMismatch(layer: index, expected: config.diffIDs[index].description, actual: uncompressed.digest.description)
+        }
+    }
+}
+
+/// The parts of an image config Veil reads; the rest is carried through untouched.
+public struct ImageConfig: Sendable {
+    public var entrypoint: [String]
+    public var cmd: [String]
+    public var env: [String]
+    public var workingDir: String
+    public var user: String
+    public var labels: [String: String]
+    public var diffIDs: [Digest]
+
+    /// The command the image runs: Entrypoint followed by Cmd.
+    public var command: [String] { entrypoint + cmd }
+
+    init(parsing bytes: [UInt8]) throws {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+            throw ImageError.malformedJSON(what: "image config", reason: "not a JSON object")
+        }
+        let config = object["config"] as? [String: Any] ?? [:]
+        entrypoint = config["Entrypoint"] as? [String] ?? []
+        cmd = config["Cmd"] as? [String] ?? []
+        env = config["Env"] as? [String] ?? []
+        workingDir = config["WorkingDir"] as? String ?? ""
+        user = config["User"] as? String ?? ""
+        labels = config["Labels"] as? [String: String] ?? [:]
+        guard let rootfs = object["rootfs"] as? [String: Any], let ids = rootfs["diff_ids"] as? [String] else {
+            throw ImageError.malformedJSON(what: "image config", reason: "rootfs.diff_ids missing")
+        }
+        var digests: [Digest] = []
+        for id in ids { digests.append(try Digest(parsing: id)) }
+        diffIDs = digests
+    }
+}
+
+/// An OCI image layout directory.
+public struct OCILayout {
+    public let directory: String
+
+    public init(directory: String) { self.directory = directory }
+
+    func blobPath(_ digest: Digest) -> String { "\(directory)/blobs/sha256/\(digest.hex)" }
+
+    /// Reads a small JSON blob whole, checking its digest and size.
+    func readBlob(_ descriptor: Descriptor, limit: UInt64 = 16 << 20) throws -> [UInt8] {
+        guard descriptor.size <= limit else { throw ImageError.malformedJSON(what: descriptor.mediaType, reason: "\(descriptor.size) bytes is too large") }
+        let path = blobPath(descriptor.digest)
+        guard let data = FileManager.default.contents(atPath: path) else { throw ImageError.missingBlob(descriptor.digest.description) }
+        let bytes = Array(data)
+        let actual = Digest(sha256: Array(SHA256.hash(data: bytes)))
+        guard actual == descriptor.digest else {
+            throw ImageError.digestMismatch(what: descriptor.mediaType, expected: descriptor.digest.description, actual: actual.description)
+        }
+        guard UInt64(bytes.count) == descriptor.size else {
+            throw ImageError.sizeMismatch(digest: descriptor.digest.description, expected: descriptor.size, actual: UInt64(bytes.count))
+        }
+        return bytes
+    }
+
+    func index() throws -> ImageIndex {
+        guard let layout = FileManager.default.contents(atPath: "\(directory)/oci-layout") else {
+            throw ImageError.notAnImageLayout(path: directory, reason: "no oci-layout file")
+        }
+        guard let object = try? JSONSerialization.jsonObject(with: layout) as? [String: Any],
+            let version = object["imageLayoutVersion"] as? String, version.hasPrefix("1.")
+        else { throw ImageError.notAnImageLayout(path: directory, reason: "oci-layout does not declare imageLayoutVersion 1.x") }
+        guard let data = FileManager.default.contents(atPath: "\(directory)/index.json") else {
+            throw ImageError.notAnImageLayout(path: directory, reason: "no index.json")
+        }
+        return try decode(ImageIndex.self, from: Array(data), what: "index.json")
+    }
+
+    /// The image tagged `tag`, or the only image when `tag` is nil.
+    public func image(tag: String?, temporaryDirectory: String? = nil) throws -> SourceImage {
+        let index = try index()
+        let tags = index.manifests.compactMap(\.refName).sorted()
+        var descriptor: Descriptor
+        if let tag {
+            guard let found = index.manifests.first(where: { $0.refName == tag }) else { throw ImageError.referenceNotFound(tag, available: tags) }
+            descriptor = found
+        } else {
+            guard index.manifests.count == 1 else {
+                if index.manifests.isEmpty { throw ImageError.notAnImageLayout(path: directory, reason: "index.json lists no images") }
+                throw ImageError.ambiguousReference(available: tags)
+            }
+            descriptor = index.manifests[0]
+        }
+        // Nested index (multi-platform image): take linux/amd64, or the only entry.
+        var depth = 0
+        while MediaType.isIndex(descriptor.mediaType) {
+            depth += 1
+            guard depth < 4 else { throw ImageError.malformedJSON(what: "image index", reason: "indexes nested too deep") }
+            let nested = try decode(ImageIndex.self, from: try readBlob(descriptor), what: "image index \(descriptor.digest)")
+            let candidates = nested.manifests.filter { $0.platform.map { $0.os == "linux" && $0.architecture == "amd64" } ?? true }
+            guard let first = candidates.first else { throw ImageError.malformedJSON(what: "image index", reason: "no linux/amd64 image") }
+            descriptor = first
+        }
+        guard MediaType.isManifest(descriptor.mediaType) else { throw ImageError.unsupportedMediaType(descriptor.mediaType) }
+        let manifest = try decode(ImageManifest.self, from: try readBlob(descriptor), what: "image manifest \(descriptor.digest)")
+        let config = try readBlob(manifest.config)
+        let directory = directory
+        return try SourceImage(
+            manifestDigest: descriptor.digest, manifest: manifest, configBytes: config,
+            blobPath: { "\(directory)/blobs/sha256/\($0.hex)" }, temporaryDirectory: temporaryDirectory)
+    }
+}
+
+func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8], what: String) throws -> T {
+    do {
+        return try JSONDecoder().decode(type, from: Data(bytes))
+    } catch let error as DecodingError {
+        let reason: String
+        switch error {
+        case .dataCorrupted(let context), .keyNotFound(_, let context), .typeMismatch(_, let context), .valueNotFound(_, let context):
+            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+            reason = (path.isEmpty ? "" : "\(path): ") + context.debugDescription
+        @unknown default:
+            reason = "\(error)"
+        }
+        throw ImageError.malformedJSON(what: what, reason: reason)
+    } catch {
+        throw ImageError.malformedJSON(what: what, reason: "\(error)")
+    }
+}

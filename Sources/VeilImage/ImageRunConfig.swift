@@ -1,0 +1,64 @@
+import Crypto
+import Foundation
+
+/// `/veil/image.json` inside a converted image: what the launcher runs and unlocks.
+///
+/// It lives in the measured root filesystem, so the command, environment and working
+/// directory are part of the image measurement: the host cannot change them by passing other
+/// arguments or variables to the container.
+public struct ImageRunConfig: Codable, Sendable, Equatable {
+    public static let path = "/veil/image.json"
+
+    public struct ProtectedEntry: Codable, Sendable, Equatable {
+        /// The logical path the application opens (absolute), bound into the file's key.
+        public var path: String
+        /// Where the encrypted file is stored in the image (absolute).
+        public var stored: String
+        /// Where the launcher writes the plaintext (absolute, in the runtime's memory filesystem).
+        public var plaintext: String
+        public var mode: UInt32
+    }
+
+    public var service: String
+    public var command: [String]
+    public var env: [String]
+    public var workingDir: String
+    public var protectedFiles: [ProtectedEntry]
+
+    public init(service: String, command: [String], env: [String], workingDir: String, protectedFiles: [ProtectedEntry]) {
+        self.service = service
+        self.command = command
+        self.env = env
+        self.workingDir = workingDir
+        self.protectedFiles = protectedFiles
+    }
+
+    public static func load(at path: String) throws -> ImageRunConfig {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ImageError.io(path: path, reason: "cannot read the image's launch configuration")
+        }
+        return try decode(ImageRunConfig.self, from: Array(data), what: path)
+    }
+
+    /// The environment as a dictionary (later entries win, as in `execve`).
+    public var environment: [String: String] {
+        var result: [String: String] = [:]
+        for entry in env {
+            guard let equals = entry.firstIndex(of: "=") else { continue }
+            result[String(entry[..<equals])] = String(entry[entry.index(after: equals)...])
+        }
+        return result
+    }
+}
+
+/// The measurement of a converted image, as the simulated TEE reports it:
+/// `SHA-256("veil-image-measurement-v1\0" ‖ rootfs digest)`. The rootfs digest covers the
+/// launcher, its libraries and ``ImageRunConfig`` (see ``RootfsDigest``).
+public enum ImageMeasurement {
+    public static func measurement(rootfsDigest: [UInt8]) -> [UInt8] {
+        Array(SHA256.hash(data: Array("veil-image-measurement-v1\0".utf8) + rootfsDigest))
+    }
+
+    /// Where protected files' plaintext goes at runtime: a memory filesystem the runtime mounts.
+    public static let plaintextRoot = "/run/veil/protected"
+}

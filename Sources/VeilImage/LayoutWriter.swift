@@ -1,0 +1,99 @@
+import Crypto
+import Foundation
+import Glibc
+import VeilAttestation
+
+/// Writes blobs into an OCI image layout and tags images in its `index.json`.
+///
+/// Blobs are written to a temporary file beside their final place and renamed to their
+/// digest once complete, so an interrupted write never leaves a blob under a wrong name.
+public struct LayoutWriter {
+    public let directory: String
+    var blobDirectory: String { "\(directory)/blobs/sha256" }
+
+    public init(directory: String) throws {
+        self.directory = directory
+        do {
+            try FileManager.default.createDirectory(atPath: "\(directory)/blobs/sha256", withIntermediateDirectories: true)
+            if !FileManager.default.fileExists(atPath: "\(directory)/oci-layout") {
+                try AtomicFile.write(Array(#"{"imageLayoutVersion":"1.0.0"}"#.utf8), to: "\(directory)/oci-layout", mode: 0o644)
+            }
+        } catch {
+            throw ImageError.io(path: directory, reason: "\(error)")
+        }
+    }
+
+    /// A blob being written.
+    public final class Blob {
+        let fd: Int32
+        let temporaryPath: String
+        let blobDirectory: String
+        var hasher = SHA256()
+        public private(set) var size: UInt64 = 0
+        private var committed = false
+
+        init(blobDirectory: String) throws {
+            self.blobDirectory = blobDirectory
+            var template = Array("\(blobDirectory)/.partial-XXXXXX".utf8CString)
+            fd = mkstemp(&template)
+            guard fd >= 0 else { throw ImageError.io(path: blobDirectory, reason: String(cString: strerror(errno))) }
+            temporaryPath = String(cString: template)
+            fchmod(fd, 0o644)
+        }
+
+        deinit {
+            close(fd)
+            if !committed { unlink(temporaryPath) }
+        }
+
+        public func write(_ bytes: UnsafeRawBufferPointer) throws {
+            hasher.update(bufferPointer: bytes)
+            size += UInt64(bytes.count)
+            let failure = AtomicFile.writeAll(bytes, to: fd)
+            guard failure == 0 else { throw ImageError.io(path: temporaryPath, reason: String(cString: strerror(failure))) }
+        }
+
+        /// Moves the blob to its digest's name and describes it.
+        public func commit(mediaType: String) throws -> Descriptor {
+            let digest = Digest(sha256: Array(hasher.finalize()))
+            guard fsync(fd) == 0, rename(temporaryPath, "\(blobDirectory)/\(digest.hex)") == 0 else {
+                throw ImageError.io(path: temporaryPath, reason: String(cString: strerror(errno)))
+            }
+            committed = true
+            return Descriptor(mediaType: mediaType, digest: digest, size: size)
+        }
+    }
+
+    public func blob() throws -> Blob { try Blob(blobDirectory: blobDirectory) }
+
+    /// Writes a small blob from memory.
+    public func put(_ bytes: [UInt8], mediaType: String) throws -> Descriptor {
+        let blob = try blob()
+        try bytes.withUnsafeBytes { (raw) throws in try blob.write(raw) }
+        return try blob.commit(mediaType: mediaType)
+    }
+
+    /// Points `tag` at `manifest` in `index.json`, replacing an image with the same tag.
+    public func tag(_ manifest: Descriptor, as tag: String) throws {
+        var index = (try? OCILayout(directory: directory).index()) ?? ImageIndex(schemaVersion: 2, mediaType: MediaType.index, manifests: [])
+        index.manifests.removeAll { $0.refName == tag }
+        var tagged = manifest
+        tagged.annotations = [Descriptor.refNameAnnotation: tag]
+        index.manifests.append(tagged)
+        index.manifests.sort { ($0.refName ?? "") < ($1.refName ?? "") }
+        index.mediaType = MediaType.index
+        do {
+            try AtomicFile.write(canonicalJSON(index), to: "\(directory)/index.json", mode: 0o644)
+        } catch {
+            throw ImageError.io(path: "\(directory)/index.json", reason: "\(error)")
+        }
+    }
+}
+
+/// JSON with sorted keys and unescaped slashes: the same value always gives the same bytes.
+func canonicalJSON(_ value: some Encodable) -> [UInt8] {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    // Encoding the image model's strings, numbers and dictionaries cannot fail.
+    return Array(try! encoder.encode(value))
+}

@@ -1,0 +1,205 @@
+import Crypto
+import Glibc
+import VeilAttestation
+
+/// Measures and writes container roots on disk, never following a symlink: every path is
+/// walked component by component with `openat(…, O_NOFOLLOW)` from the root's descriptor.
+public enum RootfsDisk {
+    /// The ``RootfsDigest`` of the tree at `root`, as the launcher computes it inside the
+    /// container (where `root` is `/`). Equal to ``RootfsTree/digest()`` of the image it was
+    /// unpacked from.
+    public static func measure(root: String) throws -> [UInt8] {
+        let fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw ImageError.io(path: root, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var records: [(String, RootfsNode)] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        try walk(fd, prefix: "", display: root, into: &records, buffer: &buffer)
+        return RootfsDigest.digest(records)
+    }
+
+    private static func walk(_ dirFD: Int32, prefix: String, display: String, into records: inout [(String, RootfsNode)],
+                             buffer: inout [UInt8]) throws {
+        for name in try listDirectory(dirFD, display: display) {
+            let path = prefix.isEmpty ? name : prefix + "/" + name
+            if RootfsDigest.isExcluded(path) { continue }
+            var st = stat()
+            guard fstatat(dirFD, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else {
+                throw ImageError.io(path: display + "/" + path, reason: String(cString: strerror(errno)))
+            }
+            var node = RootfsNode(kind: .directory, mode: st.st_mode & 0o7777, uid: st.st_uid, gid: st.st_gid)
+            switch st.st_mode & S_IFMT {
+            case S_IFDIR:
+                records.append((path, node))
+                let child = openat(dirFD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard child >= 0 else { throw ImageError.io(path: display + "/" + path, reason: String(cString: strerror(errno))) }
+                defer { close(child) }
+                try walk(child, prefix: path, display: display, into: &records, buffer: &buffer)
+                continue
+            case S_IFREG:
+                node.kind = .file
+                let file = openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                guard file >= 0 else { throw ImageError.io(path: display + "/" + path, reason: String(cString: strerror(errno))) }
+                defer { close(file) }
+                var hasher = SHA256()
+                var total: UInt64 = 0
+                while true {
+                    let n = buffer.withUnsafeMutableBytes { Glibc.read(file, $0.baseAddress, $0.count) }
+                    if n < 0 && errno == EINTR { continue }
+                    guard n >= 0 else { throw ImageError.io(path: display + "/" + path, reason: String(cString: strerror(errno))) }
+                    if n == 0 { break }
+                    buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+                    total += UInt64(n)
+                }
+                node.size = total
+                node.contentDigest = Array(hasher.finalize())
+            case S_IFLNK:
+                node.kind = .symlink
+                var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+                let n = target.withUnsafeMutableBytes { readlinkat(dirFD, name, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }
+                guard n >= 0 else { throw ImageError.io(path: display + "/" + path, reason: String(cString: strerror(errno))) }
+                node.linkTarget = String(decoding: target[..<n], as: UTF8.self)
+            case S_IFIFO:
+                node.kind = .fifo
+            case S_IFCHR, S_IFBLK:
+                node.kind = st.st_mode & S_IFMT == S_IFCHR ? .characterDevice : .blockDevice
+                node.deviceMajor = UInt32(truncatingIfNeeded: (st.st_rdev >> 8) & 0xfff | (st.st_rdev >> 32) & ~0xfff)
+                node.deviceMinor = UInt32(truncatingIfNeeded: st.st_rdev & 0xff | (st.st_rdev >> 12) & ~0xff)
+            default:
+                continue  // sockets are runtime artefacts
+            }
+            records.append((path, node))
+        }
+    }
+
+    static func listDirectory(_ dirFD: Int32, display: String) throws -> [String] {
+        let copy = dup(dirFD)
+        guard copy >= 0, let dir = fdopendir(copy) else { throw ImageError.io(path: display, reason: String(cString: strerror(errno))) }
+        defer { closedir(dir) }
+        rewinddir(dir)
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
+            if name == "." || name == ".." { continue }
+            names.append(name)
+        }
+        return names
+    }
+}
+
+/// Applies layers to a directory exactly as ``RootfsTree`` applies them in memory: each
+/// entry is validated by the tree first, so nothing is ever written outside the root.
+public final class RootfsUnpacker {
+    public private(set) var tree = RootfsTree()
+    let rootFD: Int32
+    let root: String
+    private var scratch = [UInt8](repeating: 0, count: 1 << 20)
+
+    /// `root` must exist and should be empty.
+    public init(root: String) throws {
+        self.root = root
+        rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard rootFD >= 0 else { throw ImageError.io(path: root, reason: String(cString: strerror(errno))) }
+    }
+
+    deinit { close(rootFD) }
+
+    /// Unpacks one layer tar stream as layer number `layer`.
+    public func apply(layer: Int, tar reader: TarReader) throws {
+        while let entry = try reader.next() {
+            try tree.apply(entry, layer: layer) { (removed) throws -> (digest: [UInt8], size: UInt64)? in
+                for path in removed { try removeAll(path) }
+                if entry.name.hasPrefix(RootfsTree.whiteoutPrefix) { return nil }
+                return try create(entry, reader: reader)
+            }
+        }
+    }
+
+    private func fail(_ path: String) -> ImageError { .io(path: root + "/" + path, reason: String(cString: strerror(errno))) }
+
+    /// Opens the parent directory of `path`, creating missing directories (0755 root) as the tree did.
+    private func openParent(_ path: String) throws -> Int32 {
+        var fd = dup(rootFD)
+        var walked = ""
+        for component in path.split(separator: "/").dropLast().map(String.init) {
+            walked = walked.isEmpty ? component : walked + "/" + component
+            var next = openat(fd, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if next < 0 && errno == ENOENT {
+                guard mkdirat(fd, component, 0o755) == 0, fchmodat(fd, component, 0o755, 0) == 0 else { close(fd); throw fail(walked) }
+                next = openat(fd, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            }
+            close(fd)
+            guard next >= 0 else { throw fail(walked) }
+            fd = next
+        }
+        return fd
+    }
+
+    private func create(_ entry: TarEntry, reader: TarReader) throws -> (digest: [UInt8], size: UInt64)? {
+        let parent = try openParent(entry.path)
+        defer { close(parent) }
+        let name = String(entry.name)
+        switch entry.kind {
+        case .directory:
+            if mkdirat(parent, name, 0o700) != 0 && errno != EEXIST { throw fail(entry.path) }
+            let fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard fd >= 0 else { throw fail(entry.path) }
+            defer { close(fd) }
+            guard fchown(fd, entry.uid, entry.gid) == 0, fchmod(fd, entry.mode) == 0 else { throw fail(entry.path) }
+            return nil
+        case .file:
+            let fd = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw fail(entry.path) }
+            defer { close(fd) }
+            var hasher = SHA256()
+            var size: UInt64 = 0
+            try reader.readContent { (piece) throws in
+                hasher.update(bufferPointer: piece)
+                size += UInt64(piece.count)
+                let failure = AtomicFile.writeAll(piece, to: fd)
+                guard failure == 0 else { throw ImageError.io(path: root + "/" + entry.path, reason: String(cString: strerror(failure))) }
+            }
+            // chown clears set-id bits, so the mode comes last.
+            guard fchown(fd, entry.uid, entry.gid) == 0, fchmod(fd, entry.mode) == 0 else { throw fail(entry.path) }
+            return (Array(hasher.finalize()), size)
+        case .symlink:
+            guard symlinkat(entry.linkTarget, parent, name) == 0 else { throw fail(entry.path) }
+            guard fchownat(parent, name, entry.uid, entry.gid, AT_SYMLINK_NOFOLLOW) == 0 else { throw fail(entry.path) }
+            return nil
+        case .hardlink:
+            let targetParent = try openParent(entry.linkTarget)
+            defer { close(targetParent) }
+            let targetName = String(entry.linkTarget.split(separator: "/").last ?? "")
+            guard linkat(targetParent, targetName, parent, name, 0) == 0 else { throw fail(entry.path) }
+            return nil
+        case .fifo, .characterDevice, .blockDevice:
+            let type: mode_t = entry.kind == .fifo ? S_IFIFO : entry.kind == .characterDevice ? S_IFCHR : S_IFBLK
+            let device = dev_t(entry.deviceMajor & 0xfff) << 8 | dev_t(entry.deviceMinor & 0xff)
+                | dev_t(entry.deviceMinor & ~0xff) << 12 | dev_t(entry.deviceMajor & ~0xfff) << 32
+            guard mknodat(parent, name, type | entry.mode, device) == 0 else { throw fail(entry.path) }
+            guard fchownat(parent, name, entry.uid, entry.gid, AT_SYMLINK_NOFOLLOW) == 0,
+                fchmodat(parent, name, entry.mode, 0) == 0
+            else { throw fail(entry.path) }
+            return nil
+        }
+    }
+
+    /// Removes `path` and everything below it, never following symlinks.
+    private func removeAll(_ path: String) throws {
+        let parent = try openParent(path)
+        defer { close(parent) }
+        try Self.remove(String(path.split(separator: "/").last ?? ""), in: parent, display: root + "/" + path)
+    }
+
+    static func remove(_ name: String, in dirFD: Int32, display: String) throws {
+        if unlinkat(dirFD, name, 0) == 0 || errno == ENOENT { return }
+        guard errno == EISDIR else { throw ImageError.io(path: display, reason: String(cString: strerror(errno))) }
+        let fd = openat(dirFD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw ImageError.io(path: display, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        for child in try RootfsDisk.listDirectory(fd, display: display) {
+            try remove(child, in: fd, display: display + "/" + child)
+        }
+        guard unlinkat(dirFD, name, AT_REMOVEDIR) == 0 else { throw ImageError.io(path: display, reason: String(cString: strerror(errno))) }
+    }
+}

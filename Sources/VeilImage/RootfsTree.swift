@@ -1,0 +1,209 @@
+import Crypto
+
+/// One filesystem object of a container root as Veil measures it.
+public struct RootfsNode: Sendable, Equatable {
+    public enum Kind: UInt8, Sendable { case directory = 1, file, symlink, fifo, characterDevice, blockDevice }
+    public var kind: Kind
+    public var mode: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var size: UInt64 = 0
+    /// SHA-256 of a file's content.
+    public var contentDigest: [UInt8] = []
+    public var linkTarget: String = ""
+    public var deviceMajor: UInt32 = 0
+    public var deviceMinor: UInt32 = 0
+    /// Index of the layer that wrote the node (not measured).
+    var layer: Int = -1
+
+    static func implicitDirectory(layer: Int) -> RootfsNode { RootfsNode(kind: .directory, mode: 0o755, uid: 0, gid: 0, layer: layer) }
+}
+
+/// The merged root filesystem of an image, built by applying its layers in order (OCI
+/// whiteouts included) without extracting anything. It is both the validator every layer
+/// entry passes before anything is written and the source of the image measurement.
+///
+/// Invariant: every node's parent chain consists of directories: an entry that would be
+/// written through a symlink or below a non-directory is refused, so no extraction guided by
+/// this tree can leave the root.
+public struct RootfsTree: Sendable {
+    public private(set) var nodes: [String: RootfsNode] = [:]
+
+    public init() {}
+
+    static let whiteoutPrefix = ".wh."
+    static let opaqueMarker = ".wh..wh..opq"
+
+    /// Applies one layer entry. `write` performs the matching filesystem change (if any): it
+    /// gets the paths removed first (whiteouts, replaced subtrees) and returns a file's
+    /// content digest and size. Nothing is recorded if validation or `write` fails.
+    public mutating func apply(
+        _ entry: TarEntry, layer: Int, write: (_ removed: [String]) throws -> (digest: [UInt8], size: UInt64)?
+    ) throws {
+        if entry.path.isEmpty { return }  // the root itself: its metadata is the runtime's
+        try checkParents(of: entry.path)
+        let name = entry.name
+        if name == Self.opaqueMarker {
+            let directory = entry.parent
+            let prefix = directory.isEmpty ? "" : directory + "/"
+            let lower = nodes.filter { $0.key.hasPrefix(prefix) && $0.key != directory && $0.value.layer < layer }.map(\.key)
+            var roots: [String] = []
+            for path in lower.sorted() where roots.last.map({ !path.hasPrefix($0 + "/") }) ?? true { roots.append(path) }
+            _ = try write(roots)
+            for path in lower { nodes[path] = nil }
+            return
+        }
+        if name.hasPrefix(Self.whiteoutPrefix) {
+            let hidden = String(name.dropFirst(Self.whiteoutPrefix.count))
+            guard !hidden.isEmpty, hidden != "." && hidden != ".." else { throw ImageError.unsafeEntry(path: entry.path, reason: "bad whiteout") }
+            let target = entry.parent.isEmpty ? hidden : entry.parent + "/" + hidden
+            let removed = nodes[target] == nil ? [] : [target]
+            _ = try write(removed)
+            removeSubtree(target)
+            return
+        }
+        var node: RootfsNode
+        switch entry.kind {
+        case .directory:
+            node = RootfsNode(kind: .directory, mode: entry.mode, uid: entry.uid, gid: entry.gid)
+        case .file:
+            node = RootfsNode(kind: .file, mode: entry.mode, uid: entry.uid, gid: entry.gid, size: entry.size)
+        case .symlink:
+            guard !entry.linkTarget.isEmpty, !entry.linkTarget.contains("\0") else {
+                throw ImageError.unsafeEntry(path: entry.path, reason: "empty symlink target")
+            }
+            if Self.escapesRoot(link: entry.linkTarget, at: entry.path) {
+                throw ImageError.unsafeEntry(path: entry.path, reason: "symlink target '\(entry.linkTarget)' climbs above the image root")
+            }
+            node = RootfsNode(kind: .symlink, mode: 0o777, uid: entry.uid, gid: entry.gid, linkTarget: entry.linkTarget)
+        case .hardlink:
+            guard let target = nodes[entry.linkTarget], target.kind == .file else {
+                throw ImageError.unsafeEntry(path: entry.path, reason: "hard link to '\(entry.linkTarget)', which is not a file in the image")
+            }
+            guard entry.linkTarget != entry.path else { throw ImageError.unsafeEntry(path: entry.path, reason: "hard link to itself") }
+            node = target
+        case .fifo:
+            node = RootfsNode(kind: .fifo, mode: entry.mode, uid: entry.uid, gid: entry.gid)
+        case .characterDevice, .blockDevice:
+            node = RootfsNode(kind: entry.kind == .characterDevice ? .characterDevice : .blockDevice, mode: entry.mode,
+                              uid: entry.uid, gid: entry.gid, deviceMajor: entry.deviceMajor, deviceMinor: entry.deviceMinor)
+        }
+        node.layer = layer
+        var removed: [String] = []
+        if let existing = nodes[entry.path], !(existing.kind == .directory && node.kind == .directory) {
+            removed = [entry.path]
+        }
+        if let content = try write(removed) {
+            node.contentDigest = content.digest
+            node.size = content.size
+        }
+        if !removed.isEmpty { removeSubtree(entry.path) }
+        nodes[entry.path] = node
+    }
+
+    /// Every ancestor must be a directory (created implicitly, 0755 root, when missing).
+    private mutating func checkParents(of path: String) throws {
+        var prefix = ""
+        var missing: [String] = []
+        for component in path.split(separator: "/").dropLast() {
+            prefix = prefix.isEmpty ? String(component) : prefix + "/" + component
+            switch nodes[prefix]?.kind {
+            case nil: missing.append(prefix)
+            case .directory?: continue
+            case .symlink?: throw ImageError.unsafeEntry(path: path, reason: "it would be written through the symlink '\(prefix)'")
+            default: throw ImageError.unsafeEntry(path: path, reason: "'\(prefix)' is not a directory")
+            }
+        }
+        for directory in missing { nodes[directory] = .implicitDirectory(layer: -1) }
+    }
+
+    mutating func removeSubtree(_ path: String) {
+        nodes[path] = nil
+        let prefix = path + "/"
+        for key in nodes.keys where key.hasPrefix(prefix) { nodes[key] = nil }
+    }
+
+    /// Whether a relative symlink climbs above `/` when resolved lexically from its directory.
+    /// Absolute targets resolve inside the container root and are allowed.
+    static func escapesRoot(link: String, at path: String) -> Bool {
+        if link.hasPrefix("/") { return false }
+        var depth = path.split(separator: "/").count - 1
+        for part in link.split(separator: "/") {
+            if part == ".." {
+                depth -= 1
+                if depth < 0 { return true }
+            } else if part != "." {
+                depth += 1
+            }
+        }
+        return false
+    }
+
+    /// The node at an absolute or relative path, without following symlinks.
+    public func node(at path: String) -> RootfsNode? { nodes[(try? TarEntry.normalize(String(path.drop(while: { $0 == "/" })))) ?? path] }
+
+    /// Paths at or below `path`.
+    func subtree(_ path: String) -> [String] {
+        let prefix = path + "/"
+        return nodes.keys.filter { $0 == path || $0.hasPrefix(prefix) }.sorted()
+    }
+
+    mutating func remove(subtree path: String) { removeSubtree(path) }
+
+    /// The rootfs digest (see ``RootfsDigest``).
+    public func digest() -> [UInt8] { RootfsDigest.digest(nodes.map { ($0.key, $0.value) }) }
+}
+
+/// The canonical digest of a container root filesystem.
+///
+/// `SHA-256("veil-rootfs-v1\0" ‖ records)`, one record per object in byte order of its path,
+/// each `u32 len ‖ path ‖ u8 kind ‖ u32 mode ‖ u32 uid ‖ u32 gid` and then, for files,
+/// `u64 size ‖ SHA-256(content)`; for symlinks `u32 len ‖ target`; for devices `u32 major ‖
+/// u32 minor`. Timestamps are not measured. Runtime-owned trees (``isExcluded(_:)``) are left
+/// out: the runtime mounts fresh filesystems there, and protected files carry their own
+/// integrity (their versions are recorded by the coordinator).
+public enum RootfsDigest {
+    /// Top-level directories the runtime mounts over.
+    public static let runtimeDirectories: Set<String> = ["proc", "sys", "dev", "run", "tmp"]
+    /// Where converted images keep protected (encrypted) files.
+    public static let protectedDirectory = "veil/protected"
+
+    public static func isExcluded(_ path: String) -> Bool {
+        let top = path.split(separator: "/", maxSplits: 1).first.map(String.init) ?? path
+        if runtimeDirectories.contains(top) { return true }
+        return path == protectedDirectory || path.hasPrefix(protectedDirectory + "/")
+    }
+
+    static func digest(_ records: [(String, RootfsNode)]) -> [UInt8] {
+        var hasher = SHA256()
+        hasher.update(data: Array("veil-rootfs-v1\0".utf8))
+        for (path, node) in records.filter({ !isExcluded($0.0) }).sorted(by: { $0.0.utf8.lexicographicallyPrecedes($1.0.utf8) }) {
+            var record: [UInt8] = []
+            append32(&record, UInt32(path.utf8.count))
+            record += Array(path.utf8)
+            record.append(node.kind.rawValue)
+            append32(&record, node.kind == .symlink ? 0o777 : node.mode & 0o7777)
+            append32(&record, node.uid)
+            append32(&record, node.gid)
+            switch node.kind {
+            case .file:
+                for shift in stride(from: 56, through: 0, by: -8) { record.append(UInt8(truncatingIfNeeded: node.size >> UInt64(shift))) }
+                record += node.contentDigest
+            case .symlink:
+                append32(&record, UInt32(node.linkTarget.utf8.count))
+                record += Array(node.linkTarget.utf8)
+            case .characterDevice, .blockDevice:
+                append32(&record, node.deviceMajor)
+                append32(&record, node.deviceMinor)
+            case .directory, .fifo:
+                break
+            }
+            hasher.update(data: record)
+        }
+        return Array(hasher.finalize())
+    }
+
+    private static func append32(_ bytes: inout [UInt8], _ value: UInt32) {
+        for shift in [24, 16, 8, 0] { bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift))) }
+    }
+}

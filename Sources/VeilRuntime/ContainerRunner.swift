@@ -1,0 +1,150 @@
+import Foundation
+import Glibc
+import Synchronization
+import VeilImage
+
+/// What one container run needs.
+public struct ContainerSpec: Sendable {
+    public var rootfs: String
+    public var args: [String]
+    public var env: [String]
+    public var workingDir: String
+    public var uid: UInt32 = 0
+    public var gid: UInt32 = 0
+    /// Host file → container path, read-only bind mounts (created under `/run`).
+    public var readOnlyFiles: [(host: String, container: String)] = []
+
+    public init(rootfs: String, args: [String], env: [String], workingDir: String) {
+        self.rootfs = rootfs
+        self.args = args
+        self.env = env
+        self.workingDir = workingDir
+    }
+
+    /// The OCI runtime `config.json`: host network (loopback shared with the host), fresh
+    /// PID/IPC/UTS/mount namespaces, a read-only root, and memory filesystems on `/run` and
+    /// `/tmp` (where the launcher writes secrets and protected-file plaintext).
+    public func runtimeConfig(hostname: String) -> [UInt8] {
+        let capabilities = [
+            "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
+            "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+        ]
+        var mounts: [[String: Any]] = [
+            ["destination": "/proc", "type": "proc", "source": "proc"],
+            ["destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]],
+            ["destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]],
+            ["destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]],
+            ["destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]],
+            ["destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]],
+            ["destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]],
+            ["destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]],
+        ]
+        for file in readOnlyFiles {
+            mounts.append(["destination": file.container, "type": "bind", "source": file.host, "options": ["bind", "ro", "nosuid", "nodev"]])
+        }
+        let config: [String: Any] = [
+            "ociVersion": "1.0.2",
+            "process": [
+                "terminal": false,
+                "user": ["uid": uid, "gid": gid],
+                "args": args,
+                "env": env,
+                "cwd": workingDir.isEmpty ? "/" : workingDir,
+                "capabilities": ["bounding": capabilities, "effective": capabilities, "permitted": capabilities],
+                "rlimits": [["type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024]],
+                "noNewPrivileges": true,
+            ] as [String: Any],
+            "root": ["path": rootfs, "readonly": true],
+            "hostname": hostname,
+            "mounts": mounts,
+            "linux": [
+                "namespaces": [["type": "pid"], ["type": "ipc"], ["type": "uts"], ["type": "mount"]],
+                "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                                "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+                "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+            ] as [String: Any],
+        ]
+        // A dictionary of strings, numbers, booleans and arrays always serialises.
+        return Array(try! JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .withoutEscapingSlashes]))
+    }
+}
+
+/// Runs containers with `runc`: one bundle directory per run, removed afterwards together
+/// with the container; the container's output goes straight to ours and its exit status
+/// becomes the return value.
+public struct ContainerRunner: Sendable {
+    public var runc: String
+    public var stateDirectory: String
+
+    public init(runc: String = "runc", stateDirectory: String) {
+        self.runc = runc
+        self.stateDirectory = stateDirectory
+    }
+
+    /// Runs `spec` to completion. SIGINT, SIGTERM and SIGHUP sent to this process are passed
+    /// on to the container.
+    public func run(_ spec: ContainerSpec) throws -> Int32 {
+        try FileManager.default.createDirectory(atPath: "\(stateDirectory)/bundles", withIntermediateDirectories: true)
+        var template = Array("\(stateDirectory)/bundles/veil-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw ImageError.io(path: stateDirectory, reason: String(cString: strerror(errno))) }
+        let bundle = String(cString: made)
+        let id = "veil-" + (bundle.split(separator: "-").last.map(String.init) ?? "run") + "-\(getpid())"
+        defer {
+            _ = try? Self.spawnAndWait(runc, ["delete", "--force", id], quiet: true)
+            try? FileManager.default.removeItem(atPath: bundle)
+        }
+        let config = spec.runtimeConfig(hostname: id)
+        guard FileManager.default.createFile(atPath: "\(bundle)/config.json", contents: Data(config)) else {
+            throw ImageError.io(path: "\(bundle)/config.json", reason: "cannot write")
+        }
+        return try Self.spawnAndWait(runc, ["run", "--bundle", bundle, id], quiet: false, forwardSignals: true)
+    }
+
+    /// Spawns `program` (PATH search) and returns its exit status (128+N when killed by signal N).
+    static func spawnAndWait(_ program: String, _ arguments: [String], quiet: Bool, forwardSignals: Bool = false) throws -> Int32 {
+        var actions: posix_spawn_file_actions_t = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        if quiet {
+            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        }
+        let argv = ([program] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var pid: pid_t = 0
+        let status = posix_spawnp(&pid, program, &actions, nil, argv, environ)
+        guard status == 0 else {
+            throw ImageError.io(path: program, reason: "cannot start: \(String(cString: strerror(status)))\(status == ENOENT ? " (install runc)" : "")")
+        }
+        if forwardSignals { SignalForwarder.forward(to: pid) }
+        defer { if forwardSignals { SignalForwarder.stop() } }
+        var wstatus: Int32 = 0
+        while waitpid(pid, &wstatus, 0) < 0 {
+            guard errno == EINTR else { throw ImageError.io(path: program, reason: String(cString: strerror(errno))) }
+        }
+        let signal = wstatus & 0x7f
+        return signal == 0 ? (wstatus >> 8) & 0xff : 128 + signal
+    }
+}
+
+/// Passes terminating signals on to the running container's runtime process.
+enum SignalForwarder {
+    static let target = Atomic<Int32>(0)
+    static let signals: [Int32] = [SIGINT, SIGTERM, SIGHUP]
+
+    static func forward(to pid: pid_t) {
+        target.store(pid, ordering: .sequentiallyConsistent)
+        for signal in signals {
+            Glibc.signal(signal) { received in
+                let pid = SignalForwarder.target.load(ordering: .sequentiallyConsistent)
+                if pid > 0 { kill(pid, received) }
+            }
+        }
+    }
+
+    static func stop() {
+        target.store(0, ordering: .sequentiallyConsistent)
+        for signal in signals { Glibc.signal(signal, SIG_DFL) }
+    }
+}

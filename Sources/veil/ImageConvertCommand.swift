@@ -1,0 +1,99 @@
+import ArgumentParser
+import Crypto
+import Foundation
+import Glibc
+import VeilAttestation
+import VeilImage
+
+struct ImageConvertCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "convert",
+        abstract: "Add the launcher to an image, wrap its entrypoint, encrypt paths, and print its measurement.",
+        discussion: """
+            The result runs unmodified under `veil run` (or any OCI runtime): the launcher measures the
+            whole root filesystem, activates with the coordinator, unlocks protected files into /run,
+            then executes the original Entrypoint+Cmd. Paths given with --encrypt are removed from the
+            image's layers and stored as protected files under /veil/protected; the application sees
+            them at their original paths (symlinks into /run/veil/protected).
+
+            The output is deterministic: the same input, options and launcher give the same bytes
+            and measurement. A manifest snippet for the image is printed on stdout.
+            """)
+
+    @Option(help: ArgumentHelp("Source image: oci:DIR[:TAG] or docker-archive:FILE.", valueName: "image"))
+    var from: String
+
+    @Option(help: ArgumentHelp("Destination: oci:DIR[:TAG] (TAG defaults to latest; other images in DIR are kept).", valueName: "image"))
+    var to: String
+
+    @Option(help: ArgumentHelp("Manifest service the image runs as.", valueName: "name"))
+    var service: String
+
+    @Option(help: ArgumentHelp("Absolute path of a file or directory in the image to encrypt (repeatable).", valueName: "path"))
+    var encrypt: [String] = []
+
+    @Option(help: ArgumentHelp(
+        "Protected-file key (32 bytes); created with a random key (mode 0600) when missing. Give it to the coordinator with `veil manifest set --secret NAME=FILE`.",
+        valueName: "file"))
+    var key: String?
+
+    @Option(help: ArgumentHelp("Version written into the protected files.", valueName: "n"))
+    var protectedVersion: UInt64 = 1
+
+    @Option(help: ArgumentHelp("Launcher executable to inject (default: this veil binary), with the libraries ldd lists.", valueName: "file"))
+    var launcher: String?
+
+    @Flag(help: "Do not print progress on standard error.")
+    var quiet = false
+
+    func validate() throws {
+        if !encrypt.isEmpty && key == nil { throw ValidationError("--encrypt needs --key FILE") }
+        if encrypt.isEmpty && key != nil { throw ValidationError("--key is only used with --encrypt") }
+    }
+
+    func run() throws {
+        let source = try SourceImage.open(ImageReference(parsing: from))
+        guard case .ociLayout(let directory, let tag) = try ImageReference(parsing: to) else {
+            throw ValidationError("--to must be oci:DIR[:TAG]")
+        }
+        var options = ImageConverter.Options(
+            service: service, launcher: try LauncherFiles.resolve(executable: launcher ?? "/proc/self/exe"))
+        options.encrypt = encrypt
+        options.protectedVersion = protectedVersion
+        if let key { options.key = try Self.loadOrCreateKey(key) }
+        if !quiet {
+            let progress = ProgressLine(label: "converting")
+            options.progress = { done, total in progress.update(done, of: total) }
+        }
+        let result = try ImageConverter(options: options).convert(source, to: try LayoutWriter(directory: directory), tag: tag ?? "latest")
+        if !quiet { ProgressLine.finish() }
+        let keyName = "\(service)-protected-files"
+        var serviceEntry: [String: Any] = ["Package": service]
+        var snippet: [String: Any] = [
+            "Packages": [service: ["Kind": "simulated", "Measurement": Hex.encode(result.measurement)]],
+        ]
+        if !result.protectedFiles.isEmpty {
+            serviceEntry["ProtectedFilesKey"] = keyName
+            snippet["Secrets"] = [keyName: ["Type": "symmetric-key", "Size": 256, "UserDefined": true]]
+        }
+        snippet["Services"] = [service: serviceEntry]
+        let json = try JSONSerialization.data(withJSONObject: snippet, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        print(String(decoding: json, as: UTF8.self))
+        warn("wrote \(to) (manifest \(result.manifest.digest)); measurement \(Hex.encode(result.measurement))")
+        if !result.protectedFiles.isEmpty {
+            warn("\(result.protectedFiles.count) protected file(s); set the key with: veil manifest set MANIFEST --secret \(keyName)=\(key!)")
+        }
+        warn("the measurement is that of the simulated TEE (development only, no confidentiality)")
+    }
+
+    static func loadOrCreateKey(_ path: String) throws -> SymmetricKey {
+        if let data = FileManager.default.contents(atPath: path) {
+            guard data.count == 32 else { throw CommandError("\(path) holds \(data.count) bytes; a protected-file key is 32 bytes") }
+            return SymmetricKey(data: data)
+        }
+        let key = SymmetricKey(size: .bits256)
+        try AtomicFile.write(key.withUnsafeBytes { Array($0) }, to: path, mode: 0o600)
+        warn("created a new protected-file key in \(path)")
+        return key
+    }
+}

@@ -1,0 +1,66 @@
+import ArgumentParser
+import Foundation
+import VeilAttestation
+import VeilImage
+import VeilRuntime
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run an OCI image with runc on this machine (the embedded single-machine runtime).",
+        discussion: """
+            The image is unpacked once into the state directory (verified against its digests) and
+            reused read-only by later runs; /run and /tmp are fresh memory filesystems per run. The
+            container shares the host's network (loopback included). Its output and exit status are
+            passed through, and the container is removed afterwards.
+
+            A Veil image (from `veil image convert`) starts with its launcher, which must reach the
+            coordinator's mesh API; on this machine its evidence is simulated (--tee simulated):
+            development only, no confidentiality.
+            """)
+
+    @Argument(help: ArgumentHelp("Image: oci:DIR[:TAG].", valueName: "image"))
+    var image: String
+
+    @Option(help: ArgumentHelp("Coordinator mesh API as HOST:PORT, for Veil images (env VEIL_COORDINATOR).", valueName: "host:port"))
+    var coordinator: String?
+
+    @Option(help: ArgumentHelp("TEE for Veil images; only 'simulated' runs here (development only, no confidentiality).", valueName: "tee"))
+    var tee: String?
+
+    @Option(help: ArgumentHelp("Simulation platform key (env \(SimulationPlatformKey.environmentVariable)).", valueName: "file"))
+    var simulationKey: String?
+
+    @Option(help: ArgumentHelp("Coordinator root certificate the launcher pins (env VEIL_ROOT_CA); without it the launcher attests the coordinator.", valueName: "file"))
+    var rootCA: String?
+
+    @Option(help: ArgumentHelp("Where unpacked images and run bundles live.", valueName: "dir"))
+    var stateDir = "/var/lib/veil/run"
+
+    func run() throws {
+        let environment = ProcessInfo.processInfo.environment
+        let reference = try ImageReference(parsing: image)
+        let source = try SourceImage.open(reference)
+        var connection: LauncherConnection?
+        if source.config.labels[RunPlan.serviceLabel] != nil {
+            let teeName = tee ?? environment["VEIL_TEE"]
+            guard teeName == "simulated" else {
+                throw ValidationError("\(image) is a Veil image; `veil run` supports --tee simulated only (development only, no confidentiality)")
+            }
+            guard let key = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] else {
+                throw ValidationError("--tee simulated needs --simulation-key FILE or \(SimulationPlatformKey.environmentVariable)")
+            }
+            connection = LauncherConnection(
+                coordinator: coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:2001",
+                simulationKey: URL(fileURLWithPath: key).standardizedFileURL.path,
+                rootCA: (rootCA ?? environment["VEIL_ROOT_CA"]).map { URL(fileURLWithPath: $0).standardizedFileURL.path })
+            warn("veil run: \(simulationWarning)")
+        }
+        let stateDirectory = URL(fileURLWithPath: stateDir).standardizedFileURL.path
+        let cache = BundleCache(directory: stateDirectory)
+        let (rootfs, _) = try cache.rootfs(for: source)
+        let spec = try RunPlan.spec(for: source, rootfs: rootfs, connection: connection)
+        let status = try ContainerRunner(stateDirectory: stateDirectory).run(spec)
+        throw ExitCode(status)
+    }
+}
