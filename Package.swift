@@ -136,7 +136,7 @@ let package = Package(
         .testTarget(
             name: "VeilCoordinatorTests",
             dependencies: [
-                "VeilCoordinator", "VeilLauncher", "VeilManifest", "VeilAttestation",
+                "VeilCoordinator", "VeilLauncher", "VeilManifest", "VeilAttestation", "VeilImage",
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

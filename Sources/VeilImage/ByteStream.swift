@@ -89,7 +89,7 @@ public final class DigestingStream: ByteStream {
         while try scratch.withUnsafeMutableBytes({ (raw) throws -> Int in try read(into: raw) }) > 0 {}
     }
 
-    var digest: Digest { Digest(sha256: Array(hasher.finalize())) }
+    var digest: BlobDigest { BlobDigest(sha256: Array(hasher.finalize())) }
 
     /// Drains the stream, then checks it against `descriptor`.
     func verify(_ descriptor: Descriptor) throws {

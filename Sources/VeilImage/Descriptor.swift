@@ -1,7 +1,7 @@
 import VeilAttestation
 
 /// A `sha256:<hex>` content digest. Invariant: 32 bytes; other algorithms are refused.
-public struct Digest: Hashable, Sendable, Codable, CustomStringConvertible {
+public struct BlobDigest: Hashable, Sendable, Codable, CustomStringConvertible {
     public let bytes: [UInt8]
 
     public init(sha256 bytes: [UInt8]) {
@@ -37,7 +37,7 @@ public struct Digest: Hashable, Sendable, Codable, CustomStringConvertible {
 /// An OCI content descriptor.
 public struct Descriptor: Codable, Sendable, Equatable {
     public var mediaType: String
-    public var digest: Digest
+    public var digest: BlobDigest
     public var size: UInt64
     public var annotations: [String: String]?
     public var platform: Platform?
@@ -48,7 +48,7 @@ public struct Descriptor: Codable, Sendable, Equatable {
         public var variant: String?
     }
 
-    public init(mediaType: String, digest: Digest, size: UInt64, annotations: [String: String]? = nil) {
+    public init(mediaType: String, digest: BlobDigest, size: UInt64, annotations: [String: String]? = nil) {
         self.mediaType = mediaType
         self.digest = digest
         self.size = size

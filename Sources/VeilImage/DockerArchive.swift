@@ -48,7 +48,7 @@ enum DockerArchive {
         guard entries.count == 1, let entry = entries.first else {
             throw ImageError.ambiguousReference(available: entries.flatMap { $0.RepoTags ?? [] })
         }
-        var paths: [Digest: String] = [:]
+        var paths: [BlobDigest: String] = [:]
         func blob(_ member: String, mediaType: (Bool) -> String) throws -> Descriptor {
             let relative = try TarEntry.normalize(member)
             let path = "\(directory)/\(relative)"
@@ -73,7 +73,7 @@ enum DockerArchive {
         let manifestBytes = Array((try? encoder.encode(manifest)) ?? Data())
         let resolved = paths
         return try SourceImage(
-            manifestDigest: Digest(sha256: Array(SHA256.hash(data: manifestBytes))), manifest: manifest, configBytes: Array(configData),
+            manifestDigest: BlobDigest(sha256: Array(SHA256.hash(data: manifestBytes))), manifest: manifest, configBytes: Array(configData),
             blobPath: { resolved[$0] ?? "\(directory)/missing/\($0.hex)" }, temporaryDirectory: directory)
     }
 }

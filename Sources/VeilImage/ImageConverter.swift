@@ -62,41 +62,41 @@ public struct ImageConverter {
         var plaintexts: [String: [UInt8]] = [:]
         var affected: Set<Int> = []
         var layers: [Descriptor] = []
-        var diffIDs: [Digest] = []
+        var diffIDs: [BlobDigest] = []
 
         // Pass 1: verify, copy and measure every layer; keep the plaintext of paths to encrypt.
         for index in source.layers.indices {
-            let (raw, uncompressed, reader) = try source.openLayer(index)
             let blob = try destination.blob()
             let reportedBase = done
-            raw.tee = { piece in
+            let tee = { (piece: UnsafeRawBufferPointer) throws in
                 try blob.write(piece)
                 options.progress?(reportedBase + blob.size, total)
             }
-            while let entry = try reader.next() {
-                let target = Self.whiteoutTarget(entry)
-                if protectedRoot(entry.path) != nil || target.flatMap(protectedRoot) != nil { affected.insert(index) }
-                try tree.apply(entry, layer: index) { _ in
-                    guard entry.kind == .file else {
-                        if entry.kind == .hardlink, protectedRoot(entry.path) != nil {
-                            guard let bytes = plaintexts[entry.linkTarget] else {
-                                throw ImageError.unsupportedEntry(path: entry.path, reason: "hard link from an encrypted path to '\(entry.linkTarget)' outside it")
+            try source.readLayer(index, tee: tee) { reader in
+                while let entry = try reader.next() {
+                    let target = Self.whiteoutTarget(entry)
+                    if protectedRoot(entry.path) != nil || target.flatMap(protectedRoot) != nil { affected.insert(index) }
+                    try tree.apply(entry, layer: index) { _ in
+                        guard entry.kind == .file else {
+                            if entry.kind == .hardlink, protectedRoot(entry.path) != nil {
+                                guard let bytes = plaintexts[entry.linkTarget] else {
+                                    throw ImageError.unsupportedEntry(path: entry.path, reason: "hard link from an encrypted path to '\(entry.linkTarget)' outside it")
+                                }
+                                plaintexts[entry.path] = bytes
                             }
-                            plaintexts[entry.path] = bytes
+                            return nil
                         }
-                        return nil
+                        var hasher = SHA256()
+                        var kept: [UInt8]? = protectedRoot(entry.path) != nil ? [] : nil
+                        try reader.readContent { piece in
+                            hasher.update(bufferPointer: piece)
+                            kept?.append(contentsOf: piece)
+                        }
+                        if let kept { plaintexts[entry.path] = kept }
+                        return (Array(hasher.finalize()), entry.size)
                     }
-                    var hasher = SHA256()
-                    var kept: [UInt8]? = protectedRoot(entry.path) != nil ? [] : nil
-                    try reader.readContent { piece in
-                        hasher.update(bufferPointer: piece)
-                        kept?.append(contentsOf: piece)
-                    }
-                    if let kept { plaintexts[entry.path] = kept }
-                    return (Array(hasher.finalize()), entry.size)
                 }
             }
-            try source.verifyLayer(index, raw: raw, uncompressed: uncompressed)
             let kind = try MediaType.layerKind(source.layers[index].mediaType)
             // A layer holding a path to encrypt is rewritten below; its copy is discarded.
             layers.append(affected.contains(index) ? source.layers[index] : try blob.commit(mediaType: kind.oci))
@@ -178,22 +178,20 @@ public struct ImageConverter {
 
     /// Copies layer `index` as an uncompressed tar without the entries `drop` selects.
     private func filterLayer(_ source: SourceImage, index: Int, into destination: LayoutWriter,
-                             drop: (TarEntry) -> Bool) throws -> (Descriptor, Digest) {
-        let (raw, uncompressed, reader) = try source.openLayer(index)
+                             drop: (TarEntry) -> Bool) throws -> (Descriptor, BlobDigest) {
         let blob = try destination.blob()
         let writer = TarWriter { try blob.write($0) }
-        while let entry = try reader.next() {
-            if entry.path.isEmpty || drop(entry) { continue }
-            var copy = entry
-            if entry.kind == .hardlink { copy.linkTarget = entry.linkTarget }
-            try writer.writeHeader(copy)
-            if entry.kind == .file {
-                try reader.readContent { try writer.writeContent($0) }
-                try writer.finishContent(size: entry.size)
+        try source.readLayer(index) { reader in
+            while let entry = try reader.next() {
+                if entry.path.isEmpty || drop(entry) { continue }
+                try writer.writeHeader(entry)
+                if entry.kind == .file {
+                    try reader.readContent { try writer.writeContent($0) }
+                    try writer.finishContent(size: entry.size)
+                }
             }
         }
         try writer.finish()
-        try source.verifyLayer(index, raw: raw, uncompressed: uncompressed)
         let descriptor = try blob.commit(mediaType: MediaType.layer)
         return (descriptor, descriptor.digest)
     }
@@ -254,7 +252,7 @@ public struct ImageConverter {
 
     /// The source config with the wrapped entrypoint, no Cmd (the original is in
     /// /veil/image.json), the new diff_ids, Veil labels and one history entry more.
-    private func rewriteConfig(_ bytes: [UInt8], entrypoint: [String], diffIDs: [Digest], measurement: [UInt8]) throws -> [UInt8] {
+    private func rewriteConfig(_ bytes: [UInt8], entrypoint: [String], diffIDs: [BlobDigest], measurement: [UInt8]) throws -> [UInt8] {
         guard var object = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
             throw ImageError.malformedJSON(what: "image config", reason: "not a JSON object")
         }

@@ -40,16 +40,16 @@ public enum ImageReference: Sendable, Equatable, CustomStringConvertible {
 /// Invariant: the manifest and config bytes were checked against their digests; layer blobs
 /// are checked as they are streamed (``openLayer(_:)`` + ``DigestingStream/verify(_:)``).
 public final class SourceImage {
-    public let manifestDigest: Digest
+    public let manifestDigest: BlobDigest
     let manifest: ImageManifest
     public let configBytes: [UInt8]
     public let config: ImageConfig
     public var layers: [Descriptor] { manifest.layers }
-    private let blobPath: (Digest) -> String
+    private let blobPath: (BlobDigest) -> String
     /// Removed when the image is closed (an unpacked docker archive).
     private let temporaryDirectory: String?
 
-    init(manifestDigest: Digest, manifest: ImageManifest, configBytes: [UInt8], blobPath: @escaping (Digest) -> String,
+    init(manifestDigest: BlobDigest, manifest: ImageManifest, configBytes: [UInt8], blobPath: @escaping (BlobDigest) -> String,
          temporaryDirectory: String?) throws {
         self.manifestDigest = manifestDigest
         self.manifest = manifest
@@ -81,7 +81,7 @@ public final class SourceImage {
         return DigestingStream(try FileStream(path: path))
     }
 
-    func path(of digest: Digest) -> String { blobPath(digest) }
+    func path(of digest: BlobDigest) -> String { blobPath(digest) }
 
     /// Streams layer `index` as tar: `raw` hashes the blob (compressed) bytes, `uncompressed`
     /// the tar bytes (its digest is the layer's diff_id).
@@ -91,6 +91,24 @@ public final class SourceImage {
         let raw = try openBlob(descriptor)
         let uncompressed = DigestingStream(kind.gzip ? try GunzipStream(raw) : raw)
         return (raw, uncompressed, TarReader(uncompressed))
+    }
+
+    /// Streams layer `index` through `body` and verifies it afterwards. When `body` fails on a
+    /// blob whose digest is wrong, the digest mismatch is reported: it is the root cause.
+    /// - Parameter tee: receives the raw blob bytes as they are read (to copy the blob).
+    public func readLayer<T>(_ index: Int, tee: ((UnsafeRawBufferPointer) throws -> Void)? = nil, _ body: (TarReader) throws -> T) throws -> T {
+        let (raw, uncompressed, reader) = try openLayer(index)
+        raw.tee = tee
+        let result: T
+        do {
+            result = try body(reader)
+        } catch {
+            raw.tee = nil
+            try raw.verify(manifest.layers[index])
+            throw error
+        }
+        try verifyLayer(index, raw: raw, uncompressed: uncompressed)
+        return result
     }
 
     /// Checks a fully read layer against its descriptor and the config's diff_id.
@@ -111,7 +129,7 @@ public struct ImageConfig: Sendable {
     public var workingDir: String
     public var user: String
     public var labels: [String: String]
-    public var diffIDs: [Digest]
+    public var diffIDs: [BlobDigest]
 
     /// The command the image runs: Entrypoint followed by Cmd.
     public var command: [String] { entrypoint + cmd }
@@ -130,8 +148,8 @@ public struct ImageConfig: Sendable {
         guard let rootfs = object["rootfs"] as? [String: Any], let ids = rootfs["diff_ids"] as? [String] else {
             throw ImageError.malformedJSON(what: "image config", reason: "rootfs.diff_ids missing")
         }
-        var digests: [Digest] = []
-        for id in ids { digests.append(try Digest(parsing: id)) }
+        var digests: [BlobDigest] = []
+        for id in ids { digests.append(try BlobDigest(parsing: id)) }
         diffIDs = digests
     }
 }
@@ -142,7 +160,7 @@ public struct OCILayout {
 
     public init(directory: String) { self.directory = directory }
 
-    func blobPath(_ digest: Digest) -> String { "\(directory)/blobs/sha256/\(digest.hex)" }
+    func blobPath(_ digest: BlobDigest) -> String { "\(directory)/blobs/sha256/\(digest.hex)" }
 
     /// Reads a small JSON blob whole, checking its digest and size.
     func readBlob(_ descriptor: Descriptor, limit: UInt64 = 16 << 20) throws -> [UInt8] {
@@ -150,7 +168,7 @@ public struct OCILayout {
         let path = blobPath(descriptor.digest)
         guard let data = FileManager.default.contents(atPath: path) else { throw ImageError.missingBlob(descriptor.digest.description) }
         let bytes = Array(data)
-        let actual = Digest(sha256: Array(SHA256.hash(data: bytes)))
+        let actual = BlobDigest(sha256: Array(SHA256.hash(data: bytes)))
         guard actual == descriptor.digest else {
             throw ImageError.digestMismatch(what: descriptor.mediaType, expected: descriptor.digest.description, actual: actual.description)
         }

@@ -37,7 +37,7 @@ public struct LayoutWriter {
             var template = Array("\(blobDirectory)/.partial-XXXXXX".utf8CString)
             fd = mkstemp(&template)
             guard fd >= 0 else { throw ImageError.io(path: blobDirectory, reason: String(cString: strerror(errno))) }
-            temporaryPath = String(cString: template)
+            temporaryPath = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
             fchmod(fd, 0o644)
         }
 
@@ -55,7 +55,7 @@ public struct LayoutWriter {
 
         /// Moves the blob to its digest's name and describes it.
         public func commit(mediaType: String) throws -> Descriptor {
-            let digest = Digest(sha256: Array(hasher.finalize()))
+            let digest = BlobDigest(sha256: Array(hasher.finalize()))
             guard fsync(fd) == 0, rename(temporaryPath, "\(blobDirectory)/\(digest.hex)") == 0 else {
                 throw ImageError.io(path: temporaryPath, reason: String(cString: strerror(errno)))
             }

@@ -30,9 +30,7 @@ public struct BundleCache: Sendable {
             let unpacker = try RootfsUnpacker(root: "\(partial)/rootfs")
             for index in image.layers.indices {
                 progress?(index)
-                let (raw, uncompressed, reader) = try image.openLayer(index)
-                try unpacker.apply(layer: index, tar: reader)
-                try image.verifyLayer(index, raw: raw, uncompressed: uncompressed)
+                try image.readLayer(index) { try unpacker.apply(layer: index, tar: $0) }
             }
             if rename(partial, final) != 0 {
                 // Another run unpacked the same image first: use theirs.

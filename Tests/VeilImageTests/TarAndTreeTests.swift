@@ -1,0 +1,170 @@
+import Crypto
+import Foundation
+import Testing
+@testable import VeilImage
+
+@Suite struct TarTests {
+    @Test func roundTripsEntriesLongNamesAndContentAcrossShortReads() throws {
+        let longName = "deep/" + String(repeating: "d", count: 120) + "/file.txt"
+        let longTarget = "/" + String(repeating: "t", count: 130)
+        let content = (0..<70_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let bytes = try tarBytes([
+            .dir("etc"), .file("etc/hostname", "veil\n", mode: 0o4755),
+            Member(entry: TarEntry(path: longName, kind: .file, mode: 0o600, uid: 1000, gid: 1001, size: UInt64(content.count)), content: content),
+            .symlink("etc/link", to: longTarget), .hardlink("etc/hard", to: "etc/hostname"),
+        ])
+        let reader = TarReader(BytesStream(bytes, piece: 333))
+        var seen: [TarEntry] = []
+        var contents: [String: [UInt8]] = [:]
+        while let entry = try reader.next() {
+            seen.append(entry)
+            if entry.kind == .file {
+                var data: [UInt8] = []
+                try reader.readContent { data.append(contentsOf: $0) }
+                contents[entry.path] = data
+            }
+        }
+        #expect(seen.map(\.path) == ["etc", "etc/hostname", longName, "etc/link", "etc/hard"])
+        #expect(seen[1].mode == 0o4755)
+        #expect(seen[2].uid == 1000 && seen[2].gid == 1001)
+        #expect(contents[longName] == content)
+        #expect(contents["etc/hostname"] == Array("veil\n".utf8))
+        #expect(seen[3].kind == .symlink && seen[3].linkTarget == longTarget)
+        #expect(seen[4].kind == .hardlink && seen[4].linkTarget == "etc/hostname")
+    }
+
+    @Test func gzipStreamsDecompressIncludingConcatenatedMembers() throws {
+        let first = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 % 251) }
+        let second = Array("tail".utf8)
+        let stream = try GunzipStream(BytesStream(try gzip(first) + gzip(second), piece: 1000))
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try stream.read(into: $0) }
+            if n == 0 { break }
+            out += buffer[..<n]
+        }
+        #expect(out == first + second)
+    }
+
+    @Test func truncatedOrCorruptGzipIsRefused() throws {
+        let compressed = try gzip(Array(repeating: 7, count: 100_000))
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        let truncated = try GunzipStream(BytesStream(Array(compressed.prefix(compressed.count / 2))))
+        #expect(throws: ImageError.self) { while try buffer.withUnsafeMutableBytes({ try truncated.read(into: $0) }) > 0 {} }
+        var corrupt = compressed
+        corrupt[20] ^= 0xff
+        let broken = try GunzipStream(BytesStream(corrupt))
+        #expect(throws: ImageError.self) { while try buffer.withUnsafeMutableBytes({ try broken.read(into: $0) }) > 0 {} }
+    }
+
+    @Test func unsafeNamesAreRefused() throws {
+        for name in ["../evil", "a/../../evil", "/etc/passwd"] {
+            let reader = TarReader(BytesStream(rawTar(name: name, content: Array("x".utf8))))
+            #expect(throws: ImageError.self, "\(name)") { _ = try reader.next() }
+        }
+        let hardlink = TarReader(BytesStream(rawTar(name: "h", type: "1", link: "../../etc/shadow")))
+        #expect(throws: ImageError.self) { _ = try hardlink.next() }
+    }
+
+    @Test func badHeaderChecksumIsRefused() throws {
+        var bytes = rawTar(name: "file", content: Array("x".utf8))
+        bytes[10] ^= 1
+        #expect(throws: ImageError.malformedTar("header checksum mismatch (stored \(try TarReader.number(bytes[148..<156], field: "c")), computed \(bytes[0..<512].enumerated().reduce(UInt64(0)) { $0 + ((148..<156).contains($1.offset) ? 32 : UInt64($1.element)) }))")) {
+            _ = try TarReader(BytesStream(bytes)).next()
+        }
+    }
+}
+
+@Suite struct RootfsTreeTests {
+    func apply(_ layers: [[Member]]) throws -> RootfsTree {
+        var tree = RootfsTree()
+        for (index, members) in layers.enumerated() {
+            let reader = TarReader(BytesStream(try tarBytes(members)))
+            while let entry = try reader.next() {
+                try tree.apply(entry, layer: index) { _ in
+                    guard entry.kind == .file else { return nil }
+                    var hasher = SHA256()
+                    try reader.readContent { hasher.update(bufferPointer: $0) }
+                    return (Array(hasher.finalize()), entry.size)
+                }
+            }
+        }
+        return tree
+    }
+
+    @Test func whiteoutsAndOpaqueDirectoriesHideLowerLayers() throws {
+        let tree = try apply([
+            [.dir("app"), .file("app/a", "1"), .file("app/b", "2"), .dir("cfg"), .file("cfg/x", "x"), .file("keep", "k")],
+            [.file("app/.wh.a", ""), .file("cfg/.wh..wh..opq", ""), .file("cfg/y", "y")],
+        ])
+        #expect(tree.nodes["app/a"] == nil)
+        #expect(tree.nodes["app/b"] != nil)
+        #expect(tree.nodes["cfg/x"] == nil, "opaque directory hides the lower layer's children")
+        #expect(tree.nodes["cfg/y"] != nil, "but keeps its own layer's")
+        #expect(tree.nodes["keep"] != nil)
+        #expect(tree.nodes.keys.allSatisfy { !$0.contains(".wh.") })
+    }
+
+    @Test func digestIgnoresTimesButNotModesOwnersOrContent() throws {
+        let base = try apply([[.dir("bin"), .file("bin/app", "code", mode: 0o755)]]).digest()
+        #expect(try apply([[.dir("bin"), .file("bin/app", "code", mode: 0o755)]]).digest() == base)
+        #expect(try apply([[.dir("bin"), .file("bin/app", "code", mode: 0o4755)]]).digest() != base)
+        #expect(try apply([[.dir("bin"), .file("bin/app", "cod3", mode: 0o755)]]).digest() != base)
+        var owned = Member.file("bin/app", "code", mode: 0o755)
+        owned.entry.uid = 1
+        #expect(try apply([[.dir("bin"), owned]]).digest() != base)
+        // Runtime-owned trees and protected files are not measured.
+        let withVeil = try apply([[.dir("bin"), .file("bin/app", "code", mode: 0o755), .dir("veil")]]).digest()
+        #expect(try apply([[.dir("bin"), .file("bin/app", "code", mode: 0o755), .file("tmp/x", "x"),
+                            .file("veil/protected/a.vpf", "sealed")]]).digest() == withVeil)
+    }
+
+    @Test func entriesThroughSymlinksAndEscapingLinksAreRefused() throws {
+        #expect(throws: ImageError.unsafeEntry(path: "escape/passwd", reason: "it would be written through the symlink 'escape'")) {
+            try apply([[.symlink("escape", to: "/etc"), .file("escape/passwd", "root::0:0")]])
+        }
+        #expect(throws: ImageError.self) { try apply([[.symlink("a/up", to: "../../host")]]) }
+        #expect(throws: ImageError.self) { try apply([[.hardlink("h", to: "missing")]]) }
+        // Absolute and in-root relative targets are ordinary (Debian's /etc/alternatives).
+        let tree = try apply([[.symlink("usr/bin/awk", to: "/etc/alternatives/awk"), .symlink("lib", to: "usr/lib")]])
+        #expect(tree.nodes["usr/bin/awk"]?.linkTarget == "/etc/alternatives/awk")
+    }
+
+    @Test func unpackedDiskTreeMeasuresLikeTheInMemoryTree() throws {
+        let layers: [[Member]] = [
+            [.dir("srv", mode: 0o750), .file("srv/app", "binary", mode: 0o755), .symlink("srv/current", to: "app"),
+             .file("srv/old", "old"), .dir("etc"), .file("etc/conf", "a=1")],
+            [.file("srv/.wh.old", ""), .hardlink("etc/conf2", to: "etc/conf"), .file("etc/conf", "a=2", mode: 0o600)],
+        ]
+        let root = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let unpacker = try RootfsUnpacker(root: root)
+        for (index, members) in layers.enumerated() {
+            try unpacker.apply(layer: index, tar: TarReader(BytesStream(try tarBytes(members))))
+        }
+        #expect(FileManager.default.fileExists(atPath: "\(root)/srv/old") == false)
+        #expect(try String(contentsOfFile: "\(root)/etc/conf2", encoding: .utf8) == "a=1")
+        #expect(try RootfsDisk.measure(root: root) == unpacker.tree.digest())
+        #expect(try RootfsDisk.measure(root: root) == apply(layers).digest())
+        // Altering one byte on disk changes the measurement.
+        try Data("binarY".utf8).write(to: URL(fileURLWithPath: "\(root)/srv/app"))
+        #expect(try RootfsDisk.measure(root: root) != unpacker.tree.digest())
+    }
+
+    @Test func unpackingNeverWritesOutsideTheRoot() throws {
+        let root = try temporaryDirectory()
+        let outside = try temporaryDirectory()
+        defer {
+            try? FileManager.default.removeItem(atPath: root)
+            try? FileManager.default.removeItem(atPath: outside)
+        }
+        let unpacker = try RootfsUnpacker(root: root)
+        let evil = try tarBytes([.symlink("escape", to: outside), .file("escape/planted", "gotcha")])
+        #expect(throws: ImageError.self) { try unpacker.apply(layer: 0, tar: TarReader(BytesStream(evil))) }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: outside).isEmpty)
+        let traversal = rawTar(name: "../planted", content: Array("x".utf8))
+        #expect(throws: ImageError.self) { try unpacker.apply(layer: 1, tar: TarReader(BytesStream(traversal))) }
+        #expect(!FileManager.default.fileExists(atPath: "\(root)/../planted"))
+    }
+}
