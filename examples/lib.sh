@@ -68,3 +68,35 @@ launch() {
     --root-ca "$WORK/root.pem" -- "$@" >"$log" 2>&1 &
   PIDS+=($!)
 }
+
+# build_image LAYOUT TAG FILE... -- ENTRYPOINT...: packs host files into a one-layer OCI image
+# with umoci, the way a Dockerfile's COPY would. A FILE is a host path (copied to the same path
+# together with every library `ldd` lists for it) or SRC=DEST (copied as is).
+build_image() {
+  command -v umoci >/dev/null || fail "umoci is not installed (apt-get install -y umoci)"
+  local layout=$1 tag=$2; shift 2
+  local files=() entry
+  while [ $# -gt 0 ] && [ "$1" != "--" ]; do files+=("$1"); shift; done
+  shift
+  local bundle; bundle=$(mktemp -d /tmp/veil-bundle.XXXXXX)
+  [ -f "$layout/oci-layout" ] || umoci init --layout "$layout"
+  umoci new --image "$layout:$tag"
+  umoci unpack --image "$layout:$tag" "$bundle/b" >/dev/null
+  local plain=()
+  for entry in "${files[@]}"; do
+    if [[ $entry == *=* ]]; then
+      install -D -m 0644 "${entry%%=*}" "$bundle/b/rootfs${entry#*=}"
+    else
+      plain+=("$entry")
+    fi
+  done
+  for entry in "${plain[@]}" $(ldd "${plain[@]}" 2>/dev/null | grep -o '/[^ ]*' | sort -u); do
+    mkdir -p "$bundle/b/rootfs$(dirname "$entry")"
+    cp -L "$entry" "$bundle/b/rootfs$entry"
+  done
+  umoci repack --image "$layout:$tag" "$bundle/b"
+  local args=()
+  for entry in "$@"; do args+=(--config.entrypoint "$entry"); done
+  umoci config --image "$layout:$tag" "${args[@]}" --config.workingdir /tmp --config.env PATH=/usr/bin:/bin
+  rm -rf "$bundle"
+}

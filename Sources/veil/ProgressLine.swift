@@ -6,6 +6,7 @@ import Glibc
 final class ProgressLine: @unchecked Sendable {
     let label: String
     private var last = Date.distantPast
+    private var lastPercent = -1
     private let terminal = isatty(2) != 0
 
     init(label: String) { self.label = label }
@@ -15,6 +16,8 @@ final class ProgressLine: @unchecked Sendable {
         guard now.timeIntervalSince(last) >= 0.5 || done == total else { return }
         last = now
         let percent = total > 0 ? Int(Double(done) / Double(total) * 100) : 100
+        guard percent != lastPercent else { return }
+        lastPercent = percent
         let text = "\(label): \(percent)% (\(done >> 20) of \(total >> 20) MiB)"
         FileHandle.standardError.write(Data((terminal ? "\r\(text)\u{1b}[K" : text + "\n").utf8))
     }
