@@ -90,7 +90,7 @@ build_image() {
       plain+=("$entry")
     fi
   done
-  for entry in "${plain[@]}" $(ldd "${plain[@]}" 2>/dev/null | grep -o '/[^ ]*' | sort -u); do
+  for entry in "${plain[@]}" $(ldd "${plain[@]}" 2>/dev/null | grep -o '/[^ :]*' | sort -u); do
     mkdir -p "$bundle/b/rootfs$(dirname "$entry")"
     cp -L "$entry" "$bundle/b/rootfs$entry"
   done

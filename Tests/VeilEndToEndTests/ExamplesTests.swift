@@ -1,7 +1,8 @@
 import Foundation
 import Testing
 
-/// The README's examples, run for real: Debian's unmodified redis-server and nginx.
+/// The README's examples, run for real: Debian's unmodified redis-server and nginx, as plain
+/// processes and as a converted OCI image run by `veil run`.
 @Suite(.serialized) struct ExamplesTests {
     func runExample(_ name: String) throws -> RunResult {
         let scratch = try Scratch()
@@ -23,5 +24,13 @@ import Testing
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("hello from an attested nginx"))
         #expect(result.stdout.contains("OK: nginx served HTTPS (200)"))
+    }
+
+    @Test func convertedRedisImageAnswersPongUnderVeilRun() throws {
+        let result = try runExample("redis-image")
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("\nPONG\n"))
+        #expect(result.stdout.contains("OK: the converted redis image answered PONG over TLS"))
+        #expect(result.stderr.contains("NO confidentiality"), "simulation must say so")
     }
 }

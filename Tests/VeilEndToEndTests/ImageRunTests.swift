@@ -1,0 +1,167 @@
+import Foundation
+import Testing
+
+/// Builds an OCI image from host files with umoci (examples/lib.sh `build_image`).
+func buildImage(layout: String, tag: String, files: [String], entrypoint: [String], scratch: Scratch) throws {
+    let quoted = (files + ["--"] + entrypoint).map { "'\($0)'" }.joined(separator: " ")
+    let result = try run("/bin/bash", ["-c", "source '\(repositoryRoot)/examples/lib.sh' && build_image '\(layout)' '\(tag)' \(quoted)"],
+                         scratch: scratch, timeout: 120)
+    try #require(result.status == 0, "build_image failed: \(result.stderr)")
+}
+
+/// A converted shell image: prints a greeting and its protected file, exits with a chosen code.
+final class ShellImage {
+    let coordinator: CoordinatorProcess
+    let scratch: Scratch
+    var layout: String { scratch.path + "/images" }
+    var key: String { scratch.path + "/image.key" }
+    var stateDirectory: String { scratch.path + "/state" }
+    private(set) var snippet = ""
+
+    init(exitCode: Int = 0) throws {
+        scratch = try Scratch()
+        coordinator = try CoordinatorProcess(scratch: scratch)
+        let secret = try scratch.write("the protected data, version 1\n", to: "secret.txt")
+        try buildImage(
+            layout: layout, tag: "plain", files: ["/bin/sh", "/bin/cat", "\(secret)=/data/secret.txt"],
+            entrypoint: ["/bin/sh", "-c", "echo started; cat /data/secret.txt; exit \(exitCode)"], scratch: scratch)
+        let convert = try coordinator.veil([
+            "image", "convert", "--from", "oci:\(layout):plain", "--to", "oci:\(layout):veil", "--service", "shell",
+            "--encrypt", "/data", "--key", key, "--quiet",
+        ])
+        try #require(convert.status == 0, "convert failed: \(convert.stderr)")
+        snippet = convert.stdout
+        var manifest = try JSONSerialization.jsonObject(with: Data(snippet.utf8)) as! [String: Any]
+        manifest["Config"] = ["AllowSimulation": true]
+        let text = String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self)
+        let set = try coordinator.veil(["manifest", "set", try scratch.write(text, to: "manifest.json"), "--secret", "shell-protected-files=\(key)"])
+        try #require(set.status == 0, "manifest set failed: \(set.stderr)")
+    }
+
+    func run(tag: String = "veil") throws -> RunResult {
+        try coordinator.veil([
+            "run", "oci:\(layout):\(tag)", "--tee", "simulated", "--simulation-key", coordinator.simulationKey,
+            "--coordinator", coordinator.meshAddress, "--root-ca", coordinator.rootPath, "--state-dir", stateDirectory,
+        ], timeout: 120)
+    }
+
+    /// The cached unpacked root of the converted image (after a first run).
+    func cachedRoot() throws -> String {
+        let images = stateDirectory + "/images"
+        let entries = try FileManager.default.contentsOfDirectory(atPath: images).filter { !$0.hasPrefix(".") }
+        try #require(entries.count == 1)
+        return "\(images)/\(entries[0])/rootfs"
+    }
+}
+
+@Suite(.serialized) struct ImageRunTests {
+    @Test func convertedImageRunsUnderRuncAndRealToolsReadIt() throws {
+        try #require(which("runc") != nil && which("umoci") != nil, "install runc and umoci")
+        let image = try ShellImage(exitCode: 7)
+        let result = try image.run()
+        #expect(result.status == 7, "the app's exit status passes through: \(result.stderr)")
+        #expect(result.stdout == "started\nthe protected data, version 1\n")
+        #expect(result.stderr.contains("NO confidentiality"))
+        // No container or bundle is left behind.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: image.stateDirectory + "/bundles").isEmpty)
+
+        if let skopeo = which("skopeo") {
+            let inspect = try run(skopeo, ["inspect", "oci:\(image.layout):veil"], scratch: image.scratch)
+            #expect(inspect.status == 0 && inspect.stdout.contains("dev.veil.measurement"), "\(inspect.stderr)")
+        }
+        let unpacked = image.scratch.path + "/umoci-bundle"
+        let unpack = try run(which("umoci")!, ["unpack", "--image", "\(image.layout):veil", unpacked], scratch: image.scratch)
+        #expect(unpack.status == 0, "\(unpack.stderr)")
+        #expect(FileManager.default.fileExists(atPath: unpacked + "/rootfs/veil/image.json"))
+        let plaintextInImage = try FileManager.default.subpathsOfDirectory(atPath: unpacked + "/rootfs").contains { path in
+            (try? String(contentsOfFile: "\(unpacked)/rootfs/\(path)", encoding: .utf8))?.contains("the protected data") ?? false
+        }
+        #expect(!plaintextInImage, "the encrypted path is not in the converted image in plaintext")
+    }
+
+    @Test func alteredRootfsIsRefusedAndTheAppNeverStarts() throws {
+        let image = try ShellImage()
+        // Re-pack the converted image with one changed byte in /bin/cat, as a tampering registry would.
+        let bundle = image.scratch.path + "/tamper"
+        let umoci = try #require(which("umoci"))
+        #expect(try run(umoci, ["unpack", "--image", "\(image.layout):veil", bundle], scratch: image.scratch).status == 0)
+        let cat = bundle + "/rootfs/bin/cat"
+        var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: cat)))
+        bytes[bytes.count / 2] ^= 1
+        try Data(bytes).write(to: URL(fileURLWithPath: cat))
+        #expect(try run(umoci, ["repack", "--image", "\(image.layout):tampered", bundle], scratch: image.scratch).status == 0)
+
+        let result = try image.run(tag: "tampered")
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("measurement"), "\(result.stderr)")
+        #expect(!result.stdout.contains("started"), "the app must not start")
+    }
+
+    @Test func olderProtectedFileVersionIsRefusedAcrossCoordinatorRestarts() throws {
+        let image = try ShellImage()
+        #expect(try image.run().status == 0)
+        let stored = try image.cachedRoot() + "/veil/protected/data/secret.txt.vpf"
+        let version1 = image.scratch.path + "/v1.vpf"
+        try FileManager.default.copyItem(atPath: stored, toPath: version1)
+
+        // Seal-back: version 2 of the data replaces the stored file.
+        let updated = try image.scratch.write("the protected data, version 2\n", to: "v2.txt")
+        let seal = try image.coordinator.veil([
+            "protect", "seal", "--key", image.key, "--path", "/data/secret.txt", "--previous", stored, updated, stored,
+        ])
+        #expect(seal.status == 0 && seal.stdout.contains("version 2"), "\(seal.stderr)")
+        let second = try image.run()
+        #expect(second.status == 0 && second.stdout.contains("version 2"), "\(second.stderr)")
+
+        // Replaying version 1 is refused, also after the coordinator restarted.
+        try FileManager.default.removeItem(atPath: stored)
+        try FileManager.default.copyItem(atPath: version1, toPath: stored)
+        try image.coordinator.restart()
+        let replay = try image.run()
+        #expect(replay.status != 0)
+        #expect(replay.stderr.contains("rollback"), "\(replay.stderr)")
+        #expect(!replay.stdout.contains("started"))
+    }
+
+    @Test func dockerArchiveInputConvertsToTheSameMeasurement() throws {
+        let skopeo = try #require(which("skopeo"), "install skopeo")
+        let scratch = try Scratch()
+        let layout = scratch.path + "/images"
+        try buildImage(layout: layout, tag: "plain", files: ["/bin/true"], entrypoint: ["/bin/true"], scratch: scratch)
+        let archive = scratch.path + "/image.tar"
+        let copy = try run(skopeo, ["copy", "oci:\(layout):plain", "docker-archive:\(archive):test/true:1"], scratch: scratch)
+        try #require(copy.status == 0, "\(copy.stderr)")
+        func convert(_ from: String, _ tag: String) throws -> RunResult {
+            try run(veilBinary, ["image", "convert", "--from", from, "--to", "oci:\(layout):\(tag)", "--service", "t", "--quiet"], scratch: scratch)
+        }
+        let fromLayout = try convert("oci:\(layout):plain", "a")
+        let fromArchive = try convert("docker-archive:\(archive)", "b")
+        #expect(fromLayout.status == 0 && fromArchive.status == 0, "\(fromArchive.stderr)")
+        #expect(fromLayout.stdout == fromArchive.stdout, "same files, same measurement")
+        // Converting again gives the same manifest digest (deterministic output).
+        let again = try convert("oci:\(layout):plain", "c")
+        let index = try String(contentsOfFile: layout + "/index.json", encoding: .utf8)
+        let digests = try JSONSerialization.jsonObject(with: Data(index.utf8)) as! [String: Any]
+        let byTag = Dictionary(uniqueKeysWithValues: (digests["manifests"] as! [[String: Any]]).map {
+            (($0["annotations"] as! [String: String])["org.opencontainers.image.ref.name"]!, $0["digest"] as! String)
+        })
+        #expect(again.status == 0 && byTag["a"] == byTag["c"])
+    }
+
+    @Test func malformedInputIsAClearErrorAndWritesNothing() throws {
+        let scratch = try Scratch()
+        let layout = scratch.path + "/images"
+        try buildImage(layout: layout, tag: "plain", files: ["/bin/true"], entrypoint: ["/bin/true"], scratch: scratch)
+        // Remove the layer blob the manifest references.
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: layout + "/index.json"))) as! [String: Any]
+        let manifestDigest = ((index["manifests"] as! [[String: Any]])[0]["digest"] as! String).dropFirst(7)
+        let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(layout)/blobs/sha256/\(manifestDigest)"))) as! [String: Any]
+        let layer = ((manifest["layers"] as! [[String: Any]])[0]["digest"] as! String)
+        try FileManager.default.removeItem(atPath: "\(layout)/blobs/sha256/\(layer.dropFirst(7))")
+        let output = scratch.path + "/out"
+        let result = try run(veilBinary, ["image", "convert", "--from", "oci:\(layout):plain", "--to", "oci:\(output)", "--service", "t", "--quiet"], scratch: scratch)
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("blob \(layer) is referenced but missing"), "\(result.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: output + "/index.json"))
+    }
+}
