@@ -102,3 +102,31 @@ public final class DigestingStream: ByteStream {
         }
     }
 }
+
+/// Serves small reads (tar headers) from large reads of `inner`, so each layer costs few
+/// system calls and few zlib calls.
+public final class BufferedStream: ByteStream {
+    let inner: any ByteStream
+    private var buffer: [UInt8]
+    private var start = 0
+    private var end = 0
+
+    public init(_ inner: any ByteStream, capacity: Int = 1 << 18) {
+        self.inner = inner
+        buffer = [UInt8](repeating: 0, count: capacity)
+    }
+
+    public func read(into target: UnsafeMutableRawBufferPointer) throws -> Int {
+        if start == end {
+            // Large reads bypass the buffer.
+            if target.count >= buffer.count { return try inner.read(into: target) }
+            end = try buffer.withUnsafeMutableBytes { try inner.read(into: $0) }
+            start = 0
+            if end == 0 { return 0 }
+        }
+        let count = min(target.count, end - start)
+        buffer.withUnsafeBytes { target.baseAddress!.copyMemory(from: $0.baseAddress! + start, byteCount: count) }
+        start += count
+        return count
+    }
+}

@@ -69,3 +69,46 @@ public final class GunzipStream: ByteStream {
 
 /// Whether the bytes start like a gzip member.
 func looksGzipped(_ prefix: [UInt8]) -> Bool { prefix.count >= 2 && prefix[0] == 0x1f && prefix[1] == 0x8b }
+
+/// Compresses into a gzip member as bytes are written (header mtime 0: the same input always
+/// gives the same bytes). Call ``finish()`` once at the end.
+public final class GzipWriter {
+    private var stream = z_stream()
+    private var output = [UInt8](repeating: 0, count: 1 << 17)
+    private let sink: (UnsafeRawBufferPointer) throws -> Void
+
+    public init(level: Int32 = 6, sink: @escaping (UnsafeRawBufferPointer) throws -> Void) throws {
+        self.sink = sink
+        guard veil_deflate_init_gzip(&stream, level) == Z_OK else { throw ImageError.compression("cannot initialise zlib") }
+    }
+
+    deinit { deflateEnd(&stream) }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        stream.next_in = UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: Bytef.self))
+        stream.avail_in = UInt32(bytes.count)
+        while stream.avail_in > 0 { try pump(Z_NO_FLUSH) }
+    }
+
+    public func finish() throws {
+        stream.next_in = nil
+        stream.avail_in = 0
+        while try pump(Z_FINISH) != Z_STREAM_END {}
+    }
+
+    @discardableResult
+    private func pump(_ flush: Int32) throws -> Int32 {
+        let (status, produced) = output.withUnsafeMutableBytes { raw -> (Int32, Int) in
+            stream.next_out = raw.baseAddress!.assumingMemoryBound(to: Bytef.self)
+            stream.avail_out = UInt32(raw.count)
+            let status = deflate(&stream, flush)
+            return (status, raw.count - Int(stream.avail_out))
+        }
+        guard status == Z_OK || status == Z_STREAM_END || status == Z_BUF_ERROR else {
+            throw ImageError.compression("gzip compression failed (\(status))")
+        }
+        if produced > 0 { try output.withUnsafeBytes { try sink(UnsafeRawBufferPointer(rebasing: $0[..<produced])) } }
+        return status
+    }
+}

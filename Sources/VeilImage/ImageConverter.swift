@@ -1,6 +1,8 @@
 import Crypto
+import Dispatch
 import Foundation
 import Glibc
+import Synchronization
 import VeilAttestation
 
 /// Turns an image into a Veil image: the launcher under `/veil/`, the entrypoint wrapped,
@@ -20,8 +22,8 @@ public struct ImageConverter {
         /// Version written into every protected file.
         public var protectedVersion: UInt64 = 1
         public var launcher: LauncherFiles
-        /// Called with (bytes done, bytes total) as layers are read.
-        public var progress: ((UInt64, UInt64) -> Void)?
+        /// Called with (bytes done, bytes total) as layers are read, from any thread.
+        public var progress: (@Sendable (UInt64, UInt64) -> Void)?
 
         public init(service: String, launcher: LauncherFiles) {
             self.service = service
@@ -57,54 +59,50 @@ public struct ImageConverter {
         func protectedRoot(_ path: String) -> String? { roots.first { path == $0 || path.hasPrefix($0 + "/") } }
 
         let total = source.layers.reduce(0) { $0 + $1.size }
-        var done: UInt64 = 0
+        let progress = ProgressCounter(total: total, report: options.progress)
         var tree = RootfsTree()
         var plaintexts: [String: [UInt8]] = [:]
         var affected: Set<Int> = []
         var layers: [Descriptor] = []
         var diffIDs: [BlobDigest] = []
 
-        // Pass 1: verify, copy and measure every layer; keep the plaintext of paths to encrypt.
-        for index in source.layers.indices {
-            let blob = try destination.blob()
-            let reportedBase = done
-            let tee = { (piece: UnsafeRawBufferPointer) throws in
-                try blob.write(piece)
-                options.progress?(reportedBase + blob.size, total)
+        // Pass 1, in parallel: verify, copy and hash every layer, and the launcher layer, which
+        // depends on nothing in the image (so registries store it once for all images).
+        let isProtected: @Sendable (String) -> Bool = { path in roots.contains { path == $0 || path.hasPrefix($0 + "/") } }
+        let launcherFiles = options.launcher
+        let jobs = source.layers.count + 1
+        let results = ParallelResults<LayerScan>(count: jobs)
+        DispatchQueue.concurrentPerform(iterations: jobs) { index in
+            results.set(index) {
+                index < source.layers.count
+                    ? try Self.scan(source, layer: index, into: destination, isProtected: isProtected, progress: progress)
+                    : try Self.writeLauncherLayer(launcherFiles, into: destination)
             }
-            try source.readLayer(index, tee: tee) { reader in
-                while let entry = try reader.next() {
-                    let target = Self.whiteoutTarget(entry)
-                    if protectedRoot(entry.path) != nil || target.flatMap(protectedRoot) != nil { affected.insert(index) }
-                    try tree.apply(entry, layer: index) { _ in
-                        guard entry.kind == .file else {
-                            if entry.kind == .hardlink, protectedRoot(entry.path) != nil {
-                                guard let bytes = plaintexts[entry.linkTarget] else {
-                                    throw ImageError.unsupportedEntry(path: entry.path, reason: "hard link from an encrypted path to '\(entry.linkTarget)' outside it")
-                                }
-                                plaintexts[entry.path] = bytes
-                            }
-                            return nil
+        }
+        let scans = try results.values()
+
+        // Then in order: every entry through the tree, which validates it and applies whiteouts.
+        for (index, scan) in scans.enumerated() {
+            var next = 0
+            for item in scan.entries {
+                try tree.apply(item.entry, layer: index) { _ in
+                    if item.entry.kind == .hardlink, isProtected(item.entry.path) {
+                        guard let bytes = plaintexts[item.entry.linkTarget] else {
+                            throw ImageError.unsupportedEntry(path: item.entry.path, reason: "hard link from an encrypted path to '\(item.entry.linkTarget)' outside it")
                         }
-                        var hasher = SHA256()
-                        var kept: [UInt8]? = protectedRoot(entry.path) != nil ? [] : nil
-                        try reader.readContent { piece in
-                            hasher.update(bufferPointer: piece)
-                            kept?.append(contentsOf: piece)
-                        }
-                        if let kept { plaintexts[entry.path] = kept }
-                        return (Array(hasher.finalize()), entry.size)
+                        plaintexts[item.entry.path] = bytes
                     }
+                    return item.content
+                }
+                if item.keptPlaintext {
+                    plaintexts[item.entry.path] = scan.plaintexts[next]
+                    next += 1
                 }
             }
-            let kind = try MediaType.layerKind(source.layers[index].mediaType)
-            // A layer holding a path to encrypt is rewritten below; its copy is discarded.
-            layers.append(affected.contains(index) ? source.layers[index] : try blob.commit(mediaType: kind.oci))
-            diffIDs.append(source.config.diffIDs[index])
-            done += source.layers[index].size
-            options.progress?(done, total)
+            if scan.affected { affected.insert(index) }
+            layers.append(scan.descriptor)
+            diffIDs.append(index < source.layers.count ? source.config.diffIDs[index] : scan.descriptor.digest)
         }
-
         // The encrypted paths leave the original layers; collect what replaces them.
         var protectedFiles: [(entry: ImageRunConfig.ProtectedEntry, sealed: [UInt8])] = []
         for root in roots {
@@ -144,15 +142,15 @@ public struct ImageConverter {
             diffIDs[index] = diffID
         }
 
-        // The launcher layer.
+        // The image's own Veil layer: launch configuration, protected files, their symlinks.
         let command = source.config.command
         guard !command.isEmpty else { throw ImageError.launcher("the image has no Entrypoint or Cmd to wrap") }
         let runConfig = ImageRunConfig(
             service: options.service, command: command, env: source.config.env, workingDir: source.config.workingDir,
             protectedFiles: protectedFiles.map(\.entry))
-        let launcherLayer = try writeLauncherLayer(runConfig, protected: protectedFiles, roots: roots, tree: &tree, layer: layers.count, into: destination)
-        layers.append(launcherLayer)
-        diffIDs.append(launcherLayer.digest)
+        let configLayer = try writeConfigLayer(runConfig, protected: protectedFiles, roots: roots, tree: &tree, layer: layers.count, into: destination)
+        layers.append(configLayer)
+        diffIDs.append(configLayer.digest)
 
         let rootfsDigest = tree.digest()
         let measurement = ImageMeasurement.measurement(rootfsDigest: rootfsDigest)
@@ -196,46 +194,113 @@ public struct ImageConverter {
         return (descriptor, descriptor.digest)
     }
 
-    private func writeLauncherLayer(
+    /// What pass 1 learned about one layer.
+    struct LayerScan: Sendable {
+        struct Item: Sendable {
+            var entry: TarEntry
+            var content: (digest: [UInt8], size: UInt64)?
+            /// Whether the next of ``plaintexts`` is this entry's content.
+            var keptPlaintext = false
+        }
+        var entries: [Item] = []
+        var plaintexts: [[UInt8]] = []
+        var affected = false
+        var descriptor: Descriptor
+    }
+
+    /// Reads layer `index` once: copies the blob to `destination` (unless it holds a path to
+    /// encrypt: then it is rewritten later), verifies its digests, hashes each file and keeps
+    /// the plaintext of files to encrypt.
+    static func scan(_ source: SourceImage, layer index: Int, into destination: LayoutWriter,
+                     isProtected: (String) -> Bool, progress: ProgressCounter) throws -> LayerScan {
+        let blob = try destination.blob()
+        var scan = LayerScan(descriptor: source.layers[index])
+        var reported: UInt64 = 0
+        try source.readLayer(index, tee: { piece in
+            try blob.write(piece)
+            reported += UInt64(piece.count)
+            if reported >= 8 << 20 {
+                progress.add(reported)
+                reported = 0
+            }
+        }) { reader in
+            while let entry = try reader.next() {
+                var item = LayerScan.Item(entry: entry)
+                if isProtected(entry.path) || whiteoutTarget(entry).map(isProtected) == true { scan.affected = true }
+                if entry.kind == .file {
+                    var hasher = SHA256()
+                    var kept: [UInt8]? = isProtected(entry.path) ? [] : nil
+                    try reader.readContent { piece in
+                        hasher.update(bufferPointer: piece)
+                        kept?.append(contentsOf: piece)
+                    }
+                    item.content = (Array(hasher.finalize()), entry.size)
+                    if let kept {
+                        scan.plaintexts.append(kept)
+                        item.keptPlaintext = true
+                    }
+                }
+                scan.entries.append(item)
+            }
+        }
+        progress.add(reported)
+        // A layer holding a path to encrypt is rewritten in pass 2; this copy is discarded.
+        if !scan.affected { scan.descriptor = try blob.commit(mediaType: try MediaType.layerKind(source.layers[index].mediaType).oci) }
+        return scan
+    }
+
+    /// The launcher, its loader and libraries under /veil: the same bytes for every image
+    /// converted with the same launcher.
+    static func writeLauncherLayer(_ launcher: LauncherFiles, into destination: LayoutWriter) throws -> LayerScan {
+        let blob = try destination.blob()
+        let writer = TarWriter { try blob.write($0) }
+        var entries: [LayerScan.Item] = []
+        var directories: Set<String> = []
+        var scratch = [UInt8](repeating: 0, count: 1 << 20)
+        for file in launcher.files {
+            var prefix = ""
+            for component in file.imagePath.split(separator: "/").dropLast() {
+                prefix = prefix.isEmpty ? String(component) : prefix + "/" + component
+                guard directories.insert(prefix).inserted else { continue }
+                let directory = TarEntry(path: prefix, kind: .directory, mode: 0o755)
+                try writer.writeHeader(directory)
+                entries.append(.init(entry: directory))
+            }
+            let stream = DigestingStream(try FileStream(path: file.hostPath))
+            var info = stat()
+            guard stat(file.hostPath, &info) == 0 else { throw ImageError.io(path: file.hostPath, reason: String(cString: strerror(errno))) }
+            let entry = TarEntry(path: file.imagePath, kind: .file, mode: 0o755, size: UInt64(info.st_size))
+            try writer.writeHeader(entry)
+            try stream.consume(entry.size, scratch: &scratch, orElse: .io(path: file.hostPath, reason: "file shrank while reading")) {
+                try writer.writeContent($0)
+            }
+            try writer.finishContent(size: entry.size)
+            entries.append(.init(entry: entry, content: (Array(stream.hasher.finalize()), entry.size)))
+        }
+        try writer.finish()
+        return LayerScan(entries: entries, descriptor: try blob.commit(mediaType: MediaType.layer))
+    }
+
+    /// `veil/image.json`, the protected files and the symlinks that replace encrypted paths.
+    private func writeConfigLayer(
         _ runConfig: ImageRunConfig, protected: [(entry: ImageRunConfig.ProtectedEntry, sealed: [UInt8])], roots: [String],
         tree: inout RootfsTree, layer: Int, into destination: LayoutWriter
     ) throws -> Descriptor {
         let blob = try destination.blob()
         let writer = TarWriter { try blob.write($0) }
         var directories: Set<String> = []
-        func addDirectories(for path: String) throws {
+        func addFile(_ path: String, mode: UInt32, bytes: [UInt8]) throws {
             var prefix = ""
             for component in path.split(separator: "/").dropLast() {
                 prefix = prefix.isEmpty ? String(component) : prefix + "/" + component
-                guard directories.insert(prefix).inserted else { continue }
-                if let existing = tree.nodes[prefix], existing.kind == .directory, !prefix.hasPrefix("veil") { continue }
+                guard tree.nodes[prefix] == nil, directories.insert(prefix).inserted else { continue }
                 let entry = TarEntry(path: prefix, kind: .directory, mode: 0o755)
                 try tree.apply(entry, layer: layer) { _ in nil }
                 try writer.writeHeader(entry)
             }
-        }
-        func addFile(_ path: String, mode: UInt32, bytes: [UInt8]) throws {
-            try addDirectories(for: path)
             let entry = TarEntry(path: path, kind: .file, mode: mode, size: UInt64(bytes.count))
             try tree.apply(entry, layer: layer) { _ in (Array(SHA256.hash(data: bytes)), UInt64(bytes.count)) }
             try writer.writeFile(entry, contents: bytes)
-        }
-
-        for file in options.launcher.files {
-            try addDirectories(for: file.imagePath)
-            let stream = DigestingStream(try FileStream(path: file.hostPath))
-            var info = stat()
-            guard stat(file.hostPath, &info) == 0 else { throw ImageError.io(path: file.hostPath, reason: String(cString: strerror(errno))) }
-            let entry = TarEntry(path: file.imagePath, kind: .file, mode: 0o755, size: UInt64(info.st_size))
-            try tree.apply(entry, layer: layer) { _ in
-                try writer.writeHeader(entry)
-                var scratch = [UInt8](repeating: 0, count: 1 << 20)
-                try stream.consume(entry.size, scratch: &scratch, orElse: .io(path: file.hostPath, reason: "file shrank while reading")) {
-                    try writer.writeContent($0)
-                }
-                try writer.finishContent(size: entry.size)
-                return (Array(stream.hasher.finalize()), entry.size)
-            }
         }
         try addFile("veil/image.json", mode: 0o644, bytes: canonicalJSON(runConfig))
         for file in protected {
@@ -273,5 +338,41 @@ public struct ImageConverter {
             object["history"] = history
         }
         return Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+    }
+}
+
+/// Bytes done across parallel layer reads, reported to the progress callback.
+final class ProgressCounter: Sendable {
+    let total: UInt64
+    let report: (@Sendable (UInt64, UInt64) -> Void)?
+    private let done = Mutex<UInt64>(0)
+
+    init(total: UInt64, report: (@Sendable (UInt64, UInt64) -> Void)?) {
+        self.total = total
+        self.report = report
+    }
+
+    func add(_ bytes: UInt64) {
+        let now = done.withLock { value -> UInt64 in
+            value += bytes
+            return value
+        }
+        report?(min(now, total), total)
+    }
+}
+
+/// One result slot per parallel job; ``values()`` throws the lowest-numbered job's error.
+final class ParallelResults<Value: Sendable>: Sendable {
+    private let slots: Mutex<[Result<Value, any Error>?]>
+
+    init(count: Int) { slots = Mutex(Array(repeating: nil, count: count)) }
+
+    func set(_ index: Int, _ body: () throws -> Value) {
+        let result = Result { try body() }
+        slots.withLock { $0[index] = result }
+    }
+
+    func values() throws -> [Value] {
+        try slots.withLock { $0 }.map { try $0!.get() }
     }
 }

@@ -38,8 +38,9 @@ public enum ImageReference: Sendable, Equatable, CustomStringConvertible {
 /// An image opened for reading: its manifest and config, and where each blob is.
 ///
 /// Invariant: the manifest and config bytes were checked against their digests; layer blobs
-/// are checked as they are streamed (``openLayer(_:)`` + ``DigestingStream/verify(_:)``).
-public final class SourceImage {
+/// are checked as they are streamed (``readLayer(_:tee:_:)``). Immutable after `init`, so
+/// layers may be read from several threads at once.
+public final class SourceImage: @unchecked Sendable {
     public let manifestDigest: BlobDigest
     let manifest: ImageManifest
     public let configBytes: [UInt8]
@@ -85,12 +86,12 @@ public final class SourceImage {
 
     /// Streams layer `index` as tar: `raw` hashes the blob (compressed) bytes, `uncompressed`
     /// the tar bytes (its digest is the layer's diff_id).
-    public func openLayer(_ index: Int) throws -> (raw: DigestingStream, uncompressed: DigestingStream, tar: TarReader) {
+    func openLayer(_ index: Int) throws -> (raw: DigestingStream, uncompressed: DigestingStream, tar: TarReader) {
         let descriptor = manifest.layers[index]
         let kind = try MediaType.layerKind(descriptor.mediaType)
         let raw = try openBlob(descriptor)
         let uncompressed = DigestingStream(kind.gzip ? try GunzipStream(raw) : raw)
-        return (raw, uncompressed, TarReader(uncompressed))
+        return (raw, uncompressed, TarReader(BufferedStream(uncompressed)))
     }
 
     /// Streams layer `index` through `body` and verifies it afterwards. When `body` fails on a
@@ -112,7 +113,7 @@ public final class SourceImage {
     }
 
     /// Checks a fully read layer against its descriptor and the config's diff_id.
-    public func verifyLayer(_ index: Int, raw: DigestingStream, uncompressed: DigestingStream) throws {
+    func verifyLayer(_ index: Int, raw: DigestingStream, uncompressed: DigestingStream) throws {
         try uncompressed.drain()
         try raw.verify(manifest.layers[index])
         guard uncompressed.digest == config.diffIDs[index] else {

@@ -7,7 +7,7 @@ import VeilAttestation
 ///
 /// Blobs are written to a temporary file beside their final place and renamed to their
 /// digest once complete, so an interrupted write never leaves a blob under a wrong name.
-public struct LayoutWriter {
+public struct LayoutWriter: Sendable {
     public let directory: String
     var blobDirectory: String { "\(directory)/blobs/sha256" }
 

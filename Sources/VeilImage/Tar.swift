@@ -57,7 +57,7 @@ public final class TarReader {
     private let stream: any ByteStream
     private var pendingContent: UInt64 = 0
     private var pendingPadding: UInt64 = 0
-    private var scratch = [UInt8](repeating: 0, count: 1 << 16)
+    private var scratch = [UInt8](repeating: 0, count: 1 << 18)
     private var ended = false
 
     public init(_ stream: any ByteStream) { self.stream = stream }

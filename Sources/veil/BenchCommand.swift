@@ -12,7 +12,7 @@ import VeilManifest
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks that print ratios against peers measured in the same run.",
-        subcommands: [BenchCoordinatorCommand.self, BenchDCAPCommand.self, BenchSNPCommand.self, BenchProtectedCommand.self], defaultSubcommand: BenchCoordinatorCommand.self)
+        subcommands: [BenchCoordinatorCommand.self, BenchDCAPCommand.self, BenchSNPCommand.self, BenchProtectedCommand.self, BenchImageCommand.self], defaultSubcommand: BenchCoordinatorCommand.self)
 }
 
 struct BenchCoordinatorCommand: AsyncParsableCommand {
@@ -30,26 +30,11 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("veil-bench-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let client = "127.0.0.1:\(Int.random(in: 20000...40000))"
-        let mesh = "127.0.0.1:\(Int.random(in: 40001...60000))"
-        let coordinator = Process()
-        coordinator.executableURL = URL(fileURLWithPath: veil)
-        coordinator.arguments = ["coordinator", "--tee", "simulated", "--data-dir", work + "/data", "--client-addr", client, "--mesh-addr", mesh, "--log-level", "error"]
-        try coordinator.run()
-        defer { coordinator.terminate(); coordinator.waitUntilExit() }
-
-        let keyPath = work + "/data/" + SimulationPlatformKey.defaultFileName
+        let coordinator = try await BenchCoordinator.start(veil: veil, work: work)
+        defer { coordinator.stop() }
+        let (client, mesh, keyPath, rootPath) = (coordinator.client, coordinator.mesh, coordinator.keyPath, coordinator.rootPath)
+        let attested: AttestedCoordinator = coordinator.attested
         let environment = ProcessInfo.processInfo.environment
-        var attested: AttestedCoordinator?
-        for _ in 0..<100 where attested == nil {
-            try await Task.sleep(for: .milliseconds(100))
-            guard let key = try? SimulationPlatformKey.loadPublicKey(at: keyPath) else { continue }
-            attested = try? await CoordinatorAttestation.attest(
-                address: client, policy: .init(measurements: [], verification: .init(allowSimulation: true, simulationKey: key)))
-        }
-        guard let attested else { throw CommandError("benchmark coordinator did not start") }
-        let rootPath = work + "/root.pem"
-        try Data(attested.rootCertificatePEM.utf8).write(to: URL(fileURLWithPath: rootPath))
 
         let benchMeasurement = Array(SHA256.hash(data: Array("veil bench".utf8)))
         let trueMeasurement = try LaunchMeasurement.measure(programAt: "/bin/true", config: .init(service: "true", arguments: []))
@@ -62,18 +47,16 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
              "Secrets": {"key": {"Type": "symmetric-key", "Size": 256}},
              "Config": {"AllowSimulation": true}}
             """
-        _ = try await CoordinatorClient.with(address: client, trust: .pinnedRoot(attested.rootCertificatePEM)) {
-            try await $0.call(.POST, "\(API.prefix)/manifest", body: Array(manifest.utf8))
-        }
+        try await coordinator.setManifest(manifest)
 
         print("veil bench: simulated TEE (\(simulationWarning))")
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; coordinator and load share them")
 
         // 1. Launch overhead.
-        let direct = try (0..<launches).map { _ in try time(["/bin/true"], environment: environment) }
+        let direct = try (0..<launches).map { _ in try Bench.time(["/bin/true"], environment: environment) }
         let launchArguments = [veil, "launch", "--coordinator", mesh, "--service", "true", "--tee", "simulated", "--simulation-key", keyPath, "--root-ca", rootPath, "--", "/bin/true"]
-        let launched = try (0..<launches).map { _ in try time(launchArguments, environment: environment) }
-        let directMedian = median(direct), launchedMedian = median(launched)
+        let launched = try (0..<launches).map { _ in try Bench.time(launchArguments, environment: environment) }
+        let directMedian = Bench.median(direct), launchedMedian = Bench.median(launched)
         print("")
         print("launch overhead (median of \(launches)):")
         print(String(format: "  /bin/true                       %8.2f ms", directMedian * 1000))
@@ -106,34 +89,6 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
             _ = try await meshClient.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
         }
         return (healthz, activations)
-    }
-
-    /// Wall time of one run, spawned with `posix_spawn` and reaped with `waitpid`
-    /// (Foundation's `Process` adds tens of milliseconds of polling on Linux).
-    private func time(_ arguments: [String], environment: [String: String]) throws -> Double {
-        let argv = arguments.map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        var pid: pid_t = 0
-        let start = ContinuousClock.now
-        guard posix_spawn(&pid, arguments[0], &actions, nil, argv, envp) == 0 else { throw CommandError("cannot start \(arguments[0])") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let elapsed = ContinuousClock.now - start
-        guard status == 0 else { throw CommandError("\(arguments.joined(separator: " ")) failed (wait status \(status))") }
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-    }
-
-    private func median(_ values: [Double]) -> Double {
-        let sorted = values.sorted()
-        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
     }
 
     /// Runs `operation` from `concurrency` tasks for `seconds`; returns completed operations per second.

@@ -1,4 +1,8 @@
 import Foundation
+import Glibc
+import VeilAttestation
+import VeilLauncher
+import VeilManifest
 
 /// Timing helpers shared by the benchmarks.
 enum Bench {
@@ -25,5 +29,91 @@ enum Bench {
             throw CommandError(failure)
         }
         return value
+    }
+
+    /// Wall time of one run, spawned with `posix_spawn` and reaped with `waitpid`
+    /// (Foundation's `Process` adds tens of milliseconds of polling on Linux).
+    static func time(_ arguments: [String], environment: [String: String]) throws -> Double {
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        var pid: pid_t = 0
+        let start = ContinuousClock.now
+        guard posix_spawn(&pid, arguments[0], &actions, nil, argv, envp) == 0 else { throw CommandError("cannot start \(arguments[0])") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let elapsed = ContinuousClock.now - start
+        guard status == 0 else { throw CommandError("\(arguments.joined(separator: " ")) failed (wait status \(status))") }
+        return seconds(elapsed)
+    }
+
+    static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+    }
+
+    static func median(_ values: [Double]) -> Double {
+        let sorted = values.sorted()
+        return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+    }
+}
+
+/// A simulated coordinator process for benchmarks (development only: no confidentiality),
+/// attested and with its root written to `rootPath`.
+final class BenchCoordinator {
+    let process = Process()
+    let client = "127.0.0.1:\(Int.random(in: 20000...40000))"
+    let mesh = "127.0.0.1:\(Int.random(in: 40001...60000))"
+    let keyPath: String
+    let rootPath: String
+    private(set) var attested: AttestedCoordinator!
+
+    private init(work: String) {
+        keyPath = work + "/data/" + SimulationPlatformKey.defaultFileName
+        rootPath = work + "/root.pem"
+    }
+
+    static func start(veil: String, work: String) async throws -> BenchCoordinator {
+        let coordinator = BenchCoordinator(work: work)
+        coordinator.process.executableURL = URL(fileURLWithPath: veil)
+        coordinator.process.arguments = [
+            "coordinator", "--tee", "simulated", "--data-dir", work + "/data", "--client-addr", coordinator.client,
+            "--mesh-addr", coordinator.mesh, "--log-level", "error",
+        ]
+        try coordinator.process.run()
+        for _ in 0..<100 where coordinator.attested == nil {
+            try await Task.sleep(for: .milliseconds(100))
+            guard let key = try? SimulationPlatformKey.loadPublicKey(at: coordinator.keyPath) else { continue }
+            coordinator.attested = try? await CoordinatorAttestation.attest(
+                address: coordinator.client, policy: .init(measurements: [], verification: .init(allowSimulation: true, simulationKey: key)))
+        }
+        guard coordinator.attested != nil else {
+            coordinator.stop()
+            throw CommandError("benchmark coordinator did not start")
+        }
+        try Data(coordinator.attested.rootCertificatePEM.utf8).write(to: URL(fileURLWithPath: coordinator.rootPath))
+        return coordinator
+    }
+
+    func setManifest(_ text: String, secrets: [String: [UInt8]] = [:]) async throws {
+        let request = API.ManifestSetRequest(
+            manifest: Data(text.utf8).base64EncodedString(), secrets: secrets.mapValues { Data($0).base64EncodedString() })
+        _ = try await CoordinatorClient.with(address: client, trust: .pinnedRoot(attested.rootCertificatePEM)) {
+            try await $0.call(.POST, "\(API.prefix)/manifest/with-secrets", json: request, as: API.ManifestSetResponse.self)
+        }
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
     }
 }
