@@ -1,4 +1,6 @@
 import Crypto
+import Dispatch
+import Foundation
 import Glibc
 import VeilAttestation
 
@@ -13,13 +15,58 @@ public enum RootfsDisk {
         guard fd >= 0 else { throw ImageError.io(path: root, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         var records: [(String, RootfsNode)] = []
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        try walk(fd, prefix: "", display: root, into: &records, buffer: &buffer)
+        var files: [(index: Int, inode: ino_t)] = []
+        try walk(fd, prefix: "", display: root, into: &records, files: &files)
+        // Contents are hashed on all cores; each file is reopened without following symlinks
+        // and must be the object the walk saw.
+        let digests = ParallelResults<[UInt8]>(count: files.count)
+        let paths = files.map { records[$0.index].0 }
+        let sizes = files.map { records[$0.index].1.size }
+        let inodes = files.map(\.inode)
+        let workers = min(files.count, ProcessInfo.processInfo.activeProcessorCount)
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            for index in stride(from: worker, to: paths.count, by: workers) {
+                digests.set(index) { try hashFile(paths[index], in: fd, display: root, inode: inodes[index], size: sizes[index], buffer: &buffer) }
+            }
+        }
+        for (slot, digest) in try digests.values().enumerated() { records[files[slot].index].1.contentDigest = digest }
         return RootfsDigest.digest(records)
     }
 
+    private static func hashFile(_ path: String, in rootFD: Int32, display: String, inode: ino_t, size: UInt64, buffer: inout [UInt8]) throws -> [UInt8] {
+        var dirFD = dup(rootFD)
+        let components = path.split(separator: "/").map(String.init)
+        for component in components.dropLast() {
+            let next = openat(dirFD, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            close(dirFD)
+            guard next >= 0 else { throw ImageError.io(path: display + "/" + path, reason: "changed during measurement") }
+            dirFD = next
+        }
+        let file = openat(dirFD, components.last!, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        close(dirFD)
+        guard file >= 0 else { throw ImageError.io(path: display + "/" + path, reason: String(cString: strerror(errno))) }
+        defer { close(file) }
+        var st = stat()
+        guard fstat(file, &st) == 0, st.st_ino == inode, UInt64(st.st_size) == size else {
+            throw ImageError.io(path: display + "/" + path, reason: "changed during measurement")
+        }
+        var hasher = SHA256()
+        var total: UInt64 = 0
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(file, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw ImageError.io(path: display + "/" + path, reason: String(cString: strerror(errno))) }
+            if n == 0 { break }
+            buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+            total += UInt64(n)
+        }
+        guard total == size else { throw ImageError.io(path: display + "/" + path, reason: "changed during measurement") }
+        return Array(hasher.finalize())
+    }
+
     private static func walk(_ dirFD: Int32, prefix: String, display: String, into records: inout [(String, RootfsNode)],
-                             buffer: inout [UInt8]) throws {
+                             files: inout [(index: Int, inode: ino_t)]) throws {
         for name in try listDirectory(dirFD, display: display) {
             let path = prefix.isEmpty ? name : prefix + "/" + name
             if RootfsDigest.isExcluded(path) { continue }
@@ -34,25 +81,12 @@ public enum RootfsDisk {
                 let child = openat(dirFD, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 guard child >= 0 else { throw ImageError.io(path: display + "/" + path, reason: String(cString: strerror(errno))) }
                 defer { close(child) }
-                try walk(child, prefix: path, display: display, into: &records, buffer: &buffer)
+                try walk(child, prefix: path, display: display, into: &records, files: &files)
                 continue
             case S_IFREG:
                 node.kind = .file
-                let file = openat(dirFD, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
-                guard file >= 0 else { throw ImageError.io(path: display + "/" + path, reason: String(cString: strerror(errno))) }
-                defer { close(file) }
-                var hasher = SHA256()
-                var total: UInt64 = 0
-                while true {
-                    let n = buffer.withUnsafeMutableBytes { Glibc.read(file, $0.baseAddress, $0.count) }
-                    if n < 0 && errno == EINTR { continue }
-                    guard n >= 0 else { throw ImageError.io(path: display + "/" + path, reason: String(cString: strerror(errno))) }
-                    if n == 0 { break }
-                    buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<n])) }
-                    total += UInt64(n)
-                }
-                node.size = total
-                node.contentDigest = Array(hasher.finalize())
+                node.size = UInt64(st.st_size)
+                files.append((records.count, st.st_ino))
             case S_IFLNK:
                 node.kind = .symlink
                 var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)

@@ -132,6 +132,24 @@ import Testing
         #expect(result.protectedFiles.isEmpty)
     }
 
+    @Test func theLauncherLayerIsTheSameForEveryImage() throws {
+        let scratch = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        try writeLayout(at: "\(scratch)/one", layers: layers)
+        try writeLayout(at: "\(scratch)/two", layers: [[.file("other", "x")]], entrypoint: ["/other"])
+        let first = try convert("\(scratch)/one", into: "\(scratch)/out", scratch: scratch)
+        let second = try convert("\(scratch)/two", into: "\(scratch)/out", scratch: scratch)
+        let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(scratch)/out/index.json"))) as! [String: Any]
+        #expect((index["manifests"] as! [Any]).count == 1, "the second conversion replaced the tag")
+        let manifests = [first.manifest, second.manifest].map { descriptor -> [String: Any] in
+            let data = try! Data(contentsOf: URL(fileURLWithPath: "\(scratch)/out/blobs/sha256/\(descriptor.digest.hex)"))
+            return try! JSONSerialization.jsonObject(with: data) as! [String: Any]
+        }
+        let launcherLayers = manifests.map { (($0["layers"] as! [[String: Any]]).dropLast().last!["digest"] as! String) }
+        #expect(launcherLayers[0] == launcherLayers[1])
+        #expect(first.measurement != second.measurement)
+    }
+
     @Test func missingEncryptPathAndMissingKeyAreRefused() throws {
         let scratch = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: scratch) }

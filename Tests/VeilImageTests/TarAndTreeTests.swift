@@ -47,6 +47,31 @@ import Testing
         #expect(out == first + second)
     }
 
+    @Test func gzipWriterIsDeterministicAndReadableByGunzip() throws {
+        let input = (0..<500_000).map { UInt8(truncatingIfNeeded: ($0 * $0) >> 7) }
+        func compress() throws -> [UInt8] {
+            var out: [UInt8] = []
+            let writer = try GzipWriter { out.append(contentsOf: $0) }
+            for chunk in stride(from: 0, to: input.count, by: 70_000) {
+                try input[chunk..<min(input.count, chunk + 70_000)].withUnsafeBytes { try writer.write($0) }
+            }
+            try writer.finish()
+            return out
+        }
+        let compressed = try compress()
+        #expect(try compress() == compressed, "same input, same bytes")
+        #expect(compressed.count < input.count)
+        let stream = try GunzipStream(BytesStream(compressed))
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try stream.read(into: $0) }
+            if n == 0 { break }
+            out += buffer[..<n]
+        }
+        #expect(out == input)
+    }
+
     @Test func truncatedOrCorruptGzipIsRefused() throws {
         let compressed = try gzip(Array(repeating: 7, count: 100_000))
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
