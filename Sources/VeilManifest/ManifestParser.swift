@@ -247,7 +247,7 @@ private struct ManifestParser {
         }
         if fields["Size"] == nil {
             if kind == .plain && !userDefined { problem("\(path).Size", "required for generated plain secrets (bytes, 1...4096)") }
-            size = allowedSizes.first ?? 0
+            size = kind == .symmetricKey ? 256 : allowedSizes.first ?? 0
         } else if let given = size {
             if kind == .plain {
                 if userDefined { problem("\(path).Size", "user-defined secrets take no Size") }
