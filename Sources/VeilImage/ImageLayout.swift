@@ -22,8 +22,11 @@ public enum ImageReference: Sendable, Equatable, CustomStringConvertible {
             }
         } else if text.hasPrefix("docker-archive:") {
             self = .dockerArchive(path: String(text.dropFirst("docker-archive:".count)))
+        } else if text.hasPrefix("oci-archive:") {
+            // A tar of an OCI layout: read like an OCI-flavoured docker archive.
+            self = .dockerArchive(path: String(text.dropFirst("oci-archive:".count)))
         } else {
-            throw ImageError.notAnImageLayout(path: text, reason: "name images as oci:DIR[:TAG] or docker-archive:FILE")
+            throw ImageError.notAnImageLayout(path: text, reason: "name images as oci:DIR[:TAG], docker-archive:FILE or oci-archive:FILE")
         }
     }
 

@@ -20,10 +20,12 @@ struct ImageConvertCommand: ParsableCommand {
             and measurement. A manifest snippet for the image is printed on stdout.
             """)
 
-    @Option(help: ArgumentHelp("Source image: oci:DIR[:TAG] or docker-archive:FILE.", valueName: "image"))
+    @Option(help: ArgumentHelp("Source image: oci:DIR[:TAG], docker-archive:FILE or oci-archive:FILE.", valueName: "image"))
     var from: String
 
-    @Option(help: ArgumentHelp("Destination: oci:DIR[:TAG] (TAG defaults to latest; other images in DIR are kept).", valueName: "image"))
+    @Option(help: ArgumentHelp(
+        "Destination: oci:DIR[:TAG] (TAG defaults to latest; other images in DIR are kept) or docker-archive:FILE (for docker load).",
+        valueName: "image"))
     var to: String
 
     @Option(help: ArgumentHelp("Manifest service the image runs as.", valueName: "name"))
@@ -53,9 +55,19 @@ struct ImageConvertCommand: ParsableCommand {
 
     func run() throws {
         let source = try SourceImage.open(ImageReference(parsing: from))
-        guard case .ociLayout(let directory, let tag) = try ImageReference(parsing: to) else {
-            throw ValidationError("--to must be oci:DIR[:TAG]")
+        // A docker archive is written from a temporary layout once conversion succeeded.
+        var archive: String?
+        let directory: String, tag: String?
+        switch try ImageReference(parsing: to) {
+        case .ociLayout(let path, let name):
+            (directory, tag) = (path, name)
+        case .dockerArchive(let path):
+            guard to.hasPrefix("docker-archive:") else { throw ValidationError("--to takes oci:DIR[:TAG] or docker-archive:FILE") }
+            archive = path
+            directory = FileManager.default.temporaryDirectory.appendingPathComponent("veil-convert-\(UUID().uuidString.prefix(8))").path
+            tag = "latest"
         }
+        defer { if archive != nil { try? FileManager.default.removeItem(atPath: directory) } }
         var options = ImageConverter.Options(
             service: service, launcher: try LauncherFiles.resolve(executable: launcher ?? "/proc/self/exe"))
         options.encrypt = encrypt
@@ -67,6 +79,9 @@ struct ImageConvertCommand: ParsableCommand {
         }
         let result = try ImageConverter(options: options).convert(source, to: try LayoutWriter(directory: directory), tag: tag ?? "latest")
         if !quiet { ProgressLine.finish() }
+        if let archive {
+            try DockerArchiveWriter.write(layout: directory, tag: "latest", repoTag: "veil/\(service):latest", to: archive)
+        }
         let keyName = "\(service)-protected-files"
         var serviceEntry: [String: Any] = ["Package": service]
         var snippet: [String: Any] = [

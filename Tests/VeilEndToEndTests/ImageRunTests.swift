@@ -146,6 +146,16 @@ final class ShellImage {
             (($0["annotations"] as! [String: String])["org.opencontainers.image.ref.name"]!, $0["digest"] as! String)
         })
         #expect(again.status == 0 && byTag["a"] == byTag["c"])
+
+        // Veil writes docker archives too; skopeo reads them, and so does Veil.
+        let written = scratch.path + "/veil.tar"
+        let toArchive = try run(veilBinary, ["image", "convert", "--from", "oci:\(layout):plain", "--to", "docker-archive:\(written)",
+                                             "--service", "t", "--quiet"], scratch: scratch)
+        #expect(toArchive.status == 0 && toArchive.stdout == fromLayout.stdout, "\(toArchive.stderr)")
+        let inspect = try run(skopeo, ["inspect", "docker-archive:\(written)"], scratch: scratch)
+        #expect(inspect.status == 0 && inspect.stdout.contains("dev.veil.service"), "\(inspect.stderr)")
+        let reread = try run(skopeo, ["copy", "docker-archive:\(written)", "oci:\(layout):reloaded"], scratch: scratch)
+        #expect(reread.status == 0, "\(reread.stderr)")
     }
 
     @Test func malformedInputIsAClearErrorAndWritesNothing() throws {
