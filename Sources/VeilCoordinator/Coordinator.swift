@@ -89,7 +89,7 @@ public final class Coordinator: Sendable {
         state = Mutex(Mutable(sealed: sealed, manifest: manifest))
     }
 
-    private static func save(_ sealed: inout SealedState, to store: any StateStore) throws {
+    static func save(_ sealed: inout SealedState, to store: any StateStore) throws {
         sealed.generation += 1
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
@@ -124,13 +124,7 @@ public final class Coordinator: Sendable {
             throw .invalidManifest(error)
         }
         for (name, value) in userDefinedSecrets {
-            guard let spec = manifest.secrets[name], spec.userDefined else {
-                throw .invalidSecretValue(name: name, reason: "not a UserDefined secret of the manifest")
-            }
-            if spec.kind == .symmetricKey, value.count * 8 != spec.size {
-                throw .invalidSecretValue(name: name, reason: "a symmetric key of \(spec.size / 8) bytes (Size \(spec.size)) is required, got \(value.count)")
-            }
-            guard !value.isEmpty, value.count <= 65536 else { throw .invalidSecretValue(name: name, reason: "must be 1 to 65536 bytes") }
+            try Self.checkUserDefined(manifest.secrets[name], name: name, value: value)
         }
         if let current = self.manifest {
             guard current.digest == manifest.digest, userDefinedSecrets.isEmpty else { throw .manifestAlreadySet }

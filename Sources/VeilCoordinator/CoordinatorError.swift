@@ -17,6 +17,9 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     case renderFailed(service: String, reason: String)
     case storage(String)
     case invalidSecretValue(name: String, reason: String)
+    case unauthenticated(String)
+    case forbidden(user: String, action: String, resource: String?)
+    case unknownSecret(String)
     case protectedFileRejected(path: String, reason: String)
     case protectedFileRollback(path: String, recorded: UInt64, presented: UInt64)
     case protectedFileForked(path: String, version: UInt64)
@@ -24,7 +27,9 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     public var httpStatus: Int {
         switch self {
         case .invalidManifest, .badRequest, .unknownNonce, .invalidSecretValue: return 400
-        case .protectedFileRejected, .protectedFileRollback, .protectedFileForked: return 403
+        case .protectedFileRejected, .protectedFileRollback, .protectedFileForked, .forbidden: return 403
+        case .unauthenticated: return 401
+        case .unknownSecret: return 404
         case .evidenceRejected, .packageMismatch, .tcbStatusNotAccepted: return 403
         case .unknownService: return 404
         case .manifestAlreadySet, .noManifest, .activationLimitReached, .renderFailed: return 409
@@ -51,6 +56,9 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .renderFailed: return "renderFailed"
         case .storage: return "storage"
         case .invalidSecretValue: return "invalidSecretValue"
+        case .unauthenticated: return "unauthenticated"
+        case .forbidden: return "forbidden"
+        case .unknownSecret: return "unknownSecret"
         case .protectedFileRejected: return "protectedFileRejected"
         case .protectedFileRollback: return "protectedFileRollback"
         case .protectedFileForked: return "protectedFileForked"
@@ -79,6 +87,10 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .renderFailed(let service, let reason): return "cannot render parameters of service '\(service)': \(reason)"
         case .storage(let why): return "state storage failed: \(why)"
         case .invalidSecretValue(let name, let reason): return "secret '\(name)': \(reason)"
+        case .unauthenticated(let why): return "authentication required: \(why)"
+        case .forbidden(let user, let action, let resource):
+            return "user '\(user)' has no role allowing \(action)" + (resource.map { " on '\($0)'" } ?? "")
+        case .unknownSecret(let name): return "the manifest has no secret '\(name)'"
         case .protectedFileRejected(let path, let reason): return "protected file \(path) refused: \(reason)"
         case .protectedFileRollback(let path, let recorded, let presented):
             return "protected file \(path) is version \(presented), older than the recorded version \(recorded) (rollback refused)"

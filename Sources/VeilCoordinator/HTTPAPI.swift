@@ -2,15 +2,18 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import NIOSSL
 import VeilAttestation
 import VeilManifest
 
 /// Routes of the coordinator's two listeners. Handlers are thin: decode, call
 /// ``Coordinator``, encode. Every error leaves as `{"error": {…}}` with a 4xx/5xx status.
 public enum HTTPAPI {
-    /// The client API: users, operators and relying parties.
-    public static func clientRouter(_ coordinator: Coordinator) -> Router<BasicRequestContext> {
-        let router = Router()
+    /// The client API: users, operators and relying parties. Anonymous clients may read status,
+    /// attestation, certificates and the manifest (and set the first manifest); everything
+    /// else authorizes the TLS client certificate against the manifest's users and roles.
+    public static func clientRouter(_ coordinator: Coordinator) -> Router<ClientRequestContext> {
+        let router = Router(context: ClientRequestContext.self)
         router.add(middleware: JSONErrorMiddleware())
         router.get("/healthz") { _, _ in json(["status": "ok"]) }
         let api = router.group(RouterPath(API.prefix))
@@ -42,6 +45,19 @@ public enum HTTPAPI {
         }
         api.get("certificate/root") { _, _ in pem(coordinator.rootCertificatePEM) }
         api.get("certificate/chain") { _, _ in pem(coordinator.chainPEM) }
+        api.put("secrets/:name") { request, context in
+            let name = try context.parameters.require("name")
+            let body = try await collect(request)
+            guard let set = try? JSONDecoder().decode(API.SecretSetRequest.self, from: Data(body)),
+                let value = Data(base64Encoded: set.value)
+            else { throw CoordinatorError.badRequest("body must be {\"value\": BASE64}") }
+            try coordinator.setSecret(name, value: Array(value), by: await context.clientCertificateDER())
+            return Response(status: .noContent)
+        }
+        api.get("secrets") { request, context in
+            let names = request.uri.queryParameters.getAll("name").map { String($0) }
+            return try json(try coordinator.readSecrets(names, by: await context.clientCertificateDER()))
+        }
         return router
     }
 
@@ -136,5 +152,24 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         return Response(
             status: HTTPResponse.Status(code: status), headers: [.contentType: "application/json"],
             body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// Request context of the client API: carries the connection, so handlers can read the TLS
+/// client certificate that identifies a user.
+public struct ClientRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    let channel: any Channel
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        channel = source.channel
+    }
+
+    /// DER of the certificate the client presented in the TLS handshake (which proved it holds
+    /// the private key), or nil.
+    func clientCertificateDER() async -> [UInt8]? {
+        guard let certificate = try? await channel.nioSSL_peerCertificate().get() else { return nil }
+        return try? certificate.toDERBytes()
     }
 }

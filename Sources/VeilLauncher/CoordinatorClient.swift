@@ -13,6 +13,17 @@ public enum CoordinatorTrust: Sendable {
     case unverifiedForAttestation
 }
 
+/// A user's TLS client credentials: how the coordinator recognises a manifest user.
+public struct ClientIdentity: Sendable {
+    public var certificatePEM: String
+    public var privateKeyPEM: String
+
+    public init(certificatePEM: String, privateKeyPEM: String) {
+        self.certificatePEM = certificatePEM
+        self.privateKeyPEM = privateKeyPEM
+    }
+}
+
 /// Why a call to the coordinator failed.
 public enum CoordinatorClientError: Error, CustomStringConvertible {
     case invalidAddress(String)
@@ -39,7 +50,7 @@ public final class CoordinatorClient: Sendable {
     let baseURL: String
 
     /// - Parameter address: `HOST:PORT`.
-    public init(address: String, trust: CoordinatorTrust) throws {
+    public init(address: String, trust: CoordinatorTrust, identity: ClientIdentity? = nil) throws {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
             (1...65535).contains(port), colon != address.startIndex
         else { throw CoordinatorClientError.invalidAddress(address) }
@@ -51,6 +62,10 @@ public final class CoordinatorClient: Sendable {
         case .unverifiedForAttestation:
             tls.certificateVerification = .none
         }
+        if let identity {
+            tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(identity.certificatePEM.utf8)).map { .certificate($0) }
+            tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(identity.privateKeyPEM.utf8), format: .pem))
+        }
         var configuration = HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow)
         configuration.timeout = .init(connect: .seconds(10), read: .seconds(60))
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
@@ -59,9 +74,9 @@ public final class CoordinatorClient: Sendable {
 
     /// Runs `body` with a client and always shuts the client down afterwards.
     public static func with<Result>(
-        address: String, trust: CoordinatorTrust, _ body: (CoordinatorClient) async throws -> Result
+        address: String, trust: CoordinatorTrust, identity: ClientIdentity? = nil, _ body: (CoordinatorClient) async throws -> Result
     ) async throws -> Result {
-        let client = try CoordinatorClient(address: address, trust: trust)
+        let client = try CoordinatorClient(address: address, trust: trust, identity: identity)
         do {
             let result = try await body(client)
             await client.shutdown()

@@ -122,6 +122,30 @@ public enum API {
         }
     }
 
+    /// `PUT /api/v1/secrets/{name}` request.
+    public struct SecretSetRequest: Codable, Sendable {
+        /// Base64 of the value.
+        public var value: String
+        public init(value: String) { self.value = value }
+    }
+
+    /// One secret in a `GET /api/v1/secrets?name=…` response: `value` for plain and
+    /// symmetric-key secrets (base64; absent while a UserDefined secret is unset), PEM parts
+    /// for certificate secrets.
+    public struct SecretContent: Codable, Sendable, Equatable {
+        public var value: String?
+        public var certificate: String?
+        public var privateKey: String?
+        public var publicKey: String?
+
+        public init(value: String?, certificate: String?, privateKey: String?, publicKey: String?) {
+            self.value = value
+            self.certificate = certificate
+            self.privateKey = privateKey
+            self.publicKey = publicKey
+        }
+    }
+
     /// `POST /api/v1/manifest` response.
     public struct ManifestSetResponse: Codable, Sendable {
         public var digest: String

@@ -12,6 +12,9 @@ public struct Manifest: Sendable, Equatable {
     public var services: [String: Service]
     public var secrets: [String: SecretSpec]
     public var config: Config
+    /// Who may manage the coordinator, and how (see ``allows(_:_:on:)``).
+    public var users: [String: User] = [:]
+    public var roles: [String: Role] = [:]
     /// The exact bytes the manifest was parsed from; `manifest get` returns these.
     public var raw: [UInt8]
     /// `SHA-256` of ``raw``.

@@ -12,7 +12,26 @@ struct ConnectionOptions: ParsableArguments {
         valueName: "file"))
     var rootCA: String?
 
+    @Option(name: .long, help: ArgumentHelp("Your user certificate (PEM) from the manifest's Users (env VEIL_USER_CERT).", valueName: "file"))
+    var userCert: String?
+
+    @Option(name: .long, help: ArgumentHelp("The private key of --user-cert (PEM; env VEIL_USER_KEY).", valueName: "file"))
+    var userKey: String?
+
     var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    /// The user's client credentials, when given.
+    func identity() throws -> ClientIdentity? {
+        let cert = userCert ?? environment["VEIL_USER_CERT"], key = userKey ?? environment["VEIL_USER_KEY"]
+        guard let cert else {
+            if key != nil { throw ValidationError("--user-key needs --user-cert") }
+            return nil
+        }
+        guard let key else { throw ValidationError("--user-cert needs --user-key") }
+        guard let certificate = FileManager.default.contents(atPath: cert) else { throw CommandError("cannot read user certificate \(cert)") }
+        guard let privateKey = FileManager.default.contents(atPath: key) else { throw CommandError("cannot read user key \(key)") }
+        return ClientIdentity(certificatePEM: String(decoding: certificate, as: UTF8.self), privateKeyPEM: String(decoding: privateKey, as: UTF8.self))
+    }
 
     func address(default fallback: String = "127.0.0.1:4433") -> String {
         coordinator ?? environment["VEIL_COORDINATOR"] ?? fallback
@@ -20,7 +39,7 @@ struct ConnectionOptions: ParsableArguments {
 
     /// Runs `body` with a client that only trusts the pinned root.
     func withPinnedClient<Result>(_ body: (CoordinatorClient) async throws -> Result) async throws -> Result {
-        try await CoordinatorClient.with(address: address(), trust: .pinnedRoot(try pinnedRoot()), body)
+        try await CoordinatorClient.with(address: address(), trust: .pinnedRoot(try pinnedRoot()), identity: try identity(), body)
     }
 
     private func pinnedRoot() throws -> String {

@@ -1,0 +1,112 @@
+import Crypto
+import Foundation
+import Testing
+import VeilAttestation
+import VeilCoordinator
+import VeilManifest
+import X509
+
+/// A self-signed user certificate, as `openssl req -x509` would make it.
+func userCertificate(_ name: String) throws -> (pem: String, der: [UInt8]) {
+    let key = P256.Signing.PrivateKey()
+    let subject = try DistinguishedName { CommonName(name) }
+    let certificate = try Certificate(
+        version: .v3, serialNumber: .init(), publicKey: .init(key.publicKey), notValidBefore: Date(), notValidAfter: Date() + 86400,
+        issuer: subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256, extensions: .init(), issuerPrivateKey: .init(key))
+    return (try certificate.serializeAsPEM().pemString, try certificate.derBytes)
+}
+
+@Suite struct UserAccessTests {
+    let alice = try! userCertificate("alice")
+    let bob = try! userCertificate("bob")
+    let stranger = try! userCertificate("mallory")
+
+    func manifest(_ fixture: Fixture, bobCertificate: String? = nil) -> [UInt8] {
+        func json(_ text: String) -> String { String(decoding: try! JSONEncoder().encode(text), as: UTF8.self) }
+        return Array("""
+            {
+              "Packages": { "app": { "Kind": "simulated", "Measurement": "\(Hex.encode(fixture.measurement))" } },
+              "Services": { "cache": { "Package": "app", "Parameters": { "Env": { "API_KEY": "{{ raw .Secrets.apiKey }}" } } } },
+              "Secrets": { "apiKey": { "Type": "plain", "UserDefined": true },
+                           "dbKey": { "Type": "symmetric-key", "Size": 128, "UserDefined": true },
+                           "generated": { "Type": "plain", "Size": 16 } },
+              "Users": { "alice": { "Certificate": \(json(alice.pem)), "Roles": ["apiKeyAdmin"] },
+                         "bob": { "Certificate": \(json(bobCertificate ?? bob.pem)), "Roles": ["reader"] } },
+              "Roles": { "apiKeyAdmin": { "ResourceType": "Secrets", "ResourceNames": ["apiKey", "generated"], "Actions": ["ReadSecret", "WriteSecret"] },
+                         "reader": { "ResourceType": "Secrets", "ResourceNames": ["apiKey", "dbKey", "generated"], "Actions": ["ReadSecret"] } },
+              "Config": { "AllowSimulation": true }
+            }
+            """.utf8)
+    }
+
+    @Test func authorizedUserSetsASecretThatLaterActivationsGet() throws {
+        let fixture = try Fixture()
+        let coordinator = try fixture.coordinator()
+        try coordinator.setManifest(manifest(fixture))
+        try coordinator.setSecret("apiKey", value: Array("s3cret-value".utf8), by: alice.der)
+        let (request, _) = try fixture.request(coordinator)
+        let env = try #require(try coordinator.activate(request).env["API_KEY"])
+        #expect(env.assemble(servicePrivateKeyDER: []) == Array("s3cret-value".utf8))
+        let read = try coordinator.readSecrets(["apiKey", "generated"], by: bob.der)
+        #expect(read["apiKey"]?.value == Data("s3cret-value".utf8).base64EncodedString())
+        #expect(read["generated"]?.value.flatMap { Data(base64Encoded: $0) }?.count == 16)
+        // The value survives a restart (sealed state).
+        #expect(try fixture.coordinator().readSecrets(["apiKey"], by: alice.der)["apiKey"]?.value == read["apiKey"]?.value)
+    }
+
+    @Test func everyUnauthorizedRequestIsRefusedWithoutChangingState() throws {
+        let fixture = try Fixture()
+        let coordinator = try fixture.coordinator()
+        try coordinator.setManifest(manifest(fixture))
+        let value = Array("never-stored".utf8)
+        #expect(throws: CoordinatorError.unauthenticated("present a user's client certificate (veil --user-cert/--user-key)")) {
+            try coordinator.setSecret("apiKey", value: value, by: nil)
+        }
+        #expect(throws: CoordinatorError.unauthenticated("the client certificate belongs to no user of the manifest")) {
+            try coordinator.setSecret("apiKey", value: value, by: stranger.der)
+        }
+        #expect(throws: CoordinatorError.forbidden(user: "alice", action: "WriteSecret", resource: "dbKey")) {
+            try coordinator.setSecret("dbKey", value: [UInt8](repeating: 1, count: 16), by: alice.der)
+        }
+        #expect(throws: CoordinatorError.forbidden(user: "bob", action: "WriteSecret", resource: "apiKey")) {
+            try coordinator.setSecret("apiKey", value: value, by: bob.der)
+        }
+        #expect(throws: CoordinatorError.forbidden(user: "alice", action: "ReadSecret", resource: "dbKey")) {
+            try coordinator.readSecrets(["apiKey", "dbKey"], by: alice.der)
+        }
+        #expect(throws: CoordinatorError.unauthenticated("present a user's client certificate (veil --user-cert/--user-key)")) {
+            try coordinator.readSecrets(["apiKey"], by: nil)
+        }
+        // Generated secrets cannot be overwritten, even with WriteSecret; values never appear in errors.
+        #expect {
+            try coordinator.setSecret("generated", value: value, by: alice.der)
+        } throws: { error in
+            guard case CoordinatorError.invalidSecretValue(let name, let reason) = error else { return false }
+            return name == "generated" && !reason.contains("never-stored")
+        }
+        #expect(try coordinator.readSecrets(["apiKey"], by: bob.der)["apiKey"]?.value == nil, "nothing was set")
+    }
+
+    @Test func usersAndRolesAreValidated() throws {
+        let fixture = try Fixture()
+        let good = String(decoding: manifest(fixture), as: UTF8.self)
+        let cases: [(String, String, String)] = [
+            ("\"Roles\": [\"apiKeyAdmin\"]", "\"Roles\": [\"nope\"]", "$.Users.alice.Roles[0]"),
+            ("\"Actions\": [\"ReadSecret\"]", "\"Actions\": [\"UpdatePackage\"]", "$.Roles.reader.Actions[0]"),
+            ("\"ResourceNames\": [\"apiKey\", \"dbKey\", \"generated\"]", "\"ResourceNames\": [\"missing\"]", "$.Roles.reader.ResourceNames[0]"),
+            ("\"ResourceType\": \"Secrets\", \"ResourceNames\": [\"apiKey\", \"generated\"]", "\"ResourceType\": \"Vaults\", \"ResourceNames\": [\"apiKey\"]", "$.Roles.apiKeyAdmin.ResourceType"),
+        ]
+        for (original, replacement, path) in cases {
+            let bad = good.replacingOccurrences(of: original, with: replacement)
+            #expect(bad != good)
+            #expect {
+                try Manifest.parse(Array(bad.utf8))
+            } throws: { error in
+                (error as? ManifestValidationError)?.problems.contains { $0.path == path } == true
+            }
+        }
+        let badCertificate = good.replacingOccurrences(of: "BEGIN CERTIFICATE-----\\n", with: "BEGIN CERTIFICATE-----\\nAAAA")
+        #expect(throws: ManifestValidationError.self) { try Manifest.parse(Array(badCertificate.utf8)) }
+        #expect(throws: ManifestValidationError.self) { try Manifest.parse(manifest(fixture, bobCertificate: alice.pem)) }
+    }
+}

@@ -1,0 +1,51 @@
+import Foundation
+import Testing
+
+/// Users authenticate to the real coordinator with TLS client certificates made by OpenSSL.
+@Suite struct UserCLITests {
+    func makeUser(_ name: String, in scratch: Scratch) throws -> (cert: String, key: String) {
+        let cert = "\(scratch.path)/\(name).pem", key = "\(scratch.path)/\(name)-key.pem"
+        let result = try run(which("openssl") ?? "/usr/bin/openssl", [
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert,
+            "-subj", "/CN=\(name)", "-days", "2",
+        ], scratch: scratch)
+        try #require(result.status == 0, "\(result.stderr)")
+        return (cert, key)
+    }
+
+    @Test func secretsAreManagedOnlyByAuthorizedUsersOverMutualTLS() throws {
+        let scratch = try Scratch()
+        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let alice = try makeUser("alice", in: scratch)
+        let mallory = try makeUser("mallory", in: scratch)
+        let aliceCert = try String(contentsOfFile: alice.cert, encoding: .utf8)
+        let manifest: [String: Any] = [
+            "Packages": ["p": ["Kind": "simulated", "Measurement": String(repeating: "ab", count: 32)]],
+            "Services": ["s": ["Package": "p"]],
+            "Secrets": ["apiKey": ["Type": "plain", "UserDefined": true], "other": ["Type": "plain", "UserDefined": true]],
+            "Users": ["alice": ["Certificate": aliceCert, "Roles": ["keys"]]],
+            "Roles": ["keys": ["ResourceType": "Secrets", "ResourceNames": ["apiKey"], "Actions": ["ReadSecret", "WriteSecret"]]],
+            "Config": ["AllowSimulation": true],
+        ]
+        let text = String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self)
+        #expect(try coordinator.setManifest(text).status == 0)
+
+        let anonymous = try coordinator.veil(["secret", "set", "apiKey", "--from-literal", "hunter2"])
+        #expect(anonymous.status != 0 && anonymous.stderr.contains("(401)") && anonymous.stderr.contains("client certificate"), "\(anonymous.stderr)")
+        let stranger = try coordinator.veil(["secret", "set", "apiKey", "--from-literal", "hunter2", "--user-cert", mallory.cert, "--user-key", mallory.key])
+        #expect(stranger.status != 0 && stranger.stderr.contains("belongs to no user"), "\(stranger.stderr)")
+        let wrongSecret = try coordinator.veil(["secret", "set", "other", "--from-literal", "hunter2", "--user-cert", alice.cert, "--user-key", alice.key])
+        #expect(wrongSecret.status != 0 && wrongSecret.stderr.contains("(403)"), "\(wrongSecret.stderr)")
+        #expect(!wrongSecret.stderr.contains("hunter2"), "values never appear in errors")
+
+        let set = try coordinator.veil(["secret", "set", "apiKey", "--from-literal", "hunter2", "--user-cert", alice.cert, "--user-key", alice.key])
+        #expect(set.status == 0, "\(set.stderr)")
+        let get = try coordinator.veil(["secret", "get", "apiKey"], environment: ["VEIL_USER_CERT": alice.cert, "VEIL_USER_KEY": alice.key])
+        #expect(get.status == 0 && get.stdout.contains(Data("hunter2".utf8).base64EncodedString()), "\(get.stderr)")
+        let anonymousRead = try coordinator.veil(["secret", "get", "apiKey"])
+        #expect(anonymousRead.status != 0 && anonymousRead.stderr.contains("(401)"))
+        // Anonymous reads of public information still work.
+        #expect(try coordinator.veil(["manifest", "get"]).status == 0)
+        #expect(!(try String(contentsOfFile: coordinator.process!.stderrPath, encoding: .utf8)).contains("hunter2"), "values never appear in logs")
+    }
+}
