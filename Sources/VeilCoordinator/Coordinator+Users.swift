@@ -39,6 +39,7 @@ extension Coordinator {
             var sealed = mutable.sealed
             sealed.secrets[name, default: SecretValue()].bytes = value
             do {
+                try appendLog(&sealed, "secretSet", user: user, detail: ["secret": name])
                 try Self.save(&sealed, to: store)
             } catch {
                 throw .storage("\(error)")

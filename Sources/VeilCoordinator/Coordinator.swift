@@ -28,6 +28,15 @@ public final class Coordinator: Sendable {
         var activations: [String: Int] = [:]
         /// Latest protected-file version seen per key secret and logical path ("secret\0path").
         var protectedFiles: [String: ProtectedFileRecord]?
+        /// The signed, hash-chained history of changes (see ``AuditLog``).
+        var log: [LogEntry]?
+        /// A proposed manifest waiting for acknowledgements.
+        var pendingUpdate: PendingUpdate?
+    }
+
+    struct PendingUpdate: Codable, Equatable {
+        var manifest: [UInt8]
+        var acknowledgedBy: [String]
     }
 
     struct ProtectedFileRecord: Codable, Equatable {
@@ -150,6 +159,9 @@ public final class Coordinator: Sendable {
             sealed.secrets = secrets
             sealed.activations = [:]
             do {
+                try appendLog(&sealed, "manifestSet", user: nil, detail: [
+                    "digest": Hex.encode(manifest.digest), "userDefinedSecrets": userDefinedSecrets.keys.sorted().joined(separator: ","),
+                ])
                 try Self.save(&sealed, to: store)
             } catch {
                 throw .storage("\(error)")
@@ -177,13 +189,25 @@ public final class Coordinator: Sendable {
         return nonce
     }
 
-    /// The coordinator's own evidence binding its root certificate and `nonce`.
+    /// The history of changes, oldest first.
+    public var log: [LogEntry] { state.withLock { $0.sealed.log ?? [] } }
+
+    /// Appends a signed entry to `sealed`'s history (saved with it by the caller).
+    func appendLog(_ sealed: inout SealedState, _ event: String, user: String?, detail: [String: String]) throws {
+        var log = sealed.log ?? []
+        try AuditLog.append(to: &log, event: event, user: user, detail: detail.filter { !$0.value.isEmpty }, key: authority.rootKey)
+        sealed.log = log
+    }
+
+    /// The coordinator's own evidence binding its root certificate, the head of its history
+    /// and `nonce`: report data `SHA-256(root DER ‖ log head ‖ nonce)`.
     public func attestation(nonce: [UInt8]) throws(CoordinatorError) -> API.AttestationResponse {
         guard (1...64).contains(nonce.count) else { throw .badRequest("nonce must be 1 to 64 bytes of hex") }
+        let head = AuditLog.head(log)
         do {
-            let evidence = try evidenceProvider.evidence(reportData: ReportData.binding(authority.rootDER, nonce: nonce))
+            let evidence = try evidenceProvider.evidence(reportData: ReportData.binding(authority.rootDER + head, nonce: nonce))
             return API.AttestationResponse(
-                evidence: evidence, rootCertificate: rootCertificatePEM, simulated: isSimulated,
+                evidence: evidence, rootCertificate: rootCertificatePEM, logHead: Hex.encode(head), simulated: isSimulated,
                 warning: isSimulated ? simulationWarning : nil)
         } catch {
             throw .storage("cannot produce evidence: \(error)")

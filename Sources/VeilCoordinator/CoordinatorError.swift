@@ -20,6 +20,10 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     case unauthenticated(String)
     case forbidden(user: String, action: String, resource: String?)
     case unknownSecret(String)
+    case invalidUpdate(String)
+    case securityVersionLowered(package: String, current: UInt16, proposed: UInt16)
+    case noPendingUpdate
+    case updateMismatch(pending: String)
     case protectedFileRejected(path: String, reason: String)
     case protectedFileRollback(path: String, recorded: UInt64, presented: UInt64)
     case protectedFileForked(path: String, version: UInt64)
@@ -30,6 +34,8 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .protectedFileRejected, .protectedFileRollback, .protectedFileForked, .forbidden: return 403
         case .unauthenticated: return 401
         case .unknownSecret: return 404
+        case .invalidUpdate, .securityVersionLowered: return 400
+        case .noPendingUpdate, .updateMismatch: return 409
         case .evidenceRejected, .packageMismatch, .tcbStatusNotAccepted: return 403
         case .unknownService: return 404
         case .manifestAlreadySet, .noManifest, .activationLimitReached, .renderFailed: return 409
@@ -59,6 +65,10 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .unauthenticated: return "unauthenticated"
         case .forbidden: return "forbidden"
         case .unknownSecret: return "unknownSecret"
+        case .invalidUpdate: return "invalidUpdate"
+        case .securityVersionLowered: return "securityVersionLowered"
+        case .noPendingUpdate: return "noPendingUpdate"
+        case .updateMismatch: return "updateMismatch"
         case .protectedFileRejected: return "protectedFileRejected"
         case .protectedFileRollback: return "protectedFileRollback"
         case .protectedFileForked: return "protectedFileForked"
@@ -91,6 +101,11 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .forbidden(let user, let action, let resource):
             return "user '\(user)' has no role allowing \(action)" + (resource.map { " on '\($0)'" } ?? "")
         case .unknownSecret(let name): return "the manifest has no secret '\(name)'"
+        case .invalidUpdate(let why): return "update refused: \(why)"
+        case .securityVersionLowered(let package, let current, let proposed):
+            return "update refused: package '\(package)' SecurityVersion \(proposed) is lower than the current \(current)"
+        case .noPendingUpdate: return "no manifest update is pending"
+        case .updateMismatch(let pending): return "that is not the pending update (pending manifest sha256:\(pending))"
         case .protectedFileRejected(let path, let reason): return "protected file \(path) refused: \(reason)"
         case .protectedFileRollback(let path, let recorded, let presented):
             return "protected file \(path) is version \(presented), older than the recorded version \(recorded) (rollback refused)"

@@ -45,6 +45,19 @@ public enum HTTPAPI {
         }
         api.get("certificate/root") { _, _ in pem(coordinator.rootCertificatePEM) }
         api.get("certificate/chain") { _, _ in pem(coordinator.chainPEM) }
+        // The manifest's history: digests and names only, readable like the manifest itself.
+        api.get("log") { _, _ in try json(coordinator.log) }
+        api.get("update") { _, _ in try json(coordinator.updateStatus()) }
+        api.post("update/packages") { request, context in
+            let digest = try coordinator.updatePackages(try await collect(request), by: await context.clientCertificateDER())
+            return try json(API.ManifestSetResponse(digest: Hex.encode(digest)))
+        }
+        api.post("update/manifest") { request, context in
+            try json(try coordinator.proposeUpdate(try await collect(request), by: await context.clientCertificateDER()))
+        }
+        api.post("update/acknowledge") { request, context in
+            try json(try coordinator.acknowledgeUpdate(try await collect(request), by: await context.clientCertificateDER()))
+        }
         api.put("secrets/:name") { request, context in
             let name = try context.parameters.require("name")
             let body = try await collect(request)

@@ -55,7 +55,7 @@ public enum CoordinatorAttestationError: Error, CustomStringConvertible {
         case .evidence(let error): return "coordinator evidence rejected: \(error)"
         case .measurementNotExpected(let measurement):
             return "coordinator measurement \(measurement) is not one the policy expects"
-        case .malformedRoot: return "coordinator's root certificate is not a PEM certificate"
+        case .malformedRoot: return "coordinator's root certificate or log head is malformed"
         }
     }
 }
@@ -64,6 +64,20 @@ public enum CoordinatorAttestationError: Error, CustomStringConvertible {
 public struct AttestedCoordinator: Sendable {
     public let rootCertificatePEM: String
     public let claims: Claims
+    /// The head of the coordinator's history when it produced the evidence.
+    public let logHead: [UInt8]
+
+    /// Fetches the coordinator's history over a connection pinned to the attested root and
+    /// verifies it: chain, root-key signatures, and the attested head among the entries.
+    public func verifiedLog(address: String) async throws -> [LogEntry] {
+        let log = try await CoordinatorClient.with(address: address, trust: .pinnedRoot(rootCertificatePEM)) {
+            try await $0.call(.GET, "\(API.prefix)/log", as: [LogEntry].self)
+        }
+        let root = try Certificate(pemEncoded: rootCertificatePEM)
+        guard let key = P256.Signing.PublicKey(root.publicKey) else { throw CoordinatorAttestationError.malformedRoot }
+        try AuditLog.verify(log, rootKey: key, head: logHead)
+        return log
+    }
 }
 
 public enum CoordinatorAttestation {
@@ -82,17 +96,18 @@ public enum CoordinatorAttestation {
     public static func verify(_ response: API.AttestationResponse, nonce: [UInt8], policy: CoordinatorPolicy) throws -> AttestedCoordinator {
         guard let root = try? Certificate(pemEncoded: response.rootCertificate) else { throw CoordinatorAttestationError.malformedRoot }
         let rootDER = try root.derBytes
+        guard let head = Hex.decode(response.logHead), head.count == 32 else { throw CoordinatorAttestationError.malformedRoot }
         let claims: Claims
         do {
             claims = try Verifier(policy: policy.verification).verify(
-                response.evidence, expectedReportData: ReportData.binding(rootDER, nonce: nonce))
+                response.evidence, expectedReportData: ReportData.binding(rootDER + head, nonce: nonce))
         } catch let error as AttestationError {
             throw CoordinatorAttestationError.evidence(error)
         }
         if !policy.measurements.isEmpty && !policy.measurements.contains(claims.measurement) {
             throw CoordinatorAttestationError.measurementNotExpected(Hex.encode(claims.measurement))
         }
-        return AttestedCoordinator(rootCertificatePEM: response.rootCertificate, claims: claims)
+        return AttestedCoordinator(rootCertificatePEM: response.rootCertificate, claims: claims, logHead: head)
     }
 }
 

@@ -89,16 +89,19 @@ public enum API {
     }
 
     /// `GET /api/v1/attestation?nonce=HEX` response. The evidence's report data is
-    /// `SHA-256(root certificate DER ‖ nonce)` (see ``ReportData``).
+    /// `SHA-256(root certificate DER ‖ log head ‖ nonce)` (see ``ReportData``).
     public struct AttestationResponse: Codable, Sendable {
         public var evidence: Evidence
         public var rootCertificate: String
+        /// Hex hash of the newest history entry (``AuditLog``), bound into the evidence.
+        public var logHead: String
         public var simulated: Bool
         public var warning: String?
 
-        public init(evidence: Evidence, rootCertificate: String, simulated: Bool, warning: String?) {
+        public init(evidence: Evidence, rootCertificate: String, logHead: String, simulated: Bool, warning: String?) {
             self.evidence = evidence
             self.rootCertificate = rootCertificate
+            self.logHead = logHead
             self.simulated = simulated
             self.warning = warning
         }
@@ -143,6 +146,24 @@ public enum API {
             self.certificate = certificate
             self.privateKey = privateKey
             self.publicKey = publicKey
+        }
+    }
+
+    /// `GET /api/v1/update` and the answer to proposing or acknowledging an update.
+    public struct UpdateStatus: Codable, Sendable, Equatable {
+        /// Hex SHA-256 of the pending manifest, if any.
+        public var pending: String?
+        public var acknowledgedBy: [String]
+        /// Acknowledgements the current manifest requires.
+        public var required: Int
+        /// Whether this request applied the update.
+        public var applied: Bool
+
+        public init(pending: String?, acknowledgedBy: [String], required: Int, applied: Bool) {
+            self.pending = pending
+            self.acknowledgedBy = acknowledgedBy
+            self.required = required
+            self.applied = applied
         }
     }
 

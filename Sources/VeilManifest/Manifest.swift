@@ -25,6 +25,9 @@ public struct Manifest: Sendable, Equatable {
         public var allowSimulation: Bool = false
         /// Intel TCB statuses an SGX/TDX activation may have (default: `UpToDate` only).
         public var acceptedTCBStatuses: Set<TCBStatus> = [.upToDate]
+        /// Users (with `UpdateManifest`) who must acknowledge a manifest update before it
+        /// applies; nil means all of them.
+        public var updateAcknowledgements: Int?
 
         /// `true` when claims carry no TCB status or one the manifest accepts.
         public func accepts(_ claims: Claims) -> Bool {

@@ -116,8 +116,9 @@ private struct ManifestParser {
         if root["Services"] == nil { problem("$.Services", "required") }
 
         var config = Manifest.Config()
-        if let fields = object(root["Config"], "$.Config", allowed: ["AllowSimulation", "AcceptedTCBStatuses"]) {
+        if let fields = object(root["Config"], "$.Config", allowed: ["AllowSimulation", "AcceptedTCBStatuses", "UpdateAcknowledgements"]) {
             config.allowSimulation = bool(fields["AllowSimulation"], "$.Config.AllowSimulation") ?? false
+            config.updateAcknowledgements = integer(fields["UpdateAcknowledgements"], "$.Config.UpdateAcknowledgements", in: 1...1000)
             if fields["AcceptedTCBStatuses"] != nil {
                 var accepted = Set<TCBStatus>()
                 for (index, name) in stringArray(fields["AcceptedTCBStatuses"], "$.Config.AcceptedTCBStatuses").enumerated() {
@@ -156,6 +157,12 @@ private struct ManifestParser {
         var manifest = Manifest(packages: packages, services: services, secrets: secrets, config: config, raw: raw)
         manifest.roles = roles(root["Roles"], secretNames: secretNames, packageNames: packageNames)
         manifest.users = users(root["Users"], roleNames: Set(map(root["Roles"], "$.Roles").keys))
+        if let required = config.updateAcknowledgements {
+            let updaters = manifest.users.values.filter { manifest.allows($0, .updateManifest, on: nil) }.count
+            if required > updaters {
+                problem("$.Config.UpdateAcknowledgements", "\(required) acknowledgements required, but only \(updaters) users may UpdateManifest")
+            }
+        }
         return manifest
     }
 

@@ -9,8 +9,9 @@ struct AttestCommand: AsyncParsableCommand {
         abstract: "Verify the coordinator's evidence and pin its root certificate.",
         discussion: """
             Fetches the coordinator's evidence for a fresh random nonce, verifies it, checks that it
-            binds the root certificate and the nonce, checks the measurement against --expect or
-            --policy, and saves the root so later commands pin it.
+            binds the root certificate, the head of the coordinator's history and the nonce, checks
+            the measurement against --expect or --policy, verifies the history (hash chain, root-key
+            signatures, the attested head), and saves the root so later commands pin it.
             """)
 
     @Option(help: ArgumentHelp("Coordinator client API as HOST:PORT (env VEIL_COORDINATOR).", valueName: "host:port"))
@@ -54,6 +55,8 @@ struct AttestCommand: AsyncParsableCommand {
             warn("warning: no expected measurement given (--expect/--policy): any coordinator software whose evidence verifies is accepted")
         }
         let attested = try await CoordinatorAttestation.attest(address: address, policy: policy)
+        // The history must verify up to the head bound into the evidence before the root is pinned.
+        let log = try await attested.verifiedLog(address: address)
         try PinnedRoots.save(attested.rootCertificatePEM, for: address, environment: environment)
         if let rootOutput { try emit(attested.rootCertificatePEM, to: rootOutput) }
         let savedAt = PinnedRoots.path(for: address, environment: environment)
@@ -65,15 +68,19 @@ struct AttestCommand: AsyncParsableCommand {
                 var claims: Claims
                 var rootCertificate: String
                 var pinnedAt: String
+                var logEntries: Int
+                var logHead: String
                 var warning: String?
             }
             try printJSON(Result(
                 coordinator: address, verified: true, claims: attested.claims, rootCertificate: attested.rootCertificatePEM,
-                pinnedAt: savedAt, warning: attested.claims.simulated ? simulationWarning : nil))
+                pinnedAt: savedAt, logEntries: log.count, logHead: Hex.encode(attested.logHead),
+                warning: attested.claims.simulated ? simulationWarning : nil))
         case .text:
             print("coordinator \(address): evidence verified")
             print("tee: \(attested.claims.tee.rawValue)")
             print("measurement: \(Hex.encode(attested.claims.measurement))")
+            print("history: \(log.count) entries verified (chain, signatures, head \(Hex.encode(attested.logHead).prefix(16))… bound in the evidence)")
             print("root certificate pinned: \(savedAt)")
             if attested.claims.simulated { print("warning: \(simulationWarning)") }
         }

@@ -6,7 +6,7 @@ import VeilManifest
 struct ManifestCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "manifest", abstract: "Set or read the coordinator's manifest.",
-        subcommands: [Set.self, Get.self, Validate.self])
+        subcommands: [Set.self, Get.self, Validate.self, ManifestUpdateCommand.self, ManifestLogCommand.self])
 
     struct Set: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Set the manifest (once; identical bytes again is a no-op).")

@@ -42,7 +42,8 @@ struct ConnectionOptions: ParsableArguments {
         try await CoordinatorClient.with(address: address(), trust: .pinnedRoot(try pinnedRoot()), identity: try identity(), body)
     }
 
-    private func pinnedRoot() throws -> String {
+    /// The root certificate (PEM) this connection pins.
+    func pinnedRoot() throws -> String {
         let address = address()
         let path = rootCA ?? environment["VEIL_ROOT_CA"]
         let pem: String

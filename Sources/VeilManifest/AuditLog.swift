@@ -1,0 +1,107 @@
+import Crypto
+import Foundation
+import VeilAttestation
+
+/// One change to the coordinator's manifest, secrets or state, as recorded in its history.
+///
+/// Entries form a hash chain: each names the hash of the one before, and the coordinator signs
+/// each entry's hash with its root key. The hash of the newest entry (the head) is bound into
+/// the coordinator's evidence, so a client that verified the evidence can verify that the
+/// history it reads is exactly the one the attested coordinator holds.
+public struct LogEntry: Codable, Sendable, Equatable {
+    public var index: Int
+    /// RFC 3339 UTC time of the change.
+    public var time: String
+    /// `manifestSet`, `secretSet`, `packageUpdated`, `updateProposed`, `updateAcknowledged`,
+    /// `manifestUpdated`, `recovered`.
+    public var event: String
+    /// The manifest user who made the change, when one did.
+    public var user: String?
+    /// What changed (digests, names, versions; never secret values).
+    public var detail: [String: String]
+    /// Hex hash of the previous entry (64 zeros for the first).
+    public var previous: String
+    /// Base64 DER ECDSA-P256-SHA256 signature over ``hash`` by the coordinator's root key.
+    public var signature: String
+
+    public init(index: Int, time: String, event: String, user: String?, detail: [String: String], previous: String) {
+        self.index = index
+        self.time = time
+        self.event = event
+        self.user = user
+        self.detail = detail
+        self.previous = previous
+        signature = ""
+    }
+
+    /// `SHA-256("veil-log-v1\0" ‖ canonical JSON of every field but the signature)`.
+    public var hash: [UInt8] {
+        var unsigned = self
+        unsigned.signature = ""
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Strings, integers and a string dictionary always encode.
+        let body = try! encoder.encode(unsigned)
+        return Array(SHA256.hash(data: Array("veil-log-v1\0".utf8) + Array(body)))
+    }
+}
+
+public enum AuditLog {
+    /// The head of an empty history.
+    public static let emptyHead = [UInt8](repeating: 0, count: 32)
+
+    /// Why a history does not verify; each names the first entry at fault.
+    public enum VerificationError: Error, Equatable, CustomStringConvertible {
+        case wrongIndex(position: Int, found: Int)
+        case brokenChain(index: Int)
+        case badSignature(index: Int)
+        case headNotFound(head: String, entries: Int)
+
+        public var description: String {
+            switch self {
+            case .wrongIndex(let position, let found): return "log entry at position \(position) says it is entry \(found) (entries removed or reordered)"
+            case .brokenChain(let index): return "log entry \(index) does not chain to entry \(index - 1) (history rewritten)"
+            case .badSignature(let index): return "log entry \(index) is not signed by the coordinator's root key (entry altered)"
+            case .headNotFound(let head, let entries):
+                return "none of the \(entries) log entries has the head \(head) bound into the coordinator's evidence"
+            }
+        }
+    }
+
+    /// Appends an entry for `event`, signed with `key`.
+    public static func append(
+        to log: inout [LogEntry], event: String, user: String?, detail: [String: String], key: P256.Signing.PrivateKey, now: Date = Date()
+    ) throws {
+        let formatter = ISO8601DateFormatter()
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        var entry = LogEntry(
+            index: log.count, time: formatter.string(from: now), event: event, user: user, detail: detail,
+            previous: Hex.encode(log.last?.hash ?? emptyHead))
+        entry.signature = try key.signature(for: entry.hash).derRepresentation.base64EncodedString()
+        log.append(entry)
+    }
+
+    /// The head of `log`.
+    public static func head(_ log: [LogEntry]) -> [UInt8] { log.last?.hash ?? emptyHead }
+
+    /// Verifies order, chain and signatures of every entry and that `head` (from attested
+    /// evidence) is one of them. Returns the number of entries up to and including the head.
+    @discardableResult
+    public static func verify(_ log: [LogEntry], rootKey: P256.Signing.PublicKey, head: [UInt8]) throws(VerificationError) -> Int {
+        var previous = emptyHead
+        var headPosition: Int? = head == emptyHead ? 0 : nil
+        for (position, entry) in log.enumerated() {
+            guard entry.index == position else { throw .wrongIndex(position: position, found: entry.index) }
+            guard entry.previous == Hex.encode(previous) else { throw .brokenChain(index: position) }
+            let hash = entry.hash
+            guard let der = Data(base64Encoded: entry.signature),
+                let signature = try? P256.Signing.ECDSASignature(derRepresentation: der),
+                rootKey.isValidSignature(signature, for: hash)
+            else { throw .badSignature(index: position) }
+            previous = hash
+            if hash == head { headPosition = position + 1 }
+        }
+        guard let headPosition else { throw .headNotFound(head: Hex.encode(head), entries: log.count) }
+        return headPosition
+    }
+}

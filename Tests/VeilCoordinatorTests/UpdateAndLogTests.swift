@@ -1,0 +1,162 @@
+import Crypto
+import Foundation
+import Testing
+import VeilAttestation
+import VeilCoordinator
+import VeilLauncher
+import VeilManifest
+import X509
+
+@Suite struct ManifestUpdateTests {
+    let alice = try! userCertificate("alice")
+    let bob = try! userCertificate("bob")
+    let carol = try! userCertificate("carol")
+
+    func manifest(_ fixture: Fixture, securityVersion: Int = 1, extraSecret: Bool = false, certName: String = "cache") -> [UInt8] {
+        func json(_ text: String) -> String { String(decoding: try! JSONEncoder().encode(text), as: UTF8.self) }
+        return Array("""
+            {
+              "Packages": { "app": { "Kind": "simulated", "SignerID": "\(String(repeating: "cd", count: 32))", "ProductID": 7, "SecurityVersion": \(securityVersion) } },
+              "Services": { "cache": { "Package": "app" } },
+              "Secrets": { "kept": { "Type": "symmetric-key" }, "tls": { "Type": "cert-ecdsa", "Cert": { "Subject": { "CommonName": "\(certName)" } } }\(extraSecret ? ", \"added\": { \"Type\": \"plain\", \"Size\": 8 }" : "") },
+              "Users": { "alice": { "Certificate": \(json(alice.pem)), "Roles": ["updater", "admin"] },
+                         "bob": { "Certificate": \(json(bob.pem)), "Roles": ["admin"] },
+                         "carol": { "Certificate": \(json(carol.pem)), "Roles": ["reader"] } },
+              "Roles": { "updater": { "ResourceType": "Packages", "ResourceNames": ["app"], "Actions": ["UpdatePackage"] },
+                         "admin": { "ResourceType": "Manifest", "Actions": ["UpdateManifest"] },
+                         "reader": { "ResourceType": "Secrets", "ResourceNames": ["kept", "tls"], "Actions": ["ReadSecret"] } },
+              "Config": { "AllowSimulation": true }
+            }
+            """.utf8)
+    }
+
+    func activate(_ coordinator: Coordinator, _ fixture: Fixture, securityVersion: UInt16) throws -> API.ActivationResponse {
+        let nonce = try coordinator.issueNonce()
+        let provider = SimulatedEvidenceProvider(
+            key: fixture.platformKey, measurement: fixture.measurement, signer: [UInt8](repeating: 0xcd, count: 32), productID: 7,
+            securityVersion: securityVersion)
+        return try coordinator.activate(try Launcher.activationRequest(service: "cache", nonce: nonce, key: P256.Signing.PrivateKey(), provider: provider))
+    }
+
+    @Test func securityVersionBumpAppliesAtOnceAndRefusesOlderServices() throws {
+        let fixture = try Fixture()
+        let coordinator = try fixture.coordinator()
+        try coordinator.setManifest(manifest(fixture))
+        _ = try activate(coordinator, fixture, securityVersion: 1)
+        let update = Array(#"{"Packages": {"app": {"SecurityVersion": 2}}}"#.utf8)
+        #expect(throws: CoordinatorError.self) { try coordinator.updatePackages(update, by: nil) }
+        #expect(throws: CoordinatorError.forbidden(user: "bob", action: "UpdatePackage", resource: "app")) {
+            try coordinator.updatePackages(update, by: bob.der)
+        }
+        try coordinator.updatePackages(update, by: alice.der)
+        #expect(coordinator.manifest?.packages["app"]?.securityVersion == 2)
+        #expect(throws: CoordinatorError.self) { try activate(coordinator, fixture, securityVersion: 1) }
+        _ = try activate(coordinator, fixture, securityVersion: 2)
+        #expect(throws: CoordinatorError.securityVersionLowered(package: "app", current: 2, proposed: 1)) {
+            try coordinator.updatePackages(Array(#"{"Packages": {"app": {"SecurityVersion": 1}}}"#.utf8), by: alice.der)
+        }
+        #expect(throws: CoordinatorError.self) {
+            try coordinator.updatePackages(Array(#"{"Packages": {"app": {"SecurityVersion": 3, "ProductID": 8}}}"#.utf8), by: alice.der)
+        }
+        // Survives a restart, and `manifest get` shows it.
+        let restarted = try fixture.coordinator()
+        #expect(restarted.manifest?.packages["app"]?.securityVersion == 2)
+        #expect(String(decoding: restarted.manifest!.raw, as: UTF8.self).contains("\"SecurityVersion\" : 2"))
+    }
+
+    @Test func fullUpdateWaitsForEveryRequiredAcknowledgement() throws {
+        let fixture = try Fixture()
+        let coordinator = try fixture.coordinator()
+        try coordinator.setManifest(manifest(fixture))
+        let before = try coordinator.readSecrets(["kept", "tls"], by: carol.der)
+        let proposal = manifest(fixture, securityVersion: 3, extraSecret: true, certName: "cache.example")
+
+        #expect(throws: CoordinatorError.forbidden(user: "carol", action: "UpdateManifest", resource: nil)) {
+            try coordinator.proposeUpdate(proposal, by: carol.der)
+        }
+        let proposed = try coordinator.proposeUpdate(proposal, by: alice.der)
+        #expect(!proposed.applied && proposed.acknowledgedBy == ["alice"] && proposed.required == 2)
+        #expect(coordinator.manifest?.packages["app"]?.securityVersion == 1, "nothing changes before enough acknowledgements")
+        _ = try activate(coordinator, fixture, securityVersion: 1)
+        #expect(try coordinator.acknowledgeUpdate(proposal, by: alice.der).applied == false, "the proposer counts once")
+        #expect(throws: CoordinatorError.self) { try coordinator.acknowledgeUpdate(manifest(fixture, securityVersion: 4), by: bob.der) }
+
+        let applied = try coordinator.acknowledgeUpdate(proposal, by: bob.der)
+        #expect(applied.applied && applied.acknowledgedBy == ["alice", "bob"])
+        #expect(coordinator.manifest?.digest == Array(SHA256.hash(data: proposal)))
+        #expect(throws: CoordinatorError.self) { try activate(coordinator, fixture, securityVersion: 1) }
+        let after = try coordinator.readSecrets(["kept", "tls"], by: carol.der)
+        #expect(after["kept"] == before["kept"], "unchanged secrets keep their values")
+        #expect(after["tls"]?.certificate != before["tls"]?.certificate, "a changed certificate is reissued")
+        #expect(coordinator.updateStatus().pending == nil)
+    }
+
+    @Test func proposalsLoweringAVersionOrInvalidAreRefused() throws {
+        let fixture = try Fixture()
+        let coordinator = try fixture.coordinator()
+        try coordinator.setManifest(manifest(fixture, securityVersion: 5))
+        #expect(throws: CoordinatorError.securityVersionLowered(package: "app", current: 5, proposed: 4)) {
+            try coordinator.proposeUpdate(manifest(fixture, securityVersion: 4), by: alice.der)
+        }
+        #expect(throws: CoordinatorError.self) { try coordinator.proposeUpdate(Array("{}".utf8), by: alice.der) }
+        #expect(throws: CoordinatorError.noPendingUpdate) { try coordinator.acknowledgeUpdate(manifest(fixture, securityVersion: 6), by: bob.der) }
+    }
+}
+
+@Suite struct AuditLogTests {
+    func history(_ count: Int) throws -> ([LogEntry], P256.Signing.PrivateKey) {
+        let key = P256.Signing.PrivateKey()
+        var log: [LogEntry] = []
+        for index in 0..<count {
+            try AuditLog.append(to: &log, event: "secretSet", user: "alice", detail: ["secret": "s\(index)"], key: key)
+        }
+        return (log, key)
+    }
+
+    @Test func verifiesAndNamesTheFirstBadEntry() throws {
+        let (log, key) = try history(6)
+        #expect(try AuditLog.verify(log, rootKey: key.publicKey, head: AuditLog.head(log)) == 6)
+        #expect(try AuditLog.verify(log, rootKey: key.publicKey, head: log[3].hash) == 4, "entries after the attested head are fine")
+
+        var altered = log
+        altered[2].detail["secret"] = "other"
+        #expect(throws: AuditLog.VerificationError.badSignature(index: 2)) { try AuditLog.verify(altered, rootKey: key.publicKey, head: AuditLog.head(log)) }
+
+        var resigned = log  // rewritten and re-signed by someone with another key
+        let other = P256.Signing.PrivateKey()
+        resigned[4].user = "mallory"
+        resigned[4].signature = try other.signature(for: resigned[4].hash).derRepresentation.base64EncodedString()
+        #expect(throws: AuditLog.VerificationError.badSignature(index: 4)) { try AuditLog.verify(resigned, rootKey: key.publicKey, head: AuditLog.head(log)) }
+
+        var removed = log
+        removed.remove(at: 1)
+        #expect(throws: AuditLog.VerificationError.wrongIndex(position: 1, found: 2)) { try AuditLog.verify(removed, rootKey: key.publicKey, head: AuditLog.head(log)) }
+
+        var spliced = log  // renumbered after a removal: the chain breaks
+        spliced.remove(at: 1)
+        for index in spliced.indices { spliced[index].index = index }
+        #expect(throws: AuditLog.VerificationError.self) { try AuditLog.verify(spliced, rootKey: key.publicKey, head: AuditLog.head(log)) }
+
+        let truncated = Array(log.prefix(3))
+        #expect(throws: AuditLog.VerificationError.headNotFound(head: Hex.encode(AuditLog.head(log)), entries: 3)) {
+            try AuditLog.verify(truncated, rootKey: key.publicKey, head: AuditLog.head(log))
+        }
+    }
+
+    @Test func coordinatorEvidenceBindsTheHeadOfItsHistory() throws {
+        let fixture = try Fixture()
+        let coordinator = try fixture.coordinator()
+        try coordinator.setManifest(fixture.manifest())
+        #expect(coordinator.log.map(\.event) == ["manifestSet"])
+        let nonce = [UInt8](repeating: 5, count: 32)
+        let response = try coordinator.attestation(nonce: nonce)
+        let policy = CoordinatorPolicy(measurements: [], verification: .init(allowSimulation: true, simulationKey: fixture.platformKey.publicKey))
+        let attested = try CoordinatorAttestation.verify(response, nonce: nonce, policy: policy)
+        #expect(attested.logHead == coordinator.log.last?.hash)
+        try AuditLog.verify(coordinator.log, rootKey: coordinator.authority.rootKey.publicKey, head: attested.logHead)
+        // A response claiming another head fails the evidence binding.
+        var forged = response
+        forged.logHead = Hex.encode(AuditLog.emptyHead)
+        #expect(throws: CoordinatorAttestationError.self) { try CoordinatorAttestation.verify(forged, nonce: nonce, policy: policy) }
+    }
+}
