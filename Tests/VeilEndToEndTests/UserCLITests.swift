@@ -48,4 +48,49 @@ import Testing
         #expect(try coordinator.veil(["manifest", "get"]).status == 0)
         #expect(!(try String(contentsOfFile: coordinator.process!.stderrPath, encoding: .utf8)).contains("hunter2"), "values never appear in logs")
     }
+
+    @Test func updatesAndTheVerifiedHistoryThroughTheCLI() throws {
+        let scratch = try Scratch()
+        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let alice = try makeUser("alice", in: scratch)
+        let bob = try makeUser("bob", in: scratch)
+        func manifest(version: Int, comment: String = "") throws -> String {
+            let object: [String: Any] = [
+                "Packages": ["p": ["Kind": "simulated", "SignerID": String(repeating: "ab", count: 32), "ProductID": 1, "SecurityVersion": version]],
+                "Services": ["s" + comment: ["Package": "p"]],
+                "Users": ["alice": ["Certificate": try String(contentsOfFile: alice.cert, encoding: .utf8), "Roles": ["all", "pkg"]],
+                          "bob": ["Certificate": try String(contentsOfFile: bob.cert, encoding: .utf8), "Roles": ["all"]]],
+                "Roles": ["all": ["ResourceType": "Manifest", "Actions": ["UpdateManifest"]],
+                          "pkg": ["ResourceType": "Packages", "ResourceNames": ["p"], "Actions": ["UpdatePackage"]]],
+                "Config": ["AllowSimulation": true],
+            ]
+            return String(decoding: try JSONSerialization.data(withJSONObject: object, options: .sortedKeys), as: UTF8.self)
+        }
+        #expect(try coordinator.setManifest(try manifest(version: 1)).status == 0)
+        let asAlice = ["VEIL_USER_CERT": alice.cert, "VEIL_USER_KEY": alice.key]
+        let asBob = ["VEIL_USER_CERT": bob.cert, "VEIL_USER_KEY": bob.key]
+
+        let bump = try scratch.write(#"{"Packages": {"p": {"SecurityVersion": 2}}}"#, to: "bump.json")
+        let bumped = try coordinator.veil(["manifest", "update", bump], environment: asAlice)
+        #expect(bumped.status == 0 && bumped.stdout.contains("packages updated"), "\(bumped.stderr)")
+        let lower = try scratch.write(#"{"Packages": {"p": {"SecurityVersion": 1}}}"#, to: "lower.json")
+        let lowered = try coordinator.veil(["manifest", "update", lower], environment: asAlice)
+        #expect(lowered.status != 0 && lowered.stderr.contains("lower than the current 2"), "\(lowered.stderr)")
+
+        let next = try scratch.write(try manifest(version: 3, comment: "2"), to: "next.json")
+        let proposed = try coordinator.veil(["manifest", "update", next], environment: asAlice)
+        #expect(proposed.status == 0 && proposed.stdout.contains("1 of 2 acknowledgements"), "\(proposed.stdout)\(proposed.stderr)")
+        #expect(try coordinator.veil(["manifest", "get"]).stdout.contains("\"s\""), "unchanged until acknowledged")
+        let acknowledged = try coordinator.veil(["manifest", "update", "acknowledge", next], environment: asBob)
+        #expect(acknowledged.status == 0 && acknowledged.stdout.contains("manifest updated"), "\(acknowledged.stderr)")
+        #expect(try coordinator.veil(["manifest", "get"]).stdout.contains("\"s2\""))
+
+        let log = try coordinator.veil(["manifest", "log"])
+        #expect(log.status == 0, "\(log.stderr)")
+        for event in ["manifestSet", "packageUpdated", "updateProposed", "updateAcknowledged", "manifestUpdated"] {
+            #expect(log.stdout.contains(event), "\(event) in \(log.stdout)")
+        }
+        let attest = try coordinator.veil(["attest", "--allow-simulation", "--simulation-key", coordinator.simulationKey])
+        #expect(attest.status == 0 && attest.stdout.contains("history: 5 entries verified"), "\(attest.stdout)\(attest.stderr)")
+    }
 }
