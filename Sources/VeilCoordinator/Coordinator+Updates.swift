@@ -168,6 +168,7 @@ extension Coordinator {
             mutable.sealed = sealed
             mutable.manifest = manifest
         }
+        try saveRecoveryData(for: manifest)
         logger.info("manifest updated", metadata: ["event": "\(event)", "digest": "\(Hex.encode(manifest.digest))", "user": "\(user ?? "-")"])
     }
 }

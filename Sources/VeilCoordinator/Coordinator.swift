@@ -79,7 +79,16 @@ public final class Coordinator: Sendable {
         self.logger = logger
         var sealed: SealedState
         var manifest: Manifest?
-        if let bytes = try store.load() {
+        let loaded: [UInt8]?
+        do {
+            loaded = try store.load()
+        } catch let error as SealedStoreError {
+            guard case .cannotUnseal = error, let recoverable = store as? any RecoverableStore, let bytes = recoverable.loadRecovery(),
+                let data = try? JSONDecoder().decode(RecoveryData.self, from: Data(bytes))
+            else { throw error }
+            throw RecoveryNeeded(data: data, reason: error.description)
+        }
+        if let bytes = loaded {
             sealed = try JSONDecoder().decode(SealedState.self, from: Data(bytes))
             authority = try CertificateAuthority(
                 rootKey: try .init(rawRepresentation: sealed.rootKey), root: try Certificate(derEncoded: sealed.rootCertificate),
@@ -169,6 +178,7 @@ public final class Coordinator: Sendable {
             mutable.sealed = sealed
             mutable.manifest = manifest
         }
+        try saveRecoveryData(for: manifest)
         logger.info(
             "manifest set",
             metadata: ["digest": "\(Hex.encode(manifest.digest))", "services": "\(manifest.services.keys.sorted())"]
@@ -371,4 +381,22 @@ public final class Coordinator: Sendable {
         }
         return result
     }
+
+    /// Splits the state key for `manifest`'s recovery keys (or removes old recovery data).
+    func saveRecoveryData(for manifest: Manifest) throws(CoordinatorError) {
+        guard let recoverable = store as? any RecoverableStore, let stateKey = recoverable.stateKey else { return }
+        do {
+            let data = try RecoveryData.make(stateKey: stateKey, manifest: manifest)
+            try recoverable.saveRecovery(data.map { canonicalJSONBytes($0) })
+        } catch {
+            throw .storage("writing recovery data: \(error)")
+        }
+    }
+}
+
+func canonicalJSONBytes(_ value: some Encodable) -> [UInt8] {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+    // The recovery data holds strings and integers only.
+    return Array(try! encoder.encode(value))
 }

@@ -24,6 +24,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     case securityVersionLowered(package: String, current: UInt16, proposed: UInt16)
     case noPendingUpdate
     case updateMismatch(pending: String)
+    case recoveryRejected(String)
     case protectedFileRejected(path: String, reason: String)
     case protectedFileRollback(path: String, recorded: UInt64, presented: UInt64)
     case protectedFileForked(path: String, version: UInt64)
@@ -36,6 +37,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .unknownSecret: return 404
         case .invalidUpdate, .securityVersionLowered: return 400
         case .noPendingUpdate, .updateMismatch: return 409
+        case .recoveryRejected: return 403
         case .evidenceRejected, .packageMismatch, .tcbStatusNotAccepted: return 403
         case .unknownService: return 404
         case .manifestAlreadySet, .noManifest, .activationLimitReached, .renderFailed: return 409
@@ -69,6 +71,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .securityVersionLowered: return "securityVersionLowered"
         case .noPendingUpdate: return "noPendingUpdate"
         case .updateMismatch: return "updateMismatch"
+        case .recoveryRejected: return "recoveryRejected"
         case .protectedFileRejected: return "protectedFileRejected"
         case .protectedFileRollback: return "protectedFileRollback"
         case .protectedFileForked: return "protectedFileForked"
@@ -106,6 +109,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
             return "update refused: package '\(package)' SecurityVersion \(proposed) is lower than the current \(current)"
         case .noPendingUpdate: return "no manifest update is pending"
         case .updateMismatch(let pending): return "that is not the pending update (pending manifest sha256:\(pending))"
+        case .recoveryRejected(let why): return "recovery refused: \(why)"
         case .protectedFileRejected(let path, let reason): return "protected file \(path) refused: \(reason)"
         case .protectedFileRollback(let path, let recorded, let presented):
             return "protected file \(path) is version \(presented), older than the recorded version \(recorded) (rollback refused)"

@@ -39,7 +39,9 @@ public struct CoordinatorServer {
         try LaunchMeasurement.measure(programAt: "/proc/self/exe", config: .init(service: "veil-coordinator", arguments: []))
     }
 
-    public static func makeCoordinator(_ configuration: Configuration, logger: Logger) throws -> Coordinator {
+    /// The store and evidence provider of a data directory (simulated TEE).
+    static func environment(_ configuration: Configuration, logger: Logger) throws
+        -> (store: SealedFileStore, provider: SimulatedEvidenceProvider, platformKey: SimulationPlatformKey) {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         let keyPath = configuration.simulationKeyPath
             ?? (configuration.dataDirectory as NSString).appendingPathComponent(SimulationPlatformKey.defaultFileName)
@@ -48,14 +50,29 @@ public struct CoordinatorServer {
         let store = SealedFileStore(directory: configuration.dataDirectory, sealingKey: sealingKey)
         let provider = SimulatedEvidenceProvider(key: platformKey, measurement: try selfMeasurement())
         logger.warning("\(simulationWarning)", metadata: ["simulationPlatformKey": "\(keyPath)", "fingerprint": "\(platformKey.fingerprint)"])
+        return (store, provider, platformKey)
+    }
+
+    /// Throws ``RecoveryNeeded`` when the state cannot be unsealed but can be recovered.
+    public static func makeCoordinator(_ configuration: Configuration, logger: Logger) throws -> Coordinator {
+        let (store, provider, platformKey) = try environment(configuration, logger: logger)
         let dcap = try configuration.dcapCollateralPath.map { DCAPEvidenceVerifier(source: try FileDCAPCollateralSource(path: $0)) }
         return try Coordinator(store: store, evidenceProvider: provider, simulationKey: platformKey.publicKey, dcap: dcap, logger: logger)
     }
 
-    /// Serves until SIGINT/SIGTERM.
+    /// Serves until SIGINT/SIGTERM. A coordinator that cannot unseal its state but has
+    /// recovery data first serves recovery until enough shares rebuilt the state key.
     public static func run(_ configuration: Configuration, logger: Logger) async throws {
-        let coordinator = try makeCoordinator(configuration, logger: logger)
-        let tls = try tlsConfiguration(coordinator, dnsNames: configuration.dnsNames)
+        let coordinator: Coordinator
+        do {
+            coordinator = try makeCoordinator(configuration, logger: logger)
+        } catch let needed as RecoveryNeeded {
+            logger.error("\(needed)")
+            guard try await runRecovery(needed, configuration, logger: logger) else { return }
+            try await run(configuration, logger: logger)
+            return
+        }
+        let tls = try tlsConfiguration(coordinator.authority, dnsNames: configuration.dnsNames)
         // Users authenticate with client certificates matched against the manifest, not against
         // a CA: any presented certificate passes the handshake (which proves its key), and the
         // handlers authorize it.
@@ -80,16 +97,52 @@ public struct CoordinatorServer {
         try await group.run()
     }
 
+    /// Serves the recovery API on both addresses until the state is recovered (true) or a
+    /// signal stops the coordinator (false).
+    static func runRecovery(_ needed: RecoveryNeeded, _ configuration: Configuration, logger: Logger) async throws -> Bool {
+        let (store, provider, _) = try environment(configuration, logger: logger)
+        let recovery = try RecoveryCoordinator(store: store, data: needed.data, evidenceProvider: provider, logger: logger)
+        let tls = try tlsConfiguration(recovery.authority, dnsNames: configuration.dnsNames)
+        var clientTLS = tls
+        clientTLS.certificateVerification = .optionalVerification
+        let (signal, continuation) = AsyncStream<Void>.makeStream()
+        let router = HTTPAPI.recoveryRouter(recovery) { continuation.yield() }
+        var servers: [Application<RouterResponder<ClientRequestContext>>] = []
+        for address in [configuration.clientAddress, configuration.meshAddress] {
+            servers.append(Application(
+                router: router,
+                server: try .tls(.http1(), configuration: .init(tlsConfiguration: clientTLS) { _, promise in promise.succeed(.certificateVerified) }),
+                configuration: .init(address: .hostname(address.host, port: address.port)), logger: logger))
+        }
+        let group = ServiceGroup(services: servers, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        logger.warning("coordinator in recovery: run `veil recover --key KEY.pem` with \(needed.data.threshold) of \(needed.data.shares.count) recovery keys")
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            tasks.addTask {
+                for await _ in signal {
+                    // Let the answer to the last share reach its client first.
+                    try? await Task.sleep(for: .milliseconds(200))
+                    await group.triggerGracefulShutdown()
+                    return
+                }
+            }
+            try await tasks.next()
+            continuation.finish()
+            tasks.cancelAll()
+        }
+        return recovery.isRecovered
+    }
+
     /// A fresh TLS server certificate from the intermediate CA for every start.
-    static func tlsConfiguration(_ coordinator: Coordinator, dnsNames: [String]) throws -> TLSConfiguration {
+    static func tlsConfiguration(_ authority: CertificateAuthority, dnsNames: [String]) throws -> TLSConfiguration {
         let key = P256.Signing.PrivateKey()
-        let leaf = try coordinator.authority.issueLeaf(
+        let leaf = try authority.issueLeaf(
             publicKey: .init(key.publicKey), commonName: "Veil Coordinator", dnsNames: ["localhost"] + dnsNames,
             ipAddresses: [[127, 0, 0, 1], [UInt8](repeating: 0, count: 15) + [1]], validFor: 30 * 86400)
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: [
                 .certificate(try NIOSSLCertificate(bytes: try leaf.derBytes, format: .der)),
-                .certificate(try NIOSSLCertificate(bytes: coordinator.authority.intermediateDER, format: .der)),
+                .certificate(try NIOSSLCertificate(bytes: authority.intermediateDER, format: .der)),
             ],
             privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(key.pemRepresentation.utf8), format: .pem)))
         configuration.minimumTLSVersion = .tlsv12

@@ -98,6 +98,34 @@ public enum HTTPAPI {
         return router
     }
 
+    /// Both listeners while the state is locked: status, evidence, and share collection.
+    public static func recoveryRouter(_ recovery: RecoveryCoordinator, onRecovered: @escaping @Sendable () -> Void) -> Router<ClientRequestContext> {
+        let router = Router(context: ClientRequestContext.self)
+        router.add(middleware: JSONErrorMiddleware())
+        router.get("/healthz") { _, _ in json(["status": "recovery"]) }
+        let api = router.group(RouterPath(API.prefix))
+        api.get("status") { _, _ in try json(recovery.status()) }
+        api.get("attestation") { request, _ in
+            guard let text = request.uri.queryParameters.get("nonce"), let nonce = Hex.decode(text) else {
+                throw CoordinatorError.badRequest("query parameter 'nonce' must be hex")
+            }
+            return try json(try recovery.attestation(nonce: nonce))
+        }
+        api.get("certificate/root") { _, _ in pem(recovery.rootCertificatePEM) }
+        api.get("log") { _, _ in try json([LogEntry]()) }
+        api.get("recovery") { _, _ in try json(recovery.info()) }
+        api.post("recovery") { request, context in
+            let body = try await collect(request)
+            guard let submission = try? JSONDecoder().decode(API.RecoverySubmission.self, from: Data(body)),
+                let share = Data(base64Encoded: submission.share)
+            else { throw CoordinatorError.badRequest("body must be {\"name\": KEY NAME, \"share\": BASE64}") }
+            let status = try recovery.submit(name: submission.name, share: Array(share), by: await context.clientCertificateDER())
+            if status.recovered { onRecovered() }
+            return try json(status)
+        }
+        return router
+    }
+
     static func attestation(_ coordinator: Coordinator, _ request: Request) throws -> Response {
         guard let text = request.uri.queryParameters.get("nonce"), let nonce = Hex.decode(text) else {
             throw CoordinatorError.badRequest("query parameter 'nonce' must be hex")

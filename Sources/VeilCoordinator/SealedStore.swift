@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Synchronization
 import VeilAttestation
 
 /// Where the coordinator's sealed state lives.
@@ -26,39 +27,113 @@ public enum SealedStoreError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// The embedded default: one AES-256-GCM sealed file in a data directory, replaced atomically.
+/// A store whose state key can also be restored by recovery-key holders.
+public protocol RecoverableStore: StateStore {
+    /// The key the state is encrypted with (after a load or save).
+    var stateKey: SymmetricKey? { get }
+    /// Saves the recovery data (shares of the state key, each encrypted to a recovery key);
+    /// nil removes it.
+    func saveRecovery(_ bytes: [UInt8]?) throws
+    func loadRecovery() -> [UInt8]?
+    /// Decrypts the state with a rebuilt state key and seals that key under the current sealing key.
+    func recover(stateKey: SymmetricKey) throws -> [UInt8]
+}
+
+/// The embedded default: a data directory with the state encrypted under a random state key,
+/// and that key sealed under the sealing key; both files are replaced atomically.
 ///
-/// File layout: `"VEILSEAL1\n"` ‖ AES-GCM combined box (12-byte nonce ‖ ciphertext ‖ 16-byte
-/// tag), with the magic as additional authenticated data.
-public struct SealedFileStore: StateStore {
+/// - `state.sealed`: `"VEILSEAL2\n"` ‖ AES-256-GCM combined box (nonce ‖ ciphertext ‖ tag) of the
+///   state under the state key, the magic as additional data. (`"VEILSEAL1\n"` files, sealed
+///   directly under the sealing key, are still read and rewritten in the new form.)
+/// - `state-key.sealed`: `"VEILKEY1\n"` ‖ AES-256-GCM box of the state key under the sealing key.
+/// - `recovery.json`: the state key split k-of-n and encrypted to the manifest's recovery keys.
+public final class SealedFileStore: RecoverableStore, Sendable {
     public static let fileName = "state.sealed"
-    static let magic = Array("VEILSEAL1\n".utf8)
+    public static let keyFileName = "state-key.sealed"
+    public static let recoveryFileName = "recovery.json"
+    static let magic = Array("VEILSEAL2\n".utf8)
+    static let legacyMagic = Array("VEILSEAL1\n".utf8)
+    static let keyMagic = Array("VEILKEY1\n".utf8)
 
     public let path: String
-    let key: SymmetricKey
+    let keyPath: String
+    let recoveryPath: String
+    let sealingKey: SymmetricKey
+    private let key = Mutex<SymmetricKey?>(nil)
 
     public init(directory: String, sealingKey: SymmetricKey) {
-        self.path = (directory as NSString).appendingPathComponent(Self.fileName)
-        self.key = sealingKey
+        path = (directory as NSString).appendingPathComponent(Self.fileName)
+        keyPath = (directory as NSString).appendingPathComponent(Self.keyFileName)
+        recoveryPath = (directory as NSString).appendingPathComponent(Self.recoveryFileName)
+        self.sealingKey = sealingKey
     }
+
+    public var stateKey: SymmetricKey? { key.withLock { $0 } }
 
     public func load() throws -> [UInt8]? {
         guard FileManager.default.fileExists(atPath: path) else { return nil }
-        guard let data = FileManager.default.contents(atPath: path) else { throw SealedStoreError.io("cannot read \(path)") }
-        let bytes = Array(data)
-        guard bytes.starts(with: Self.magic) else { throw SealedStoreError.notSealedState(path: path) }
-        do {
-            let box = try AES.GCM.SealedBox(combined: bytes[Self.magic.count...])
-            return Array(try AES.GCM.open(box, using: key, authenticating: Self.magic))
-        } catch {
-            throw SealedStoreError.cannotUnseal(path: path)
+        let bytes = try read(path)
+        if bytes.starts(with: Self.legacyMagic) {
+            return try open(bytes, magic: Self.legacyMagic, with: sealingKey, path: path)
         }
+        guard bytes.starts(with: Self.magic) else { throw SealedStoreError.notSealedState(path: path) }
+        let keyBytes = try read(keyPath)
+        guard keyBytes.starts(with: Self.keyMagic) else { throw SealedStoreError.notSealedState(path: keyPath) }
+        let stateKey = SymmetricKey(data: try open(keyBytes, magic: Self.keyMagic, with: sealingKey, path: keyPath))
+        let state = try open(bytes, magic: Self.magic, with: stateKey, path: path)
+        key.withLock { $0 = stateKey }
+        return state
     }
 
     public func save(_ state: [UInt8]) throws {
-        let box = try AES.GCM.seal(state, using: key, authenticating: Self.magic)
+        let stateKey = try key.withLock { current -> SymmetricKey in
+            if let current { return current }
+            let fresh = SymmetricKey(size: .bits256)
+            try sealKey(fresh)
+            current = fresh
+            return fresh
+        }
+        let box = try AES.GCM.seal(state, using: stateKey, authenticating: Self.magic)
         // `combined` is non-nil for the default 12-byte nonce.
         try AtomicFile.write(Self.magic + Array(box.combined!), to: path, mode: 0o600)
+    }
+
+    public func saveRecovery(_ bytes: [UInt8]?) throws {
+        if let bytes {
+            try AtomicFile.write(bytes, to: recoveryPath, mode: 0o600)
+        } else if unlink(recoveryPath) != 0 && errno != ENOENT {
+            throw SealedStoreError.io("cannot remove \(recoveryPath)")
+        }
+    }
+
+    public func loadRecovery() -> [UInt8]? { FileManager.default.contents(atPath: recoveryPath).map(Array.init) }
+
+    public func recover(stateKey: SymmetricKey) throws -> [UInt8] {
+        let state = try open(try read(path), magic: Self.magic, with: stateKey, path: path)
+        try sealKey(stateKey)
+        key.withLock { $0 = stateKey }
+        return state
+    }
+
+    private func sealKey(_ stateKey: SymmetricKey) throws {
+        let box = try AES.GCM.seal(stateKey.withUnsafeBytes { Array($0) }, using: sealingKey, authenticating: Self.keyMagic)
+        try AtomicFile.write(Self.keyMagic + Array(box.combined!), to: keyPath, mode: 0o600)
+    }
+
+    private func read(_ file: String) throws -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw FileManager.default.fileExists(atPath: file) ? SealedStoreError.io("cannot read \(file)") : SealedStoreError.cannotUnseal(path: file)
+        }
+        return Array(data)
+    }
+
+    private func open(_ bytes: [UInt8], magic: [UInt8], with key: SymmetricKey, path: String) throws -> [UInt8] {
+        do {
+            let box = try AES.GCM.SealedBox(combined: bytes[magic.count...])
+            return Array(try AES.GCM.open(box, using: key, authenticating: magic))
+        } catch {
+            throw SealedStoreError.cannotUnseal(path: path)
+        }
     }
 }
 

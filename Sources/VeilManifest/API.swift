@@ -167,6 +167,59 @@ public enum API {
         }
     }
 
+    /// `GET /api/v1/recovery` (recovery state only): the encrypted shares.
+    public struct RecoveryInfo: Codable, Sendable {
+        public struct Share: Codable, Sendable {
+            public var name: String
+            public var keyFingerprint: String
+            public var kind: String
+            public var encapsulatedKey: String
+            public var ciphertext: String
+
+            public init(name: String, keyFingerprint: String, kind: String, encapsulatedKey: String, ciphertext: String) {
+                self.name = name
+                self.keyFingerprint = keyFingerprint
+                self.kind = kind
+                self.encapsulatedKey = encapsulatedKey
+                self.ciphertext = ciphertext
+            }
+        }
+        public var threshold: Int
+        /// Names of the keys whose shares arrived.
+        public var received: [String]
+        public var shares: [Share]
+
+        public init(threshold: Int, received: [String], shares: [Share]) {
+            self.threshold = threshold
+            self.received = received
+            self.shares = shares
+        }
+    }
+
+    /// `POST /api/v1/recovery` request: a decrypted share.
+    public struct RecoverySubmission: Codable, Sendable {
+        public var name: String
+        /// Base64 of the decrypted share.
+        public var share: String
+
+        public init(name: String, share: String) {
+            self.name = name
+            self.share = share
+        }
+    }
+
+    public struct RecoveryStatus: Codable, Sendable, Equatable {
+        public var received: Int
+        public var threshold: Int
+        public var recovered: Bool
+
+        public init(received: Int, threshold: Int, recovered: Bool) {
+            self.received = received
+            self.threshold = threshold
+            self.recovered = recovered
+        }
+    }
+
     /// `POST /api/v1/manifest` response.
     public struct ManifestSetResponse: Codable, Sendable {
         public var digest: String

@@ -15,6 +15,8 @@ public struct Manifest: Sendable, Equatable {
     /// Who may manage the coordinator, and how (see ``allows(_:_:on:)``).
     public var users: [String: User] = [:]
     public var roles: [String: Role] = [:]
+    /// Holders who can together restore the state key (see `Config.recoveryThreshold`).
+    public var recoveryKeys: [String: RecoveryKey] = [:]
     /// The exact bytes the manifest was parsed from; `manifest get` returns these.
     public var raw: [UInt8]
     /// `SHA-256` of ``raw``.
@@ -28,6 +30,8 @@ public struct Manifest: Sendable, Equatable {
         /// Users (with `UpdateManifest`) who must acknowledge a manifest update before it
         /// applies; nil means all of them.
         public var updateAcknowledgements: Int?
+        /// Recovery shares needed to restore the state key; nil means all of them.
+        public var recoveryThreshold: Int?
 
         /// `true` when claims carry no TCB status or one the manifest accepts.
         public func accepts(_ claims: Claims) -> Bool {

@@ -111,14 +111,15 @@ private struct ManifestParser {
     }
 
     mutating func manifest(_ json: JSONValue, raw: [UInt8]) -> Manifest? {
-        guard let root = object(json, "$", allowed: ["Packages", "Services", "Secrets", "Config", "Users", "Roles"]) else { return nil }
+        guard let root = object(json, "$", allowed: ["Packages", "Services", "Secrets", "Config", "Users", "Roles", "RecoveryKeys"]) else { return nil }
         if root["Packages"] == nil { problem("$.Packages", "required") }
         if root["Services"] == nil { problem("$.Services", "required") }
 
         var config = Manifest.Config()
-        if let fields = object(root["Config"], "$.Config", allowed: ["AllowSimulation", "AcceptedTCBStatuses", "UpdateAcknowledgements"]) {
+        if let fields = object(root["Config"], "$.Config", allowed: ["AllowSimulation", "AcceptedTCBStatuses", "UpdateAcknowledgements", "RecoveryThreshold"]) {
             config.allowSimulation = bool(fields["AllowSimulation"], "$.Config.AllowSimulation") ?? false
             config.updateAcknowledgements = integer(fields["UpdateAcknowledgements"], "$.Config.UpdateAcknowledgements", in: 1...1000)
+            config.recoveryThreshold = integer(fields["RecoveryThreshold"], "$.Config.RecoveryThreshold", in: 1...255)
             if fields["AcceptedTCBStatuses"] != nil {
                 var accepted = Set<TCBStatus>()
                 for (index, name) in stringArray(fields["AcceptedTCBStatuses"], "$.Config.AcceptedTCBStatuses").enumerated() {
@@ -157,6 +158,23 @@ private struct ManifestParser {
         var manifest = Manifest(packages: packages, services: services, secrets: secrets, config: config, raw: raw)
         manifest.roles = roles(root["Roles"], secretNames: secretNames, packageNames: packageNames)
         manifest.users = users(root["Users"], roleNames: Set(map(root["Roles"], "$.Roles").keys))
+        var fingerprints: [String: String] = [:]
+        for (name, value) in map(root["RecoveryKeys"], "$.RecoveryKeys").sorted(by: { $0.key < $1.key }) {
+            let path = "$.RecoveryKeys.\(name)"
+            guard let pem = string(value, path) else { continue }
+            do {
+                let key = try RecoveryKey(pem: pem)
+                if let other = fingerprints[key.fingerprint] { problem(path, "same key as recovery key '\(other)'") }
+                fingerprints[key.fingerprint] = name
+                manifest.recoveryKeys[name] = key
+            } catch {
+                problem(path, "\(error)")
+            }
+        }
+        if manifest.recoveryKeys.count > 255 { problem("$.RecoveryKeys", "at most 255 recovery keys") }
+        if let threshold = config.recoveryThreshold, threshold > max(1, fingerprints.count) || fingerprints.isEmpty {
+            problem("$.Config.RecoveryThreshold", "\(threshold) shares required, but the manifest has \(fingerprints.count) RecoveryKeys")
+        }
         if let required = config.updateAcknowledgements {
             let updaters = manifest.users.values.filter { manifest.allows($0, .updateManifest, on: nil) }.count
             if required > updaters {

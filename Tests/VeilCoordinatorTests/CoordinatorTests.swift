@@ -220,7 +220,9 @@ struct Fixture {
         let path = fixture.directory + "/" + SealedFileStore.fileName
         let sealed = try Data(contentsOf: URL(fileURLWithPath: path))
         #expect(sealed.range(of: Data("redis".utf8)) == nil, "state must not be plaintext")
-        #expect(throws: SealedStoreError.cannotUnseal(path: path)) { try fixture.coordinator(sealingKey: SymmetricKey(size: .bits256)) }
+        // Another sealing key cannot open the sealed state key (and there are no recovery keys).
+        let keyPath = fixture.directory + "/" + SealedFileStore.keyFileName
+        #expect(throws: SealedStoreError.cannotUnseal(path: keyPath)) { try fixture.coordinator(sealingKey: SymmetricKey(size: .bits256)) }
         var flipped = sealed
         flipped[flipped.count - 20] ^= 1
         try flipped.write(to: URL(fileURLWithPath: path))

@@ -140,7 +140,7 @@ final class CoordinatorProcess {
 
     deinit { process?.stop() }
 
-    func start() throws {
+    func start(attest: Bool = true) throws {
         let process = try Spawned(
             veilBinary,
             ["coordinator", "--tee", "simulated", "--data-dir", dataDirectory, "--client-addr", clientAddress, "--mesh-addr", meshAddress],
@@ -154,13 +154,16 @@ final class CoordinatorProcess {
             }
             usleep(50_000)
         }
-        let attest = try veil(["attest", "--allow-simulation", "--simulation-key", simulationKey, "-o", rootPath])
-        guard attest.status == 0 else { throw CoordinatorStartError(log: attest.stderr) }
+        guard attest else { return }
+        let result = try veil(["attest", "--allow-simulation", "--simulation-key", simulationKey, "-o", rootPath])
+        guard result.status == 0 else { throw CoordinatorStartError(log: result.stderr) }
     }
 
-    func restart() throws {
+    /// Restarts the process; `attest: false` keeps the pinned root (a coordinator in recovery
+    /// serves a temporary one).
+    func restart(attest: Bool = true) throws {
         process?.stop()
-        try start()
+        try start(attest: attest)
     }
 
     struct CoordinatorStartError: Error { let log: String }

@@ -1,0 +1,143 @@
+import Crypto
+import Foundation
+import Logging
+import Synchronization
+import VeilAttestation
+import VeilManifest
+import X509
+
+/// `recovery.json`: the state key split k-of-n (``Shamir``), each share encrypted to one
+/// manifest recovery key, with a commitment per share so a share not made for that key is
+/// refused on arrival. Kept outside the sealed state so it is readable when unsealing fails.
+public struct RecoveryData: Codable, Sendable, Equatable {
+    public struct Share: Codable, Sendable, Equatable {
+        public var name: String
+        public var keyFingerprint: String
+        public var kind: RecoveryKey.Kind
+        /// Base64; empty for RSA.
+        public var encapsulatedKey: String
+        public var ciphertext: String
+        /// Hex `SHA-256("veil-recovery-share-v1\0" ‖ share)`.
+        public var commitment: String
+    }
+
+    public var format = 1
+    public var threshold: Int
+    public var shares: [Share]
+    /// Hex SHA-256 of the certificates of users with the `Recover` action; when not empty, a
+    /// share must come over a connection authenticated by one of them.
+    public var recoverers: [String]
+
+    static func commitment(_ share: [UInt8]) -> String {
+        Hex.encode(SHA256.hash(data: Array("veil-recovery-share-v1\0".utf8) + share))
+    }
+
+    /// Recovery data for `manifest`'s recovery keys, or nil when it has none.
+    static func make(stateKey: SymmetricKey, manifest: Manifest) throws -> RecoveryData? {
+        guard !manifest.recoveryKeys.isEmpty else { return nil }
+        let keys = manifest.recoveryKeys.sorted { $0.key < $1.key }
+        let threshold = manifest.config.recoveryThreshold ?? keys.count
+        let shares = Shamir.split(stateKey.withUnsafeBytes { Array($0) }, threshold: threshold, count: keys.count)
+        let encrypted = try zip(keys, shares).map { entry, share -> Share in
+            let (encapsulated, ciphertext) = try entry.value.encrypt(share.bytes)
+            return Share(
+                name: entry.key, keyFingerprint: entry.value.fingerprint, kind: entry.value.kind,
+                encapsulatedKey: Data(encapsulated).base64EncodedString(), ciphertext: Data(ciphertext).base64EncodedString(),
+                commitment: commitment(share.bytes))
+        }
+        let recoverers = manifest.users.values.filter { manifest.allows($0, .recover, on: nil) }
+            .map { Hex.encode(SHA256.hash(data: $0.certificateDER)) }.sorted()
+        return RecoveryData(threshold: threshold, shares: encrypted, recoverers: recoverers)
+    }
+}
+
+/// Thrown by ``Coordinator/init`` when the state cannot be unsealed but recovery data exists.
+public struct RecoveryNeeded: Error, CustomStringConvertible {
+    public let data: RecoveryData
+    public let reason: String
+    public var description: String { "cannot unseal the state (\(reason)); recovery needs \(data.threshold) of \(data.shares.count) recovery keys" }
+}
+
+/// The coordinator while its state is locked: it serves its status, its evidence (binding a
+/// temporary root certificate) and the encrypted shares, and collects decrypted shares until
+/// the state key is rebuilt. Nothing else is served.
+public final class RecoveryCoordinator: Sendable {
+    let store: any RecoverableStore
+    public let data: RecoveryData
+    public let authority: CertificateAuthority
+    let evidenceProvider: any EvidenceProvider
+    let logger: Logger
+    private let received = Mutex<(shares: [String: Shamir.Share], recovered: Bool)>(([:], false))
+
+    public init(store: any RecoverableStore, data: RecoveryData, evidenceProvider: any EvidenceProvider, logger: Logger) throws {
+        self.store = store
+        self.data = data
+        self.evidenceProvider = evidenceProvider
+        self.logger = logger
+        authority = try CertificateAuthority.generate()
+    }
+
+    public var rootCertificatePEM: String { PEM.encode(authority.rootDER, label: "CERTIFICATE") }
+    public var isRecovered: Bool { received.withLock { $0.recovered } }
+
+    public func status() -> API.StatusResponse {
+        API.StatusResponse(
+            state: isRecovered ? "recovered" : "recovery", manifestDigest: nil, simulated: evidenceProvider.isSimulated,
+            warning: evidenceProvider.isSimulated ? simulationWarning : nil, activations: [:])
+    }
+
+    /// Evidence binding the temporary root and an empty history (the real one is sealed).
+    public func attestation(nonce: [UInt8]) throws(CoordinatorError) -> API.AttestationResponse {
+        guard (1...64).contains(nonce.count) else { throw .badRequest("nonce must be 1 to 64 bytes of hex") }
+        do {
+            let evidence = try evidenceProvider.evidence(reportData: ReportData.binding(authority.rootDER + AuditLog.emptyHead, nonce: nonce))
+            return API.AttestationResponse(
+                evidence: evidence, rootCertificate: rootCertificatePEM, logHead: Hex.encode(AuditLog.emptyHead),
+                simulated: evidenceProvider.isSimulated, warning: evidenceProvider.isSimulated ? simulationWarning : nil)
+        } catch {
+            throw .storage("cannot produce evidence: \(error)")
+        }
+    }
+
+    public func info() -> API.RecoveryInfo {
+        let names = received.withLock { $0.shares.keys.sorted() }
+        return API.RecoveryInfo(
+            threshold: data.threshold, received: names,
+            shares: data.shares.map { .init(name: $0.name, keyFingerprint: $0.keyFingerprint, kind: $0.kind.rawValue,
+                                            encapsulatedKey: $0.encapsulatedKey, ciphertext: $0.ciphertext) })
+    }
+
+    /// Accepts one decrypted share; rebuilds and re-seals the state key once enough arrived.
+    public func submit(name: String, share bytes: [UInt8], by certificateDER: [UInt8]?) throws(CoordinatorError) -> API.RecoveryStatus {
+        if !data.recoverers.isEmpty {
+            guard let certificateDER else { throw .unauthenticated("recovery needs the client certificate of a user with the Recover action") }
+            guard data.recoverers.contains(Hex.encode(SHA256.hash(data: certificateDER))) else {
+                throw .forbidden(user: "(certificate \(Hex.encode(SHA256.hash(data: certificateDER)).prefix(16))…)", action: "Recover", resource: nil)
+            }
+        }
+        guard let entry = data.shares.first(where: { $0.name == name }) else { throw .recoveryRejected("no recovery key is named '\(name)'") }
+        guard RecoveryData.commitment(bytes) == entry.commitment, let share = Shamir.Share(bytes: bytes) else {
+            logger.warning("recovery share refused", metadata: ["key": "\(name)"])
+            throw .recoveryRejected("that is not the share of recovery key '\(name)' (decrypted with another key?)")
+        }
+        let (shares, alreadyRecovered) = received.withLock { state -> ([Shamir.Share], Bool) in
+            state.shares[name] = share
+            return (Array(state.shares.values), state.recovered)
+        }
+        logger.info("recovery share accepted", metadata: ["key": "\(name)", "received": "\(shares.count)", "threshold": "\(data.threshold)"])
+        var status = API.RecoveryStatus(received: shares.count, threshold: data.threshold, recovered: alreadyRecovered)
+        guard !alreadyRecovered, shares.count >= data.threshold else { return status }
+        guard let key = Shamir.combine(Array(shares.prefix(data.threshold))), key.count == 32 else {
+            throw .recoveryRejected("the shares do not rebuild a state key")
+        }
+        do {
+            _ = try store.recover(stateKey: SymmetricKey(data: key))
+        } catch {
+            throw .recoveryRejected("the rebuilt key does not open the state: \(error)")
+        }
+        received.withLock { $0.recovered = true }
+        logger.info("state recovered and sealed under the current sealing key")
+        status.recovered = true
+        return status
+    }
+}

@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import VeilAttestation
+import VeilLauncher
+import VeilManifest
+
+struct RecoverCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "recover",
+        abstract: "Help a coordinator in recovery rebuild its state key with your recovery key.",
+        discussion: """
+            Attests the coordinator first (its evidence binds the temporary root it serves during
+            recovery), fetches the share encrypted to your key, decrypts it here, and sends it back
+            over the attested connection. The private key never leaves this machine. Once the
+            manifest's RecoveryThreshold shares arrived, the coordinator seals its state key under its
+            current sealing key and starts normally.
+            """)
+
+    @Option(help: ArgumentHelp("Your recovery private key (PEM, RSA or P-256).", valueName: "file"))
+    var key: String
+
+    @Option(help: ArgumentHelp("Coordinator client API as HOST:PORT (env VEIL_COORDINATOR).", valueName: "host:port"))
+    var coordinator: String?
+
+    @Option(help: ArgumentHelp("Expected coordinator measurement (hex, repeatable).", valueName: "hex"))
+    var expect: [String] = []
+
+    @Flag(help: "Accept a simulated coordinator (development only: NO confidentiality).")
+    var allowSimulation = false
+
+    @Option(help: ArgumentHelp("Trusted simulation platform key (env \(SimulationPlatformKey.environmentVariable)).", valueName: "file"))
+    var simulationKey: String?
+
+    @Option(name: .long, help: ArgumentHelp("Client certificate of a user with the Recover action, when the manifest has such users.", valueName: "file"))
+    var userCert: String?
+
+    @Option(name: .long, help: ArgumentHelp("The private key of --user-cert.", valueName: "file"))
+    var userKey: String?
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let address = coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:4433"
+        guard let pem = FileManager.default.contents(atPath: key) else { throw CommandError("cannot read \(key)") }
+        let privateKey = try RecoveryPrivateKey(pem: String(decoding: pem, as: UTF8.self))
+
+        var policy = CoordinatorPolicy(measurements: [], verification: .init(allowSimulation: allowSimulation))
+        for text in expect {
+            guard let bytes = Hex.decode(text), bytes.count == 32 else { throw ValidationError("--expect '\(text)' is not 32 bytes of hex") }
+            policy.measurements.append(bytes)
+        }
+        if let keyPath = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] {
+            policy.verification.simulationKey = try SimulationPlatformKey.loadPublicKey(at: keyPath)
+        }
+        if allowSimulation && policy.verification.simulationKey == nil {
+            throw ValidationError("--allow-simulation needs the trusted simulation platform key: pass --simulation-key FILE")
+        }
+        let attested = try await CoordinatorAttestation.attest(address: address, policy: policy)
+        var identity: ClientIdentity?
+        if let userCert, let userKey {
+            guard let cert = FileManager.default.contents(atPath: userCert), let key = FileManager.default.contents(atPath: userKey) else {
+                throw CommandError("cannot read --user-cert/--user-key")
+            }
+            identity = ClientIdentity(certificatePEM: String(decoding: cert, as: UTF8.self), privateKeyPEM: String(decoding: key, as: UTF8.self))
+        }
+        let status = try await CoordinatorClient.with(address: address, trust: .pinnedRoot(attested.rootCertificatePEM), identity: identity) { client in
+            let info = try await client.call(.GET, "\(API.prefix)/recovery", as: API.RecoveryInfo.self)
+            guard let share = info.shares.first(where: { $0.keyFingerprint == privateKey.publicKey.fingerprint }) else {
+                throw CommandError("this key is not one of the coordinator's recovery keys (\(info.shares.map(\.name).joined(separator: ", ")))")
+            }
+            guard let encapsulated = Data(base64Encoded: share.encapsulatedKey), let ciphertext = Data(base64Encoded: share.ciphertext) else {
+                throw CommandError("the coordinator sent a malformed share")
+            }
+            let plaintext = try privateKey.decrypt(encapsulatedKey: Array(encapsulated), ciphertext: Array(ciphertext))
+            let submission = API.RecoverySubmission(name: share.name, share: Data(plaintext).base64EncodedString())
+            return try await client.call(.POST, "\(API.prefix)/recovery", json: submission, as: API.RecoveryStatus.self)
+        }
+        if status.recovered {
+            print("recovered: the coordinator rebuilt its state key (\(status.received) of \(status.threshold) shares) and restarts normally")
+        } else {
+            print("share accepted: \(status.received) of \(status.threshold) shares; more recovery key holders must run veil recover")
+        }
+        if attested.claims.simulated { warn("warning: \(simulationWarning)") }
+    }
+}

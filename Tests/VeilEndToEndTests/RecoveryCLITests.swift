@@ -1,0 +1,61 @@
+import Foundation
+import Testing
+
+/// A coordinator whose sealing key changed starts in recovery; k of n holders restore it with `veil recover`.
+@Suite struct RecoveryCLITests {
+    func openssl(_ arguments: [String], scratch: Scratch) throws {
+        let result = try run(which("openssl") ?? "/usr/bin/openssl", arguments, scratch: scratch)
+        try #require(result.status == 0, "\(result.stderr)")
+    }
+
+    @Test func changedSealingKeyIsRecoveredWithTwoOfThreeKeys() throws {
+        let scratch = try Scratch()
+        let coordinator = try CoordinatorProcess(scratch: scratch)
+        var publicKeys: [String: String] = [:]
+        for (name, algorithm) in [("rsa", ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]),
+                                  ("ec", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]),
+                                  ("spare", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]),
+                                  ("outsider", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"])] {
+            try openssl(["genpkey"] + algorithm + ["-out", "\(scratch.path)/\(name).pem"], scratch: scratch)
+            try openssl(["pkey", "-in", "\(scratch.path)/\(name).pem", "-pubout", "-out", "\(scratch.path)/\(name).pub"], scratch: scratch)
+            publicKeys[name] = try String(contentsOfFile: "\(scratch.path)/\(name).pub", encoding: .utf8)
+        }
+        let manifest: [String: Any] = [
+            "Packages": ["p": ["Kind": "simulated", "Measurement": String(repeating: "ab", count: 32)]],
+            "Services": ["s": ["Package": "p"]],
+            "RecoveryKeys": ["rsa": publicKeys["rsa"]!, "ec": publicKeys["ec"]!, "spare": publicKeys["spare"]!],
+            "Config": ["AllowSimulation": true, "RecoveryThreshold": 2],
+        ]
+        #expect(try coordinator.setManifest(String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self)).status == 0)
+        let before = try coordinator.veil(["manifest", "get"]).stdout
+
+        // The sealing key changes (new machine, lost key): the state no longer unseals.
+        try Data((String(repeating: "5a", count: 32) + "\n").utf8).write(to: URL(fileURLWithPath: coordinator.dataDirectory + "/sealing-key.simulation-insecure"))
+        try coordinator.restart(attest: false)
+        let (code, status) = try coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status")
+        #expect(code == 200 && status.contains("\"recovery\""), "\(status)")
+
+        let recover = { (key: String) throws -> RunResult in
+            try coordinator.veil(["recover", "--key", "\(scratch.path)/\(key).pem", "--allow-simulation", "--simulation-key", coordinator.simulationKey])
+        }
+        let outsider = try recover("outsider")
+        #expect(outsider.status != 0 && outsider.stderr.contains("not one of the coordinator's recovery keys"), "\(outsider.stderr)")
+        let first = try recover("rsa")
+        #expect(first.status == 0 && first.stdout.contains("1 of 2"), "\(first.stdout)\(first.stderr)")
+        #expect(try coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1.contains("\"recovery\""), "one share is not enough")
+        let second = try recover("ec")
+        #expect(second.status == 0 && second.stdout.contains("recovered"), "\(second.stdout)\(second.stderr)")
+
+        // It restarts normally with the same CA (the pinned root still works), manifest and history.
+        let port = Int(coordinator.clientAddress.split(separator: ":").last!)!
+        var recovered = false
+        for _ in 0..<100 where !recovered {
+            usleep(100_000)
+            recovered = isListening(port: port) && (try? coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1.contains("accepting")) == true
+        }
+        #expect(recovered)
+        #expect(try coordinator.veil(["manifest", "get"]).stdout == before)
+        let attest = try coordinator.veil(["attest", "--allow-simulation", "--simulation-key", coordinator.simulationKey])
+        #expect(attest.status == 0 && attest.stdout.contains("history: 1 entries verified"), "\(attest.stdout)\(attest.stderr)")
+    }
+}
