@@ -1,5 +1,7 @@
 import Crypto
+import Dispatch
 import Foundation
+import Synchronization
 import VeilAttestation
 
 /// One change to the coordinator's manifest, secrets or state, as recorded in its history.
@@ -86,22 +88,46 @@ public enum AuditLog {
 
     /// Verifies order, chain and signatures of every entry and that `head` (from attested
     /// evidence) is one of them. Returns the number of entries up to and including the head.
+    /// Signatures are checked on all cores; the error names the first bad entry, as a
+    /// sequential check would.
     @discardableResult
     public static func verify(_ log: [LogEntry], rootKey: P256.Signing.PublicKey, head: [UInt8]) throws(VerificationError) -> Int {
+        let hashes = log.map(\.hash)
+        var failures = [VerificationError?](repeating: nil, count: log.count)
         var previous = emptyHead
-        var headPosition: Int? = head == emptyHead ? 0 : nil
         for (position, entry) in log.enumerated() {
-            guard entry.index == position else { throw .wrongIndex(position: position, found: entry.index) }
-            guard entry.previous == Hex.encode(previous) else { throw .brokenChain(index: position) }
-            let hash = entry.hash
-            guard let der = Data(base64Encoded: entry.signature),
-                let signature = try? P256.Signing.ECDSASignature(derRepresentation: der),
-                rootKey.isValidSignature(signature, for: hash)
-            else { throw .badSignature(index: position) }
-            previous = hash
-            if hash == head { headPosition = position + 1 }
+            if entry.index != position {
+                failures[position] = .wrongIndex(position: position, found: entry.index)
+            } else if entry.previous != Hex.encode(previous) {
+                failures[position] = .brokenChain(index: position)
+            }
+            previous = hashes[position]
         }
-        guard let headPosition else { throw .headNotFound(head: Hex.encode(head), entries: log.count) }
-        return headPosition
+        let signatureFailures = SignatureFailures(count: log.count)
+        let workers = max(1, min(log.count, ProcessInfo.processInfo.activeProcessorCount))
+        DispatchQueue.concurrentPerform(iterations: workers) { worker in
+            for position in stride(from: worker, to: log.count, by: workers) {
+                guard let der = Data(base64Encoded: log[position].signature),
+                    let signature = try? P256.Signing.ECDSASignature(derRepresentation: der),
+                    rootKey.isValidSignature(signature, for: hashes[position])
+                else {
+                    signatureFailures.mark(position)
+                    continue
+                }
+            }
+        }
+        for position in signatureFailures.positions where failures[position] == nil { failures[position] = .badSignature(index: position) }
+        if let first = failures.first(where: { $0 != nil }) { throw first! }
+        if head == emptyHead { return 0 }
+        guard let position = hashes.firstIndex(of: head) else { throw .headNotFound(head: Hex.encode(head), entries: log.count) }
+        return position + 1
     }
+}
+
+/// Positions whose signature failed, collected from parallel workers.
+private final class SignatureFailures: Sendable {
+    private let state: Mutex<Set<Int>>
+    init(count: Int) { state = Mutex([]) }
+    func mark(_ position: Int) { state.withLock { _ = $0.insert(position) } }
+    var positions: [Int] { state.withLock { $0.sorted() } }
 }
