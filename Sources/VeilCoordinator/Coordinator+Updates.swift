@@ -26,7 +26,7 @@ extension Coordinator {
     /// security version are refused from then on.
     @discardableResult
     public func updatePackages(_ body: [UInt8], by certificateDER: [UInt8]?) throws(CoordinatorError) -> [UInt8] {
-        guard let current = manifest else { throw .noManifest }
+        let current = try authenticate(certificateDER).manifest
         guard case .object(let root)? = try? JSONValue.parse(body), root.count == 1, case .object(let packages)? = root["Packages"], !packages.isEmpty
         else { throw .invalidUpdate("a package update is {\"Packages\": {NAME: {\"SecurityVersion\": N}}}") }
         var versions: [String: UInt16] = [:]

@@ -8,16 +8,23 @@ extension Coordinator {
     /// `resource`. Anonymous and unknown clients are `unauthenticated`; known users without a
     /// matching role are `forbidden`.
     public func authorize(_ certificateDER: [UInt8]?, _ action: Action, on resource: String?) throws(CoordinatorError) -> String {
-        guard let manifest else { throw .noManifest }
-        guard let certificateDER else { throw .unauthenticated("present a user's client certificate (veil --user-cert/--user-key)") }
-        guard let (name, user) = manifest.user(certificateDER: certificateDER) else {
-            throw .unauthenticated("the client certificate belongs to no user of the manifest")
-        }
+        let (name, user, manifest) = try authenticate(certificateDER)
         guard manifest.allows(user, action, on: resource) else {
             logger.warning("refused", metadata: ["user": "\(name)", "action": "\(action.rawValue)", "resource": "\(resource ?? "-")"])
             throw .forbidden(user: name, action: action.rawValue, resource: resource)
         }
         return name
+    }
+
+    /// The manifest user presenting `certificateDER`; checked before a request body is even read.
+    @discardableResult
+    func authenticate(_ certificateDER: [UInt8]?) throws(CoordinatorError) -> (name: String, user: User, manifest: Manifest) {
+        guard let manifest else { throw .noManifest }
+        guard let certificateDER else { throw .unauthenticated("present a user's client certificate (veil --user-cert/--user-key)") }
+        guard let (name, user) = manifest.user(certificateDER: certificateDER) else {
+            throw .unauthenticated("the client certificate belongs to no user of the manifest")
+        }
+        return (name, user, manifest)
     }
 
     /// Checks a value for a `UserDefined` secret; the value itself never appears in the error.
@@ -51,6 +58,7 @@ extension Coordinator {
 
     /// The values of `names` for a user with `ReadSecret` on each of them (all or nothing).
     public func readSecrets(_ names: [String], by certificateDER: [UInt8]?) throws(CoordinatorError) -> [String: API.SecretContent] {
+        try authenticate(certificateDER)
         guard !names.isEmpty else { throw .badRequest("name at least one secret: ?name=A&name=B") }
         var user = ""
         for name in names {

@@ -44,6 +44,12 @@ import Testing
         #expect(get.status == 0 && get.stdout.contains(Data("hunter2".utf8).base64EncodedString()), "\(get.stderr)")
         let anonymousRead = try coordinator.veil(["secret", "get", "apiKey"])
         #expect(anonymousRead.status != 0 && anonymousRead.stderr.contains("(401)"))
+        // Every mutating endpoint refuses anonymous clients.
+        for (method, path) in [("PUT", "/api/v1/secrets/apiKey"), ("POST", "/api/v1/update/packages"),
+                               ("POST", "/api/v1/update/manifest"), ("POST", "/api/v1/update/acknowledge")] {
+            let (code, body) = try coordinator.curl(method, coordinator.clientAddress, path, body: #"{"value": "aGk="}"#)
+            #expect(code == 401 && body.contains("unauthenticated"), "\(method) \(path): \(code) \(body)")
+        }
         // Anonymous reads of public information still work.
         #expect(try coordinator.veil(["manifest", "get"]).status == 0)
         #expect(!(try String(contentsOfFile: coordinator.process!.stderrPath, encoding: .utf8)).contains("hunter2"), "values never appear in logs")
