@@ -76,12 +76,7 @@ extension Coordinator {
         try state.withLock { mutable throws(CoordinatorError) in
             var sealed = mutable.sealed
             sealed.pendingUpdate = PendingUpdate(manifest: bytes, acknowledgedBy: [user])
-            do {
-                try appendLog(&sealed, "updateProposed", user: user, detail: ["digest": Hex.encode(proposed.digest)])
-                try Self.save(&sealed, to: store)
-            } catch {
-                throw .storage("\(error)")
-            }
+            try persist(&sealed, logging: "updateProposed", user: user, detail: ["digest": Hex.encode(proposed.digest)])
             mutable.sealed = sealed
         }
         return try applyIfAcknowledged()
@@ -96,12 +91,7 @@ extension Coordinator {
             guard !pending.acknowledgedBy.contains(user) else { return }
             var sealed = mutable.sealed
             sealed.pendingUpdate?.acknowledgedBy.append(user)
-            do {
-                try appendLog(&sealed, "updateAcknowledged", user: user, detail: ["digest": Hex.encode(SHA256.hash(data: bytes))])
-                try Self.save(&sealed, to: store)
-            } catch {
-                throw .storage("\(error)")
-            }
+            try persist(&sealed, logging: "updateAcknowledged", user: user, detail: ["digest": Hex.encode(SHA256.hash(data: bytes))])
             mutable.sealed = sealed
         }
         return try applyIfAcknowledged()
@@ -159,12 +149,7 @@ extension Coordinator {
             if let secrets { sealed.secrets = secrets }
             sealed.pendingUpdate = nil
             sealed.activations = sealed.activations.filter { manifest.services[$0.key] != nil }
-            do {
-                try appendLog(&sealed, event, user: user, detail: detail)
-                try Self.save(&sealed, to: store)
-            } catch {
-                throw .storage("\(error)")
-            }
+            try persist(&sealed, logging: event, user: user, detail: detail)
             mutable.sealed = sealed
             mutable.manifest = manifest
         }

@@ -45,12 +45,7 @@ extension Coordinator {
         try state.withLock { mutable throws(CoordinatorError) in
             var sealed = mutable.sealed
             sealed.secrets[name, default: SecretValue()].bytes = value
-            do {
-                try appendLog(&sealed, "secretSet", user: user, detail: ["secret": name])
-                try Self.save(&sealed, to: store)
-            } catch {
-                throw .storage("\(error)")
-            }
+            try persist(&sealed, logging: "secretSet", user: user, detail: ["secret": name])
             mutable.sealed = sealed
         }
         logger.info("secret set", metadata: ["user": "\(user)", "secret": "\(name)"])

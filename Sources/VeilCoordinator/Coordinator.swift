@@ -167,14 +167,9 @@ public final class Coordinator: Sendable {
             sealed.manifest = bytes
             sealed.secrets = secrets
             sealed.activations = [:]
-            do {
-                try appendLog(&sealed, "manifestSet", user: nil, detail: [
+            try persist(&sealed, logging: "manifestSet", user: nil, detail: [
                     "digest": Hex.encode(manifest.digest), "userDefinedSecrets": userDefinedSecrets.keys.sorted().joined(separator: ","),
                 ])
-                try Self.save(&sealed, to: store)
-            } catch {
-                throw .storage("\(error)")
-            }
             mutable.sealed = sealed
             mutable.manifest = manifest
         }
@@ -201,6 +196,16 @@ public final class Coordinator: Sendable {
 
     /// The history of changes, oldest first.
     public var log: [LogEntry] { state.withLock { $0.sealed.log ?? [] } }
+
+    /// Appends a signed history entry for `event` to `sealed` and saves it; nothing is kept on failure.
+    func persist(_ sealed: inout SealedState, logging event: String, user: String?, detail: [String: String]) throws(CoordinatorError) {
+        do {
+            try appendLog(&sealed, event, user: user, detail: detail)
+            try Self.save(&sealed, to: store)
+        } catch {
+            throw .storage("\(error)")
+        }
+    }
 
     /// Appends a signed entry to `sealed`'s history (saved with it by the caller).
     func appendLog(_ sealed: inout SealedState, _ event: String, user: String?, detail: [String: String]) throws {

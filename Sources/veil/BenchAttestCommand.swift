@@ -17,9 +17,7 @@ struct BenchAttestCommand: AsyncParsableCommand {
     @Option(help: "Runs of veil attest to time (median reported).") var runs = 10
 
     func run() async throws {
-        let veil = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("veil-bench-attest-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let (veil, work) = try Bench.setUp("attest")
         defer { try? FileManager.default.removeItem(atPath: work) }
         let coordinator = try await BenchCoordinator.start(veil: veil, work: work)
         defer { coordinator.stop() }

@@ -26,9 +26,7 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Seconds per throughput phase.") var seconds = 5.0
 
     func run() async throws {
-        let veil = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("veil-bench-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let (veil, work) = try Bench.setUp("coordinator")
         defer { try? FileManager.default.removeItem(atPath: work) }
         let coordinator = try await BenchCoordinator.start(veil: veil, work: work)
         defer { coordinator.stop() }

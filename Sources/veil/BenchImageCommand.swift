@@ -20,9 +20,7 @@ struct BenchImageCommand: AsyncParsableCommand {
     @Option(help: "Container starts to time (median reported).") var starts = 10
 
     func run() async throws {
-        let veil = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("veil-bench-image-\(UUID().uuidString.prefix(8))").path
-        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let (veil, work) = try Bench.setUp("image")
         defer { try? FileManager.default.removeItem(atPath: work) }
         let launcher = try LauncherFiles.resolve(executable: veil)
         print("veil bench image: \(ProcessInfo.processInfo.activeProcessorCount) cores")

@@ -31,6 +31,14 @@ enum Bench {
         return value
     }
 
+    /// This executable, and a fresh scratch directory named for the benchmark (the caller removes it).
+    static func setUp(_ name: String) throws -> (veil: String, work: String) {
+        let veil = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("veil-bench-\(name)-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        return (veil, work)
+    }
+
     /// Wall time of one run, spawned with `posix_spawn` and reaped with `waitpid`
     /// (Foundation's `Process` adds tens of milliseconds of polling on Linux).
     static func time(_ arguments: [String], environment: [String: String]) throws -> Double {
