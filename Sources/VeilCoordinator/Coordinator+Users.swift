@@ -17,12 +17,16 @@ extension Coordinator {
     }
 
     /// The manifest user presenting `certificateDER`; checked before a request body is even read.
+    /// A certificate outside its validity period is refused even though it matches.
     @discardableResult
-    func authenticate(_ certificateDER: [UInt8]?) throws(CoordinatorError) -> (name: String, user: User, manifest: Manifest) {
+    func authenticate(_ certificateDER: [UInt8]?, now: Date = Date()) throws(CoordinatorError) -> (name: String, user: User, manifest: Manifest) {
         guard let manifest else { throw .noManifest }
         guard let certificateDER else { throw .unauthenticated("present a user's client certificate (veil --user-cert/--user-key)") }
         guard let (name, user) = manifest.user(certificateDER: certificateDER) else {
             throw .unauthenticated("the client certificate belongs to no user of the manifest")
+        }
+        if let certificate = try? Certificate(derEncoded: certificateDER), !(certificate.notValidBefore...certificate.notValidAfter).contains(now) {
+            throw .unauthenticated("the certificate of user '\(name)' is not valid now (valid \(certificate.notValidBefore) to \(certificate.notValidAfter))")
         }
         return (name, user, manifest)
     }

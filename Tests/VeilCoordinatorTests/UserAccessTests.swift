@@ -7,11 +7,11 @@ import VeilManifest
 import X509
 
 /// A self-signed user certificate, as `openssl req -x509` would make it.
-func userCertificate(_ name: String) throws -> (pem: String, der: [UInt8]) {
+func userCertificate(_ name: String, validFrom: Date = Date() - 60, until: Date = Date() + 86400) throws -> (pem: String, der: [UInt8]) {
     let key = P256.Signing.PrivateKey()
     let subject = try DistinguishedName { CommonName(name) }
     let certificate = try Certificate(
-        version: .v3, serialNumber: .init(), publicKey: .init(key.publicKey), notValidBefore: Date(), notValidAfter: Date() + 86400,
+        version: .v3, serialNumber: .init(), publicKey: .init(key.publicKey), notValidBefore: validFrom, notValidAfter: until,
         issuer: subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256, extensions: .init(), issuerPrivateKey: .init(key))
     return (try certificate.serializeAsPEM().pemString, try certificate.derBytes)
 }
@@ -85,6 +85,22 @@ func userCertificate(_ name: String) throws -> (pem: String, der: [UInt8]) {
             return name == "generated" && !reason.contains("never-stored")
         }
         #expect(try coordinator.readSecrets(["apiKey"], by: bob.der)["apiKey"]?.value == nil, "nothing was set")
+    }
+
+    @Test func anExpiredUserCertificateIsRefused() throws {
+        let fixture = try Fixture()
+        let coordinator = try fixture.coordinator()
+        let expired = try userCertificate("alice", validFrom: Date() - 7200, until: Date() - 3600)
+        let text = String(decoding: manifest(fixture), as: UTF8.self).replacingOccurrences(
+            of: String(decoding: try JSONEncoder().encode(alice.pem), as: UTF8.self),
+            with: String(decoding: try JSONEncoder().encode(expired.pem), as: UTF8.self))
+        try coordinator.setManifest(Array(text.utf8))
+        #expect {
+            try coordinator.setSecret("apiKey", value: Array("v".utf8), by: expired.der)
+        } throws: { error in
+            guard case CoordinatorError.unauthenticated(let why) = error else { return false }
+            return why.contains("not valid now")
+        }
     }
 
     @Test func usersAndRolesAreValidated() throws {
