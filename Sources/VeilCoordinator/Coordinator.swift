@@ -105,6 +105,11 @@ public final class Coordinator: Sendable {
             try Self.save(&sealed, to: store)
         }
         state = Mutex(Mutable(sealed: sealed, manifest: manifest))
+        // A recovery finished before this start: record it, then forget the note.
+        if let recoverable = store as? any RecoverableStore, let note = recoverable.recoveryNote(consume: false) {
+            try state.withLock { mutable throws(CoordinatorError) in try persist(&mutable.sealed, logging: "recovered", user: nil, detail: note) }
+            _ = recoverable.recoveryNote(consume: true)
+        }
     }
 
     static func save(_ sealed: inout SealedState, to store: any StateStore) throws {

@@ -131,7 +131,8 @@ public final class RecoveryCoordinator: Sendable {
             throw .recoveryRejected("the shares do not rebuild a state key")
         }
         do {
-            _ = try store.recover(stateKey: SymmetricKey(data: key))
+            let names = received.withLock { $0.shares.keys.sorted() }
+            _ = try store.recover(stateKey: SymmetricKey(data: key), note: ["keys": names.joined(separator: ",")])
         } catch {
             throw .recoveryRejected("the rebuilt key does not open the state: \(error)")
         }

@@ -35,8 +35,11 @@ public protocol RecoverableStore: StateStore {
     /// nil removes it.
     func saveRecovery(_ bytes: [UInt8]?) throws
     func loadRecovery() -> [UInt8]?
-    /// Decrypts the state with a rebuilt state key and seals that key under the current sealing key.
-    func recover(stateKey: SymmetricKey) throws -> [UInt8]
+    /// Decrypts the state with a rebuilt state key and seals that key under the current sealing
+    /// key; `note` (which keys helped) is kept for the next start to record in the history.
+    func recover(stateKey: SymmetricKey, note: [String: String]) throws -> [UInt8]
+    /// The note of a recovery not yet recorded, removed when `consume` is true.
+    func recoveryNote(consume: Bool) -> [String: String]?
 }
 
 /// The embedded default: a data directory with the state encrypted under a random state key,
@@ -108,12 +111,21 @@ public final class SealedFileStore: RecoverableStore, Sendable {
 
     public func loadRecovery() -> [UInt8]? { FileManager.default.contents(atPath: recoveryPath).map(Array.init) }
 
-    public func recover(stateKey: SymmetricKey) throws -> [UInt8] {
+    public func recover(stateKey: SymmetricKey, note: [String: String]) throws -> [UInt8] {
         let state = try open(try read(path), magic: Self.magic, with: stateKey, path: path)
+        try AtomicFile.write(Array(try JSONEncoder().encode(note)), to: notePath, mode: 0o600)
         try sealKey(stateKey)
         key.withLock { $0 = stateKey }
         return state
     }
+
+    public func recoveryNote(consume: Bool) -> [String: String]? {
+        guard let data = FileManager.default.contents(atPath: notePath) else { return nil }
+        if consume { unlink(notePath) }
+        return (try? JSONDecoder().decode([String: String].self, from: data)) ?? [:]
+    }
+
+    var notePath: String { recoveryPath + ".recovered" }
 
     private func sealKey(_ stateKey: SymmetricKey) throws {
         let box = try AES.GCM.seal(stateKey.withUnsafeBytes { Array($0) }, using: sealingKey, authenticating: Self.keyMagic)

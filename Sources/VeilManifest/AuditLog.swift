@@ -15,7 +15,7 @@ public struct LogEntry: Codable, Sendable, Equatable {
     /// RFC 3339 UTC time of the change.
     public var time: String
     /// `manifestSet`, `secretSet`, `packageUpdated`, `updateProposed`, `updateAcknowledged`,
-    /// `manifestUpdated`.
+    /// `manifestUpdated`, `recovered`.
     public var event: String
     /// The manifest user who made the change, when one did.
     public var user: String?

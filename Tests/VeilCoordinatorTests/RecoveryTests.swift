@@ -88,6 +88,9 @@ import _CryptoExtras
         let restored = try fixture.coordinator(sealingKey: newSealingKey)
         #expect(restored.rootCertificatePEM == root, "same CA, secrets and manifest after recovery")
         #expect(restored.manifest?.digest == Array(SHA256.hash(data: manifest(fixture))))
+        #expect(restored.log.map(\.event) == ["manifestSet", "recovered"])
+        #expect(restored.log.last?.detail["keys"] == "ecA,rsa")
+        #expect(try fixture.coordinator(sealingKey: newSealingKey).log.count == 2, "recorded once")
     }
 
     @Test func recoveryKeysAreValidated() throws {

@@ -56,6 +56,6 @@ import Testing
         #expect(recovered)
         #expect(try coordinator.veil(["manifest", "get"]).stdout == before)
         let attest = try coordinator.veil(["attest", "--allow-simulation", "--simulation-key", coordinator.simulationKey])
-        #expect(attest.status == 0 && attest.stdout.contains("history: 1 entries verified"), "\(attest.stdout)\(attest.stderr)")
+        #expect(attest.status == 0 && attest.stdout.contains("history: 2 entries verified"), "\(attest.stdout)\(attest.stderr)")
     }
 }
