@@ -71,7 +71,8 @@ launch() {
 
 # build_image LAYOUT TAG FILE... -- ENTRYPOINT...: packs host files into a one-layer OCI image
 # with umoci, the way a Dockerfile's COPY would. A FILE is a host path (copied to the same path
-# together with every library `ldd` lists for it) or SRC=DEST (copied as is).
+# together with every library `ldd` lists for it) or SRC=DEST (copied as is). IMAGE_USER, when
+# set, becomes the image's User.
 build_image() {
   command -v umoci >/dev/null || fail "umoci is not installed (apt-get install -y umoci)"
   local layout=$1 tag=$2; shift 2
@@ -97,6 +98,7 @@ build_image() {
   umoci repack --image "$layout:$tag" "$bundle/b"
   local args=()
   for entry in "$@"; do args+=(--config.entrypoint "$entry"); done
+  [ -z "${IMAGE_USER:-}" ] || args+=(--config.user "$IMAGE_USER")
   umoci config --image "$layout:$tag" "${args[@]}" --config.workingdir /tmp --config.env PATH=/usr/bin:/bin
   rm -rf "$bundle"
 }

@@ -147,7 +147,7 @@ public struct ImageConverter {
         guard !command.isEmpty else { throw ImageError.launcher("the image has no Entrypoint or Cmd to wrap") }
         let runConfig = ImageRunConfig(
             service: options.service, command: command, env: source.config.env, workingDir: source.config.workingDir,
-            protectedFiles: protectedFiles.map(\.entry))
+            protectedFiles: protectedFiles.map(\.entry), user: source.config.user.isEmpty ? nil : source.config.user)
         let configLayer = try writeConfigLayer(runConfig, protected: protectedFiles, roots: roots, tree: &tree, layer: layers.count, into: destination)
         layers.append(configLayer)
         diffIDs.append(configLayer.digest)
@@ -324,6 +324,8 @@ public struct ImageConverter {
         var config = object["config"] as? [String: Any] ?? [:]
         config["Entrypoint"] = entrypoint
         config["Cmd"] = nil
+        // The launcher starts as root and becomes the image's user itself (see ImageRunConfig.user).
+        config["User"] = nil
         var labels = config["Labels"] as? [String: Any] ?? [:]
         labels["dev.veil.service"] = options.service
         labels["dev.veil.measurement"] = Hex.encode(measurement)

@@ -24,13 +24,17 @@ public struct ImageRunConfig: Codable, Sendable, Equatable {
     public var env: [String]
     public var workingDir: String
     public var protectedFiles: [ProtectedEntry]
+    /// The image's original `User`: the converted image starts its launcher as root, which
+    /// measures and provisions, hands the provisioned files to this user and becomes it.
+    public var user: String?
 
-    public init(service: String, command: [String], env: [String], workingDir: String, protectedFiles: [ProtectedEntry]) {
+    public init(service: String, command: [String], env: [String], workingDir: String, protectedFiles: [ProtectedEntry], user: String? = nil) {
         self.service = service
         self.command = command
         self.env = env
         self.workingDir = workingDir
         self.protectedFiles = protectedFiles
+        self.user = user
     }
 
     public static func load(at path: String) throws -> ImageRunConfig {

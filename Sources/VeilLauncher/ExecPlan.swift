@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import VeilAttestation
+import VeilImage
 import VeilManifest
 
 /// What the launcher does after a successful activation: write files, then `fexecve` the
@@ -19,6 +20,8 @@ public struct ExecPlan {
     public let simulated: Bool
     /// Changed to before exec when set (an image's WorkingDir).
     public var workingDirectory: String?
+    /// Owner of the provisioned files and identity the program runs as (an image's User).
+    public var user: ImageUser?
 
     init(response: API.ActivationResponse, options: LaunchOptions, program: OpenedProgram, privateKeyDER: [UInt8]) throws {
         self.program = program
@@ -30,6 +33,7 @@ public struct ExecPlan {
         }
         self.files = files
         if let workingDir = options.image?.config.workingDir, !workingDir.isEmpty { workingDirectory = workingDir }
+        user = options.image?.user
         var environment = options.environment
         for name in Launcher.ownVariables { environment[name] = nil }
         for (name, value) in response.env {
@@ -54,7 +58,7 @@ public struct ExecPlan {
     /// anywhere on the path, so a planted link cannot redirect a secret outside the named path.
     public func provision() throws {
         for file in files {
-            try SafeWriter.write(file.bytes, to: file.path, mode: file.mode)
+            try SafeWriter.write(file.bytes, to: file.path, mode: file.mode, owner: user)
         }
     }
 
@@ -62,6 +66,13 @@ public struct ExecPlan {
     public func exec(signals: SignalDispositions) throws -> Never {
         let argvC = argv.map { strdup($0) } + [nil]
         let envC = environment.sorted(by: { $0.key < $1.key }).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        if let user, user.uid != getuid() || user.gid != getgid() {
+            // Groups first: once the uid is dropped they can no longer change.
+            let groups = user.groups.map { gid_t($0) }
+            guard setgroups(groups.count, groups) == 0, setgid(user.gid) == 0, setuid(user.uid) == 0, getuid() == user.uid else {
+                throw LaunchError.exec(program.path, reason: "cannot become user \(user.uid):\(user.gid) (\(String(cString: strerror(errno)))); start the launcher as root")
+            }
+        }
         if let workingDirectory, chdir(workingDirectory) != 0 {
             throw LaunchError.exec(program.path, reason: "cannot change to working directory \(workingDirectory): \(String(cString: strerror(errno)))")
         }
@@ -74,7 +85,8 @@ public struct ExecPlan {
 
 /// Writes files beneath `/` without following symlinks, creating missing directories.
 enum SafeWriter {
-    static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) throws {
+    /// - Parameter owner: when set, the file and the directories created for it get this owner.
+    static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600, owner: ImageUser? = nil) throws {
         let components = path.split(separator: "/").map(String.init)
         var dirFD = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dirFD >= 0 else { throw LaunchError.provisioning(path: path, reason: "cannot open /") }
@@ -86,6 +98,9 @@ enum SafeWriter {
             if next < 0 && errno == ENOENT {
                 guard mkdirat(dirFD, component, 0o700) == 0 || errno == EEXIST else {
                     throw LaunchError.provisioning(path: path, reason: "cannot create directory \(walked): \(String(cString: strerror(errno)))")
+                }
+                if let owner, fchownat(dirFD, component, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0 {
+                    throw LaunchError.provisioning(path: path, reason: "cannot hand \(walked) to \(owner.uid):\(owner.gid): \(String(cString: strerror(errno)))")
                 }
                 next = openat(dirFD, component, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
             }
@@ -106,6 +121,9 @@ enum SafeWriter {
             throw LaunchError.provisioning(path: path, reason: reason)
         }
         defer { close(fd) }
+        if let owner, fchown(fd, owner.uid, owner.gid) != 0 {
+            throw LaunchError.provisioning(path: path, reason: "cannot hand it to \(owner.uid):\(owner.gid): \(String(cString: strerror(errno)))")
+        }
         guard fchmod(fd, mode) == 0 else { throw LaunchError.provisioning(path: path, reason: String(cString: strerror(errno))) }
         let failure = AtomicFile.writeAll(bytes, to: fd)
         guard failure == 0 else { throw LaunchError.provisioning(path: path, reason: String(cString: strerror(failure))) }

@@ -31,16 +31,21 @@ public struct ImageLaunch: Sendable {
     public var config: ImageRunConfig
     /// ``RootfsDigest`` of the container's root, computed by the launcher itself.
     public var rootfsDigest: [UInt8]
+    /// Who the application runs as (the image's `User`); nil keeps the launcher's identity.
+    public var user: ImageUser?
 
-    public init(config: ImageRunConfig, rootfsDigest: [UInt8]) {
+    public init(config: ImageRunConfig, rootfsDigest: [UInt8], user: ImageUser? = nil) {
         self.config = config
         self.rootfsDigest = rootfsDigest
+        self.user = user
     }
 
-    /// Reads the image's launch configuration and measures the root filesystem `root`.
+    /// Reads the image's launch configuration, resolves its user and measures the root
+    /// filesystem `root`.
     public static func prepare(configPath: String = ImageRunConfig.path, root: String = "/") throws -> ImageLaunch {
         let config = try ImageRunConfig.load(at: configPath)
-        return ImageLaunch(config: config, rootfsDigest: try RootfsDisk.measure(root: root))
+        let user = try config.user.map { try ImageUser.resolve($0, root: root) }
+        return ImageLaunch(config: config, rootfsDigest: try RootfsDisk.measure(root: root), user: user)
     }
 
     var measurement: [UInt8] { ImageMeasurement.measurement(rootfsDigest: rootfsDigest) }

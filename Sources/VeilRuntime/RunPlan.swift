@@ -30,7 +30,8 @@ public enum RunPlan {
         guard !config.command.isEmpty else { throw ImageError.launcher("the image has no Entrypoint or Cmd") }
         var spec = ContainerSpec(rootfs: rootfs, args: config.command, env: config.env, workingDir: config.workingDir)
         if spec.env.isEmpty { spec.env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] }
-        (spec.uid, spec.gid) = try user(config.user, rootfs: rootfs)
+        let user = try ImageUser.resolve(config.user, root: rootfs)
+        (spec.uid, spec.gid) = (user.uid, user.gid)
         if config.labels[serviceLabel] != nil {
             guard let connection else {
                 throw ImageError.launcher("this is a Veil image: pass --tee simulated with --simulation-key (development only) to run it here")
@@ -46,28 +47,5 @@ public enum RunPlan {
             }
         }
         return spec
-    }
-
-    /// Resolves the image's `User` (`uid[:gid]` or names from the image's own passwd/group).
-    static func user(_ text: String, rootfs: String) throws -> (UInt32, UInt32) {
-        if text.isEmpty { return (0, 0) }
-        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
-        func lookup(_ name: String, in file: String, field: Int) throws -> UInt32 {
-            if let number = UInt32(name) { return number }
-            // The file is read from the image; a symlink out of it is not followed.
-            let path = "\(rootfs)/etc/\(file)"
-            let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
-            guard resolved.hasPrefix(rootfs + "/"), let data = FileManager.default.contents(atPath: resolved) else {
-                throw ImageError.launcher("user '\(name)': the image has no readable /etc/\(file)")
-            }
-            for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
-                let fields = line.split(separator: ":", omittingEmptySubsequences: false)
-                if fields.count > field, fields[0] == name, let id = UInt32(fields[field]) { return id }
-            }
-            throw ImageError.launcher("user '\(name)' is not in the image's /etc/\(file)")
-        }
-        let uid = try lookup(parts[0], in: "passwd", field: 2)
-        let gid = parts.count > 1 ? try lookup(parts[1], in: "group", field: 2) : (UInt32(parts[0]) == nil ? try lookup(parts[0], in: "passwd", field: 3) : 0)
-        return (uid, gid)
     }
 }

@@ -2,10 +2,10 @@ import Foundation
 import Testing
 
 /// Builds an OCI image from host files with umoci (examples/lib.sh `build_image`).
-func buildImage(layout: String, tag: String, files: [String], entrypoint: [String], scratch: Scratch) throws {
+func buildImage(layout: String, tag: String, files: [String], entrypoint: [String], user: String? = nil, scratch: Scratch) throws {
     let quoted = (files + ["--"] + entrypoint).map { "'\($0)'" }.joined(separator: " ")
     let result = try run("/bin/bash", ["-c", "source '\(repositoryRoot)/examples/lib.sh' && build_image '\(layout)' '\(tag)' \(quoted)"],
-                         scratch: scratch, timeout: 120)
+                         environment: user.map { ["IMAGE_USER": $0] } ?? [:], scratch: scratch, timeout: 120)
     try #require(result.status == 0, "build_image failed: \(result.stderr)")
 }
 
@@ -18,13 +18,13 @@ final class ShellImage {
     var stateDirectory: String { scratch.path + "/state" }
     private(set) var snippet = ""
 
-    init(exitCode: Int = 0) throws {
+    init(exitCode: Int = 0, user: String? = nil, script: String? = nil) throws {
         scratch = try Scratch()
         coordinator = try CoordinatorProcess(scratch: scratch)
         let secret = try scratch.write("the protected data, version 1\n", to: "secret.txt")
         try buildImage(
             layout: layout, tag: "plain", files: ["/bin/sh", "/bin/cat", "\(secret)=/data/secret.txt"],
-            entrypoint: ["/bin/sh", "-c", "echo started; cat /data/secret.txt; exit \(exitCode)"], scratch: scratch)
+            entrypoint: ["/bin/sh", "-c", script ?? "echo started; cat /data/secret.txt; exit \(exitCode)"], user: user, scratch: scratch)
         let convert = try coordinator.veil([
             "image", "convert", "--from", "oci:\(layout):plain", "--to", "oci:\(layout):veil", "--service", "shell",
             "--encrypt", "/data", "--key", key, "--quiet",
@@ -77,6 +77,16 @@ final class ShellImage {
             (try? String(contentsOfFile: "\(unpacked)/rootfs/\(path)", encoding: .utf8))?.contains("the protected data") ?? false
         }
         #expect(!plaintextInImage, "the encrypted path is not in the converted image in plaintext")
+    }
+
+    @Test func theLauncherBecomesTheImageUserAfterProvisioning() throws {
+        let image = try ShellImage(user: "1000:1000", script: "cat /proc/self/status; cat /data/secret.txt")
+        let result = try image.run()
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("Uid:\t1000\t1000\t1000\t1000"), "\(result.stdout)")
+        #expect(result.stdout.contains("Gid:\t1000\t1000\t1000\t1000"))
+        #expect(result.stdout.contains("the protected data, version 1"), "the decrypted file belongs to the image's user")
+        #expect(result.stdout.contains("CapEff:\t0000000000000000"), "no capabilities left")
     }
 
     @Test func alteredRootfsIsRefusedAndTheAppNeverStarts() throws {
