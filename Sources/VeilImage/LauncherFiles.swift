@@ -16,11 +16,14 @@ public struct LauncherFiles: Sendable {
     public var entrypoint: [String]
 
     /// Collects `executable` and the libraries `ldd` resolves for it on this host.
-    public static func resolve(executable: String) throws -> LauncherFiles {
+    /// - Parameter strip: ship the executable without its symbol tables (a quarter of the size,
+    ///   so images are smaller and the launcher measures less at every start), made with
+    ///   binutils' `strip` once per executable and cached; unchanged when `strip` is missing.
+    public static func resolve(executable: String, strip: Bool = true) throws -> LauncherFiles {
         let resolved = URL(fileURLWithPath: executable).resolvingSymlinksInPath().path
         guard access(resolved, X_OK) == 0 else { throw ImageError.launcher("\(resolved) is not executable") }
         let output = try runLDD(resolved)
-        var files = [File(imagePath: "veil/bin/veil", hostPath: resolved)]
+        var files = [File(imagePath: "veil/bin/veil", hostPath: strip ? (stripped(resolved) ?? resolved) : resolved)]
         var loader: String?
         var seen: Set<String> = []
         for line in output.split(separator: "\n") {
@@ -49,6 +52,30 @@ public struct LauncherFiles: Sendable {
         return LauncherFiles(
             files: files.sorted { $0.imagePath < $1.imagePath },
             entrypoint: ["/veil/lib/\(loader)", "--library-path", "/veil/lib", "/veil/bin/veil"])
+    }
+
+    /// A stripped copy of `path` in the user's cache, named by the SHA-256 of the original.
+    static func stripped(_ path: String) -> String? {
+        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/strip"), let stream = try? FileStream(path: path) else { return nil }
+        let digest = DigestingStream(stream)
+        guard (try? digest.drain()) != nil else { return nil }
+        let environment = ProcessInfo.processInfo.environment
+        let cache = (environment["XDG_CACHE_HOME"] ?? ((environment["HOME"] ?? "/root") + "/.cache")) + "/veil/launchers"
+        let target = "\(cache)/\(digest.digest.hex)"
+        if FileManager.default.isExecutableFile(atPath: target) { return target }
+        guard (try? FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)) != nil else { return nil }
+        let partial = "\(target).\(getpid()).partial"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/strip")
+        process.arguments = ["-o", partial, path]
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return nil }
+        process.waitUntilExit()
+        guard process.terminationStatus == 0, rename(partial, target) == 0 else {
+            unlink(partial)
+            return nil
+        }
+        return target
     }
 
     private static func runLDD(_ path: String) throws -> String {

@@ -45,6 +45,9 @@ struct ImageConvertCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Launcher executable to inject (default: this veil binary), with the libraries ldd lists.", valueName: "file"))
     var launcher: String?
 
+    @Flag(help: "Ship the launcher with its symbol tables (by default it is stripped: smaller image, faster start).")
+    var noStrip = false
+
     @Flag(help: "Do not print progress on standard error.")
     var quiet = false
 
@@ -69,7 +72,7 @@ struct ImageConvertCommand: ParsableCommand {
         }
         defer { if archive != nil { try? FileManager.default.removeItem(atPath: directory) } }
         var options = ImageConverter.Options(
-            service: service, launcher: try LauncherFiles.resolve(executable: launcher ?? "/proc/self/exe"))
+            service: service, launcher: try LauncherFiles.resolve(executable: launcher ?? "/proc/self/exe", strip: !noStrip))
         options.encrypt = encrypt
         options.protectedVersion = protectedVersion
         if let key { options.key = try Self.loadOrCreateKey(key) }
