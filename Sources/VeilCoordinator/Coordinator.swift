@@ -223,7 +223,8 @@ public final class Coordinator: Sendable {
     /// and `nonce`: report data `SHA-256(root DER ‖ log head ‖ nonce)`.
     public func attestation(nonce: [UInt8]) throws(CoordinatorError) -> API.AttestationResponse {
         guard (1...64).contains(nonce.count) else { throw .badRequest("nonce must be 1 to 64 bytes of hex") }
-        let head = AuditLog.head(log)
+        // Only the newest entry is needed: no copy of the whole history per request.
+        let head = state.withLock { $0.sealed.log?.last?.hash } ?? AuditLog.emptyHead
         do {
             let evidence = try evidenceProvider.evidence(reportData: ReportData.binding(authority.rootDER + head, nonce: nonce))
             return API.AttestationResponse(
