@@ -20,6 +20,8 @@ public enum AttestationError: Error, Equatable, Sendable, CustomStringConvertibl
     case noCollateral
     /// An AMD SEV-SNP report did not verify.
     case snp(SNPError)
+    /// The evidence comes from a debug enclave, TD or guest (its memory is readable by the host).
+    case debugNotAllowed(TEEKind)
 
     public var description: String {
         switch self {
@@ -34,6 +36,9 @@ public enum AttestationError: Error, Equatable, Sendable, CustomStringConvertibl
         case .platformKeyUnavailable(let path, let reason): return "simulation platform key \(path): \(reason)"
         case .dcap(let error): return "DCAP quote rejected: \(error)"
         case .snp(let error): return "SEV-SNP report rejected: \(error)"
+        case .debugNotAllowed(let tee):
+            let what = tee == .sgx ? "a debug enclave" : tee == .tdx ? "a debug TD" : tee == .snp ? "a guest whose policy allows debugging" : "debug"
+            return "evidence from \(what) refused: the host can read its memory, so it gives no confidentiality (allow it explicitly for development)"
         case .noCollateral: return "Intel DCAP quote refused: the coordinator has no collateral source (start it with --dcap-collateral FILE|DIR)"
         }
     }

@@ -48,6 +48,14 @@ public struct Claims: Codable, Sendable, Equatable {
     }
 }
 
+extension Claims {
+    /// The one debug rule for every TEE: debug evidence (SGX ATTRIBUTES.DEBUG, TDX TUD.DEBUG,
+    /// SNP policy bit 19) is refused unless the caller allows it explicitly.
+    public func requireProduction(allowDebug: Bool) throws(AttestationError) {
+        if debug && !allowDebug { throw .debugNotAllowed(tee) }
+    }
+}
+
 /// The warning every output that involves simulated evidence carries.
 public let simulationWarning =
     "SIMULATED TEE: this evidence gives NO confidentiality and NO integrity; use for development only"
@@ -76,6 +84,8 @@ public struct SNPClaims: Codable, Sendable, Equatable {
     public var reportedTCB: UInt64
     public var turinTCBLayout: Bool
     public var policy: UInt64
+    /// The VMPL the report was requested from (0 the most privileged); nil in claims recorded before it was kept.
+    public var vmpl: UInt32?
 
     public var tcb: SNPReport.TCBVersion { SNPReport.TCBVersion(raw: reportedTCB, turin: turinTCBLayout) }
 }

@@ -9,12 +9,18 @@ public struct VerificationPolicy: Sendable {
     public var dcap: DCAPEvidenceVerifier?
     /// Accept AMD SEV-SNP reports (the chain is in the evidence or comes from the product's KDS chain).
     public var allowSNP: Bool = false
+    /// AMD CRLs (DER) per product; SNP evidence of a product with a CRL is checked against it.
+    public var snpCRLs: [AMDProduct: [UInt8]] = [:]
 
-    public init(allowSimulation: Bool = false, simulationKey: P256.Signing.PublicKey? = nil, dcap: DCAPEvidenceVerifier? = nil, allowSNP: Bool = false) {
+    public init(
+        allowSimulation: Bool = false, simulationKey: P256.Signing.PublicKey? = nil, dcap: DCAPEvidenceVerifier? = nil, allowSNP: Bool = false,
+        snpCRLs: [AMDProduct: [UInt8]] = [:]
+    ) {
         self.allowSimulation = allowSimulation
         self.simulationKey = simulationKey
         self.dcap = dcap
         self.allowSNP = allowSNP
+        self.snpCRLs = snpCRLs
     }
 }
 
@@ -48,7 +54,7 @@ public struct Verifier: Sendable {
         case SNPEvidence.format:
             guard policy.allowSNP else { throw AttestationError.unsupportedFormat(evidence.format) }
             do {
-                return try SNPEvidence.verify(evidence, chains: [:])
+                return try SNPEvidence.verify(evidence, chains: [:], crls: policy.snpCRLs)
             } catch {
                 throw AttestationError.snp(error)
             }

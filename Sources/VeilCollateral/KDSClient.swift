@@ -34,8 +34,13 @@ public struct KDSClient: Sendable {
         return (vcek, String(decoding: chain, as: UTF8.self))
     }
 
-    func fetch(_ url: String, http: HTTPClient) async throws -> [UInt8] {
-        let cachePath = cacheDirectory.map { "\($0)/\(Hex.encode(SHA256.hash(data: Array(url.utf8))))" }
+    /// AMD's CRL for `product` (DER, issued by the ARK). Not cached: revocations must be seen.
+    public func crl(for product: AMDProduct, http: HTTPClient = .shared) async throws -> [UInt8] {
+        try await fetch("\(baseURL)/vcek/v1/\(product.rawValue)/crl", http: http, cache: false)
+    }
+
+    func fetch(_ url: String, http: HTTPClient, cache: Bool = true) async throws -> [UInt8] {
+        let cachePath = cache ? cacheDirectory.map { "\($0)/\(Hex.encode(SHA256.hash(data: Array(url.utf8))))" } : nil
         if let cachePath, let data = FileManager.default.contents(atPath: cachePath) { return Array(data) }
         let response: HTTPClientResponse
         let body: ByteBuffer

@@ -55,6 +55,7 @@ public final class Coordinator: Sendable {
     let evidenceProvider: any EvidenceProvider
     let simulationKey: P256.Signing.PublicKey?
     let dcap: DCAPEvidenceVerifier?
+    let snpCRLs: [AMDProduct: [UInt8]]
     let logger: Logger
     let state: Mutex<Mutable>
 
@@ -70,10 +71,11 @@ public final class Coordinator: Sendable {
     ///   - dcap: verifies Intel SGX/TDX quotes; `nil` refuses them.
     public init(
         store: any StateStore, evidenceProvider: any EvidenceProvider, simulationKey: P256.Signing.PublicKey?,
-        dcap: DCAPEvidenceVerifier? = nil, logger: Logger
+        dcap: DCAPEvidenceVerifier? = nil, snpCRLs: [AMDProduct: [UInt8]] = [:], logger: Logger
     ) throws {
         self.store = store
         self.dcap = dcap
+        self.snpCRLs = snpCRLs
         self.evidenceProvider = evidenceProvider
         self.simulationKey = simulationKey
         self.logger = logger
@@ -257,7 +259,7 @@ public final class Coordinator: Sendable {
         let verifier = Verifier(
             policy: VerificationPolicy(
                 allowSimulation: manifest.config.allowSimulation, simulationKey: simulationKey, dcap: dcap,
-                allowSNP: manifest.packages.values.contains { $0.kind == .snp }))
+                allowSNP: manifest.packages.values.contains { $0.kind == .snp }, snpCRLs: snpCRLs))
         let claims: Claims
         do {
             let expected = ReportData.binding(try csr.publicKey.subjectPublicKeyInfoDER, nonce: nonce)

@@ -21,6 +21,8 @@ public struct CoordinatorServer {
         public var dnsNames: [String]
         /// Intel DCAP collateral (file or directory) for SGX/TDX activations; none refuses them.
         public var dcapCollateralPath: String?
+        /// AMD CRLs (DER files, one per product) checked for SEV-SNP activations.
+        public var amdCRLPaths: [String] = []
 
         public init(
             dataDirectory: String, clientAddress: (host: String, port: Int), meshAddress: (host: String, port: Int),
@@ -57,7 +59,14 @@ public struct CoordinatorServer {
     public static func makeCoordinator(_ configuration: Configuration, logger: Logger) throws -> Coordinator {
         let (store, provider, platformKey) = try environment(configuration, logger: logger)
         let dcap = try configuration.dcapCollateralPath.map { DCAPEvidenceVerifier(source: try FileDCAPCollateralSource(path: $0)) }
-        return try Coordinator(store: store, evidenceProvider: provider, simulationKey: platformKey.publicKey, dcap: dcap, logger: logger)
+        var crls: [AMDProduct: [UInt8]] = [:]
+        for path in configuration.amdCRLPaths {
+            guard let bytes = FileManager.default.contents(atPath: path).map(Array.init) else { throw SealedStoreError.io("cannot read AMD CRL \(path)") }
+            guard let product = SNPEvidence.product(ofCRL: bytes) else { throw SealedStoreError.io("\(path) is not a CRL issued by an AMD ARK (Milan, Genoa, Turin)") }
+            crls[product] = bytes
+        }
+        return try Coordinator(
+            store: store, evidenceProvider: provider, simulationKey: platformKey.publicKey, dcap: dcap, snpCRLs: crls, logger: logger)
     }
 
     /// Serves until SIGINT/SIGTERM. A coordinator that cannot unseal its state but has

@@ -81,6 +81,8 @@ public struct Package: Sendable, Equatable {
     public var hostData: [UInt8]?
     public var minimumTCB: SNPReport.TCBVersion?
     public var allowMigrationAgent = false
+    /// The VMPL reports must come from; nil accepts any.
+    public var vmpl: UInt32?
 
     public init(kind: TEEKind, measurement: [UInt8]? = nil, signerID: [UInt8]? = nil, productID: UInt16? = nil, securityVersion: UInt16? = nil, debug: Bool = false) {
         self.kind = kind
@@ -108,11 +110,15 @@ public struct Package: Sendable, Equatable {
             if let hostData, snp.hostData != hostData { return "HOST_DATA \(Hex.encode(snp.hostData)) is not the package's \(Hex.encode(hostData))" }
             if let minimumTCB, !snp.tcb.isAtLeast(minimumTCB) { return "reported TCB (\(snp.tcb)) is below the package's minimum (\(minimumTCB))" }
             if snp.policy & (1 << 18) != 0 && !allowMigrationAgent { return "guest policy allows a migration agent; the package does not" }
+            if let vmpl, snp.vmpl != vmpl { return "report is from VMPL \(snp.vmpl.map(String.init) ?? "unknown"), the package requires VMPL \(vmpl)" }
         }
         if kind == .tdx {
             guard let tdx = claims.tdx else { return "TDX claims without TD registers" }
+            // A register the package names is always compared: claims without it do not match.
             for (index, expected) in rtmrs.enumerated() {
-                if let expected, tdx.rtmrs.count > index, tdx.rtmrs[index] != expected {
+                guard let expected else { continue }
+                guard index < tdx.rtmrs.count else { return "the claims carry no RTMR\(index), the package requires \(Hex.encode(expected))" }
+                if tdx.rtmrs[index] != expected {
                     return "RTMR\(index) \(Hex.encode(tdx.rtmrs[index])) is not the package's \(Hex.encode(expected))"
                 }
             }

@@ -280,7 +280,7 @@ private struct ManifestParser {
         switch kind {
         case .sgx: allowed = ["Kind", "UniqueID", "SignerID", "ProductID", "SecurityVersion", "Debug"]
         case .tdx: allowed = ["Kind", "MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3", "MRConfigID", "MROwner", "MRSeam", "Debug"]
-        case .snp: allowed = ["Kind", "Measurement", "HostData", "IDKeyDigest", "MinimumTCB", "AllowMigrationAgent", "Debug"]
+        case .snp: allowed = ["Kind", "Measurement", "HostData", "IDKeyDigest", "MinimumTCB", "AllowMigrationAgent", "VMPL", "Debug"]
         case .simulated: allowed = ["Kind", "Measurement", "SignerID", "ProductID", "SecurityVersion", "Debug"]
         }
         guard let fields = object(value, path, allowed: allowed) else { return nil }
@@ -292,6 +292,7 @@ private struct ManifestParser {
             package.hostData = hex(fields["HostData"], "\(path).HostData", bytes: 32)
             package.signerID = hex(fields["IDKeyDigest"], "\(path).IDKeyDigest", bytes: 48)
             package.allowMigrationAgent = bool(fields["AllowMigrationAgent"], "\(path).AllowMigrationAgent") ?? false
+            package.vmpl = integer(fields["VMPL"], "\(path).VMPL", in: 0...3).map(UInt32.init)
             if let tcb = object(fields["MinimumTCB"], "\(path).MinimumTCB", allowed: ["Bootloader", "TEE", "SNP", "Microcode"]) {
                 let parts = ["Bootloader", "TEE", "SNP", "Microcode"].map { integer(tcb[$0], "\(path).MinimumTCB.\($0)", in: 0...255) ?? 0 }
                 // Milan/Genoa TCB_VERSION layout: byte 0 bootloader, 1 TEE, 6 SNP, 7 microcode.

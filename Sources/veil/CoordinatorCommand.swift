@@ -31,6 +31,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Intel DCAP collateral (JSON file or directory) for SGX/TDX activations.", valueName: "file|dir"))
     var dcapCollateral: String?
 
+    @Option(name: .customLong("amd-crl"), help: ArgumentHelp("AMD CRL (DER, KDS /vcek/v1/PRODUCT/crl) checked for SEV-SNP activations (repeatable, one per product).", valueName: "file"))
+    var amdCRLs: [String] = []
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error).")
     var logLevel = "info"
 
@@ -47,6 +50,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             dataDirectory: dataDir, clientAddress: try parseAddress(clientAddr), meshAddress: try parseAddress(meshAddr),
             simulationKeyPath: simulationKey ?? environment[SimulationPlatformKey.environmentVariable], dnsNames: dnsNames)
         configuration.dcapCollateralPath = dcapCollateral
+        configuration.amdCRLPaths = amdCRLs
         try await CoordinatorServer.run(configuration, logger: logger)
     }
 }

@@ -11,6 +11,7 @@ struct VerifyCommand: AsyncParsableCommand {
             Exit status 0 only when the quote verifies: PCK chain to the Intel SGX Root CA, CRLs,
             TCB info and QE identity signatures and validity at --at, QE report, quote signature,
             QE identity, TCB level. A non-UpToDate status still verifies; judge it by policy.
+            Debug evidence of any TEE is refused unless --allow-debug.
             """)
 
     @Argument(help: ArgumentHelp("Quote or SNP report file (binary).", valueName: "quote")) var quote: String
@@ -20,8 +21,17 @@ struct VerifyCommand: AsyncParsableCommand {
     var collateral: String?
     @Option(help: ArgumentHelp("SNP: the VCEK certificate (DER) that signed the report.", valueName: "file")) var vcek: String?
     @Option(help: ArgumentHelp("SNP: AMD cert_chain PEM (ASK then ARK).", valueName: "file")) var chain: String?
-    @Option(help: ArgumentHelp("SNP: AMD product (Milan, Genoa, Turin).", valueName: "product")) var product = "Milan"
-    @Flag(help: "SNP: accept a guest policy that allows debugging (no confidentiality).") var allowDebug = false
+    @Option(help: ArgumentHelp(
+        "SNP: AMD product (Milan, Genoa, Turin). Default: the report's CPUID (version 3+), else the VCEK's product name.",
+        valueName: "product"))
+    var product: String?
+    @Option(help: ArgumentHelp("SNP: AMD's CRL for the product (DER, KDS /vcek/v1/PRODUCT/crl); fetched from --kds when the certificates are.", valueName: "file"))
+    var crl: String?
+    @Option(help: ArgumentHelp("SNP: the VMPL the report must come from (0-3).", valueName: "n")) var vmpl: UInt32?
+    @Option(help: ArgumentHelp("SNP: minimum reported TCB as BOOTLOADER:TEE:SNP:MICROCODE (Milan/Genoa SPLs).", valueName: "spls"))
+    var minimumTCB: String?
+    @Flag(help: "Accept debug evidence (SGX debug enclave, TDX debug TD, SNP guest policy allowing debug): no confidentiality.")
+    var allowDebug = false
     @Option(help: ArgumentHelp("SNP: AMD KDS base URL used when --vcek/--chain are not given.", valueName: "url"))
     var kds = KDSClient.amdKDS
     @Option(help: ArgumentHelp("Cache for documents fetched from a PCS/PCCS (default ~/.cache/veil/pcs).", valueName: "dir"))
@@ -57,6 +67,7 @@ struct VerifyCommand: AsyncParsableCommand {
             collateral = try loadCollateral(source)
         }
         let result = try DCAPVerifier().verify(quote: Array(quoteBytes), collateral: collateral, at: time)
+        try result.claims.requireProduction(allowDebug: allowDebug)
         let fields = Self.fields(result)
         switch output {
         case .json:
@@ -84,43 +95,81 @@ struct VerifyCommand: AsyncParsableCommand {
     }
 
     private func verifySNP(_ bytes: [UInt8], at time: Date) async throws {
-        guard let product = AMDProduct.allCases.first(where: { $0.rawValue.lowercased() == self.product.lowercased() }) else {
-            throw ValidationError("--product must be Milan, Genoa or Turin")
+        let report: SNPReport
+        do {
+            report = try SNPReport(bytes)
+        } catch {
+            throw SNPError.malformedReport(error)
         }
-        let vcekBytes: [UInt8]
+        let requested = try self.product.map { name in
+            guard let product = AMDProduct.allCases.first(where: { $0.rawValue.lowercased() == name.lowercased() }) else {
+                throw ValidationError("--product must be Milan, Genoa or Turin")
+            }
+            return product
+        }
+        if let requested, let reported = report.product, requested != reported {
+            throw CommandError("--product \(requested.rawValue) contradicts the report, whose CPUID is a \(reported.rawValue) chip")
+        }
+        var vcekBytes: [UInt8]
         let chainText: String
+        var crlBytes = try crl.map { path -> [UInt8] in
+            guard let data = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read --crl \(path)") }
+            return Array(data)
+        }
+        var product = requested ?? report.product
         if let vcek, let chain {
             guard let data = FileManager.default.contents(atPath: vcek), let text = try? String(contentsOfFile: chain, encoding: .utf8) else {
                 throw CommandError("cannot read \(vcek) or \(chain)")
             }
             (vcekBytes, chainText) = (Array(data), text)
+            product = product ?? SNPEvidence.product(ofCertificate: vcekBytes)
         } else {
-            let report: SNPReport
-            do {
-                report = try SNPReport(bytes)
-            } catch {
-                throw SNPError.malformedReport(error)
+            guard let known = product else {
+                throw ValidationError("a version \(report.version) report names no product: pass --product to fetch its certificates")
             }
-            let cache = (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/veil/kds"
-            (vcekBytes, chainText) = try await KDSClient(baseURL: kds, cacheDirectory: cache).certificates(for: report, product: product)
+            let kdsClient = KDSClient(baseURL: kds, cacheDirectory: (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/veil/kds")
+            (vcekBytes, chainText) = try await kdsClient.certificates(for: report, product: known)
+            if crlBytes == nil { crlBytes = try await kdsClient.crl(for: known) }
         }
-        let (report, claims) = try SNPVerifier(product: product, policy: .init(allowDebug: allowDebug))
-            .verify(report: bytes, vcek: vcekBytes, chainPEM: chainText, at: time)
+        guard let product else {
+            throw ValidationError("neither the report (version \(report.version)) nor the VCEK names the product: pass --product Milan|Genoa|Turin")
+        }
+        var policy = SNPVerifier.Policy(allowDebug: true, requiredVMPL: vmpl)
+        if let minimumTCB {
+            let parts = minimumTCB.split(separator: ":").compactMap { UInt8($0) }
+            guard parts.count == 4 else { throw ValidationError("--minimum-tcb must be BOOTLOADER:TEE:SNP:MICROCODE, four numbers 0-255") }
+            policy.minimumTCB = .init(raw: UInt64(parts[0]) | UInt64(parts[1]) << 8 | UInt64(parts[2]) << 48 | UInt64(parts[3]) << 56)
+        }
+        let verifier = SNPVerifier(product: product, policy: policy)
+        let endorsement = try verifier.verifyChain(vcek: vcekBytes, chainPEM: chainText, crl: crlBytes, at: time)
+        let (_, claims) = try verifier.verify(report: report, bytes: bytes, vcek: endorsement, at: time)
+        try claims.requireProduction(allowDebug: allowDebug)
         let reported = SNPReport.TCBVersion(raw: report.reportedTCB, turin: product == .turin)
         let fields: [(String, String)] = [
             ("measurement", Hex.encode(report.measurement)), ("report_data", Hex.encode(report.reportData)),
             ("host_data", Hex.encode(report.hostData)), ("id_key_digest", Hex.encode(report.idKeyDigest)),
             ("author_key_digest", Hex.encode(report.authorKeyDigest)), ("policy", String(format: "0x%llx", report.policy.raw)),
-            ("debug_allowed", "\(report.policy.debugAllowed)"), ("vmpl", "\(report.vmpl)"), ("guest_svn", "\(report.guestSVN)"),
-            ("reported_tcb", "\(reported)"), ("chip_id", Hex.encode(report.chipID)),
+            ("debug_allowed", "\(report.policy.debugAllowed)"), ("migration_agent_allowed", "\(report.policy.migrationAgentAllowed)"),
+            ("vmpl", "\(report.vmpl)"), ("guest_svn", "\(report.guestSVN)"),
+            ("reported_tcb", "\(reported)"), ("chip_id", Hex.encode(report.chipID)), ("signed_by", endorsement.key.rawValue),
         ]
+        // What was not checked is said, not silently accepted.
+        var notes: [String] = []
+        if policy.minimumTCB == nil { notes.append("no --minimum-tcb: any firmware TCB was accepted (reported: \(reported))") }
+        if !endorsement.revocationChecked { notes.append("AMD CRL not checked: pass --crl FILE (or let --kds fetch the certificates)") }
+        if vmpl == nil { notes.append("no --vmpl: a report from any VMPL was accepted (this one: VMPL \(report.vmpl))") }
         switch output {
         case .json:
-            struct Output: Encodable { var verified = true; var tee = "snp"; var product: String; var debug: Bool; var fields: [String: String] }
-            try printJSON(Output(product: product.rawValue, debug: claims.debug, fields: Dictionary(uniqueKeysWithValues: fields)))
+            struct Output: Encodable {
+                var verified = true; var tee = "snp"; var product: String; var debug: Bool; var revocationChecked: Bool
+                var notes: [String]; var fields: [String: String]
+            }
+            try printJSON(Output(product: product.rawValue, debug: claims.debug, revocationChecked: endorsement.revocationChecked,
+                                 notes: notes, fields: Dictionary(uniqueKeysWithValues: fields)))
         case .text:
-            print("report verified: snp (v\(report.version), \(product.rawValue))")
+            print("report verified: snp (v\(report.version), \(product.rawValue), \(endorsement.key.rawValue))")
             if claims.debug { print("warning: the guest policy allows debugging: no confidentiality") }
+            for note in notes { print("note: \(note)") }
             for (name, value) in fields { print("\(name): \(value)") }
         }
     }

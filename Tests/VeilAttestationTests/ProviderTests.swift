@@ -17,20 +17,14 @@ import Testing
 
     func write(_ bytes: [UInt8], _ path: String) throws { try Data(bytes).write(to: URL(fileURLWithPath: path)) }
 
-    /// The SEV certificate table the SNP firmware hands the guest, built from AMD's real certificates.
+    /// The SEV certificate table the SNP firmware hands the guest, built from the specification
+    /// (``SNPReferenceTests/specTable(_:)``) with AMD's real certificates as DER.
     func certificateTable() throws -> [UInt8] {
         let vcek = Array(try Data(contentsOf: URL(fileURLWithPath: "\(snpDirectory)/vcek_milan.der")))
         let chain = try AMDCertificate.parsePEM(try String(contentsOfFile: "\(snpDirectory)/ask_ark_milan.pem", encoding: .utf8))
-        let entries = [(SNPEvidence.vcekGUID, vcek), (SNPEvidence.askGUID, chain[0].der), (SNPEvidence.arkGUID, chain[1].der)]
-        var header: [UInt8] = []
-        var payload: [UInt8] = []
-        let headerSize = (entries.count + 1) * 24
-        for (guid, der) in entries {
-            let offset = UInt32(headerSize + payload.count)
-            header += SNPEvidence.guidBytes(guid) + withUnsafeBytes(of: offset.littleEndian, Array.init) + withUnsafeBytes(of: UInt32(der.count).littleEndian, Array.init)
-            payload += der
-        }
-        return header + [UInt8](repeating: 0, count: 24) + payload
+        return SNPReferenceTests.specTable([
+            ("63da758de6644564adc5f4b93be8accd", vcek), ("4ab7b379bbac4fe4a02f05aef327c782", chain[0].der), ("c0b406a4a803495297433fb6014cd0ae", chain[1].der),
+        ])
     }
 
     @Test func configfsTSMOnAnSNPGuest() throws {

@@ -37,9 +37,9 @@ import Testing
     }
 
     @Test func flippedMeasurementReportDataOrSignature() {
-        #expect(throws: SNPError.signatureInvalid) { try verify(flipped(0x90 + 5)) }
-        #expect(throws: SNPError.signatureInvalid) { try verify(flipped(0x50)) }
-        #expect(throws: SNPError.signatureInvalid) { try verify(flipped(0x2A0 + 3)) }
+        #expect(throws: SNPError.signatureInvalid(.vcek)) { try verify(flipped(0x90 + 5)) }
+        #expect(throws: SNPError.signatureInvalid(.vcek)) { try verify(flipped(0x50)) }
+        #expect(throws: SNPError.signatureInvalid(.vcek)) { try verify(flipped(0x2A0 + 3)) }
     }
 
     @Test func vcekOfAnotherChipIsRefused() {
@@ -51,7 +51,7 @@ import Testing
         var bytes = report
         bytes[0x180 + 6] &+= 1
         let error = try #require(throws: SNPError.self) { try verify(bytes) }
-        guard case .reportedTCBMismatch(let component, _, _) = error else { Issue.record("\(error)"); return }
+        guard case .reportedTCBMismatch(let component, _, _, _) = error else { Issue.record("\(error)"); return }
         #expect(component == "SNP")
     }
 

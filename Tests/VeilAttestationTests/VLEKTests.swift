@@ -13,6 +13,9 @@ import Testing
         let chainPEM: String
         let vlekDER: [UInt8]
         let vlekKey: P384.Signing.PrivateKey
+        /// CRLs issued by the test ARK: one revoking nothing, one revoking the ASVK.
+        let emptyCRL: [UInt8]
+        let revokingCRL: [UInt8]
     }
 
     static func makePKI(report: SNPReport) throws -> PKI {
@@ -33,13 +36,22 @@ import Testing
             openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out vlek.key
             openssl req -new -key vlek.key -subj '/CN=SEV-VLEK' -out vlek.csr
             openssl x509 -req -in vlek.csr -CA asvk.pem -CAkey asvk.key -CAcreateserial -days 365 \(pss) -extfile vlek.ext -outform DER -out vlek.der 2>/dev/null
+            touch index.txt && echo 01 > crlnumber
+            printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=index.txt\\ncrlnumber=crlnumber\\ndefault_md=sha384\\ndefault_crl_days=30\\n' > ca.cnf
+            openssl ca -config ca.cnf -keyfile ark.key -cert ark.pem -gencrl \(pss.replacingOccurrences(of: "-sha384 ", with: "")) -out empty.crl 2>/dev/null
+            openssl ca -config ca.cnf -keyfile ark.key -cert ark.pem -revoke asvk.pem 2>/dev/null
+            openssl ca -config ca.cnf -keyfile ark.key -cert ark.pem -gencrl \(pss.replacingOccurrences(of: "-sha384 ", with: "")) -out revoking.crl 2>/dev/null
+            openssl crl -in empty.crl -outform DER -out empty.der
+            openssl crl -in revoking.crl -outform DER -out revoking.der
             """
         try runShell(script)
         func text(_ name: String) throws -> String { try String(contentsOfFile: "\(dir)/\(name)", encoding: .utf8) }
         return PKI(
             arkPEM: try text("ark.pem"), chainPEM: try text("asvk.pem") + (try text("ark.pem")),
             vlekDER: Array(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/vlek.der"))),
-            vlekKey: try P384.Signing.PrivateKey(pemRepresentation: try text("vlek.key")))
+            vlekKey: try P384.Signing.PrivateKey(pemRepresentation: try text("vlek.key")),
+            emptyCRL: Array(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/empty.der"))),
+            revokingCRL: Array(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/revoking.der"))))
     }
 
     /// The real report, marked VLEK-signed (flags bits 2–4 = 1) and re-signed with `key`.
@@ -81,7 +93,42 @@ import Testing
         // A flipped measurement breaks the VLEK signature.
         var flipped = report
         flipped[0x90] ^= 1
-        #expect(throws: SNPError.signatureInvalid) { try verifier.verify(report: flipped, vcek: pki.vlekDER, chainPEM: pki.chainPEM) }
+        #expect(throws: SNPError.signatureInvalid(.vlek)) { try verifier.verify(report: flipped, vcek: pki.vlekDER, chainPEM: pki.chainPEM) }
+        #expect(SNPError.signatureInvalid(.vlek).description.contains("VLEK"))
+        // Errors about a VLEK's chain name the VLEK and the ASVK, not the VCEK and ASK.
+        let asvkOnly = String(pki.chainPEM[..<pki.chainPEM.range(of: "-----END CERTIFICATE-----")!.upperBound]) + "\n"
+        #expect(throws: SNPError.chainUntrusted("cert_chain must hold the ASVK and the ARK, found 1 certificates")) {
+            try verifier.verify(report: report, vcek: pki.vlekDER, chainPEM: asvkOnly)
+        }
+    }
+
+    /// AMD's CRL (issued by the ARK with RSASSA-PSS) revokes the ASVK/ASK: checked when given.
+    @Test func amdCRLIsVerifiedAndEnforced() throws {
+        let original = Array(try Data(contentsOf: URL(fileURLWithPath: "\(SNPTests.directory)/snp_report_milan.bin")))
+        let pki = try Self.makePKI(report: try SNPReport(original))
+        let report = try Self.vlekSigned(original, key: pki.vlekKey)
+        let verifier = SNPVerifier(product: .milan, policy: .init(allowDebug: true), trustedARKPEM: pki.arkPEM)
+        let checked = try verifier.verifyChain(vcek: pki.vlekDER, chainPEM: pki.chainPEM, crl: pki.emptyCRL, at: Date())
+        #expect(checked.revocationChecked && checked.key == .vlek)
+        #expect(try !verifier.verifyChain(vcek: pki.vlekDER, chainPEM: pki.chainPEM, at: Date()).revocationChecked)
+        #expect(SNPEvidence.product(ofCRL: pki.emptyCRL) == .milan)
+
+        let revoked = try #require(throws: SNPError.self) { try verifier.verify(report: report, vcek: pki.vlekDER, chainPEM: pki.chainPEM, crl: pki.revokingCRL) }
+        guard case .certificateRevoked(let subject) = revoked else { Issue.record("\(revoked)"); return }
+        #expect(subject.contains("SEV-VLEK-Milan"))
+        // Past its nextUpdate (30 days) the CRL is refused rather than trusted stale.
+        let late = Date().addingTimeInterval(40 * 86400)
+        let expired = try #require(throws: SNPError.self) { try verifier.verifyChain(vcek: pki.vlekDER, chainPEM: pki.chainPEM, crl: pki.emptyCRL, at: late) }
+        guard case .crlInvalid(let why) = expired else { Issue.record("\(expired)"); return }
+        #expect(why.contains("expired"))
+        // A CRL not signed by the ARK: one bit of its signature flipped.
+        var forged = pki.emptyCRL
+        forged[forged.count - 10] ^= 1
+        let badSignature = try #require(throws: SNPError.self) { try verifier.verifyChain(vcek: pki.vlekDER, chainPEM: pki.chainPEM, crl: forged, at: Date()) }
+        guard case .crlInvalid(let reason) = badSignature else { Issue.record("\(badSignature)"); return }
+        #expect(reason.contains("signature"))
+        // Not a CRL at all.
+        #expect(throws: SNPError.self) { try verifier.verifyChain(vcek: pki.vlekDER, chainPEM: pki.chainPEM, crl: [0x30, 0x00], at: Date()) }
     }
 
     @Test func pssParametersAreCheckedNotJustTheOID() {

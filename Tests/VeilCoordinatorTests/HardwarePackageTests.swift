@@ -48,6 +48,26 @@ import VeilManifest
         wrong[0] ^= 1
         let wrongRTMR = try manifest(#"{"p": {"Kind": "tdx", "MRTD": "\#(Hex.encode(claims.measurement))", "RTMR1": "\#(Hex.encode(wrong))"}}"#)
         #expect(wrongRTMR.packages["p"]!.mismatch(claims)?.contains("RTMR1") == true)
+        // Claims that carry fewer registers than the package names never skip the comparison.
+        var short = claims
+        short.tdx?.rtmrs = Array(registers.rtmrs.prefix(2))
+        let wantsRTMR3 = try manifest(#"{"p": {"Kind": "tdx", "MRTD": "\#(Hex.encode(claims.measurement))", "RTMR3": "\#(Hex.encode(registers.rtmrs[3]))"}}"#)
+        #expect(wantsRTMR3.packages["p"]!.mismatch(claims) == nil)
+        #expect(wantsRTMR3.packages["p"]!.mismatch(short)?.contains("no RTMR3") == true)
+    }
+
+    @Test func snpPackageVMPLIsRequiredWhenNamed() throws {
+        let report = Array(try Data(contentsOf: URL(fileURLWithPath: "\(Self.vectors)/../go-sev-guest/snp_report_milan.bin")))
+        let vcek = Array(try Data(contentsOf: URL(fileURLWithPath: "\(Self.vectors)/../go-sev-guest/vcek_milan.der")))
+        let chain = try String(contentsOfFile: "\(Self.vectors)/../go-sev-guest/ask_ark_milan.pem", encoding: .utf8)
+        let claims = try SNPVerifier(product: .milan, policy: .init(allowDebug: true))
+            .verify(report: report, vcek: vcek, chainPEM: chain, at: try Date("2022-09-24T01:00:00Z", strategy: .iso8601)).1
+        let measurement = Hex.encode(claims.measurement)
+        let vmpl0 = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true, "VMPL": 0}}"#)
+        #expect(vmpl0.packages["p"]!.mismatch(claims) == nil)
+        let vmpl2 = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true, "VMPL": 2}}"#)
+        #expect(vmpl2.packages["p"]!.mismatch(claims)?.contains("VMPL 0, the package requires VMPL 2") == true)
+        #expect(throws: ManifestValidationError.self) { try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "VMPL": 4}}"#) }
     }
 
     @Test func tcbStatusMustBeAccepted() throws {
@@ -156,6 +176,6 @@ import VeilManifest
         ])
         (request, _) = try fixture.request(coordinator, service: "app")
         request.evidence = Evidence(format: SNPEvidence.format, data: Array(tamperedBody))
-        #expect(throws: CoordinatorError.evidenceRejected(.snp(.signatureInvalid))) { try coordinator.activate(request) }
+        #expect(throws: CoordinatorError.evidenceRejected(.snp(.signatureInvalid(.vcek)))) { try coordinator.activate(request) }
     }
 }

@@ -49,4 +49,41 @@ import Testing
         #expect(genoa.status != 0)
         #expect(genoa.stderr.contains("ARK-Milan"))
     }
+
+    /// One debug rule for every TEE: SGX debug enclaves and TDX debug TDs are refused like SNP
+    /// debug guests unless --allow-debug.
+    @Test func debugEvidenceOfAnyTEEIsRefusedUnlessAllowed() throws {
+        let scratch = try Scratch()
+        let shared = repositoryRoot + "/../shared/testdata/attestation"
+        for (quote, collateral, time) in [
+            ("dcap-rs/sgx_v3_00a067110000_quote.dat", "dcap-rs/sgx_v3_00a067110000_collateral.json", "2024-08-27T00:00:00Z"),
+            ("trustee/tdx_quote_4.dat", "trustee/tdx_quote_4_collateral.json", "2023-06-25T00:00:00Z"),
+        ] {
+            let base = ["verify", "\(shared)/\(quote)", "--collateral", "\(shared)/\(collateral)", "--at", time]
+            let refused = try run(veilBinary, base, scratch: scratch)
+            #expect(refused.status != 0, "\(quote)")
+            #expect(refused.stderr.contains("no confidentiality"), "\(refused.stderr)")
+            let allowed = try run(veilBinary, base + ["--allow-debug"], scratch: scratch)
+            #expect(allowed.status == 0, "\(allowed.stderr)")
+            #expect(allowed.stdout.contains("warning: DEBUG"))
+        }
+    }
+
+    /// The product comes from the report (v3+); what was not checked is said in the output.
+    @Test func snpProductFromTheReportAndNotesOnWhatWasNotChecked() throws {
+        let scratch = try Scratch()
+        let veraison = repositoryRoot + "/../shared/testdata/attestation/veraison"
+        let base = ["verify", "\(veraison)/genoa_report.bin", "--vcek", "\(veraison)/genoa_vcek.der", "--chain", "\(veraison)/genoa_chain.pem"]
+        let ok = try run(veilBinary, base, scratch: scratch)
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(ok.stdout.contains("Genoa, VCEK"))
+        #expect(ok.stdout.contains("any firmware TCB was accepted"))
+        #expect(ok.stdout.contains("AMD CRL not checked"))
+        let contradiction = try run(veilBinary, base + ["--product", "Milan"], scratch: scratch)
+        #expect(contradiction.status != 0)
+        #expect(contradiction.stderr.contains("Genoa chip"))
+        let strict = try run(veilBinary, base + ["--vmpl", "1"], scratch: scratch)
+        #expect(strict.status != 0)
+        #expect(strict.stderr.contains("VMPL 1 is required"))
+    }
 }

@@ -46,6 +46,7 @@ public enum QuoteParseError: Error, Equatable, Sendable, CustomStringConvertible
     case unsupportedCertificationDataType(UInt16)
     case lengthMismatch(field: String, declared: Int, actual: Int)
     case trailingBytes(field: String, count: Int)
+    case nonZeroReserved(field: String, offset: Int)
 
     public var description: String {
         switch self {
@@ -59,6 +60,7 @@ public enum QuoteParseError: Error, Equatable, Sendable, CustomStringConvertible
         case .unsupportedCertificationDataType(let type): return "unsupported certification data type \(type)"
         case .lengthMismatch(let field, let declared, let actual): return "\(field) declares \(declared) bytes but holds \(actual)"
         case .trailingBytes(let field, let count): return "\(count) unexpected trailing bytes after \(field)"
+        case .nonZeroReserved(let field, let offset): return "reserved field \(field) is not zero (byte at offset 0x\(String(offset, radix: 16)))"
         }
     }
 }

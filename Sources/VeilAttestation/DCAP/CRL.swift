@@ -12,6 +12,8 @@ struct RevocationList: Sendable {
     /// Content bytes of each revoked serial number INTEGER.
     var revokedSerials: Set<[UInt8]>
     var tbsBytes: [UInt8]
+    /// The outer AlgorithmIdentifier, DER.
+    var signatureAlgorithm: [UInt8]
     var signature: [UInt8]
 
     init(derEncoded bytes: [UInt8]) throws(DCAPError) {
@@ -19,10 +21,11 @@ struct RevocationList: Sendable {
             let root = try DER.parse(bytes)
             guard case .constructed(let top) = root.content else { throw DCAPError.crlInvalid("not a SEQUENCE") }
             var parts = top.makeIterator()
-            guard let tbs = parts.next(), let _ = parts.next(), let signatureNode = parts.next(), parts.next() == nil,
+            guard let tbs = parts.next(), let algorithm = parts.next(), let signatureNode = parts.next(), parts.next() == nil,
                 case .constructed(let fields) = tbs.content
             else { throw DCAPError.crlInvalid("not a CertificateList") }
             tbsBytes = Array(tbs.encodedBytes)
+            signatureAlgorithm = Array(algorithm.encodedBytes)
             signature = Array(try ASN1BitString(derEncoded: signatureNode).bytes)
             var items = Array(fields)
             if let first = items.first, first.identifier == .integer { items.removeFirst() }  // version

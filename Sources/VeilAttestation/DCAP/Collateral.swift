@@ -90,11 +90,22 @@ public struct TCBVerdict: Sendable, Equatable, Codable {
     public var status: TCBStatus
     public var advisoryIDs: [String]
 
-    /// The worse status, advisories of both (first-seen order, no duplicates).
-    func merged(with other: TCBVerdict) -> TCBVerdict {
+    /// The platform verdict (`self`) combined with a QE or TDX module verdict as Intel's
+    /// library does (`convergeTcbStatusWith…`): an out-of-date QE or module makes an up-to-date
+    /// or SW-hardening platform `OutOfDate` and a configuration-needed one
+    /// `OutOfDateConfigurationNeeded`; a revoked one revokes; otherwise the platform's status
+    /// stands. Advisories of both (first-seen order, no duplicates).
+    func converged(with other: TCBVerdict) -> TCBVerdict {
         var ids = advisoryIDs
         for id in other.advisoryIDs where !ids.contains(id) { ids.append(id) }
-        return TCBVerdict(status: max(status, other.status), advisoryIDs: ids)
+        let combined: TCBStatus
+        switch (other.status, status) {
+        case (.revoked, _): combined = .revoked
+        case (.outOfDate, .upToDate), (.outOfDate, .swHardeningNeeded): combined = .outOfDate
+        case (.outOfDate, .configurationNeeded), (.outOfDate, .configurationAndSWHardeningNeeded): combined = .outOfDateConfigurationNeeded
+        default: combined = status
+        }
+        return TCBVerdict(status: combined, advisoryIDs: ids)
     }
 }
 
@@ -112,14 +123,39 @@ protocol SignedCollateralDocument: Decodable, Sendable {
     var nextUpdate: String { get }
 }
 
-/// Intel TCB info (version 2 or 3), the fields verification uses.
+/// Intel TCB info (version 2 or 3), the fields verification uses. Version 2 (SGX only, no
+/// `id`) is what Intel still serves for older platforms.
 struct TCBInfo: SignedCollateralDocument {
     struct Component: Decodable { var svn: Int }
     struct Level: Decodable {
+        /// A level's TCB: version 3 lists components (`sgxtcbcomponents`, `tdxtcbcomponents`);
+        /// version 2 names them one by one (`sgxtcbcomp01svn` … `sgxtcbcomp16svn`). Both decode
+        /// to the same 16 SGX component SVNs.
         struct TCB: Decodable {
             var sgxtcbcomponents: [Component]?
             var tdxtcbcomponents: [Component]?
             var pcesvn: Int
+
+            private struct Key: CodingKey {
+                var stringValue: String
+                var intValue: Int? { nil }
+                init(stringValue: String) { self.stringValue = stringValue }
+                init?(intValue: Int) { nil }
+            }
+
+            init(from decoder: any Decoder) throws {
+                let container = try decoder.container(keyedBy: Key.self)
+                pcesvn = try container.decode(Int.self, forKey: Key(stringValue: "pcesvn"))
+                tdxtcbcomponents = try container.decodeIfPresent([Component].self, forKey: Key(stringValue: "tdxtcbcomponents"))
+                if let listed = try container.decodeIfPresent([Component].self, forKey: Key(stringValue: "sgxtcbcomponents")) {
+                    sgxtcbcomponents = listed
+                } else {
+                    let named = try (1...16).map { index in
+                        try container.decodeIfPresent(Int.self, forKey: Key(stringValue: String(format: "sgxtcbcomp%02dsvn", index)))
+                    }
+                    sgxtcbcomponents = named.allSatisfy { $0 != nil } ? named.map { Component(svn: $0!) } : nil
+                }
+            }
         }
         var tcb: TCB
         var tcbStatus: String

@@ -18,6 +18,10 @@ public enum DCAPError: Error, Equatable, Sendable, CustomStringConvertible {
     case qeReportDataMismatch
     case quoteSignatureInvalid
     case qeIdentityMismatch(String)
+    /// The quote's QE vendor is not Intel.
+    case qeVendorUnknown(String)
+    /// The QE's ISVSVN is below every level of Intel's QE identity.
+    case qeTCBNotSupported(isvsvn: UInt16)
     case pckExtensionInvalid(String)
     case fmspcMismatch(pck: String, tcbInfo: String)
     case tcbInfoMismatch(String)
@@ -43,6 +47,8 @@ public enum DCAPError: Error, Equatable, Sendable, CustomStringConvertible {
         case .qeReportDataMismatch: return "QE report data is not SHA-256(attestation key ‖ QE auth data)"
         case .quoteSignatureInvalid: return "quote signature by the attestation key does not verify"
         case .qeIdentityMismatch(let why): return "QE does not match Intel's QE identity: \(why)"
+        case .qeVendorUnknown(let id): return "QE vendor ID \(id) is not Intel's (939a7233f79c4ca9940a0db3957f0607)"
+        case .qeTCBNotSupported(let isvsvn): return "QE ISVSVN \(isvsvn) is below every level of Intel's QE identity (TCB not supported)"
         case .pckExtensionInvalid(let why): return "PCK certificate SGX extension: \(why)"
         case .fmspcMismatch(let pck, let tcbInfo): return "PCK FMSPC \(pck) does not match the TCB info's \(tcbInfo)"
         case .tcbInfoMismatch(let why): return "TCB info does not fit the quote: \(why)"

@@ -7,7 +7,7 @@ import X509
 /// The outcome of verifying a DCAP quote.
 public struct DCAPResult: Sendable {
     public var quote: DCAPQuote
-    /// Platform and QE (and, for TDX, module) verdicts merged: the worst status, all advisories.
+    /// Platform, TDX module and QE verdicts converged as Intel's library does, all advisories.
     public var verdict: TCBVerdict
     public var platformVerdict: TCBVerdict
     public var qeVerdict: TCBVerdict
@@ -85,6 +85,8 @@ public struct DCAPVerifier: Sendable {
             throw .malformedQuote(error)
         }
 
+        guard quote.header.qeVendorID == Self.intelQEVendorID else { throw .qeVendorUnknown(Hex.encode(quote.header.qeVendorID)) }
+
         let (pckLeaf, extensions) = try verifiedPCK(quote.pckChainPEM, prepared: prepared, at: time)
 
         guard Self.verifyRaw(signature: quote.qeReportSignature, data: quote.qeReportBytes, key: pckLeaf.publicKey) else {
@@ -102,9 +104,9 @@ public struct DCAPVerifier: Sendable {
 
         var platform = try Self.matchPlatformTCB(quote, extensions, prepared.tcbInfo)
         if case .td(let report) = quote.body, let module = try Self.matchTDXModule(report, prepared.tcbInfo) {
-            platform = platform.merged(with: module)
+            platform = platform.converged(with: module)
         }
-        let verdict = platform.merged(with: qeVerdict)
+        let verdict = platform.converged(with: qeVerdict)
         guard verdict.status != .revoked else { throw .tcbRevoked(advisoryIDs: verdict.advisoryIDs) }
 
         let claims: Claims
@@ -192,12 +194,18 @@ public struct DCAPVerifier: Sendable {
         guard zip(zip(report.attributes, attributes), mask).allSatisfy({ ($0.0 & $1) == ($0.1 & $1) }) else {
             throw .qeIdentityMismatch("ATTRIBUTES do not match under the mask")
         }
+        // Intel: an ISVSVN below every level is "not supported", not merely out of date.
         guard let level = identity.tcbLevels.first(where: { Int(report.isvSVN) >= $0.tcb.isvsvn }) else {
-            return TCBVerdict(status: .outOfDate, advisoryIDs: [])
+            throw .qeTCBNotSupported(isvsvn: report.isvSVN)
         }
-        return TCBVerdict(status: try status(level.tcbStatus), advisoryIDs: level.advisoryIDs ?? [])
+        return TCBVerdict(status: try identityStatus(level.tcbStatus, of: "QE identity"), advisoryIDs: level.advisoryIDs ?? [])
     }
 
+    /// The first TCB level (Intel lists them best first) whose SGX components and PCESVN are
+    /// all at or below the PCK certificate's and, for TDX, whose TDX components are at or
+    /// below TEE_TCB_SVN's. As Intel's library does, TEE_TCB_SVN is compared from byte 2 when
+    /// byte 1 (the TDX module's major version) is set: bytes 0–1 are graded by the module
+    /// identity instead (``matchTDXModule(_:_:)``).
     static func matchPlatformTCB(_ quote: DCAPQuote, _ pck: PCKExtensions, _ info: TCBInfo) throws(DCAPError) -> TCBVerdict {
         guard let fmspc = Hex.decode(info.fmspc), fmspc == pck.fmspc else {
             throw .fmspcMismatch(pck: Hex.encode(pck.fmspc), tcbInfo: info.fmspc.lowercased())
@@ -207,16 +215,22 @@ public struct DCAPVerifier: Sendable {
         }
         switch quote.header.tee {
         case .sgx:
-            guard info.version >= 2, info.id == nil || info.id == "SGX" else { throw .tcbInfoMismatch("SGX quote with \(info.id ?? "?") TCB info") }
+            guard (2...3).contains(info.version), info.id == nil || info.id == "SGX" else {
+                throw .tcbInfoMismatch(info.version > 3 ? "TCB info version \(info.version) is not supported" : "SGX quote with \(info.id ?? "?") TCB info")
+            }
         case .tdx:
-            guard info.version >= 3, info.id == "TDX" else { throw .tcbInfoMismatch("TDX quote with \(info.id ?? "SGX") TCB info") }
+            guard info.version == 3, info.id == "TDX" else {
+                throw .tcbInfoMismatch(info.version == 2 ? "TCB info version 2 has no TDX levels; a TDX quote needs version 3"
+                                       : "TDX quote with \(info.id ?? "SGX") TCB info version \(info.version)")
+            }
         }
         for level in info.tcbLevels {
             guard let sgx = level.tcb.sgxtcbcomponents, sgx.count == 16 else { throw .malformedCollateral("TCB level without 16 SGX components") }
             guard pck.pceSVN >= level.tcb.pcesvn, zip(pck.componentSVNs, sgx).allSatisfy({ Int($0) >= $1.svn }) else { continue }
             if case .td(let report) = quote.body {
                 guard let tdx = level.tcb.tdxtcbcomponents, tdx.count == 16 else { throw .malformedCollateral("TDX TCB level without 16 TDX components") }
-                guard zip(report.teeTCBSVN, tdx).allSatisfy({ Int($0) >= $1.svn }) else { continue }
+                let first = report.teeTCBSVN[1] > 0 ? 2 : 0
+                guard (first..<16).allSatisfy({ Int(report.teeTCBSVN[$0]) >= tdx[$0].svn }) else { continue }
             }
             return TCBVerdict(status: try status(level.tcbStatus), advisoryIDs: level.advisoryIDs ?? [])
         }
@@ -225,12 +239,12 @@ public struct DCAPVerifier: Sendable {
 
     /// TDX module identity: for module major versions above 0, TEE_TCB_SVN[1] names the
     /// identity `TDX_%02X` whose signer and attributes must match the SEAM's and whose TCB
-    /// levels grade TEE_TCB_SVN[0].
+    /// levels grade TEE_TCB_SVN[0]. Major version 0 has no identity to check (nil).
     static func matchTDXModule(_ report: DCAPQuote.TDReport, _ info: TCBInfo) throws(DCAPError) -> TCBVerdict? {
         let major = report.teeTCBSVN[1]
-        guard major > 0, let identities = info.tdxModuleIdentities else { return nil }
+        guard major > 0 else { return nil }
         let id = String(format: "TDX_%02X", major)
-        guard let identity = identities.first(where: { $0.id == id }) else {
+        guard let identity = info.tdxModuleIdentities?.first(where: { $0.id.uppercased() == id }) else {
             throw .tdxModuleIdentityMismatch("TCB info has no module identity \(id)")
         }
         guard let signer = Hex.decode(identity.mrsigner), signer == report.mrSignerSeam else {
@@ -242,13 +256,24 @@ public struct DCAPVerifier: Sendable {
         guard let level = identity.tcbLevels.first(where: { Int(report.teeTCBSVN[0]) >= $0.tcb.isvsvn }) else {
             throw .tdxModuleIdentityMismatch("module SVN \(report.teeTCBSVN[0]) is below every \(id) level")
         }
-        return TCBVerdict(status: try status(level.tcbStatus), advisoryIDs: level.advisoryIDs ?? [])
+        return TCBVerdict(status: try identityStatus(level.tcbStatus, of: "TDX module identity"), advisoryIDs: level.advisoryIDs ?? [])
     }
 
     static func status(_ text: String) throws(DCAPError) -> TCBStatus {
         guard let status = TCBStatus(rawValue: text) else { throw .malformedCollateral("unknown TCB status '\(text)'") }
         return status
     }
+
+    /// QE and TDX module identity levels grade one SVN: only these three statuses exist there.
+    static func identityStatus(_ text: String, of document: String) throws(DCAPError) -> TCBStatus {
+        guard let status = TCBStatus(rawValue: text), [.upToDate, .outOfDate, .revoked].contains(status) else {
+            throw .malformedCollateral("\(document) TCB level status '\(text)' is not UpToDate, OutOfDate or Revoked")
+        }
+        return status
+    }
+
+    /// Intel's QE vendor ID: quotes from any other quoting enclave are refused.
+    static let intelQEVendorID: [UInt8] = [0x93, 0x9A, 0x72, 0x33, 0xF7, 0x9C, 0x4C, 0xA9, 0x94, 0x0A, 0x0D, 0xB3, 0x95, 0x7F, 0x06, 0x07]
 
     // MARK: - Certificates
 
@@ -261,11 +286,20 @@ public struct DCAPVerifier: Sendable {
         guard let documents = try? PEMDocument.parseMultiple(pemString: text), !documents.isEmpty else {
             throw .malformedCertificate("\(name) chain is not PEM certificates")
         }
-        do {
-            return try documents.map { try Certificate(derEncoded: $0.derBytes) }
-        } catch {
-            throw .malformedCertificate("\(name) chain: \(error)")
+        var certificates: [Certificate] = []
+        for document in documents {
+            // Intel's and AMD's reference verifiers (webpki) refuse a signature BIT STRING that
+            // declares unused bits; the bytes would still verify, so the encoding is checked here.
+            guard CertificateEncoding.signatureHasNoUnusedBits(document.derBytes) else {
+                throw .malformedCertificate("\(name) chain: a certificate's signature BIT STRING declares unused bits (non-canonical DER)")
+            }
+            do {
+                certificates.append(try Certificate(derEncoded: document.derBytes))
+            } catch {
+                throw .malformedCertificate("\(name) chain: \(error)")
+            }
         }
+        return certificates
     }
 
     /// Verifies `chain` (leaf first; the trusted root may or may not be included) up to the

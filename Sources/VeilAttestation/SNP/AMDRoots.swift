@@ -142,4 +142,22 @@ public enum AMDProduct: String, Sendable, CaseIterable {
 
     /// TCB_VERSION layout: Turin adds an FMC field and moves the others.
     var usesTurinTCBLayout: Bool { self == .turin }
+
+    /// The product of a chip from the CPUID family and model a version 3+ report carries
+    /// (family 19h models 00h–0Fh Milan, 10h–1Fh and A0h–AFh Genoa; family 1Ah models
+    /// 00h–1Fh Turin), or nil for an unknown chip.
+    public init?(family: UInt8, model: UInt8) {
+        switch (family, model >> 4) {
+        case (0x19, 0x0): self = .milan
+        case (0x19, 0x1), (0x19, 0xA): self = .genoa
+        case (0x1A, 0x0), (0x1A, 0x1): self = .turin
+        default: return nil
+        }
+    }
+
+    /// The product a VCEK names in its product-name extension (e.g. `Milan-B0`), or nil.
+    init?(productName: String) {
+        guard let product = Self.allCases.first(where: { productName.hasPrefix($0.rawValue) }) else { return nil }
+        self = product
+    }
 }

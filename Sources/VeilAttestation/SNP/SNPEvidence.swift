@@ -1,14 +1,18 @@
 import Foundation
+import SwiftASN1
 
 /// Evidence format `amd-snp-report`: a JSON object `{"report": BASE64, "vcek": BASE64 DER,
 /// "chain": PEM (ASK then ARK, optional)}`; built from configfs-tsm's outblob and auxblob.
 public enum SNPEvidence {
     public static let format = "amd-snp-report"
 
+    /// Certificate table GUIDs (GHCB specification, "SNP Extended Guest Request"), stored in
+    /// RFC 4122 byte order: the table's bytes read as the text form, as go-sev-guest, virtee
+    /// and the Linux kernel store them.
     static let vcekGUID = "63da758d-e664-4564-adc5-f4b93be8accd"
     static let vlekGUID = "a8074bc2-a25a-483e-aae6-39c045a0b8a1"
-    static let askGUID = "c0b406a4-a803-4952-9743-3fb6014cd0ae"
-    static let arkGUID = "4ab7b379-bbac-4fe4-a02f-05aef327c782"
+    static let arkGUID = "c0b406a4-a803-4952-9743-3fb6014cd0ae"
+    static let askGUID = "4ab7b379-bbac-4fe4-a02f-05aef327c782"
 
     struct Body: Codable {
         var report: String
@@ -17,18 +21,30 @@ public enum SNPEvidence {
     }
 
     /// Builds evidence from a report and the SEV certificate table (GUID ‖ u32 offset ‖ u32
-    /// length entries, all-zero terminator; offsets from the table start).
+    /// length entries, all-zero terminator; offsets from the table start). Entries may hold
+    /// DER or PEM certificates (hosts deliver both).
     public static func make(report: [UInt8], certificateTable table: [UInt8]) throws -> Evidence {
         let certificates = try parseCertificateTable(table)
-        guard let vcek = certificates[vcekGUID] ?? certificates[vlekGUID] else {
+        guard let endorsement = certificates[vcekGUID] ?? certificates[vlekGUID] else {
             throw ProviderError.malformed("SNP certificate table has no VCEK or VLEK (is the host configured to provide certificates?)")
         }
+        let vcek = try der(endorsement, entry: certificates[vcekGUID] != nil ? "VCEK" : "VLEK")
         var chain: String?
         if let ask = certificates[askGUID], let ark = certificates[arkGUID] {
-            chain = pem(ask) + pem(ark)
+            chain = pem(try der(ask, entry: "ASK")) + pem(try der(ark, entry: "ARK"))
         }
         let body = Body(report: Data(report).base64EncodedString(), vcek: Data(vcek).base64EncodedString(), chain: chain)
         return Evidence(format: format, data: Array(try JSONEncoder().encode(body)))
+    }
+
+    /// The DER of a certificate table entry holding DER or one PEM certificate.
+    static func der(_ payload: [UInt8], entry: String) throws(ProviderError) -> [UInt8] {
+        let trimmed = payload.prefix { $0 != 0 }
+        guard trimmed.starts(with: Array("-----BEGIN".utf8)) else { return payload }
+        guard let documents = try? PEMDocument.parseMultiple(pemString: String(decoding: trimmed, as: UTF8.self)), documents.count == 1 else {
+            throw .malformed("SNP certificate table entry \(entry) is neither DER nor one PEM certificate")
+        }
+        return documents[0].derBytes
     }
 
     static func parseCertificateTable(_ table: [UInt8]) throws(ProviderError) -> [String: [UInt8]] {
@@ -47,15 +63,9 @@ public enum SNPEvidence {
         return entries
     }
 
-    /// RFC 4122 text form of a GUID stored little-endian in its first three fields.
+    /// RFC 4122 text form of 16 GUID bytes in RFC 4122 (big-endian) order.
     static func guid(_ b: [UInt8]) -> String {
-        let d1 = Hex.encode(b[0..<4].reversed()), d2 = Hex.encode(b[4..<6].reversed()), d3 = Hex.encode(b[6..<8].reversed())
-        return "\(d1)-\(d2)-\(d3)-\(Hex.encode(b[8..<10]))-\(Hex.encode(b[10..<16]))"
-    }
-
-    static func guidBytes(_ text: String) -> [UInt8] {
-        let hex = Hex.decode(text.replacingOccurrences(of: "-", with: "")) ?? []
-        return Array(hex[0..<4].reversed()) + Array(hex[4..<6].reversed()) + Array(hex[6..<8].reversed()) + Array(hex[8...])
+        "\(Hex.encode(b[0..<4]))-\(Hex.encode(b[4..<6]))-\(Hex.encode(b[6..<8]))-\(Hex.encode(b[8..<10]))-\(Hex.encode(b[10..<16]))"
     }
 
     static func pem(_ der: [UInt8]) -> String {
@@ -63,20 +73,40 @@ public enum SNPEvidence {
         return "-----BEGIN CERTIFICATE-----\n\(base64)\n-----END CERTIFICATE-----\n"
     }
 
-    /// Verifies SNP evidence. The product comes from the VCEK; without a chain in the evidence,
-    /// AMD's chain for that product must be supplied by `chains`.
-    static func verify(_ evidence: Evidence, chains: [AMDProduct: String]) throws(SNPError) -> Claims {
+    /// The product a VCEK/VLEK certificate (DER) names, or nil.
+    public static func product(ofCertificate der: [UInt8]) -> AMDProduct? {
+        (try? AMDCertificate(derEncoded: der))?.stringExtension("\(SNPVerifier.vcekOID).2").flatMap(AMDProduct.init(productName:))
+    }
+
+    /// The product whose ARK issued a CRL (DER): its issuer is `CN=ARK-<product>`.
+    public static func product(ofCRL der: [UInt8]) -> AMDProduct? {
+        guard let crl = try? RevocationList(derEncoded: der) else { return nil }
+        return AMDProduct.allCases.first { product in
+            crl.issuer.contains { $0.contains { $0.type == .RDNAttributeType.commonName && "\($0.value)" == "ARK-\(product.rawValue)" } }
+        }
+    }
+
+    /// Verifies SNP evidence. The product comes from the report (version 3+) or the VCEK's
+    /// product name, and the two must agree; without a chain in the evidence, AMD's chain for
+    /// that product must be supplied by `chains`. `crls` (per product, DER) are checked when given.
+    static func verify(_ evidence: Evidence, chains: [AMDProduct: String], crls: [AMDProduct: [UInt8]] = [:], at time: Date = Date()) throws(SNPError) -> Claims {
         guard let body = try? JSONDecoder().decode(Body.self, from: Data(evidence.data)),
             let report = Data(base64Encoded: body.report), let vcek = Data(base64Encoded: body.vcek)
         else { throw .malformedCertificate("SNP evidence is not {report, vcek, chain} JSON") }
         let certificate = try AMDCertificate(derEncoded: Array(vcek))
-        let name = certificate.stringExtension("\(SNPVerifier.vcekOID).2") ?? ""
-        guard let product = AMDProduct.allCases.first(where: { name.hasPrefix($0.rawValue) }) else {
-            throw .productMismatch(vcek: name, expected: "Milan, Genoa or Turin")
+        let name = certificate.stringExtension("\(SNPVerifier.vcekOID).2")
+        let parsed: SNPReport
+        do {
+            parsed = try SNPReport(Array(report))
+        } catch {
+            throw .malformedReport(error)
+        }
+        guard let product = parsed.product ?? name.flatMap(AMDProduct.init(productName:)) else {
+            throw .productUnknown("neither the report (version \(parsed.version)) nor the certificate names a known product (Milan, Genoa, Turin)")
         }
         guard let chain = body.chain ?? chains[product] else { throw .chainUntrusted("no ASK/ARK chain for \(product.rawValue)") }
-        // Debug is flagged in the claims; the manifest package decides.
-        return try SNPVerifier(product: product, policy: .init(allowDebug: true, allowMigrationAgent: true))
-            .verify(report: Array(report), vcek: Array(vcek), chainPEM: chain).1
+        // Debug and migration are flagged in the claims; the manifest package decides.
+        let verifier = SNPVerifier(product: product, policy: .init(allowDebug: true, allowMigrationAgent: true))
+        return try verifier.verify(report: parsed, bytes: Array(report), vcek: try verifier.verifyChain(vcek: Array(vcek), chainPEM: chain, crl: crls[product], at: time), at: time).1
     }
 }

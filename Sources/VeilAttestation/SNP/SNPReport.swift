@@ -82,6 +82,10 @@ public struct SNPReport: Sendable, Equatable {
     /// 0 = VCEK, 1 = VLEK, 7 = none.
     public var signingKey: UInt32 { (flags >> 2) & 0x7 }
 
+    /// The chip's product, from the CPUID a version 3+ report carries; nil for version 2 or
+    /// an unknown family/model.
+    public var product: AMDProduct? { cpuid.flatMap { AMDProduct(family: $0.family, model: $0.model) } }
+
     public static func == (lhs: SNPReport, rhs: SNPReport) -> Bool {
         lhs.signature == rhs.signature && lhs.reportData == rhs.reportData && lhs.measurement == rhs.measurement && lhs.chipID == rhs.chipID
     }
@@ -122,6 +126,11 @@ public struct SNPReport: Sendable, Equatable {
         _ = try reader.read(Self.signedLength - 0x1F8, "reserved2")
         let r = try reader.read(72, "signature.r")
         let s = try reader.read(72, "signature.s")
+        // The rest of the 512-byte signature structure is reserved: zero, as go-sev-guest requires.
+        let reserved = try reader.read(Self.size - reader.offset, "signature.reserved")
+        if let index = reserved.firstIndex(where: { $0 != 0 }) {
+            throw .nonZeroReserved(field: "signature.reserved", offset: Self.size - reserved.count + index)
+        }
         // Little-endian 72-byte fields holding 48-byte P-384 scalars: the top 24 bytes must be zero.
         guard r[48...].allSatisfy({ $0 == 0 }), s[48...].allSatisfy({ $0 == 0 }) else {
             throw .lengthMismatch(field: "signature component", declared: 72, actual: 48)

@@ -1,5 +1,16 @@
 import Crypto
+import _CryptoExtras
 import Foundation
+
+/// The key that signs SNP reports: a chip's VCEK (chain ARK → ASK → VCEK) or a cloud
+/// provider's VLEK (chain ARK → ASVK → VLEK). Errors name the one involved.
+public enum SNPEndorsementKey: String, Sendable, Equatable {
+    case vcek = "VCEK"
+    case vlek = "VLEK"
+
+    /// The AMD signing key between the ARK and this key.
+    public var issuer: String { self == .vcek ? "ASK" : "ASVK" }
+}
 
 /// Why an SEV-SNP report did not verify. Each case names the failed check.
 public enum SNPError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -8,15 +19,19 @@ public enum SNPError: Error, Equatable, Sendable, CustomStringConvertible {
     case untrustedARK(product: String)
     case chainUntrusted(String)
     case certificateExpired(String)
+    case certificateRevoked(String)
+    case crlInvalid(String)
     case unsupportedSignatureAlgorithm(UInt32)
     case unsupportedSigningKey(UInt32)
     case chipIDMismatch
     case signingKeyMismatch(String)
-    case productMismatch(vcek: String, expected: String)
-    case reportedTCBMismatch(component: String, report: Int, vcek: Int)
-    case signatureInvalid
+    case productMismatch(certificate: String, expected: String, key: SNPEndorsementKey)
+    case productUnknown(String)
+    case reportedTCBMismatch(component: String, report: Int, certified: Int, key: SNPEndorsementKey)
+    case signatureInvalid(SNPEndorsementKey)
     case debugNotAllowed
     case migrationAgentNotAllowed
+    case vmplMismatch(reported: UInt32, required: UInt32)
     case tcbBelowMinimum(reported: String, minimum: String)
 
     public var description: String {
@@ -26,16 +41,20 @@ public enum SNPError: Error, Equatable, Sendable, CustomStringConvertible {
         case .untrustedARK(let product): return "the ARK is not AMD's ARK-\(product)"
         case .chainUntrusted(let why): return "AMD certificate chain is not trusted: \(why)"
         case .certificateExpired(let subject): return "AMD certificate '\(subject)' is outside its validity period"
+        case .certificateRevoked(let subject): return "AMD certificate '\(subject)' is revoked by AMD's CRL"
+        case .crlInvalid(let why): return "AMD CRL invalid: \(why)"
         case .unsupportedSignatureAlgorithm(let algorithm): return "unsupported SNP signature algorithm \(algorithm) (1 = ECDSA P-384/SHA-384)"
         case .unsupportedSigningKey(let key): return "report signed by key type \(key); VCEK (0) and VLEK (1) are supported"
         case .signingKeyMismatch(let why): return "signing key mismatch: \(why)"
         case .chipIDMismatch: return "the VCEK's hwID is not the report's chip ID (VCEK of another chip)"
-        case .productMismatch(let vcek, let expected): return "VCEK is for product \(vcek), expected \(expected)"
-        case .reportedTCBMismatch(let component, let report, let vcek):
-            return "reported TCB \(component) SPL \(report) differs from the VCEK's \(vcek)"
-        case .signatureInvalid: return "report signature does not verify with the VCEK"
+        case .productMismatch(let certificate, let expected, let key): return "\(key.rawValue) is for product \(certificate), expected \(expected)"
+        case .productUnknown(let why): return "cannot tell the AMD product: \(why)"
+        case .reportedTCBMismatch(let component, let report, let certified, let key):
+            return "reported TCB \(component) SPL \(report) differs from the \(key.rawValue)'s \(certified)"
+        case .signatureInvalid(let key): return "report signature does not verify with the \(key.rawValue)"
         case .debugNotAllowed: return "guest policy allows debugging (no confidentiality) and debug is not allowed"
         case .migrationAgentNotAllowed: return "guest policy allows a migration agent and that is not allowed"
+        case .vmplMismatch(let reported, let required): return "report is from VMPL \(reported), VMPL \(required) is required"
         case .tcbBelowMinimum(let reported, let minimum): return "reported TCB (\(reported)) is below the minimum (\(minimum))"
         }
     }
@@ -50,10 +69,13 @@ public struct SNPVerifier: Sendable {
         public var allowDebug = false
         public var allowMigrationAgent = false
         public var minimumTCB: SNPReport.TCBVersion?
-        public init(allowDebug: Bool = false, allowMigrationAgent: Bool = false, minimumTCB: SNPReport.TCBVersion? = nil) {
+        /// The VMPL the report must come from (e.g. 0: the guest kernel, not an SVSM below it); nil accepts any.
+        public var requiredVMPL: UInt32?
+        public init(allowDebug: Bool = false, allowMigrationAgent: Bool = false, minimumTCB: SNPReport.TCBVersion? = nil, requiredVMPL: UInt32? = nil) {
             self.allowDebug = allowDebug
             self.allowMigrationAgent = allowMigrationAgent
             self.minimumTCB = minimumTCB
+            self.requiredVMPL = requiredVMPL
         }
     }
 
@@ -77,50 +99,83 @@ public struct SNPVerifier: Sendable {
 
     static let vcekOID = "1.3.6.1.4.1.3704.1"
 
-    /// A VCEK whose chain to the compiled-in ARK was verified; reusable for many reports
-    /// of the same chip while `time` stays inside every certificate's validity.
+    /// A VCEK or VLEK whose chain to the compiled-in ARK was verified; reusable for many
+    /// reports of the same chip while `time` stays inside every certificate's validity.
     public struct VerifiedVCEK: Sendable {
         let certificate: AMDCertificate
+        public let key: SNPEndorsementKey
         public let validUntil: Date
+        /// Whether an AMD CRL was checked (ASK/ASVK and the key itself not revoked).
+        public let revocationChecked: Bool
     }
 
     /// - Parameters:
-    ///   - vcek: the VCEK certificate (DER).
-    ///   - chainPEM: ASK then ARK (AMD KDS `cert_chain`).
-    public func verify(report bytes: [UInt8], vcek vcekDER: [UInt8], chainPEM: String, at time: Date = Date()) throws(SNPError) -> (SNPReport, Claims) {
+    ///   - vcek: the VCEK or VLEK certificate (DER).
+    ///   - chainPEM: ASK (or ASVK) then ARK (AMD KDS `cert_chain`).
+    ///   - crl: AMD's CRL for the product (DER, KDS `crl`), checked when given.
+    public func verify(report bytes: [UInt8], vcek vcekDER: [UInt8], chainPEM: String, crl: [UInt8]? = nil, at time: Date = Date()) throws(SNPError) -> (SNPReport, Claims) {
         let report: SNPReport
         do {
             report = try SNPReport(bytes)
         } catch {
             throw .malformedReport(error)
         }
-        return try verify(report: report, bytes: bytes, vcek: try verifyChain(vcek: vcekDER, chainPEM: chainPEM, at: time), at: time)
+        return try verify(report: report, bytes: bytes, vcek: try verifyChain(vcek: vcekDER, chainPEM: chainPEM, crl: crl, at: time), at: time)
     }
 
-    /// ARK (must be AMD's for the product) → ASK → VCEK, RSASSA-PSS/SHA-384, validity at `time`.
-    public func verifyChain(vcek vcekDER: [UInt8], chainPEM: String, at time: Date) throws(SNPError) -> VerifiedVCEK {
+    /// ARK (must be AMD's for the product) → ASK/ASVK → VCEK/VLEK, RSASSA-PSS/SHA-384,
+    /// validity at `time`, and revocation by AMD's CRL when one is given.
+    public func verifyChain(vcek vcekDER: [UInt8], chainPEM: String, crl: [UInt8]? = nil, at time: Date) throws(SNPError) -> VerifiedVCEK {
+        let vcek = try AMDCertificate(derEncoded: vcekDER)
+        // A VLEK is not bound to a chip: it carries no hwID.
+        let key: SNPEndorsementKey = vcek.extensions["\(Self.vcekOID).4"] == nil ? .vlek : .vcek
         let chain = try AMDCertificate.parsePEM(chainPEM)
-        guard chain.count == 2 else { throw .chainUntrusted("cert_chain must hold the ASK and the ARK, found \(chain.count) certificates") }
+        guard chain.count == 2 else {
+            throw .chainUntrusted("cert_chain must hold the \(key.issuer) and the ARK, found \(chain.count) certificates")
+        }
         let (ask, ark) = (chain[0], chain[1])
         guard let trustedARK else { throw .malformedCertificate("the trusted ARK is not a PEM certificate") }
         guard ark.der == trustedARK.der else { throw .untrustedARK(product: product.rawValue) }
         guard ark.isSigned(by: ark) else { throw .chainUntrusted("ARK self-signature does not verify") }
-        guard ask.issuer == ark.subject, ask.isSigned(by: ark) else { throw .chainUntrusted("ASK is not signed by ARK-\(product.rawValue)") }
-        let vcek = try AMDCertificate(derEncoded: vcekDER)
-        guard vcek.issuer == ask.subject, vcek.isSigned(by: ask) else { throw .chainUntrusted("VCEK is not signed by the ASK") }
+        guard ask.issuer == ark.subject, ask.isSigned(by: ark) else { throw .chainUntrusted("\(key.issuer) is not signed by ARK-\(product.rawValue)") }
+        guard vcek.issuer == ask.subject, vcek.isSigned(by: ask) else { throw .chainUntrusted("\(key.rawValue) is not signed by the \(key.issuer)") }
         for certificate in [ark, ask, vcek] where !(certificate.notBefore <= time && time <= certificate.notAfter) {
             throw .certificateExpired("\(certificate.subject)")
         }
-        if let name = vcek.stringExtension("\(Self.vcekOID).2"), !name.hasPrefix(product.rawValue) {
-            throw .productMismatch(vcek: name, expected: product.rawValue)
+        if let name = vcek.stringExtension("\(Self.vcekOID).2"), AMDProduct(productName: name) != product {
+            throw .productMismatch(certificate: name, expected: product.rawValue, key: key)
         }
-        return VerifiedVCEK(certificate: vcek, validUntil: min(ark.notAfter, ask.notAfter, vcek.notAfter))
+        if let crl { try checkRevocation(crl, ark: ark, certificates: [ask, vcek], at: time) }
+        return VerifiedVCEK(certificate: vcek, key: key, validUntil: min(ark.notAfter, ask.notAfter, vcek.notAfter), revocationChecked: crl != nil)
     }
 
-    /// The report checks, with a VCEK verified before.
+    /// AMD's CRL (issued by the ARK, RSASSA-PSS/SHA-384) must verify, be current at `time`,
+    /// and revoke none of `certificates`.
+    func checkRevocation(_ der: [UInt8], ark: AMDCertificate, certificates: [AMDCertificate], at time: Date) throws(SNPError) {
+        let crl: RevocationList
+        do {
+            crl = try RevocationList(derEncoded: der)
+        } catch {
+            throw .crlInvalid("\(error)")
+        }
+        guard crl.issuer == ark.subject else { throw .crlInvalid("issued by \(crl.issuer), not by ARK-\(product.rawValue)") }
+        guard AMDCertificate.isPSSWithSHA384(crl.signatureAlgorithm), let key = _RSA.Signing.PublicKey(ark.publicKey),
+            key.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: crl.signature), for: SHA384.hash(data: crl.tbsBytes), padding: .PSS)
+        else { throw .crlInvalid("signature does not verify with ARK-\(product.rawValue)'s key (RSASSA-PSS/SHA-384)") }
+        guard time >= crl.thisUpdate else { throw .crlInvalid("not valid before its thisUpdate \(crl.thisUpdate)") }
+        if let next = crl.nextUpdate, time > next { throw .crlInvalid("expired at its nextUpdate \(next)") }
+        for certificate in certificates where crl.revokedSerials.contains(certificate.serial) {
+            throw .certificateRevoked("\(certificate.subject)")
+        }
+    }
+
+    /// The report checks, with a VCEK or VLEK verified before.
     public func verify(report: SNPReport, bytes: [UInt8], vcek verified: VerifiedVCEK, at time: Date = Date()) throws(SNPError) -> (SNPReport, Claims) {
         guard time <= verified.validUntil else { throw .certificateExpired("\(verified.certificate.subject)") }
         let vcek = verified.certificate
+        if let reportProduct = report.product, reportProduct != product {
+            throw .productMismatch(certificate: product.rawValue, expected: "\(reportProduct.rawValue) (the report's CPUID)", key: verified.key)
+        }
         guard report.signatureAlgorithm == 1 else { throw .unsupportedSignatureAlgorithm(report.signatureAlgorithm) }
         let hwID = vcek.extensions["\(Self.vcekOID).4"]
         switch report.signingKey {
@@ -141,18 +196,19 @@ public struct SNPVerifier: Sendable {
         if let fmc = reported.fmc { components.append(("FMC", "3.9", fmc)) }
         for (name, suffix, value) in components {
             guard let certified = vcek.integerExtension("\(Self.vcekOID).\(suffix)") else {
-                throw .malformedCertificate("VCEK lacks the \(name) SPL extension")
+                throw .malformedCertificate("\(verified.key.rawValue) lacks the \(name) SPL extension")
             }
-            guard certified == Int(value) else { throw .reportedTCBMismatch(component: name, report: Int(value), vcek: certified) }
+            guard certified == Int(value) else { throw .reportedTCBMismatch(component: name, report: Int(value), certified: certified, key: verified.key) }
         }
 
         guard let key = P384.Signing.PublicKey(vcek.publicKey),
             let signature = try? P384.Signing.ECDSASignature(rawRepresentation: report.signature),
             key.isValidSignature(signature, for: bytes[..<SNPReport.signedLength])
-        else { throw .signatureInvalid }
+        else { throw .signatureInvalid(verified.key) }
 
         if report.policy.debugAllowed && !policy.allowDebug { throw .debugNotAllowed }
         if report.policy.migrationAgentAllowed && !policy.allowMigrationAgent { throw .migrationAgentNotAllowed }
+        if let required = policy.requiredVMPL, report.vmpl != required { throw .vmplMismatch(reported: report.vmpl, required: required) }
         if let minimum = policy.minimumTCB, !reported.isAtLeast(minimum) {
             throw .tcbBelowMinimum(reported: "\(reported)", minimum: "\(minimum)")
         }
@@ -161,7 +217,7 @@ public struct SNPVerifier: Sendable {
             reportData: report.reportData, debug: report.policy.debugAllowed, simulated: false)
         claims.snp = SNPClaims(
             hostData: report.hostData, idKeyDigest: report.idKeyDigest, reportedTCB: report.reportedTCB,
-            turinTCBLayout: product.usesTurinTCBLayout, policy: report.policy.raw)
+            turinTCBLayout: product.usesTurinTCBLayout, policy: report.policy.raw, vmpl: report.vmpl)
         return (report, claims)
     }
 }
