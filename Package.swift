@@ -71,6 +71,7 @@ let package = Package(
         .target(
             name: "VeilLauncher",
             dependencies: [
+                "CVeilSys",
                 "VeilAttestation",
                 "VeilManifest",
                 "VeilImage",
@@ -96,6 +97,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "CVeilSys"),
         .target(
             name: "VeilImage",
             dependencies: ["VeilAttestation", "CZlib", .product(name: "Crypto", package: "swift-crypto")],

@@ -39,7 +39,8 @@ build_veil() {
 }
 
 start_coordinator() {
-  WORK=$(mktemp -d /tmp/veil-example.XXXXXX)
+  # Provisioned files go only to memory filesystems: work under /dev/shm (tmpfs).
+  WORK=$(mktemp -d /dev/shm/veil-example.XXXXXX)
   CLIENT_ADDR=127.0.0.1:$(free_port)
   MESH_ADDR=127.0.0.1:$(free_port)
   SIM_KEY=$WORK/data/simulation-platform-key.pem

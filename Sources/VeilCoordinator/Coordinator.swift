@@ -340,7 +340,7 @@ public final class Coordinator: Sendable {
             }
         }
         let parameters = service.parameters
-        let response: API.ActivationResponse
+        var response: API.ActivationResponse
         do {
             response = API.ActivationResponse(
                 certificateChain: PEM.encode(leafDER, label: "CERTIFICATE") + PEM.encode(authority.intermediateDER, label: "CERTIFICATE"),
@@ -353,6 +353,7 @@ public final class Coordinator: Sendable {
                     guard let bytes = secrets[name]?.bytes else { throw RenderError.secretNotSet(name) }
                     return Data(bytes).base64EncodedString()
                 })
+            if service.allowDiskFiles { response.allowDiskFiles = true }
         } catch {
             throw .renderFailed(service: request.service, reason: "\(error)")
         }

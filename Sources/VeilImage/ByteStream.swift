@@ -50,6 +50,12 @@ public final class FileStream: ByteStream {
         guard fd >= 0 else { throw ImageError.io(path: path, reason: String(cString: strerror(errno))) }
     }
 
+    /// Takes ownership of an open descriptor; `path` is for messages.
+    public init(descriptor: Int32, path: String) {
+        fd = descriptor
+        self.path = path
+    }
+
     deinit { close(fd) }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {

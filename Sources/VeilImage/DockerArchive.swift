@@ -23,7 +23,7 @@ enum DockerArchive {
             let prefix = try peek(path)
             let unpacker = try RootfsUnpacker(root: directory)
             try unpacker.apply(layer: 0, tar: TarReader(looksGzipped(prefix) ? try GunzipStream(stream) : stream))
-            if access("\(directory)/oci-layout", F_OK) == 0 {
+            if ConfinedFile.exists("oci-layout", under: directory) {
                 return try OCILayout(directory: directory).image(tag: nil, temporaryDirectory: directory)
             }
             return try legacy(directory: directory, archive: path)
@@ -41,24 +41,24 @@ enum DockerArchive {
     }
 
     private static func legacy(directory: String, archive: String) throws -> SourceImage {
-        guard let data = FileManager.default.contents(atPath: "\(directory)/manifest.json") else {
+        guard ConfinedFile.exists("manifest.json", under: directory) else {
             throw ImageError.notAnImageLayout(path: archive, reason: "neither an OCI layout nor a docker archive (no manifest.json)")
         }
-        let entries = try decode([Entry].self, from: Array(data), what: "manifest.json of \(archive)")
+        let entries = try decode([Entry].self, from: try ConfinedFile.read("manifest.json", under: directory), what: "manifest.json of \(archive)")
         guard entries.count == 1, let entry = entries.first else {
             throw ImageError.ambiguousReference(available: entries.flatMap { $0.RepoTags ?? [] })
         }
+        // Members are read only through ConfinedFile: a member that is a symlink out of the
+        // archive (to a host file) is refused, not followed.
         var paths: [BlobDigest: String] = [:]
         func blob(_ member: String, mediaType: (Bool) -> String) throws -> Descriptor {
             let relative = try TarEntry.normalize(member)
-            let path = "\(directory)/\(relative)"
-            guard access(path, F_OK) == 0 else { throw ImageError.missingBlob(member) }
-            let stream = DigestingStream(try FileStream(path: path))
-            try stream.drain()
+            guard let fd = try ConfinedFile.openIfPresent(relative, under: directory) else { throw ImageError.missingBlob(member) }
+            let stream = DigestingStream(FileStream(descriptor: fd, path: "\(archive):\(member)"))
             var first = [UInt8](repeating: 0, count: 2)
-            let head = try FileStream(path: path)
-            let n = try first.withUnsafeMutableBytes { (raw) throws -> Int in try head.read(into: raw) }
-            paths[stream.digest] = path
+            let n = try first.withUnsafeMutableBytes { (raw) throws -> Int in try stream.read(into: raw) }
+            try stream.drain()
+            paths[stream.digest] = relative
             return Descriptor(mediaType: mediaType(looksGzipped(Array(first.prefix(n)))), digest: stream.digest, size: stream.count)
         }
         let config = try blob(entry.Config) { _ in MediaType.config }
@@ -67,13 +67,13 @@ enum DockerArchive {
             layers.append(try blob(member) { $0 ? MediaType.layerGzip : MediaType.layer })
         }
         let manifest = ImageManifest(schemaVersion: 2, mediaType: MediaType.manifest, config: config, layers: layers, annotations: nil)
-        guard let configData = FileManager.default.contents(atPath: paths[config.digest]!) else { throw ImageError.missingBlob(entry.Config) }
+        let configData = try ConfinedFile.read(paths[config.digest]!, under: directory)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let manifestBytes = Array((try? encoder.encode(manifest)) ?? Data())
         let resolved = paths
         return try SourceImage(
-            manifestDigest: BlobDigest(sha256: Array(SHA256.hash(data: manifestBytes))), manifest: manifest, configBytes: Array(configData),
-            blobPath: { resolved[$0] ?? "\(directory)/missing/\($0.hex)" }, temporaryDirectory: directory)
+            manifestDigest: BlobDigest(sha256: Array(SHA256.hash(data: manifestBytes))), manifest: manifest, configBytes: configData,
+            blobRoot: directory, blobPath: { resolved[$0] ?? "missing/\($0.hex)" }, temporaryDirectory: directory)
     }
 }

@@ -19,6 +19,10 @@ public enum ImageError: Error, Equatable, Sendable, CustomStringConvertible {
     case encryptPathNotFound(String)
     case launcher(String)
     case protectedFile(path: String, reason: String)
+    /// An input path that would leave its directory (a symlink out, an absolute target, `..` above it).
+    case unsafePath(path: String, reason: String)
+    /// An image exceeds a limit on unpacking (bytes, entries, path length).
+    case limitExceeded(what: String, limit: String)
 
     public var description: String {
         switch self {
@@ -44,6 +48,8 @@ public enum ImageError: Error, Equatable, Sendable, CustomStringConvertible {
             return "--encrypt \(path): no such file or directory in the image (paths through symlinks are not followed; name the real path)"
         case .launcher(let why): return "cannot inject the launcher: \(why)"
         case .protectedFile(let path, let reason): return "protected file \(path): \(reason)"
+        case .unsafePath(let path, let reason): return "refusing to read \(path): \(reason)"
+        case .limitExceeded(let what, let limit): return "\(what) exceeds the limit of \(limit)"
         }
     }
 }

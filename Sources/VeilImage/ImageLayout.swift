@@ -49,16 +49,20 @@ public final class SourceImage: @unchecked Sendable {
     public let configBytes: [UInt8]
     public let config: ImageConfig
     public var layers: [Descriptor] { manifest.layers }
-    private let blobPath: (BlobDigest) -> String
+    /// The directory blobs are read from, never leaving it (``ConfinedFile``).
+    private let blobRoot: String
+    /// A blob's path relative to ``blobRoot``.
+    private let blobPath: @Sendable (BlobDigest) -> String
     /// Removed when the image is closed (an unpacked docker archive).
     private let temporaryDirectory: String?
 
-    init(manifestDigest: BlobDigest, manifest: ImageManifest, configBytes: [UInt8], blobPath: @escaping (BlobDigest) -> String,
+    init(manifestDigest: BlobDigest, manifest: ImageManifest, configBytes: [UInt8], blobRoot: String, blobPath: @escaping @Sendable (BlobDigest) -> String,
          temporaryDirectory: String?) throws {
         self.manifestDigest = manifestDigest
         self.manifest = manifest
         self.configBytes = configBytes
         self.config = try ImageConfig(parsing: configBytes)
+        self.blobRoot = blobRoot
         self.blobPath = blobPath
         self.temporaryDirectory = temporaryDirectory
         guard config.diffIDs.count == manifest.layers.count else {
@@ -80,12 +84,10 @@ public final class SourceImage: @unchecked Sendable {
 
     /// The blob's raw bytes, hashed as they are read.
     public func openBlob(_ descriptor: Descriptor) throws -> DigestingStream {
-        let path = blobPath(descriptor.digest)
-        guard access(path, F_OK) == 0 else { throw ImageError.missingBlob(descriptor.digest.description) }
-        return DigestingStream(try FileStream(path: path))
+        let relative = blobPath(descriptor.digest)
+        guard let fd = try ConfinedFile.openIfPresent(relative, under: blobRoot) else { throw ImageError.missingBlob(descriptor.digest.description) }
+        return DigestingStream(FileStream(descriptor: fd, path: "\(blobRoot)/\(relative)"))
     }
-
-    func path(of digest: BlobDigest) -> String { blobPath(digest) }
 
     /// Streams layer `index` as tar: `raw` hashes the blob (compressed) bytes, `uncompressed`
     /// the tar bytes (its digest is the layer's diff_id).
@@ -164,14 +166,15 @@ public struct OCILayout {
 
     public init(directory: String) { self.directory = directory }
 
-    func blobPath(_ digest: BlobDigest) -> String { "\(directory)/blobs/sha256/\(digest.hex)" }
+    static func blobPath(_ digest: BlobDigest) -> String { "blobs/sha256/\(digest.hex)" }
 
     /// Reads a small JSON blob whole, checking its digest and size.
     func readBlob(_ descriptor: Descriptor, limit: UInt64 = 16 << 20) throws -> [UInt8] {
         guard descriptor.size <= limit else { throw ImageError.malformedJSON(what: descriptor.mediaType, reason: "\(descriptor.size) bytes is too large") }
-        let path = blobPath(descriptor.digest)
-        guard let data = FileManager.default.contents(atPath: path) else { throw ImageError.missingBlob(descriptor.digest.description) }
-        let bytes = Array(data)
+        guard let fd = try ConfinedFile.openIfPresent(Self.blobPath(descriptor.digest), under: directory) else {
+            throw ImageError.missingBlob(descriptor.digest.description)
+        }
+        let bytes = try FileStream(descriptor: fd, path: "\(directory)/\(Self.blobPath(descriptor.digest))").readAll(limit: Int(limit))
         let actual = BlobDigest(sha256: Array(SHA256.hash(data: bytes)))
         guard actual == descriptor.digest else {
             throw ImageError.digestMismatch(what: descriptor.mediaType, expected: descriptor.digest.description, actual: actual.description)
@@ -183,16 +186,16 @@ public struct OCILayout {
     }
 
     func index() throws -> ImageIndex {
-        guard let layout = FileManager.default.contents(atPath: "\(directory)/oci-layout") else {
+        guard let layout = (try? ConfinedFile.read("oci-layout", under: directory, limit: 1 << 16)).map({ Data($0) }) else {
             throw ImageError.notAnImageLayout(path: directory, reason: "no oci-layout file")
         }
         guard let object = try? JSONSerialization.jsonObject(with: layout) as? [String: Any],
             let version = object["imageLayoutVersion"] as? String, version.hasPrefix("1.")
         else { throw ImageError.notAnImageLayout(path: directory, reason: "oci-layout does not declare imageLayoutVersion 1.x") }
-        guard let data = FileManager.default.contents(atPath: "\(directory)/index.json") else {
+        guard ConfinedFile.exists("index.json", under: directory) else {
             throw ImageError.notAnImageLayout(path: directory, reason: "no index.json")
         }
-        return try decode(ImageIndex.self, from: Array(data), what: "index.json")
+        return try decode(ImageIndex.self, from: try ConfinedFile.read("index.json", under: directory, limit: 16 << 20), what: "index.json")
     }
 
     /// The image tagged `tag`, or the only image when `tag` is nil.
@@ -226,7 +229,7 @@ public struct OCILayout {
         let directory = directory
         return try SourceImage(
             manifestDigest: descriptor.digest, manifest: manifest, configBytes: config,
-            blobPath: { "\(directory)/blobs/sha256/\($0.hex)" }, temporaryDirectory: temporaryDirectory)
+            blobRoot: directory, blobPath: { OCILayout.blobPath($0) }, temporaryDirectory: temporaryDirectory)
     }
 }
 

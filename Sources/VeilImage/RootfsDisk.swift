@@ -124,14 +124,15 @@ public enum RootfsDisk {
 /// Applies layers to a directory exactly as ``RootfsTree`` applies them in memory: each
 /// entry is validated by the tree first, so nothing is ever written outside the root.
 public final class RootfsUnpacker {
-    public private(set) var tree = RootfsTree()
+    public private(set) var tree: RootfsTree
     let rootFD: Int32
     let root: String
     private var scratch = [UInt8](repeating: 0, count: 1 << 20)
 
     /// `root` must exist and should be empty.
-    public init(root: String) throws {
+    public init(root: String, limits: UnpackLimits = .default) throws {
         self.root = root
+        tree = RootfsTree(limits: limits)
         rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard rootFD >= 0 else { throw ImageError.io(path: root, reason: String(cString: strerror(errno))) }
     }

@@ -1,5 +1,43 @@
 import Crypto
 
+/// Bounds on unpacking an image or archive, so a crafted one cannot fill the disk, memory
+/// (the tree holds one node per entry) or produce paths the kernel refuses midway.
+public struct UnpackLimits: Sendable, Equatable {
+    /// Sum of the sizes of all regular files, as their tar headers declare them.
+    public var totalBytes: UInt64
+    /// Entries across all layers (whiteouts included).
+    public var entries: Int
+    /// Bytes in one path, and in one path component.
+    public var pathLength: Int
+    public var componentLength: Int
+
+    /// 64 GiB, 2 million entries, PATH_MAX (4096) and NAME_MAX (255).
+    public static let `default` = UnpackLimits(totalBytes: 64 << 30, entries: 2_000_000, pathLength: 4096, componentLength: 255)
+
+    public init(totalBytes: UInt64, entries: Int, pathLength: Int, componentLength: Int) {
+        self.totalBytes = totalBytes
+        self.entries = entries
+        self.pathLength = pathLength
+        self.componentLength = componentLength
+    }
+
+    func check(_ entry: TarEntry, entriesBefore: Int, bytesBefore: UInt64) throws(ImageError) {
+        guard entriesBefore < entries else { throw .limitExceeded(what: "the image's entry count", limit: "\(entries) entries") }
+        guard entry.path.utf8.count <= pathLength else {
+            throw .limitExceeded(what: "path '\(entry.path.prefix(64))…' (\(entry.path.utf8.count) bytes)", limit: "\(pathLength) bytes")
+        }
+        if let long = entry.path.split(separator: "/").first(where: { $0.utf8.count > componentLength }) {
+            throw .limitExceeded(what: "path component '\(long.prefix(64))…' of '\(entry.path.prefix(64))'", limit: "\(componentLength) bytes")
+        }
+        if entry.kind == .file {
+            let (total, overflow) = bytesBefore.addingReportingOverflow(entry.size)
+            guard !overflow, total <= totalBytes else {
+                throw .limitExceeded(what: "the image's files (\(entry.path.prefix(64)) brings them past the limit)", limit: "\(totalBytes) bytes")
+            }
+        }
+    }
+}
+
 /// One filesystem object of a container root as Veil measures it.
 public struct RootfsNode: Sendable, Equatable {
     public enum Kind: UInt8, Sendable { case directory = 1, file, symlink, fifo, characterDevice, blockDevice }
@@ -28,8 +66,14 @@ public struct RootfsNode: Sendable, Equatable {
 /// this tree can leave the root.
 public struct RootfsTree: Sendable {
     public private(set) var nodes: [String: RootfsNode] = [:]
+    /// Bounds on what an image may hold; checked from tar headers before anything is written.
+    public var limits: UnpackLimits
+    public private(set) var entriesApplied = 0
+    public private(set) var bytesDeclared: UInt64 = 0
 
-    public init() {}
+    public init(limits: UnpackLimits = .default) {
+        self.limits = limits
+    }
 
     static let whiteoutPrefix = ".wh."
     static let opaqueMarker = ".wh..wh..opq"
@@ -41,6 +85,9 @@ public struct RootfsTree: Sendable {
         _ entry: TarEntry, layer: Int, write: (_ removed: [String]) throws -> (digest: [UInt8], size: UInt64)?
     ) throws {
         if entry.path.isEmpty { return }  // the root itself: its metadata is the runtime's
+        try limits.check(entry, entriesBefore: entriesApplied, bytesBefore: bytesDeclared)
+        entriesApplied += 1
+        if entry.kind == .file { bytesDeclared += entry.size }
         try checkParents(of: entry.path)
         let name = entry.name
         if name == Self.opaqueMarker {

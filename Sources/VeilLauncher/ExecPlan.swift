@@ -1,3 +1,4 @@
+import CVeilSys
 import Foundation
 import Glibc
 import VeilAttestation
@@ -22,10 +23,13 @@ public struct ExecPlan {
     public var workingDirectory: String?
     /// Owner of the provisioned files and identity the program runs as (an image's User).
     public var user: ImageUser?
+    /// The manifest allows this service's files on disk filesystems.
+    public let allowDiskFiles: Bool
 
     init(response: API.ActivationResponse, options: LaunchOptions, program: OpenedProgram, privateKeyDER: [UInt8]) throws {
         self.program = program
         simulated = response.simulated
+        allowDiskFiles = response.allowDiskFiles ?? false
         var files: [File] = []
         for (path, value) in response.files.sorted(by: { $0.key < $1.key }) {
             if let problem = FilePathRule.problem(path) { throw LaunchError.provisioning(path: path, reason: problem) }
@@ -55,10 +59,11 @@ public struct ExecPlan {
     }
 
     /// Writes every file. Directories are created (0700) as needed; no symlink is followed
-    /// anywhere on the path, so a planted link cannot redirect a secret outside the named path.
+    /// anywhere on the path, so a planted link cannot redirect a secret outside the named path;
+    /// files go only to memory filesystems unless the manifest allows disk.
     public func provision() throws {
         for file in files {
-            try SafeWriter.write(file.bytes, to: file.path, mode: file.mode, owner: user)
+            try SafeWriter.write(file.bytes, to: file.path, mode: file.mode, owner: user, allowDisk: allowDiskFiles)
         }
     }
 
@@ -84,9 +89,17 @@ public struct ExecPlan {
 }
 
 /// Writes files beneath `/` without following symlinks, creating missing directories.
+///
+/// Invariants: nothing is written through a symlink or into an existing file (each file is
+/// written under a fresh name and renamed over the target, so a planted hard link to a file
+/// elsewhere keeps its old content), and, unless `allowDisk`, only onto tmpfs or ramfs, so
+/// secrets never reach a disk the host can read later.
 enum SafeWriter {
+    static let tmpfsMagic: Int = 0x0102_1994
+    static let ramfsMagic: Int = 0x8584_58f6
+
     /// - Parameter owner: when set, the file and the directories created for it get this owner.
-    static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600, owner: ImageUser? = nil) throws {
+    static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600, owner: ImageUser? = nil, allowDisk: Bool = false) throws {
         let components = path.split(separator: "/").map(String.init)
         var dirFD = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dirFD >= 0 else { throw LaunchError.provisioning(path: path, reason: "cannot open /") }
@@ -113,19 +126,44 @@ enum SafeWriter {
             close(dirFD)
             dirFD = next
         }
+        if !allowDisk { try requireMemoryFilesystem(dirFD, path: path) }
         let name = components.last!
-        let fd = openat(dirFD, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode)
-        guard fd >= 0 else {
-            let reason = errno == ELOOP ? "\(path) is a symlink; provisioned files are never written through symlinks"
-                : String(cString: strerror(errno))
-            throw LaunchError.provisioning(path: path, reason: reason)
+        var existing = stat()
+        if fstatat(dirFD, name, &existing, AT_SYMLINK_NOFOLLOW) == 0, existing.st_mode & S_IFMT == S_IFLNK {
+            throw LaunchError.provisioning(path: path, reason: "\(path) is a symlink; provisioned files are never written through symlinks")
         }
-        defer { close(fd) }
+        // A fresh inode under a temporary name, then renamed over the target: an existing hard
+        // link is replaced, never written through.
+        let temporary = ".\(name).veil-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = openat(dirFD, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw LaunchError.provisioning(path: path, reason: String(cString: strerror(errno))) }
+        var renamed = false
+        defer {
+            close(fd)
+            if !renamed { unlinkat(dirFD, temporary, 0) }
+        }
         if let owner, fchown(fd, owner.uid, owner.gid) != 0 {
             throw LaunchError.provisioning(path: path, reason: "cannot hand it to \(owner.uid):\(owner.gid): \(String(cString: strerror(errno)))")
         }
         guard fchmod(fd, mode) == 0 else { throw LaunchError.provisioning(path: path, reason: String(cString: strerror(errno))) }
         let failure = AtomicFile.writeAll(bytes, to: fd)
         guard failure == 0 else { throw LaunchError.provisioning(path: path, reason: String(cString: strerror(failure))) }
+        guard renameat(dirFD, temporary, dirFD, name) == 0 else {
+            throw LaunchError.provisioning(path: path, reason: "cannot replace \(path): \(String(cString: strerror(errno)))")
+        }
+        renamed = true
+    }
+
+    /// tmpfs or ramfs, or a clear refusal naming the filesystem type.
+    static func requireMemoryFilesystem(_ dirFD: Int32, path: String) throws {
+        let raw = veil_filesystem_type(dirFD)
+        guard raw != -1 else { throw LaunchError.provisioning(path: path, reason: "cannot stat its filesystem: \(String(cString: strerror(errno)))") }
+        let type = Int(raw) & 0xFFFF_FFFF
+        guard type == tmpfsMagic || type == ramfsMagic else {
+            throw LaunchError.provisioning(
+                path: path,
+                reason: "its directory is on a disk filesystem (type 0x\(String(type, radix: 16))); provisioned files go only to memory filesystems "
+                    + "(tmpfs, ramfs: e.g. under /dev/shm or a tmpfs mount), unless the manifest sets \"AllowDiskFiles\": true for the service")
+        }
     }
 }

@@ -73,6 +73,9 @@ public enum API {
         public var simulated: Bool
         /// Base64 of the key that opens the service's protected files, when it has one.
         public var protectedFilesKey: String?
+        /// The manifest lets this service's files go to disk filesystems (`AllowDiskFiles`);
+        /// otherwise the launcher writes them only to memory filesystems.
+        public var allowDiskFiles: Bool?
 
         public init(
             certificateChain: String, rootCertificate: String, files: [String: RenderedValue], env: [String: RenderedValue],

@@ -49,6 +49,9 @@ public struct Manifest: Sendable, Equatable {
         /// released to the launcher only at activation, after the coordinator checked the
         /// files' versions against the ones it recorded.
         public var protectedFilesKey: String? = nil
+        /// Provisioned files may be written to disk filesystems, where whoever reads the disk
+        /// reads them too. Off by default: files go only to tmpfs/ramfs.
+        public var allowDiskFiles = false
     }
 
     public struct Parameters: Sendable, Equatable {

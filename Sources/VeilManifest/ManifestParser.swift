@@ -32,7 +32,7 @@ extension Manifest {
         do {
             json = try JSONValue.parse(bytes)
         } catch {
-            throw ManifestValidationError(problems: [ManifestProblem(path: "$", message: "not valid JSON")])
+            throw ManifestValidationError(problems: [ManifestProblem(path: error.path, message: "not valid JSON: \(error.reason) (byte \(error.offset))")])
         }
         let manifest = parser.manifest(json, raw: bytes)
         guard parser.problems.isEmpty, let manifest else {
@@ -142,6 +142,7 @@ private struct ManifestParser {
         }
         var secrets: [String: SecretSpec] = [:]
         for (name, value) in secretFields {
+            if let problem = NameRule.secretNameProblem(name) { self.problem("$.Secrets.\(name)", problem) }
             if let secret = secret(value, "$.Secrets.\(name)") { secrets[name] = secret }
         }
         let secretNames = Set(secretFields.keys)
@@ -150,6 +151,7 @@ private struct ManifestParser {
         var services: [String: Manifest.Service] = [:]
         for (name, value) in map(root["Services"], "$.Services") {
             let path = "$.Services.\(name)"
+            if let problem = NameRule.serviceNameProblem(name) { self.problem(path, problem) }
             if let service = service(value, path, packageNames: packageNames, secrets: secrets, secretNames: secretNames) {
                 services[name] = service
             }
@@ -387,6 +389,9 @@ private struct ManifestParser {
         var spec = SecretSpec.CertificateSpec(commonName: commonName)
         spec.organization = string(subject["Organization"], "\(path).Subject.Organization")
         spec.dnsNames = stringArray(fields["DNSNames"], "\(path).DNSNames")
+        for (index, name) in spec.dnsNames.enumerated() {
+            if let problem = NameRule.dnsNameProblem(name, wildcard: true) { self.problem("\(path).DNSNames[\(index)]", problem) }
+        }
         spec.ipAddresses = stringArray(fields["IPAddresses"], "\(path).IPAddresses")
         for (index, address) in spec.ipAddresses.enumerated() where IPAddress.bytes(address) == nil {
             problem("\(path).IPAddresses[\(index)]", "'\(address)' is not an IPv4 or IPv6 address")
@@ -407,7 +412,7 @@ private struct ManifestParser {
     mutating func service(
         _ value: JSONValue, _ path: String, packageNames: Set<String>, secrets: [String: SecretSpec], secretNames: Set<String>
     ) -> Manifest.Service? {
-        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters", "ProtectedFilesKey"]) else { return nil }
+        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters", "ProtectedFilesKey", "AllowDiskFiles"]) else { return nil }
         let before = problems.count
         let package = string(fields["Package"], "\(path).Package")
         if let package, !packageNames.contains(package) {
@@ -457,7 +462,9 @@ private struct ManifestParser {
             }
         }
         guard problems.count == before, let package else { return nil }
-        return Manifest.Service(package: package, maxActivations: maxActivations, parameters: parameters, protectedFilesKey: protectedFilesKey)
+        return Manifest.Service(
+            package: package, maxActivations: maxActivations, parameters: parameters, protectedFilesKey: protectedFilesKey,
+            allowDiskFiles: bool(fields["AllowDiskFiles"], "\(path).AllowDiskFiles") ?? false)
     }
 
     mutating func template(_ value: JSONValue, _ path: String, secrets: [String: SecretSpec], secretNames: Set<String>) -> Template? {
@@ -509,6 +516,47 @@ public enum FilePathRule {
         if components.contains(where: { $0 == ".." || $0 == "." || $0.isEmpty }) {
             return "file path must be normalized (no '.', '..' or '//')"
         }
+        return nil
+    }
+}
+
+/// Which names a manifest may give services, secrets and certificate secrets' DNS names.
+///
+/// A service name becomes its activation certificate's DNS name and common name, so it must be
+/// a lowercase DNS name, never an IP address or `localhost` (a certificate for those would be
+/// accepted by any local client of another service). Secret names are referenced in templates
+/// (`.Secrets.NAME`) and URLs, so they are identifiers.
+public enum NameRule {
+    public static func serviceNameProblem(_ name: String) -> String? {
+        if let problem = dnsNameProblem(name, wildcard: false) { return "service name: \(problem)" }
+        if name != name.lowercased() {
+            return "service names are lowercase (they become certificate DNS names)"
+        }
+        if name == "localhost" || name.hasSuffix(".localhost") { return "service name '\(name)' is reserved for the local host" }
+        return nil
+    }
+
+    public static func secretNameProblem(_ name: String) -> String? {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+        guard !name.isEmpty, name.count <= 128, name.allSatisfy(allowed.contains) else {
+            return "secret names are 1 to 128 letters, digits, '_' or '-' (they appear in templates as .Secrets.NAME)"
+        }
+        return nil
+    }
+
+    /// Why `name` is not a DNS name (RFC 1123 labels; `*.` first label when `wildcard`).
+    public static func dnsNameProblem(_ name: String, wildcard: Bool) -> String? {
+        if IPAddress.bytes(name) != nil { return "'\(name)' is an IP address, not a DNS name" }
+        var labels = name.split(separator: ".", omittingEmptySubsequences: false)
+        if wildcard, labels.first == "*", labels.count > 2 { labels.removeFirst() }
+        guard !name.isEmpty, name.utf8.count <= 253, !labels.isEmpty else { return "'\(name)' is not a DNS name (1 to 253 characters)" }
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+        for label in labels {
+            guard (1...63).contains(label.utf8.count), label.allSatisfy(allowed.contains), label.first != "-", label.last != "-" else {
+                return "'\(name)' is not a DNS name (labels of letters, digits and inner '-', 1 to 63 characters)"
+            }
+        }
+        if labels.last!.allSatisfy(\.isNumber) { return "'\(name)' is not a DNS name (the last label is numeric)" }
         return nil
     }
 }

@@ -75,7 +75,7 @@ import Testing
     }
 
     @Test func filesEnvAndArgvAreProvisioned() throws {
-        let scratch = try Scratch()
+        let scratch = try Scratch(memory: true)
         let coordinator = try CoordinatorProcess(scratch: scratch)
         let command = ["/bin/sh", "-c", "original"]
         let parameters = """
@@ -102,7 +102,7 @@ import Testing
     }
 
     @Test func symlinkEscapeIsRefusedAndNothingIsWritten() throws {
-        let scratch = try Scratch()
+        let scratch = try Scratch(memory: true)
         let coordinator = try CoordinatorProcess(scratch: scratch)
         let elsewhere = scratch.path + "/elsewhere"
         try FileManager.default.createDirectory(atPath: elsewhere, withIntermediateDirectories: true)
@@ -116,6 +116,44 @@ import Testing
         #expect(result.stderr.contains("symlink"), "\(result.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere).isEmpty)
         #expect(!FileManager.default.fileExists(atPath: marker), "the app must not start")
+    }
+
+    /// Secrets never land on a disk the host can read later, unless the manifest says so; and
+    /// a hard link planted at the target is replaced, not written through.
+    @Test func filesGoOnlyToMemoryFilesystemsAndNeverThroughHardLinks() throws {
+        let disk = try Scratch()
+        let memory = try Scratch(memory: true)
+        let coordinator = try CoordinatorProcess(scratch: disk)
+        let command = ["/bin/true"]
+        let measurement = try coordinator.measure(service: "ondisk", command: command)
+        let planted = memory.path + "/planted"
+        try Data("host's file".utf8).write(to: URL(fileURLWithPath: planted))
+        try FileManager.default.createDirectory(atPath: memory.path + "/app", withIntermediateDirectories: true)
+        #expect(link(planted, memory.path + "/app/secret") == 0)
+        let manifest = #"""
+            {"Packages": {"p": {"Kind": "simulated", "Measurement": "\#(measurement)"},
+                          "q": {"Kind": "simulated", "Measurement": "\#(try coordinator.measure(service: "inmemory", command: command))"},
+                          "r": {"Kind": "simulated", "Measurement": "\#(try coordinator.measure(service: "allowed", command: command))"}},
+             "Services": {"ondisk": {"Package": "p", "Parameters": {"Files": {"\#(disk.path)/app/secret": "{{ hex .Secrets.greeting }}"}}},
+                          "inmemory": {"Package": "q", "Parameters": {"Files": {"\#(memory.path)/app/secret": "{{ hex .Secrets.greeting }}"}}},
+                          "allowed": {"Package": "r", "AllowDiskFiles": true, "Parameters": {"Files": {"\#(disk.path)/allowed/secret": "{{ hex .Secrets.greeting }}"}}}},
+             "Secrets": {"greeting": {"Type": "plain", "Size": 8}},
+             "Config": {"AllowSimulation": true}}
+            """#
+        #expect(try coordinator.setManifest(manifest).status == 0)
+        let refused = try coordinator.veil(coordinator.launchArguments(service: "ondisk", command: command))
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("disk filesystem"), "\(refused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: disk.path + "/app/secret"))
+
+        let written = try coordinator.veil(coordinator.launchArguments(service: "inmemory", command: command))
+        #expect(written.status == 0, "\(written.stderr)")
+        #expect(try String(contentsOfFile: planted, encoding: .utf8) == "host's file", "the hard link's other name still holds the old content")
+        #expect(try String(contentsOfFile: memory.path + "/app/secret", encoding: .utf8).count == 16)
+
+        let allowed = try coordinator.veil(coordinator.launchArguments(service: "allowed", command: command))
+        #expect(allowed.status == 0, "\(allowed.stderr)")
+        #expect(FileManager.default.fileExists(atPath: disk.path + "/allowed/secret"))
     }
 
     @Test func otherPlatformKeyAndUnknownServiceAreRefused() throws {

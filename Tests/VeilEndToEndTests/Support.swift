@@ -21,8 +21,10 @@ struct RunResult {
 /// A scratch directory removed when the value is dropped by the test.
 final class Scratch {
     let path: String
-    init() throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("veil-e2e-\(UUID().uuidString.prefix(8))").path
+    /// - Parameter memory: on a memory filesystem (/dev/shm), where the launcher provisions files.
+    init(memory: Bool = false) throws {
+        let base = memory ? URL(fileURLWithPath: "/dev/shm") : FileManager.default.temporaryDirectory
+        path = base.appendingPathComponent("veil-e2e-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
     deinit { try? FileManager.default.removeItem(atPath: path) }

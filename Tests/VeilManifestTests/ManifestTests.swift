@@ -99,6 +99,48 @@ let validManifest = """
         #expect(throws: ManifestValidationError.self) { try Manifest.parse([UInt8](repeating: 0x20, count: Manifest.maximumSize + 1)) }
     }
 
+    /// A key given twice is refused: decoders disagree on which value wins, so the manifest a
+    /// reviewer reads and the one the coordinator enforces could differ.
+    @Test func duplicateKeysAreRefusedWithTheirPath() throws {
+        let text = #"{"Packages": {"p": {"Kind": "simulated", "Measurement": "\#(measurementHex)", "Debug": false, "Debug": true}}, "Services": {}, "Config": {"AllowSimulation": true}}"#
+        let error = try #require(throws: ManifestValidationError.self) { try Manifest.parse(Array(text.utf8)) }
+        #expect(error.problems.count == 1)
+        #expect(error.problems[0].path == "$.Packages.p")
+        #expect(error.problems[0].message.contains("duplicate key 'Debug'"))
+        let top = #"{"Packages": {}, "Services": {}, "Services": {"x": {}}}"#
+        #expect(throws: ManifestValidationError.self) { try Manifest.parse(Array(top.utf8)) }
+    }
+
+    @Test func strictJSONParserAcceptsRFC8259AndRefusesTheRest() throws {
+        #expect(try JSONValue.parse(Array(#" {"a": [1, -2.5e3, true, false, null, "x\u00e9\ud83d\ude00\n"]} "#.utf8))
+                == .object(["a": .array([.number(1), .number(-2500), .bool(true), .bool(false), .null, .string("xé😀\n")])]))
+        for bad in [#"{"a": 1,}"#, #"[01]"#, #"{"a" 1}"#, "[\"\u{01}\"]", #"["\ud800"]"#, #"[1] 2"#, #"[.5]"#, #"[1e]"#, #"{'a': 1}"#, #"[NaN]"#] {
+            #expect(throws: JSONParseError.self, "\(bad)") { try JSONValue.parse(Array(bad.utf8)) }
+        }
+        #expect(throws: JSONParseError.self) { try JSONValue.parse([0x22, 0xFF, 0x22]) }
+        let deep = String(repeating: "[", count: 65) + String(repeating: "]", count: 65)
+        #expect(throws: JSONParseError.self) { try JSONValue.parse(Array(deep.utf8)) }
+        let fine = String(repeating: "[", count: 64) + String(repeating: "]", count: 64)
+        _ = try JSONValue.parse(Array(fine.utf8))
+    }
+
+    @Test func serviceAndSecretNamesAreValidated() throws {
+        for name in ["localhost", "127.0.0.1", "::1", "Cache", "web_1", "-web", "a..b", "x.localhost", String(repeating: "a", count: 64)] {
+            let text = #"{"Packages": {"p": {"Kind": "simulated", "Measurement": "\#(measurementHex)"}}, "Services": {"\#(name)": {"Package": "p"}}, "Config": {"AllowSimulation": true}}"#
+            let error = try #require(throws: ManifestValidationError.self, "\(name)") { try Manifest.parse(Array(text.utf8)) }
+            #expect(error.problems.contains { $0.path == "$.Services.\(name)" }, "\(name): \(error)")
+        }
+        for name in ["web", "cache-1", "db.internal", "a1"] {
+            let text = #"{"Packages": {"p": {"Kind": "simulated", "Measurement": "\#(measurementHex)"}}, "Services": {"\#(name)": {"Package": "p"}}, "Config": {"AllowSimulation": true}}"#
+            _ = try Manifest.parse(Array(text.utf8))
+        }
+        let secretName = #"{"Packages": {}, "Services": {}, "Secrets": {"a.b": {"Type": "plain", "Size": 8}}}"#
+        #expect(throws: ManifestValidationError.self) { try Manifest.parse(Array(secretName.utf8)) }
+        let dnsName = #"{"Packages": {}, "Services": {}, "Secrets": {"c": {"Type": "cert-ecdsa", "Cert": {"Subject": {"CommonName": "c"}, "DNSNames": ["ok.example", "*.wild.example", "bad name"]}}}}"#
+        let error = try #require(throws: ManifestValidationError.self) { try Manifest.parse(Array(dnsName.utf8)) }
+        #expect(error.problems.map(\.path) == ["$.Secrets.c.Cert.DNSNames[2]"])
+    }
+
     @Test func packageWithoutIdentityIsRejected() throws {
         let text = #"{"Packages": {"any": {"Kind": "simulated"}}, "Services": {}, "Config": {"AllowSimulation": true}}"#
         let error = try #require(throws: ManifestValidationError.self) { try Manifest.parse(Array(text.utf8)) }
