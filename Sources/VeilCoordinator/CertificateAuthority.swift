@@ -5,8 +5,15 @@ import VeilAttestation
 import VeilManifest
 import X509
 
-/// The coordinator's two-level CA: a long-lived root users pin, and an intermediate that
-/// signs every leaf (activations, certificate secrets, the coordinator's TLS certificate).
+/// The coordinator's CA: a long-lived root users pin, and two intermediates under it with
+/// separate keys and jobs:
+/// - the **workload intermediate** signs every workload certificate (activations, certificate
+///   secrets);
+/// - the **coordinator TLS CA** signs only the coordinator's own TLS certificates.
+///
+/// Clients of the coordinator accept only a chain through the coordinator TLS CA
+/// (``CoordinatorIdentity``), so no workload certificate — whatever names a manifest gives
+/// it — can pass as the coordinator.
 ///
 /// Invariant: the keys are only ever serialized into the sealed state.
 public struct CertificateAuthority: Sendable {
@@ -14,19 +21,26 @@ public struct CertificateAuthority: Sendable {
     public let root: Certificate
     public let intermediateKey: P256.Signing.PrivateKey
     public let intermediate: Certificate
+    public let coordinatorCAKey: P256.Signing.PrivateKey
+    public let coordinatorCA: Certificate
 
     public let rootDER: [UInt8]
     public let intermediateDER: [UInt8]
+    public let coordinatorCADER: [UInt8]
 
     public init(
-        rootKey: P256.Signing.PrivateKey, root: Certificate, intermediateKey: P256.Signing.PrivateKey, intermediate: Certificate
+        rootKey: P256.Signing.PrivateKey, root: Certificate, intermediateKey: P256.Signing.PrivateKey, intermediate: Certificate,
+        coordinatorCAKey: P256.Signing.PrivateKey, coordinatorCA: Certificate
     ) throws {
         self.rootKey = rootKey
         self.root = root
         self.intermediateKey = intermediateKey
         self.intermediate = intermediate
+        self.coordinatorCAKey = coordinatorCAKey
+        self.coordinatorCA = coordinatorCA
         rootDER = try root.derBytes
         intermediateDER = try intermediate.derBytes
+        coordinatorCADER = try coordinatorCA.derBytes
     }
 
     /// Clock skew tolerated between the coordinator and relying parties.
@@ -43,7 +57,14 @@ public struct CertificateAuthority: Sendable {
         }
     }
 
-    /// Creates a fresh root (20 years) and intermediate (10 years).
+    /// `veil://ID/…` names this coordinator; ID is the first 16 bytes (hex) of SHA-256 of the
+    /// root's SubjectPublicKeyInfo, stable across restarts and shared by all replicas.
+    public var coordinatorID: String {
+        let spki = (try? root.publicKey.subjectPublicKeyInfoDER) ?? rootDER
+        return Hex.encode(SHA256.hash(data: spki).prefix(16))
+    }
+
+    /// Creates a fresh root (20 years), workload intermediate (10 years) and coordinator TLS CA (10 years).
     public static func generate(commonName: String = "Veil Coordinator", now: Date = Date()) throws -> CertificateAuthority {
         let rootKey = P256.Signing.PrivateKey()
         let rootName = try DistinguishedName {
@@ -61,22 +82,40 @@ public struct CertificateAuthority: Sendable {
             },
             issuerPrivateKey: .init(rootKey))
         let intermediateKey = P256.Signing.PrivateKey()
-        let intermediateName = try DistinguishedName {
-            OrganizationName("Veil")
-            CommonName("\(commonName) Intermediate CA")
-        }
-        let intermediate = try Certificate(
-            version: .v3, serialNumber: .init(), publicKey: .init(intermediateKey.publicKey),
+        let intermediate = try issueCA(
+            subject: try DistinguishedName {
+                OrganizationName("Veil")
+                CommonName("\(commonName) Intermediate CA")
+            }, key: intermediateKey, root: root, rootKey: rootKey, now: now)
+        let coordinatorCA = try issueCoordinatorCA(root: root, rootKey: rootKey, now: now)
+        return try CertificateAuthority(
+            rootKey: rootKey, root: root, intermediateKey: intermediateKey, intermediate: intermediate,
+            coordinatorCAKey: coordinatorCA.key, coordinatorCA: coordinatorCA.certificate)
+    }
+
+    /// A CA under the root with path length 0.
+    static func issueCA(subject: DistinguishedName, key: P256.Signing.PrivateKey, root: Certificate, rootKey: P256.Signing.PrivateKey, now: Date) throws
+        -> Certificate
+    {
+        try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: .init(key.publicKey),
             notValidBefore: now - backdate, notValidAfter: now + 10 * 365 * 86400,
-            issuer: rootName, subject: intermediateName, signatureAlgorithm: .ecdsaWithSHA256,
+            issuer: root.subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
                 Critical(KeyUsage(keyCertSign: true, cRLSign: true))
-                SubjectKeyIdentifier(hash: .init(intermediateKey.publicKey))
+                SubjectKeyIdentifier(hash: .init(key.publicKey))
                 AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: .init(rootKey.publicKey)).keyIdentifier)
             },
             issuerPrivateKey: .init(rootKey))
-        return try CertificateAuthority(rootKey: rootKey, root: root, intermediateKey: intermediateKey, intermediate: intermediate)
+    }
+
+    /// A new coordinator TLS CA under `root` (also used to add one to states created before it existed).
+    static func issueCoordinatorCA(root: Certificate, rootKey: P256.Signing.PrivateKey, now: Date = Date()) throws
+        -> (key: P256.Signing.PrivateKey, certificate: Certificate)
+    {
+        let key = P256.Signing.PrivateKey()
+        return (key, try issueCA(subject: try CoordinatorIdentity.caSubject(), key: key, root: root, rootKey: rootKey, now: now))
     }
 
     /// Parses a PKCS#10 request (PEM or DER) and checks its self-signature.
@@ -95,28 +134,61 @@ public struct CertificateAuthority: Sendable {
         return csr
     }
 
-    /// Issues an end-entity certificate for `publicKey`, usable for TLS server and client auth.
+    /// Issues a workload certificate (activations, certificate secrets) from the workload
+    /// intermediate, usable for TLS server and client auth. It never carries the coordinator's
+    /// identity: that comes only from ``issueCoordinatorTLS(publicKey:dnsNames:ipAddresses:validFor:now:)``.
     public func issueLeaf(
         publicKey: Certificate.PublicKey, commonName: String, organization: String? = nil,
-        dnsNames: [String], ipAddresses: [[UInt8]] = [], validFor: TimeInterval, now: Date = Date()
+        dnsNames: [String], ipAddresses: [[UInt8]] = [], uris: [String] = [], validFor: TimeInterval, now: Date = Date()
+    ) throws -> Certificate {
+        precondition(!uris.contains(CoordinatorIdentity.uri), "workload certificates never carry the coordinator's identity")
+        return try Self.leaf(
+            publicKey: publicKey, commonName: commonName, organization: organization, names: Self.names(dnsNames, ipAddresses, uris),
+            validFor: validFor, now: now, issuer: intermediate, issuerKey: intermediateKey)
+    }
+
+    /// The certificate of a service's activation: its name as common name and DNS name, and
+    /// its identity as the URI `veil://COORDINATOR-ID/service/NAME`.
+    public func issueServiceLeaf(publicKey: Certificate.PublicKey, service: String, validFor: TimeInterval, now: Date = Date()) throws -> Certificate {
+        try issueLeaf(
+            publicKey: publicKey, commonName: service, dnsNames: [service], uris: [CoordinatorIdentity.serviceURI(coordinatorID: coordinatorID, service: service)],
+            validFor: validFor, now: now)
+    }
+
+    /// A TLS server certificate for the coordinator itself, from the coordinator TLS CA, with
+    /// the URI ``CoordinatorIdentity/uri``.
+    public func issueCoordinatorTLS(
+        publicKey: Certificate.PublicKey, dnsNames: [String], ipAddresses: [[UInt8]], validFor: TimeInterval, now: Date = Date()
+    ) throws -> Certificate {
+        try Self.leaf(
+            publicKey: publicKey, commonName: "Veil Coordinator", organization: nil,
+            names: Self.names(dnsNames, ipAddresses, [CoordinatorIdentity.uri]), validFor: validFor, now: now, issuer: coordinatorCA,
+            issuerKey: coordinatorCAKey)
+    }
+
+    static func names(_ dnsNames: [String], _ ipAddresses: [[UInt8]], _ uris: [String]) -> [GeneralName] {
+        dnsNames.map { .dnsName($0) } + ipAddresses.map { .ipAddress(ASN1OctetString(contentBytes: $0[...])) } + uris.map { .uniformResourceIdentifier($0) }
+    }
+
+    static func leaf(
+        publicKey: Certificate.PublicKey, commonName: String, organization: String?, names: [GeneralName], validFor: TimeInterval, now: Date,
+        issuer: Certificate, issuerKey: P256.Signing.PrivateKey
     ) throws -> Certificate {
         let subject = try DistinguishedName {
             if let organization { OrganizationName(organization) }
             CommonName(commonName)
         }
-        var names: [GeneralName] = dnsNames.map { .dnsName($0) }
-        names += ipAddresses.map { .ipAddress(ASN1OctetString(contentBytes: $0[...])) }
         return try Certificate(
             version: .v3, serialNumber: .init(), publicKey: publicKey,
             notValidBefore: now - Self.backdate, notValidAfter: now + validFor,
-            issuer: intermediate.subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
+            issuer: issuer.subject, subject: subject, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.notCertificateAuthority)
                 Critical(KeyUsage(digitalSignature: true, keyEncipherment: true))
                 try ExtendedKeyUsage([.serverAuth, .clientAuth])
-                AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: .init(intermediateKey.publicKey)).keyIdentifier)
+                AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: .init(issuerKey.publicKey)).keyIdentifier)
                 if !names.isEmpty { SubjectAlternativeNames(names) }
             },
-            issuerPrivateKey: .init(intermediateKey))
+            issuerPrivateKey: .init(issuerKey))
     }
 }

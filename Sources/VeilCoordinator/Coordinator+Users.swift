@@ -3,32 +3,39 @@ import VeilAttestation
 import VeilManifest
 import X509
 
-extension Coordinator {
-    /// The manifest user presenting `certificateDER`, if allowed to perform `action` on
-    /// `resource`. Anonymous and unknown clients are `unauthenticated`; known users without a
-    /// matching role are `forbidden`.
-    public func authorize(_ certificateDER: [UInt8]?, _ action: Action, on resource: String?) throws(CoordinatorError) -> String {
-        let (name, user, manifest) = try authenticate(certificateDER)
-        guard manifest.allows(user, action, on: resource) else {
-            logger.warning("refused", metadata: ["user": "\(name)", "action": "\(action.rawValue)", "resource": "\(resource ?? "-")"])
-            throw .forbidden(user: name, action: action.rawValue, resource: resource)
-        }
-        return name
-    }
+/// A manifest user as a request's TLS client certificate identified them.
+public struct AuthenticatedUser: Sendable, Equatable {
+    public let name: String
+    public let certificateDER: [UInt8]
+}
 
-    /// The manifest user presenting `certificateDER`; checked before a request body is even read.
-    /// A certificate outside its validity period is refused even though it matches.
-    @discardableResult
-    func authenticate(_ certificateDER: [UInt8]?, now: Date = Date()) throws(CoordinatorError) -> (name: String, user: User, manifest: Manifest) {
+extension Coordinator {
+    /// The manifest user presenting `certificateDER` (the TLS handshake proved its key). Runs
+    /// before a request body is read. A certificate outside its validity period is refused
+    /// even though it matches.
+    public func authenticate(_ certificateDER: [UInt8]?, now: Date = Date()) throws(CoordinatorError) -> AuthenticatedUser {
         guard let manifest else { throw .noManifest }
         guard let certificateDER else { throw .unauthenticated("present a user's client certificate (veil --user-cert/--user-key)") }
-        guard let (name, user) = manifest.user(certificateDER: certificateDER) else {
+        guard let (name, _) = manifest.user(certificateDER: certificateDER) else {
             throw .unauthenticated("the client certificate belongs to no user of the manifest")
         }
         if let certificate = try? Certificate(derEncoded: certificateDER), !(certificate.notValidBefore...certificate.notValidAfter).contains(now) {
             throw .unauthenticated("the certificate of user '\(name)' is not valid now (valid \(certificate.notValidBefore) to \(certificate.notValidAfter))")
         }
-        return (name, user, manifest)
+        return AuthenticatedUser(name: name, certificateDER: certificateDER)
+    }
+
+    /// Checks, against `manifest` (the one a transaction applies to), that `user` still is
+    /// that manifest's user and may perform `action` on `resource`.
+    func authorize(_ user: AuthenticatedUser, _ action: Action, on resource: String?, in manifest: Manifest?) throws(CoordinatorError) {
+        guard let manifest else { throw .noManifest }
+        guard let (name, record) = manifest.user(certificateDER: user.certificateDER), name == user.name else {
+            throw .unauthenticated("user '\(user.name)' is no longer in the manifest with this certificate")
+        }
+        guard manifest.allows(record, action, on: resource) else {
+            logger.warning("refused", metadata: ["user": "\(name)", "action": "\(action.rawValue)", "resource": "\(resource ?? "-")"])
+            throw .forbidden(user: name, action: action.rawValue, resource: resource)
+        }
     }
 
     /// Checks a value for a `UserDefined` secret; the value itself never appears in the error.
@@ -43,37 +50,34 @@ extension Coordinator {
 
     /// Sets a `UserDefined` secret for a user with `WriteSecret` on it. Services activated
     /// afterwards get the new value.
-    public func setSecret(_ name: String, value: [UInt8], by certificateDER: [UInt8]?) throws(CoordinatorError) {
-        let user = try authorize(certificateDER, .writeSecret, on: name)
-        try Self.checkUserDefined(manifest?.secrets[name], name: name, value: value)
-        try state.withLock { mutable throws(CoordinatorError) in
-            var sealed = mutable.sealed
-            sealed.secrets[name, default: SecretValue()].bytes = value
-            try persist(&sealed, logging: "secretSet", user: user, detail: ["secret": name])
-            mutable.sealed = sealed
+    public func setSecret(_ name: String, value: [UInt8], by user: AuthenticatedUser) async throws(CoordinatorError) {
+        try await transact { state, current throws(CoordinatorError) in
+            try authorize(user, .writeSecret, on: name, in: current.manifest)
+            try Self.checkUserDefined(current.manifest?.secrets[name], name: name, value: value)
+            state.secrets[name, default: SecretValue()].bytes = value
+            return ((), [HistoryEvent("secretSet", user: user.name, detail: ["secret": name])])
         }
-        logger.info("secret set", metadata: ["user": "\(user)", "secret": "\(name)"])
+        logger.info("secret set", metadata: ["user": "\(user.name)", "secret": "\(name)"])
     }
 
     /// The values of `names` for a user with `ReadSecret` on each of them (all or nothing).
-    public func readSecrets(_ names: [String], by certificateDER: [UInt8]?) throws(CoordinatorError) -> [String: API.SecretContent] {
-        try authenticate(certificateDER)
+    public func readSecrets(_ names: [String], by user: AuthenticatedUser) throws(CoordinatorError) -> [String: API.SecretContent] {
         guard !names.isEmpty else { throw .badRequest("name at least one secret: ?name=A&name=B") }
-        var user = ""
+        let snapshot = current
         for name in names {
-            user = try authorize(certificateDER, .readSecret, on: name)
-            guard manifest?.secrets[name] != nil else { throw .unknownSecret(name) }
+            try authorize(user, .readSecret, on: name, in: snapshot.manifest)
+            guard snapshot.manifest?.secrets[name] != nil else { throw .unknownSecret(name) }
         }
-        let values = state.withLock { mutable in names.map { mutable.sealed.secrets[$0] } }
         var result: [String: API.SecretContent] = [:]
-        for (name, value) in zip(names, values) {
+        for name in names {
+            let value = snapshot.state.secrets[name]
             result[name] = API.SecretContent(
                 value: value?.bytes.map { Data($0).base64EncodedString() },
                 certificate: value?.certificate.map { PEM.encode($0, label: "CERTIFICATE") },
                 privateKey: value?.privateKey.map { PEM.encode($0, label: "PRIVATE KEY") },
                 publicKey: value?.publicKey.map { PEM.encode($0, label: "PUBLIC KEY") })
         }
-        logger.info("secrets read", metadata: ["user": "\(user)", "secrets": "\(names)"])
+        logger.info("secrets read", metadata: ["user": "\(user.name)", "secrets": "\(names)"])
         return result
     }
 }

@@ -10,138 +10,309 @@ import X509
 /// The coordinator's state machine: holds the CA and the manifest, verifies activations and
 /// provisions services.
 ///
-/// Thread safety: mutable state sits behind one mutex; verification, certificate issuance and
-/// rendering run outside it, so activations proceed in parallel on all cores.
+/// Every state change is one ``transact(_:)``: read the current state, apply a change, append
+/// its history entries, bump the generation, and write state and recovery data together with
+/// a compare-and-swap on the store's revision, retrying on conflict. Several replicas can
+/// therefore share one store, and quotas counted inside a transaction are exact across them.
+/// Reads use the last state this replica saw (refreshed by the store's change feed).
+///
+/// Thread safety: the snapshot sits behind a mutex; this replica's transactions queue on an
+/// async lock; verification, certificate issuance and rendering run outside both, so
+/// activations proceed in parallel on all cores.
 public final class Coordinator: Sendable {
     public enum Phase: String, Sendable { case awaitingManifest, accepting }
 
-    /// What is sealed to disk. Keys are raw/DER bytes; `manifest` is the raw manifest.
-    struct SealedState: Codable {
-        var format = 1
-        var generation: UInt64 = 0
-        var rootKey: [UInt8]
-        var rootCertificate: [UInt8]
-        var intermediateKey: [UInt8]
-        var intermediateCertificate: [UInt8]
-        var manifest: [UInt8]?
-        var secrets: [String: SecretValue] = [:]
-        var activations: [String: Int] = [:]
-        /// Latest protected-file version seen per key secret and logical path ("secret\0path").
-        var protectedFiles: [String: ProtectedFileRecord]?
-        /// The signed, hash-chained history of changes (see ``AuditLog``).
-        var log: [LogEntry]?
-        /// A proposed manifest waiting for acknowledgements.
-        var pendingUpdate: PendingUpdate?
-    }
-
-    struct PendingUpdate: Codable, Equatable {
-        var manifest: [UInt8]
-        var acknowledgedBy: [String]
-    }
-
-    struct ProtectedFileRecord: Codable, Equatable {
-        var version: UInt64
-        var root: [UInt8]
-    }
-
-    struct Mutable {
-        var sealed: SealedState
+    /// What this replica last read or wrote.
+    struct Snapshot: Sendable {
+        var state: CoordinatorState
+        var revision: Int64
+        var recovery: [UInt8]?
         var manifest: Manifest?
-        var nonces: [[UInt8]: Date] = [:]
+    }
+
+    /// Evidence this coordinator accepts from launchers besides what the manifest allows.
+    public struct Verification: Sendable {
+        /// Launchers' simulated evidence must be signed by this key (and the manifest must allow simulation).
+        public var simulationKey: P256.Signing.PublicKey?
+        /// Intel SGX/TDX quotes; nil refuses them.
+        public var dcap: DCAPEvidenceVerifier?
+        /// AMD CRLs per product for SEV-SNP evidence.
+        public var snpCRLs: [AMDProduct: [UInt8]]
+
+        public init(simulationKey: P256.Signing.PublicKey?, dcap: DCAPEvidenceVerifier? = nil, snpCRLs: [AMDProduct: [UInt8]] = [:]) {
+            self.simulationKey = simulationKey
+            self.dcap = dcap
+            self.snpCRLs = snpCRLs
+        }
     }
 
     public let authority: CertificateAuthority
     let store: any StateStore
+    let vault: StateVault
     let evidenceProvider: any EvidenceProvider
-    let simulationKey: P256.Signing.PublicKey?
-    let dcap: DCAPEvidenceVerifier?
-    let snpCRLs: [AMDProduct: [UInt8]]
+    let verification: Verification
     let logger: Logger
-    let state: Mutex<Mutable>
+    let nonces = NonceIssuer()
+    private let snapshot: Mutex<Snapshot>
+    private let transactions = AsyncLock()
+    /// Activations of unlimited services: counted per replica, in memory (status only).
+    private let unlimitedActivations = Mutex<[String: Int]>([:])
 
-    /// How long an activation nonce stays valid.
-    public static let nonceLifetime: TimeInterval = 120
-    public static let maximumPendingNonces = 100_000
-
-    /// Loads the sealed state from `store`, or creates a new CA and saves it.
-    /// - Parameters:
-    ///   - evidenceProvider: produces the coordinator's own evidence.
-    ///   - simulationKey: the simulation platform key launchers' simulated evidence must be
-    ///     signed by; simulated evidence is accepted only if the manifest also allows it.
-    ///   - dcap: verifies Intel SGX/TDX quotes; `nil` refuses them.
-    public init(
-        store: any StateStore, evidenceProvider: any EvidenceProvider, simulationKey: P256.Signing.PublicKey?,
-        dcap: DCAPEvidenceVerifier? = nil, snpCRLs: [AMDProduct: [UInt8]] = [:], logger: Logger
-    ) throws {
+    private init(
+        authority: CertificateAuthority, snapshot: Snapshot, store: any StateStore, vault: StateVault,
+        evidenceProvider: any EvidenceProvider, verification: Verification, logger: Logger
+    ) {
+        self.authority = authority
+        self.snapshot = Mutex(snapshot)
         self.store = store
-        self.dcap = dcap
-        self.snpCRLs = snpCRLs
+        self.vault = vault
         self.evidenceProvider = evidenceProvider
-        self.simulationKey = simulationKey
+        self.verification = verification
         self.logger = logger
-        var sealed: SealedState
-        var manifest: Manifest?
-        let loaded: [UInt8]?
-        do {
-            loaded = try store.load()
-        } catch let error as SealedStoreError {
-            guard case .cannotUnseal = error, let recoverable = store as? any RecoverableStore, let bytes = recoverable.loadRecovery(),
-                let data = try? JSONDecoder().decode(RecoveryData.self, from: Data(bytes))
-            else { throw error }
-            throw RecoveryNeeded(data: data, reason: error.description)
-        }
-        if let bytes = loaded {
-            sealed = try JSONDecoder().decode(SealedState.self, from: Data(bytes))
-            authority = try CertificateAuthority(
-                rootKey: try .init(rawRepresentation: sealed.rootKey), root: try Certificate(derEncoded: sealed.rootCertificate),
-                intermediateKey: try .init(rawRepresentation: sealed.intermediateKey),
-                intermediate: try Certificate(derEncoded: sealed.intermediateCertificate))
-            if let raw = sealed.manifest {
-                manifest = try Manifest.parse(raw)
+    }
+
+    /// Why a coordinator could not open the stored state.
+    public enum OpenError: Error, CustomStringConvertible {
+        /// This replica cannot decrypt the stored state: it needs the key from a peer or from
+        /// recovery key holders. `recovery` is the recovery data stored with the state.
+        case needsStateKey(reason: VaultError, recovery: RecoveryData?)
+        case refused(VaultError)
+        case store(StateStoreError)
+
+        public var description: String {
+            switch self {
+            case .needsStateKey(let reason, let recovery):
+                return "\(reason); the state key must come from a peer replica" + (recovery.map { " or from \($0.threshold) of \($0.shares.count) recovery keys" } ?? "")
+            case .refused(let reason): return "\(reason)"
+            case .store(let error): return "\(error)"
             }
-        } else {
-            authority = try CertificateAuthority.generate()
-            sealed = SealedState(
-                rootKey: Array(authority.rootKey.rawRepresentation), rootCertificate: authority.rootDER,
-                intermediateKey: Array(authority.intermediateKey.rawRepresentation), intermediateCertificate: authority.intermediateDER)
-            try Self.save(&sealed, to: store)
-        }
-        state = Mutex(Mutable(sealed: sealed, manifest: manifest))
-        // A recovery finished before this start: record it, then forget the note.
-        if let recoverable = store as? any RecoverableStore, let note = recoverable.recoveryNote(consume: false) {
-            try state.withLock { mutable throws(CoordinatorError) in try persist(&mutable.sealed, logging: "recovered", user: nil, detail: note) }
-            _ = recoverable.recoveryNote(consume: true)
         }
     }
 
-    static func save(_ sealed: inout SealedState, to store: any StateStore) throws {
-        sealed.generation += 1
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        try store.save(Array(try encoder.encode(sealed)))
+    /// Opens the stored state with this replica's state key, or creates a new coordinator
+    /// (fresh CA, fresh state key) when the store is empty and this replica has never served one.
+    public static func open(
+        store: any StateStore, vault: StateVault, evidenceProvider: any EvidenceProvider, verification: Verification, logger: Logger
+    ) async throws -> Coordinator {
+        while true {
+            let stored: StoredState?
+            do {
+                stored = try await store.read()
+            } catch {
+                throw OpenError.store(error)
+            }
+            if let stored {
+                let opened: (state: CoordinatorState, recovery: [UInt8]?)
+                do {
+                    opened = try vault.open(stored.bytes)
+                } catch let error where error == .noStateKey || error == .wrongStateKey {
+                    let recovery = StateEnvelope.header(stored.bytes)?.recovery.flatMap { try? JSONDecoder().decode(RecoveryData.self, from: Data($0)) }
+                    throw OpenError.needsStateKey(reason: error, recovery: recovery)
+                } catch {
+                    throw OpenError.refused(error)
+                }
+                let (authority, addedCA) = try opened.state.authority()
+                let coordinator = Coordinator(
+                    authority: authority, snapshot: try Snapshot(stored: stored, opened: opened), store: store, vault: vault,
+                    evidenceProvider: evidenceProvider, verification: verification, logger: logger)
+                try vault.note(generation: opened.state.generation)
+                if addedCA || StateEnvelope.isLegacy(stored.bytes) {
+                    // Rewrite in the current format, with the coordinator TLS CA the state lacked.
+                    try await coordinator.transact { state, _ in
+                        state.coordinatorCAKey = Array(authority.coordinatorCAKey.rawRepresentation)
+                        state.coordinatorCACertificate = authority.coordinatorCADER
+                        state.format = 2
+                        return ((), [])
+                    }
+                }
+                return coordinator
+            }
+            if vault.hasLocalTraces {
+                throw OpenError.refused(.stateMissing(detail: vault.stateKey != nil ? "a sealed state key" : "generation \(vault.highestGeneration) seen"))
+            }
+            let authority = try CertificateAuthority.generate()
+            var state = CoordinatorState(authority: authority)
+            state.generation = 1
+            let stateKey = SymmetricKey(size: .bits256)
+            try vault.adopt(stateKey: stateKey)
+            let bytes = try vault.seal(state, recovery: nil)
+            do {
+                let revision = try await store.write(bytes, expecting: nil)
+                try vault.note(generation: 1)
+                logger.info("new coordinator state created", metadata: ["store": "\(store.description)"])
+                return Coordinator(
+                    authority: authority, snapshot: Snapshot(state: state, revision: revision, recovery: nil, manifest: nil), store: store,
+                    vault: vault, evidenceProvider: evidenceProvider, verification: verification, logger: logger)
+            } catch StateStoreError.conflict {
+                // Another replica created the state first: use theirs (its key comes from a peer).
+                vault.reset()
+                continue
+            } catch let error as StateStoreError {
+                vault.reset()
+                throw OpenError.store(error)
+            }
+        }
     }
 
-    public var phase: Phase { state.withLock { $0.manifest == nil ? .awaitingManifest : .accepting } }
-    public var manifest: Manifest? { state.withLock { $0.manifest } }
+    // MARK: - Reading
+
+    var current: Snapshot { snapshot.withLock { $0 } }
+    public var phase: Phase { current.manifest == nil ? .awaitingManifest : .accepting }
+    public var manifest: Manifest? { current.manifest }
+    public var generation: UInt64 { current.state.generation }
     public var isSimulated: Bool { evidenceProvider.isSimulated }
-
     public var rootCertificatePEM: String { PEM.encode(authority.rootDER, label: "CERTIFICATE") }
     public var chainPEM: String { PEM.encode(authority.intermediateDER, label: "CERTIFICATE") + rootCertificatePEM }
+    /// The history of changes, oldest first.
+    public var log: [LogEntry] { current.state.log ?? [] }
 
     public func status() -> API.StatusResponse {
-        state.withLock { mutable in
-            API.StatusResponse(
-                state: (mutable.manifest == nil ? Phase.awaitingManifest : .accepting).rawValue,
-                manifestDigest: mutable.manifest.map { Hex.encode($0.digest) }, simulated: isSimulated,
-                warning: isSimulated ? simulationWarning : nil, activations: mutable.sealed.activations)
+        let snapshot = current
+        var activations = unlimitedActivations.withLock { $0 }
+        for (service, count) in snapshot.state.activations { activations[service] = count }
+        var status = API.StatusResponse(
+            state: (snapshot.manifest == nil ? Phase.awaitingManifest : .accepting).rawValue,
+            manifestDigest: snapshot.manifest.map { Hex.encode($0.digest) }, simulated: isSimulated,
+            warning: isSimulated ? simulationWarning : nil, activations: activations)
+        status.generation = snapshot.state.generation
+        status.historyLength = snapshot.state.log?.count ?? 0
+        return status
+    }
+
+    // MARK: - The transaction primitive
+
+    /// Applies `change` to the current state as one atomic, retried step and returns its
+    /// result. `change` may run more than once (after a concurrent write elsewhere) and must
+    /// only compute: it gets the state to change and the snapshot it came from, returns a
+    /// result and the history events to append. A change that alters nothing and records no
+    /// event writes nothing.
+    @discardableResult
+    func transact<T: Sendable>(
+        _ change: (inout CoordinatorState, Snapshot) throws(CoordinatorError) -> (T, [HistoryEvent])
+    ) async throws(CoordinatorError) -> T {
+        try await transactions.run { () async throws(CoordinatorError) -> T in
+            for attempt in 0..<Self.maximumAttempts {
+                let before = current
+                var state = before.state
+                let (result, events) = try change(&state, before)
+                if events.isEmpty && state == before.state { return result }
+                var log = state.log ?? []
+                for event in events {
+                    do {
+                        try AuditLog.append(to: &log, event: event.event, user: event.user, detail: event.detail, key: authority.rootKey)
+                    } catch {
+                        throw .storage("cannot sign the history entry: \(error)")
+                    }
+                }
+                state.log = log
+                state.generation = before.state.generation + 1
+                let manifest = state.manifest == before.state.manifest ? before.manifest : try Self.parseStored(state.manifest)
+                let recovery = state.manifest == before.state.manifest ? before.recovery : try recoveryData(for: manifest)
+                let bytes = try vault.seal(state, recovery: recovery)
+                do {
+                    let revision = try await store.write(bytes, expecting: before.revision)
+                    do {
+                        try vault.note(generation: state.generation)
+                    } catch {
+                        logger.error("cannot record the generation locally (rollback protection weakened)", metadata: ["error": "\(error)"])
+                    }
+                    install(Snapshot(state: state, revision: revision, recovery: recovery, manifest: manifest))
+                    return result
+                } catch StateStoreError.conflict {
+                    try await refresh()
+                    if attempt > 2 { try? await Task.sleep(for: .milliseconds(Int.random(in: 1...(5 * attempt)))) }
+                } catch StateStoreError.unavailable(let why) {
+                    throw .storeUnavailable(why)
+                } catch {
+                    throw .storage("\(error)")
+                }
+            }
+            throw .storeUnavailable("the state changed concurrently \(Self.maximumAttempts) times in a row; retry")
         }
     }
+
+    static let maximumAttempts = 64
+
+    /// Reads the store and takes a newer state than the one held.
+    func refresh() async throws(CoordinatorError) {
+        let stored: StoredState?
+        do {
+            stored = try await store.read()
+        } catch StateStoreError.unavailable(let why) {
+            throw .storeUnavailable(why)
+        } catch {
+            throw .storage("\(error)")
+        }
+        guard let stored else { throw .stateUnavailable(VaultError.stateMissing(detail: "generation \(generation) held").description) }
+        try adopt(stored)
+    }
+
+    /// Takes `stored` when it is newer than the snapshot (a change made elsewhere).
+    func adopt(_ stored: StoredState) throws(CoordinatorError) {
+        guard stored.revision > current.revision else { return }
+        let opened: (state: CoordinatorState, recovery: [UInt8]?)
+        do {
+            opened = try vault.open(stored.bytes)
+        } catch {
+            logger.error("refusing the stored state", metadata: ["reason": "\(error)"])
+            throw .stateUnavailable(error.description)
+        }
+        let next = try Snapshot(stored: stored, opened: opened, previous: current)
+        try? vault.note(generation: opened.state.generation)
+        install(next)
+    }
+
+    private func install(_ next: Snapshot) {
+        snapshot.withLock { current in
+            if next.revision > current.revision { current = next }
+        }
+    }
+
+    /// Follows the store's change feed until cancelled, so reads on this replica see changes
+    /// made through others.
+    public func followChanges() async {
+        for await stored in store.changes(after: current.revision) {
+            do {
+                try adopt(stored)
+            } catch {
+                logger.error("change from the store not taken", metadata: ["reason": "\(error)"])
+            }
+        }
+    }
+
+    static func parseStored(_ raw: [UInt8]?) throws(CoordinatorError) -> Manifest? {
+        guard let raw else { return nil }
+        do {
+            return try Manifest.parse(raw)
+        } catch {
+            throw .storage("the stored manifest no longer validates: \(error)")
+        }
+    }
+
+    /// The recovery data for `manifest`'s recovery keys (nil when it has none).
+    func recoveryData(for manifest: Manifest?) throws(CoordinatorError) -> [UInt8]? {
+        guard let manifest, let stateKey = vault.stateKey else { return nil }
+        do {
+            return try RecoveryData.make(stateKey: stateKey, manifest: manifest).map { canonicalJSONBytes($0) }
+        } catch {
+            throw .storage("cannot split the state key for the recovery keys: \(error)")
+        }
+    }
+
+    /// Records in the history that `recovery` restored this replica's state key (which
+    /// recovery keys helped), once the coordinator runs again.
+    public func recordRecovery(_ recovery: RecoveryCoordinator) async throws(CoordinatorError) {
+        guard recovery.isRecovered, let note = recovery.note else { return }
+        try await transact { _, _ in ((), [note]) }
+    }
+
+    // MARK: - Manifest
 
     /// Sets the manifest once. Setting the identical bytes again is a no-op; a different
     /// manifest is refused. On any error the state is unchanged.
     /// - Parameter userDefinedSecrets: initial values of the manifest's `UserDefined` secrets.
     @discardableResult
-    public func setManifest(_ bytes: [UInt8], userDefinedSecrets: [String: [UInt8]] = [:]) throws(CoordinatorError) -> [UInt8] {
+    public func setManifest(_ bytes: [UInt8], userDefinedSecrets: [String: [UInt8]] = [:]) async throws(CoordinatorError) -> [UInt8] {
         let manifest: Manifest
         do {
             manifest = try Manifest.parse(bytes)
@@ -155,7 +326,7 @@ public final class Coordinator: Sendable {
             guard current.digest == manifest.digest, userDefinedSecrets.isEmpty else { throw .manifestAlreadySet }
             return current.digest
         }
-        // Generate outside the lock: RSA keys take a while.
+        // Generated before the transaction: RSA keys take a while, and a change may run twice.
         var secrets: [String: SecretValue] = [:]
         do {
             for (name, spec) in manifest.secrets {
@@ -165,22 +336,18 @@ public final class Coordinator: Sendable {
         } catch {
             throw .storage("generating secrets: \(error)")
         }
-        try state.withLock { mutable throws(CoordinatorError) in
-            guard mutable.manifest == nil else {
-                if mutable.manifest?.digest == manifest.digest { return }
-                throw .manifestAlreadySet
+        try await transact { state, _ throws(CoordinatorError) in
+            if let existing = state.manifest {
+                guard existing == bytes, userDefinedSecrets.isEmpty else { throw .manifestAlreadySet }
+                return ((), [])
             }
-            var sealed = mutable.sealed
-            sealed.manifest = bytes
-            sealed.secrets = secrets
-            sealed.activations = [:]
-            try persist(&sealed, logging: "manifestSet", user: nil, detail: [
-                    "digest": Hex.encode(manifest.digest), "userDefinedSecrets": userDefinedSecrets.keys.sorted().joined(separator: ","),
-                ])
-            mutable.sealed = sealed
-            mutable.manifest = manifest
+            state.manifest = bytes
+            state.secrets = secrets
+            state.activations = [:]
+            return ((), [HistoryEvent("manifestSet", detail: [
+                "digest": Hex.encode(manifest.digest), "userDefinedSecrets": userDefinedSecrets.keys.sorted().joined(separator: ","),
+            ])])
         }
-        try saveRecoveryData(for: manifest)
         logger.info(
             "manifest set",
             metadata: ["digest": "\(Hex.encode(manifest.digest))", "services": "\(manifest.services.keys.sorted())"]
@@ -188,45 +355,14 @@ public final class Coordinator: Sendable {
         return manifest.digest
     }
 
-    /// Issues a fresh single-use activation nonce.
-    public func issueNonce(now: Date = Date()) throws(CoordinatorError) -> [UInt8] {
-        let nonce = SecretGenerator.randomBytes(32)
-        try state.withLock { mutable throws(CoordinatorError) in
-            if mutable.nonces.count >= Self.maximumPendingNonces {
-                mutable.nonces = mutable.nonces.filter { $0.value > now }
-                guard mutable.nonces.count < Self.maximumPendingNonces else { throw .tooManyPendingNonces }
-            }
-            mutable.nonces[nonce] = now + Self.nonceLifetime
-        }
-        return nonce
-    }
-
-    /// The history of changes, oldest first.
-    public var log: [LogEntry] { state.withLock { $0.sealed.log ?? [] } }
-
-    /// Appends a signed history entry for `event` to `sealed` and saves it; nothing is kept on failure.
-    func persist(_ sealed: inout SealedState, logging event: String, user: String?, detail: [String: String]) throws(CoordinatorError) {
-        do {
-            try appendLog(&sealed, event, user: user, detail: detail)
-            try Self.save(&sealed, to: store)
-        } catch {
-            throw .storage("\(error)")
-        }
-    }
-
-    /// Appends a signed entry to `sealed`'s history (saved with it by the caller).
-    func appendLog(_ sealed: inout SealedState, _ event: String, user: String?, detail: [String: String]) throws {
-        var log = sealed.log ?? []
-        try AuditLog.append(to: &log, event: event, user: user, detail: detail.filter { !$0.value.isEmpty }, key: authority.rootKey)
-        sealed.log = log
-    }
+    // MARK: - Attestation
 
     /// The coordinator's own evidence binding its root certificate, the head of its history
     /// and `nonce`: report data `SHA-256(root DER ‖ log head ‖ nonce)`.
     public func attestation(nonce: [UInt8]) throws(CoordinatorError) -> API.AttestationResponse {
         guard (1...64).contains(nonce.count) else { throw .badRequest("nonce must be 1 to 64 bytes of hex") }
         // Only the newest entry is needed: no copy of the whole history per request.
-        let head = state.withLock { $0.sealed.log?.last?.hash } ?? AuditLog.emptyHead
+        let head = snapshot.withLock { $0.state.log?.last?.hash } ?? AuditLog.emptyHead
         do {
             let evidence = try evidenceProvider.evidence(reportData: ReportData.binding(authority.rootDER + head, nonce: nonce))
             return API.AttestationResponse(
@@ -237,39 +373,33 @@ public final class Coordinator: Sendable {
         }
     }
 
-    /// Verifies an activation and returns what the service gets. Nothing is issued unless
-    /// the nonce is fresh, the evidence verifies and binds the CSR key and nonce, the claims
-    /// match the service's package and the activation limit allows it.
-    public func activate(_ request: API.ActivationRequest, now: Date = Date()) throws(CoordinatorError) -> API.ActivationResponse {
-        guard let nonce = Hex.decode(request.nonce), nonce.count == 32 else { throw .badRequest("nonce must be 32 bytes of hex") }
-        // Consume the nonce first: whatever happens next, it cannot be used again.
-        let (manifest, nonceValid) = state.withLock { mutable in
-            (mutable.manifest, mutable.nonces.removeValue(forKey: nonce).map { $0 > now } ?? false)
-        }
-        guard let manifest else { throw .noManifest }
-        guard nonceValid else { throw .unknownNonce }
-        guard let service = manifest.services[request.service] else { throw .unknownService(request.service) }
+    // MARK: - Activation
 
+    /// How long an activation nonce stays valid.
+    public static var nonceLifetime: TimeInterval { NonceIssuer.lifetime }
+
+    /// Issues a fresh activation nonce (stateless: see ``NonceIssuer``).
+    public func issueNonce(now: Date = Date()) -> [UInt8] { nonces.issue(now: now) }
+
+    /// Verifies an activation and returns what the service gets, as a pipeline: pure checks
+    /// (nonce, CSR, evidence, package, TCB, protected-file headers), then one transaction
+    /// where the service has a quota or protected files moved forward, then rendering.
+    /// Nothing is issued unless every step passed.
+    public func activate(_ request: API.ActivationRequest, now: Date = Date()) async throws(CoordinatorError) -> API.ActivationResponse {
+        let snapshot = current
+        guard let manifest = snapshot.manifest else { throw .noManifest }
+        guard let nonce = Hex.decode(request.nonce) else { throw .badRequest("nonce must be hex") }
+        try nonces.check(nonce, now: now)
+        guard let service = manifest.services[request.service] else { throw .unknownService(request.service) }
         let csr: CertificateSigningRequest
         do {
             csr = try CertificateAuthority.parseCSR(Array(request.csr.utf8))
         } catch {
             throw .badRequest(error.description)
         }
-        let verifier = Verifier(
-            policy: VerificationPolicy(
-                allowSimulation: manifest.config.allowSimulation, simulationKey: simulationKey, dcap: dcap,
-                allowSNP: manifest.packages.values.contains { $0.kind == .snp }, snpCRLs: snpCRLs))
-        let claims: Claims
-        do {
-            let expected = ReportData.binding(try csr.publicKey.subjectPublicKeyInfoDER, nonce: nonce)
-            claims = try verifier.verify(request.evidence, expectedReportData: expected)
-        } catch let error as AttestationError {
-            logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
-            throw .evidenceRejected(error)
-        } catch {
-            throw .evidenceRejected(.malformedEvidence("\(error)"))
-        }
+        let claims = try verifyEvidence(request, csr: csr, nonce: nonce, manifest: manifest)
+        // Only evidence that verified uses up its nonce: the used set cannot be flooded.
+        try nonces.consume(nonce, now: now)
         // Validation guarantees the package exists.
         let package = manifest.packages[service.package]!
         if let reason = package.mismatch(claims) {
@@ -280,68 +410,88 @@ public final class Coordinator: Sendable {
             logger.warning("activation refused", metadata: ["service": "\(request.service)", "tcbStatus": "\(tcb.status.rawValue)"])
             throw .tcbStatusNotAccepted(service: request.service, verdict: tcb)
         }
+        let protectedFiles = try checkProtectedFiles(request, service: service, secrets: snapshot.state.secrets)
 
-        let protectedFiles = try checkProtectedFiles(request, service: service)
-
-        try state.withLock { mutable throws(CoordinatorError) in
-            let count = mutable.sealed.activations[request.service, default: 0]
-            let limited = service.maxActivations > 0
-            if limited && count >= service.maxActivations {
-                throw .activationLimitReached(service: request.service, limit: service.maxActivations)
+        if service.maxActivations > 0 || !protectedFiles.isEmpty {
+            try await transact { state, current throws(CoordinatorError) in
+                // The manifest may have changed since the checks: activate only against the one they used.
+                guard current.manifest?.digest == manifest.digest else { throw .manifestChanged }
+                try Self.record(request.service, limit: service.maxActivations, protectedFiles: protectedFiles, in: &state)
+                return ((), [])
             }
-            let before = mutable.sealed.protectedFiles ?? [:]
-            var recorded = before
-            for file in protectedFiles {
-                if let previous = recorded[file.key] {
-                    if file.record.version < previous.version {
-                        throw .protectedFileRollback(path: file.path, recorded: previous.version, presented: file.record.version)
-                    }
-                    if file.record.version == previous.version && file.record.root != previous.root {
-                        throw .protectedFileForked(path: file.path, version: previous.version)
-                    }
-                }
-                recorded[file.key] = file.record
-            }
-            // Counts of limited services and newer protected-file versions must survive a
-            // restart, so they are sealed before anything is released.
-            if limited || recorded != before {
-                var sealed = mutable.sealed
-                sealed.activations[request.service] = count + 1
-                sealed.protectedFiles = recorded
-                do {
-                    try Self.save(&sealed, to: store)
-                } catch {
-                    throw .storage("\(error)")
-                }
-                mutable.sealed = sealed
-            } else {
-                mutable.sealed.activations[request.service] = count + 1
-            }
+        } else {
+            unlimitedActivations.withLock { $0[request.service, default: 0] += 1 }
         }
+        return try render(request.service, service: service, claims: claims, csr: csr, now: now)
+    }
 
-        let leaf: Certificate
+    private func verifyEvidence(_ request: API.ActivationRequest, csr: CertificateSigningRequest, nonce: [UInt8], manifest: Manifest) throws(CoordinatorError) -> Claims {
+        let verifier = Verifier(
+            policy: VerificationPolicy(
+                allowSimulation: manifest.config.allowSimulation, simulationKey: verification.simulationKey, dcap: verification.dcap,
+                allowSNP: manifest.packages.values.contains { $0.kind == .snp }, snpCRLs: verification.snpCRLs))
         do {
-            leaf = try authority.issueLeaf(
-                publicKey: csr.publicKey, commonName: request.service, dnsNames: [request.service], validFor: 365 * 86400, now: now)
+            let expected = ReportData.binding(try csr.publicKey.subjectPublicKeyInfoDER, nonce: nonce)
+            return try verifier.verify(request.evidence, expectedReportData: expected)
+        } catch let error as AttestationError {
+            logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
+            throw .evidenceRejected(error)
+        } catch {
+            throw .evidenceRejected(.malformedEvidence("\(error)"))
+        }
+    }
+
+    /// Counts an activation of a limited service and records newer protected-file versions,
+    /// refusing a quota overrun or a rollback.
+    static func record(
+        _ service: String, limit: Int, protectedFiles: [(key: String, path: String, record: CoordinatorState.ProtectedFileRecord)],
+        in state: inout CoordinatorState
+    ) throws(CoordinatorError) {
+        if limit > 0 {
+            let count = state.activations[service, default: 0]
+            guard count < limit else { throw .activationLimitReached(service: service, limit: limit) }
+            state.activations[service] = count + 1
+        }
+        var recorded = state.protectedFiles ?? [:]
+        for file in protectedFiles {
+            if let previous = recorded[file.key] {
+                if file.record.version < previous.version {
+                    throw .protectedFileRollback(path: file.path, recorded: previous.version, presented: file.record.version)
+                }
+                if file.record.version == previous.version && file.record.root != previous.root {
+                    throw .protectedFileForked(path: file.path, version: previous.version)
+                }
+            }
+            recorded[file.key] = file.record
+        }
+        if !protectedFiles.isEmpty { state.protectedFiles = recorded }
+    }
+
+    private func render(
+        _ name: String, service: Manifest.Service, claims: Claims, csr: CertificateSigningRequest, now: Date
+    ) throws(CoordinatorError) -> API.ActivationResponse {
+        let leafDER: [UInt8]
+        do {
+            leafDER = try authority.issueServiceLeaf(publicKey: csr.publicKey, service: name, validFor: 365 * 86400, now: now).derBytes
         } catch {
             throw .storage("issuing certificate: \(error)")
         }
-        let leafDER = (try? leaf.derBytes) ?? []
-        let secrets = state.withLock { $0.sealed.secrets }
+        let secrets = current.state.secrets
+        let authority = self.authority
         let resolve = { (reference: Template.Reference) throws -> ReferenceValue in
             switch reference {
             case .secret(let name, let part):
                 guard let value = secrets[name] else { throw RenderError.unknownSecret(name) }
                 return try value.value(for: part, name: name)
-            case .rootCACert: return .der(self.authority.rootDER, pemLabel: "CERTIFICATE")
-            case .intermediateCACert: return .der(self.authority.intermediateDER, pemLabel: "CERTIFICATE")
+            case .rootCACert: return .der(authority.rootDER, pemLabel: "CERTIFICATE")
+            case .intermediateCACert: return .der(authority.intermediateDER, pemLabel: "CERTIFICATE")
             case .serviceCert: return .der(leafDER, pemLabel: "CERTIFICATE")
             case .servicePrivateKey: preconditionFailure("the service private key is rendered by the launcher")
             }
         }
-        let parameters = service.parameters
         var response: API.ActivationResponse
         do {
+            let parameters = service.parameters
             response = API.ActivationResponse(
                 certificateChain: PEM.encode(leafDER, label: "CERTIFICATE") + PEM.encode(authority.intermediateDER, label: "CERTIFICATE"),
                 rootCertificate: rootCertificatePEM,
@@ -355,11 +505,9 @@ public final class Coordinator: Sendable {
                 })
             if service.allowDiskFiles { response.allowDiskFiles = true }
         } catch {
-            throw .renderFailed(service: request.service, reason: "\(error)")
+            throw .renderFailed(service: name, reason: "\(error)")
         }
-        var metadata: Logger.Metadata = [
-            "service": "\(request.service)", "measurement": "\(Hex.encode(claims.measurement))",
-        ]
+        var metadata: Logger.Metadata = ["service": "\(name)", "measurement": "\(Hex.encode(claims.measurement))"]
         if claims.simulated { metadata["warning"] = "\(simulationWarning)" }
         logger.info("activated", metadata: metadata)
         return response
@@ -368,18 +516,18 @@ public final class Coordinator: Sendable {
     /// Verifies each presented protected-file header with the service's key (so only headers
     /// the key holder wrote can move the recorded version) and returns what to record.
     private func checkProtectedFiles(
-        _ request: API.ActivationRequest, service: Manifest.Service
-    ) throws(CoordinatorError) -> [(key: String, path: String, record: ProtectedFileRecord)] {
+        _ request: API.ActivationRequest, service: Manifest.Service, secrets: [String: SecretValue]
+    ) throws(CoordinatorError) -> [(key: String, path: String, record: CoordinatorState.ProtectedFileRecord)] {
         let presented = request.protectedFiles ?? []
         guard !presented.isEmpty else { return [] }
         guard let keyName = service.protectedFilesKey else {
             throw .protectedFileRejected(path: presented[0].path, reason: "service '\(request.service)' has no ProtectedFilesKey")
         }
-        guard let keyBytes = state.withLock({ $0.sealed.secrets[keyName]?.bytes }) else {
+        guard let keyBytes = secrets[keyName]?.bytes else {
             throw .renderFailed(service: request.service, reason: "\(RenderError.secretNotSet(keyName))")
         }
         let secret = SymmetricKey(data: keyBytes)
-        var result: [(key: String, path: String, record: ProtectedFileRecord)] = []
+        var result: [(key: String, path: String, record: CoordinatorState.ProtectedFileRecord)] = []
         for file in presented {
             guard file.path.hasPrefix("/"), !file.path.contains("\0"), let bytes = Data(base64Encoded: file.header) else {
                 throw .badRequest("protected file header for '\(file.path)' is not base64 or the path is not absolute")
@@ -391,19 +539,21 @@ public final class Coordinator: Sendable {
                 logger.warning("activation refused", metadata: ["service": "\(request.service)", "protectedFile": "\(file.path)", "reason": "\(error)"])
                 throw .protectedFileRejected(path: file.path, reason: "\(error)")
             }
-            result.append(("\(keyName)\0\(file.path)", file.path, ProtectedFileRecord(version: header.version, root: header.root)))
+            result.append(("\(keyName)\0\(file.path)", file.path, CoordinatorState.ProtectedFileRecord(version: header.version, root: header.root)))
         }
         return result
     }
+}
 
-    /// Splits the state key for `manifest`'s recovery keys (or removes old recovery data).
-    func saveRecoveryData(for manifest: Manifest) throws(CoordinatorError) {
-        guard let recoverable = store as? any RecoverableStore, let stateKey = recoverable.stateKey else { return }
-        do {
-            let data = try RecoveryData.make(stateKey: stateKey, manifest: manifest)
-            try recoverable.saveRecovery(data.map { canonicalJSONBytes($0) })
-        } catch {
-            throw .storage("writing recovery data: \(error)")
+extension Coordinator.Snapshot {
+    init(stored: StoredState, opened: (state: CoordinatorState, recovery: [UInt8]?), previous: Coordinator.Snapshot? = nil) throws(CoordinatorError) {
+        state = opened.state
+        revision = stored.revision
+        recovery = opened.recovery
+        if let previous, previous.state.manifest == opened.state.manifest {
+            manifest = previous.manifest
+        } else {
+            manifest = try Coordinator.parseStored(opened.state.manifest)
         }
     }
 }

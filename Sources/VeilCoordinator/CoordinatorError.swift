@@ -8,7 +8,6 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     case noManifest
     case unknownService(String)
     case unknownNonce
-    case tooManyPendingNonces
     case badRequest(String)
     case evidenceRejected(AttestationError)
     case packageMismatch(service: String, package: String, reason: String)
@@ -28,6 +27,12 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     case protectedFileRejected(path: String, reason: String)
     case protectedFileRollback(path: String, recorded: UInt64, presented: UInt64)
     case protectedFileForked(path: String, version: UInt64)
+    /// The state store cannot be reached; nothing was changed.
+    case storeUnavailable(String)
+    /// The stored state cannot be used by this replica (rolled back, deleted, another key).
+    case stateUnavailable(String)
+    /// The manifest changed while a request was being checked against it; retry.
+    case manifestChanged
 
     public var httpStatus: Int {
         switch self {
@@ -41,7 +46,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .evidenceRejected, .packageMismatch, .tcbStatusNotAccepted: return 403
         case .unknownService: return 404
         case .manifestAlreadySet, .noManifest, .activationLimitReached, .renderFailed: return 409
-        case .tooManyPendingNonces, .storage: return 503
+        case .storage, .storeUnavailable, .stateUnavailable, .manifestChanged: return 503
         }
     }
 
@@ -52,7 +57,6 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .noManifest: return "noManifest"
         case .unknownService: return "unknownService"
         case .unknownNonce: return "unknownNonce"
-        case .tooManyPendingNonces: return "tooManyPendingNonces"
         case .badRequest: return "badRequest"
         case .evidenceRejected(.simulationNotAllowed): return "simulationNotAllowed"
         case .evidenceRejected(.reportDataMismatch): return "reportDataMismatch"
@@ -75,6 +79,9 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .protectedFileRejected: return "protectedFileRejected"
         case .protectedFileRollback: return "protectedFileRollback"
         case .protectedFileForked: return "protectedFileForked"
+        case .storeUnavailable: return "storeUnavailable"
+        case .stateUnavailable: return "stateUnavailable"
+        case .manifestChanged: return "manifestChanged"
         }
     }
 
@@ -82,11 +89,11 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .invalidManifest(let error): return error.description
         case .manifestAlreadySet:
-            return "a different manifest is already set; manifest updates are not supported yet (state unchanged)"
+            return "a different manifest is already set (state unchanged); change it with `veil manifest update`"
         case .noManifest: return "no manifest is set yet"
         case .unknownService(let name): return "unknown service '\(name)'"
-        case .unknownNonce: return "activation nonce is unknown, expired or already used (replayed activation?)"
-        case .tooManyPendingNonces: return "too many pending activations; retry later"
+        case .unknownNonce:
+            return "activation nonce is unknown, expired or already used (replayed activation, or a nonce from another replica or before a restart: ask for a new one)"
         case .badRequest(let why): return why
         case .evidenceRejected(let error): return "evidence rejected: \(error)"
         case .packageMismatch(let service, let package, let reason):
@@ -115,6 +122,9 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
             return "protected file \(path) is version \(presented), older than the recorded version \(recorded) (rollback refused)"
         case .protectedFileForked(let path, let version):
             return "protected file \(path) version \(version) differs from the version \(version) recorded (forked content refused)"
+        case .storeUnavailable(let why): return "the coordinator's state store is unavailable, nothing was changed: \(why)"
+        case .stateUnavailable(let why): return "the coordinator cannot use its stored state: \(why)"
+        case .manifestChanged: return "the manifest changed while the request was being checked; retry"
         }
     }
 }

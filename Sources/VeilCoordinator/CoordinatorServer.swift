@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Crypto
 import Foundation
 import Hummingbird
@@ -8,9 +9,18 @@ import ServiceLifecycle
 import VeilAttestation
 import VeilManifest
 
-/// Runs a coordinator from a data directory: loads or creates its sealed state and serves the
-/// client and mesh APIs over TLS.
+/// Runs a coordinator replica: opens (or creates) the state in its store, obtains the state key
+/// when it has none (from a peer replica or from recovery key holders), and serves the client
+/// and mesh APIs over TLS until SIGINT/SIGTERM.
 public struct CoordinatorServer {
+    /// Where the state lives.
+    public enum StoreChoice: Sendable {
+        /// The embedded default: `state.sealed` in the data directory.
+        case file
+        /// etcd's v3 API, shared by several replicas.
+        case etcd(endpoints: [String], prefix: String, tls: EtcdTLS?)
+    }
+
     public struct Configuration: Sendable {
         public var dataDirectory: String
         public var clientAddress: (host: String, port: Int)
@@ -23,6 +33,13 @@ public struct CoordinatorServer {
         public var dcapCollateralPath: String?
         /// AMD CRLs (DER files, one per product) checked for SEV-SNP activations.
         public var amdCRLPaths: [String] = []
+        public var store: StoreChoice = .file
+        /// The mesh address peers reach this replica at (default: the mesh address).
+        public var peerAddress: String?
+        /// Delete the stored state and this replica's key first: a new coordinator.
+        public var reset = false
+        /// Validity of each TLS certificate the coordinator issues itself (renewed at two thirds).
+        public var tlsValidity: TimeInterval = ServerIdentity.defaultValidity
 
         public init(
             dataDirectory: String, clientAddress: (host: String, port: Int), meshAddress: (host: String, port: Int),
@@ -34,6 +51,8 @@ public struct CoordinatorServer {
             self.simulationKeyPath = simulationKeyPath
             self.dnsNames = dnsNames
         }
+
+        var advertisedPeerAddress: String { peerAddress ?? "\(meshAddress.host):\(meshAddress.port)" }
     }
 
     /// The simulated coordinator's measurement: its own executable, measured as the launcher measures programs.
@@ -41,90 +60,174 @@ public struct CoordinatorServer {
         try LaunchMeasurement.measure(programAt: "/proc/self/exe", config: .init(service: "veil-coordinator", arguments: []))
     }
 
-    /// The store and evidence provider of a data directory (simulated TEE).
-    static func environment(_ configuration: Configuration, logger: Logger) throws
-        -> (store: SealedFileStore, provider: SimulatedEvidenceProvider, platformKey: SimulationPlatformKey) {
+    /// Everything a replica needs besides its store (simulated TEE).
+    struct Environment: Sendable {
+        var vault: StateVault
+        var provider: SimulatedEvidenceProvider
+        var platformKey: SimulationPlatformKey
+        var verification: Coordinator.Verification
+        var replicaPolicy: ReplicaPolicy
+        var replicaID: String
+    }
+
+    static func environment(_ configuration: Configuration, logger: Logger) throws -> Environment {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         let keyPath = configuration.simulationKeyPath
             ?? (configuration.dataDirectory as NSString).appendingPathComponent(SimulationPlatformKey.defaultFileName)
         let platformKey = try SimulationPlatformKey.loadOrCreate(at: keyPath)
         let sealingKey = try SimulatedSealingKey.loadOrCreate(directory: configuration.dataDirectory)
-        let store = SealedFileStore(directory: configuration.dataDirectory, sealingKey: sealingKey)
-        let provider = SimulatedEvidenceProvider(key: platformKey, measurement: try selfMeasurement())
+        let measurement = try selfMeasurement()
+        let provider = SimulatedEvidenceProvider(key: platformKey, measurement: measurement)
         logger.warning("\(simulationWarning)", metadata: ["simulationPlatformKey": "\(keyPath)", "fingerprint": "\(platformKey.fingerprint)"])
-        return (store, provider, platformKey)
-    }
-
-    /// Throws ``RecoveryNeeded`` when the state cannot be unsealed but can be recovered.
-    public static func makeCoordinator(_ configuration: Configuration, logger: Logger) throws -> Coordinator {
-        let (store, provider, platformKey) = try environment(configuration, logger: logger)
         let dcap = try configuration.dcapCollateralPath.map { DCAPEvidenceVerifier(source: try FileDCAPCollateralSource(path: $0)) }
         var crls: [AMDProduct: [UInt8]] = [:]
         for path in configuration.amdCRLPaths {
-            guard let bytes = FileManager.default.contents(atPath: path).map(Array.init) else { throw SealedStoreError.io("cannot read AMD CRL \(path)") }
-            guard let product = SNPEvidence.product(ofCRL: bytes) else { throw SealedStoreError.io("\(path) is not a CRL issued by an AMD ARK (Milan, Genoa, Turin)") }
+            guard let bytes = FileManager.default.contents(atPath: path).map(Array.init) else { throw CoordinatorError.storage("cannot read AMD CRL \(path)") }
+            guard let product = SNPEvidence.product(ofCRL: bytes) else { throw CoordinatorError.storage("\(path) is not a CRL issued by an AMD ARK (Milan, Genoa, Turin)") }
             crls[product] = bytes
         }
-        return try Coordinator(
-            store: store, evidenceProvider: provider, simulationKey: platformKey.publicKey, dcap: dcap, snpCRLs: crls, logger: logger)
+        return Environment(
+            vault: StateVault(directory: configuration.dataDirectory, sealingKey: sealingKey), provider: provider, platformKey: platformKey,
+            verification: .init(simulationKey: platformKey.publicKey, dcap: dcap, snpCRLs: crls),
+            replicaPolicy: ReplicaPolicy(
+                ownMeasurement: measurement, verification: VerificationPolicy(allowSimulation: true, simulationKey: platformKey.publicKey, dcap: dcap)),
+            replicaID: try replicaID(configuration.dataDirectory))
     }
 
-    /// Serves until SIGINT/SIGTERM. A coordinator that cannot unseal its state but has
-    /// recovery data first serves recovery until enough shares rebuilt the state key.
+    /// A stable ID for this replica (created once in its data directory).
+    static func replicaID(_ directory: String) throws -> String {
+        let path = (directory as NSString).appendingPathComponent("replica-id")
+        if let text = FileManager.default.contents(atPath: path).map({ String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) }),
+            !text.isEmpty
+        {
+            return text
+        }
+        let id = Hex.encode(SymmetricKey(size: .bits128).withUnsafeBytes { Array($0) }.prefix(8))
+        try AtomicFile.write(Array((id + "\n").utf8), to: path, mode: 0o644)
+        return id
+    }
+
+    static func makeStore(_ configuration: Configuration, logger: Logger) throws -> any StateStore {
+        switch configuration.store {
+        case .file: return FileStateStore(directory: configuration.dataDirectory)
+        case .etcd(let endpoints, let prefix, let tls): return try EtcdStateStore(endpoints: endpoints, prefix: prefix, tls: tls, logger: logger)
+        }
+    }
+
+    /// Opens the coordinator of `configuration` (tests and `veil bench` run it in-process).
+    public static func makeCoordinator(_ configuration: Configuration, logger: Logger) async throws -> Coordinator {
+        let environment = try environment(configuration, logger: logger)
+        return try await Coordinator.open(
+            store: try makeStore(configuration, logger: logger), vault: environment.vault, evidenceProvider: environment.provider,
+            verification: environment.verification, logger: logger)
+    }
+
+    /// Serves until SIGINT/SIGTERM.
     public static func run(_ configuration: Configuration, logger: Logger) async throws {
-        let coordinator: Coordinator
-        do {
-            coordinator = try makeCoordinator(configuration, logger: logger)
-        } catch let needed as RecoveryNeeded {
-            logger.error("\(needed)")
-            guard try await runRecovery(needed, configuration, logger: logger) else { return }
-            try await run(configuration, logger: logger)
+        let environment = try environment(configuration, logger: logger)
+        let store = try makeStore(configuration, logger: logger)
+        if configuration.reset {
+            try await store.reset()
+            environment.vault.reset()
+            logger.warning("--reset: the stored state and this replica's state key were deleted; a new coordinator starts", metadata: ["store": "\(store.description)"])
+        }
+        var recovered: RecoveryCoordinator?
+        while true {
+            let coordinator: Coordinator
+            do {
+                coordinator = try await Coordinator.open(
+                    store: store, vault: environment.vault, evidenceProvider: environment.provider, verification: environment.verification, logger: logger)
+            } catch let error as Coordinator.OpenError {
+                guard case .needsStateKey(let reason, let recovery) = error else { throw CoordinatorStartError(description: error.description) }
+                logger.error("\(error)")
+                guard let outcome = try await runRecovery(
+                    reason: reason, data: recovery, store: store, environment: environment, configuration: configuration, logger: logger)
+                else { return }
+                recovered = outcome
+                continue
+            }
+            if let recovered { try await coordinator.recordRecovery(recovered) }
+            try await serve(coordinator, store: store, environment: environment, configuration: configuration, logger: logger)
             return
         }
-        let tls = try tlsConfiguration(coordinator.authority, dnsNames: configuration.dnsNames)
+    }
+
+    static func serve(
+        _ coordinator: Coordinator, store: any StateStore, environment: Environment, configuration: Configuration, logger: Logger
+    ) async throws {
+        let identity = try ServerIdentity(authority: coordinator.authority, dnsNames: configuration.dnsNames, validity: configuration.tlsValidity, logger: logger)
         // Users authenticate with client certificates matched against the manifest, not against
         // a CA: any presented certificate passes the handshake (which proves its key), and the
-        // handlers authorize it.
-        var clientTLS = tls
-        clientTLS.certificateVerification = .optionalVerification
+        // RequireUser middleware authorizes it.
         let client = Application(
             router: HTTPAPI.clientRouter(coordinator),
-            server: try .tls(.http1(), configuration: .init(tlsConfiguration: clientTLS) { _, promise in promise.succeed(.certificateVerified) }),
-            configuration: .init(address: .hostname(configuration.clientAddress.host, port: configuration.clientAddress.port)),
-            logger: logger)
+            server: try .tls(.http1(), configuration: .init(tlsConfiguration: identity.tlsConfiguration(clientCertificates: true)) { _, promise in
+                promise.succeed(.certificateVerified)
+            }),
+            configuration: .init(address: .hostname(configuration.clientAddress.host, port: configuration.clientAddress.port)), logger: logger)
+        let peers = store is any PeerDirectory ? PeerKeyService(coordinator: coordinator, policy: environment.replicaPolicy) : nil
         let mesh = Application(
-            router: HTTPAPI.meshRouter(coordinator), server: try .tls(.http1(), tlsConfiguration: tls),
-            configuration: .init(address: .hostname(configuration.meshAddress.host, port: configuration.meshAddress.port)),
-            logger: logger)
+            router: HTTPAPI.meshRouter(coordinator, peers: peers),
+            server: try .tls(.http1(), tlsConfiguration: identity.tlsConfiguration(clientCertificates: false)),
+            configuration: .init(address: .hostname(configuration.meshAddress.host, port: configuration.meshAddress.port)), logger: logger)
+        let background = BackgroundWork(logger: logger) {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await identity.keepRenewed() }
+                group.addTask { await coordinator.followChanges() }
+                if let directory = store as? any PeerDirectory {
+                    group.addTask {
+                        do {
+                            try await directory.register(replica: environment.replicaID, peerAddress: configuration.advertisedPeerAddress)
+                        } catch {
+                            logger.error("cannot register with the peer directory", metadata: ["error": "\(error)"])
+                        }
+                    }
+                }
+            }
+        }
         logger.info(
             "coordinator ready",
             metadata: [
                 "state": "\(coordinator.phase.rawValue)", "client": "\(configuration.clientAddress.host):\(configuration.clientAddress.port)",
-                "mesh": "\(configuration.meshAddress.host):\(configuration.meshAddress.port)",
+                "mesh": "\(configuration.meshAddress.host):\(configuration.meshAddress.port)", "store": "\(store.description)",
+                "generation": "\(coordinator.generation)", "replica": "\(environment.replicaID)",
             ])
-        let group = ServiceGroup(services: [client, mesh], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        let group = ServiceGroup(services: [client, mesh, background], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
     }
 
-    /// Serves the recovery API on both addresses until the state is recovered (true) or a
-    /// signal stops the coordinator (false).
-    static func runRecovery(_ needed: RecoveryNeeded, _ configuration: Configuration, logger: Logger) async throws -> Bool {
-        let (store, provider, _) = try environment(configuration, logger: logger)
-        let recovery = try RecoveryCoordinator(store: store, data: needed.data, evidenceProvider: provider, logger: logger)
-        let tls = try tlsConfiguration(recovery.authority, dnsNames: configuration.dnsNames)
-        var clientTLS = tls
-        clientTLS.certificateVerification = .optionalVerification
+    /// Serves the recovery API on both addresses while asking peer replicas for the state key,
+    /// until one of them or enough recovery shares provide it (returns the recovery, to record
+    /// in the history) or a signal stops the replica (nil).
+    static func runRecovery(
+        reason: VaultError, data: RecoveryData?, store: any StateStore, environment: Environment, configuration: Configuration, logger: Logger
+    ) async throws -> RecoveryCoordinator? {
+        let recovery = try RecoveryCoordinator(
+            store: store, vault: environment.vault, data: data, reason: reason.description, evidenceProvider: environment.provider, logger: logger)
+        let identity = try ServerIdentity(authority: recovery.authority, dnsNames: configuration.dnsNames, validity: configuration.tlsValidity, logger: logger)
         let (signal, continuation) = AsyncStream<Void>.makeStream()
         let router = HTTPAPI.recoveryRouter(recovery) { continuation.yield() }
-        var servers: [Application<RouterResponder<ClientRequestContext>>] = []
+        var services: [any Service] = []
         for address in [configuration.clientAddress, configuration.meshAddress] {
-            servers.append(Application(
+            services.append(Application(
                 router: router,
-                server: try .tls(.http1(), configuration: .init(tlsConfiguration: clientTLS) { _, promise in promise.succeed(.certificateVerified) }),
+                server: try .tls(.http1(), configuration: .init(tlsConfiguration: identity.tlsConfiguration(clientCertificates: true)) { _, promise in
+                    promise.succeed(.certificateVerified)
+                }),
                 configuration: .init(address: .hostname(address.host, port: address.port)), logger: logger))
         }
-        let group = ServiceGroup(services: servers, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        logger.warning("coordinator in recovery: run `veil recover --key KEY.pem` with \(needed.data.threshold) of \(needed.data.shares.count) recovery keys")
+        if let directory = store as? any PeerDirectory {
+            services.append(BackgroundWork(logger: logger) {
+                await askPeers(directory, recovery: recovery, environment: environment, logger: logger)
+                continuation.yield()
+            })
+        }
+        let group = ServiceGroup(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        if let data {
+            logger.warning("coordinator in recovery: run `veil recover --key KEY.pem` with \(data.threshold) of \(data.shares.count) recovery keys")
+        } else {
+            logger.warning("waiting for a peer replica to hand over the state key (the manifest names no recovery keys)")
+        }
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             tasks.addTask {
@@ -139,22 +242,74 @@ public struct CoordinatorServer {
             continuation.finish()
             tasks.cancelAll()
         }
-        return recovery.isRecovered
+        return recovery.isRecovered ? recovery : nil
     }
 
-    /// A fresh TLS server certificate from the intermediate CA for every start.
-    static func tlsConfiguration(_ authority: CertificateAuthority, dnsNames: [String]) throws -> TLSConfiguration {
-        let key = P256.Signing.PrivateKey()
-        let leaf = try authority.issueLeaf(
-            publicKey: .init(key.publicKey), commonName: "Veil Coordinator", dnsNames: ["localhost"] + dnsNames,
-            ipAddresses: [[127, 0, 0, 1], [UInt8](repeating: 0, count: 15) + [1]], validFor: 30 * 86400)
-        var configuration = TLSConfiguration.makeServerConfiguration(
-            certificateChain: [
-                .certificate(try NIOSSLCertificate(bytes: try leaf.derBytes, format: .der)),
-                .certificate(try NIOSSLCertificate(bytes: authority.intermediateDER, format: .der)),
-            ],
-            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(key.pemRepresentation.utf8), format: .pem)))
-        configuration.minimumTLSVersion = .tlsv12
-        return configuration
+    /// Asks every registered peer in turn, every two seconds, until one hands over the key.
+    static func askPeers(_ directory: any PeerDirectory, recovery: RecoveryCoordinator, environment: Environment, logger: Logger) async {
+        let http = PeerKeyClient.makeHTTPClient()
+        await fetchFromPeers(directory, recovery: recovery, environment: environment, http: http, logger: logger)
+        try? await http.shutdown()
+    }
+
+    private static func fetchFromPeers(
+        _ directory: any PeerDirectory, recovery: RecoveryCoordinator, environment: Environment, http: HTTPClient, logger: Logger
+    ) async {
+        while !Task.isCancelled && !recovery.isRecovered {
+            let peers = (try? await directory.peers()) ?? [:]
+            for (id, address) in peers.sorted(by: { $0.key < $1.key }) where id != environment.replicaID {
+                do {
+                    let key = try await PeerKeyClient.fetch(from: address, provider: environment.provider, policy: environment.replicaPolicy, http: http)
+                    try await recovery.adoptKeyFromPeer(key, peer: "\(id) at \(address)")
+                    return
+                } catch {
+                    logger.info("peer could not provide the state key", metadata: ["peer": "\(id) at \(address)", "reason": "\(error)"])
+                }
+            }
+            try? await Task.sleep(for: .seconds(2))
+        }
+    }
+}
+
+/// A fatal start-up refusal (rollback, deleted state, another coordinator's state).
+public struct CoordinatorStartError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// Long-running work that stops with the service group.
+struct BackgroundWork: Service {
+    let logger: Logger
+    let work: @Sendable () async -> Void
+
+    init(logger: Logger, _ work: @escaping @Sendable () async -> Void) {
+        self.logger = logger
+        self.work = work
+    }
+
+    func run() async throws {
+        try await cancelWhenGracefulShutdown {
+            await work()
+            // Finished work keeps the group alive until shutdown.
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+        }
+    }
+}
+
+/// The simulated TEE's sealing key: a random key in a file named so nobody mistakes it for
+/// hardware sealing. Anyone who reads it can decrypt the state key.
+public enum SimulatedSealingKey {
+    public static let fileName = "sealing-key.simulation-insecure"
+
+    public static func loadOrCreate(directory: String) throws -> SymmetricKey {
+        let path = (directory as NSString).appendingPathComponent(fileName)
+        if let data = FileManager.default.contents(atPath: path) {
+            guard let text = String(data: data, encoding: .utf8), let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+                bytes.count == 32
+            else { throw CoordinatorError.storage("\(path) does not hold a 32-byte hex sealing key") }
+            return SymmetricKey(data: bytes)
+        }
+        let key = SymmetricKey(size: .bits256)
+        try AtomicFile.write(Array((key.withUnsafeBytes { Hex.encode($0) } + "\n").utf8), to: path, mode: 0o600)
+        return key
     }
 }

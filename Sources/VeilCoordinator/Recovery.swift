@@ -51,27 +51,26 @@ public struct RecoveryData: Codable, Sendable, Equatable {
     }
 }
 
-/// Thrown by ``Coordinator/init`` when the state cannot be unsealed but recovery data exists.
-public struct RecoveryNeeded: Error, CustomStringConvertible {
-    public let data: RecoveryData
-    public let reason: String
-    public var description: String { "cannot unseal the state (\(reason)); recovery needs \(data.threshold) of \(data.shares.count) recovery keys" }
-}
-
-/// The coordinator while its state is locked: it serves its status, its evidence (binding a
-/// temporary root certificate) and the encrypted shares, and collects decrypted shares until
-/// the state key is rebuilt. Nothing else is served.
+/// The coordinator while this replica cannot open the stored state: it serves its status,
+/// its evidence (binding a temporary root certificate) and the encrypted shares, and collects
+/// decrypted shares until the state key is rebuilt — or a peer replica hands it the key
+/// (``adoptKeyFromPeer(_:)``). Nothing else is served.
 public final class RecoveryCoordinator: Sendable {
-    let store: any RecoverableStore
-    public let data: RecoveryData
+    let store: any StateStore
+    let vault: StateVault
+    /// Nil when the stored state has no recovery data: only a peer can help then.
+    public let data: RecoveryData?
     public let authority: CertificateAuthority
     let evidenceProvider: any EvidenceProvider
     let logger: Logger
-    private let received = Mutex<(shares: [String: Shamir.Share], recovered: Bool)>(([:], false))
+    public let reason: String
+    private let received = Mutex<(shares: [String: Shamir.Share], recovered: Bool, note: HistoryEvent?)>(([:], false, nil))
 
-    public init(store: any RecoverableStore, data: RecoveryData, evidenceProvider: any EvidenceProvider, logger: Logger) throws {
+    public init(store: any StateStore, vault: StateVault, data: RecoveryData?, reason: String, evidenceProvider: any EvidenceProvider, logger: Logger) throws {
         self.store = store
+        self.vault = vault
         self.data = data
+        self.reason = reason
         self.evidenceProvider = evidenceProvider
         self.logger = logger
         authority = try CertificateAuthority.generate()
@@ -79,11 +78,15 @@ public final class RecoveryCoordinator: Sendable {
 
     public var rootCertificatePEM: String { PEM.encode(authority.rootDER, label: "CERTIFICATE") }
     public var isRecovered: Bool { received.withLock { $0.recovered } }
+    /// What to record in the history once the coordinator runs again.
+    var note: HistoryEvent? { received.withLock { $0.note } }
 
     public func status() -> API.StatusResponse {
-        API.StatusResponse(
+        var status = API.StatusResponse(
             state: isRecovered ? "recovered" : "recovery", manifestDigest: nil, simulated: evidenceProvider.isSimulated,
             warning: evidenceProvider.isSimulated ? simulationWarning : nil, activations: [:])
+        status.reason = reason
+        return status
     }
 
     /// Evidence binding the temporary root and an empty history (the real one is sealed).
@@ -99,7 +102,8 @@ public final class RecoveryCoordinator: Sendable {
         }
     }
 
-    public func info() -> API.RecoveryInfo {
+    public func info() throws(CoordinatorError) -> API.RecoveryInfo {
+        guard let data else { throw .recoveryRejected("the stored state has no recovery data (the manifest names no RecoveryKeys): only a peer replica can provide the state key") }
         let names = received.withLock { $0.shares.keys.sorted() }
         return API.RecoveryInfo(
             threshold: data.threshold, received: names,
@@ -107,14 +111,20 @@ public final class RecoveryCoordinator: Sendable {
                                             encapsulatedKey: $0.encapsulatedKey, ciphertext: $0.ciphertext) })
     }
 
-    /// Accepts one decrypted share; rebuilds and re-seals the state key once enough arrived.
-    public func submit(name: String, share bytes: [UInt8], by certificateDER: [UInt8]?) throws(CoordinatorError) -> API.RecoveryStatus {
-        if !data.recoverers.isEmpty {
-            guard let certificateDER else { throw .unauthenticated("recovery needs the client certificate of a user with the Recover action") }
-            guard data.recoverers.contains(Hex.encode(SHA256.hash(data: certificateDER))) else {
-                throw .forbidden(user: "(certificate \(Hex.encode(SHA256.hash(data: certificateDER)).prefix(16))…)", action: "Recover", resource: nil)
-            }
+    /// Whether `certificateDER` may submit shares; checked before the body is read.
+    public func authorizeSubmitter(_ certificateDER: [UInt8]?) throws(CoordinatorError) {
+        guard let data, !data.recoverers.isEmpty else { return }
+        guard let certificateDER else { throw .unauthenticated("recovery needs the client certificate of a user with the Recover action") }
+        guard data.recoverers.contains(Hex.encode(SHA256.hash(data: certificateDER))) else {
+            throw .forbidden(user: "(certificate \(Hex.encode(SHA256.hash(data: certificateDER)).prefix(16))…)", action: "Recover", resource: nil)
         }
+    }
+
+    /// Accepts one decrypted share; rebuilds the state key once enough arrived, checks it opens
+    /// the stored state and seals it under this replica's sealing key.
+    public func submit(name: String, share bytes: [UInt8], by certificateDER: [UInt8]?) async throws(CoordinatorError) -> API.RecoveryStatus {
+        try authorizeSubmitter(certificateDER)
+        guard let data else { throw .recoveryRejected("the stored state has no recovery data") }
         guard let entry = data.shares.first(where: { $0.name == name }) else { throw .recoveryRejected("no recovery key is named '\(name)'") }
         guard RecoveryData.commitment(bytes) == entry.commitment, let share = Shamir.Share(bytes: bytes) else {
             logger.warning("recovery share refused", metadata: ["key": "\(name)"])
@@ -130,15 +140,36 @@ public final class RecoveryCoordinator: Sendable {
         guard let key = Shamir.combine(Array(shares.prefix(data.threshold))), key.count == 32 else {
             throw .recoveryRejected("the shares do not rebuild a state key")
         }
+        let names = received.withLock { $0.shares.keys.sorted() }
+        try await adopt(SymmetricKey(data: key), note: HistoryEvent("recovered", detail: ["keys": names.joined(separator: ",")]))
+        status.recovered = true
+        return status
+    }
+
+    /// Takes a state key a peer replica handed over (after mutual attestation).
+    public func adoptKeyFromPeer(_ key: SymmetricKey, peer: String) async throws(CoordinatorError) {
+        try await adopt(key, note: nil)
+        logger.info("state key received from a peer replica", metadata: ["peer": "\(peer)"])
+    }
+
+    private func adopt(_ key: SymmetricKey, note: HistoryEvent?) async throws(CoordinatorError) {
+        let stored: StoredState?
         do {
-            let names = received.withLock { $0.shares.keys.sorted() }
-            _ = try store.recover(stateKey: SymmetricKey(data: key), note: ["keys": names.joined(separator: ",")])
+            stored = try await store.read()
+        } catch {
+            throw .storeUnavailable("\(error)")
+        }
+        guard let stored else { throw .recoveryRejected("the store no longer holds a state") }
+        do {
+            _ = try vault.open(stored.bytes, with: key)
+            try vault.adopt(stateKey: key)
         } catch {
             throw .recoveryRejected("the rebuilt key does not open the state: \(error)")
         }
-        received.withLock { $0.recovered = true }
-        logger.info("state recovered and sealed under the current sealing key")
-        status.recovered = true
-        return status
+        received.withLock {
+            $0.recovered = true
+            $0.note = note
+        }
+        logger.info("state key restored and sealed under this replica's sealing key")
     }
 }

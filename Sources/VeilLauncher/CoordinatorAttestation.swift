@@ -5,14 +5,50 @@ import VeilManifest
 import X509
 
 /// What a client requires of a coordinator's evidence before it trusts its root certificate.
+///
+/// Hardware evidence must match an expected measurement: without one, any code that runs in
+/// a genuine TEE — an attacker's own coordinator included — would be trusted with recovery
+/// shares, secrets and activations. Skipping that takes ``acceptAnyMeasurement``, which the
+/// command line spells `--insecure-any-coordinator`.
 public struct CoordinatorPolicy: Sendable {
-    /// Acceptable coordinator measurements; empty accepts any measurement (the evidence must still verify).
+    /// Acceptable coordinator measurements.
     public var measurements: [[UInt8]]
     public var verification: VerificationPolicy
+    /// Trust hardware evidence of any measurement (never the default).
+    public var acceptAnyMeasurement = false
 
-    public init(measurements: [[UInt8]], verification: VerificationPolicy) {
+    public init(measurements: [[UInt8]], verification: VerificationPolicy, acceptAnyMeasurement: Bool = false) {
         self.measurements = measurements
         self.verification = verification
+        self.acceptAnyMeasurement = acceptAnyMeasurement
+    }
+
+    /// The one policy builder of `veil attest`, `veil recover` and `veil launch`.
+    /// - Parameters:
+    ///   - expect: measurements as hex, with or without `sha256:` (what `veil measure --coordinator` prints).
+    ///   - policyFile: a policy JSON file (see ``load(path:)``), merged with the rest.
+    ///   - simulationKey: the trusted simulation platform key (PEM file) for simulated coordinators.
+    public static func build(
+        expect: [String], policyFile: String?, allowSimulation: Bool, simulationKey: String?, acceptAnyMeasurement: Bool
+    ) throws -> CoordinatorPolicy {
+        var policy = try policyFile.map(load(path:)) ?? CoordinatorPolicy(measurements: [], verification: .init())
+        for text in expect { policy.measurements.append(try measurement(text, what: "--expect")) }
+        if allowSimulation { policy.verification.allowSimulation = true }
+        if let simulationKey { policy.verification.simulationKey = try SimulationPlatformKey.loadPublicKey(at: simulationKey) }
+        if policy.verification.allowSimulation && policy.verification.simulationKey == nil {
+            throw CoordinatorAttestationError.policy("accepting a simulated coordinator needs the trusted simulation platform key: pass --simulation-key FILE")
+        }
+        if acceptAnyMeasurement { policy.acceptAnyMeasurement = true }
+        return policy
+    }
+
+    /// 32 bytes of hex, optionally prefixed `sha256:`.
+    static func measurement(_ text: String, what: String) throws -> [UInt8] {
+        let hex = text.hasPrefix("sha256:") ? String(text.dropFirst("sha256:".count)) : text
+        guard let bytes = Hex.decode(hex), bytes.count == 32 || bytes.count == 48 else {
+            throw CoordinatorAttestationError.policy("\(what) '\(text)' is not a measurement (32 or 48 bytes of hex, optionally sha256:…)")
+        }
+        return bytes
     }
 
     /// Reads a policy file: `{"Measurements": ["hex", …], "AllowSimulation": bool, "SimulationKey": "path"}`.
@@ -31,12 +67,7 @@ public struct CoordinatorPolicy: Sendable {
         } catch {
             throw CoordinatorAttestationError.policy("\(path) is not a policy JSON object {Measurements, AllowSimulation, SimulationKey}")
         }
-        let measurements = try (file.Measurements ?? []).map { text in
-            guard let bytes = Hex.decode(text.hasPrefix("sha256:") ? String(text.dropFirst(7)) : text), bytes.count == 32 else {
-                throw CoordinatorAttestationError.policy("\(path): measurement '\(text)' is not 32 bytes of hex")
-            }
-            return bytes
-        }
+        let measurements = try (file.Measurements ?? []).map { try measurement($0, what: path) }
         var verification = VerificationPolicy(allowSimulation: file.AllowSimulation ?? false)
         if let keyPath = file.SimulationKey { verification.simulationKey = try SimulationPlatformKey.loadPublicKey(at: keyPath) }
         return CoordinatorPolicy(measurements: measurements, verification: verification)
@@ -47,7 +78,10 @@ public enum CoordinatorAttestationError: Error, CustomStringConvertible {
     case policy(String)
     case evidence(AttestationError)
     case measurementNotExpected(String)
+    case measurementRequired(TEEKind)
     case malformedRoot
+    case historyRolledBack(seen: Int, presented: Int)
+    case historyForked(index: Int)
 
     public var description: String {
         switch self {
@@ -55,7 +89,15 @@ public enum CoordinatorAttestationError: Error, CustomStringConvertible {
         case .evidence(let error): return "coordinator evidence rejected: \(error)"
         case .measurementNotExpected(let measurement):
             return "coordinator measurement \(measurement) is not one the policy expects"
+        case .measurementRequired(let tee):
+            return "the coordinator's evidence is genuine \(tee.rawValue) hardware evidence, but no measurement was expected: "
+                + "name the coordinator's measurement with --expect HEX or --policy FILE (any code in a real TEE would pass otherwise; "
+                + "--insecure-any-coordinator skips this knowingly)"
         case .malformedRoot: return "coordinator's root certificate or log head is malformed"
+        case .historyRolledBack(let seen, let presented):
+            return "coordinator history rolled back: it showed \(seen) entries before and now \(presented) (an old state was put back?)"
+        case .historyForked(let index):
+            return "coordinator history forked: entry \(index) differs from the one seen before (a different state under the same root)"
         }
     }
 }
@@ -104,7 +146,9 @@ public enum CoordinatorAttestation {
         } catch let error as AttestationError {
             throw CoordinatorAttestationError.evidence(error)
         }
-        if !policy.measurements.isEmpty && !policy.measurements.contains(claims.measurement) {
+        if policy.measurements.isEmpty {
+            if !claims.simulated && !policy.acceptAnyMeasurement { throw CoordinatorAttestationError.measurementRequired(claims.tee) }
+        } else if !policy.measurements.contains(claims.measurement) {
             throw CoordinatorAttestationError.measurementNotExpected(Hex.encode(claims.measurement))
         }
         return AttestedCoordinator(rootCertificatePEM: response.rootCertificate, claims: claims, logHead: head)
@@ -131,5 +175,36 @@ public enum PinnedRoots {
     public static func save(_ pem: String, for address: String, environment: [String: String]) throws {
         try FileManager.default.createDirectory(atPath: directory(environment: environment), withIntermediateDirectories: true)
         try AtomicFile.write(Array(pem.utf8), to: path(for: address, environment: environment), mode: 0o644)
+    }
+}
+
+/// The longest history a client has verified per coordinator (keyed by its root), so a
+/// coordinator whose state was put back to an older version — even a whole data directory
+/// with its sealed key — is refused by the clients that saw the newer one.
+public enum HistoryMarks {
+    struct Mark: Codable {
+        var entries: Int
+        /// Hex hash of the newest entry seen.
+        var head: String
+    }
+
+    static func path(root: String, environment: [String: String]) -> String {
+        let fingerprint = Hex.encode(SHA256.hash(data: Array(root.utf8)).prefix(16))
+        return PinnedRoots.directory(environment: environment) + "/history-\(fingerprint).json"
+    }
+
+    /// Refuses `log` when it is shorter than the history seen before for `root`, or does not
+    /// extend it (a fork); otherwise remembers it.
+    public static func check(_ log: [LogEntry], root: String, environment: [String: String]) throws {
+        let file = path(root: root, environment: environment)
+        if let data = FileManager.default.contents(atPath: file), let mark = try? JSONDecoder().decode(Mark.self, from: data), mark.entries > 0 {
+            guard log.count >= mark.entries else { throw CoordinatorAttestationError.historyRolledBack(seen: mark.entries, presented: log.count) }
+            guard Hex.encode(log[mark.entries - 1].hash) == mark.head else { throw CoordinatorAttestationError.historyForked(index: mark.entries - 1) }
+            if log.count == mark.entries { return }
+        }
+        guard let last = log.last else { return }
+        try FileManager.default.createDirectory(atPath: PinnedRoots.directory(environment: environment), withIntermediateDirectories: true)
+        let bytes = try JSONEncoder().encode(Mark(entries: log.count, head: Hex.encode(last.hash)))
+        try AtomicFile.write(Array(bytes), to: file, mode: 0o644)
     }
 }

@@ -1,13 +1,17 @@
-import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import NIOSSL
+import Synchronization
+import VeilAttestation
 import VeilManifest
+import X509
 
 /// How a client decides to trust the coordinator's TLS certificate.
 public enum CoordinatorTrust: Sendable {
-    /// Only a chain to this root (PEM) is accepted, with hostname verification.
+    /// Only the coordinator's own chain under this root (PEM) is accepted: leaf ← coordinator
+    /// TLS CA ← root (``CoordinatorIdentityPolicy``). Host names are not what is checked.
     case pinnedRoot(String)
     /// No TLS verification. Only for fetching self-authenticating evidence (`veil attest`).
     case unverifiedForAttestation
@@ -28,26 +32,47 @@ public struct ClientIdentity: Sendable {
 public enum CoordinatorClientError: Error, CustomStringConvertible {
     case invalidAddress(String)
     case connection(address: String, reason: String)
+    /// The server is not the coordinator the pinned root belongs to.
+    case notTheCoordinator(address: String, reason: String)
     /// The coordinator answered with an error body.
     case refused(status: Int, code: String, message: String, problems: [String])
     case unexpectedResponse(status: Int, detail: String)
 
     public var description: String {
         switch self {
-        case .invalidAddress(let address): return "coordinator address '\(address)' must be HOST:PORT"
+        case .invalidAddress(let address): return "coordinator address '\(address)' must be HOST:PORT (several: HOST:PORT,HOST:PORT)"
         case .connection(let address, let reason): return "cannot reach the coordinator at \(address): \(reason)"
+        case .notTheCoordinator(let address, let reason):
+            return "refusing \(address): the server is not the attested coordinator: \(reason)"
         case .refused(let status, _, let message, let problems):
             return "coordinator refused (\(status)): \(message)" + (problems.isEmpty || message.contains(problems[0]) ? "" : "\n  " + problems.joined(separator: "\n  "))
         case .unexpectedResponse(let status, let detail): return "unexpected coordinator response (\(status)): \(detail)"
         }
     }
+
+    /// Worth trying another replica: it could not be reached, or it answered 503.
+    var isFailover: Bool {
+        switch self {
+        case .connection: return true
+        case .refused(let status, _, _, _): return status == 503
+        default: return false
+        }
+    }
 }
 
-/// A small JSON-over-HTTPS client for the coordinator's API.
+/// A small JSON-over-HTTPS client for the coordinator's API, on SwiftNIO: one keep-alive
+/// connection, requests one at a time, the server's chain checked in the handshake by
+/// ``CoordinatorIdentityPolicy`` — before any request byte is sent.
 public final class CoordinatorClient: Sendable {
     public let address: String
-    let http: HTTPClient
-    let baseURL: String
+    let host: String
+    let port: Int
+    let context: NIOSSLContext
+    let root: Certificate?
+    let lock = AsyncLock()
+    private let channel = Mutex<(any Channel)?>(nil)
+    /// Why the last handshake's identity check failed, for the error message.
+    private let identityFailure = Mutex<String?>(nil)
 
     /// - Parameter address: `HOST:PORT`.
     public init(address: String, trust: CoordinatorTrust, identity: ClientIdentity? = nil) throws {
@@ -55,69 +80,99 @@ public final class CoordinatorClient: Sendable {
             (1...65535).contains(port), colon != address.startIndex
         else { throw CoordinatorClientError.invalidAddress(address) }
         self.address = address
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self.host = host
+        self.port = port
         var tls = TLSConfiguration.makeClientConfiguration()
+        // No system trust store: the pinned root is the only anchor (and images may have none).
+        tls.trustRoots = .certificates([])
         switch trust {
         case .pinnedRoot(let pem):
-            tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(pem.utf8)))
+            guard let root = try? Certificate(pemEncoded: pem.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                throw CoordinatorClientError.invalidAddress("the pinned root is not one PEM certificate")
+            }
+            self.root = root
+            // The custom callback (CoordinatorIdentityPolicy) replaces BoringSSL's checks.
+            tls.certificateVerification = .noHostnameVerification
         case .unverifiedForAttestation:
+            root = nil
             tls.certificateVerification = .none
         }
         if let identity {
             tls.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(identity.certificatePEM.utf8)).map { .certificate($0) }
             tls.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(identity.privateKeyPEM.utf8), format: .pem))
         }
-        var configuration = HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow)
-        configuration.timeout = .init(connect: .seconds(10), read: .seconds(60))
-        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-        baseURL = "https://\(address)"
+        context = try NIOSSLContext(configuration: tls)
     }
 
-    /// Runs `body` with a client and always shuts the client down afterwards.
+    /// Runs `body` with a client for `address` — one `HOST:PORT`, or several separated by
+    /// commas (replicas). With several, `body` runs again from the start against the next
+    /// replica when one cannot be reached or answers 503, for up to `failoverTimeout`; a
+    /// server that is not the coordinator is never skipped silently. The client is always
+    /// shut down afterwards.
     public static func with<Result>(
-        address: String, trust: CoordinatorTrust, identity: ClientIdentity? = nil, _ body: (CoordinatorClient) async throws -> Result
+        address: String, trust: CoordinatorTrust, identity: ClientIdentity? = nil, failoverTimeout: Duration = .seconds(20),
+        _ body: (CoordinatorClient) async throws -> Result
     ) async throws -> Result {
-        let client = try CoordinatorClient(address: address, trust: trust, identity: identity)
-        do {
-            let result = try await body(client)
-            await client.shutdown()
-            return result
-        } catch {
-            await client.shutdown()
-            throw error
+        let addresses = address.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !addresses.isEmpty else { throw CoordinatorClientError.invalidAddress(address) }
+        let deadline = ContinuousClock.now + failoverTimeout
+        var round = 0
+        while true {
+            for candidate in addresses {
+                let client = try CoordinatorClient(address: candidate, trust: trust, identity: identity)
+                do {
+                    let result = try await body(client)
+                    await client.shutdown()
+                    return result
+                } catch let error as CoordinatorClientError where error.isFailover && addresses.count > 1 {
+                    await client.shutdown()
+                    if ContinuousClock.now >= deadline { throw error }
+                } catch {
+                    await client.shutdown()
+                    throw error
+                }
+            }
+            round += 1
+            try await Task.sleep(for: .milliseconds(min(1000, 50 * round * round)))
         }
     }
 
     /// Sends a request and returns the body of a 2xx response; error bodies become ``CoordinatorClientError/refused``.
     public func call(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws -> [UInt8] {
-        var request = HTTPClientRequest(url: baseURL + path)
-        request.method = method
-        if let body {
-            request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(bytes: body))
+        let response = try await lock.run { () async throws -> NIOHTTPClientResponseFull in
+            var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
+            head.headers.add(name: "Host", value: address)
+            head.headers.add(name: "Content-Length", value: "\(body?.count ?? 0)")
+            if body != nil { head.headers.add(name: "Content-Type", value: "application/json") }
+            let (channel, reused) = try await connection()
+            do {
+                return try await Self.send(head, body: body, on: channel)
+            } catch where reused && lastIdentityFailure == nil {
+                // A kept-alive connection the server closed meanwhile: once more on a fresh one.
+                self.channel.withLock { $0 = nil }
+                do {
+                    return try await Self.send(head, body: body, on: try await connection().channel)
+                } catch {
+                    throw failure(error)
+                }
+            } catch {
+                throw failure(error)
+            }
         }
-        let response: HTTPClientResponse
-        let bytes: ByteBuffer
-        do {
-            response = try await http.execute(request, timeout: .seconds(60))
-            bytes = try await response.body.collect(upTo: 16 << 20)
-        } catch {
-            throw CoordinatorClientError.connection(address: address, reason: Self.explain(error))
-        }
-        let data = Array(bytes.readableBytesView)
-        guard (200..<300).contains(response.status.code) else {
+        let data = response.body.map { Array($0.readableBytesView) } ?? []
+        guard (200..<300).contains(response.head.status.code) else {
             if let error = try? JSONDecoder().decode(API.ErrorResponse.self, from: Data(data)) {
                 throw CoordinatorClientError.refused(
-                    status: Int(response.status.code), code: error.error.code, message: error.error.message,
-                    problems: error.error.problems ?? [])
+                    status: Int(response.head.status.code), code: error.error.code, message: error.error.message, problems: error.error.problems ?? [])
             }
-            throw CoordinatorClientError.unexpectedResponse(status: Int(response.status.code), detail: String(decoding: data.prefix(200), as: UTF8.self))
+            throw CoordinatorClientError.unexpectedResponse(status: Int(response.head.status.code), detail: String(decoding: data.prefix(200), as: UTF8.self))
         }
         return data
     }
 
-    public func call<Response: Decodable>(
-        _ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, as type: Response.Type
-    ) async throws -> Response {
+    public func call<Response: Decodable>(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, as type: Response.Type) async throws -> Response {
         let data = try await call(method, path, body: body)
         do {
             return try JSONDecoder().decode(type, from: Data(data))
@@ -133,18 +188,127 @@ public final class CoordinatorClient: Sendable {
     }
 
     public func shutdown() async {
-        try? await http.shutdown()
+        let open = channel.withLock { channel -> (any Channel)? in
+            defer { channel = nil }
+            return channel
+        }
+        try? await open?.close()
+    }
+
+    // MARK: - Connection
+
+    /// The open connection, or a new one (`reused` tells which).
+    private func connection() async throws -> (channel: any Channel, reused: Bool) {
+        if let open = channel.withLock({ $0 }), open.isActive { return (open, true) }
+        identityFailure.withLock { $0 = nil }
+        let root = self.root
+        let failure: @Sendable (String) -> Void = { [self] reason in identityFailure.withLock { $0 = reason } }
+        let serverHostname = IPAddress.bytes(host) == nil ? host : nil
+        let context = self.context
+        let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(10))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let ssl: NIOSSLClientHandler
+                    if let root {
+                        ssl = try NIOSSLClientHandler(context: context, serverHostname: serverHostname, customVerificationCallback: { certificates, promise in
+                            let chain = certificates.compactMap { try? $0.toDERBytes() }
+                            Task {
+                                do {
+                                    try await CoordinatorIdentityCheck.verify(chain, root: root)
+                                    promise.succeed(.certificateVerified)
+                                } catch {
+                                    failure((error as? CoordinatorIdentityError)?.reason ?? "\(error)")
+                                    promise.succeed(.failed)
+                                }
+                            }
+                        })
+                    } else {
+                        ssl = try NIOSSLClientHandler(context: context, serverHostname: serverHostname)
+                    }
+                    try channel.pipeline.syncOperations.addHandler(ssl)
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(NIOHTTPClientResponseAggregator(maxContentLength: 16 << 20))
+                    try channel.pipeline.syncOperations.addHandler(ResponseHandler())
+                }
+            }
+        let opened: any Channel
+        do {
+            opened = try await bootstrap.connect(host: host, port: port).get()
+        } catch {
+            throw CoordinatorClientError.connection(address: address, reason: Self.explain(error))
+        }
+        channel.withLock { $0 = opened }
+        return (opened, false)
+    }
+
+    /// The error for a failed exchange: an identity check that refused the server, or a connection failure.
+    private func failure(_ error: any Error) -> CoordinatorClientError {
+        channel.withLock { $0 = nil }
+        if let error = error as? CoordinatorClientError { return error }
+        if let reason = lastIdentityFailure { return .notTheCoordinator(address: address, reason: reason) }
+        return .connection(address: address, reason: Self.explain(error))
+    }
+
+    /// Writes one request and waits for its whole response.
+    private static func send(_ head: HTTPRequestHead, body: [UInt8]?, on channel: any Channel) async throws -> NIOHTTPClientResponseFull {
+        let promise = channel.eventLoop.makePromise(of: NIOHTTPClientResponseFull.self)
+        channel.eventLoop.execute {
+            do {
+                try channel.pipeline.syncOperations.handler(type: ResponseHandler.self).expect(promise)
+            } catch {
+                promise.fail(error)
+                return
+            }
+            channel.write(HTTPClientRequestPart.head(head), promise: nil)
+            if let body { channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil) }
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil)).whenFailure { promise.fail($0) }
+        }
+        do {
+            return try await promise.futureResult.get()
+        } catch {
+            throw error
+        }
     }
 
     static func explain(_ error: any Error) -> String {
         if let ssl = error as? NIOSSLError {
-            if case .handshakeFailed = ssl {
-                return "TLS handshake failed (is the pinned root certificate this coordinator's? run `veil attest`): \(ssl)"
-            }
+            if case .handshakeFailed = ssl { return "TLS handshake failed: \(ssl)" }
             return "TLS error: \(ssl)"
         }
-        if let ssl = error as? BoringSSLError { return "TLS handshake failed: the coordinator's certificate does not chain to the pinned root (\(ssl))" }
-        if let http = error as? HTTPClientError { return "\(http)" }
+        if let ssl = error as? BoringSSLError { return "TLS handshake failed (\(ssl))" }
         return "\(error)"
+    }
+}
+
+extension CoordinatorClient {
+    /// The reason a handshake's identity check gave, when the last connection failed that way.
+    var lastIdentityFailure: String? { identityFailure.withLock { $0 } }
+}
+
+/// Completes the promise of the request in flight with its aggregated response.
+final class ResponseHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOHTTPClientResponseFull
+    private var pending: EventLoopPromise<NIOHTTPClientResponseFull>?
+
+    func expect(_ promise: EventLoopPromise<NIOHTTPClientResponseFull>) {
+        pending = promise
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        pending?.succeed(unwrapInboundIn(data))
+        pending = nil
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        pending?.fail(error)
+        pending = nil
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        pending?.fail(ChannelError.ioOnClosedChannel)
+        pending = nil
+        context.fireChannelInactive()
     }
 }

@@ -61,6 +61,37 @@ public enum API {
         }
     }
 
+    /// `POST /api/v1/peer/state-key` (mesh listener): a replica without the state key asks a
+    /// peer for it. Its evidence binds `"veil-peer-request\0" ‖ publicKey` and `nonce`.
+    public struct StateKeyRequest: Codable, Sendable {
+        /// Base64 of the requester's ephemeral P-256 key (x9.63), the HPKE recipient.
+        public var publicKey: String
+        /// Base64 of 32 random bytes.
+        public var nonce: String
+        public var evidence: Evidence
+
+        public init(publicKey: String, nonce: String, evidence: Evidence) {
+            self.publicKey = publicKey
+            self.nonce = nonce
+            self.evidence = evidence
+        }
+    }
+
+    /// The state key sealed to the requester (HPKE, DHKEM(P-256), HKDF-SHA256, AES-256-GCM),
+    /// and the answering replica's evidence binding `"veil-peer-response\0" ‖ SHA-256(publicKey)
+    /// ‖ encapsulatedKey ‖ ciphertext` and the request's nonce: mutual attestation.
+    public struct StateKeyResponse: Codable, Sendable {
+        public var encapsulatedKey: String
+        public var ciphertext: String
+        public var evidence: Evidence
+
+        public init(encapsulatedKey: String, ciphertext: String, evidence: Evidence) {
+            self.encapsulatedKey = encapsulatedKey
+            self.ciphertext = ciphertext
+            self.evidence = evidence
+        }
+    }
+
     /// `POST /api/v1/activation` response.
     public struct ActivationResponse: Codable, Sendable {
         /// PEM: the activation's certificate followed by the intermediate CA.
@@ -112,12 +143,19 @@ public enum API {
 
     /// `GET /api/v1/status` response.
     public struct StatusResponse: Codable, Sendable {
-        /// `awaitingManifest` or `accepting`.
+        /// `awaitingManifest` or `accepting` (`recovery` while the state key is missing).
         public var state: String
         public var manifestDigest: String?
         public var simulated: Bool
         public var warning: String?
+        /// Activations: exact counts of services with MaxActivations (shared by all replicas),
+        /// this replica's counts of the others.
         public var activations: [String: Int]
+        /// The state's generation (grows with every change; equal on replicas that are in sync).
+        public var generation: UInt64?
+        public var historyLength: Int?
+        /// Why the coordinator is in recovery.
+        public var reason: String?
 
         public init(state: String, manifestDigest: String?, simulated: Bool, warning: String?, activations: [String: Int]) {
             self.state = state

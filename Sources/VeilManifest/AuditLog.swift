@@ -11,6 +11,9 @@ import VeilAttestation
 /// the coordinator's evidence, so a client that verified the evidence can verify that the
 /// history it reads is exactly the one the attested coordinator holds.
 public struct LogEntry: Codable, Sendable, Equatable {
+    /// How ``hash`` is computed: 2 (and every new entry) hashes ``canonicalEncoding``; entries
+    /// without a version (1) hashed Foundation's sorted-key JSON and stay verifiable that way.
+    public var version: Int?
     public var index: Int
     /// RFC 3339 UTC time of the change.
     public var time: String
@@ -26,7 +29,10 @@ public struct LogEntry: Codable, Sendable, Equatable {
     /// Base64 DER ECDSA-P256-SHA256 signature over ``hash`` by the coordinator's root key.
     public var signature: String
 
+    public static let currentVersion = 2
+
     public init(index: Int, time: String, event: String, user: String?, detail: [String: String], previous: String) {
+        version = Self.currentVersion
         self.index = index
         self.time = time
         self.event = event
@@ -36,8 +42,10 @@ public struct LogEntry: Codable, Sendable, Equatable {
         signature = ""
     }
 
-    /// `SHA-256("veil-log-v1\0" ‖ canonical JSON of every field but the signature)`.
+    /// The entry's hash: version 2 `SHA-256(canonicalEncoding)`; version 1
+    /// `SHA-256("veil-log-v1\0" ‖ sorted-key JSON of every field but the signature)`.
     public var hash: [UInt8] {
+        if (version ?? 1) >= 2 { return Array(SHA256.hash(data: canonicalEncoding)) }
         var unsigned = self
         unsigned.signature = ""
         let encoder = JSONEncoder()
@@ -45,6 +53,31 @@ public struct LogEntry: Codable, Sendable, Equatable {
         // Strings, integers and a string dictionary always encode.
         let body = try! encoder.encode(unsigned)
         return Array(SHA256.hash(data: Array("veil-log-v1\0".utf8) + Array(body)))
+    }
+
+    /// A defined byte encoding of every field but the signature, independent of any JSON
+    /// encoder: `"veil-log-v2\0"`, then u64 index, then each string as u32 length ‖ UTF-8 —
+    /// time, event, user (a u8 0/1 presence flag first), the detail count (u32) and each key
+    /// and value in the byte order of their UTF-8 keys, previous. Integers are big-endian.
+    public var canonicalEncoding: [UInt8] {
+        var bytes = Array("veil-log-v2\0".utf8)
+        func integer<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.bigEndian) { bytes += $0 } }
+        func text(_ value: String) {
+            integer(UInt32(value.utf8.count))
+            bytes += value.utf8
+        }
+        integer(UInt64(index))
+        text(time)
+        text(event)
+        bytes.append(user == nil ? 0 : 1)
+        if let user { text(user) }
+        integer(UInt32(detail.count))
+        for (key, value) in detail.sorted(by: { Array($0.key.utf8).lexicographicallyPrecedes(Array($1.key.utf8)) }) {
+            text(key)
+            text(value)
+        }
+        text(previous)
+        return bytes
     }
 }
 

@@ -32,6 +32,10 @@ public struct Manifest: Sendable, Equatable {
         public var updateAcknowledgements: Int?
         /// Recovery shares needed to restore the state key; nil means all of them.
         public var recoveryThreshold: Int?
+        /// Packages a coordinator replica's evidence may match (besides the answering
+        /// replica's own measurement) to be handed the state key: how a new coordinator
+        /// version joins a running deployment.
+        public var coordinatorPackages: [String] = []
 
         /// `true` when claims carry no TCB status or one the manifest accepts.
         public func accepts(_ claims: Claims) -> Bool {

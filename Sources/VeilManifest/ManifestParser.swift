@@ -116,7 +116,10 @@ private struct ManifestParser {
         if root["Services"] == nil { problem("$.Services", "required") }
 
         var config = Manifest.Config()
-        if let fields = object(root["Config"], "$.Config", allowed: ["AllowSimulation", "AcceptedTCBStatuses", "UpdateAcknowledgements", "RecoveryThreshold"]) {
+        var coordinatorPackages: [String] = []
+        if let fields = object(root["Config"], "$.Config", allowed: ["AllowSimulation", "AcceptedTCBStatuses", "UpdateAcknowledgements", "RecoveryThreshold", "CoordinatorPackages"]) {
+            coordinatorPackages = stringArray(fields["CoordinatorPackages"], "$.Config.CoordinatorPackages")
+            config.coordinatorPackages = coordinatorPackages
             config.allowSimulation = bool(fields["AllowSimulation"], "$.Config.AllowSimulation") ?? false
             config.updateAcknowledgements = integer(fields["UpdateAcknowledgements"], "$.Config.UpdateAcknowledgements", in: 1...1000)
             config.recoveryThreshold = integer(fields["RecoveryThreshold"], "$.Config.RecoveryThreshold", in: 1...255)
@@ -147,6 +150,9 @@ private struct ManifestParser {
         }
         let secretNames = Set(secretFields.keys)
         let packageNames = Set(packageFields.keys)
+        for (index, name) in coordinatorPackages.enumerated() where !packageNames.contains(name) {
+            problem("$.Config.CoordinatorPackages[\(index)]", "unknown package '\(name)'")
+        }
 
         var services: [String: Manifest.Service] = [:]
         for (name, value) in map(root["Services"], "$.Services") {

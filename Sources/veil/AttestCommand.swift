@@ -10,24 +10,16 @@ struct AttestCommand: AsyncParsableCommand {
         discussion: """
             Fetches the coordinator's evidence for a fresh random nonce, verifies it, checks that it
             binds the root certificate, the head of the coordinator's history and the nonce, checks
-            the measurement against --expect or --policy, verifies the history (hash chain, root-key
-            signatures, the attested head), and saves the root so later commands pin it.
+            the measurement against --expect or --policy (required for hardware coordinators),
+            verifies the history (hash chain, root-key signatures, the attested head), refuses a
+            history shorter than or forked from one seen before for this root (rollback), and saves
+            the root so later commands pin it.
             """)
 
-    @Option(help: ArgumentHelp("Coordinator client API as HOST:PORT (env VEIL_COORDINATOR).", valueName: "host:port"))
+    @Option(help: ArgumentHelp("Coordinator client API as HOST:PORT[,HOST:PORT…] (env VEIL_COORDINATOR).", valueName: "host:port"))
     var coordinator: String?
 
-    @Option(help: ArgumentHelp("Expected coordinator measurement (hex, repeatable).", valueName: "hex"))
-    var expect: [String] = []
-
-    @Option(help: ArgumentHelp("Policy JSON: {\"Measurements\": [...], \"AllowSimulation\": bool, \"SimulationKey\": path}.", valueName: "file"))
-    var policy: String?
-
-    @Flag(help: "Accept a simulated coordinator (development only: NO confidentiality).")
-    var allowSimulation = false
-
-    @Option(help: ArgumentHelp("Trusted simulation platform key (env \(SimulationPlatformKey.environmentVariable)).", valueName: "file"))
-    var simulationKey: String?
+    @OptionGroup var trust: CoordinatorPolicyOptions
 
     @Option(name: [.customShort("o"), .customLong("root-output")], help: ArgumentHelp("Also write the verified root certificate here.", valueName: "file"))
     var rootOutput: String?
@@ -37,26 +29,15 @@ struct AttestCommand: AsyncParsableCommand {
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
         let address = coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:4433"
-        var policy = try self.policy.map(CoordinatorPolicy.load(path:)) ?? CoordinatorPolicy(measurements: [], verification: .init())
-        for text in expect {
-            guard let bytes = Hex.decode(text.hasPrefix("sha256:") ? String(text.dropFirst(7)) : text), bytes.count == 32 else {
-                throw ValidationError("--expect '\(text)' is not 32 bytes of hex")
-            }
-            policy.measurements.append(bytes)
-        }
-        if allowSimulation { policy.verification.allowSimulation = true }
-        if let keyPath = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] {
-            policy.verification.simulationKey = try SimulationPlatformKey.loadPublicKey(at: keyPath)
-        }
-        if policy.verification.allowSimulation && policy.verification.simulationKey == nil {
-            throw ValidationError("--allow-simulation needs the trusted simulation platform key: pass --simulation-key FILE")
-        }
-        if policy.measurements.isEmpty {
-            warn("warning: no expected measurement given (--expect/--policy): any coordinator software whose evidence verifies is accepted")
+        let policy = try trust.build(environment: environment)
+        if policy.measurements.isEmpty && policy.verification.allowSimulation {
+            warn("warning: no expected measurement given (--expect/--policy): any simulated coordinator signed by the simulation key is accepted")
         }
         let attested = try await CoordinatorAttestation.attest(address: address, policy: policy)
         // The history must verify up to the head bound into the evidence before the root is pinned.
         let log = try await attested.verifiedLog(address: address)
+        // A shorter history than this client saw before means an old state was put back.
+        try HistoryMarks.check(log, root: attested.rootCertificatePEM, environment: environment)
         try PinnedRoots.save(attested.rootCertificatePEM, for: address, environment: environment)
         if let rootOutput { try emit(attested.rootCertificatePEM, to: rootOutput) }
         let savedAt = PinnedRoots.path(for: address, environment: environment)

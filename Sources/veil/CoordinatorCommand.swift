@@ -6,10 +6,43 @@ import VeilCoordinator
 
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "coordinator", abstract: "Run the coordinator (client API and mesh API over TLS).")
+        commandName: "coordinator", abstract: "Run the coordinator (client API and mesh API over TLS).",
+        discussion: """
+            One replica of the coordinator. With the default --store file its state is one sealed file in
+            --data-dir. With --store etcd several replicas (each with its own --data-dir, where it keeps
+            the state key sealed under its own sealing key) share the state in etcd; a replica without
+            the state key gets it from a peer by mutual attestation. See docs/ha.md.
+            """)
 
-    @Option(help: ArgumentHelp("Directory for the sealed state and keys.", valueName: "dir"))
+    @Option(help: ArgumentHelp("Directory for this replica's sealed keys (and the state with --store file).", valueName: "dir"))
     var dataDir: String
+
+    @Option(help: ArgumentHelp("Where the state lives: file (the data directory; default) or etcd (shared by replicas).", valueName: "file|etcd"))
+    var store = "file"
+
+    @Option(help: ArgumentHelp("etcd client URLs, comma-separated (https://HOST:PORT,…).", valueName: "urls"))
+    var etcdEndpoints: String?
+
+    @Option(help: ArgumentHelp("CA certificate (PEM) of etcd's client port.", valueName: "file"))
+    var etcdCa: String?
+
+    @Option(help: ArgumentHelp("Client certificate (PEM) for etcd.", valueName: "file"))
+    var etcdCert: String?
+
+    @Option(help: ArgumentHelp("Private key (PEM) of --etcd-cert.", valueName: "file"))
+    var etcdKey: String?
+
+    @Option(help: ArgumentHelp("Key prefix in etcd: one coordinator per prefix.", valueName: "prefix"))
+    var etcdPrefix = "/veil/default"
+
+    @Option(help: ArgumentHelp("Mesh address peers reach this replica at (default: --mesh-addr).", valueName: "host:port"))
+    var peerAddress: String?
+
+    @Flag(help: "Delete the stored state and this replica's state key, and start a new coordinator (new root CA, all secrets lost).")
+    var reset = false
+
+    @Option(help: ArgumentHelp("Lifetime of the coordinator's own TLS certificates in seconds (renewed at two thirds; default 30 days).", valueName: "seconds"))
+    var tlsValidity: Double = ServerIdentity.defaultValidity
 
     @Option(help: ArgumentHelp("Client API address (users, `veil attest`).", valueName: "host:port"))
     var clientAddr = "127.0.0.1:4433"
@@ -51,7 +84,36 @@ struct CoordinatorCommand: AsyncParsableCommand {
             simulationKeyPath: simulationKey ?? environment[SimulationPlatformKey.environmentVariable], dnsNames: dnsNames)
         configuration.dcapCollateralPath = dcapCollateral
         configuration.amdCRLPaths = amdCRLs
-        try await CoordinatorServer.run(configuration, logger: logger)
+        configuration.reset = reset
+        configuration.peerAddress = peerAddress
+        guard tlsValidity >= 1 else { throw ValidationError("--tls-validity must be at least 1 second") }
+        configuration.tlsValidity = tlsValidity
+        switch store {
+        case "file":
+            guard etcdEndpoints == nil else { throw ValidationError("--etcd-endpoints needs --store etcd") }
+        case "etcd":
+            guard let etcdEndpoints else { throw ValidationError("--store etcd needs --etcd-endpoints https://HOST:PORT,…") }
+            let endpoints = etcdEndpoints.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            var tls: EtcdTLS?
+            if let etcdCa {
+                func read(_ path: String) throws -> String {
+                    guard let data = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read \(path)") }
+                    return String(decoding: data, as: UTF8.self)
+                }
+                guard (etcdCert == nil) == (etcdKey == nil) else { throw ValidationError("--etcd-cert and --etcd-key go together") }
+                tls = EtcdTLS(caPEM: try read(etcdCa), certificatePEM: try etcdCert.map(read), keyPEM: try etcdKey.map(read))
+            } else if endpoints.contains(where: { $0.hasPrefix("https://") }) {
+                throw ValidationError("https etcd endpoints need --etcd-ca (and usually --etcd-cert/--etcd-key)")
+            }
+            configuration.store = .etcd(endpoints: endpoints, prefix: etcdPrefix, tls: tls)
+        default:
+            throw ValidationError("--store must be file or etcd")
+        }
+        do {
+            try await CoordinatorServer.run(configuration, logger: logger)
+        } catch let error as CoordinatorStartError {
+            throw CommandError("coordinator not started: \(error)")
+        }
     }
 }
 

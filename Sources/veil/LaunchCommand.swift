@@ -13,7 +13,7 @@ struct LaunchCommand: AsyncParsableCommand {
             the program is not started and veil exits 1 with one line on stderr.
             """)
 
-    @Option(help: ArgumentHelp("Coordinator mesh API as HOST:PORT (env VEIL_COORDINATOR).", valueName: "host:port"))
+    @Option(help: ArgumentHelp("Coordinator mesh API as HOST:PORT, or several replicas HOST:PORT,HOST:PORT (env VEIL_COORDINATOR).", valueName: "host:port"))
     var coordinator: String?
 
     @Option(help: ArgumentHelp("Manifest service to activate as (env VEIL_SERVICE).", valueName: "name"))
@@ -32,8 +32,16 @@ struct LaunchCommand: AsyncParsableCommand {
         valueName: "file"))
     var rootCA: String?
 
-    @Option(help: ArgumentHelp("Expected coordinator measurement when attesting it (repeatable).", valueName: "hex"))
+    @Option(help: ArgumentHelp(
+        "Expected coordinator measurement when attesting it (hex or sha256:hex, repeatable); required when the coordinator's evidence is hardware evidence.",
+        valueName: "hex"))
     var coordinatorMeasurement: [String] = []
+
+    @Option(help: ArgumentHelp("Coordinator policy JSON when attesting it (see veil attest --policy).", valueName: "file"))
+    var coordinatorPolicy: String?
+
+    @Flag(help: "DANGEROUS: when attesting the coordinator, trust hardware evidence of any measurement.")
+    var insecureAnyCoordinator = false
 
     @Option(help: ArgumentHelp(
         "Launch a converted image from inside its container: read its launch configuration (/veil/image.json), measure the whole root filesystem and unlock its protected files. The command, environment and service come from the measured image.",
@@ -76,14 +84,12 @@ struct LaunchCommand: AsyncParsableCommand {
             throw ValidationError("--tee '\(teeName)' is not one of \(TEESelection.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         let choice: TEEChoice
-        var coordinatorVerification = VerificationPolicy()
         if selection == .simulated {
             guard let keyPath = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] else {
                 throw ValidationError("--tee simulated needs the simulation platform key: --simulation-key FILE or \(SimulationPlatformKey.environmentVariable)")
             }
             let platformKey = try SimulationPlatformKey.load(at: keyPath)
             choice = .simulated(platformKey)
-            coordinatorVerification = .init(allowSimulation: true, simulationKey: platformKey.publicKey)
         } else {
             choice = .hardware(try selection.hardwareProvider(
                 tsmRoot: environment["VEIL_TSM_ROOT"] ?? ConfigfsTSMProvider.defaultRoot, tsmEntry: environment["VEIL_TSM_ENTRY"],
@@ -95,14 +101,14 @@ struct LaunchCommand: AsyncParsableCommand {
             guard let data = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read root certificate \(path)") }
             rootPEM = String(decoding: data, as: UTF8.self)
         } else {
-            guard selection == .simulated else {
-                throw ValidationError("on hardware, pass the coordinator's attested root certificate: --root-ca FILE or VEIL_ROOT_CA (from `veil attest`)")
+            var policy = try CoordinatorPolicy.build(
+                expect: coordinatorMeasurement, policyFile: coordinatorPolicy, allowSimulation: false, simulationKey: nil,
+                acceptAnyMeasurement: insecureAnyCoordinator)
+            if case .simulated(let platformKey) = choice {
+                // A simulated launcher trusts the coordinator's simulated evidence under its own platform key.
+                policy.verification.allowSimulation = true
+                policy.verification.simulationKey = platformKey.publicKey
             }
-            let measurements = try coordinatorMeasurement.map { text in
-                guard let bytes = Hex.decode(text), bytes.count == 32 else { throw ValidationError("--coordinator-measurement '\(text)' is not 32 bytes of hex") }
-                return bytes
-            }
-            let policy = CoordinatorPolicy(measurements: measurements, verification: coordinatorVerification)
             rootPEM = try await CoordinatorAttestation.attest(address: address, policy: policy).rootCertificatePEM
         }
 

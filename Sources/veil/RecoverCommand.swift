@@ -19,17 +19,10 @@ struct RecoverCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Your recovery private key (PEM, RSA or P-256).", valueName: "file"))
     var key: String
 
-    @Option(help: ArgumentHelp("Coordinator client API as HOST:PORT (env VEIL_COORDINATOR).", valueName: "host:port"))
+    @Option(help: ArgumentHelp("Coordinator client API as HOST:PORT (the replica in recovery; env VEIL_COORDINATOR).", valueName: "host:port"))
     var coordinator: String?
 
-    @Option(help: ArgumentHelp("Expected coordinator measurement (hex, repeatable).", valueName: "hex"))
-    var expect: [String] = []
-
-    @Flag(help: "Accept a simulated coordinator (development only: NO confidentiality).")
-    var allowSimulation = false
-
-    @Option(help: ArgumentHelp("Trusted simulation platform key (env \(SimulationPlatformKey.environmentVariable)).", valueName: "file"))
-    var simulationKey: String?
+    @OptionGroup var trust: CoordinatorPolicyOptions
 
     @Option(name: .long, help: ArgumentHelp("Client certificate of a user with the Recover action, when the manifest has such users.", valueName: "file"))
     var userCert: String?
@@ -43,17 +36,8 @@ struct RecoverCommand: AsyncParsableCommand {
         guard let pem = FileManager.default.contents(atPath: key) else { throw CommandError("cannot read \(key)") }
         let privateKey = try RecoveryPrivateKey(pem: String(decoding: pem, as: UTF8.self))
 
-        var policy = CoordinatorPolicy(measurements: [], verification: .init(allowSimulation: allowSimulation))
-        for text in expect {
-            guard let bytes = Hex.decode(text), bytes.count == 32 else { throw ValidationError("--expect '\(text)' is not 32 bytes of hex") }
-            policy.measurements.append(bytes)
-        }
-        if let keyPath = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] {
-            policy.verification.simulationKey = try SimulationPlatformKey.loadPublicKey(at: keyPath)
-        }
-        if allowSimulation && policy.verification.simulationKey == nil {
-            throw ValidationError("--allow-simulation needs the trusted simulation platform key: pass --simulation-key FILE")
-        }
+        // Shares go only to a coordinator whose code is the expected one.
+        let policy = try trust.build(environment: environment)
         let attested = try await CoordinatorAttestation.attest(address: address, policy: policy)
         var identity: ClientIdentity?
         if let userCert, let userKey {

@@ -22,11 +22,11 @@ struct Fixture {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     }
 
-    func coordinator(sealingKey: SymmetricKey? = nil) throws -> Coordinator {
-        try Coordinator(
-            store: SealedFileStore(directory: directory, sealingKey: sealingKey ?? self.sealingKey),
+    func coordinator(sealingKey: SymmetricKey? = nil) async throws -> Coordinator {
+        try await Coordinator.open(
+            store: FileStateStore(directory: directory), vault: StateVault(directory: directory, sealingKey: sealingKey ?? self.sealingKey),
             evidenceProvider: SimulatedEvidenceProvider(key: platformKey, measurement: measurement),
-            simulationKey: platformKey.publicKey, logger: Logger(label: "test"))
+            verification: .init(simulationKey: platformKey.publicKey), logger: Logger(label: "test"))
     }
 
     func manifest(maxActivations: Int = 0, allowSimulation: Bool = true, measurement: [UInt8]? = nil) -> [UInt8] {
@@ -50,7 +50,7 @@ struct Fixture {
     func request(
         _ coordinator: Coordinator, service: String = "cache", measurement: [UInt8]? = nil, key: SimulationPlatformKey? = nil
     ) throws -> (API.ActivationRequest, P256.Signing.PrivateKey) {
-        let nonce = try coordinator.issueNonce()
+        let nonce = coordinator.issueNonce()
         let privateKey = P256.Signing.PrivateKey()
         let provider = SimulatedEvidenceProvider(key: key ?? platformKey, measurement: measurement ?? self.measurement)
         return (try Launcher.activationRequest(service: service, nonce: nonce, key: privateKey, provider: provider), privateKey)
@@ -58,12 +58,12 @@ struct Fixture {
 }
 
 @Suite struct CoordinatorActivationTests {
-    @Test func activationIssuesACertificateAndRendersParameters() throws {
+    @Test func activationIssuesACertificateAndRendersParameters() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(fixture.manifest())
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(fixture.manifest())
         let (request, key) = try fixture.request(coordinator)
-        let response = try coordinator.activate(request)
+        let response = try await coordinator.activate(request)
 
         #expect(response.simulated)
         let chain = try PEMDocument.parseMultiple(pemString: response.certificateChain).map { try Certificate(derEncoded: $0.derBytes) }
@@ -82,91 +82,91 @@ struct Fixture {
         #expect(coordinator.status().activations["cache"] == 1)
     }
 
-    @Test func wrongMeasurementIsRefused() throws {
+    @Test func wrongMeasurementIsRefused() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(fixture.manifest())
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(fixture.manifest())
         var other = fixture.measurement
         other[0] ^= 1
         let (request, _) = try fixture.request(coordinator, measurement: other)
-        let error = try #require(throws: CoordinatorError.self) { try coordinator.activate(request) }
+        let error = try await #require(throws: CoordinatorError.self) { try await coordinator.activate(request) }
         guard case .packageMismatch(let service, let package, let reason) = error else { Issue.record("\(error)"); return }
         #expect(service == "cache" && package == "redis" && reason.contains("measurement"))
         #expect(error.httpStatus == 403)
         #expect(coordinator.status().activations["cache"] == nil)
     }
 
-    @Test func replayedActivationIsRefused() throws {
+    @Test func replayedActivationIsRefused() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(fixture.manifest())
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(fixture.manifest())
         let (request, _) = try fixture.request(coordinator)
-        _ = try coordinator.activate(request)
-        #expect(throws: CoordinatorError.unknownNonce) { try coordinator.activate(request) }
+        _ = try await coordinator.activate(request)
+        await #expect(throws: CoordinatorError.unknownNonce) { try await coordinator.activate(request) }
     }
 
-    @Test func evidenceNotBindingTheCSRKeyIsRefused() throws {
+    @Test func evidenceNotBindingTheCSRKeyIsRefused() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(fixture.manifest())
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(fixture.manifest())
         // An earlier activation's evidence replayed with a fresh nonce and the attacker's own CSR.
         let (earlier, _) = try fixture.request(coordinator)
         var (replay, _) = try fixture.request(coordinator)
         replay.evidence = earlier.evidence
-        #expect(throws: CoordinatorError.evidenceRejected(.reportDataMismatch)) { try coordinator.activate(replay) }
+        await #expect(throws: CoordinatorError.evidenceRejected(.reportDataMismatch)) { try await coordinator.activate(replay) }
         // Same evidence and nonce, different key in the CSR.
         var (swapped, _) = try fixture.request(coordinator)
         let (other, _) = try fixture.request(coordinator)
         swapped.csr = other.csr
-        #expect(throws: CoordinatorError.evidenceRejected(.reportDataMismatch)) { try coordinator.activate(swapped) }
+        await #expect(throws: CoordinatorError.evidenceRejected(.reportDataMismatch)) { try await coordinator.activate(swapped) }
     }
 
-    @Test func evidenceFromAnotherPlatformKeyIsRefused() throws {
+    @Test func evidenceFromAnotherPlatformKeyIsRefused() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(fixture.manifest())
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(fixture.manifest())
         let stranger = SimulationPlatformKey(privateKey: P256.Signing.PrivateKey())
         let (request, _) = try fixture.request(coordinator, key: stranger)
-        let error = try #require(throws: CoordinatorError.self) { try coordinator.activate(request) }
+        let error = try await #require(throws: CoordinatorError.self) { try await coordinator.activate(request) }
         #expect(error.code == "untrustedPlatformKey")
     }
 
-    @Test func maxActivationsIsEnforcedAcrossRestarts() throws {
+    @Test func maxActivationsIsEnforcedAcrossRestarts() async throws {
         let fixture = try Fixture()
-        var coordinator = try fixture.coordinator()
-        try coordinator.setManifest(fixture.manifest(maxActivations: 2))
-        _ = try coordinator.activate(try fixture.request(coordinator).0)
-        coordinator = try fixture.coordinator()
-        _ = try coordinator.activate(try fixture.request(coordinator).0)
-        #expect(throws: CoordinatorError.activationLimitReached(service: "cache", limit: 2)) {
-            try coordinator.activate(try fixture.request(coordinator).0)
+        var coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(fixture.manifest(maxActivations: 2))
+        _ = try await coordinator.activate(try fixture.request(coordinator).0)
+        coordinator = try await fixture.coordinator()
+        _ = try await coordinator.activate(try fixture.request(coordinator).0)
+        await #expect(throws: CoordinatorError.activationLimitReached(service: "cache", limit: 2)) {
+            try await coordinator.activate(try fixture.request(coordinator).0)
         }
-        coordinator = try fixture.coordinator()
-        #expect(throws: CoordinatorError.activationLimitReached(service: "cache", limit: 2)) {
-            try coordinator.activate(try fixture.request(coordinator).0)
+        coordinator = try await fixture.coordinator()
+        await #expect(throws: CoordinatorError.activationLimitReached(service: "cache", limit: 2)) {
+            try await coordinator.activate(try fixture.request(coordinator).0)
         }
     }
 
-    @Test func malformedRequestsAreRefused() throws {
+    @Test func malformedRequestsAreRefused() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        #expect(throws: CoordinatorError.noManifest) { try coordinator.activate(try fixture.request(coordinator).0) }
-        try coordinator.setManifest(fixture.manifest())
+        let coordinator = try await fixture.coordinator()
+        await #expect(throws: CoordinatorError.noManifest) { try await coordinator.activate(try fixture.request(coordinator).0) }
+        try await coordinator.setManifest(fixture.manifest())
         var (request, _) = try fixture.request(coordinator)
         request.csr = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
-        #expect(throws: CoordinatorError.badRequest(CertificateAuthority.IssueError.malformedCSR.description)) { try coordinator.activate(request) }
+        await #expect(throws: CoordinatorError.badRequest(CertificateAuthority.IssueError.malformedCSR.description)) { try await coordinator.activate(request) }
         (request, _) = try fixture.request(coordinator, service: "nope")
-        #expect(throws: CoordinatorError.unknownService("nope")) { try coordinator.activate(request) }
+        await #expect(throws: CoordinatorError.unknownService("nope")) { try await coordinator.activate(request) }
         (request, _) = try fixture.request(coordinator)
         request.nonce = "zz"
-        #expect(throws: CoordinatorError.self) { try coordinator.activate(request) }
+        await #expect(throws: CoordinatorError.self) { try await coordinator.activate(request) }
         (request, _) = try fixture.request(coordinator)
         request.evidence = Evidence(format: SimulatedReport.format, data: Array("{}".utf8))
-        let error = try #require(throws: CoordinatorError.self) { try coordinator.activate(request) }
+        let error = try await #require(throws: CoordinatorError.self) { try await coordinator.activate(request) }
         #expect(error.httpStatus == 403)
     }
 
-    @Test func csrWithForeignSignatureIsRefused() throws {
+    @Test func csrWithForeignSignatureIsRefused() async throws {
         let key = P256.Signing.PrivateKey()
         let csr = try CertificateSigningRequest(
             version: .v1, subject: try DistinguishedName { CommonName("x") }, privateKey: .init(key), attributes: .init(),
@@ -181,59 +181,68 @@ struct Fixture {
 }
 
 @Suite struct CoordinatorManifestAndStateTests {
-    @Test func invalidManifestListsEveryProblemAndChangesNothing() throws {
+    @Test func invalidManifestListsEveryProblemAndChangesNothing() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
+        let coordinator = try await fixture.coordinator()
         let bad = Array(#"{"Packages": {"p": {"Kind": "simulated"}}, "Services": {"s": {"Package": "q"}}, "Bogus": 1}"#.utf8)
-        let error = try #require(throws: CoordinatorError.self) { try coordinator.setManifest(bad) }
+        let error = try await #require(throws: CoordinatorError.self) { try await coordinator.setManifest(bad) }
         guard case .invalidManifest(let validation) = error else { Issue.record("\(error)"); return }
         #expect(validation.problems.count >= 3)
         #expect(coordinator.phase == .awaitingManifest)
     }
 
-    @Test func secondDifferentManifestIsRefusedAndStateUnchanged() throws {
+    @Test func secondDifferentManifestIsRefusedAndStateUnchanged() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        let first = try coordinator.setManifest(fixture.manifest())
-        #expect(try coordinator.setManifest(fixture.manifest()) == first)
-        #expect(throws: CoordinatorError.manifestAlreadySet) { try coordinator.setManifest(fixture.manifest(maxActivations: 5)) }
+        let coordinator = try await fixture.coordinator()
+        let first = try await coordinator.setManifest(fixture.manifest())
+        #expect(try await coordinator.setManifest(fixture.manifest()) == first)
+        await #expect(throws: CoordinatorError.manifestAlreadySet) { try await coordinator.setManifest(fixture.manifest(maxActivations: 5)) }
         #expect(coordinator.manifest?.digest == first)
-        #expect(try fixture.coordinator().manifest?.digest == first)
+        #expect(try await fixture.coordinator().manifest?.digest == first)
     }
 
-    @Test func restartKeepsRootSecretsAndManifest() throws {
+    @Test func restartKeepsRootSecretsAndManifest() async throws {
         let fixture = try Fixture()
-        let first = try fixture.coordinator()
-        try first.setManifest(fixture.manifest())
+        let first = try await fixture.coordinator()
+        try await first.setManifest(fixture.manifest())
         let (request1, _) = try fixture.request(first)
-        let password1 = try #require(try first.activate(request1).env["PASSWORD"])
-        let second = try fixture.coordinator()
+        let password1 = try #require(try await first.activate(request1).env["PASSWORD"])
+        let second = try await fixture.coordinator()
         #expect(second.rootCertificatePEM == first.rootCertificatePEM)
         #expect(second.manifest == first.manifest)
         let (request2, _) = try fixture.request(second)
-        #expect(try second.activate(request2).env["PASSWORD"] == password1)
+        #expect(try await second.activate(request2).env["PASSWORD"] == password1)
     }
 
-    @Test func stateIsSealedAndTamperingOrAnotherKeyIsDetected() throws {
+    @Test func stateIsSealedAndTamperingOrAnotherKeyIsDetected() async throws {
         let fixture = try Fixture()
-        try fixture.coordinator().setManifest(fixture.manifest())
-        let path = fixture.directory + "/" + SealedFileStore.fileName
+        try await fixture.coordinator().setManifest(fixture.manifest())
+        let path = fixture.directory + "/" + FileStateStore.fileName
         let sealed = try Data(contentsOf: URL(fileURLWithPath: path))
         #expect(sealed.range(of: Data("redis".utf8)) == nil, "state must not be plaintext")
-        // Another sealing key cannot open the sealed state key (and there are no recovery keys).
-        let keyPath = fixture.directory + "/" + SealedFileStore.keyFileName
-        #expect(throws: SealedStoreError.cannotUnseal(path: keyPath)) { try fixture.coordinator(sealingKey: SymmetricKey(size: .bits256)) }
+        func openError(sealingKey: SymmetricKey? = nil) async -> (any Error)? {
+            do {
+                _ = try await fixture.coordinator(sealingKey: sealingKey)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        // Another sealing key cannot open the sealed state key: the state key must come from recovery (none here) or a peer.
+        guard case .needsStateKey(.noStateKey, nil)? = await openError(sealingKey: SymmetricKey(size: .bits256)) as? Coordinator.OpenError else {
+            Issue.record("another sealing key must not open the state"); return
+        }
         var flipped = sealed
         flipped[flipped.count - 20] ^= 1
         try flipped.write(to: URL(fileURLWithPath: path))
-        #expect(throws: SealedStoreError.cannotUnseal(path: path)) { try fixture.coordinator() }
+        guard case .needsStateKey(.wrongStateKey, _)? = await openError() as? Coordinator.OpenError else { Issue.record("tampering must be detected"); return }
         try Data("garbage".utf8).write(to: URL(fileURLWithPath: path))
-        #expect(throws: SealedStoreError.notSealedState(path: path)) { try fixture.coordinator() }
+        guard case .store(.corrupt)? = await openError() as? Coordinator.OpenError else { Issue.record("garbage must be refused"); return }
     }
 
-    @Test func attestationBindsRootAndNonceAndVerifiesClientSide() throws {
+    @Test func attestationBindsRootAndNonceAndVerifiesClientSide() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
+        let coordinator = try await fixture.coordinator()
         let nonce: [UInt8] = Array(repeating: 5, count: 32)
         let response = try coordinator.attestation(nonce: nonce)
         let policy = CoordinatorPolicy(
@@ -253,20 +262,20 @@ struct Fixture {
         #expect(throws: CoordinatorAttestationError.self) { try CoordinatorAttestation.verify(response, nonce: nonce, policy: noSimulation) }
     }
 
-    @Test func expiredNonceIsRefused() throws {
+    @Test func expiredNonceIsRefused() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(fixture.manifest())
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(fixture.manifest())
         let past = Date().addingTimeInterval(-Coordinator.nonceLifetime - 1)
-        let nonce = try coordinator.issueNonce(now: past)
+        let nonce = coordinator.issueNonce(now: past)
         let provider = SimulatedEvidenceProvider(key: fixture.platformKey, measurement: fixture.measurement)
         let request = try Launcher.activationRequest(service: "cache", nonce: nonce, key: P256.Signing.PrivateKey(), provider: provider)
-        #expect(throws: CoordinatorError.unknownNonce) { try coordinator.activate(request) }
+        await #expect(throws: CoordinatorError.unknownNonce) { try await coordinator.activate(request) }
     }
 
-    @Test func everySecretTypeIsGenerated() throws {
+    @Test func everySecretTypeIsGenerated() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
+        let coordinator = try await fixture.coordinator()
         let manifest = """
             {"Packages": {"p": {"Kind": "simulated", "Measurement": "\(Hex.encode(fixture.measurement))"}},
              "Services": {"s": {"Package": "p", "Parameters": {"Files": {
@@ -280,9 +289,9 @@ struct Fixture {
                          "sym": {"Type": "symmetric-key", "Size": 192}},
              "Config": {"AllowSimulation": true}}
             """
-        try coordinator.setManifest(Array(manifest.utf8))
+        try await coordinator.setManifest(Array(manifest.utf8))
         let (request, _) = try fixture.request(coordinator, service: "s")
-        let files = try coordinator.activate(request).files.mapValues { $0.assemble(servicePrivateKeyDER: []) }
+        let files = try await coordinator.activate(request).files.mapValues { $0.assemble(servicePrivateKeyDER: []) }
         #expect(try #require(files["/sym"]).count == 24)
         let rsa = String(decoding: try #require(files["/rsa"]), as: UTF8.self)
         let rsaCert = try Certificate(pemEncoded: String(rsa[..<rsa.range(of: "-----END CERTIFICATE-----\n")!.upperBound]))

@@ -24,7 +24,7 @@ import VeilManifest
         try Manifest.parse(Array(#"{"Packages": \#(packages), "Services": {}, "Config": \#(config)}"#.utf8))
     }
 
-    @Test func sgxPackageMatchesTheRealQuote() throws {
+    @Test func sgxPackageMatchesTheRealQuote() async throws {
         let claims = try Self.claims("sgx_quote", at: Self.sgxTime)
         let byUniqueID = try manifest(#"{"p": {"Kind": "sgx", "UniqueID": "\#(Hex.encode(claims.measurement))"}}"#)
         #expect(byUniqueID.packages["p"]!.mismatch(claims) == nil)
@@ -38,7 +38,7 @@ import VeilManifest
         #expect(tdx.packages["p"]!.mismatch(claims)?.contains("TEE kind") == true)
     }
 
-    @Test func tdxPackageMatchesTheRealQuote() throws {
+    @Test func tdxPackageMatchesTheRealQuote() async throws {
         let claims = try Self.claims("tdx_quote", at: Self.tdxTime)
         let registers = try #require(claims.tdx)
         let exact = try manifest(
@@ -56,7 +56,7 @@ import VeilManifest
         #expect(wantsRTMR3.packages["p"]!.mismatch(short)?.contains("no RTMR3") == true)
     }
 
-    @Test func snpPackageVMPLIsRequiredWhenNamed() throws {
+    @Test func snpPackageVMPLIsRequiredWhenNamed() async throws {
         let report = Array(try Data(contentsOf: URL(fileURLWithPath: "\(Self.vectors)/../go-sev-guest/snp_report_milan.bin")))
         let vcek = Array(try Data(contentsOf: URL(fileURLWithPath: "\(Self.vectors)/../go-sev-guest/vcek_milan.der")))
         let chain = try String(contentsOfFile: "\(Self.vectors)/../go-sev-guest/ask_ark_milan.pem", encoding: .utf8)
@@ -70,7 +70,7 @@ import VeilManifest
         #expect(throws: ManifestValidationError.self) { try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "VMPL": 4}}"#) }
     }
 
-    @Test func tcbStatusMustBeAccepted() throws {
+    @Test func tcbStatusMustBeAccepted() async throws {
         let claims = try Self.claims("sgx_quote", at: Self.sgxTime)
         #expect(claims.tcb?.status == .configurationAndSWHardeningNeeded)
         #expect(try manifest("{}").config.accepts(claims) == false, "default accepts UpToDate only")
@@ -78,7 +78,7 @@ import VeilManifest
         #expect(try manifest("{}", config: #"{"AcceptedTCBStatuses": ["UpToDate"]}"#).config.accepts(try Self.claims("tdx_quote", at: Self.tdxTime)))
     }
 
-    @Test func invalidHardwarePackagesAreListed() throws {
+    @Test func invalidHardwarePackagesAreListed() async throws {
         let text = #"""
             {"Packages": {"a": {"Kind": "sgx", "UniqueID": "abcd", "MRTD": "00"},
                           "b": {"Kind": "tdx", "RTMR0": "00"},
@@ -93,16 +93,16 @@ import VeilManifest
         }
     }
 
-    @Test func coordinatorRunsDCAPVerificationOnActivations() throws {
+    @Test func coordinatorRunsDCAPVerificationOnActivations() async throws {
         let fixture = try Fixture()
         let claims = try Self.claims("sgx_quote", at: Self.sgxTime)
         let source = try FileDCAPCollateralSource(path: "\(Self.vectors)/sgx_quote_collateral.json")
         let dcap = DCAPEvidenceVerifier(source: source, clock: { Self.sgxTime })
-        let coordinator = try Coordinator(
-            store: SealedFileStore(directory: fixture.directory, sealingKey: fixture.sealingKey),
+        let coordinator = try await Coordinator.open(
+            store: FileStateStore(directory: fixture.directory), vault: StateVault(directory: fixture.directory, sealingKey: fixture.sealingKey),
             evidenceProvider: SimulatedEvidenceProvider(key: fixture.platformKey, measurement: fixture.measurement),
-            simulationKey: fixture.platformKey.publicKey, dcap: dcap, logger: Logger(label: "test"))
-        try coordinator.setManifest(Array(#"""
+            verification: .init(simulationKey: fixture.platformKey.publicKey, dcap: dcap), logger: Logger(label: "test"))
+        try await coordinator.setManifest(Array(#"""
             {"Packages": {"enclave": {"Kind": "sgx", "UniqueID": "\#(Hex.encode(claims.measurement))"}},
              "Services": {"app": {"Package": "enclave"}},
              "Config": {"AcceptedTCBStatuses": ["UpToDate", "ConfigurationAndSWHardeningNeeded"]}}
@@ -111,19 +111,19 @@ import VeilManifest
         // The genuine quote verifies, but its report data binds no key of ours: a replayed quote.
         var (request, _) = try fixture.request(coordinator, service: "app")
         request.evidence = Evidence(format: DCAPEvidence.format, data: quote)
-        #expect(throws: CoordinatorError.evidenceRejected(.reportDataMismatch)) { try coordinator.activate(request) }
+        await #expect(throws: CoordinatorError.evidenceRejected(.reportDataMismatch)) { try await coordinator.activate(request) }
         // A tampered quote is refused by the DCAP verifier itself.
         (request, _) = try fixture.request(coordinator, service: "app")
         var tampered = quote
         tampered[440] ^= 1
         request.evidence = Evidence(format: DCAPEvidence.format, data: tampered)
-        #expect(throws: CoordinatorError.evidenceRejected(.dcap(.quoteSignatureInvalid))) { try coordinator.activate(request) }
+        await #expect(throws: CoordinatorError.evidenceRejected(.dcap(.quoteSignatureInvalid))) { try await coordinator.activate(request) }
 
         // Without a collateral source, hardware evidence is refused with the reason.
-        let plain = try fixture.coordinator()
+        let plain = try await fixture.coordinator()
         (request, _) = try fixture.request(plain, service: "app")
         request.evidence = Evidence(format: DCAPEvidence.format, data: quote)
-        #expect(throws: CoordinatorError.evidenceRejected(.noCollateral)) { try plain.activate(request) }
+        await #expect(throws: CoordinatorError.evidenceRejected(.noCollateral)) { try await plain.activate(request) }
     }
 
     static let snpDirectory = URL(fileURLWithPath: vectors).deletingLastPathComponent().appendingPathComponent("go-sev-guest").path
@@ -135,7 +135,7 @@ import VeilManifest
         return try SNPVerifier(product: .milan, policy: .init(allowDebug: true)).verify(report: report, vcek: vcek, chainPEM: chain).1
     }
 
-    @Test func snpPackageMatchesTheRealMilanReport() throws {
+    @Test func snpPackageMatchesTheRealMilanReport() async throws {
         let claims = try Self.snpClaims()
         let measurement = Hex.encode(claims.measurement)
         let allowDebug = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true}}"#)
@@ -151,11 +151,11 @@ import VeilManifest
         #expect(equal.packages["p"]!.mismatch(claims) == nil)
     }
 
-    @Test func coordinatorRunsSNPVerificationOnActivations() throws {
+    @Test func coordinatorRunsSNPVerificationOnActivations() async throws {
         let fixture = try Fixture()
         let claims = try Self.snpClaims()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(Array(#"""
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(Array(#"""
             {"Packages": {"guest": {"Kind": "snp", "Measurement": "\#(Hex.encode(claims.measurement))", "Debug": true}},
              "Services": {"app": {"Package": "guest"}}}
             """#.utf8))
@@ -168,7 +168,7 @@ import VeilManifest
         var (request, _) = try fixture.request(coordinator, service: "app")
         request.evidence = Evidence(format: SNPEvidence.format, data: Array(body))
         // Genuine report, but it binds 01 02 03 04 05, not this CSR key and nonce.
-        #expect(throws: CoordinatorError.evidenceRejected(.reportDataMismatch)) { try coordinator.activate(request) }
+        await #expect(throws: CoordinatorError.evidenceRejected(.reportDataMismatch)) { try await coordinator.activate(request) }
         var tampered = report
         tampered[0x90] ^= 1
         let tamperedBody = try JSONSerialization.data(withJSONObject: [
@@ -176,6 +176,6 @@ import VeilManifest
         ])
         (request, _) = try fixture.request(coordinator, service: "app")
         request.evidence = Evidence(format: SNPEvidence.format, data: Array(tamperedBody))
-        #expect(throws: CoordinatorError.evidenceRejected(.snp(.signatureInvalid(.vcek)))) { try coordinator.activate(request) }
+        await #expect(throws: CoordinatorError.evidenceRejected(.snp(.signatureInvalid(.vcek)))) { try await coordinator.activate(request) }
     }
 }

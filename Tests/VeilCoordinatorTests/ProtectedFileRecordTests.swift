@@ -28,68 +28,68 @@ import VeilManifest
         return API.ProtectedFileHeader(path: self.path, header: Data(sealed.prefix(ProtectedFile.headerSize)).base64EncodedString())
     }
 
-    func activate(_ coordinator: Coordinator, _ fixture: Fixture, _ files: [API.ProtectedFileHeader]) throws -> API.ActivationResponse {
+    func activate(_ coordinator: Coordinator, _ fixture: Fixture, _ files: [API.ProtectedFileHeader]) async throws -> API.ActivationResponse {
         var (request, _) = try fixture.request(coordinator)
         request.protectedFiles = files
-        return try coordinator.activate(request)
+        return try await coordinator.activate(request)
     }
 
     func keyBytes() -> [UInt8] { key.withUnsafeBytes { Array($0) } }
 
-    @Test func keyIsReleasedOnlyAfterHeadersCheckAndVersionsPersistAcrossRestart() throws {
+    @Test func keyIsReleasedOnlyAfterHeadersCheckAndVersionsPersistAcrossRestart() async throws {
         let fixture = try Fixture()
-        var coordinator = try fixture.coordinator()
-        try coordinator.setManifest(manifest(fixture), userDefinedSecrets: ["filesKey": keyBytes()])
-        let response = try activate(coordinator, fixture, [try header(version: 2)])
+        var coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(manifest(fixture), userDefinedSecrets: ["filesKey": keyBytes()])
+        let response = try await activate(coordinator, fixture, [try header(version: 2)])
         #expect(response.protectedFilesKey.flatMap { Data(base64Encoded: $0) } == Data(keyBytes()))
 
-        coordinator = try fixture.coordinator()  // restart: the record is sealed state
-        #expect(throws: CoordinatorError.protectedFileRollback(path: path, recorded: 2, presented: 1)) {
-            try activate(coordinator, fixture, [try header(version: 1)])
+        coordinator = try await fixture.coordinator()  // restart: the record is sealed state
+        await #expect(throws: CoordinatorError.protectedFileRollback(path: path, recorded: 2, presented: 1)) {
+            try await activate(coordinator, fixture, [try header(version: 1)])
         }
-        #expect(throws: CoordinatorError.protectedFileForked(path: path, version: 2)) {
-            try activate(coordinator, fixture, [try header(version: 2, content: "other rows")])
+        await #expect(throws: CoordinatorError.protectedFileForked(path: path, version: 2)) {
+            try await activate(coordinator, fixture, [try header(version: 2, content: "other rows")])
         }
-        _ = try activate(coordinator, fixture, [try header(version: 3)])
-        #expect(throws: CoordinatorError.protectedFileRollback(path: path, recorded: 3, presented: 2)) {
-            try activate(coordinator, fixture, [try header(version: 2)])
+        _ = try await activate(coordinator, fixture, [try header(version: 3)])
+        await #expect(throws: CoordinatorError.protectedFileRollback(path: path, recorded: 3, presented: 2)) {
+            try await activate(coordinator, fixture, [try header(version: 2)])
         }
     }
 
-    @Test func headersFromAnotherKeyOrPathOrTamperedAreRefused() throws {
+    @Test func headersFromAnotherKeyOrPathOrTamperedAreRefused() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(manifest(fixture), userDefinedSecrets: ["filesKey": keyBytes()])
-        #expect(throws: CoordinatorError.protectedFileRejected(path: path, reason: "\(ProtectedFile.Error.wrongKey)")) {
-            try activate(coordinator, fixture, [try header(version: 9, key: SymmetricKey(size: .bits256))])
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(manifest(fixture), userDefinedSecrets: ["filesKey": keyBytes()])
+        await #expect(throws: CoordinatorError.protectedFileRejected(path: path, reason: "\(ProtectedFile.Error.wrongKey)")) {
+            try await activate(coordinator, fixture, [try header(version: 9, key: SymmetricKey(size: .bits256))])
         }
-        #expect(throws: CoordinatorError.self) { try activate(coordinator, fixture, [try header(version: 9, path: "/other")]) }
+        await #expect(throws: CoordinatorError.self) { try await activate(coordinator, fixture, [try header(version: 9, path: "/other")]) }
         var tampered = try header(version: 1)
         var bytes = Array(Data(base64Encoded: tampered.header)!)
         bytes[15] = 99  // version field
         tampered.header = Data(bytes).base64EncodedString()
-        #expect(throws: CoordinatorError.protectedFileRejected(path: path, reason: "\(ProtectedFile.Error.headerTampered)")) {
-            try activate(coordinator, fixture, [tampered])
+        await #expect(throws: CoordinatorError.protectedFileRejected(path: path, reason: "\(ProtectedFile.Error.headerTampered)")) {
+            try await activate(coordinator, fixture, [tampered])
         }
         // None of the refusals recorded anything: version 1 is still acceptable.
-        _ = try activate(coordinator, fixture, [try header(version: 1)])
+        _ = try await activate(coordinator, fixture, [try header(version: 1)])
     }
 
-    @Test func userDefinedSecretValuesAreValidated() throws {
+    @Test func userDefinedSecretValuesAreValidated() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        #expect(throws: CoordinatorError.self) { try coordinator.setManifest(manifest(fixture), userDefinedSecrets: ["filesKey": [1, 2, 3]]) }
-        #expect(throws: CoordinatorError.self) { try coordinator.setManifest(manifest(fixture), userDefinedSecrets: ["nope": keyBytes()]) }
+        let coordinator = try await fixture.coordinator()
+        await #expect(throws: CoordinatorError.self) { try await coordinator.setManifest(manifest(fixture), userDefinedSecrets: ["filesKey": [1, 2, 3]]) }
+        await #expect(throws: CoordinatorError.self) { try await coordinator.setManifest(manifest(fixture), userDefinedSecrets: ["nope": keyBytes()]) }
         #expect(coordinator.manifest == nil, "nothing set by a refused request")
         // Without the value, the key cannot be released.
-        try coordinator.setManifest(manifest(fixture))
-        #expect(throws: CoordinatorError.self) { try activate(coordinator, fixture, [try header(version: 1)]) }
-        #expect(throws: CoordinatorError.manifestAlreadySet) {
-            try coordinator.setManifest(manifest(fixture), userDefinedSecrets: ["filesKey": keyBytes()])
+        try await coordinator.setManifest(manifest(fixture))
+        await #expect(throws: CoordinatorError.self) { try await activate(coordinator, fixture, [try header(version: 1)]) }
+        await #expect(throws: CoordinatorError.manifestAlreadySet) {
+            try await coordinator.setManifest(manifest(fixture), userDefinedSecrets: ["filesKey": keyBytes()])
         }
     }
 
-    @Test func manifestRefusesAProtectedFilesKeyThatIsNotA256BitKey() throws {
+    @Test func manifestRefusesAProtectedFilesKeyThatIsNotA256BitKey() async throws {
         let text = """
             { "Packages": { "p": { "Kind": "simulated" } }, "Services": { "s": { "Package": "p", "ProtectedFilesKey": "k" } },
               "Secrets": { "k": { "Type": "plain", "Size": 32 } }, "Config": { "AllowSimulation": true } }

@@ -7,7 +7,7 @@ import VeilManifest
 import _CryptoExtras
 
 @Suite struct ShamirTests {
-    @Test func anyThresholdSubsetRebuildsTheSecretAndFewerDoNot() throws {
+    @Test func anyThresholdSubsetRebuildsTheSecretAndFewerDoNot() async throws {
         let secret = SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }
         let shares = Shamir.split(secret, threshold: 3, count: 5)
         #expect(Set(shares.map(\.x)).count == 5)
@@ -47,53 +47,55 @@ import _CryptoExtras
         return try key.decrypt(encapsulatedKey: Array(Data(base64Encoded: entry.encapsulatedKey)!), ciphertext: Array(Data(base64Encoded: entry.ciphertext)!))
     }
 
-    @Test func lostSealingKeyIsRecoveredByAThresholdOfKeyHolders() throws {
+    @Test func lostSealingKeyIsRecoveredByAThresholdOfKeyHolders() async throws {
         let fixture = try Fixture()
-        let original = try fixture.coordinator()
-        try original.setManifest(manifest(fixture))
+        let original = try await fixture.coordinator()
+        try await original.setManifest(manifest(fixture))
         let root = original.rootCertificatePEM
 
         // New hardware: another sealing key. The state cannot be unsealed, recovery is needed.
         let newSealingKey = SymmetricKey(size: .bits256)
-        let needed: RecoveryNeeded
+        let data: RecoveryData
         do {
-            _ = try fixture.coordinator(sealingKey: newSealingKey)
+            _ = try await fixture.coordinator(sealingKey: newSealingKey)
             Issue.record("a foreign sealing key must not open the state")
             return
-        } catch let error as RecoveryNeeded {
-            needed = error
+        } catch Coordinator.OpenError.needsStateKey(let reason, let recovery?) {
+            #expect(reason == .noStateKey)
+            data = recovery
         }
-        #expect(needed.data.threshold == 2 && needed.data.shares.count == 3)
-        let store = SealedFileStore(directory: fixture.directory, sealingKey: newSealingKey)
+        #expect(data.threshold == 2 && data.shares.count == 3)
         let recovery = try RecoveryCoordinator(
-            store: store, data: needed.data, evidenceProvider: SimulatedEvidenceProvider(key: fixture.platformKey, measurement: fixture.measurement),
+            store: FileStateStore(directory: fixture.directory), vault: StateVault(directory: fixture.directory, sealingKey: newSealingKey),
+            data: data, reason: "test", evidenceProvider: SimulatedEvidenceProvider(key: fixture.platformKey, measurement: fixture.measurement),
             logger: .init(label: "test"))
 
         let rsaKey = try RecoveryPrivateKey(pem: rsa.pemRepresentation)
         let ecKey = try RecoveryPrivateKey(pem: ecA.pemRepresentation)
-        let rsaShare = try share(needed.data, "rsa", rsaKey)
+        let rsaShare = try share(data, "rsa", rsaKey)
         // A share not made for that key, or bytes from someone without a recovery key, are refused.
-        #expect(throws: CoordinatorError.self) { try recovery.submit(name: "ecA", share: rsaShare, by: nil) }
-        #expect(throws: CoordinatorError.self) { try recovery.submit(name: "rsa", share: [1] + [UInt8](repeating: 7, count: 32), by: nil) }
-        #expect(throws: CoordinatorError.self) { try recovery.submit(name: "mallory", share: rsaShare, by: nil) }
+        await #expect(throws: CoordinatorError.self) { try await recovery.submit(name: "ecA", share: rsaShare, by: [UInt8]?.none) }
+        await #expect(throws: CoordinatorError.self) { try await recovery.submit(name: "rsa", share: [1] + [UInt8](repeating: 7, count: 32), by: [UInt8]?.none) }
+        await #expect(throws: CoordinatorError.self) { try await recovery.submit(name: "mallory", share: rsaShare, by: [UInt8]?.none) }
         // Another P-256 key cannot decrypt ecA's share.
-        #expect(throws: RecoveryKeyError.cannotDecrypt) { try share(needed.data, "ecA", try RecoveryPrivateKey(pem: ecB.pemRepresentation)) }
+        #expect(throws: RecoveryKeyError.cannotDecrypt) { try share(data, "ecA", try RecoveryPrivateKey(pem: ecB.pemRepresentation)) }
 
-        let first = try recovery.submit(name: "rsa", share: rsaShare, by: nil)
+        let first = try await recovery.submit(name: "rsa", share: rsaShare, by: [UInt8]?.none)
         #expect(first == API.RecoveryStatus(received: 1, threshold: 2, recovered: false))
-        #expect(throws: (any Error).self, "fewer than k shares unlock nothing") { _ = try fixture.coordinator(sealingKey: newSealingKey) }
+        await #expect(throws: (any Error).self, "fewer than k shares unlock nothing") { _ = try await fixture.coordinator(sealingKey: newSealingKey) }
 
-        let second = try recovery.submit(name: "ecA", share: try share(needed.data, "ecA", ecKey), by: nil)
+        let second = try await recovery.submit(name: "ecA", share: try share(data, "ecA", ecKey), by: [UInt8]?.none)
         #expect(second.recovered)
-        let restored = try fixture.coordinator(sealingKey: newSealingKey)
+        let restored = try await fixture.coordinator(sealingKey: newSealingKey)
+        try await restored.recordRecovery(recovery)
         #expect(restored.rootCertificatePEM == root, "same CA, secrets and manifest after recovery")
         #expect(restored.manifest?.digest == Array(SHA256.hash(data: manifest(fixture))))
         #expect(restored.log.map(\.event) == ["manifestSet", "recovered"])
         #expect(restored.log.last?.detail["keys"] == "ecA,rsa")
-        #expect(try fixture.coordinator(sealingKey: newSealingKey).log.count == 2, "recorded once")
+        #expect(try await fixture.coordinator(sealingKey: newSealingKey).log.count == 2, "recorded in the stored history")
     }
 
-    @Test func recoveryKeysAreValidated() throws {
+    @Test func recoveryKeysAreValidated() async throws {
         let fixture = try Fixture()
         let text = String(decoding: manifest(fixture), as: UTF8.self)
         #expect(throws: ManifestValidationError.self) { try Manifest.parse(Array(text.replacingOccurrences(of: "\"RecoveryThreshold\": 2", with: "\"RecoveryThreshold\": 4").utf8)) }

@@ -30,76 +30,76 @@ import X509
             """.utf8)
     }
 
-    func activate(_ coordinator: Coordinator, _ fixture: Fixture, securityVersion: UInt16) throws -> API.ActivationResponse {
-        let nonce = try coordinator.issueNonce()
+    func activate(_ coordinator: Coordinator, _ fixture: Fixture, securityVersion: UInt16) async throws -> API.ActivationResponse {
+        let nonce = coordinator.issueNonce()
         let provider = SimulatedEvidenceProvider(
             key: fixture.platformKey, measurement: fixture.measurement, signer: [UInt8](repeating: 0xcd, count: 32), productID: 7,
             securityVersion: securityVersion)
-        return try coordinator.activate(try Launcher.activationRequest(service: "cache", nonce: nonce, key: P256.Signing.PrivateKey(), provider: provider))
+        return try await coordinator.activate(try Launcher.activationRequest(service: "cache", nonce: nonce, key: P256.Signing.PrivateKey(), provider: provider))
     }
 
-    @Test func securityVersionBumpAppliesAtOnceAndRefusesOlderServices() throws {
+    @Test func securityVersionBumpAppliesAtOnceAndRefusesOlderServices() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(manifest(fixture))
-        _ = try activate(coordinator, fixture, securityVersion: 1)
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(manifest(fixture))
+        _ = try await activate(coordinator, fixture, securityVersion: 1)
         let update = Array(#"{"Packages": {"app": {"SecurityVersion": 2}}}"#.utf8)
-        #expect(throws: CoordinatorError.self) { try coordinator.updatePackages(update, by: nil) }
-        #expect(throws: CoordinatorError.forbidden(user: "bob", action: "UpdatePackage", resource: "app")) {
-            try coordinator.updatePackages(update, by: bob.der)
+        #expect(throws: CoordinatorError.self) { try coordinator.authenticate(nil) }
+        await #expect(throws: CoordinatorError.forbidden(user: "bob", action: "UpdatePackage", resource: "app")) {
+            try await coordinator.updatePackages(update, by: coordinator.user(bob))
         }
-        try coordinator.updatePackages(update, by: alice.der)
+        try await coordinator.updatePackages(update, by: coordinator.user(alice))
         #expect(coordinator.manifest?.packages["app"]?.securityVersion == 2)
-        #expect(throws: CoordinatorError.self) { try activate(coordinator, fixture, securityVersion: 1) }
-        _ = try activate(coordinator, fixture, securityVersion: 2)
-        #expect(throws: CoordinatorError.securityVersionLowered(package: "app", current: 2, proposed: 1)) {
-            try coordinator.updatePackages(Array(#"{"Packages": {"app": {"SecurityVersion": 1}}}"#.utf8), by: alice.der)
+        await #expect(throws: CoordinatorError.self) { try await activate(coordinator, fixture, securityVersion: 1) }
+        _ = try await activate(coordinator, fixture, securityVersion: 2)
+        await #expect(throws: CoordinatorError.securityVersionLowered(package: "app", current: 2, proposed: 1)) {
+            try await coordinator.updatePackages(Array(#"{"Packages": {"app": {"SecurityVersion": 1}}}"#.utf8), by: coordinator.user(alice))
         }
-        #expect(throws: CoordinatorError.self) {
-            try coordinator.updatePackages(Array(#"{"Packages": {"app": {"SecurityVersion": 3, "ProductID": 8}}}"#.utf8), by: alice.der)
+        await #expect(throws: CoordinatorError.self) {
+            try await coordinator.updatePackages(Array(#"{"Packages": {"app": {"SecurityVersion": 3, "ProductID": 8}}}"#.utf8), by: coordinator.user(alice))
         }
         // Survives a restart, and `manifest get` shows it.
-        let restarted = try fixture.coordinator()
+        let restarted = try await fixture.coordinator()
         #expect(restarted.manifest?.packages["app"]?.securityVersion == 2)
         #expect(String(decoding: restarted.manifest!.raw, as: UTF8.self).contains("\"SecurityVersion\" : 2"))
     }
 
-    @Test func fullUpdateWaitsForEveryRequiredAcknowledgement() throws {
+    @Test func fullUpdateWaitsForEveryRequiredAcknowledgement() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(manifest(fixture))
-        let before = try coordinator.readSecrets(["kept", "tls"], by: carol.der)
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(manifest(fixture))
+        let before = try coordinator.readSecrets(["kept", "tls"], by: coordinator.user(carol))
         let proposal = manifest(fixture, securityVersion: 3, extraSecret: true, certName: "cache.example")
 
-        #expect(throws: CoordinatorError.forbidden(user: "carol", action: "UpdateManifest", resource: nil)) {
-            try coordinator.proposeUpdate(proposal, by: carol.der)
+        await #expect(throws: CoordinatorError.forbidden(user: "carol", action: "UpdateManifest", resource: nil)) {
+            try await coordinator.proposeUpdate(proposal, by: coordinator.user(carol))
         }
-        let proposed = try coordinator.proposeUpdate(proposal, by: alice.der)
+        let proposed = try await coordinator.proposeUpdate(proposal, by: coordinator.user(alice))
         #expect(!proposed.applied && proposed.acknowledgedBy == ["alice"] && proposed.required == 2)
         #expect(coordinator.manifest?.packages["app"]?.securityVersion == 1, "nothing changes before enough acknowledgements")
-        _ = try activate(coordinator, fixture, securityVersion: 1)
-        #expect(try coordinator.acknowledgeUpdate(proposal, by: alice.der).applied == false, "the proposer counts once")
-        #expect(throws: CoordinatorError.self) { try coordinator.acknowledgeUpdate(manifest(fixture, securityVersion: 4), by: bob.der) }
+        _ = try await activate(coordinator, fixture, securityVersion: 1)
+        #expect(try await coordinator.acknowledgeUpdate(proposal, by: coordinator.user(alice)).applied == false, "the proposer counts once")
+        await #expect(throws: CoordinatorError.self) { try await coordinator.acknowledgeUpdate(manifest(fixture, securityVersion: 4), by: coordinator.user(bob)) }
 
-        let applied = try coordinator.acknowledgeUpdate(proposal, by: bob.der)
+        let applied = try await coordinator.acknowledgeUpdate(proposal, by: coordinator.user(bob))
         #expect(applied.applied && applied.acknowledgedBy == ["alice", "bob"])
         #expect(coordinator.manifest?.digest == Array(SHA256.hash(data: proposal)))
-        #expect(throws: CoordinatorError.self) { try activate(coordinator, fixture, securityVersion: 1) }
-        let after = try coordinator.readSecrets(["kept", "tls"], by: carol.der)
+        await #expect(throws: CoordinatorError.self) { try await activate(coordinator, fixture, securityVersion: 1) }
+        let after = try coordinator.readSecrets(["kept", "tls"], by: coordinator.user(carol))
         #expect(after["kept"] == before["kept"], "unchanged secrets keep their values")
         #expect(after["tls"]?.certificate != before["tls"]?.certificate, "a changed certificate is reissued")
         #expect(coordinator.updateStatus().pending == nil)
     }
 
-    @Test func proposalsLoweringAVersionOrInvalidAreRefused() throws {
+    @Test func proposalsLoweringAVersionOrInvalidAreRefused() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(manifest(fixture, securityVersion: 5))
-        #expect(throws: CoordinatorError.securityVersionLowered(package: "app", current: 5, proposed: 4)) {
-            try coordinator.proposeUpdate(manifest(fixture, securityVersion: 4), by: alice.der)
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(manifest(fixture, securityVersion: 5))
+        await #expect(throws: CoordinatorError.securityVersionLowered(package: "app", current: 5, proposed: 4)) {
+            try await coordinator.proposeUpdate(manifest(fixture, securityVersion: 4), by: coordinator.user(alice))
         }
-        #expect(throws: CoordinatorError.self) { try coordinator.proposeUpdate(Array("{}".utf8), by: alice.der) }
-        #expect(throws: CoordinatorError.noPendingUpdate) { try coordinator.acknowledgeUpdate(manifest(fixture, securityVersion: 6), by: bob.der) }
+        await #expect(throws: CoordinatorError.self) { try await coordinator.proposeUpdate(Array("{}".utf8), by: coordinator.user(alice)) }
+        await #expect(throws: CoordinatorError.noPendingUpdate) { try await coordinator.acknowledgeUpdate(manifest(fixture, securityVersion: 6), by: coordinator.user(bob)) }
     }
 }
 
@@ -113,7 +113,7 @@ import X509
         return (log, key)
     }
 
-    @Test func verifiesAndNamesTheFirstBadEntry() throws {
+    @Test func verifiesAndNamesTheFirstBadEntry() async throws {
         let (log, key) = try history(6)
         #expect(try AuditLog.verify(log, rootKey: key.publicKey, head: AuditLog.head(log)) == 6)
         #expect(try AuditLog.verify(log, rootKey: key.publicKey, head: log[3].hash) == 4, "entries after the attested head are fine")
@@ -143,10 +143,10 @@ import X509
         }
     }
 
-    @Test func coordinatorEvidenceBindsTheHeadOfItsHistory() throws {
+    @Test func coordinatorEvidenceBindsTheHeadOfItsHistory() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(fixture.manifest())
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(fixture.manifest())
         #expect(coordinator.log.map(\.event) == ["manifestSet"])
         let nonce = [UInt8](repeating: 5, count: 32)
         let response = try coordinator.attestation(nonce: nonce)

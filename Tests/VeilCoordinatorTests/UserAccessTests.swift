@@ -16,6 +16,11 @@ func userCertificate(_ name: String, validFrom: Date = Date() - 60, until: Date 
     return (try certificate.serializeAsPEM().pemString, try certificate.derBytes)
 }
 
+extension Coordinator {
+    /// The manifest user behind a test certificate, as the authentication middleware finds it.
+    func user(_ certificate: (pem: String, der: [UInt8])) throws -> AuthenticatedUser { try authenticate(certificate.der) }
+}
+
 @Suite struct UserAccessTests {
     let alice = try! userCertificate("alice")
     let bob = try! userCertificate("bob")
@@ -39,71 +44,70 @@ func userCertificate(_ name: String, validFrom: Date = Date() - 60, until: Date 
             """.utf8)
     }
 
-    @Test func authorizedUserSetsASecretThatLaterActivationsGet() throws {
+    @Test func authorizedUserSetsASecretThatLaterActivationsGet() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(manifest(fixture))
-        try coordinator.setSecret("apiKey", value: Array("s3cret-value".utf8), by: alice.der)
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(manifest(fixture))
+        try await coordinator.setSecret("apiKey", value: Array("s3cret-value".utf8), by: coordinator.user(alice))
         let (request, _) = try fixture.request(coordinator)
-        let env = try #require(try coordinator.activate(request).env["API_KEY"])
+        let env = try #require(try await coordinator.activate(request).env["API_KEY"])
         #expect(env.assemble(servicePrivateKeyDER: []) == Array("s3cret-value".utf8))
-        let read = try coordinator.readSecrets(["apiKey", "generated"], by: bob.der)
+        let read = try coordinator.readSecrets(["apiKey", "generated"], by: coordinator.user(bob))
         #expect(read["apiKey"]?.value == Data("s3cret-value".utf8).base64EncodedString())
         #expect(read["generated"]?.value.flatMap { Data(base64Encoded: $0) }?.count == 16)
         // The value survives a restart (sealed state).
-        #expect(try fixture.coordinator().readSecrets(["apiKey"], by: alice.der)["apiKey"]?.value == read["apiKey"]?.value)
+        let restarted = try await fixture.coordinator()
+        #expect(try restarted.readSecrets(["apiKey"], by: restarted.user(alice))["apiKey"]?.value == read["apiKey"]?.value)
     }
 
-    @Test func everyUnauthorizedRequestIsRefusedWithoutChangingState() throws {
+    @Test func everyUnauthorizedRequestIsRefusedWithoutChangingState() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
-        try coordinator.setManifest(manifest(fixture))
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(manifest(fixture))
         let value = Array("never-stored".utf8)
+        // Anonymous and unknown clients are refused by authentication, before any body is read (RequireUser).
         #expect(throws: CoordinatorError.unauthenticated("present a user's client certificate (veil --user-cert/--user-key)")) {
-            try coordinator.setSecret("apiKey", value: value, by: nil)
+            try coordinator.authenticate(nil)
         }
         #expect(throws: CoordinatorError.unauthenticated("the client certificate belongs to no user of the manifest")) {
-            try coordinator.setSecret("apiKey", value: value, by: stranger.der)
+            try coordinator.authenticate(stranger.der)
         }
-        #expect(throws: CoordinatorError.forbidden(user: "alice", action: "WriteSecret", resource: "dbKey")) {
-            try coordinator.setSecret("dbKey", value: [UInt8](repeating: 1, count: 16), by: alice.der)
+        await #expect(throws: CoordinatorError.forbidden(user: "alice", action: "WriteSecret", resource: "dbKey")) {
+            try await coordinator.setSecret("dbKey", value: [UInt8](repeating: 1, count: 16), by: coordinator.user(alice))
         }
-        #expect(throws: CoordinatorError.forbidden(user: "bob", action: "WriteSecret", resource: "apiKey")) {
-            try coordinator.setSecret("apiKey", value: value, by: bob.der)
+        await #expect(throws: CoordinatorError.forbidden(user: "bob", action: "WriteSecret", resource: "apiKey")) {
+            try await coordinator.setSecret("apiKey", value: value, by: coordinator.user(bob))
         }
         #expect(throws: CoordinatorError.forbidden(user: "alice", action: "ReadSecret", resource: "dbKey")) {
-            try coordinator.readSecrets(["apiKey", "dbKey"], by: alice.der)
-        }
-        #expect(throws: CoordinatorError.unauthenticated("present a user's client certificate (veil --user-cert/--user-key)")) {
-            try coordinator.readSecrets(["apiKey"], by: nil)
+            try coordinator.readSecrets(["apiKey", "dbKey"], by: coordinator.user(alice))
         }
         // Generated secrets cannot be overwritten, even with WriteSecret; values never appear in errors.
-        #expect {
-            try coordinator.setSecret("generated", value: value, by: alice.der)
+        await #expect {
+            try await coordinator.setSecret("generated", value: value, by: coordinator.user(alice))
         } throws: { error in
             guard case CoordinatorError.invalidSecretValue(let name, let reason) = error else { return false }
             return name == "generated" && !reason.contains("never-stored")
         }
-        #expect(try coordinator.readSecrets(["apiKey"], by: bob.der)["apiKey"]?.value == nil, "nothing was set")
+        #expect(try coordinator.readSecrets(["apiKey"], by: coordinator.user(bob))["apiKey"]?.value == nil, "nothing was set")
     }
 
-    @Test func anExpiredUserCertificateIsRefused() throws {
+    @Test func anExpiredUserCertificateIsRefused() async throws {
         let fixture = try Fixture()
-        let coordinator = try fixture.coordinator()
+        let coordinator = try await fixture.coordinator()
         let expired = try userCertificate("alice", validFrom: Date() - 7200, until: Date() - 3600)
         let text = String(decoding: manifest(fixture), as: UTF8.self).replacingOccurrences(
             of: String(decoding: try JSONEncoder().encode(alice.pem), as: UTF8.self),
             with: String(decoding: try JSONEncoder().encode(expired.pem), as: UTF8.self))
-        try coordinator.setManifest(Array(text.utf8))
+        try await coordinator.setManifest(Array(text.utf8))
         #expect {
-            try coordinator.setSecret("apiKey", value: Array("v".utf8), by: expired.der)
+            try coordinator.authenticate(expired.der)
         } throws: { error in
             guard case CoordinatorError.unauthenticated(let why) = error else { return false }
             return why.contains("not valid now")
         }
     }
 
-    @Test func usersAndRolesAreValidated() throws {
+    @Test func usersAndRolesAreValidated() async throws {
         let fixture = try Fixture()
         let good = String(decoding: manifest(fixture), as: UTF8.self)
         let cases: [(String, String, String)] = [

@@ -1,0 +1,316 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+import Synchronization
+
+/// TLS material for etcd's client port (etcd `--client-cert-auth`).
+public struct EtcdTLS: Sendable {
+    public var caPEM: String
+    public var certificatePEM: String?
+    public var keyPEM: String?
+
+    public init(caPEM: String, certificatePEM: String? = nil, keyPEM: String? = nil) {
+        self.caPEM = caPEM
+        self.certificatePEM = certificatePEM
+        self.keyPEM = keyPEM
+    }
+}
+
+/// The state in etcd (v3 API through its JSON gateway, `/v3/kv/…`, `/v3/watch`): one key
+/// `PREFIX/state` written only by a transaction that compares its mod revision, so each change
+/// applies exactly once across replicas; replicas register under `PREFIX/replicas/ID`.
+///
+/// Calls go to the endpoints in turn, skipping one that cannot be reached, until
+/// ``retryWindow`` has passed (an etcd leader election takes about a second). A write whose
+/// outcome is unknown (the connection broke after sending) is resolved by reading the key
+/// back: the sealed bytes are unique, so finding them means the write happened.
+public final class EtcdStateStore: StateStore, PeerDirectory {
+    public let endpoints: [String]
+    public let prefix: String
+    let http: HTTPClient
+    let logger: Logger
+    let stateKey: String
+    /// How long a call keeps trying other endpoints (etcd elects a new leader in about a second).
+    public let retryWindow: Duration
+    private let next = Mutex(0)
+
+    /// - Parameters:
+    ///   - endpoints: `https://HOST:PORT` (or `http://`) client URLs of the etcd members.
+    ///   - prefix: keys live under it, e.g. `/veil/prod`.
+    public init(endpoints: [String], prefix: String, tls: EtcdTLS?, retryWindow: Duration = .seconds(3), logger: Logger) throws {
+        self.retryWindow = retryWindow
+        guard !endpoints.isEmpty else { throw StateStoreError.unavailable("no etcd endpoints given") }
+        self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
+        self.prefix = prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
+        stateKey = self.prefix + "/state"
+        self.logger = logger
+        var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
+        if let tls {
+            tlsConfiguration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(tls.caPEM.utf8)))
+            if let certificate = tls.certificatePEM, let key = tls.keyPEM {
+                tlsConfiguration.certificateChain = try NIOSSLCertificate.fromPEMBytes(Array(certificate.utf8)).map { .certificate($0) }
+                tlsConfiguration.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: Array(key.utf8), format: .pem))
+            }
+        }
+        var configuration = HTTPClient.Configuration(tlsConfiguration: tlsConfiguration, redirectConfiguration: .disallow)
+        configuration.timeout = .init(connect: .milliseconds(500), read: .seconds(5))
+        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    deinit {
+        try? http.syncShutdown()
+    }
+
+    public var description: String { "etcd \(prefix) at \(endpoints.joined(separator: ","))" }
+
+    // MARK: - Wire
+
+    struct KeyValue: Decodable {
+        var key: String
+        var value: String?
+        var mod_revision: String?
+    }
+    struct Header: Decodable { var revision: String? }
+    struct RangeResponse: Decodable {
+        var header: Header?
+        var kvs: [KeyValue]?
+    }
+    struct TxnResponse: Decodable {
+        var header: Header?
+        var succeeded: Bool?
+    }
+    struct ErrorResponse: Decodable {
+        var error: String?
+        var message: String?
+    }
+
+    static func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
+
+    /// Why a call failed: `sent` when the request may have reached etcd (its effect is unknown).
+    enum CallError: Error {
+        case unreachable(String)
+        case sent(String)
+        case refused(String)
+    }
+
+    /// POSTs `body` to `path` on the first endpoint that answers, rotating on failure.
+    private func call(_ path: String, _ body: [String: Any], deadline: ContinuousClock.Instant? = nil) async throws(CallError) -> [UInt8] {
+        let deadline = deadline ?? ContinuousClock.now + retryWindow
+        let data: Data
+        do {
+            data = try JSONSerialization.data(withJSONObject: body)
+        } catch {
+            throw .refused("cannot encode the request: \(error)")
+        }
+        var lastError = "no endpoint tried"
+        var sentAny = false
+        repeat {
+            let index = next.withLock { value -> Int in
+                defer { value += 1 }
+                return value % endpoints.count
+            }
+            var request = HTTPClientRequest(url: endpoints[index] + path)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(data: data))
+            do {
+                let response = try await http.execute(request, timeout: .seconds(5))
+                let bytes = Array(try await response.body.collect(upTo: 8 << 20).readableBytesView)
+                if response.status == .ok { return bytes }
+                let reason = (try? JSONDecoder().decode(ErrorResponse.self, from: Data(bytes))).flatMap { $0.message ?? $0.error } ?? "HTTP \(response.status.code)"
+                // Leader changes, lost quorum and timeouts are transient: try again.
+                if response.status.code >= 500 || reason.contains("leader") || reason.contains("timed out") || reason.contains("unavailable") {
+                    lastError = "\(endpoints[index]): \(reason)"
+                    sentAny = true
+                } else {
+                    throw CallError.refused("\(endpoints[index]): \(reason)")
+                }
+            } catch let error as CallError {
+                throw error
+            } catch {
+                lastError = "\(endpoints[index]): \(error)"
+                if !Self.isConnectFailure(error) { sentAny = true }
+            }
+            if index == endpoints.count - 1 { try? await Task.sleep(for: .milliseconds(100)) }
+        } while ContinuousClock.now < deadline
+        throw sentAny ? .sent(lastError) : .unreachable(lastError)
+    }
+
+    static func isConnectFailure(_ error: any Error) -> Bool {
+        if let client = error as? HTTPClientError, client == .connectTimeout { return true }
+        let text = "\(error)"
+        return text.contains("connectTimeout") || text.contains("Connection refused") || text.contains("connection refused")
+            || text.contains("connect(descriptor") || text.contains("ECONNREFUSED")
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) throws(StateStoreError) -> T {
+        do {
+            return try JSONDecoder().decode(type, from: Data(bytes))
+        } catch {
+            throw .corrupt("etcd answered \(String(decoding: bytes.prefix(200), as: UTF8.self))")
+        }
+    }
+
+    private func unavailable(_ error: CallError) -> StateStoreError {
+        switch error {
+        case .unreachable(let why): return .unavailable("no etcd endpoint reachable (\(why))")
+        case .sent(let why), .refused(let why): return .unavailable(why)
+        }
+    }
+
+    // MARK: - StateStore
+
+    public func read() async throws(StateStoreError) -> StoredState? {
+        let bytes: [UInt8]
+        do {
+            bytes = try await call("/v3/kv/range", ["key": Self.base64(stateKey)])
+        } catch {
+            throw unavailable(error)
+        }
+        return try stored(from: try decode(RangeResponse.self, bytes))
+    }
+
+    private func stored(from range: RangeResponse) throws(StateStoreError) -> StoredState? {
+        guard let kv = range.kvs?.first else { return nil }
+        guard let value = kv.value.flatMap({ Data(base64Encoded: $0) }), let revision = kv.mod_revision.flatMap(Int64.init) else {
+            throw .corrupt("the etcd key \(stateKey) holds no base64 value")
+        }
+        return StoredState(bytes: Array(value), revision: revision)
+    }
+
+    public func write(_ bytes: [UInt8], expecting expected: Int64?) async throws(StateStoreError) -> Int64 {
+        let key = Self.base64(stateKey)
+        let compare: [String: Any] = expected.map { ["target": "MOD", "key": key, "result": "EQUAL", "mod_revision": String($0)] }
+            ?? ["target": "VERSION", "key": key, "result": "EQUAL", "version": "0"]
+        let body: [String: Any] = [
+            "compare": [compare],
+            "success": [["request_put": ["key": key, "value": Data(bytes).base64EncodedString()]]],
+            "failure": [],
+        ]
+        let answer: [UInt8]
+        do {
+            answer = try await call("/v3/kv/txn", body)
+        } catch .sent(let why) {
+            // Maybe applied: the bytes themselves tell.
+            logger.warning("etcd write outcome unknown; reading back", metadata: ["reason": "\(why)"])
+            guard let current = try await read() else { throw .unavailable(why) }
+            if current.bytes == bytes { return current.revision }
+            if current.revision == expected { throw .unavailable(why) }
+            throw .conflict
+        } catch {
+            throw unavailable(error)
+        }
+        let txn = try decode(TxnResponse.self, answer)
+        guard txn.succeeded == true else { throw .conflict }
+        guard let revision = txn.header?.revision.flatMap(Int64.init) else { throw .corrupt("etcd txn answer has no revision") }
+        return revision
+    }
+
+    public func changes(after revision: Int64) -> AsyncStream<StoredState> {
+        AsyncStream { continuation in
+            let task = Task {
+                var from = revision + 1
+                while !Task.isCancelled {
+                    do {
+                        from = try await watch(from: from) { continuation.yield($0) }
+                    } catch {
+                        logger.debug("etcd watch interrupted; reconnecting", metadata: ["reason": "\(error)"])
+                    }
+                    try? await Task.sleep(for: .milliseconds(200))
+                    // Catch up with what was written while the watch was down.
+                    if let current = try? await read(), current.revision >= from {
+                        continuation.yield(current)
+                        from = current.revision + 1
+                    }
+                }
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// Streams watch events of the state key from `start` until the stream breaks; returns the
+    /// revision to resume from.
+    private func watch(from start: Int64, _ yield: (StoredState) -> Void) async throws -> Int64 {
+        struct Event: Decodable { var kv: KeyValue? }
+        struct Result: Decodable {
+            var header: Header?
+            var events: [Event]?
+            var canceled: Bool?
+        }
+        struct Message: Decodable { var result: Result? }
+        let index = next.withLock { value -> Int in
+            defer { value += 1 }
+            return value % endpoints.count
+        }
+        var request = HTTPClientRequest(url: endpoints[index] + "/v3/watch")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        let body: [String: Any] = ["create_request": ["key": Self.base64(stateKey), "start_revision": String(start)]]
+        request.body = .bytes(ByteBuffer(data: try JSONSerialization.data(withJSONObject: body)))
+        let response = try await http.execute(request, timeout: .hours(24 * 365))
+        guard response.status == .ok else { throw StateStoreError.unavailable("watch: HTTP \(response.status.code)") }
+        var resume = start
+        var buffer: [UInt8] = []
+        for try await chunk in response.body {
+            buffer += chunk.readableBytesView
+            // The gateway streams one JSON object per line.
+            while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
+                let line = Array(buffer[..<newline])
+                buffer.removeSubrange(...newline)
+                guard let message = try? JSONDecoder().decode(Message.self, from: Data(line)), let result = message.result else { continue }
+                if result.canceled == true { return resume }
+                for event in result.events ?? [] {
+                    guard let kv = event.kv, let value = kv.value.flatMap({ Data(base64Encoded: $0) }),
+                        let revision = kv.mod_revision.flatMap(Int64.init)
+                    else { continue }
+                    yield(StoredState(bytes: Array(value), revision: revision))
+                    resume = revision + 1
+                }
+            }
+        }
+        return resume
+    }
+
+    public func reset() async throws(StateStoreError) {
+        do {
+            _ = try await call("/v3/kv/deleterange", ["key": Self.base64(stateKey)])
+        } catch {
+            throw unavailable(error)
+        }
+    }
+
+    // MARK: - PeerDirectory
+
+    public func register(replica: String, peerAddress: String) async throws(StateStoreError) {
+        let value = Data(#"{"peer":"\#(peerAddress)"}"#.utf8).base64EncodedString()
+        do {
+            _ = try await call("/v3/kv/put", ["key": Self.base64("\(prefix)/replicas/\(replica)"), "value": value])
+        } catch {
+            throw unavailable(error)
+        }
+    }
+
+    public func peers() async throws(StateStoreError) -> [String: String] {
+        let start = "\(prefix)/replicas/"
+        let end = "\(prefix)/replicas0"  // '/' + 1: every key under the prefix
+        let bytes: [UInt8]
+        do {
+            bytes = try await call("/v3/kv/range", ["key": Self.base64(start), "range_end": Self.base64(end)])
+        } catch {
+            throw unavailable(error)
+        }
+        struct Entry: Decodable { var peer: String }
+        var result: [String: String] = [:]
+        for kv in try decode(RangeResponse.self, bytes).kvs ?? [] {
+            guard let key = Data(base64Encoded: kv.key).map({ String(decoding: $0, as: UTF8.self) }),
+                let value = kv.value.flatMap({ Data(base64Encoded: $0) }), let entry = try? JSONDecoder().decode(Entry.self, from: value)
+            else { continue }
+            result[String(key.dropFirst(start.count))] = entry.peer
+        }
+        return result
+    }
+}

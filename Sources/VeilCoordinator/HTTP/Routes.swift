@@ -1,0 +1,133 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import VeilAttestation
+import VeilManifest
+
+/// Routes of the coordinator's listeners. Handlers are thin: decode, call the coordinator,
+/// encode; every error leaves as `{"error": {…}}` with a 4xx/5xx status.
+public enum HTTPAPI {
+    /// The client API: users, operators and relying parties. Anonymous clients may read status,
+    /// attestation, certificates, the manifest and its history, and set the first manifest;
+    /// the `secrets` and `update` groups need a manifest user, authenticated by TLS client
+    /// certificate before any body is read.
+    public static func clientRouter(_ coordinator: Coordinator) -> Router<CoordinatorRequestContext> {
+        let router = Router(context: CoordinatorRequestContext.self)
+        router.add(middleware: JSONErrorMiddleware())
+        router.get("/healthz") { _, _ in JSON(["status": "ok"]) }
+        let api = router.group(RouterPath(API.prefix))
+        addPublicRoutes(api, coordinator)
+        api.get("manifest") { _, _ -> Response in
+            guard let manifest = coordinator.manifest else { throw CoordinatorError.noManifest }
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: manifest.raw)))
+        }
+        api.post("manifest") { request, _ in
+            JSON(API.ManifestSetResponse(digest: Hex.encode(try await coordinator.setManifest(try await request.bytes()))))
+        }
+        api.post("manifest/with-secrets") { request, context in
+            let set = try await request.decode(as: API.ManifestSetRequest.self, context: context)
+            guard let manifest = Data(base64Encoded: set.manifest) else { throw CoordinatorError.badRequest("manifest must be base64") }
+            var secrets: [String: [UInt8]] = [:]
+            for (name, value) in set.secrets {
+                guard let bytes = Data(base64Encoded: value) else { throw CoordinatorError.invalidSecretValue(name: name, reason: "value is not base64") }
+                secrets[name] = Array(bytes)
+            }
+            return JSON(API.ManifestSetResponse(digest: Hex.encode(try await coordinator.setManifest(Array(manifest), userDefinedSecrets: secrets))))
+        }
+        api.get("certificate/chain") { _, _ in PEMBody(text: coordinator.chainPEM) }
+        // The manifest's history: digests and names only, readable like the manifest itself.
+        api.get("log") { _, _ in JSON(coordinator.log) }
+        api.get("update") { _, _ in JSON(coordinator.updateStatus()) }
+
+        let update = api.group("update").add(middleware: RequireUser(coordinator: coordinator))
+        update.post("packages") { request, context in
+            JSON(API.ManifestSetResponse(digest: Hex.encode(try await coordinator.updatePackages(try await request.bytes(), by: try context.requireUser()))))
+        }
+        update.post("manifest") { request, context in
+            JSON(try await coordinator.proposeUpdate(try await request.bytes(), by: try context.requireUser()))
+        }
+        update.post("acknowledge") { request, context in
+            JSON(try await coordinator.acknowledgeUpdate(try await request.bytes(), by: try context.requireUser()))
+        }
+
+        let secrets = api.group("secrets").add(middleware: RequireUser(coordinator: coordinator))
+        secrets.put(":name") { request, context -> Response in
+            let name = try context.parameters.require("name")
+            let set = try await request.decode(as: API.SecretSetRequest.self, context: context)
+            guard let value = Data(base64Encoded: set.value) else { throw CoordinatorError.badRequest("value must be base64") }
+            try await coordinator.setSecret(name, value: Array(value), by: try context.requireUser())
+            return Response(status: .noContent)
+        }
+        secrets.get { request, context in
+            JSON(try coordinator.readSecrets(request.uri.queryParameters.getAll("name").map { String($0) }, by: try context.requireUser()))
+        }
+        return router
+    }
+
+    /// The mesh API: launchers activating services (and peer replicas asking for the state key).
+    public static func meshRouter(_ coordinator: Coordinator, peers: PeerKeyService? = nil) -> Router<CoordinatorRequestContext> {
+        let router = Router(context: CoordinatorRequestContext.self)
+        router.add(middleware: JSONErrorMiddleware())
+        router.get("/healthz") { _, _ in JSON(["status": "ok"]) }
+        let api = router.group(RouterPath(API.prefix))
+        api.get("certificate/root") { _, _ in PEMBody(text: coordinator.rootCertificatePEM) }
+        api.get("attestation") { request, _ in JSON(try coordinator.attestation(nonce: try request.nonceParameter())) }
+        let activation = api.group("activation")
+        activation.post("nonce") { _, _ in JSON(API.NonceResponse(nonce: Hex.encode(coordinator.issueNonce()))) }
+        activation.post { request, context in
+            JSON(try await coordinator.activate(try await request.decode(as: API.ActivationRequest.self, context: context)))
+        }
+        if let peers {
+            api.post("peer/state-key") { request, context in
+                JSON(try await peers.answer(try await request.decode(as: API.StateKeyRequest.self, context: context)))
+            }
+        }
+        return router
+    }
+
+    static func addPublicRoutes(_ api: RouterGroup<CoordinatorRequestContext>, _ coordinator: Coordinator) {
+        api.get("status") { _, _ in JSON(coordinator.status()) }
+        api.get("attestation") { request, _ in JSON(try coordinator.attestation(nonce: try request.nonceParameter())) }
+        api.get("certificate/root") { _, _ in PEMBody(text: coordinator.rootCertificatePEM) }
+    }
+
+    /// Both listeners while this replica cannot open the state: status, evidence and share
+    /// collection (submitters are authorized before their body is read).
+    public static func recoveryRouter(_ recovery: RecoveryCoordinator, onRecovered: @escaping @Sendable () -> Void) -> Router<CoordinatorRequestContext> {
+        let router = Router(context: CoordinatorRequestContext.self)
+        router.add(middleware: JSONErrorMiddleware())
+        router.get("/healthz") { _, _ in JSON(["status": "recovery"]) }
+        let api = router.group(RouterPath(API.prefix))
+        api.get("status") { _, _ in JSON(recovery.status()) }
+        api.get("attestation") { request, _ in JSON(try recovery.attestation(nonce: try request.nonceParameter())) }
+        api.get("certificate/root") { _, _ in PEMBody(text: recovery.rootCertificatePEM) }
+        api.get("log") { _, _ in JSON([LogEntry]()) }
+        api.get("recovery") { _, _ in JSON(try recovery.info()) }
+        api.post("recovery") { request, context in
+            let certificate = await context.clientCertificateDER()
+            try recovery.authorizeSubmitter(certificate)
+            let submission = try await request.decode(as: API.RecoverySubmission.self, context: context)
+            guard let share = Data(base64Encoded: submission.share) else { throw CoordinatorError.badRequest("share must be base64") }
+            let status = try await recovery.submit(name: submission.name, share: Array(share), by: certificate)
+            if status.recovered { onRecovered() }
+            return JSON(status)
+        }
+        // Every other request: the coordinator is not serving yet.
+        router.middlewares.add(RecoveryMode(reason: recovery.reason))
+        return router
+    }
+}
+
+/// While recovering, endpoints other than the recovery ones answer 503 with the reason
+/// (clients fail over to another replica), not 404.
+struct RecoveryMode: RouterMiddleware {
+    let reason: String
+    func handle(_ request: Request, context: CoordinatorRequestContext, next: (Request, CoordinatorRequestContext) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound {
+            throw CoordinatorError.stateUnavailable("this replica is in recovery (\(reason)); \(request.method) \(request.uri.path) is served once it has the state key")
+        }
+    }
+}

@@ -1,0 +1,139 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import Logging
+import NIOCore
+import NIOSSL
+import VeilAttestation
+import VeilManifest
+
+/// Which replicas may hold the state key: evidence that verifies under ``verification`` and
+/// whose claims are this replica's own measurement, or (answering side) match one of the
+/// manifest's `Config.CoordinatorPackages` — how a new coordinator version joins.
+public struct ReplicaPolicy: Sendable {
+    public var ownMeasurement: [UInt8]
+    public var verification: VerificationPolicy
+
+    public init(ownMeasurement: [UInt8], verification: VerificationPolicy) {
+        self.ownMeasurement = ownMeasurement
+        self.verification = verification
+    }
+
+    /// Why `evidence` is not a replica this policy trusts with the state key, or its claims.
+    func check(_ evidence: Evidence, binding reportData: [UInt8], manifest: Manifest?) throws(CoordinatorError) -> Claims {
+        let claims: Claims
+        do {
+            claims = try Verifier(policy: verification).verify(evidence, expectedReportData: reportData)
+        } catch let error as AttestationError {
+            throw .evidenceRejected(error)
+        } catch {
+            throw .evidenceRejected(.malformedEvidence("\(error)"))
+        }
+        if claims.measurement == ownMeasurement && !claims.debug { return claims }
+        if let manifest {
+            for name in manifest.config.coordinatorPackages {
+                if let package = manifest.packages[name], package.mismatch(claims) == nil { return claims }
+            }
+        }
+        throw .packageMismatch(
+            service: "coordinator replica", package: "own measurement" + ((manifest?.config.coordinatorPackages.isEmpty ?? true) ? "" : " or Config.CoordinatorPackages"),
+            reason: "measurement \(Hex.encode(claims.measurement)) is not \(Hex.encode(ownMeasurement))" + (claims.debug ? " (or debug evidence)" : ""))
+    }
+
+    static func requestBinding(publicKey: [UInt8], nonce: [UInt8]) -> [UInt8] {
+        ReportData.binding(Array("veil-peer-request\0".utf8) + publicKey, nonce: nonce)
+    }
+
+    static func responseBinding(publicKey: [UInt8], nonce: [UInt8], encapsulatedKey: [UInt8], ciphertext: [UInt8]) -> [UInt8] {
+        ReportData.binding(Array("veil-peer-response\0".utf8) + Array(SHA256.hash(data: publicKey)) + encapsulatedKey + ciphertext, nonce: nonce)
+    }
+
+    static let hpkeInfo = Data("veil-state-key-v1".utf8)
+}
+
+/// A replica that holds the state key answers peers that prove, by attestation, to be
+/// replicas the policy trusts; the key travels sealed to the requester's ephemeral key, with
+/// this replica's own evidence over the answer.
+public final class PeerKeyService: Sendable {
+    let coordinator: Coordinator
+    let policy: ReplicaPolicy
+
+    public init(coordinator: Coordinator, policy: ReplicaPolicy) {
+        self.coordinator = coordinator
+        self.policy = policy
+    }
+
+    func answer(_ request: API.StateKeyRequest) async throws(CoordinatorError) -> API.StateKeyResponse {
+        guard let publicKeyBytes = Data(base64Encoded: request.publicKey), let nonce = Data(base64Encoded: request.nonce), nonce.count == 32,
+            let recipient = try? P256.KeyAgreement.PublicKey(x963Representation: publicKeyBytes)
+        else { throw .badRequest("publicKey must be a base64 P-256 key (x9.63) and nonce 32 base64 bytes") }
+        let claims: Claims
+        do {
+            claims = try policy.check(request.evidence, binding: ReplicaPolicy.requestBinding(publicKey: Array(publicKeyBytes), nonce: Array(nonce)), manifest: coordinator.manifest)
+        } catch {
+            coordinator.logger.warning("state key refused to a peer", metadata: ["reason": "\(error)"])
+            throw error
+        }
+        guard let stateKey = coordinator.vault.stateKey else { throw .stateUnavailable("this replica holds no state key") }
+        do {
+            var sender = try HPKE.Sender(recipientKey: recipient, ciphersuite: .P256_SHA256_AES_GCM_256, info: ReplicaPolicy.hpkeInfo)
+            let ciphertext = Array(try sender.seal(stateKey.withUnsafeBytes { Array($0) }))
+            let encapsulated = Array(sender.encapsulatedKey)
+            let evidence = try coordinator.evidenceProvider.evidence(
+                reportData: ReplicaPolicy.responseBinding(publicKey: Array(publicKeyBytes), nonce: Array(nonce), encapsulatedKey: encapsulated, ciphertext: ciphertext))
+            coordinator.logger.info("state key handed to an attested peer replica", metadata: ["measurement": "\(Hex.encode(claims.measurement))"])
+            return API.StateKeyResponse(
+                encapsulatedKey: Data(encapsulated).base64EncodedString(), ciphertext: Data(ciphertext).base64EncodedString(), evidence: evidence)
+        } catch {
+            throw .storage("cannot seal the state key: \(error)")
+        }
+    }
+}
+
+/// A replica without the state key asks its peers for it.
+public enum PeerKeyClient {
+    /// Asks `peer` (HOST:PORT of its mesh listener) for the state key, proving itself with
+    /// `provider`'s evidence and checking the answer's evidence under `policy`.
+    public static func fetch(from peer: String, provider: any EvidenceProvider, policy: ReplicaPolicy, http: HTTPClient) async throws -> SymmetricKey {
+        let ephemeral = P256.KeyAgreement.PrivateKey()
+        let publicKey = Array(ephemeral.publicKey.x963Representation)
+        let nonce = Array(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) })
+        let evidence = try provider.evidence(reportData: ReplicaPolicy.requestBinding(publicKey: publicKey, nonce: nonce))
+        let body = try JSONEncoder().encode(API.StateKeyRequest(
+            publicKey: Data(publicKey).base64EncodedString(), nonce: Data(nonce).base64EncodedString(), evidence: evidence))
+        var request = HTTPClientRequest(url: "https://\(peer)\(API.prefix)/peer/state-key")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(data: body))
+        let response = try await http.execute(request, timeout: .seconds(5))
+        let bytes = try await response.body.collect(upTo: 1 << 20)
+        guard response.status == .ok else {
+            let message = (try? JSONDecoder().decode(API.ErrorResponse.self, from: Data(bytes.readableBytesView)))?.error.message
+            throw CoordinatorError.stateUnavailable("peer \(peer) refused (\(response.status.code)): \(message ?? "no reason given")")
+        }
+        let answer = try JSONDecoder().decode(API.StateKeyResponse.self, from: Data(bytes.readableBytesView))
+        guard let encapsulated = Data(base64Encoded: answer.encapsulatedKey), let ciphertext = Data(base64Encoded: answer.ciphertext) else {
+            throw CoordinatorError.stateUnavailable("peer \(peer) answered malformed JSON")
+        }
+        // The peer must be a replica the policy trusts, answering this very request.
+        _ = try policy.check(
+            answer.evidence,
+            binding: ReplicaPolicy.responseBinding(publicKey: publicKey, nonce: nonce, encapsulatedKey: Array(encapsulated), ciphertext: Array(ciphertext)),
+            manifest: nil)
+        var recipient = try HPKE.Recipient(
+            privateKey: ephemeral, ciphersuite: .P256_SHA256_AES_GCM_256, info: ReplicaPolicy.hpkeInfo, encapsulatedKey: encapsulated)
+        let key = try recipient.open(ciphertext)
+        guard key.count == 32 else { throw CoordinatorError.stateUnavailable("peer \(peer) sent a key of \(key.count) bytes") }
+        return SymmetricKey(data: key)
+    }
+
+    /// An HTTP client for peers: their TLS certificate is not checked, because the answer is
+    /// self-authenticating (HPKE to our key, their evidence over it).
+    public static func makeHTTPClient() -> HTTPClient {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.certificateVerification = .none
+        var configuration = HTTPClient.Configuration(tlsConfiguration: tls, redirectConfiguration: .disallow)
+        configuration.timeout = .init(connect: .seconds(2), read: .seconds(5))
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+}

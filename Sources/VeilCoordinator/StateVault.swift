@@ -1,0 +1,211 @@
+import Crypto
+import Foundation
+import Synchronization
+import VeilAttestation
+
+/// The bytes a store holds: the state encrypted under the state key, its generation in the
+/// clear but authenticated, and the recovery data, written together in one atomic step.
+///
+/// `"VEILSTATE3\n"` ‖ u64 generation ‖ u32 n ‖ AES-256-GCM box (n bytes: nonce ‖ ciphertext ‖
+/// tag; additional data = magic ‖ generation) ‖ u32 m ‖ recovery JSON (m bytes, 0 when none).
+/// Integers big-endian.
+enum StateEnvelope {
+    static let magic = Array("VEILSTATE3\n".utf8)
+    /// The previous format: the state alone under the state key (additional data = magic).
+    static let legacyMagic = Array("VEILSEAL2\n".utf8)
+
+    struct Header: Equatable {
+        var generation: UInt64
+        var box: ArraySlice<UInt8>
+        var recovery: [UInt8]?
+    }
+
+    /// Parses the framing without decrypting (generation and recovery data are readable without the key).
+    static func header(_ bytes: [UInt8]) -> Header? {
+        guard bytes.starts(with: magic) else {
+            return bytes.starts(with: legacyMarker) ? legacyHeader(bytes) : nil
+        }
+        var offset = magic.count
+        func integer(_ size: Int) -> UInt64? {
+            guard bytes.count - offset >= size else { return nil }
+            defer { offset += size }
+            return bytes[offset..<offset + size].reduce(0) { $0 << 8 | UInt64($1) }
+        }
+        guard let generation = integer(8), let boxLength = integer(4).map(Int.init), bytes.count - offset >= boxLength else { return nil }
+        let box = bytes[offset..<offset + boxLength]
+        offset += boxLength
+        guard let recoveryLength = integer(4).map(Int.init), bytes.count - offset == recoveryLength else { return nil }
+        return Header(generation: generation, box: box, recovery: recoveryLength == 0 ? nil : Array(bytes[offset...]))
+    }
+
+    static func encode(generation: UInt64, box: [UInt8], recovery: [UInt8]?) -> [UInt8] {
+        var bytes = magic
+        withUnsafeBytes(of: generation.bigEndian) { bytes += $0 }
+        withUnsafeBytes(of: UInt32(box.count).bigEndian) { bytes += $0 }
+        bytes += box
+        withUnsafeBytes(of: UInt32(recovery?.count ?? 0).bigEndian) { bytes += $0 }
+        bytes += recovery ?? []
+        return bytes
+    }
+
+    static func additionalData(generation: UInt64) -> [UInt8] {
+        var bytes = magic
+        withUnsafeBytes(of: generation.bigEndian) { bytes += $0 }
+        return bytes
+    }
+
+    /// A previous-format file, framed so ``header(_:)`` reads it: marker ‖ u32 recovery length ‖
+    /// recovery ‖ the original bytes (generation 0: its real one is inside the encrypted state).
+    static let legacyMarker = Array("VEILLEGACY2\n".utf8)
+
+    static func wrapLegacy(_ original: [UInt8], recovery: [UInt8]?) -> [UInt8] {
+        var bytes = legacyMarker
+        withUnsafeBytes(of: UInt32(recovery?.count ?? 0).bigEndian) { bytes += $0 }
+        return bytes + (recovery ?? []) + original
+    }
+
+    private static func legacyHeader(_ bytes: [UInt8]) -> Header? {
+        var offset = legacyMarker.count
+        guard bytes.count - offset >= 4 else { return nil }
+        let length = Int(bytes[offset..<offset + 4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+        offset += 4
+        guard bytes.count - offset >= length, bytes[(offset + length)...].starts(with: legacyMagic) else { return nil }
+        let recovery = length == 0 ? nil : Array(bytes[offset..<offset + length])
+        return Header(generation: 0, box: bytes[(offset + length + legacyMagic.count)...], recovery: recovery)
+    }
+
+    static func isLegacy(_ bytes: [UInt8]) -> Bool { bytes.starts(with: legacyMarker) }
+}
+
+/// Why this replica cannot use what the store holds.
+public enum VaultError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// This replica has no state key (new machine, new pod, changed sealing key).
+    case noStateKey
+    /// The local state key does not open the stored state (a different coordinator's state, or a reset).
+    case wrongStateKey
+    /// The store holds an older generation than this replica has seen: state rolled back.
+    case rollback(stored: UInt64, seen: UInt64)
+    /// The store is empty, but this replica holds a state key or has seen a generation:
+    /// the state was deleted, or the replica points at the wrong store.
+    case stateMissing(detail: String)
+    case malformed(String)
+
+    public var description: String {
+        switch self {
+        case .noStateKey: return "this replica holds no state key for the stored state"
+        case .wrongStateKey: return "this replica's state key does not open the stored state (another coordinator's state, or the store was reset)"
+        case .rollback(let stored, let seen):
+            return "state rollback refused: the store holds generation \(stored), but this replica has already seen generation \(seen) (an old state was put back)"
+        case .stateMissing(let detail):
+            return "the store holds no state, but this replica has one (\(detail)): the state was deleted or this is the wrong store; "
+                + "start with --reset to begin a new coordinator (its root CA and all secrets are then lost)"
+        case .malformed(let why): return why
+        }
+    }
+}
+
+/// What one replica keeps for itself, sealed under its own sealing key in its data directory:
+/// the state key (`state-key.sealed`) and the highest generation it has seen
+/// (`generation.sealed`, rollback protection). The state key never leaves the replica except
+/// sealed, to a recovery key holder's share, or to an attested peer.
+public final class StateVault: Sendable {
+    public static let keyFileName = "state-key.sealed"
+    public static let generationFileName = "generation.sealed"
+    static let keyMagic = Array("VEILKEY1\n".utf8)
+    static let generationMagic = Array("VEILGEN1\n".utf8)
+
+    let keyPath: String
+    let generationPath: String
+    /// nil on TEEs without a sealing key (TDX): the state key then lives only in memory.
+    let sealingKey: SymmetricKey?
+    private let key: Mutex<SymmetricKey?>
+    private let highWater: Mutex<UInt64>
+
+    public init(directory: String, sealingKey: SymmetricKey?) {
+        keyPath = (directory as NSString).appendingPathComponent(Self.keyFileName)
+        generationPath = (directory as NSString).appendingPathComponent(Self.generationFileName)
+        self.sealingKey = sealingKey
+        let open = { (path: String, magic: [UInt8]) -> [UInt8]? in
+            guard let sealingKey, let bytes = FileManager.default.contents(atPath: path).map(Array.init), bytes.starts(with: magic),
+                let box = try? AES.GCM.SealedBox(combined: bytes[magic.count...]),
+                let plain = try? AES.GCM.open(box, using: sealingKey, authenticating: magic)
+            else { return nil }
+            return Array(plain)
+        }
+        key = Mutex(open(keyPath, Self.keyMagic).flatMap { $0.count == 32 ? SymmetricKey(data: $0) : nil })
+        highWater = Mutex(open(generationPath, Self.generationMagic).flatMap { $0.count == 8 ? $0.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } : nil } ?? 0)
+    }
+
+    public var stateKey: SymmetricKey? { key.withLock { $0 } }
+    public var highestGeneration: UInt64 { highWater.withLock { $0 } }
+
+    /// Whether this replica has served a state before (a sealed key or a seen generation on disk).
+    public var hasLocalTraces: Bool {
+        FileManager.default.fileExists(atPath: keyPath) || FileManager.default.fileExists(atPath: generationPath)
+    }
+
+    /// Takes `stateKey` as this replica's, sealing it to disk when a sealing key exists.
+    public func adopt(stateKey: SymmetricKey) throws {
+        if let sealingKey {
+            let box = try AES.GCM.seal(stateKey.withUnsafeBytes { Array($0) }, using: sealingKey, authenticating: Self.keyMagic)
+            try AtomicFile.write(Self.keyMagic + Array(box.combined!), to: keyPath, mode: 0o600)
+        }
+        key.withLock { $0 = stateKey }
+    }
+
+    /// Records that `generation` was stored or seen; never lowers the mark.
+    public func note(generation: UInt64) throws {
+        let raised = highWater.withLock { current -> Bool in
+            guard generation > current else { return false }
+            current = generation
+            return true
+        }
+        guard raised, let sealingKey else { return }
+        var plain: [UInt8] = []
+        withUnsafeBytes(of: generation.bigEndian) { plain += $0 }
+        let box = try AES.GCM.seal(plain, using: sealingKey, authenticating: Self.generationMagic)
+        try AtomicFile.write(Self.generationMagic + Array(box.combined!), to: generationPath, mode: 0o600)
+    }
+
+    /// Forgets the key and the generation mark (`--reset`).
+    public func reset() {
+        unlink(keyPath)
+        unlink(generationPath)
+        key.withLock { $0 = nil }
+        highWater.withLock { $0 = 0 }
+    }
+
+    /// The envelope for `state` (encrypted under the state key) and `recovery`.
+    func seal(_ state: CoordinatorState, recovery: [UInt8]?) throws(CoordinatorError) -> [UInt8] {
+        guard let stateKey else { throw .storage("no state key") }
+        do {
+            let box = try AES.GCM.seal(state.encoded(), using: stateKey, authenticating: StateEnvelope.additionalData(generation: state.generation))
+            return StateEnvelope.encode(generation: state.generation, box: Array(box.combined!), recovery: recovery)
+        } catch {
+            throw .storage("cannot encrypt the state: \(error)")
+        }
+    }
+
+    /// Decrypts an envelope with `key` (default: this replica's) and checks it is not older than
+    /// what this replica has seen.
+    func open(_ bytes: [UInt8], with key: SymmetricKey? = nil) throws(VaultError) -> (state: CoordinatorState, recovery: [UInt8]?) {
+        guard let header = StateEnvelope.header(bytes) else { throw .malformed("the store holds no Veil state envelope") }
+        guard let key = key ?? stateKey else { throw .noStateKey }
+        let legacy = StateEnvelope.isLegacy(bytes)
+        let additional = legacy ? StateEnvelope.legacyMagic : StateEnvelope.additionalData(generation: header.generation)
+        guard let box = try? AES.GCM.SealedBox(combined: header.box), let plain = try? AES.GCM.open(box, using: key, authenticating: additional) else {
+            throw .wrongStateKey
+        }
+        let state: CoordinatorState
+        do {
+            state = try CoordinatorState.decode(Array(plain))
+        } catch {
+            throw .malformed("\(error)")
+        }
+        // A legacy file's generation lives inside it; a new one's header must agree with it.
+        guard legacy || state.generation == header.generation else { throw .malformed("the envelope's generation does not match its state's") }
+        let seen = highestGeneration
+        guard state.generation >= seen else { throw .rollback(stored: state.generation, seen: seen) }
+        return (state, header.recovery)
+    }
+}

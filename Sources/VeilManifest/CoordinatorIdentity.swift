@@ -1,0 +1,43 @@
+import X509
+
+/// How the coordinator's TLS identity is told apart from every workload's.
+///
+/// The coordinator's TLS certificates come only from its **coordinator TLS CA**, an
+/// intermediate under the root whose subject carries ``caOrganizationalUnit``, and name
+/// ``uri``. Workload certificates (activations, certificate secrets) come from the other
+/// intermediate and never carry ``uri``. Clients of the coordinator check both, so a
+/// workload certificate that names `localhost` or `127.0.0.1` still cannot pass as the
+/// coordinator; services identify each other by ``serviceURI(coordinatorID:service:)``.
+public enum CoordinatorIdentity {
+    /// URI SAN of every coordinator TLS certificate.
+    public static let uri = "veil:coordinator"
+    /// OrganizationalUnit of the coordinator TLS CA's subject.
+    public static let caOrganizationalUnit = "Veil Coordinator TLS"
+
+    /// `O=Veil, OU=Veil Coordinator TLS, CN=Veil Coordinator TLS CA`.
+    public static func caSubject() throws -> DistinguishedName {
+        try DistinguishedName {
+            OrganizationName("Veil")
+            OrganizationalUnitName(caOrganizationalUnit)
+            CommonName("Veil Coordinator TLS CA")
+        }
+    }
+
+    /// Whether `subject` is a coordinator TLS CA's.
+    public static func isCoordinatorCA(_ subject: DistinguishedName) -> Bool {
+        subject.contains { rdn in rdn.contains { $0.type == .RDNAttributeType.organizationalUnitName && "\($0.value)" == caOrganizationalUnit } }
+    }
+
+    /// `veil://COORDINATOR-ID/service/NAME`: a service's identity in its activation certificate.
+    public static func serviceURI(coordinatorID: String, service: String) -> String {
+        "veil://\(coordinatorID)/service/\(service)"
+    }
+
+    /// The coordinator ID and service name of a service identity URI, or nil.
+    public static func service(fromURI uri: String) -> (coordinatorID: String, service: String)? {
+        guard uri.hasPrefix("veil://") else { return nil }
+        let parts = uri.dropFirst("veil://".count).split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[1] == "service", !parts[0].isEmpty, !parts[2].isEmpty else { return nil }
+        return (String(parts[0]), String(parts[2]))
+    }
+}

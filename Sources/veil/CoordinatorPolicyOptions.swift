@@ -1,0 +1,34 @@
+import ArgumentParser
+import Foundation
+import VeilAttestation
+import VeilLauncher
+
+/// What a command requires of the coordinator's evidence: the same options and the same
+/// builder (``CoordinatorPolicy/build(expect:policyFile:allowSimulation:simulationKey:acceptAnyMeasurement:)``)
+/// for `attest` and `recover`.
+struct CoordinatorPolicyOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Expected coordinator measurement (hex, or sha256:hex as `veil measure --coordinator` prints it; repeatable). Required for hardware coordinators.",
+        valueName: "hex"))
+    var expect: [String] = []
+
+    @Option(help: ArgumentHelp("Policy JSON: {\"Measurements\": [...], \"AllowSimulation\": bool, \"SimulationKey\": path}.", valueName: "file"))
+    var policy: String?
+
+    @Flag(help: "Accept a simulated coordinator (development only: NO confidentiality).")
+    var allowSimulation = false
+
+    @Option(help: ArgumentHelp("Trusted simulation platform key (env \(SimulationPlatformKey.environmentVariable)).", valueName: "file"))
+    var simulationKey: String?
+
+    @Flag(help: "DANGEROUS: trust a hardware coordinator of any measurement (an attacker's code in a genuine TEE would pass).")
+    var insecureAnyCoordinator = false
+
+    func build(environment: [String: String]) throws -> CoordinatorPolicy {
+        let policy = try CoordinatorPolicy.build(
+            expect: expect, policyFile: self.policy, allowSimulation: allowSimulation,
+            simulationKey: simulationKey ?? environment[SimulationPlatformKey.environmentVariable], acceptAnyMeasurement: insecureAnyCoordinator)
+        if insecureAnyCoordinator { warn("warning: --insecure-any-coordinator: any coordinator code running in a genuine TEE is trusted") }
+        return policy
+    }
+}
