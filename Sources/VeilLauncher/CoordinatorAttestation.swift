@@ -42,6 +42,16 @@ public struct CoordinatorPolicy: Sendable {
         return policy
     }
 
+    /// The measurement rule: one of ``measurements``; with none, only simulated evidence (or
+    /// hardware evidence under ``acceptAnyMeasurement``) passes.
+    public func check(_ claims: Claims) throws(CoordinatorAttestationError) {
+        if measurements.isEmpty {
+            if !claims.simulated && !acceptAnyMeasurement { throw .measurementRequired(claims.tee) }
+        } else if !measurements.contains(claims.measurement) {
+            throw .measurementNotExpected(Hex.encode(claims.measurement))
+        }
+    }
+
     /// 32 bytes of hex, optionally prefixed `sha256:`.
     static func measurement(_ text: String, what: String) throws -> [UInt8] {
         let hex = text.hasPrefix("sha256:") ? String(text.dropFirst("sha256:".count)) : text
@@ -146,11 +156,7 @@ public enum CoordinatorAttestation {
         } catch let error as AttestationError {
             throw CoordinatorAttestationError.evidence(error)
         }
-        if policy.measurements.isEmpty {
-            if !claims.simulated && !policy.acceptAnyMeasurement { throw CoordinatorAttestationError.measurementRequired(claims.tee) }
-        } else if !policy.measurements.contains(claims.measurement) {
-            throw CoordinatorAttestationError.measurementNotExpected(Hex.encode(claims.measurement))
-        }
+        try policy.check(claims)
         return AttestedCoordinator(rootCertificatePEM: response.rootCertificate, claims: claims, logHead: head)
     }
 }

@@ -15,6 +15,8 @@ struct StatusCommand: AsyncParsableCommand {
         case .text:
             print("state: \(status.state)")
             print("manifest: \(status.manifestDigest.map { "sha256:\($0)" } ?? "none")")
+            if let generation = status.generation { print("generation: \(generation) (history: \(status.historyLength ?? 0) entries)") }
+            if let reason = status.reason { print("reason: \(reason)") }
             for (service, count) in status.activations.sorted(by: { $0.key < $1.key }) { print("activations \(service): \(count)") }
             if let warning = status.warning { print("warning: \(warning)") }
         }

@@ -35,9 +35,18 @@ import Testing
         let (code, status) = try coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status")
         #expect(code == 200 && status.contains("\"recovery\""), "\(status)")
 
+        // Shares go only to the expected coordinator code: the measurement exactly as `veil measure --coordinator` prints it.
+        let expected = try coordinator.veil(["measure", "--coordinator"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(expected.hasPrefix("sha256:"))
         let recover = { (key: String) throws -> RunResult in
-            try coordinator.veil(["recover", "--key", "\(scratch.path)/\(key).pem", "--allow-simulation", "--simulation-key", coordinator.simulationKey])
+            try coordinator.veil([
+                "recover", "--key", "\(scratch.path)/\(key).pem", "--allow-simulation", "--simulation-key", coordinator.simulationKey, "--expect", expected,
+            ])
         }
+        let wrongCode = try coordinator.veil([
+            "recover", "--key", "\(scratch.path)/rsa.pem", "--allow-simulation", "--simulation-key", coordinator.simulationKey, "--expect", "sha256:" + String(repeating: "00", count: 32),
+        ])
+        #expect(wrongCode.status != 0 && wrongCode.stderr.contains("not one the policy expects"), "\(wrongCode.stderr)")
         let outsider = try recover("outsider")
         #expect(outsider.status != 0 && outsider.stderr.contains("not one of the coordinator's recovery keys"), "\(outsider.stderr)")
         let first = try recover("rsa")

@@ -75,11 +75,22 @@ final class Spawned {
             status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal, stdout: stdout, stderr: stderr)
     }
 
+    /// SIGTERM, then SIGKILL after 3 s: children inherit the test threads' blocked signals, so
+    /// programs that do not reset their signal mask (OpenSSL's s_server) ignore SIGTERM.
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(3)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash or a lost machine would.
+    func kill9() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
     }
 }
 
@@ -132,12 +143,16 @@ final class CoordinatorProcess {
     var rootPath: String { scratch.path + "/root.pem" }
     var environment: [String: String] { ["VEIL_CONFIG_DIR": scratch.path + "/config", "VEIL_COORDINATOR": clientAddress] }
 
-    init(scratch: Scratch) throws {
+    /// Extra `veil coordinator` arguments (store, TLS validity, …).
+    var extraArguments: [String]
+
+    init(scratch: Scratch, arguments: [String] = [], dataDirectory: String? = nil, attest: Bool = true) throws {
         self.scratch = scratch
-        dataDirectory = scratch.path + "/data"
+        self.dataDirectory = dataDirectory ?? scratch.path + "/data"
         clientAddress = "127.0.0.1:\(freePort())"
         meshAddress = "127.0.0.1:\(freePort())"
-        try start()
+        extraArguments = arguments
+        try start(attest: attest)
     }
 
     deinit { process?.stop() }
@@ -145,7 +160,8 @@ final class CoordinatorProcess {
     func start(attest: Bool = true) throws {
         let process = try Spawned(
             veilBinary,
-            ["coordinator", "--tee", "simulated", "--data-dir", dataDirectory, "--client-addr", clientAddress, "--mesh-addr", meshAddress],
+            ["coordinator", "--tee", "simulated", "--data-dir", dataDirectory, "--client-addr", clientAddress, "--mesh-addr", meshAddress]
+                + extraArguments,
             scratch: scratch)
         self.process = process
         let deadline = Date().addingTimeInterval(30)
