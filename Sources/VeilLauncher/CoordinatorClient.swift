@@ -51,7 +51,7 @@ public enum CoordinatorClientError: Error, CustomStringConvertible {
     }
 
     /// Worth trying another replica: it could not be reached, or it answered 503.
-    var isFailover: Bool {
+    public var isFailover: Bool {
         switch self {
         case .connection: return true
         case .refused(let status, _, _, _): return status == 503

@@ -149,16 +149,10 @@ public enum Launcher {
             programFD: program.descriptor, config: .init(service: options.service, arguments: Array(options.command.dropFirst())))
         let protected = try options.image?.protectedHeaders() ?? []
         let key = P256.Signing.PrivateKey()
-        let nonceResponse = try await client.call(.POST, "\(API.prefix)/activation/nonce", as: API.NonceResponse.self)
-        guard let nonce = Hex.decode(nonceResponse.nonce) else {
-            throw CoordinatorClientError.unexpectedResponse(status: 200, detail: "nonce is not hex")
-        }
-        var request = try activationRequest(
-            service: options.service, nonce: nonce, key: key, provider: options.tee.provider(measurement: measurement))
-        if !protected.isEmpty {
-            request.protectedFiles = protected.map { API.ProtectedFileHeader(path: $0.entry.path, header: Data($0.header).base64EncodedString()) }
-        }
-        let response = try await client.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
+        let response = try await requestActivation(
+            service: options.service, key: key, provider: options.tee.provider(measurement: measurement),
+            protectedFiles: protected.map { API.ProtectedFileHeader(path: $0.entry.path, header: Data($0.header).base64EncodedString()) },
+            client: client)
         var plan = try ExecPlan(response: response, options: options, program: program, privateKeyDER: Array(key.derRepresentation))
         if !protected.isEmpty {
             guard let text = response.protectedFilesKey, let keyBytes = Data(base64Encoded: text) else {
@@ -189,6 +183,21 @@ public enum Launcher {
         }
     }
 
+
+    /// One activation exchange with one coordinator replica: a fresh nonce (valid only at that
+    /// replica), evidence binding `key` and it, and the activation.
+    public static func requestActivation(
+        service: String, key: P256.Signing.PrivateKey, provider: any EvidenceProvider, protectedFiles: [API.ProtectedFileHeader] = [],
+        client: CoordinatorClient
+    ) async throws -> API.ActivationResponse {
+        let nonceResponse = try await client.call(.POST, "\(API.prefix)/activation/nonce", as: API.NonceResponse.self)
+        guard let nonce = Hex.decode(nonceResponse.nonce) else {
+            throw CoordinatorClientError.unexpectedResponse(status: 200, detail: "nonce is not hex")
+        }
+        var request = try activationRequest(service: service, nonce: nonce, key: key, provider: provider)
+        if !protectedFiles.isEmpty { request.protectedFiles = protectedFiles }
+        return try await client.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
+    }
 
     /// Builds an activation request: a CSR for `key` and evidence whose report data binds
     /// `SHA-256(SubjectPublicKeyInfo DER ‖ nonce)`.

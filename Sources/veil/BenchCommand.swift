@@ -12,7 +12,7 @@ import VeilManifest
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks that print ratios against peers measured in the same run.",
-        subcommands: [BenchCoordinatorCommand.self, BenchDCAPCommand.self, BenchSNPCommand.self, BenchProtectedCommand.self, BenchImageCommand.self, BenchAttestCommand.self], defaultSubcommand: BenchCoordinatorCommand.self)
+        subcommands: [BenchCoordinatorCommand.self, BenchLoadCommand.self, BenchDCAPCommand.self, BenchSNPCommand.self, BenchProtectedCommand.self, BenchImageCommand.self, BenchAttestCommand.self], defaultSubcommand: BenchCoordinatorCommand.self)
 }
 
 struct BenchCoordinatorCommand: AsyncParsableCommand {
@@ -30,7 +30,7 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
         defer { try? FileManager.default.removeItem(atPath: work) }
         let coordinator = try await BenchCoordinator.start(veil: veil, work: work)
         defer { coordinator.stop() }
-        let (client, mesh, keyPath, rootPath) = (coordinator.client, coordinator.mesh, coordinator.keyPath, coordinator.rootPath)
+        let (mesh, keyPath, rootPath) = (coordinator.mesh, coordinator.keyPath, coordinator.rootPath)
         let attested: AttestedCoordinator = coordinator.attested
         let environment = ProcessInfo.processInfo.environment
 
@@ -63,10 +63,8 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
                      launchedMedian - directMedian < 0.05 ? "met" : "NOT met"))
         print(String(format: "  ratio veil launch / direct      %8.1fx", launchedMedian / directMedian))
 
-        // 2. Activations per second vs the trivial /healthz on the same connections.
-        let (healthz, activations) = try await CoordinatorClient.with(address: mesh, trust: .pinnedRoot(attested.rootCertificatePEM)) { meshClient in
-            try await measureThroughput(meshClient, key: keyPath, measurement: benchMeasurement)
-        }
+        // 2. Activations per second vs the trivial /healthz, each client on its own keep-alive connection.
+        let (healthz, activations) = try await measureThroughput(mesh: mesh, root: attested.rootCertificatePEM, key: keyPath, measurement: benchMeasurement)
         print("")
         print("throughput, \(concurrency) concurrent clients over keep-alive TLS, \(Int(seconds)) s each:")
         print(String(format: "  GET /healthz (peer)             %8.0f req/s", healthz))
@@ -74,39 +72,37 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
         print(String(format: "  ratio activations / healthz     %8.2f", activations / healthz))
     }
 
-    private func measureThroughput(_ meshClient: CoordinatorClient, key keyPath: String, measurement benchMeasurement: [UInt8]) async throws -> (Double, Double) {
+    private func measureThroughput(mesh: String, root: String, key keyPath: String, measurement benchMeasurement: [UInt8]) async throws -> (Double, Double) {
         let platformKey = try SimulationPlatformKey.load(at: keyPath)
-        let healthz = try await throughput(concurrency: concurrency, seconds: seconds) {
-            _ = try await meshClient.call(.GET, "/healthz")
+        let healthz = try await throughput(mesh: mesh, root: root) { client in
+            _ = try await client.call(.GET, "/healthz")
         }
         let provider = SimulatedEvidenceProvider(key: platformKey, measurement: benchMeasurement)
-        let activations = try await throughput(concurrency: concurrency, seconds: seconds) {
-            let nonce = try await meshClient.call(.POST, "\(API.prefix)/activation/nonce", as: API.NonceResponse.self)
-            let request = try Launcher.activationRequest(
-                service: "bench", nonce: Hex.decode(nonce.nonce) ?? [], key: P256.Signing.PrivateKey(), provider: provider)
-            _ = try await meshClient.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
+        let activations = try await throughput(mesh: mesh, root: root) { client in
+            _ = try await Launcher.requestActivation(service: "bench", key: P256.Signing.PrivateKey(), provider: provider, client: client)
         }
         return (healthz, activations)
     }
 
-    /// Runs `operation` from `concurrency` tasks for `seconds`; returns completed operations per second.
-    private func throughput(concurrency: Int, seconds: Double, _ operation: @escaping @Sendable () async throws -> Void) async throws -> Double {
+    /// Runs `operation` from `concurrency` clients for `seconds`; returns completed operations per second.
+    private func throughput(mesh: String, root: String, _ operation: @escaping @Sendable (CoordinatorClient) async throws -> Void) async throws -> Double {
         let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
         let start = ContinuousClock.now
         let total = try await withThrowingTaskGroup(of: Int.self) { group in
             for _ in 0..<concurrency {
                 group.addTask {
-                    var count = 0
-                    while ContinuousClock.now < deadline {
-                        try await operation()
-                        count += 1
+                    try await CoordinatorClient.with(address: mesh, trust: .pinnedRoot(root)) { client in
+                        var count = 0
+                        while ContinuousClock.now < deadline {
+                            try await operation(client)
+                            count += 1
+                        }
+                        return count
                     }
-                    return count
                 }
             }
             return try await group.reduce(0, +)
         }
-        let elapsed = ContinuousClock.now - start
-        return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        return Double(total) / Bench.seconds(ContinuousClock.now - start)
     }
 }

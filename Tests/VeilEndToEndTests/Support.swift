@@ -139,16 +139,23 @@ final class CoordinatorProcess {
     let meshAddress: String
     var process: Spawned?
 
-    var simulationKey: String { dataDirectory + "/simulation-platform-key.pem" }
+    /// The simulation platform key: the data directory's own, or a shared one (replicas).
+    var simulationKey: String { sharedSimulationKey ?? dataDirectory + "/simulation-platform-key.pem" }
+    var sharedSimulationKey: String?
     var rootPath: String { scratch.path + "/root.pem" }
     var environment: [String: String] { ["VEIL_CONFIG_DIR": scratch.path + "/config", "VEIL_COORDINATOR": clientAddress] }
 
     /// Extra `veil coordinator` arguments (store, TLS validity, …).
     var extraArguments: [String]
 
-    init(scratch: Scratch, arguments: [String] = [], dataDirectory: String? = nil, attest: Bool = true) throws {
+    /// The `veil` executable the coordinator runs from (another build: another measurement).
+    let binary: String
+
+    init(scratch: Scratch, arguments: [String] = [], dataDirectory: String? = nil, simulationKey: String? = nil, attest: Bool = true, binary: String? = nil) throws {
         self.scratch = scratch
+        self.binary = binary ?? veilBinary
         self.dataDirectory = dataDirectory ?? scratch.path + "/data"
+        sharedSimulationKey = simulationKey
         clientAddress = "127.0.0.1:\(freePort())"
         meshAddress = "127.0.0.1:\(freePort())"
         extraArguments = arguments
@@ -159,9 +166,9 @@ final class CoordinatorProcess {
 
     func start(attest: Bool = true) throws {
         let process = try Spawned(
-            veilBinary,
+            binary,
             ["coordinator", "--tee", "simulated", "--data-dir", dataDirectory, "--client-addr", clientAddress, "--mesh-addr", meshAddress]
-                + extraArguments,
+                + (sharedSimulationKey.map { ["--simulation-key", $0] } ?? []) + extraArguments,
             scratch: scratch)
         self.process = process
         let deadline = Date().addingTimeInterval(30)
@@ -202,7 +209,8 @@ final class CoordinatorProcess {
     }
 
     func setManifest(_ text: String) throws -> RunResult {
-        try veil(["manifest", "set", try scratch.write(text, to: "manifest-\(UUID().uuidString.prefix(6)).json")])
+        let pinned = FileManager.default.fileExists(atPath: rootPath) ? ["--root-ca", rootPath] : []
+        return try veil(["manifest", "set", try scratch.write(text, to: "manifest-\(UUID().uuidString.prefix(6)).json")] + pinned)
     }
 
     /// `curl -k` against the coordinator: returns (HTTP status, body).

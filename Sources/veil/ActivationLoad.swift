@@ -1,0 +1,108 @@
+import Crypto
+import Foundation
+import Synchronization
+import VeilAttestation
+import VeilLauncher
+import VeilManifest
+
+/// Activations from concurrent clients spread over coordinator replicas, each client keeping
+/// one connection per replica and moving to the next replica when one cannot be reached or
+/// answers 503 — what launchers do, without starting processes. Used by `veil bench load`
+/// (and the HA tests through it) and `veil bench ha`.
+struct ActivationLoad: Sendable {
+    var addresses: [String]
+    var rootPEM: String
+    var provider: any EvidenceProvider
+    var service: String
+    var count: Int
+    var concurrency: Int
+    /// An activation still failing over after this long counts as failed.
+    var patience: Duration = .seconds(60)
+
+    struct Report: Codable, Sendable {
+        var succeeded = 0
+        /// Refusals by error code (e.g. `activationLimitReached`).
+        var refused: [String: Int] = [:]
+        var failed = 0
+        var failovers = 0
+        var seconds = 0.0
+        var perSecond = 0.0
+        /// Longest time between two consecutive successes, in milliseconds.
+        var longestGapMilliseconds = 0.0
+        var lastError: String?
+    }
+
+    private final class Shared: Sendable {
+        let next = Mutex(0)
+        let report = Mutex(Report())
+        let successes = Mutex([ContinuousClock.Instant]())
+    }
+
+    func run() async -> Report {
+        let shared = Shared()
+        let start = ContinuousClock.now
+        await withTaskGroup(of: Void.self) { group in
+            for worker in 0..<concurrency {
+                group.addTask { await self.work(worker, shared) }
+            }
+        }
+        var report = shared.report.withLock { $0 }
+        let elapsed = ContinuousClock.now - start
+        report.seconds = Bench.seconds(elapsed)
+        report.perSecond = Double(report.succeeded) / max(report.seconds, 1e-9)
+        let times = shared.successes.withLock { $0 }.sorted()
+        report.longestGapMilliseconds = zip(times, times.dropFirst()).map { Bench.seconds($1 - $0) * 1000 }.max() ?? 0
+        return report
+    }
+
+    private func work(_ worker: Int, _ shared: Shared) async {
+        var clients = [CoordinatorClient?](repeating: nil, count: addresses.count)
+        var index = worker % addresses.count
+        while shared.next.withLock({ next -> Bool in
+            defer { next += 1 }
+            return next < count
+        }) {
+            let giveUp = ContinuousClock.now + patience
+            var tried = 0
+            while true {
+                do {
+                    let client = try clients[index] ?? CoordinatorClient(address: addresses[index], trust: .pinnedRoot(rootPEM))
+                    clients[index] = client
+                    _ = try await Launcher.requestActivation(service: service, key: P256.Signing.PrivateKey(), provider: provider, client: client)
+                    let now = ContinuousClock.now
+                    shared.successes.withLock { $0.append(now) }
+                    shared.report.withLock { $0.succeeded += 1 }
+                    break
+                } catch let error as CoordinatorClientError where error.isFailover {
+                    await clients[index]?.shutdown()
+                    clients[index] = nil
+                    index = (index + 1) % addresses.count
+                    tried += 1
+                    shared.report.withLock {
+                        $0.failovers += 1
+                        $0.lastError = "\(error)"
+                    }
+                    if ContinuousClock.now > giveUp {
+                        shared.report.withLock { $0.failed += 1 }
+                        break
+                    }
+                    // Every replica refused in turn: wait a little before the next round.
+                    if tried % addresses.count == 0 { try? await Task.sleep(for: .milliseconds(50)) }
+                } catch CoordinatorClientError.refused(_, let code, let message, _) {
+                    shared.report.withLock {
+                        $0.refused[code, default: 0] += 1
+                        if code != "activationLimitReached" { $0.lastError = message }
+                    }
+                    break
+                } catch {
+                    shared.report.withLock {
+                        $0.failed += 1
+                        $0.lastError = "\(error)"
+                    }
+                    break
+                }
+            }
+        }
+        for client in clients { await client?.shutdown() }
+    }
+}
