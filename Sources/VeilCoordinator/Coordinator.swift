@@ -211,12 +211,12 @@ public final class Coordinator: Sendable {
                 let bytes = try vault.seal(state, recovery: recovery)
                 do {
                     let revision = try await store.write(bytes, expecting: before.revision)
+                    install(Snapshot(state: state, revision: revision, recovery: recovery, manifest: manifest))
                     do {
                         try vault.note(generation: state.generation)
                     } catch {
                         logger.error("cannot record the generation locally (rollback protection weakened)", metadata: ["error": "\(error)"])
                     }
-                    install(Snapshot(state: state, revision: revision, recovery: recovery, manifest: manifest))
                     return result
                 } catch StateStoreError.conflict {
                     try await refresh()
@@ -247,7 +247,8 @@ public final class Coordinator: Sendable {
         try adopt(stored)
     }
 
-    /// Takes `stored` when it is newer than the snapshot (a change made elsewhere).
+    /// Takes `stored` when it is newer than the snapshot (a change made elsewhere). Runs under
+    /// the transaction lock (from a transaction's retry, or from ``followChanges()``).
     func adopt(_ stored: StoredState) throws(CoordinatorError) {
         guard stored.revision > current.revision else { return }
         let opened: (state: CoordinatorState, recovery: [UInt8]?)
@@ -269,11 +270,12 @@ public final class Coordinator: Sendable {
     }
 
     /// Follows the store's change feed until cancelled, so reads on this replica see changes
-    /// made through others.
+    /// made through others. Each change is taken between this replica's transactions: a late
+    /// event older than a write of ours is then recognised as stale, not as a rollback.
     public func followChanges() async {
         for await stored in store.changes(after: current.revision) {
             do {
-                try adopt(stored)
+                try await transactions.run { () throws(CoordinatorError) in try adopt(stored) }
             } catch {
                 logger.error("change from the store not taken", metadata: ["reason": "\(error)"])
             }

@@ -287,7 +287,7 @@ struct BackgroundWork: Service {
     }
 
     func run() async throws {
-        try await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await work()
             // Finished work keeps the group alive until shutdown.
             while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }

@@ -40,7 +40,12 @@ public final class EtcdStateStore: StateStore, PeerDirectory {
     /// - Parameters:
     ///   - endpoints: `https://HOST:PORT` (or `http://`) client URLs of the etcd members.
     ///   - prefix: keys live under it, e.g. `/veil/prod`.
-    public init(endpoints: [String], prefix: String, tls: EtcdTLS?, retryWindow: Duration = .seconds(3), logger: Logger) throws {
+    /// How long one request may take before the next endpoint is tried: etcd answers in
+    /// milliseconds, but a request to a member without a leader waits for the election.
+    public let attemptTimeout: TimeAmount
+
+    public init(endpoints: [String], prefix: String, tls: EtcdTLS?, retryWindow: Duration = .seconds(5), attemptTimeout: TimeAmount = .seconds(1), logger: Logger) throws {
+        self.attemptTimeout = attemptTimeout
         self.retryWindow = retryWindow
         guard !endpoints.isEmpty else { throw StateStoreError.unavailable("no etcd endpoints given") }
         self.endpoints = endpoints.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
@@ -117,7 +122,7 @@ public final class EtcdStateStore: StateStore, PeerDirectory {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(data: data))
             do {
-                let response = try await http.execute(request, timeout: .seconds(5))
+                let response = try await http.execute(request, deadline: .now() + attemptTimeout)
                 let bytes = Array(try await response.body.collect(upTo: 8 << 20).readableBytesView)
                 if response.status == .ok { return bytes }
                 let reason = (try? JSONDecoder().decode(ErrorResponse.self, from: Data(bytes))).flatMap { $0.message ?? $0.error } ?? "HTTP \(response.status.code)"

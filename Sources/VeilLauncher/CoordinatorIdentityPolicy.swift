@@ -37,8 +37,8 @@ public struct CoordinatorIdentityError: Error, CustomStringConvertible {
 }
 
 enum CoordinatorIdentityCheck {
-    /// Verifies `chain` (DER, leaf first, as presented) under `root` at `now`.
-    static func verify(_ chain: [[UInt8]], root: Certificate, now: Date = Date()) async throws(CoordinatorIdentityError) {
+    /// Verifies `chain` (DER, leaf first, as presented) under `root`, now.
+    static func verify(_ chain: [[UInt8]], root: Certificate) async throws(CoordinatorIdentityError) {
         let certificates: [Certificate]
         do {
             certificates = try chain.map { try Certificate(derEncoded: $0) }
@@ -47,7 +47,7 @@ enum CoordinatorIdentityCheck {
         }
         guard let leaf = certificates.first else { throw CoordinatorIdentityError(reason: "it presented no certificate") }
         var verifier = Verifier(rootCertificates: CertificateStore([root])) {
-            RFC5280Policy(validationTime: now)
+            RFC5280Policy()
             CoordinatorIdentityPolicy()
         }
         switch await verifier.validate(leaf: leaf, intermediates: CertificateStore(certificates.dropFirst())) {

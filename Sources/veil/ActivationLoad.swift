@@ -18,6 +18,8 @@ struct ActivationLoad: Sendable {
     var concurrency: Int
     /// An activation still failing over after this long counts as failed.
     var patience: Duration = .seconds(60)
+    /// Stop starting activations at this instant (with `count` a bound only).
+    var stopAt: ContinuousClock.Instant?
 
     struct Report: Codable, Sendable {
         var succeeded = 0
@@ -38,7 +40,16 @@ struct ActivationLoad: Sendable {
         let successes = Mutex([ContinuousClock.Instant]())
     }
 
-    func run() async -> Report {
+    func run() async -> Report { await execute().0 }
+
+    /// Runs until `deadline` and returns the report and the instant of every success.
+    func runRecordingSuccesses(until deadline: ContinuousClock.Instant) async -> (Report, [ContinuousClock.Instant]) {
+        var bounded = self
+        bounded.stopAt = deadline
+        return await bounded.execute()
+    }
+
+    private func execute() async -> (Report, [ContinuousClock.Instant]) {
         let shared = Shared()
         let start = ContinuousClock.now
         await withTaskGroup(of: Void.self) { group in
@@ -52,13 +63,13 @@ struct ActivationLoad: Sendable {
         report.perSecond = Double(report.succeeded) / max(report.seconds, 1e-9)
         let times = shared.successes.withLock { $0 }.sorted()
         report.longestGapMilliseconds = zip(times, times.dropFirst()).map { Bench.seconds($1 - $0) * 1000 }.max() ?? 0
-        return report
+        return (report, times)
     }
 
     private func work(_ worker: Int, _ shared: Shared) async {
         var clients = [CoordinatorClient?](repeating: nil, count: addresses.count)
         var index = worker % addresses.count
-        while shared.next.withLock({ next -> Bool in
+        while stopAt.map({ ContinuousClock.now < $0 }) ?? true, shared.next.withLock({ next -> Bool in
             defer { next += 1 }
             return next < count
         }) {
@@ -82,7 +93,7 @@ struct ActivationLoad: Sendable {
                         $0.failovers += 1
                         $0.lastError = "\(error)"
                     }
-                    if ContinuousClock.now > giveUp {
+                    if ContinuousClock.now > giveUp || stopAt.map({ ContinuousClock.now > $0 }) == true {
                         shared.report.withLock { $0.failed += 1 }
                         break
                     }

@@ -75,7 +75,7 @@ enum Bench {
 
 /// A simulated coordinator process for benchmarks (development only: no confidentiality),
 /// attested and with its root written to `rootPath`.
-final class BenchCoordinator {
+final class BenchCoordinator: @unchecked Sendable {
     let process = Process()
     let client = "127.0.0.1:\(Int.random(in: 20000...40000))"
     let mesh = "127.0.0.1:\(Int.random(in: 40001...60000))"
@@ -83,30 +83,38 @@ final class BenchCoordinator {
     let rootPath: String
     private(set) var attested: AttestedCoordinator!
 
-    private init(work: String) {
-        keyPath = work + "/data/" + SimulationPlatformKey.defaultFileName
+    private init(work: String, name: String, simulationKey: String?) {
+        keyPath = simulationKey ?? work + "/\(name)/" + SimulationPlatformKey.defaultFileName
         rootPath = work + "/root.pem"
     }
 
-    static func start(veil: String, work: String) async throws -> BenchCoordinator {
-        let coordinator = BenchCoordinator(work: work)
+    /// Starts `veil coordinator` with its data in `work/name`.
+    /// - Parameters:
+    ///   - arguments: extra arguments (a store);
+    ///   - simulationKey: a platform key shared by replicas;
+    ///   - root: a replica joining an existing coordinator waits until it serves that root.
+    static func start(veil: String, work: String, name: String = "data", arguments: [String] = [], simulationKey: String? = nil, root: String? = nil) async throws -> BenchCoordinator {
+        let coordinator = BenchCoordinator(work: work, name: name, simulationKey: simulationKey)
         coordinator.process.executableURL = URL(fileURLWithPath: veil)
         coordinator.process.arguments = [
-            "coordinator", "--tee", "simulated", "--data-dir", work + "/data", "--client-addr", coordinator.client,
+            "coordinator", "--tee", "simulated", "--data-dir", work + "/" + name, "--client-addr", coordinator.client,
             "--mesh-addr", coordinator.mesh, "--log-level", "error",
-        ]
+        ] + (simulationKey.map { ["--simulation-key", $0] } ?? []) + arguments
         try coordinator.process.run()
-        for _ in 0..<100 where coordinator.attested == nil {
+        for _ in 0..<300 where coordinator.attested == nil {
             try await Task.sleep(for: .milliseconds(100))
             guard let key = try? SimulationPlatformKey.loadPublicKey(at: coordinator.keyPath) else { continue }
-            coordinator.attested = try? await CoordinatorAttestation.attest(
+            // A joining replica first serves recovery with a temporary root: wait for the real one.
+            guard let attested = try? await CoordinatorAttestation.attest(
                 address: coordinator.client, policy: .init(measurements: [], verification: .init(allowSimulation: true, simulationKey: key)))
+            else { continue }
+            if root == nil || attested.rootCertificatePEM == root { coordinator.attested = attested }
         }
         guard coordinator.attested != nil else {
             coordinator.stop()
             throw CommandError("benchmark coordinator did not start")
         }
-        try Data(coordinator.attested.rootCertificatePEM.utf8).write(to: URL(fileURLWithPath: coordinator.rootPath))
+        if root == nil { try Data(coordinator.attested.rootCertificatePEM.utf8).write(to: URL(fileURLWithPath: coordinator.rootPath)) }
         return coordinator
     }
 
@@ -123,5 +131,12 @@ final class BenchCoordinator {
             process.terminate()
             process.waitUntilExit()
         }
+    }
+
+    /// SIGKILL, as a lost machine.
+    func kill9() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
     }
 }
