@@ -161,14 +161,14 @@ public struct CoordinatorServer {
         // RequireUser middleware authorizes it.
         let client = Application(
             router: HTTPAPI.clientRouter(coordinator),
-            server: try .tls(.http1(), configuration: .init(tlsConfiguration: identity.tlsConfiguration(clientCertificates: true)) { _, promise in
+            server: try .tls(.http1(), configuration: .init(tlsConfiguration: try identity.tlsConfiguration(clientCertificates: true)) { _, promise in
                 promise.succeed(.certificateVerified)
             }),
             configuration: .init(address: .hostname(configuration.clientAddress.host, port: configuration.clientAddress.port)), logger: logger)
         let peers = store is any PeerDirectory ? PeerKeyService(coordinator: coordinator, policy: environment.replicaPolicy) : nil
         let mesh = Application(
             router: HTTPAPI.meshRouter(coordinator, peers: peers),
-            server: try .tls(.http1(), tlsConfiguration: identity.tlsConfiguration(clientCertificates: false)),
+            server: try .tls(.http1(), tlsConfiguration: try identity.tlsConfiguration(clientCertificates: false)),
             configuration: .init(address: .hostname(configuration.meshAddress.host, port: configuration.meshAddress.port)), logger: logger)
         let background = BackgroundWork(logger: logger) {
             await withTaskGroup(of: Void.self) { group in
@@ -211,7 +211,7 @@ public struct CoordinatorServer {
         for address in [configuration.clientAddress, configuration.meshAddress] {
             services.append(Application(
                 router: router,
-                server: try .tls(.http1(), configuration: .init(tlsConfiguration: identity.tlsConfiguration(clientCertificates: true)) { _, promise in
+                server: try .tls(.http1(), configuration: .init(tlsConfiguration: try identity.tlsConfiguration(clientCertificates: true)) { _, promise in
                     promise.succeed(.certificateVerified)
                 }),
                 configuration: .init(address: .hostname(address.host, port: address.port)), logger: logger))

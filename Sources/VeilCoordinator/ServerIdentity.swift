@@ -18,13 +18,16 @@ public final class ServerIdentity: Sendable {
     let ipAddresses: [[UInt8]]
     let logger: Logger
 
+    /// The current certificate as bytes: each handshake gets its own BoringSSL objects made from
+    /// them (objects shared across concurrent handshakes on several event loops are not safe).
     struct Current: Sendable {
-        var chain: [NIOSSLCertificateSource]
-        var key: NIOSSLPrivateKeySource
+        var leafDER: [UInt8]
+        var keyPEM: String
         var notAfter: Date
         var notBefore: Date
     }
     private let current: Mutex<Current>
+    private let coordinatorCADER: [UInt8]
 
     public static let defaultValidity: TimeInterval = 30 * 86400
 
@@ -36,19 +39,22 @@ public final class ServerIdentity: Sendable {
         ipAddresses = [[127, 0, 0, 1], [UInt8](repeating: 0, count: 15) + [1]]
         self.validity = validity
         self.logger = logger
+        coordinatorCADER = authority.coordinatorCADER
         current = Mutex(try Self.issue(authority, dnsNames: self.dnsNames, ipAddresses: ipAddresses, validity: validity))
     }
 
     static func issue(_ authority: CertificateAuthority, dnsNames: [String], ipAddresses: [[UInt8]], validity: TimeInterval, now: Date = Date()) throws -> Current {
         let key = P256.Signing.PrivateKey()
         let leaf = try authority.issueCoordinatorTLS(publicKey: .init(key.publicKey), dnsNames: dnsNames, ipAddresses: ipAddresses, validFor: validity, now: now)
-        return Current(
-            chain: [
-                .certificate(try NIOSSLCertificate(bytes: try leaf.derBytes, format: .der)),
-                .certificate(try NIOSSLCertificate(bytes: authority.coordinatorCADER, format: .der)),
-            ],
-            key: .privateKey(try NIOSSLPrivateKey(bytes: Array(key.pemRepresentation.utf8), format: .pem)),
-            notAfter: leaf.notValidAfter, notBefore: leaf.notValidBefore)
+        return Current(leafDER: try leaf.derBytes, keyPEM: key.pemRepresentation, notAfter: leaf.notValidAfter, notBefore: leaf.notValidBefore)
+    }
+
+    /// BoringSSL objects for the current certificate, fresh for one handshake.
+    func materials() throws -> (chain: [NIOSSLCertificateSource], key: NIOSSLPrivateKeySource) {
+        let now = current.withLock { $0 }
+        return (
+            [.certificate(try NIOSSLCertificate(bytes: now.leafDER, format: .der)), .certificate(try NIOSSLCertificate(bytes: coordinatorCADER, format: .der))],
+            .privateKey(try NIOSSLPrivateKey(bytes: Array(now.keyPEM.utf8), format: .pem)))
     }
 
     /// When the current certificate expires.
@@ -82,17 +88,21 @@ public final class ServerIdentity: Sendable {
 
     /// A server TLS configuration whose handshakes present the current certificate.
     /// - Parameter clientCertificates: ask for (and let handlers read) client certificates.
-    public func tlsConfiguration(clientCertificates: Bool) -> TLSConfiguration {
-        let initial = current.withLock { $0 }
+    public func tlsConfiguration(clientCertificates: Bool) throws -> TLSConfiguration {
+        let initial = try materials()
         var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: initial.chain, privateKey: initial.key)
         configuration.minimumTLSVersion = .tlsv12
         if clientCertificates { configuration.certificateVerification = .optionalVerification }
         configuration.sslContextCallback = { [self] _, promise in
-            let now = self.current.withLock { $0 }
-            var override = NIOSSLContextConfigurationOverride()
-            override.certificateChain = now.chain
-            override.privateKey = now.key
-            promise.succeed(override)
+            do {
+                let fresh = try self.materials()
+                var override = NIOSSLContextConfigurationOverride()
+                override.certificateChain = fresh.chain
+                override.privateKey = fresh.key
+                promise.succeed(override)
+            } catch {
+                promise.fail(error)
+            }
         }
         return configuration
     }

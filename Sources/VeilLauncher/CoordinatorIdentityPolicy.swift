@@ -57,7 +57,8 @@ enum CoordinatorIdentityCheck {
             let reasons = failures.map(\.policyFailureReason.description)
             throw CoordinatorIdentityError(
                 reason: reasons.first.map { reasons.count > 1 ? "\($0) (and \(reasons.count - 1) more)" : $0 }
-                    ?? "its certificate does not chain to the pinned root (is the pinned root this coordinator's? run `veil attest`)")
+                    ?? "its certificate does not chain to the pinned root (is the pinned root this coordinator's? run `veil attest`); "
+                    + "it presented \(certificates.map { "'\($0.subject)' issued by '\($0.issuer)'" }.joined(separator: ", "))")
         }
     }
 }

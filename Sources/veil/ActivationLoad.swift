@@ -31,7 +31,9 @@ struct ActivationLoad: Sendable {
         var perSecond = 0.0
         /// Longest time between two consecutive successes, in milliseconds.
         var longestGapMilliseconds = 0.0
+        /// The last error of any kind, and the last one that made an activation fail.
         var lastError: String?
+        var lastFailure: String?
     }
 
     private final class Shared: Sendable {
@@ -94,7 +96,10 @@ struct ActivationLoad: Sendable {
                         $0.lastError = "\(error)"
                     }
                     if ContinuousClock.now > giveUp || stopAt.map({ ContinuousClock.now > $0 }) == true {
-                        shared.report.withLock { $0.failed += 1 }
+                        shared.report.withLock {
+                            $0.failed += 1
+                            $0.lastFailure = "gave up failing over: \(error)"
+                        }
                         break
                     }
                     // Every replica refused in turn: wait a little before the next round.
@@ -109,6 +114,7 @@ struct ActivationLoad: Sendable {
                     shared.report.withLock {
                         $0.failed += 1
                         $0.lastError = "\(error)"
+                        $0.lastFailure = "\(type(of: error)): \(error)"
                     }
                     break
                 }

@@ -81,6 +81,8 @@ import Testing
         var failed: Int
         var failovers: Int
         var lastError: String?
+        var lastFailure: String?
+        var seconds: Double?
     }
 
     func report(_ load: Spawned, timeout: TimeInterval = 240) throws -> LoadReport {
@@ -108,6 +110,7 @@ import Testing
 
         let freeReport = try report(free)
         let quotaReport = try report(quota)
+        print("HA loads:", freeReport, quotaReport)
         #expect(freeReport.succeeded == 1_400 && freeReport.failed == 0, "\(freeReport)")
         #expect(freeReport.failovers > 0, "the killed replica made clients fail over")
         // Exactly 500 counted; at most 500 seen by clients (a reply lost with a killed replica is counted, not repeated).
