@@ -66,7 +66,8 @@ public final class EtcdStateStore: StateStore, PeerDirectory {
     }
 
     deinit {
-        try? http.syncShutdown()
+        // Not syncShutdown: the last reference may go on an event loop, where blocking traps.
+        http.shutdown { _ in }
     }
 
     public var description: String { "etcd \(prefix) at \(endpoints.joined(separator: ","))" }

@@ -22,7 +22,7 @@ struct RunCommand: ParsableCommand {
     @Argument(help: ArgumentHelp("Image: oci:DIR[:TAG].", valueName: "image"))
     var image: String
 
-    @Option(help: ArgumentHelp("Coordinator mesh API as HOST:PORT, for Veil images (env VEIL_COORDINATOR).", valueName: "host:port"))
+    @Option(help: ArgumentHelp("Coordinator mesh API as HOST:PORT (or replicas HOST:PORT,HOST:PORT), for Veil images (env VEIL_COORDINATOR).", valueName: "host:port"))
     var coordinator: String?
 
     @Option(help: ArgumentHelp("TEE for Veil images; only 'simulated' runs here (development only, no confidentiality).", valueName: "tee"))

@@ -112,4 +112,27 @@ import X509
         #expect(log[1].version == 2)
         #expect(try AuditLog.verify(log, rootKey: key.publicKey, head: AuditLog.head(log)) == 2)
     }
+
+    /// A replica hands the state key only to evidence of its own measurement, or of a package
+    /// the manifest names in Config.CoordinatorPackages (a new coordinator version).
+    @Test func replicaPolicyAcceptsOwnMeasurementOrACoordinatorPackage() throws {
+        let platform = SimulationPlatformKey(privateKey: P256.Signing.PrivateKey())
+        let own = [UInt8](repeating: 1, count: 32), next = [UInt8](repeating: 2, count: 32)
+        let policy = ReplicaPolicy(ownMeasurement: own, verification: .init(allowSimulation: true, simulationKey: platform.publicKey))
+        let binding = ReplicaPolicy.requestBinding(publicKey: [9, 9], nonce: [7])
+        let ownEvidence = try SimulatedEvidenceProvider(key: platform, measurement: own).evidence(reportData: binding)
+        let nextEvidence = try SimulatedEvidenceProvider(key: platform, measurement: next).evidence(reportData: binding)
+        _ = try policy.check(ownEvidence, binding: binding, manifest: nil)
+        #expect(throws: CoordinatorError.self) { try policy.check(nextEvidence, binding: binding, manifest: nil) }
+        // Bound to this request only.
+        #expect(throws: CoordinatorError.self) { try policy.check(ownEvidence, binding: ReplicaPolicy.requestBinding(publicKey: [9, 9], nonce: [8]), manifest: nil) }
+        let manifest = try Manifest.parse(Array("""
+            {"Packages": {"next": {"Kind": "simulated", "Measurement": "\(Hex.encode(next))"}}, "Services": {},
+             "Config": {"AllowSimulation": true, "CoordinatorPackages": ["next"]}}
+            """.utf8))
+        _ = try policy.check(nextEvidence, binding: binding, manifest: manifest)
+        #expect(throws: ManifestValidationError.self) {
+            try Manifest.parse(Array(#"{"Packages": {}, "Services": {}, "Config": {"CoordinatorPackages": ["missing"]}}"#.utf8))
+        }
+    }
 }
