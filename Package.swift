@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "VeilCoordinator", targets: ["VeilCoordinator"]),
         .library(name: "VeilLauncher", targets: ["VeilLauncher"]),
         .library(name: "VeilImage", targets: ["VeilImage"]),
+        .library(name: "VeilMesh", targets: ["VeilMesh"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -78,6 +79,7 @@ let package = Package(
                 "VeilAttestation",
                 "VeilManifest",
                 "VeilImage",
+                "VeilMesh",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -108,6 +110,21 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "VeilMesh",
+            dependencies: [
+                "CVeilSys",
+                "VeilManifest",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "VeilRuntime",
             dependencies: ["VeilImage"],
             swiftSettings: strict
@@ -122,6 +139,7 @@ let package = Package(
                 "VeilCollateral",
                 "VeilImage",
                 "VeilRuntime",
+                "VeilMesh",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -163,6 +181,19 @@ let package = Package(
         ),
         .testTarget(
             name: "VeilImageTests", dependencies: ["VeilImage", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        .testTarget(
+            name: "VeilMeshTests",
+            dependencies: [
+                "VeilMesh", "VeilCoordinator", "VeilManifest",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "VeilEndToEndTests", dependencies: ["VeilAttestation"], swiftSettings: strict),
     ]
 )

@@ -59,10 +59,7 @@ public struct CertificateAuthority: Sendable {
 
     /// `veil://ID/…` names this coordinator; ID is the first 16 bytes (hex) of SHA-256 of the
     /// root's SubjectPublicKeyInfo, stable across restarts and shared by all replicas.
-    public var coordinatorID: String {
-        let spki = (try? root.publicKey.subjectPublicKeyInfoDER) ?? rootDER
-        return Hex.encode(SHA256.hash(data: spki).prefix(16))
-    }
+    public var coordinatorID: String { CoordinatorIdentity.coordinatorID(root: root) }
 
     /// Creates a fresh root (20 years), workload intermediate (10 years) and coordinator TLS CA (10 years).
     public static func generate(commonName: String = "Veil Coordinator", now: Date = Date()) throws -> CertificateAuthority {

@@ -506,6 +506,7 @@ public final class Coordinator: Sendable {
                     return Data(bytes).base64EncodedString()
                 })
             if service.allowDiskFiles { response.allowDiskFiles = true }
+            response.mesh = service.mesh
         } catch {
             throw .renderFailed(service: name, reason: "\(error)")
         }

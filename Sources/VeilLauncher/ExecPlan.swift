@@ -1,9 +1,11 @@
 import CVeilSys
+import Crypto
 import Foundation
 import Glibc
 import VeilAttestation
 import VeilImage
 import VeilManifest
+import VeilMesh
 
 /// What the launcher does after a successful activation: write files, then `fexecve` the
 /// measured program with the final environment and argv.
@@ -25,11 +27,21 @@ public struct ExecPlan {
     public var user: ImageUser?
     /// The manifest allows this service's files on disk filesystems.
     public let allowDiskFiles: Bool
+    /// The proxy started before exec when the manifest gives the service a `Mesh`.
+    public let mesh: MeshConfiguration?
 
     init(response: API.ActivationResponse, options: LaunchOptions, program: OpenedProgram, privateKeyDER: [UInt8]) throws {
         self.program = program
         simulated = response.simulated
         allowDiskFiles = response.allowDiskFiles ?? false
+        mesh = try response.mesh.map { policy in
+            let key = try P256.Signing.PrivateKey(derRepresentation: privateKeyDER)
+            return MeshConfiguration(
+                credentials: MeshCredentials(
+                    service: options.service, certificateChainPEM: response.certificateChain, privateKeyPEM: key.pemRepresentation,
+                    rootCertificatePEM: response.rootCertificate),
+                policy: policy)
+        }
         var files: [File] = []
         for (path, value) in response.files.sorted(by: { $0.key < $1.key }) {
             if let problem = FilePathRule.problem(path) { throw LaunchError.provisioning(path: path, reason: problem) }
@@ -67,8 +79,11 @@ public struct ExecPlan {
         }
     }
 
-    /// Replaces this process with the program. Returns only by throwing.
+    /// Replaces this process with the program, after starting its mesh proxy if it has one
+    /// (the proxy becomes the program's child and dies with it). Returns only by throwing.
     public func exec(signals: SignalDispositions) throws -> Never {
+        // Same thread as the exec below: the proxy's parent-death signal follows this thread.
+        if let mesh { _ = try MeshHandover.spawn(mesh) }
         let argvC = argv.map { strdup($0) } + [nil]
         let envC = environment.sorted(by: { $0.key < $1.key }).map { strdup("\($0.key)=\($0.value)") } + [nil]
         if let user, user.uid != getuid() || user.gid != getgid() {

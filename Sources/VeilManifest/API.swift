@@ -107,6 +107,8 @@ public enum API {
         /// The manifest lets this service's files go to disk filesystems (`AllowDiskFiles`);
         /// otherwise the launcher writes them only to memory filesystems.
         public var allowDiskFiles: Bool?
+        /// The service's mesh proxying, when the manifest gives it one.
+        public var mesh: MeshPolicy?
 
         public init(
             certificateChain: String, rootCertificate: String, files: [String: RenderedValue], env: [String: RenderedValue],

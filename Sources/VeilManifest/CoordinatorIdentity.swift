@@ -1,3 +1,5 @@
+import Crypto
+import VeilAttestation
 import X509
 
 /// How the coordinator's TLS identity is told apart from every workload's.
@@ -26,6 +28,13 @@ public enum CoordinatorIdentity {
     /// Whether `subject` is a coordinator TLS CA's.
     public static func isCoordinatorCA(_ subject: DistinguishedName) -> Bool {
         subject.contains { rdn in rdn.contains { $0.type == .RDNAttributeType.organizationalUnitName && "\($0.value)" == caOrganizationalUnit } }
+    }
+
+    /// A coordinator's ID in service identities: the first 16 bytes (hex) of SHA-256 of its
+    /// root's SubjectPublicKeyInfo, stable across restarts and shared by all replicas.
+    public static func coordinatorID(root: Certificate) -> String {
+        let spki = (try? root.publicKey.subjectPublicKeyInfoDER) ?? []
+        return Hex.encode(SHA256.hash(data: spki).prefix(16))
     }
 
     /// `veil://COORDINATOR-ID/service/NAME`: a service's identity in its activation certificate.

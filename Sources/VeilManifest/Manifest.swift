@@ -56,6 +56,8 @@ public struct Manifest: Sendable, Equatable {
         /// Provisioned files may be written to disk filesystems, where whoever reads the disk
         /// reads them too. Off by default: files go only to tmpfs/ramfs.
         public var allowDiskFiles = false
+        /// Mutual-TLS proxying in front of and out of the app (nil: none).
+        public var mesh: MeshPolicy? = nil
     }
 
     public struct Parameters: Sendable, Equatable {

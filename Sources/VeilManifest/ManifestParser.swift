@@ -155,10 +155,11 @@ private struct ManifestParser {
         }
 
         var services: [String: Manifest.Service] = [:]
-        for (name, value) in map(root["Services"], "$.Services") {
+        let serviceFields = map(root["Services"], "$.Services")
+        for (name, value) in serviceFields {
             let path = "$.Services.\(name)"
             if let problem = NameRule.serviceNameProblem(name) { self.problem(path, problem) }
-            if let service = service(value, path, packageNames: packageNames, secrets: secrets, secretNames: secretNames) {
+            if let service = service(value, path, packageNames: packageNames, secrets: secrets, secretNames: secretNames, serviceNames: Set(serviceFields.keys)) {
                 services[name] = service
             }
         }
@@ -416,9 +417,10 @@ private struct ManifestParser {
     }
 
     mutating func service(
-        _ value: JSONValue, _ path: String, packageNames: Set<String>, secrets: [String: SecretSpec], secretNames: Set<String>
+        _ value: JSONValue, _ path: String, packageNames: Set<String>, secrets: [String: SecretSpec], secretNames: Set<String>,
+        serviceNames: Set<String>
     ) -> Manifest.Service? {
-        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters", "ProtectedFilesKey", "AllowDiskFiles"]) else { return nil }
+        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters", "ProtectedFilesKey", "AllowDiskFiles", "Mesh"]) else { return nil }
         let before = problems.count
         let package = string(fields["Package"], "\(path).Package")
         if let package, !packageNames.contains(package) {
@@ -467,10 +469,76 @@ private struct ManifestParser {
                 problem("\(path).ProtectedFilesKey", "unknown secret '\(protectedFilesKey)'")
             }
         }
+        let mesh = fields["Mesh"].map { self.mesh($0, "\(path).Mesh", serviceNames: serviceNames) } ?? nil
         guard problems.count == before, let package else { return nil }
         return Manifest.Service(
             package: package, maxActivations: maxActivations, parameters: parameters, protectedFilesKey: protectedFilesKey,
-            allowDiskFiles: bool(fields["AllowDiskFiles"], "\(path).AllowDiskFiles") ?? false)
+            allowDiskFiles: bool(fields["AllowDiskFiles"], "\(path).AllowDiskFiles") ?? false, mesh: mesh)
+    }
+
+    /// `{"Ingress": [{"Listen", "Forward", "Clients"}], "Egress": [{"Listen", "Service", "Address"}]}`.
+    mutating func mesh(_ value: JSONValue, _ path: String, serviceNames: Set<String>) -> MeshPolicy? {
+        guard let fields = object(value, path, allowed: ["Ingress", "Egress"]) else { return nil }
+        var mesh = MeshPolicy()
+        var listening: [String: String] = [:]
+        func address(_ value: JSONValue?, _ path: String, loopback: Bool) -> String? {
+            guard let text = string(value, path) else {
+                if value == nil { problem(path, "required: HOST:PORT") }
+                return nil
+            }
+            guard let parsed = HostPort.parse(text) else {
+                problem(path, "'\(text)' is not HOST:PORT (IPv6 in brackets)")
+                return nil
+            }
+            if loopback && !HostPort.isLoopback(parsed.host) {
+                problem(path, "'\(text)' carries plaintext: it must be on loopback (127.0.0.1, ::1, localhost)")
+            }
+            return text
+        }
+        func listen(_ value: JSONValue?, _ path: String, loopback: Bool) -> String? {
+            let text = address(value, path, loopback: loopback)
+            if let text {
+                if let other = listening[text] { problem(path, "'\(text)' is already the listener of \(other)") }
+                listening[text] = path
+            }
+            return text
+        }
+        for (index, item) in arrayItems(fields["Ingress"], "\(path).Ingress").enumerated() {
+            let itemPath = "\(path).Ingress[\(index)]"
+            guard let rule = object(item, itemPath, allowed: ["Listen", "Forward", "Clients"]) else { continue }
+            let clients = stringArray(rule["Clients"], "\(itemPath).Clients")
+            if rule["Clients"] == nil || clients.isEmpty { problem("\(itemPath).Clients", "required: the services allowed to connect") }
+            for (position, client) in clients.enumerated() where !serviceNames.contains(client) {
+                problem("\(itemPath).Clients[\(position)]", "unknown service '\(client)'")
+            }
+            let listenAddress = listen(rule["Listen"], "\(itemPath).Listen", loopback: false)
+            let forward = address(rule["Forward"], "\(itemPath).Forward", loopback: true)
+            if let listen = listenAddress, let forward {
+                mesh.ingress.append(.init(listen: listen, forward: forward, clients: clients))
+            }
+        }
+        for (index, item) in arrayItems(fields["Egress"], "\(path).Egress").enumerated() {
+            let itemPath = "\(path).Egress[\(index)]"
+            guard let rule = object(item, itemPath, allowed: ["Listen", "Service", "Address"]) else { continue }
+            let service = string(rule["Service"], "\(itemPath).Service")
+            if let service, !serviceNames.contains(service) { problem("\(itemPath).Service", "unknown service '\(service)'") }
+            if rule["Service"] == nil { problem("\(itemPath).Service", "required: the service the peer must prove to be") }
+            let listenAddress = listen(rule["Listen"], "\(itemPath).Listen", loopback: true)
+            let remote = address(rule["Address"], "\(itemPath).Address", loopback: false)
+            if let listen = listenAddress, let remote, let service {
+                mesh.egress.append(.init(listen: listen, service: service, address: remote))
+            }
+        }
+        return mesh.isEmpty ? nil : mesh
+    }
+
+    mutating func arrayItems(_ value: JSONValue?, _ path: String) -> [JSONValue] {
+        guard let value else { return [] }
+        guard case .array(let items) = value else {
+            problem(path, "must be an array, found \(value.typeName)")
+            return []
+        }
+        return items
     }
 
     mutating func template(_ value: JSONValue, _ path: String, secrets: [String: SecretSpec], secretNames: Set<String>) -> Template? {

@@ -1,0 +1,429 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+import NIOTLS
+import Synchronization
+import VeilManifest
+import X509
+
+/// The TLS identity a proxy works with: the service's activation certificate chain and key,
+/// and the coordinator's root (the only trust anchor).
+public struct MeshCredentials: Codable, Sendable {
+    public var service: String
+    /// PEM: the activation certificate, then the intermediate.
+    public var certificateChainPEM: String
+    /// PEM (PKCS#8 or SEC1) of the activation key; held in memory only.
+    public var privateKeyPEM: String
+    public var rootCertificatePEM: String
+
+    public init(service: String, certificateChainPEM: String, privateKeyPEM: String, rootCertificatePEM: String) {
+        self.service = service
+        self.certificateChainPEM = certificateChainPEM
+        self.privateKeyPEM = privateKeyPEM
+        self.rootCertificatePEM = rootCertificatePEM
+    }
+}
+
+/// Why the proxy could not start.
+public enum MeshError: Error, CustomStringConvertible {
+    case credentials(String)
+    case listen(String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .credentials(let why): return "mesh credentials: \(why)"
+        case .listen(let address, let reason): return "mesh cannot listen on \(address): \(reason)"
+        }
+    }
+}
+
+/// Mutual TLS for apps that speak plain TCP. Ingress: peers connect with TLS 1.3, must present
+/// a certificate under the coordinator's root naming one of the allowed services, and are
+/// forwarded to the app's loopback port. Egress: the app connects to a loopback port and is
+/// carried over TLS 1.3 to a peer that must prove to be the named service. Every refusal is
+/// logged with the peer's service (when known) and the reason; nothing secret is logged.
+public final class MeshProxy: Sendable {
+    let credentials: MeshCredentials
+    let policy: MeshPolicy
+    let logger: Logger
+    let root: Certificate
+    let coordinatorID: String
+    let serverContext: NIOSSLContext
+    let clientContext: NIOSSLContext
+    private let channels = Mutex<[any Channel]>([])
+
+    public init(credentials: MeshCredentials, policy: MeshPolicy, logger: Logger) throws {
+        self.credentials = credentials
+        self.policy = policy
+        self.logger = logger
+        do {
+            root = try Certificate(pemEncoded: credentials.rootCertificatePEM.trimmingCharacters(in: .whitespacesAndNewlines))
+            let chain = try NIOSSLCertificate.fromPEMBytes(Array(credentials.certificateChainPEM.utf8)).map { NIOSSLCertificateSource.certificate($0) }
+            let key = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(bytes: Array(credentials.privateKeyPEM.utf8), format: .pem))
+            var server = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: key)
+            server.minimumTLSVersion = .tlsv13
+            // A client certificate is required; the custom callback below replaces BoringSSL's checks.
+            server.certificateVerification = .noHostnameVerification
+            server.trustRoots = .certificates([])
+            serverContext = try NIOSSLContext(configuration: server)
+            var client = TLSConfiguration.makeClientConfiguration()
+            client.minimumTLSVersion = .tlsv13
+            client.certificateChain = chain
+            client.privateKey = key
+            client.certificateVerification = .noHostnameVerification
+            client.trustRoots = .certificates([])
+            clientContext = try NIOSSLContext(configuration: client)
+        } catch {
+            throw MeshError.credentials("\(error)")
+        }
+        coordinatorID = CoordinatorIdentity.coordinatorID(root: root)
+    }
+
+    /// Binds every listener; returns once all accept connections (or throws, binding nothing).
+    public func start() async throws {
+        do {
+            for rule in policy.ingress { try await listen(ingress: rule) }
+            for rule in policy.egress { try await listen(egress: rule) }
+        } catch {
+            await stop()
+            throw error
+        }
+        logger.info("mesh proxy ready", metadata: [
+            "service": "\(credentials.service)", "ingress": "\(policy.ingress.map(\.listen))", "egress": "\(policy.egress.map(\.listen))",
+        ])
+    }
+
+    /// Closes every listener.
+    public func stop() async {
+        let open = channels.withLock { channels -> [any Channel] in
+            defer { channels = [] }
+            return channels
+        }
+        for channel in open { try? await channel.close() }
+    }
+
+    /// Waits until the listeners are closed.
+    public func wait() async {
+        for channel in channels.withLock({ $0 }) { try? await channel.closeFuture.get() }
+    }
+
+    // MARK: - Ingress
+
+    private func listen(ingress rule: MeshPolicy.Ingress) async throws {
+        guard let listen = HostPort.parse(rule.listen), let forward = HostPort.parse(rule.forward) else {
+            throw MeshError.listen(rule.listen, reason: "not HOST:PORT")
+        }
+        let context = serverContext, logger = self.logger, allowed = rule.clients
+        let verify = verification
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let record = ConnectionRecord(
+                        logger: logger,
+                        metadata: ["direction": "ingress", "listen": "\(rule.listen)", "forward": "\(rule.forward)"])
+                    let ssl = NIOSSLServerHandler(context: context, customVerificationCallback: verify(record) { service in
+                        allowed.contains(service) ? nil : .notAllowed(service: service, allowed: allowed)
+                    })
+                    let gate = HalfCloseGate(record: record)
+                    try channel.pipeline.syncOperations.addHandlers([
+                        gate, ssl, HandshakeObserver(record: record, gate: gate),
+                        SpliceHandler(connect: { eventLoop in
+                            ClientBootstrap(group: eventLoop)
+                                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                                .channelOption(.allowRemoteHalfClosure, value: true)
+                                .connect(host: forward.host, port: forward.port)
+                        }, waitForHandshake: true, record: record),
+                    ])
+                }
+            }
+        try await bind(bootstrap, listen, rule.listen)
+    }
+
+    // MARK: - Egress
+
+    private func listen(egress rule: MeshPolicy.Egress) async throws {
+        guard let listen = HostPort.parse(rule.listen), let remote = HostPort.parse(rule.address) else {
+            throw MeshError.listen(rule.listen, reason: "not HOST:PORT")
+        }
+        let context = clientContext, logger = self.logger, expected = rule.service
+        let verify = verification
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let record = ConnectionRecord(
+                        logger: logger,
+                        metadata: ["direction": "egress", "listen": "\(rule.listen)", "service": "\(expected)", "address": "\(rule.address)"])
+                    let connect: SpliceHandler.Connect = { eventLoop in
+                        ClientBootstrap(group: eventLoop)
+                            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                            .channelOption(.allowRemoteHalfClosure, value: true)
+                            .channelInitializer { outbound in
+                                outbound.eventLoop.makeCompletedFuture {
+                                    let ssl = try NIOSSLClientHandler(context: context, serverHostname: nil, customVerificationCallback: verify(record) { service in
+                                        service == expected ? nil : .wrongService(presented: service, expected: expected)
+                                    })
+                                    let gate = HalfCloseGate(record: record)
+                                    try outbound.pipeline.syncOperations.addHandlers([gate, ssl, HandshakeObserver(record: record, gate: gate)])
+                                }
+                            }
+                            .connect(host: remote.host, port: remote.port)
+                    }
+                    try channel.pipeline.syncOperations.addHandler(SpliceHandler(connect: connect, waitForHandshake: false, record: record))
+                }
+            }
+        try await bind(bootstrap, listen, rule.listen)
+    }
+
+    private func bind(_ bootstrap: ServerBootstrap, _ address: (host: String, port: Int), _ text: String) async throws {
+        do {
+            let channel = try await bootstrap.bind(host: address.host, port: address.port).get()
+            channels.withLock { $0.append(channel) }
+        } catch {
+            throw MeshError.listen(text, reason: "\(error)")
+        }
+    }
+
+    /// A verification callback that accepts a peer proving a service of this coordinator that
+    /// `authorize` finds no refusal for; a refusal is logged once with its reason.
+    private var verification: @Sendable (ConnectionRecord, @escaping @Sendable (String) -> PeerIdentity.Refusal?) -> NIOSSLCustomVerificationCallback {
+        let root = self.root, coordinatorID = self.coordinatorID
+        return { record, authorize in
+            { certificates, promise in
+                let chain = certificates.compactMap { try? $0.toDERBytes() }
+                record.startVerifying()
+                Task {
+                    do throws(PeerIdentity.Refusal) {
+                        let service = try await PeerIdentity.service(of: chain, root: root, coordinatorID: coordinatorID)
+                        record.peer = service
+                        if let refusal = authorize(service) { throw refusal }
+                        promise.succeed(.certificateVerified)
+                    } catch {
+                        record.refuse(reason: error.description)
+                        promise.succeed(.failed)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One proxied connection's log context: where it came in, which service the peer proved,
+/// and whether its refusal is already logged (each refusal is logged exactly once).
+final class ConnectionRecord: Sendable {
+    private struct State {
+        var peer: String?
+        /// The verification callback saw the peer's certificate; its verdict is what gets logged.
+        var verifying = false
+        var refusalLogged = false
+    }
+
+    private let state = Mutex(State())
+    private let logger: Logger
+    private let metadata: Logger.Metadata
+
+    init(logger: Logger, metadata: Logger.Metadata) {
+        self.logger = logger
+        self.metadata = metadata
+    }
+
+    var peer: String? {
+        get { state.withLock { $0.peer } }
+        set { state.withLock { $0.peer = newValue } }
+    }
+
+    private var fullMetadata: Logger.Metadata {
+        metadata.merging(["peer": "\(peer ?? "unknown")"]) { $1 }
+    }
+
+    func startVerifying() { state.withLock { $0.verifying = true } }
+
+    var isVerifying: Bool { state.withLock { $0.verifying } }
+
+    /// The verification callback's refusal: always logged.
+    func refuse(reason: String) {
+        state.withLock { $0.refusalLogged = true }
+        logger.warning("mesh refused a connection", metadata: fullMetadata.merging(["reason": "\(reason)"]) { $1 })
+    }
+
+    /// A handshake that failed around the verification callback; logged unless the callback
+    /// judged the peer (a peer that hangs up while being verified is logged by the verdict).
+    func handshakeFailed(reason: String, level: Logger.Level) {
+        let log = state.withLock { state in
+            defer { state.refusalLogged = true }
+            return !state.refusalLogged && !state.verifying
+        }
+        if log { logger.log(level: level, "mesh refused a connection", metadata: fullMetadata.merging(["reason": "\(reason)"]) { $1 }) }
+    }
+
+    func failed(_ message: String, _ error: any Error) {
+        logger.warning("mesh \(message)", metadata: fullMetadata.merging(["reason": "\(error)"]) { $1 })
+    }
+}
+
+/// Sits in front of the TLS handler and holds back a TCP half-close that arrives while the
+/// peer's certificate is being verified. NIOSSL treats end of input during verification as a
+/// failed handshake, so a client that sends its request and half-closes at once (as an app
+/// behind an egress may) would lose its request; held back, the half-close is delivered once
+/// the handshake completed. Outside verification it passes straight through, so a peer that
+/// hangs up mid-handshake still ends the connection.
+final class HalfCloseGate: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+    let record: ConnectionRecord
+    private var context: ChannelHandlerContext?
+    private var held = false
+    private var opened = false
+
+    init(record: ConnectionRecord) { self.record = record }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if !opened, record.isVerifying, let event = event as? ChannelEvent, case .inputClosed = event {
+            held = true
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// The handshake completed: deliver a held half-close, and pass any later one through.
+    func open() {
+        opened = true
+        if held, let context {
+            held = false
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
+    }
+}
+
+/// Behind the TLS handler: logs a handshake that failed around the verification callback (no
+/// client certificate, a peer that refused ours, a peer that is not TLS) with a readable
+/// reason, and opens the ``HalfCloseGate`` once the handshake completed.
+final class HandshakeObserver: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+    let record: ConnectionRecord
+    let gate: HalfCloseGate
+
+    init(record: ConnectionRecord, gate: HalfCloseGate) {
+        self.record = record
+        self.gate = gate
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
+            // Next tick: the TLS handler is still delivering this event.
+            let gate = NIOLoopBound(gate, eventLoop: context.eventLoop)
+            context.eventLoop.execute { gate.value.open() }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? NIOSSLError {
+            let (reason, level) = Self.reason(error)
+            record.handshakeFailed(reason: reason, level: level)
+        }
+        context.fireErrorCaught(error)
+    }
+
+    /// A readable reason; a peer that connects and hangs up (a port probe) is only debug.
+    static func reason(_ error: NIOSSLError) -> (String, Logger.Level) {
+        let text = "\(error)"
+        if text.contains("EOF during handshake") { return ("the peer closed the connection during the handshake", .debug) }
+        return (describe(text), .warning)
+    }
+
+    static func describe(_ text: String) -> String {
+        if text.contains("PEER_DID_NOT_RETURN_A_CERTIFICATE") || text.contains("CERTIFICATE_REQUIRED") {
+            return PeerIdentity.Refusal.noCertificate.description
+        }
+        if text.contains("WRONG_VERSION_NUMBER") || text.contains("HTTP_REQUEST") || text.contains("UNSUPPORTED_PROTOCOL") {
+            return "the peer does not speak TLS 1.3"
+        }
+        if text.contains("CERTIFICATE_VERIFY_FAILED") || text.contains("BAD_CERTIFICATE") || text.contains("UNKNOWN_CA") {
+            return "the peer refused this service's certificate (\(text))"
+        }
+        return "TLS handshake failed: \(text)"
+    }
+}
+
+/// The first handler of an accepted connection: once it may proceed (after the TLS handshake
+/// for ingress, at once for egress) it opens the other side on the same event loop, replaces
+/// itself with a ``GlueHandler`` pair, and replays what arrived meanwhile — bytes, a
+/// half-close, or the whole connection ending — through the glue, so nothing is lost.
+final class SpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+
+    typealias Connect = @Sendable (any EventLoop) -> EventLoopFuture<any Channel>
+    let connect: Connect
+    let waitForHandshake: Bool
+    let record: ConnectionRecord
+    private var pending = GlueHandler.Pending()
+    private var connecting = false
+
+    init(connect: @escaping Connect, waitForHandshake: Bool, record: ConnectionRecord) {
+        self.connect = connect
+        self.waitForHandshake = waitForHandshake
+        self.record = record
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if !waitForHandshake { open(context) }
+        context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if waitForHandshake, let event = event as? TLSUserEvent, case .handshakeCompleted = event { open(context) }
+        if let event = event as? ChannelEvent, case .inputClosed = event { pending.inputClosed = true }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        pending.bytes.append(unwrapInboundIn(data))
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        pending.closed = true
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Handshake failures are logged by HandshakeFailureLogger.
+        if !(error is NIOSSLError) { record.failed("connection failed", error) }
+        context.close(promise: nil)
+    }
+
+    private func open(_ context: ChannelHandlerContext) {
+        guard !connecting else { return }
+        connecting = true
+        let inbound = context.channel
+        connect(context.eventLoop).assumeIsolated().whenComplete { [self] result in
+            switch result {
+            case .success(let outbound):
+                let (inboundGlue, outboundGlue) = GlueHandler.matchedPair()
+                do {
+                    try outbound.pipeline.syncOperations.addHandler(outboundGlue)
+                    try inbound.pipeline.syncOperations.addHandler(inboundGlue, position: .after(self))
+                    inbound.pipeline.syncOperations.removeHandler(self, promise: nil)
+                    inboundGlue.replay(pending, partnerActive: outbound.isActive)
+                    pending = .init()
+                } catch {
+                    record.failed("could not join the connection", error)
+                    inbound.close(promise: nil)
+                    outbound.close(promise: nil)
+                }
+            case .failure(let error):
+                record.failed(waitForHandshake ? "cannot reach the app" : "cannot reach the peer", error)
+                inbound.close(promise: nil)
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+import Foundation
+import SwiftASN1
+import VeilManifest
+import X509
+
+/// What a mesh peer proved in its TLS handshake: a chain to the coordinator's root and the
+/// identity URI `veil://COORDINATOR-ID/service/NAME` of one service of this coordinator.
+public enum PeerIdentity {
+    /// Why a peer was refused; each names what failed, never a secret.
+    public enum Refusal: Error, Equatable, CustomStringConvertible {
+        case noCertificate
+        case notUnderRoot(String)
+        case outsideValidity(notBefore: Date, notAfter: Date)
+        case noServiceIdentity
+        case otherCoordinator(String)
+        case notAllowed(service: String, allowed: [String])
+        case wrongService(presented: String, expected: String)
+
+        public var description: String {
+            switch self {
+            case .noCertificate: return "the peer presented no certificate"
+            case .notUnderRoot(let why): return "the peer's certificate is not from this coordinator's CA (\(why))"
+            case .outsideValidity(let notBefore, let notAfter):
+                return "the peer's certificate is not valid now (valid \(notBefore.formatted(.iso8601)) to \(notAfter.formatted(.iso8601)))"
+            case .noServiceIdentity: return "the peer's certificate names no Veil service (veil://…/service/NAME)"
+            case .otherCoordinator(let id): return "the peer is a service of another coordinator (\(id))"
+            case .notAllowed(let service, let allowed): return "service '\(service)' is not among the allowed clients (\(allowed.joined(separator: ", ")))"
+            case .wrongService(let presented, let expected): return "the peer is service '\(presented)', not '\(expected)'"
+            }
+        }
+    }
+
+    /// The service a chain (DER, leaf first) proves, after checking it leads to `root`.
+    static func service(of chain: [[UInt8]], root: Certificate, coordinatorID: String) async throws(Refusal) -> String {
+        let certificates: [Certificate]
+        do {
+            certificates = try chain.map { try Certificate(derEncoded: $0) }
+        } catch {
+            throw .notUnderRoot("unparsable certificate")
+        }
+        guard let leaf = certificates.first else { throw .noCertificate }
+        let now = Date()
+        guard leaf.notValidBefore <= now, now <= leaf.notValidAfter else {
+            throw .outsideValidity(notBefore: leaf.notValidBefore, notAfter: leaf.notValidAfter)
+        }
+        var verifier = Verifier(rootCertificates: CertificateStore([root])) { RFC5280Policy() }
+        if case .couldNotValidate(let failures) = await verifier.validate(leaf: leaf, intermediates: CertificateStore(certificates.dropFirst())) {
+            throw .notUnderRoot(failures.first?.policyFailureReason.description ?? "no chain to the root")
+        }
+        let uris = ((try? leaf.extensions.subjectAlternativeNames) ?? nil)?.compactMap { name -> String? in
+            if case .uniformResourceIdentifier(let uri) = name { return uri }
+            return nil
+        } ?? []
+        guard let identity = uris.compactMap(CoordinatorIdentity.service(fromURI:)).first else { throw .noServiceIdentity }
+        guard identity.coordinatorID == coordinatorID else { throw .otherCoordinator(identity.coordinatorID) }
+        return identity.service
+    }
+}

@@ -1,0 +1,79 @@
+import ArgumentParser
+import Foundation
+import VeilAttestation
+import VeilLauncher
+
+/// How a launcher (`veil launch`, `veil mesh`) reaches and trusts its coordinator and which
+/// TEE vouches for it.
+struct LaunchTrustOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Coordinator mesh API as HOST:PORT, or several replicas HOST:PORT,HOST:PORT (env VEIL_COORDINATOR).", valueName: "host:port"))
+    var coordinator: String?
+
+    @Option(help: ArgumentHelp("Manifest service to activate as (env VEIL_SERVICE).", valueName: "name"))
+    var service: String?
+
+    @Option(help: ArgumentHelp(
+        "TEE providing evidence (env VEIL_TEE): auto (default: configfs-tsm or Gramine, never simulation), snp, tdx, sgx-gramine, or simulated (development only, no confidentiality).",
+        valueName: "tee"))
+    var tee: String?
+
+    @Option(help: ArgumentHelp("Simulation platform key (env \(SimulationPlatformKey.environmentVariable)).", valueName: "file"))
+    var simulationKey: String?
+
+    @Option(help: ArgumentHelp(
+        "Coordinator root certificate to pin (env VEIL_ROOT_CA). Without it the launcher attests the coordinator first.",
+        valueName: "file"))
+    var rootCA: String?
+
+    @Option(help: ArgumentHelp(
+        "Expected coordinator measurement when attesting it (hex or sha256:hex, repeatable); required when the coordinator's evidence is hardware evidence.",
+        valueName: "hex"))
+    var coordinatorMeasurement: [String] = []
+
+    @Option(help: ArgumentHelp("Coordinator policy JSON when attesting it (see veil attest --policy).", valueName: "file"))
+    var coordinatorPolicy: String?
+
+    @Flag(help: "DANGEROUS: when attesting the coordinator, trust hardware evidence of any measurement.")
+    var insecureAnyCoordinator = false
+
+    func address(_ environment: [String: String]) -> String {
+        coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:2001"
+    }
+
+    func serviceName(_ environment: [String: String]) -> String? { service ?? environment["VEIL_SERVICE"] }
+
+    /// The TEE named by `--tee`/`VEIL_TEE`; simulation only when asked for, with its key.
+    func teeChoice(_ environment: [String: String]) throws -> TEEChoice {
+        let teeName = tee ?? environment["VEIL_TEE"] ?? TEESelection.auto.rawValue
+        guard let selection = TEESelection(rawValue: teeName) else {
+            throw ValidationError("--tee '\(teeName)' is not one of \(TEESelection.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard selection == .simulated else {
+            return .hardware(try selection.hardwareProvider(
+                tsmRoot: environment["VEIL_TSM_ROOT"] ?? ConfigfsTSMProvider.defaultRoot, tsmEntry: environment["VEIL_TSM_ENTRY"],
+                gramineRoot: environment["VEIL_GRAMINE_ROOT"] ?? GramineProvider.defaultRoot))
+        }
+        guard let keyPath = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] else {
+            throw ValidationError("--tee simulated needs the simulation platform key: --simulation-key FILE or \(SimulationPlatformKey.environmentVariable)")
+        }
+        return .simulated(try SimulationPlatformKey.load(at: keyPath))
+    }
+
+    /// The coordinator's root: the pinned file, or the root of a coordinator attested under
+    /// the given policy. A simulated launcher trusts simulated coordinator evidence under its
+    /// own platform key and nothing else.
+    func rootCertificatePEM(_ environment: [String: String], choice: TEEChoice) async throws -> String {
+        if let path = rootCA ?? environment["VEIL_ROOT_CA"] {
+            guard let data = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read root certificate \(path)") }
+            return String(decoding: data, as: UTF8.self)
+        }
+        var policy = try CoordinatorPolicy.build(
+            expect: coordinatorMeasurement, policyFile: coordinatorPolicy, allowSimulation: false, simulationKey: nil,
+            acceptAnyMeasurement: insecureAnyCoordinator)
+        if case .simulated(let platformKey) = choice {
+            policy.verification.allowSimulation = true
+            policy.verification.simulationKey = platformKey.publicKey
+        }
+        return try await CoordinatorAttestation.attest(address: address(environment), policy: policy).rootCertificatePEM
+    }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import Testing
+import VeilManifest
+import VeilMesh
+
+/// The mesh proxy in process, against certificates issued exactly as activations issue them:
+/// who gets through an ingress, what an egress accepts, and that bytes arrive intact.
+@Suite struct MeshProxyTests {
+    let authority: TestAuthority
+    let payload: [UInt8]
+
+    init() throws {
+        authority = try TestAuthority()
+        payload = (0..<(1 << 20)).map { _ in UInt8.random(in: 0...255) }
+    }
+
+    /// `cache` behind an ingress that admits only `web`.
+    func cacheIngress(logs: LogCapture) async throws -> (proxy: MeshProxy, app: EchoApp, port: Int) {
+        let app = try await EchoApp.start()
+        let port = try freePort()
+        let policy = MeshPolicy(ingress: [.init(listen: "127.0.0.1:\(port)", forward: "127.0.0.1:\(app.port)", clients: ["web"])])
+        let proxy = try MeshProxy(credentials: try authority.credentials("cache"), policy: policy, logger: logs.logger)
+        try await proxy.start()
+        return (proxy, app, port)
+    }
+
+    @Test func listedServiceReachesTheAppWithEveryByte() async throws {
+        let logs = LogCapture()
+        let (proxy, app, port) = try await cacheIngress(logs: logs)
+        defer { Task { await proxy.stop(); await app.stop() } }
+        let outcome = try await exchange(port: port, payload: payload, tls: (try authority.credentials("web"), authority.rootPEM))
+        #expect(outcome == .received(payload), "the echo of 1 MiB through the ingress, half-close carried")
+        #expect(app.connections == 1)
+    }
+
+    @Test func egressToIngressCarriesPlainBytesBothWays() async throws {
+        let logs = LogCapture()
+        let (ingress, app, ingressPort) = try await cacheIngress(logs: logs)
+        let egressPort = try freePort()
+        let egress = try MeshProxy(
+            credentials: try authority.credentials("web"),
+            policy: MeshPolicy(egress: [.init(listen: "127.0.0.1:\(egressPort)", service: "cache", address: "127.0.0.1:\(ingressPort)")]),
+            logger: logs.logger)
+        try await egress.start()
+        defer { Task { await egress.stop(); await ingress.stop(); await app.stop() } }
+        let outcome = try await exchange(port: egressPort, payload: payload)
+        #expect(outcome == .received(payload))
+        #expect(!logs.text.contains("refused"), "\(logs.text)")
+    }
+
+    // MARK: - Refused at the ingress; the app never sees the connection
+
+    func expectIngressRefuses(_ credentials: MeshCredentials?, reason: String) async throws {
+        let logs = LogCapture()
+        let (proxy, app, port) = try await cacheIngress(logs: logs)
+        defer { Task { await proxy.stop(); await app.stop() } }
+        let outcome = try await exchange(port: port, payload: Array("stats\r\n".utf8), tls: (credentials, authority.rootPEM))
+        guard case .failed = outcome else {
+            Issue.record("expected a refused handshake, got \(outcome)")
+            return
+        }
+        #expect(app.connections == 0, "a refused peer must never reach the app")
+        #expect(await logs.contains(reason), "log: \(logs.text)")
+        #expect(logs.text.contains("direction=ingress"))
+    }
+
+    @Test func clientWithoutCertificateIsRefused() async throws {
+        try await expectIngressRefuses(nil, reason: "reason=the peer presented no certificate")
+    }
+
+    @Test func clientWithCertificateFromAnotherCAIsRefused() async throws {
+        let stranger = try TestAuthority()
+        try await expectIngressRefuses(
+            try stranger.credentials("web", trusting: authority), reason: "is not from this coordinator's CA")
+    }
+
+    @Test func attestedServiceNotListedInClientsIsRefused() async throws {
+        try await expectIngressRefuses(
+            try authority.credentials("batch"), reason: "reason=service 'batch' is not among the allowed clients (web)")
+        let logs = LogCapture()
+        let (proxy, app, port) = try await cacheIngress(logs: logs)
+        defer { Task { await proxy.stop(); await app.stop() } }
+        _ = try await exchange(port: port, payload: [1], tls: (try authority.credentials("batch"), authority.rootPEM))
+        #expect(await logs.contains("peer=batch"), "the refusal names the peer's service: \(logs.text)")
+    }
+
+    @Test func expiredServiceCertificateIsRefused() async throws {
+        try await expectIngressRefuses(
+            try authority.credentials("web", issuedAt: Date().addingTimeInterval(-7200), validFor: 3600), reason: "reason=the peer's certificate is not valid now")
+    }
+
+    @Test func coordinatorTLSCertificateIsNoService() async throws {
+        try await expectIngressRefuses(try authority.coordinatorCredentials(), reason: "names no Veil service")
+    }
+
+    // MARK: - Refused at the egress; the app's connection closes with no byte
+
+    func expectEgressRefuses(peer: MeshCredentials, reason: String) async throws {
+        let logs = LogCapture(), peerLogs = LogCapture()
+        let app = try await EchoApp.start()
+        let peerPort = try freePort(), egressPort = try freePort()
+        let impostor = try MeshProxy(
+            credentials: peer,
+            policy: MeshPolicy(ingress: [.init(listen: "127.0.0.1:\(peerPort)", forward: "127.0.0.1:\(app.port)", clients: ["web"])]),
+            logger: peerLogs.logger)
+        try await impostor.start()
+        let egress = try MeshProxy(
+            credentials: try authority.credentials("web"),
+            policy: MeshPolicy(egress: [.init(listen: "127.0.0.1:\(egressPort)", service: "cache", address: "127.0.0.1:\(peerPort)")]),
+            logger: logs.logger)
+        try await egress.start()
+        defer { Task { await egress.stop(); await impostor.stop(); await app.stop() } }
+        let outcome = try await exchange(port: egressPort, payload: Array("get secret\r\n".utf8))
+        if case .received(let bytes) = outcome {
+            #expect(bytes.isEmpty, "the app's connection closes without a byte from the impostor")
+        }
+        #expect(await logs.contains(reason), "log: \(logs.text)")
+        #expect(logs.text.contains("direction=egress"))
+        #expect(app.connections == 0, "nothing the app sent reaches the impostor's app")
+    }
+
+    @Test func egressRefusesAPeerProvingAnotherService() async throws {
+        try await expectEgressRefuses(peer: try authority.credentials("db"), reason: "reason=the peer is service 'db', not 'cache'")
+    }
+
+    @Test func egressRefusesAPeerFromAnotherCA() async throws {
+        let stranger = try TestAuthority()
+        try await expectEgressRefuses(peer: try stranger.credentials("cache", trusting: authority), reason: "is not from this coordinator's CA")
+    }
+
+    // MARK: - Startup
+
+    @Test func aTakenListenAddressFailsStartAndBindsNothing() async throws {
+        let logs = LogCapture()
+        let (proxy, app, port) = try await cacheIngress(logs: logs)
+        defer { Task { await proxy.stop(); await app.stop() } }
+        let other = try freePort()
+        let second = try MeshProxy(
+            credentials: try authority.credentials("cache"),
+            policy: MeshPolicy(
+                ingress: [.init(listen: "127.0.0.1:\(other)", forward: "127.0.0.1:\(app.port)", clients: ["web"])],
+                egress: [.init(listen: "127.0.0.1:\(port)", service: "db", address: "127.0.0.1:1")]),
+            logger: logs.logger)
+        await #expect(throws: MeshError.self) { try await second.start() }
+        // The first listener it bound was closed again.
+        let outcome = try await exchange(port: other, payload: [1])
+        #expect(outcome != .received([1]))
+    }
+
+    @Test func credentialsThatDoNotParseAreRefused() throws {
+        var credentials = try authority.credentials("web")
+        credentials.privateKeyPEM = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+        #expect(throws: MeshError.self) { try MeshProxy(credentials: credentials, policy: MeshPolicy(), logger: LogCapture().logger) }
+    }
+}
