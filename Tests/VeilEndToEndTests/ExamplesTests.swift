@@ -2,7 +2,8 @@ import Foundation
 import Testing
 
 /// The README's examples, run for real: Debian's unmodified redis-server and nginx, as plain
-/// processes and as a converted OCI image run by `veil run`.
+/// processes and as a converted OCI image run by `veil run`; memcached, Python, Node and Java
+/// talking through the mesh; memcached with its own TLS.
 @Suite(.serialized) struct ExamplesTests {
     func runExample(_ name: String) throws -> RunResult {
         let scratch = try Scratch()
@@ -32,5 +33,27 @@ import Testing
         #expect(result.stdout.contains("\nPONG\n"))
         #expect(result.stdout.contains("OK: the converted redis image answered PONG over TLS"))
         #expect(result.stderr.contains("NO confidentiality"), "simulation must say so")
+    }
+
+    @Test func pythonReachesPlainMemcachedThroughTheMesh() throws {
+        let result = try runExample("memcached-mesh")
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("refused: alert certificate required"), "an anonymous TLS client is refused")
+        #expect(result.stdout.contains("STORED|VALUE greeting 0 22|hello through the mesh|END|"))
+        #expect(result.stdout.contains("OK: Python stored and read a value in plain-TCP memcached over mutual attested TLS"))
+    }
+
+    @Test func javaCallsNodeThroughTheMesh() throws {
+        let result = try runExample("node-java-mesh")
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("\n200 hello from node, you asked for /orders/42\n"))
+        #expect(result.stdout.contains("OK: java Client.java called a Node http server over mutual attested TLS"))
+    }
+
+    @Test func memcachedWithItsOwnTLSServesAProvisionedClient() throws {
+        let result = try runExample("memcached-tls")
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("refused: alert certificate required"))
+        #expect(result.stdout.contains("TLSv1.3 STORED|VALUE report 0 9|quarterly|END|"))
     }
 }
