@@ -140,6 +140,7 @@ let package = Package(
                 "VeilImage",
                 "VeilRuntime",
                 "VeilMesh",
+                "CVeilSys",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),

@@ -11,8 +11,9 @@ final class GlueHandler {
     private var context: ChannelHandlerContext?
     private var pendingRead = false
     private var lastWrite: EventLoopFuture<Void>?
+    private let onError: (any Error) -> Void
 
-    private init() {}
+    private init(onError: @escaping (any Error) -> Void) { self.onError = onError }
 
     /// What one side received before the pair existed.
     struct Pending {
@@ -38,9 +39,10 @@ final class GlueHandler {
         }
     }
 
-    /// Two handlers that forward to each other.
-    static func matchedPair() -> (GlueHandler, GlueHandler) {
-        let first = GlueHandler(), second = GlueHandler()
+    /// Two handlers that forward to each other; `onError` hears an error on either side
+    /// (both sides are closed after it).
+    static func matchedPair(onError: @escaping (any Error) -> Void) -> (GlueHandler, GlueHandler) {
+        let first = GlueHandler(onError: onError), second = GlueHandler(onError: onError)
         first.partner = second
         second.partner = first
         return (first, second)
@@ -111,6 +113,7 @@ extension GlueHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        onError(error)
         partner?.partnerClose(mode: .all)
         context.close(promise: nil)
     }

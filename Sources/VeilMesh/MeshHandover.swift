@@ -42,14 +42,26 @@ public enum MeshHandoverError: Error, CustomStringConvertible {
 /// every listener is bound, or the reason it could not start — and asks the kernel to kill it
 /// when its parent exits. The launcher execs the app only after `ready`.
 public enum MeshHandover {
+    /// How the proxy notices that the process it serves is gone.
+    public enum ParentLink: String, Sendable {
+        /// The kernel kills the proxy when the spawning *thread* exits. Right for the launcher,
+        /// whose spawning thread is the one that execs the app and lives on as it; wrong for a
+        /// parent whose threads come and go (a pooled thread exiting would kill the proxy).
+        case deathSignal = "death-signal"
+        /// The proxy checks every second whether its parent is still there.
+        case polling
+    }
+
     static let configDescriptor: Int32 = 3
     static let readyDescriptor: Int32 = 4
     static let readyWord = "ready"
 
     /// Starts `executable mesh --inherited-config 3 --ready-fd 4 --parent PID` and waits for it
-    /// to be ready. Call it on the thread that then execs the app: the kernel's parent-death
-    /// signal follows the spawning thread, and that thread is the one that survives `exec`.
-    public static func spawn(_ configuration: MeshConfiguration, executable: String = "/proc/self/exe", timeoutSeconds: Int = 15) throws -> pid_t {
+    /// to be ready. With ``ParentLink/deathSignal`` call it on the thread that then execs the
+    /// app: the kernel's parent-death signal follows the spawning thread.
+    public static func spawn(
+        _ configuration: MeshConfiguration, executable: String = "/proc/self/exe", link: ParentLink = .deathSignal, timeoutSeconds: Int = 15
+    ) throws -> pid_t {
         let document = try JSONEncoder().encode(configuration)
         var configPipe: [Int32] = [-1, -1], readyPipe: [Int32] = [-1, -1]
         guard veil_pipe_cloexec(&configPipe) == 0 else { throw MeshHandoverError.system("pipe2", errno: errno) }
@@ -72,14 +84,10 @@ public enum MeshHandover {
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
         // Whatever the launcher blocked or caught, the proxy starts with defaults.
-        var none = sigset_t(), all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        veil_spawnattr_default_signals(&attributes)
 
-        let arguments = ["veil", "mesh", "--inherited-config", "\(configDescriptor)", "--ready-fd", "\(readyDescriptor)", "--parent", "\(getpid())"]
+        let arguments = ["veil", "mesh", "--inherited-config", "\(configDescriptor)", "--ready-fd", "\(readyDescriptor)", "--parent", "\(getpid())",
+                         "--parent-link", link.rawValue]
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         let environment: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/sbin:/usr/bin:/sbin:/bin"), nil]
@@ -103,8 +111,8 @@ public enum MeshHandover {
     /// The child's half: reads the configuration from `configFD`, ties the process's life to
     /// `parent`, and returns the configuration. Report with ``reportReady(_:)`` or
     /// ``reportFailure(_:to:)``.
-    public static func receive(configFD: Int32, parent: pid_t) throws -> MeshConfiguration {
-        guard veil_die_with_parent() == 0 else { throw MeshHandoverError.system("prctl(PR_SET_PDEATHSIG)", errno: errno) }
+    public static func receive(configFD: Int32, parent: pid_t, link: ParentLink) throws -> MeshConfiguration {
+        if link == .deathSignal, veil_die_with_parent() != 0 { throw MeshHandoverError.system("prctl(PR_SET_PDEATHSIG)", errno: errno) }
         // The parent may have died before the request above took effect.
         guard getppid() == parent else { throw MeshHandoverError.parentGone }
         var bytes: [UInt8] = []
@@ -172,10 +180,10 @@ public enum MeshHandover {
 extension MeshHandover {
     /// Runs the launcher-spawned proxy (the `veil mesh --inherited-config` process) until its
     /// app exits. Returns the exit status.
-    public static func serveInherited(configFD: Int32, readyFD: Int32, parent: pid_t, logger: Logger) async -> Int32 {
+    public static func serveInherited(configFD: Int32, readyFD: Int32, parent: pid_t, link: ParentLink, logger: Logger) async -> Int32 {
         let proxy: MeshProxy
         do {
-            let configuration = try receive(configFD: configFD, parent: parent)
+            let configuration = try receive(configFD: configFD, parent: parent, link: link)
             proxy = try MeshProxy(credentials: configuration.credentials, policy: configuration.policy, logger: logger)
             try await proxy.start()
         } catch {
@@ -183,7 +191,8 @@ extension MeshHandover {
             return 1
         }
         reportReady(readyFD)
-        // The kernel kills this process when the app exits; this is the fallback.
+        // With the death signal the kernel kills this process when the app exits; polling is
+        // the fallback, and the only link for a polling parent.
         while parentAlive(parent) {
             try? await Task.sleep(for: .seconds(1))
         }

@@ -49,6 +49,9 @@ public final class MeshProxy: Sendable {
     let policy: MeshPolicy
     let logger: Logger
     let root: Certificate
+    /// The intermediates of this service's own chain: a peer of the same coordinator that
+    /// sends only its leaf is completed with them.
+    let intermediates: [Certificate]
     let coordinatorID: String
     let serverContext: NIOSSLContext
     let clientContext: NIOSSLContext
@@ -60,7 +63,9 @@ public final class MeshProxy: Sendable {
         self.logger = logger
         do {
             root = try Certificate(pemEncoded: credentials.rootCertificatePEM.trimmingCharacters(in: .whitespacesAndNewlines))
-            let chain = try NIOSSLCertificate.fromPEMBytes(Array(credentials.certificateChainPEM.utf8)).map { NIOSSLCertificateSource.certificate($0) }
+            let ownChain = try NIOSSLCertificate.fromPEMBytes(Array(credentials.certificateChainPEM.utf8))
+            intermediates = try ownChain.dropFirst().map { try Certificate(derEncoded: try $0.toDERBytes()) }
+            let chain = ownChain.map { NIOSSLCertificateSource.certificate($0) }
             let key = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(bytes: Array(credentials.privateKeyPEM.utf8), format: .pem))
             var server = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: key)
             server.minimumTLSVersion = .tlsv13
@@ -194,14 +199,14 @@ public final class MeshProxy: Sendable {
     /// A verification callback that accepts a peer proving a service of this coordinator that
     /// `authorize` finds no refusal for; a refusal is logged once with its reason.
     private var verification: @Sendable (ConnectionRecord, @escaping @Sendable (String) -> PeerIdentity.Refusal?) -> NIOSSLCustomVerificationCallback {
-        let root = self.root, coordinatorID = self.coordinatorID
+        let root = self.root, intermediates = self.intermediates, coordinatorID = self.coordinatorID
         return { record, authorize in
             { certificates, promise in
                 let chain = certificates.compactMap { try? $0.toDERBytes() }
                 record.startVerifying()
                 Task {
                     do throws(PeerIdentity.Refusal) {
-                        let service = try await PeerIdentity.service(of: chain, root: root, coordinatorID: coordinatorID)
+                        let service = try await PeerIdentity.service(of: chain, root: root, knownIntermediates: intermediates, coordinatorID: coordinatorID)
                         record.peer = service
                         if let refusal = authorize(service) { throw refusal }
                         promise.succeed(.certificateVerified)
@@ -408,7 +413,7 @@ final class SpliceHandler: ChannelInboundHandler, RemovableChannelHandler {
         connect(context.eventLoop).assumeIsolated().whenComplete { [self] result in
             switch result {
             case .success(let outbound):
-                let (inboundGlue, outboundGlue) = GlueHandler.matchedPair()
+                let (inboundGlue, outboundGlue) = GlueHandler.matchedPair { [record] error in record.failed("connection failed", error) }
                 do {
                     try outbound.pipeline.syncOperations.addHandler(outboundGlue)
                     try inbound.pipeline.syncOperations.addHandler(inboundGlue, position: .after(self))

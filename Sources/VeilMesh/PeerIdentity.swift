@@ -31,7 +31,8 @@ public enum PeerIdentity {
     }
 
     /// The service a chain (DER, leaf first) proves, after checking it leads to `root`.
-    static func service(of chain: [[UInt8]], root: Certificate, coordinatorID: String) async throws(Refusal) -> String {
+    /// `knownIntermediates` (this service's own) complete a peer that sends only its leaf.
+    static func service(of chain: [[UInt8]], root: Certificate, knownIntermediates: [Certificate] = [], coordinatorID: String) async throws(Refusal) -> String {
         let certificates: [Certificate]
         do {
             certificates = try chain.map { try Certificate(derEncoded: $0) }
@@ -44,7 +45,7 @@ public enum PeerIdentity {
             throw .outsideValidity(notBefore: leaf.notValidBefore, notAfter: leaf.notValidAfter)
         }
         var verifier = Verifier(rootCertificates: CertificateStore([root])) { RFC5280Policy() }
-        if case .couldNotValidate(let failures) = await verifier.validate(leaf: leaf, intermediates: CertificateStore(certificates.dropFirst())) {
+        if case .couldNotValidate(let failures) = await verifier.validate(leaf: leaf, intermediates: CertificateStore(certificates.dropFirst() + knownIntermediates)) {
             throw .notUnderRoot(failures.first?.policyFailureReason.description ?? "no chain to the root")
         }
         let uris = ((try? leaf.extensions.subjectAlternativeNames) ?? nil)?.compactMap { name -> String? in

@@ -12,7 +12,7 @@ import VeilManifest
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Benchmarks that print ratios against peers measured in the same run.",
-        subcommands: [BenchCoordinatorCommand.self, BenchLoadCommand.self, BenchHACommand.self, BenchDCAPCommand.self, BenchSNPCommand.self, BenchProtectedCommand.self, BenchImageCommand.self, BenchAttestCommand.self], defaultSubcommand: BenchCoordinatorCommand.self)
+        subcommands: [BenchCoordinatorCommand.self, BenchLoadCommand.self, BenchHACommand.self, BenchDCAPCommand.self, BenchSNPCommand.self, BenchProtectedCommand.self, BenchImageCommand.self, BenchAttestCommand.self, BenchMeshCommand.self], defaultSubcommand: BenchCoordinatorCommand.self)
 }
 
 struct BenchCoordinatorCommand: AsyncParsableCommand {

@@ -24,12 +24,15 @@ struct MeshCommand: AsyncParsableCommand {
     @Option(help: .hidden) var inheritedConfig: Int32?
     @Option(help: .hidden) var readyFd: Int32?
     @Option(help: .hidden) var parent: Int32?
+    @Option(help: .hidden) var parentLink: String = MeshHandover.ParentLink.deathSignal.rawValue
 
     func run() async throws {
         let logger = Logger(label: "veil.mesh")
         if let inheritedConfig {
-            guard let readyFd, let parent else { throw ValidationError("--inherited-config needs --ready-fd and --parent") }
-            let status = await MeshHandover.serveInherited(configFD: inheritedConfig, readyFD: readyFd, parent: parent, logger: logger)
+            guard let readyFd, let parent, let link = MeshHandover.ParentLink(rawValue: parentLink) else {
+                throw ValidationError("--inherited-config needs --ready-fd, --parent and a --parent-link of death-signal or polling")
+            }
+            let status = await MeshHandover.serveInherited(configFD: inheritedConfig, readyFD: readyFd, parent: parent, link: link, logger: logger)
             throw ExitCode(status)
         }
         do {

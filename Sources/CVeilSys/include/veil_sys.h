@@ -36,4 +36,14 @@ static inline int veil_spawn_close_from(posix_spawn_file_actions_t *actions, int
     return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }
 
+/// Makes a spawned child start with no blocked signals and default dispositions, whatever
+/// the spawning thread blocks or the process ignores.
+static inline int veil_spawnattr_default_signals(posix_spawnattr_t *attributes) {
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    if (posix_spawnattr_setsigmask(attributes, &none) != 0 || posix_spawnattr_setsigdefault(attributes, &all) != 0) return -1;
+    return posix_spawnattr_setflags(attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+}
+
 #endif
