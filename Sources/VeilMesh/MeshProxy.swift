@@ -117,83 +117,75 @@ public final class MeshProxy: Sendable {
     // MARK: - Ingress
 
     private func listen(ingress rule: MeshPolicy.Ingress) async throws {
-        guard let listen = HostPort.parse(rule.listen), let forward = HostPort.parse(rule.forward) else {
-            throw MeshError.listen(rule.listen, reason: "not HOST:PORT")
+        guard let forward = HostPort.parse(rule.forward) else { throw MeshError.listen(rule.listen, reason: "forward address is not HOST:PORT") }
+        let context = serverContext, allowed = rule.clients, verify = verification
+        try await accept(on: rule.listen, metadata: ["direction": "ingress", "listen": "\(rule.listen)", "forward": "\(rule.forward)"]) { channel, record in
+            let ssl = NIOSSLServerHandler(context: context, customVerificationCallback: verify(record) { service in
+                allowed.contains(service) ? nil : .notAllowed(service: service, allowed: allowed)
+            })
+            let gate = HalfCloseGate(record: record)
+            try channel.pipeline.syncOperations.addHandlers([
+                gate, ssl, HandshakeObserver(record: record, gate: gate),
+                SpliceHandler(connect: { Self.connect(on: $0, to: forward) }, waitForHandshake: true, record: record),
+            ])
         }
-        let context = serverContext, logger = self.logger, allowed = rule.clients
-        let verify = verification
-        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let record = ConnectionRecord(
-                        logger: logger,
-                        metadata: ["direction": "ingress", "listen": "\(rule.listen)", "forward": "\(rule.forward)"])
-                    let ssl = NIOSSLServerHandler(context: context, customVerificationCallback: verify(record) { service in
-                        allowed.contains(service) ? nil : .notAllowed(service: service, allowed: allowed)
-                    })
-                    let gate = HalfCloseGate(record: record)
-                    try channel.pipeline.syncOperations.addHandlers([
-                        gate, ssl, HandshakeObserver(record: record, gate: gate),
-                        SpliceHandler(connect: { eventLoop in
-                            ClientBootstrap(group: eventLoop)
-                                .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                                .channelOption(.allowRemoteHalfClosure, value: true)
-                                .connect(host: forward.host, port: forward.port)
-                        }, waitForHandshake: true, record: record),
-                    ])
-                }
-            }
-        try await bind(bootstrap, listen, rule.listen)
     }
 
     // MARK: - Egress
 
     private func listen(egress rule: MeshPolicy.Egress) async throws {
-        guard let listen = HostPort.parse(rule.listen), let remote = HostPort.parse(rule.address) else {
-            throw MeshError.listen(rule.listen, reason: "not HOST:PORT")
+        guard let remote = HostPort.parse(rule.address) else { throw MeshError.listen(rule.listen, reason: "peer address is not HOST:PORT") }
+        let context = clientContext, expected = rule.service, verify = verification
+        let metadata: Logger.Metadata = ["direction": "egress", "listen": "\(rule.listen)", "service": "\(expected)", "address": "\(rule.address)"]
+        try await accept(on: rule.listen, metadata: metadata) { channel, record in
+            let connect: SpliceHandler.Connect = { eventLoop in
+                Self.connect(on: eventLoop, to: remote) { outbound in
+                    let ssl = try NIOSSLClientHandler(context: context, serverHostname: nil, customVerificationCallback: verify(record) { service in
+                        service == expected ? nil : .wrongService(presented: service, expected: expected)
+                    })
+                    let gate = HalfCloseGate(record: record)
+                    try outbound.pipeline.syncOperations.addHandlers([gate, ssl, HandshakeObserver(record: record, gate: gate)])
+                }
+            }
+            try channel.pipeline.syncOperations.addHandler(SpliceHandler(connect: connect, waitForHandshake: false, record: record))
         }
-        let context = clientContext, logger = self.logger, expected = rule.service
-        let verify = verification
+    }
+
+    // MARK: - Sockets
+
+    /// Binds `address` and sets up each accepted connection with `setUp`, which gets the
+    /// connection's log record.
+    private func accept(
+        on address: String, metadata: Logger.Metadata,
+        setUp: @escaping @Sendable (any Channel, ConnectionRecord) throws -> Void
+    ) async throws {
+        guard let listen = HostPort.parse(address) else { throw MeshError.listen(address, reason: "not HOST:PORT") }
+        let logger = self.logger
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let record = ConnectionRecord(
-                        logger: logger,
-                        metadata: ["direction": "egress", "listen": "\(rule.listen)", "service": "\(expected)", "address": "\(rule.address)"])
-                    let connect: SpliceHandler.Connect = { eventLoop in
-                        ClientBootstrap(group: eventLoop)
-                            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                            .channelOption(.allowRemoteHalfClosure, value: true)
-                            .channelInitializer { outbound in
-                                outbound.eventLoop.makeCompletedFuture {
-                                    let ssl = try NIOSSLClientHandler(context: context, serverHostname: nil, customVerificationCallback: verify(record) { service in
-                                        service == expected ? nil : .wrongService(presented: service, expected: expected)
-                                    })
-                                    let gate = HalfCloseGate(record: record)
-                                    try outbound.pipeline.syncOperations.addHandlers([gate, ssl, HandshakeObserver(record: record, gate: gate)])
-                                }
-                            }
-                            .connect(host: remote.host, port: remote.port)
-                    }
-                    try channel.pipeline.syncOperations.addHandler(SpliceHandler(connect: connect, waitForHandshake: false, record: record))
-                }
+                channel.eventLoop.makeCompletedFuture { try setUp(channel, ConnectionRecord(logger: logger, metadata: metadata)) }
             }
-        try await bind(bootstrap, listen, rule.listen)
-    }
-
-    private func bind(_ bootstrap: ServerBootstrap, _ address: (host: String, port: Int), _ text: String) async throws {
         do {
-            let channel = try await bootstrap.bind(host: address.host, port: address.port).get()
+            let channel = try await bootstrap.bind(host: listen.host, port: listen.port).get()
             channels.withLock { $0.append(channel) }
         } catch {
-            throw MeshError.listen(text, reason: "\(error)")
+            throw MeshError.listen(address, reason: "\(error)")
         }
+    }
+
+    /// An outgoing connection on `eventLoop` (the accepted connection's, so the glue between
+    /// them needs no locks), with `setUp` for its pipeline.
+    private static func connect(
+        on eventLoop: any EventLoop, to address: (host: String, port: Int), setUp: (@Sendable (any Channel) throws -> Void)? = nil
+    ) -> EventLoopFuture<any Channel> {
+        ClientBootstrap(group: eventLoop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try setUp?(channel) } }
+            .connect(host: address.host, port: address.port)
     }
 
     /// A verification callback that accepts a peer proving a service of this coordinator that
