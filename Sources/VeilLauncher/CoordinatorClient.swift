@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -50,6 +50,12 @@ public enum CoordinatorClientError: Error, CustomStringConvertible {
         }
     }
 
+    /// The server's TLS identity was refused (see ``CoordinatorIdentityPolicy``).
+    public var isNotTheCoordinator: Bool {
+        if case .notTheCoordinator = self { return true }
+        return false
+    }
+
     /// Worth trying another replica: it could not be reached, or it answered 503.
     public var isFailover: Bool {
         switch self {
@@ -89,7 +95,7 @@ public final class CoordinatorClient: Sendable {
         tls.trustRoots = .certificates([])
         switch trust {
         case .pinnedRoot(let pem):
-            guard let root = try? Certificate(pemEncoded: pem.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            guard let root = try? Certificate(pemEncoded: pem.trimmingWhitespace) else {
                 throw CoordinatorClientError.invalidAddress("the pinned root is not one PEM certificate")
             }
             self.root = root
@@ -108,17 +114,20 @@ public final class CoordinatorClient: Sendable {
 
     /// Runs `body` with a client for `address` — one `HOST:PORT`, or several separated by
     /// commas (replicas). With several, `body` runs again from the start against the next
-    /// replica when one cannot be reached or answers 503, for up to `failoverTimeout`; a
-    /// server that is not the coordinator is never skipped silently. The client is always
-    /// shut down afterwards.
+    /// replica when one cannot be reached, answers 503, or is not the coordinator (a dead
+    /// replica's address taken by another server: nothing was sent to it, its handshake was
+    /// refused first), for up to `failoverTimeout`. When no replica succeeds, a refused
+    /// identity is what is reported, never hidden behind a later connection error. The client
+    /// is always shut down afterwards.
     public static func with<Result>(
         address: String, trust: CoordinatorTrust, identity: ClientIdentity? = nil, failoverTimeout: Duration = .seconds(20),
         _ body: (CoordinatorClient) async throws -> Result
     ) async throws -> Result {
-        let addresses = address.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let addresses = address.split(separator: ",").map { $0.trimmingWhitespace }.filter { !$0.isEmpty }
         guard !addresses.isEmpty else { throw CoordinatorClientError.invalidAddress(address) }
         let deadline = ContinuousClock.now + failoverTimeout
         var round = 0
+        var impostor: CoordinatorClientError?
         while true {
             for candidate in addresses {
                 let client = try CoordinatorClient(address: candidate, trust: trust, identity: identity)
@@ -126,9 +135,10 @@ public final class CoordinatorClient: Sendable {
                     let result = try await body(client)
                     await client.shutdown()
                     return result
-                } catch let error as CoordinatorClientError where error.isFailover && addresses.count > 1 {
+                } catch let error as CoordinatorClientError where (error.isFailover || error.isNotTheCoordinator) && addresses.count > 1 {
                     await client.shutdown()
-                    if ContinuousClock.now >= deadline { throw error }
+                    if error.isNotTheCoordinator { impostor = error }
+                    if ContinuousClock.now >= deadline { throw impostor ?? error }
                 } catch {
                     await client.shutdown()
                     throw error

@@ -27,6 +27,8 @@ struct ActivationLoad: Sendable {
         var refused: [String: Int] = [:]
         var failed = 0
         var failovers = 0
+        /// Failovers because a replica's address answered with another TLS identity.
+        var identityRefusals = 0
         var seconds = 0.0
         var perSecond = 0.0
         /// Longest time between two consecutive successes, in milliseconds.
@@ -86,13 +88,14 @@ struct ActivationLoad: Sendable {
                     shared.successes.withLock { $0.append(now) }
                     shared.report.withLock { $0.succeeded += 1 }
                     break
-                } catch let error as CoordinatorClientError where error.isFailover {
+                } catch let error as CoordinatorClientError where error.isFailover || error.isNotTheCoordinator {
                     await clients[index]?.shutdown()
                     clients[index] = nil
                     index = (index + 1) % addresses.count
                     tried += 1
                     shared.report.withLock {
                         $0.failovers += 1
+                        if error.isNotTheCoordinator { $0.identityRefusals += 1 }
                         $0.lastError = "\(error)"
                     }
                     if ContinuousClock.now > giveUp || stopAt.map({ ContinuousClock.now > $0 }) == true {

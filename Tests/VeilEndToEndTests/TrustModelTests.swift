@@ -57,6 +57,10 @@ import Testing
         #expect(status.status != 0)
         #expect(status.stderr.contains("not the attested coordinator"), "\(status.stderr)")
         #expect(status.stderr.contains("workload certificate"), "\(status.stderr)")
+        // Listed among replicas (a dead replica's address taken over), the impostor is skipped
+        // like an unreachable replica: the real coordinator answers, the impostor gets nothing.
+        let replicas = try coordinator.veil(["status", "--coordinator", "127.0.0.1:\(port),\(coordinator.clientAddress)", "--root-ca", coordinator.rootPath])
+        #expect(replicas.status == 0, "\(replicas.stderr)")
         usleep(300_000)
         #expect(!server.stdout.contains("RECEIVED"), "no request byte reached the impostor: \(server.stdout)")
 
