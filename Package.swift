@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "VeilLauncher", targets: ["VeilLauncher"]),
         .library(name: "VeilImage", targets: ["VeilImage"]),
         .library(name: "VeilMesh", targets: ["VeilMesh"]),
+        .executable(name: "veil-launcher", targets: ["veil-launcher"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -113,6 +114,7 @@ let package = Package(
             name: "VeilMesh",
             dependencies: [
                 "CVeilSys",
+                "VeilAttestation",
                 "VeilManifest",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -129,6 +131,20 @@ let package = Package(
             dependencies: ["VeilImage"],
             swiftSettings: strict
         ),
+        .target(
+            name: "VeilLauncherCommands",
+            dependencies: [
+                "VeilAttestation", "VeilLauncher", "VeilImage", "VeilMesh",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "veil-launcher",
+            dependencies: ["VeilLauncherCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "veil",
             dependencies: [
@@ -140,6 +156,7 @@ let package = Package(
                 "VeilImage",
                 "VeilRuntime",
                 "VeilMesh",
+                "VeilLauncherCommands",
                 "CVeilSys",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

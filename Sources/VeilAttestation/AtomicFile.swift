@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 import Glibc
 
@@ -6,6 +6,29 @@ import Glibc
 /// rename it over the target, fsync the directory. Readers see the old or the new bytes,
 /// never a mix.
 public enum AtomicFile {
+    /// The whole file at `path`, or the system's reason it could not be read.
+    public static func read(_ path: String) -> Result<[UInt8], ReadError> {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return .failure(ReadError(path: path, errno: errno)) }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = Glibc.read(fd, &chunk, chunk.count)
+            if count < 0 && errno == EINTR { continue }
+            guard count >= 0 else { return .failure(ReadError(path: path, errno: errno)) }
+            if count == 0 { return .success(bytes) }
+            bytes += chunk[..<count]
+        }
+    }
+
+    public struct ReadError: Error, CustomStringConvertible {
+        public let path: String
+        public let errno: Int32
+        public var reason: String { String(cString: strerror(errno)) }
+        public var description: String { "cannot read \(path): \(reason)" }
+    }
+
     public struct WriteError: Error, CustomStringConvertible {
         public let path: String
         public let step: String
@@ -33,7 +56,7 @@ public enum AtomicFile {
     }
 
     public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) throws {
-        let directory = (path as NSString).deletingLastPathComponent
+        let directory = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
         let temporary = "\(path).tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw WriteError(path: temporary, step: "create", errno: errno) }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// The kind of trusted execution environment that produced evidence.
 public enum TEEKind: String, Codable, Sendable, CaseIterable {

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Evidence as it travels between Veil components: a format name and the format's bytes.
 ///

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Lower-case hexadecimal encoding and strict decoding.
 public enum Hex {

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// A parsed JSON document, kept generic so validation can see every field (including ones
 /// the model does not know) and report each problem with its path.
@@ -22,7 +22,39 @@ public enum JSONValue: Sendable, Equatable {
     /// Deepest nesting of arrays and objects accepted.
     public static let maximumDepth = 64
 
-    var typeName: String {
+    /// The value under `key` of an object (nil for a missing key or a non-object).
+    public subscript(key: String) -> JSONValue? {
+        if case .object(let fields) = self { return fields[key] }
+        return nil
+    }
+
+    public var stringValue: String? {
+        if case .string(let value) = self { return value }
+        return nil
+    }
+
+    public var arrayValue: [JSONValue]? {
+        if case .array(let items) = self { return items }
+        return nil
+    }
+
+    public var objectValue: [String: JSONValue]? {
+        if case .object(let fields) = self { return fields }
+        return nil
+    }
+
+    /// An array made only of strings, as strings.
+    public var stringArray: [String]? { arrayValue.flatMap { items in items.compactMap(\.stringValue).count == items.count ? items.compactMap(\.stringValue) : nil } }
+
+    /// UTF-8 JSON with keys sorted and slashes unescaped (integral numbers without a fraction).
+    public func serialized() throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try encoder.encode(self))
+    }
+
+    /// "a string", "an object", …: for error messages.
+    public var typeName: String {
         switch self {
         case .null: return "null"
         case .bool: return "a boolean"

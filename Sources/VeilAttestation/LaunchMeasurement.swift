@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// The simulated TEE's measurement of a launch: what the program is and how it is launched.

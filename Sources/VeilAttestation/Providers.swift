@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// Why a hardware evidence provider could not produce evidence.
@@ -35,7 +35,7 @@ enum FileIO {
     }
 
     static func text(_ path: String) throws(ProviderError) -> String {
-        String(decoding: try read(path), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        String(decoding: try read(path), as: UTF8.self).trimmingWhitespace
     }
 }
 

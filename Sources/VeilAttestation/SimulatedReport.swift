@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 
 /// Veil's simulated evidence: a JSON report signed by a ``SimulationPlatformKey``.
 ///

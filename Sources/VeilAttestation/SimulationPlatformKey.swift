@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 
 /// The per-installation key that signs simulated evidence.
 ///
@@ -40,10 +40,9 @@ public struct SimulationPlatformKey: Sendable {
 
     public static func load(at path: String) throws -> SimulationPlatformKey {
         let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw AttestationError.platformKeyUnavailable(path: path, reason: "cannot read (\(error.localizedDescription))")
+        switch AtomicFile.read(path) {
+        case .success(let bytes): text = String(decoding: bytes, as: UTF8.self)
+        case .failure(let error): throw AttestationError.platformKeyUnavailable(path: path, reason: "cannot read (\(error.reason))")
         }
         do {
             return SimulationPlatformKey(privateKey: try P256.Signing.PrivateKey(pemRepresentation: text))
@@ -56,10 +55,9 @@ public struct SimulationPlatformKey: Sendable {
     /// file itself) or a public key PEM.
     public static func loadPublicKey(at path: String) throws -> P256.Signing.PublicKey {
         let text: String
-        do {
-            text = try String(contentsOfFile: path, encoding: .utf8)
-        } catch {
-            throw AttestationError.platformKeyUnavailable(path: path, reason: "cannot read (\(error.localizedDescription))")
+        switch AtomicFile.read(path) {
+        case .success(let bytes): text = String(decoding: bytes, as: UTF8.self)
+        case .failure(let error): throw AttestationError.platformKeyUnavailable(path: path, reason: "cannot read (\(error.reason))")
         }
         if let key = try? P256.Signing.PublicKey(pemRepresentation: text) { return key }
         if let key = try? P256.Signing.PrivateKey(pemRepresentation: text) { return key.publicKey }

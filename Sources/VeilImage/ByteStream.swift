@@ -90,12 +90,12 @@ public final class DigestingStream: ByteStream {
     }
 
     /// Reads whatever is left (a tar stream may end before its blob does).
-    func drain() throws {
+    public func drain() throws {
         var scratch = [UInt8](repeating: 0, count: 1 << 16)
         while try scratch.withUnsafeMutableBytes({ (raw) throws -> Int in try read(into: raw) }) > 0 {}
     }
 
-    var digest: BlobDigest { BlobDigest(sha256: Array(hasher.finalize())) }
+    public var digest: BlobDigest { BlobDigest(sha256: Array(hasher.finalize())) }
 
     /// Drains the stream, then checks it against `descriptor`.
     func verify(_ descriptor: Descriptor) throws {

@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 import Glibc
 
 /// `docker save` archives: legacy (`manifest.json` + `<id>/layer.tar`) and the OCI-flavoured
@@ -15,8 +15,9 @@ enum DockerArchive {
     /// opens the image in it. Every member passes the same path checks as image layers.
     static func open(_ path: String) throws -> SourceImage {
         guard access(path, R_OK) == 0 else { throw ImageError.io(path: path, reason: String(cString: strerror(errno))) }
-        var template = Array("\(NSTemporaryDirectory())/veil-archive-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw ImageError.io(path: NSTemporaryDirectory(), reason: String(cString: strerror(errno))) }
+        let temporary = FileManager.default.temporaryDirectory.path
+        var template = Array("\(temporary)/veil-archive-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw ImageError.io(path: temporary, reason: String(cString: strerror(errno))) }
         let directory = String(cString: made)
         do {
             let stream = try FileStream(path: path)

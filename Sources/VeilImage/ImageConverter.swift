@@ -1,6 +1,6 @@
 import Crypto
 import Dispatch
-import Foundation
+import FoundationEssentials
 import Glibc
 import Synchronization
 import VeilAttestation
@@ -318,29 +318,30 @@ public struct ImageConverter {
     /// The source config with the wrapped entrypoint, no Cmd (the original is in
     /// /veil/image.json), the new diff_ids, Veil labels and one history entry more.
     private func rewriteConfig(_ bytes: [UInt8], entrypoint: [String], diffIDs: [BlobDigest], measurement: [UInt8]) throws -> [UInt8] {
-        guard var object = try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
+        guard case .object(var object) = try JSONValue.parse(bytes) else {
             throw ImageError.malformedJSON(what: "image config", reason: "not a JSON object")
         }
-        var config = object["config"] as? [String: Any] ?? [:]
-        config["Entrypoint"] = entrypoint
+        var config = object["config"]?.objectValue ?? [:]
+        config["Entrypoint"] = .array(entrypoint.map { .string($0) })
         config["Cmd"] = nil
         // The launcher starts as root and becomes the image's user itself (see ImageRunConfig.user).
         config["User"] = nil
-        var labels = config["Labels"] as? [String: Any] ?? [:]
-        labels["dev.veil.service"] = options.service
-        labels["dev.veil.measurement"] = Hex.encode(measurement)
-        config["Labels"] = labels
-        object["config"] = config
-        var rootfs = object["rootfs"] as? [String: Any] ?? [:]
-        rootfs["type"] = "layers"
-        rootfs["diff_ids"] = diffIDs.map(\.description)
-        object["rootfs"] = rootfs
-        if var history = object["history"] as? [Any] {
-            history.append(["created_by": "veil image convert --service \(options.service)", "comment": "Veil launcher"])
-            object["history"] = history
+        var labels = config["Labels"]?.objectValue ?? [:]
+        labels["dev.veil.service"] = .string(options.service)
+        labels["dev.veil.measurement"] = .string(Hex.encode(measurement))
+        config["Labels"] = .object(labels)
+        object["config"] = .object(config)
+        var rootfs = object["rootfs"]?.objectValue ?? [:]
+        rootfs["type"] = .string("layers")
+        rootfs["diff_ids"] = .array(diffIDs.map { .string($0.description) })
+        object["rootfs"] = .object(rootfs)
+        if case .array(var history) = object["history"] {
+            history.append(.object(["created_by": .string("veil image convert --service \(options.service)"), "comment": .string("Veil launcher")]))
+            object["history"] = .array(history)
         }
-        return Array(try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+        return try JSONValue.object(object).serialized()
     }
+
 }
 
 /// Bytes done across parallel layer reads, reported to the progress callback.

@@ -1,6 +1,7 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 import Glibc
+import VeilAttestation
 
 /// Where an image is: `oci:DIR[:TAG]` (an OCI image layout) or `docker-archive:TAR`
 /// (`docker save` output, legacy or OCI flavoured).
@@ -141,17 +142,21 @@ public struct ImageConfig: Sendable {
     public var command: [String] { entrypoint + cmd }
 
     init(parsing bytes: [UInt8]) throws {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else {
-            throw ImageError.malformedJSON(what: "image config", reason: "not a JSON object")
+        let object: JSONValue
+        do {
+            object = try JSONValue.parse(bytes)
+        } catch {
+            throw ImageError.malformedJSON(what: "image config", reason: "\(error)")
         }
-        let config = object["config"] as? [String: Any] ?? [:]
-        entrypoint = config["Entrypoint"] as? [String] ?? []
-        cmd = config["Cmd"] as? [String] ?? []
-        env = config["Env"] as? [String] ?? []
-        workingDir = config["WorkingDir"] as? String ?? ""
-        user = config["User"] as? String ?? ""
-        labels = config["Labels"] as? [String: String] ?? [:]
-        guard let rootfs = object["rootfs"] as? [String: Any], let ids = rootfs["diff_ids"] as? [String] else {
+        guard object.objectValue != nil else { throw ImageError.malformedJSON(what: "image config", reason: "not a JSON object") }
+        let config = object["config"]
+        entrypoint = config?["Entrypoint"]?.stringArray ?? []
+        cmd = config?["Cmd"]?.stringArray ?? []
+        env = config?["Env"]?.stringArray ?? []
+        workingDir = config?["WorkingDir"]?.stringValue ?? ""
+        user = config?["User"]?.stringValue ?? ""
+        labels = (config?["Labels"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
+        guard let ids = object["rootfs"]?["diff_ids"]?.stringArray else {
             throw ImageError.malformedJSON(what: "image config", reason: "rootfs.diff_ids missing")
         }
         var digests: [BlobDigest] = []
@@ -186,11 +191,10 @@ public struct OCILayout {
     }
 
     func index() throws -> ImageIndex {
-        guard let layout = (try? ConfinedFile.read("oci-layout", under: directory, limit: 1 << 16)).map({ Data($0) }) else {
+        guard let layout = try? ConfinedFile.read("oci-layout", under: directory, limit: 1 << 16) else {
             throw ImageError.notAnImageLayout(path: directory, reason: "no oci-layout file")
         }
-        guard let object = try? JSONSerialization.jsonObject(with: layout) as? [String: Any],
-            let version = object["imageLayoutVersion"] as? String, version.hasPrefix("1.")
+        guard let version = (try? JSONValue.parse(layout))?["imageLayoutVersion"]?.stringValue, version.hasPrefix("1.")
         else { throw ImageError.notAnImageLayout(path: directory, reason: "oci-layout does not declare imageLayoutVersion 1.x") }
         guard ConfinedFile.exists("index.json", under: directory) else {
             throw ImageError.notAnImageLayout(path: directory, reason: "no index.json")

@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 
 /// `/veil/image.json` inside a converted image: what the launcher runs and unlocks.
 ///

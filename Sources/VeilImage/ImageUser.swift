@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// An image's `User` (`uid[:gid]`, or names looked up in the image's own /etc/passwd and
 /// /etc/group) resolved to numeric ids, with the user's supplementary groups.

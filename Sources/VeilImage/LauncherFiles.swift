@@ -1,5 +1,3 @@
-import Foundation
-import Glibc
 
 /// The launcher and everything it needs to start in any image (glibc, musl or no libc): the
 /// executable plus its dynamic loader and shared libraries, shipped under `/veil/` and
@@ -9,94 +7,19 @@ public struct LauncherFiles: Sendable {
         /// Path inside the image, relative (`veil/lib/libc.so.6`).
         public var imagePath: String
         public var hostPath: String
+
+        public init(imagePath: String, hostPath: String) {
+            self.imagePath = imagePath
+            self.hostPath = hostPath
+        }
     }
 
     public var files: [File]
     /// The wrapped entrypoint's prefix: loader, its options, the launcher.
     public var entrypoint: [String]
 
-    /// Collects `executable` and the libraries `ldd` resolves for it on this host.
-    /// - Parameter strip: ship the executable without its symbol tables (a quarter of the size,
-    ///   so images are smaller and the launcher measures less at every start), made with
-    ///   binutils' `strip` once per executable and cached; unchanged when `strip` is missing.
-    public static func resolve(executable: String, strip: Bool = true) throws -> LauncherFiles {
-        let resolved = URL(fileURLWithPath: executable).resolvingSymlinksInPath().path
-        guard access(resolved, X_OK) == 0 else { throw ImageError.launcher("\(resolved) is not executable") }
-        let output = try runLDD(resolved)
-        var files = [File(imagePath: "veil/bin/veil", hostPath: strip ? (stripped(resolved) ?? resolved) : resolved)]
-        var loader: String?
-        var seen: Set<String> = []
-        for line in output.split(separator: "\n") {
-            let trimmed = line.trimmingCharacters(in: .whitespaces)
-            // "libfoo.so.1 => /path/libfoo.so.1 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)"
-            let parts = trimmed.components(separatedBy: " ")
-            var host: String?
-            if let arrow = parts.firstIndex(of: "=>"), arrow + 1 < parts.count, parts[arrow + 1].hasPrefix("/") {
-                host = parts[arrow + 1]
-            } else if parts.first?.hasPrefix("/") == true {
-                host = parts[0]
-                loader = URL(fileURLWithPath: parts[0]).lastPathComponent
-            } else if trimmed.contains("not found") {
-                throw ImageError.launcher("ldd: \(trimmed)")
-            }
-            guard let host else { continue }
-            let name = URL(fileURLWithPath: host).lastPathComponent
-            guard seen.insert(name).inserted else { continue }
-            files.append(File(imagePath: "veil/lib/\(name)", hostPath: URL(fileURLWithPath: host).resolvingSymlinksInPath().path))
-        }
-        if output.isEmpty {
-            // A statically linked launcher runs on its own.
-            return LauncherFiles(files: files, entrypoint: ["/veil/bin/veil"])
-        }
-        guard let loader else { throw ImageError.launcher("ldd lists no dynamic loader for \(resolved)") }
-        return LauncherFiles(
-            files: files.sorted { $0.imagePath < $1.imagePath },
-            entrypoint: ["/veil/lib/\(loader)", "--library-path", "/veil/lib", "/veil/bin/veil"])
-    }
-
-    /// A stripped copy of `path` in the user's cache, named by the SHA-256 of the original.
-    static func stripped(_ path: String) -> String? {
-        guard FileManager.default.isExecutableFile(atPath: "/usr/bin/strip"), let stream = try? FileStream(path: path) else { return nil }
-        let digest = DigestingStream(stream)
-        guard (try? digest.drain()) != nil else { return nil }
-        let environment = ProcessInfo.processInfo.environment
-        let cache = (environment["XDG_CACHE_HOME"] ?? ((environment["HOME"] ?? "/root") + "/.cache")) + "/veil/launchers"
-        let target = "\(cache)/\(digest.digest.hex)"
-        if FileManager.default.isExecutableFile(atPath: target) { return target }
-        guard (try? FileManager.default.createDirectory(atPath: cache, withIntermediateDirectories: true)) != nil else { return nil }
-        let partial = "\(target).\(getpid()).partial"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/strip")
-        process.arguments = ["-o", partial, path]
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return nil }
-        process.waitUntilExit()
-        guard process.terminationStatus == 0, rename(partial, target) == 0 else {
-            unlink(partial)
-            return nil
-        }
-        return target
-    }
-
-    private static func runLDD(_ path: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/ldd")
-        process.arguments = [path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = FileHandle.nullDevice
-        do {
-            try process.run()
-        } catch {
-            throw ImageError.launcher("cannot run ldd (install libc-bin): \(error)")
-        }
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        if process.terminationStatus != 0 {
-            if text.contains("not a dynamic executable") { return "" }
-            throw ImageError.launcher("ldd \(path) failed: \(text)")
-        }
-        return text
+    public init(files: [File], entrypoint: [String]) {
+        self.files = files
+        self.entrypoint = entrypoint
     }
 }

@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 import VeilAttestation
 import VeilManifest
 import X509
@@ -171,7 +171,7 @@ public enum PinnedRoots {
     }
 
     public static func path(for address: String, environment: [String: String]) -> String {
-        directory(environment: environment) + "/" + address.replacingOccurrences(of: ":", with: "_").replacingOccurrences(of: "/", with: "_") + ".pem"
+        directory(environment: environment) + "/" + String(address.map { $0 == ":" || $0 == "/" ? "_" : $0 }) + ".pem"
     }
 
     public static func load(for address: String, environment: [String: String]) -> String? {

@@ -1,6 +1,6 @@
 import CVeilSys
 import Crypto
-import Foundation
+import FoundationEssentials
 import Glibc
 import VeilAttestation
 import VeilImage

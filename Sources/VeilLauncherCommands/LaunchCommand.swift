@@ -1,11 +1,11 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import VeilAttestation
 import VeilImage
 import VeilLauncher
 
-struct LaunchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct LaunchCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "launch",
         abstract: "Attest, activate as a service, provision files/env/argv, then exec the program.",
         discussion: """
@@ -23,7 +23,9 @@ struct LaunchCommand: AsyncParsableCommand {
     @Argument(parsing: .postTerminator, help: "The program and its arguments.")
     var command: [String] = []
 
-    func run() async throws {
+    public init() {}
+
+    public func run() async throws {
         let signals = SignalDispositions.capture()
         do {
             try await launch(signals: signals)

@@ -1,11 +1,13 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import VeilAttestation
 import VeilLauncher
 
 /// How a launcher (`veil launch`, `veil mesh`) reaches and trusts its coordinator and which
 /// TEE vouches for it.
-struct LaunchTrustOptions: ParsableArguments {
+public struct LaunchTrustOptions: ParsableArguments {
+    public init() {}
+
     @Option(help: ArgumentHelp("Coordinator mesh API as HOST:PORT, or several replicas HOST:PORT,HOST:PORT (env VEIL_COORDINATOR).", valueName: "host:port"))
     var coordinator: String?
 

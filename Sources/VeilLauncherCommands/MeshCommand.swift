@@ -1,13 +1,13 @@
 import ArgumentParser
-import Foundation
+import FoundationEssentials
 import Glibc
 import Logging
 import VeilAttestation
 import VeilLauncher
 import VeilMesh
 
-struct MeshCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct MeshCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "mesh",
         abstract: "Run a service's mutual-TLS mesh proxy as a sidecar: attest, activate, then proxy.",
         discussion: """
@@ -26,7 +26,9 @@ struct MeshCommand: AsyncParsableCommand {
     @Option(help: .hidden) var parent: Int32?
     @Option(help: .hidden) var parentLink: String = MeshHandover.ParentLink.deathSignal.rawValue
 
-    func run() async throws {
+    public init() {}
+
+    public func run() async throws {
         let logger = Logger(label: "veil.mesh")
         if let inheritedConfig {
             guard let readyFd, let parent, let link = MeshHandover.ParentLink(rawValue: parentLink) else {

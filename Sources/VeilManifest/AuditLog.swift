@@ -1,6 +1,6 @@
 import Crypto
 import Dispatch
-import Foundation
+import FoundationEssentials
 import Synchronization
 import VeilAttestation
 
@@ -107,10 +107,8 @@ public enum AuditLog {
     public static func append(
         to log: inout [LogEntry], event: String, user: String?, detail: [String: String], key: P256.Signing.PrivateKey, now: Date = Date()
     ) throws {
-        let formatter = ISO8601DateFormatter()
-        formatter.timeZone = TimeZone(identifier: "UTC")
         var entry = LogEntry(
-            index: log.count, time: formatter.string(from: now), event: event, user: user, detail: detail,
+            index: log.count, time: now.formatted(.iso8601), event: event, user: user, detail: detail,
             previous: Hex.encode(log.last?.hash ?? emptyHead))
         entry.signature = try key.signature(for: entry.hash).derRepresentation.base64EncodedString()
         log.append(entry)

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import VeilAttestation
 
 /// A value template: literal text with `{{ FILTER .REFERENCE }}` substitutions.
@@ -55,9 +55,9 @@ public struct Template: Sendable, Equatable {
         self.source = source
         var segments: [Segment] = []
         var rest = Substring(source)
-        while let open = rest.range(of: "{{") {
+        while let open = rest.firstRange(of: "{{") {
             if open.lowerBound > rest.startIndex { segments.append(.literal(String(rest[..<open.lowerBound]))) }
-            guard let close = rest[open.upperBound...].range(of: "}}") else {
+            guard let close = rest[open.upperBound...].firstRange(of: "}}") else {
                 throw TemplateSyntaxError(message: "unterminated '{{' (missing '}}')")
             }
             let directive = rest[open.upperBound..<close.lowerBound].split(whereSeparator: { $0 == " " || $0 == "\t" })

@@ -1,5 +1,5 @@
 import CVeilSys
-import Foundation
+import FoundationEssentials
 import Glibc
 import Logging
 import VeilManifest

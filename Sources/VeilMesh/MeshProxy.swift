@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import Logging
 import NIOCore
 import NIOPosix
@@ -62,7 +62,7 @@ public final class MeshProxy: Sendable {
         self.policy = policy
         self.logger = logger
         do {
-            root = try Certificate(pemEncoded: credentials.rootCertificatePEM.trimmingCharacters(in: .whitespacesAndNewlines))
+            root = try Certificate(pemEncoded: credentials.rootCertificatePEM.trimmingWhitespace)
             let ownChain = try NIOSSLCertificate.fromPEMBytes(Array(credentials.certificateChainPEM.utf8))
             intermediates = try ownChain.dropFirst().map { try Certificate(derEncoded: try $0.toDERBytes()) }
             let chain = ownChain.map { NIOSSLCertificateSource.certificate($0) }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Crypto
 import Foundation
 import VeilAttestation
+import VeilLauncherCommands
 
 /// Times DCAP quote verification against dcap-qvl (the reference verifier, PyPI, Rust core)
 /// on the same quote and collateral, one process each, in the same run.

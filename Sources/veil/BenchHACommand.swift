@@ -5,6 +5,7 @@ import Glibc
 import SwiftASN1
 import VeilAttestation
 import VeilLauncher
+import VeilLauncherCommands
 import VeilManifest
 import X509
 

@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 import VeilAttestation
 import VeilImage
+import VeilLauncherCommands
 import VeilRuntime
 
 /// Image conversion throughput against `sha256sum` over the same bytes, and container start
@@ -22,7 +23,7 @@ struct BenchImageCommand: AsyncParsableCommand {
     func run() async throws {
         let (veil, work) = try Bench.setUp("image")
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let launcher = try LauncherFiles.resolve(executable: veil)
+        let launcher = try LauncherFiles.resolve(executable: try ImageConvertCommand.defaultLauncher())
         print("veil bench image: \(ProcessInfo.processInfo.activeProcessorCount) cores")
 
         // 1. Conversion throughput, for gzip layers (the usual) and uncompressed layers.

@@ -1,10 +1,11 @@
-import CVeilSys
 import ArgumentParser
+import CVeilSys
 import Crypto
 import Foundation
 import Glibc
 import Synchronization
 import VeilCoordinator
+import VeilLauncherCommands
 import VeilManifest
 import VeilMesh
 

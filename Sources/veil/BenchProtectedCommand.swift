@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Glibc
 import VeilImage
+import VeilLauncherCommands
 
 /// Protected-file sequential read (read + authenticate + decrypt) against a plain read of the
 /// same plaintext size from the page cache, in the same run.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VeilAttestation
+import VeilLauncherCommands
 
 /// SEV-SNP report verification rate against Python `cryptography` verifying the same
 /// ECDSA P-384 signature with the same VCEK key, in the same run.

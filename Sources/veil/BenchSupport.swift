@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import VeilAttestation
 import VeilLauncher
+import VeilLauncherCommands
 import VeilManifest
 
 /// Timing helpers shared by the benchmarks.

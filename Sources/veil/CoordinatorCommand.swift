@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import VeilAttestation
 import VeilCoordinator
+import VeilLauncherCommands
 
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VeilAttestation
 import VeilLauncher
+import VeilLauncherCommands
 
 /// What a command requires of the coordinator's evidence: the same options and the same
 /// builder (``CoordinatorPolicy/build(expect:policyFile:allowSimulation:simulationKey:acceptAnyMeasurement:)``)

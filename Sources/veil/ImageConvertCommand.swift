@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 import VeilAttestation
 import VeilImage
+import VeilLauncherCommands
 
 struct ImageConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -42,7 +43,7 @@ struct ImageConvertCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Version written into the protected files.", valueName: "n"))
     var protectedVersion: UInt64 = 1
 
-    @Option(help: ArgumentHelp("Launcher executable to inject (default: this veil binary), with the libraries ldd lists.", valueName: "file"))
+    @Option(help: ArgumentHelp("Launcher executable to inject (default: veil-launcher beside this veil), with the libraries ldd lists.", valueName: "file"))
     var launcher: String?
 
     @Flag(help: "Ship the launcher with its symbol tables (by default it is stripped: smaller image, faster start).")
@@ -72,7 +73,7 @@ struct ImageConvertCommand: ParsableCommand {
         }
         defer { if archive != nil { try? FileManager.default.removeItem(atPath: directory) } }
         var options = ImageConverter.Options(
-            service: service, launcher: try LauncherFiles.resolve(executable: launcher ?? "/proc/self/exe", strip: !noStrip))
+            service: service, launcher: try LauncherFiles.resolve(executable: launcher ?? Self.defaultLauncher(), strip: !noStrip))
         options.encrypt = encrypt
         options.protectedVersion = protectedVersion
         if let key { options.key = try Self.loadOrCreateKey(key) }
@@ -113,5 +114,15 @@ struct ImageConvertCommand: ParsableCommand {
         try AtomicFile.write(key.withUnsafeBytes { Array($0) }, to: path, mode: 0o600)
         warn("created a new protected-file key in \(path)")
         return key
+    }
+
+    /// `veil-launcher` beside this `veil` (both are products of the same build).
+    static func defaultLauncher() throws -> String {
+        let veil = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let launcher = URL(fileURLWithPath: veil).deletingLastPathComponent().appendingPathComponent("veil-launcher").path
+        guard FileManager.default.isExecutableFile(atPath: launcher) else {
+            throw CommandError("no veil-launcher beside \(veil): build it (swift build --product veil-launcher) or pass --launcher FILE")
+        }
+        return launcher
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Crypto
 import Foundation
 import VeilAttestation
+import VeilLauncherCommands
 import VeilManifest
 import X509
 

@@ -1,5 +1,7 @@
 import ArgumentParser
 import Foundation
+import VeilAttestation
+import VeilLauncherCommands
 import VeilManifest
 
 struct ManifestUpdateCommand: AsyncParsableCommand {

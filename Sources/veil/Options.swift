@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VeilLauncher
+import VeilLauncherCommands
 
 /// Where the coordinator is and which root certificate to pin.
 struct ConnectionOptions: ParsableArguments {
@@ -81,13 +82,3 @@ func printJSON(_ value: some Encodable) throws {
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 
-/// Prints to standard error.
-func warn(_ text: String) {
-    FileHandle.standardError.write(Data((text + "\n").utf8))
-}
-
-/// A runtime failure: printed as one line, without usage help.
-struct CommandError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
-}

@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import VeilAttestation
 import VeilImage
+import VeilLauncherCommands
 
 struct ProtectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VeilAttestation
 import VeilLauncher
+import VeilLauncherCommands
 import VeilManifest
 
 struct RecoverCommand: AsyncParsableCommand {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VeilAttestation
 import VeilImage
+import VeilLauncherCommands
 import VeilRuntime
 
 struct RunCommand: ParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VeilLauncherCommands
 import VeilManifest
 
 struct SecretCommand: AsyncParsableCommand {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import VeilLauncherCommands
 
 @main
 struct Veil: AsyncParsableCommand {

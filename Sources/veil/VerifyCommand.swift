@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VeilAttestation
 import VeilCollateral
+import VeilLauncherCommands
 
 struct VerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

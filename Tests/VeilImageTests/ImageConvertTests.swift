@@ -102,7 +102,7 @@ import Testing
 
         // Unpacked, the result measures what conversion printed, and holds the image config.
         let converted = try SourceImage.open(ImageReference(parsing: "oci:\(scratch)/a:veil"))
-        #expect(converted.config.entrypoint == ["/veil/bin/veil", "launch", "--image", "/veil/image.json"])
+        #expect(converted.config.entrypoint == ["/veil/bin/veil-launcher", "launch", "--image", "/veil/image.json"])
         #expect(converted.config.cmd.isEmpty)
         #expect(converted.config.labels["dev.veil.service"] == "app")
         let root = "\(scratch)/rootfs"

@@ -126,5 +126,5 @@ func fakeLauncher(in directory: String) throws -> LauncherFiles {
     let path = "\(directory)/fake-launcher"
     try Data("#!/bin/sh\nexit 0\n".utf8).write(to: URL(fileURLWithPath: path))
     chmod(path, 0o755)
-    return LauncherFiles(files: [.init(imagePath: "veil/bin/veil", hostPath: path)], entrypoint: ["/veil/bin/veil"])
+    return LauncherFiles(files: [.init(imagePath: "veil/bin/veil-launcher", hostPath: path)], entrypoint: ["/veil/bin/veil-launcher"])
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// What verifying a DCAP quote needs besides the quote: TCB info, QE identity, their signing
 /// chains and signatures, and the two CRLs. The PCK chain travels inside the quote.
@@ -36,15 +36,15 @@ public struct DCAPCollateral: Sendable, Equatable {
 
     /// Parses the collateral JSON document described above.
     public static func parseJSON(_ bytes: [UInt8]) throws(DCAPError) -> DCAPCollateral {
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] else {
+        guard let object = (try? JSONValue.parse(bytes))?.objectValue else {
             throw .malformedCollateral("collateral is not a JSON object")
         }
         func text(_ key: String) throws(DCAPError) -> [UInt8] {
-            guard let value = object[key] as? String else { throw .malformedCollateral("collateral field '\(key)' is missing or not a string") }
+            guard let value = object[key]?.stringValue else { throw .malformedCollateral("collateral field '\(key)' is missing or not a string") }
             return Array(value.utf8)
         }
         func hex(_ key: String) throws(DCAPError) -> [UInt8] {
-            guard let value = object[key] as? String, let bytes = Hex.decode(value) else {
+            guard let value = object[key]?.stringValue, let bytes = Hex.decode(value) else {
                 throw .malformedCollateral("collateral field '\(key)' is missing or not hex")
             }
             return bytes
@@ -151,7 +151,7 @@ struct TCBInfo: SignedCollateralDocument {
                     sgxtcbcomponents = listed
                 } else {
                     let named = try (1...16).map { index in
-                        try container.decodeIfPresent(Int.self, forKey: Key(stringValue: String(format: "sgxtcbcomp%02dsvn", index)))
+                        try container.decodeIfPresent(Int.self, forKey: Key(stringValue: "sgxtcbcomp\(index < 10 ? "0" : "")\(index)svn"))
                     }
                     sgxtcbcomponents = named.allSatisfy { $0 != nil } ? named.map { Component(svn: $0!) } : nil
                 }

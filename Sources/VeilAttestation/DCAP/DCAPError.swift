@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// Why a DCAP quote did not verify. Each case names the check that failed.
 public enum DCAPError: Error, Equatable, Sendable, CustomStringConvertible {

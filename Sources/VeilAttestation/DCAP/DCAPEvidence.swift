@@ -1,5 +1,6 @@
 import Crypto
-import Foundation
+import FoundationEssentials
+import Glibc
 import Synchronization
 
 /// Evidence format name for a raw Intel DCAP quote (SGX or TDX) in ``Evidence/data``.
@@ -19,11 +20,11 @@ public struct FileDCAPCollateralSource: DCAPCollateralSource {
     let collaterals: [DCAPCollateral]
 
     public init(path: String) throws {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+        var status = stat()
+        guard stat(path, &status) == 0 else {
             throw DCAPError.malformedCollateral("collateral path \(path) does not exist")
         }
-        let files = isDirectory.boolValue
+        let files = status.st_mode & S_IFMT == S_IFDIR
             ? try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".json") }.sorted().map { "\(path)/\($0)" }
             : [path]
         collaterals = files.compactMap { file in

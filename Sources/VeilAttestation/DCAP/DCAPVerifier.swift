@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import FoundationEssentials
 import SwiftASN1
 import Synchronization
 import X509
@@ -243,7 +243,7 @@ public struct DCAPVerifier: Sendable {
     static func matchTDXModule(_ report: DCAPQuote.TDReport, _ info: TCBInfo) throws(DCAPError) -> TCBVerdict? {
         let major = report.teeTCBSVN[1]
         guard major > 0 else { return nil }
-        let id = String(format: "TDX_%02X", major)
+        let id = "TDX_" + Hex.encode([major]).uppercased()
         guard let identity = info.tdxModuleIdentities?.first(where: { $0.id.uppercased() == id }) else {
             throw .tdxModuleIdentityMismatch("TCB info has no module identity \(id)")
         }

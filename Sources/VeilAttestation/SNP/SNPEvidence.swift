@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import SwiftASN1
 
 /// Evidence format `amd-snp-report`: a JSON object `{"report": BASE64, "vcek": BASE64 DER,

@@ -1,6 +1,6 @@
 import Crypto
 import _CryptoExtras
-import Foundation
+import FoundationEssentials
 
 /// The key that signs SNP reports: a chip's VCEK (chain ARK → ASK → VCEK) or a cloud
 /// provider's VLEK (chain ARK → ASVK → VLEK). Errors name the one involved.
