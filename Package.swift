@@ -104,10 +104,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .systemLibrary(name: "CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CISAL", providers: [.apt(["libisal-dev"])]),
         .target(name: "CVeilSys"),
         .target(
             name: "VeilImage",
-            dependencies: ["VeilAttestation", "CZlib", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["VeilAttestation", "CZlib", "CISAL", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .target(

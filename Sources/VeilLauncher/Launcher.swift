@@ -140,6 +140,7 @@ public enum Launcher {
     /// Environment variables that configure the launcher and are not passed to the app.
     public static let ownVariables = [
         "VEIL_SIMULATION_KEY", "VEIL_TEE", "VEIL_COORDINATOR", "VEIL_SERVICE", "VEIL_ROOT_CA", "VEIL_TSM_ROOT", "VEIL_TSM_ENTRY", "VEIL_GRAMINE_ROOT",
+        "VEIL_LAUNCH_TRACE",
     ]
 
     /// Activates with the coordinator and returns the ready-to-exec plan. Nothing is written

@@ -37,6 +37,7 @@ public struct LaunchCommand: AsyncParsableCommand {
 
     private func launch(signals: SignalDispositions) async throws -> Never {
         let environment = ProcessInfo.processInfo.environment
+        var trace = LaunchTrace(enabled: environment["VEIL_LAUNCH_TRACE"] == "1")
         var command = self.command
         var appEnvironment = environment
         var imageLaunch: ImageLaunch?
@@ -49,20 +50,41 @@ public struct LaunchCommand: AsyncParsableCommand {
             command = prepared.config.command
             appEnvironment = prepared.config.environment
             imageLaunch = prepared
+            trace.mark("image measured")
         }
         guard let program = command.first else { throw LaunchError.emptyCommand }
         guard let service = imageLaunch?.config.service ?? trust.serviceName(environment) else { throw ValidationError("--service is required") }
         let address = trust.address(environment)
         let choice = try trust.teeChoice(environment)
         let rootPEM = try await trust.rootCertificatePEM(environment, choice: choice)
+        trace.mark("coordinator root")
 
         let opened = try OpenedProgram.open(program, path: appEnvironment["PATH"])
         let options = LaunchOptions(service: service, command: command, tee: choice, environment: appEnvironment, image: imageLaunch)
         let plan = try await CoordinatorClient.with(address: address, trust: .pinnedRoot(rootPEM)) {
             try await Launcher.activate(options, program: opened, client: $0)
         }
+        trace.mark("activated")
         try plan.provision()
+        trace.mark("provisioned")
         if plan.simulated { warn("veil launch: \(service) activated; \(simulationWarning)") }
         try plan.exec(signals: signals)
+    }
+}
+
+/// `VEIL_LAUNCH_TRACE=1`: how long each launch step took, on stderr (for slow starts).
+struct LaunchTrace {
+    let enabled: Bool
+    private var last = ContinuousClock.now
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    mutating func mark(_ step: String) {
+        guard enabled else { return }
+        let now = ContinuousClock.now
+        let elapsed = now - last
+        last = now
+        let microseconds = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+        warn("veil launch: \(step) after \(microseconds / 1000).\(String(microseconds % 1000 / 100)) ms")
     }
 }

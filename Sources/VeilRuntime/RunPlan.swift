@@ -9,11 +9,14 @@ public struct LauncherConnection: Sendable {
     public var simulationKey: String
     /// Coordinator root certificate on the host; without it the launcher attests the coordinator.
     public var rootCA: String?
+    /// The launcher reports how long each step took (`VEIL_LAUNCH_TRACE=1`).
+    public var traceLaunch: Bool
 
-    public init(coordinator: String, simulationKey: String, rootCA: String?) {
+    public init(coordinator: String, simulationKey: String, rootCA: String?, traceLaunch: Bool = false) {
         self.coordinator = coordinator
         self.simulationKey = simulationKey
         self.rootCA = rootCA
+        self.traceLaunch = traceLaunch
     }
 }
 
@@ -45,6 +48,7 @@ public enum RunPlan {
                 spec.readOnlyFiles.append((rootCA, "\(hostDirectory)/root.pem"))
                 spec.env.append("VEIL_ROOT_CA=\(hostDirectory)/root.pem")
             }
+            if connection.traceLaunch { spec.env.append("VEIL_LAUNCH_TRACE=1") }
         }
         return spec
     }

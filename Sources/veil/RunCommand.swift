@@ -54,7 +54,8 @@ struct RunCommand: ParsableCommand {
             connection = LauncherConnection(
                 coordinator: coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:2001",
                 simulationKey: URL(fileURLWithPath: key).standardizedFileURL.path,
-                rootCA: (rootCA ?? environment["VEIL_ROOT_CA"]).map { URL(fileURLWithPath: $0).standardizedFileURL.path })
+                rootCA: (rootCA ?? environment["VEIL_ROOT_CA"]).map { URL(fileURLWithPath: $0).standardizedFileURL.path },
+                traceLaunch: environment["VEIL_LAUNCH_TRACE"] == "1")
             warn("veil run: \(simulationWarning)")
         }
         let stateDirectory = URL(fileURLWithPath: stateDir).standardizedFileURL.path
