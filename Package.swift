@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "VeilImage", targets: ["VeilImage"]),
         .library(name: "VeilMesh", targets: ["VeilMesh"]),
         .executable(name: "veil-launcher", targets: ["veil-launcher"]),
+        .executable(name: "veil-bench", targets: ["veil-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
@@ -146,6 +147,23 @@ let package = Package(
             dependencies: ["VeilLauncherCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
+        .target(
+            name: "VeilHostTools",
+            dependencies: ["VeilImage", "VeilAttestation"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "veil-bench",
+            dependencies: [
+                "VeilAttestation", "VeilManifest", "VeilCoordinator", "VeilLauncher", "VeilCollateral", "VeilImage", "VeilRuntime",
+                "VeilMesh", "VeilLauncherCommands", "VeilHostTools", "CVeilSys",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "veil",
             dependencies: [
@@ -158,6 +176,7 @@ let package = Package(
                 "VeilRuntime",
                 "VeilMesh",
                 "VeilLauncherCommands",
+                "VeilHostTools",
                 "CVeilSys",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

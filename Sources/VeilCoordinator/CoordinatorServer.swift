@@ -114,7 +114,7 @@ public struct CoordinatorServer {
         }
     }
 
-    /// Opens the coordinator of `configuration` (tests and `veil bench` run it in-process).
+    /// Opens the coordinator of `configuration` (tests and `veil-bench` run it in-process).
     public static func makeCoordinator(_ configuration: Configuration, logger: Logger) async throws -> Coordinator {
         let environment = try environment(configuration, logger: logger)
         return try await Coordinator.open(

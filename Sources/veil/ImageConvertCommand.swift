@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Glibc
 import VeilAttestation
+import VeilHostTools
 import VeilImage
 import VeilLauncherCommands
 
@@ -73,7 +74,7 @@ struct ImageConvertCommand: ParsableCommand {
         }
         defer { if archive != nil { try? FileManager.default.removeItem(atPath: directory) } }
         var options = ImageConverter.Options(
-            service: service, launcher: try LauncherFiles.resolve(executable: launcher ?? Self.defaultLauncher(), strip: !noStrip))
+            service: service, launcher: try LauncherFiles.resolve(executable: launcher ?? LauncherFiles.besideThisExecutable(), strip: !noStrip))
         options.encrypt = encrypt
         options.protectedVersion = protectedVersion
         if let key { options.key = try Self.loadOrCreateKey(key) }
@@ -114,15 +115,5 @@ struct ImageConvertCommand: ParsableCommand {
         try AtomicFile.write(key.withUnsafeBytes { Array($0) }, to: path, mode: 0o600)
         warn("created a new protected-file key in \(path)")
         return key
-    }
-
-    /// `veil-launcher` beside this `veil` (both are products of the same build).
-    static func defaultLauncher() throws -> String {
-        let veil = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
-        let launcher = URL(fileURLWithPath: veil).deletingLastPathComponent().appendingPathComponent("veil-launcher").path
-        guard FileManager.default.isExecutableFile(atPath: launcher) else {
-            throw CommandError("no veil-launcher beside \(veil): build it (swift build --product veil-launcher) or pass --launcher FILE")
-        }
-        return launcher
     }
 }

@@ -1,14 +1,14 @@
 import Foundation
 import Testing
 
-/// `veil bench mesh` end to end, small: both tunnels come up with the same TLS 1.3 cipher,
+/// `veil-bench mesh` end to end, small: both tunnels come up with the same TLS 1.3 cipher,
 /// carry every byte and redis-benchmark's requests, and nothing is left running afterwards.
 @Suite struct BenchMeshTests {
     @Test func benchMeshComparesBothTunnelsAndCleansUp() throws {
         let scratch = try Scratch()
         let report = scratch.path + "/mesh.json"
         let result = try run(
-            veilBinary, ["bench", "mesh", "--mebibytes", "32", "--requests", "5000", "--clients", "10", "--rounds", "1", "--json", report],
+            veilBenchBinary, ["mesh", "--mebibytes", "32", "--requests", "5000", "--clients", "10", "--rounds", "1", "--json", report],
             scratch: scratch, timeout: 300)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("veil mesh: TLSv1.3 TLS_AES_128_GCM_SHA256"))

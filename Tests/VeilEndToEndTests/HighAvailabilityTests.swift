@@ -54,10 +54,10 @@ import Testing
             Issue.record("replica \(replica.dataDirectory) not serving after \(timeout) s: \(replica.process?.stderr.suffix(2000) ?? "")")
         }
 
-        /// `veil bench load`: activations with failover over `addresses` (default: every replica).
+        /// `veil-bench load`: activations with failover over `addresses` (default: every replica).
         func load(service: String, measurement: String, count: Int, concurrency: Int, addresses: String? = nil, patience: Int = 90) throws -> Spawned {
-            try Spawned(veilBinary, [
-                "bench", "load", "--coordinator", addresses ?? meshAddresses, "--root-ca", replicas[0].rootPath, "--simulation-key", simulationKey,
+            try Spawned(veilBenchBinary, [
+                "load", "--coordinator", addresses ?? meshAddresses, "--root-ca", replicas[0].rootPath, "--simulation-key", simulationKey,
                 "--service", service, "--measurement", measurement, "--count", "\(count)", "--concurrency", "\(concurrency)", "--output", "json",
                 "--patience", "\(patience)",
             ], scratch: scratch)

@@ -11,6 +11,9 @@ let veilBinary: String = {
     return candidates.first { FileManager.default.isExecutableFile(atPath: $0) } ?? candidates.last!
 }()
 
+/// The `veil-bench` binary beside ``veilBinary``.
+let veilBenchBinary: String = URL(fileURLWithPath: veilBinary).deletingLastPathComponent().appendingPathComponent("veil-bench").path
+
 struct RunResult {
     var status: Int32
     var signaled: Bool

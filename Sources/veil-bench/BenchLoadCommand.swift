@@ -3,7 +3,7 @@ import Foundation
 import VeilAttestation
 import VeilLauncherCommands
 
-/// `veil bench load`: a given number of activations from concurrent clients, failing over
+/// `veil-bench load`: a given number of activations from concurrent clients, failing over
 /// between replicas; prints what happened (JSON with --output json).
 struct BenchLoadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -19,7 +19,11 @@ struct BenchLoadCommand: AsyncParsableCommand {
     @Option(help: "Activations to run.") var count = 1000
     @Option(help: "Concurrent clients.") var concurrency = 8
     @Option(help: "Seconds an activation keeps failing over before it counts as failed.") var patience = 60.0
-    @Option(help: "Output format.") var output: OutputFormat = .text
+    @Option(help: "Output format: text or json.") var output: Format = .text
+
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case text, json
+    }
 
     func run() async throws {
         guard let measurementBytes = Hex.decode(measurement.hasPrefix("sha256:") ? String(measurement.dropFirst(7)) : measurement) else {
@@ -32,7 +36,10 @@ struct BenchLoadCommand: AsyncParsableCommand {
             service: service, count: count, concurrency: concurrency, patience: .milliseconds(Int(patience * 1000)))
         let report = await load.run()
         switch output {
-        case .json: try printJSON(report)
+        case .json:
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
         case .text:
             print("\(report.succeeded) activated, \(report.refused.values.reduce(0, +)) refused \(report.refused), \(report.failed) failed, "
                 + "\(report.failovers) failovers in \(String(format: "%.1f", report.seconds)) s (\(String(format: "%.0f", report.perSecond))/s); "

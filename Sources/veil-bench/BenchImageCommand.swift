@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Glibc
 import VeilAttestation
+import VeilHostTools
 import VeilImage
 import VeilLauncherCommands
 import VeilRuntime
@@ -23,8 +24,8 @@ struct BenchImageCommand: AsyncParsableCommand {
     func run() async throws {
         let (veil, work) = try Bench.setUp("image")
         defer { try? FileManager.default.removeItem(atPath: work) }
-        let launcher = try LauncherFiles.resolve(executable: try ImageConvertCommand.defaultLauncher())
-        print("veil bench image: \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        let launcher = try LauncherFiles.resolve(executable: try LauncherFiles.besideThisExecutable())
+        print("veil-bench image: \(ProcessInfo.processInfo.activeProcessorCount) cores")
 
         // 1. Conversion throughput, for gzip layers (the usual) and uncompressed layers.
         let files = try payloadFiles()

@@ -9,9 +9,10 @@ import VeilManifest
 /// Measures launch overhead and activation throughput against peers run in the same process:
 /// `/bin/true` started directly, and the coordinator's trivial `/healthz` over the same TLS
 /// connections. Numbers only compare within one run on one machine.
+@main
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "bench", abstract: "Benchmarks that print ratios against peers measured in the same run.",
+        commandName: "veil-bench", abstract: "Veil's benchmarks: each prints ratios against a peer measured in the same run.",
         subcommands: [BenchCoordinatorCommand.self, BenchLoadCommand.self, BenchHACommand.self, BenchDCAPCommand.self, BenchSNPCommand.self, BenchProtectedCommand.self, BenchImageCommand.self, BenchAttestCommand.self, BenchMeshCommand.self], defaultSubcommand: BenchCoordinatorCommand.self)
 }
 
@@ -47,7 +48,7 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
             """
         try await coordinator.setManifest(manifest)
 
-        print("veil bench: simulated TEE (\(simulationWarning))")
+        print("veil-bench coordinator: simulated TEE (\(simulationWarning))")
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; coordinator and load share them")
 
         // 1. Launch overhead.

@@ -32,9 +32,12 @@ enum Bench {
         return value
     }
 
-    /// This executable, and a fresh scratch directory named for the benchmark (the caller removes it).
+    /// The `veil` beside this `veil-bench` (the same build), and a fresh scratch directory
+    /// named for the benchmark (the caller removes it).
     static func setUp(_ name: String) throws -> (veil: String, work: String) {
-        let veil = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let bench = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let veil = URL(fileURLWithPath: bench).deletingLastPathComponent().appendingPathComponent("veil").path
+        guard FileManager.default.isExecutableFile(atPath: veil) else { throw CommandError("no veil beside \(bench): build it (swift build)") }
         let work = FileManager.default.temporaryDirectory.appendingPathComponent("veil-bench-\(name)-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
         return (veil, work)

@@ -9,7 +9,7 @@ import VeilLauncherCommands
 import VeilManifest
 import X509
 
-/// `veil bench ha`: activations per second on the file store against 1 and 3 replicas on a
+/// `veil-bench ha`: activations per second on the file store against 1 and 3 replicas on a
 /// 3-member etcd cluster, and how long clients wait after a replica is SIGKILLed and after
 /// the etcd leader is lost. Everything is started here, on loopback.
 struct BenchHACommand: AsyncParsableCommand {
@@ -33,7 +33,7 @@ struct BenchHACommand: AsyncParsableCommand {
         }
         let (veil, work) = try Bench.setUp("ha")
         defer { try? FileManager.default.removeItem(atPath: work) }
-        print("veil bench ha: simulated TEE (\(simulationWarning))")
+        print("veil-bench ha: simulated TEE (\(simulationWarning))")
         print("machine: \(ProcessInfo.processInfo.activeProcessorCount) cores; etcd, coordinators and clients share them")
 
         // 1. The embedded file store.
@@ -130,7 +130,7 @@ struct BenchHACommand: AsyncParsableCommand {
     }
 }
 
-/// A 3-member etcd cluster on loopback for `veil bench ha`, with its own CA and client
+/// A 3-member etcd cluster on loopback for `veil-bench ha`, with its own CA and client
 /// certificate (swift-certificates), members started and killed by PID.
 final class BenchEtcd: @unchecked Sendable {
     let directory: String

@@ -9,7 +9,7 @@ extension LauncherFiles {
     /// - Parameter strip: ship the executable without its symbol tables (a quarter of the size,
     ///   so images are smaller and the launcher measures less at every start), made with
     ///   binutils' `strip` once per executable and cached; unchanged when `strip` is missing.
-    static func resolve(executable: String, strip: Bool = true) throws -> LauncherFiles {
+    public static func resolve(executable: String, strip: Bool = true) throws -> LauncherFiles {
         let resolved = URL(fileURLWithPath: executable).resolvingSymlinksInPath().path
         guard access(resolved, X_OK) == 0 else { throw ImageError.launcher("\(resolved) is not executable") }
         let output = try runLDD(resolved)
@@ -88,5 +88,27 @@ extension LauncherFiles {
             throw ImageError.launcher("ldd \(path) failed: \(text)")
         }
         return text
+    }
+
+    /// `veil-launcher` beside the running executable (veil and veil-launcher are products of
+    /// the same build).
+    public static func besideThisExecutable() throws -> String {
+        let running = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+        let launcher = URL(fileURLWithPath: running).deletingLastPathComponent().appendingPathComponent("veil-launcher").path
+        guard FileManager.default.isExecutableFile(atPath: launcher) else {
+            throw LauncherFilesError.launcherMissing(beside: running)
+        }
+        return launcher
+    }
+}
+
+public enum LauncherFilesError: Error, CustomStringConvertible {
+    case launcherMissing(beside: String)
+
+    public var description: String {
+        switch self {
+        case .launcherMissing(let running):
+            return "no veil-launcher beside \(running): build it (swift build --product veil-launcher) or pass --launcher FILE"
+        }
     }
 }
