@@ -52,6 +52,7 @@ public final class Coordinator: Sendable {
     let evidenceProvider: any EvidenceProvider
     let verification: Verification
     let logger: Logger
+    let metrics: CoordinatorMetrics
     let nonces = NonceIssuer()
     private let snapshot: Mutex<Snapshot>
     private let transactions = AsyncLock()
@@ -60,7 +61,7 @@ public final class Coordinator: Sendable {
 
     private init(
         authority: CertificateAuthority, snapshot: Snapshot, store: any StateStore, vault: StateVault,
-        evidenceProvider: any EvidenceProvider, verification: Verification, logger: Logger
+        evidenceProvider: any EvidenceProvider, verification: Verification, logger: Logger, metrics: CoordinatorMetrics
     ) {
         self.authority = authority
         self.snapshot = Mutex(snapshot)
@@ -69,6 +70,7 @@ public final class Coordinator: Sendable {
         self.evidenceProvider = evidenceProvider
         self.verification = verification
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// Why a coordinator could not open the stored state.
@@ -92,7 +94,8 @@ public final class Coordinator: Sendable {
     /// Opens the stored state with this replica's state key, or creates a new coordinator
     /// (fresh CA, fresh state key) when the store is empty and this replica has never served one.
     public static func open(
-        store: any StateStore, vault: StateVault, evidenceProvider: any EvidenceProvider, verification: Verification, logger: Logger
+        store: any StateStore, vault: StateVault, evidenceProvider: any EvidenceProvider, verification: Verification, logger: Logger,
+        metrics: CoordinatorMetrics = .disabled
     ) async throws -> Coordinator {
         while true {
             let stored: StoredState?
@@ -114,7 +117,7 @@ public final class Coordinator: Sendable {
                 let (authority, addedCA) = try opened.state.authority()
                 let coordinator = Coordinator(
                     authority: authority, snapshot: try Snapshot(stored: stored, opened: opened), store: store, vault: vault,
-                    evidenceProvider: evidenceProvider, verification: verification, logger: logger)
+                    evidenceProvider: evidenceProvider, verification: verification, logger: logger, metrics: metrics)
                 try vault.note(generation: opened.state.generation)
                 if addedCA || StateEnvelope.isLegacy(stored.bytes) {
                     // Rewrite in the current format, with the coordinator TLS CA the state lacked.
@@ -142,7 +145,7 @@ public final class Coordinator: Sendable {
                 logger.info("new coordinator state created", metadata: ["store": "\(store.description)"])
                 return Coordinator(
                     authority: authority, snapshot: Snapshot(state: state, revision: revision, recovery: nil, manifest: nil), store: store,
-                    vault: vault, evidenceProvider: evidenceProvider, verification: verification, logger: logger)
+                    vault: vault, evidenceProvider: evidenceProvider, verification: verification, logger: logger, metrics: metrics)
             } catch StateStoreError.conflict {
                 // Another replica created the state first: use theirs (its key comes from a peer).
                 vault.reset()
@@ -388,7 +391,22 @@ public final class Coordinator: Sendable {
     /// where the service has a quota or protected files moved forward, then rendering.
     /// Nothing is issued unless every step passed.
     public func activate(_ request: API.ActivationRequest, now: Date = Date()) async throws(CoordinatorError) -> API.ActivationResponse {
+        let started = ContinuousClock.now
         let snapshot = current
+        // Only services the manifest lists become label values: a client cannot add series.
+        let serviceLabel = snapshot.manifest?.services[request.service] != nil ? request.service : CoordinatorMetrics.unlistedService
+        defer { metrics.activationDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
+        do {
+            let response = try await checkAndIssue(request, snapshot: snapshot, now: now)
+            metrics.countActivation(service: serviceLabel, outcome: "activated")
+            return response
+        } catch {
+            metrics.countActivation(service: serviceLabel, outcome: error.code)
+            throw error
+        }
+    }
+
+    private func checkAndIssue(_ request: API.ActivationRequest, snapshot: Snapshot, now: Date) async throws(CoordinatorError) -> API.ActivationResponse {
         guard let manifest = snapshot.manifest else { throw .noManifest }
         guard let nonce = Hex.decode(request.nonce) else { throw .badRequest("nonce must be hex") }
         try nonces.check(nonce, now: now)
@@ -432,6 +450,8 @@ public final class Coordinator: Sendable {
             policy: VerificationPolicy(
                 allowSimulation: manifest.config.allowSimulation, simulationKey: verification.simulationKey, dcap: verification.dcap,
                 allowSNP: manifest.packages.values.contains { $0.kind == .snp }, snpCRLs: verification.snpCRLs))
+        let started = ContinuousClock.now
+        defer { metrics.verificationDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
         do {
             let expected = ReportData.binding(try csr.publicKey.subjectPublicKeyInfoDER, nonce: nonce)
             return try verifier.verify(request.evidence, expectedReportData: expected)

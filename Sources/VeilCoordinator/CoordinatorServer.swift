@@ -68,6 +68,8 @@ public struct CoordinatorServer {
         var verification: Coordinator.Verification
         var replicaPolicy: ReplicaPolicy
         var replicaID: String
+        /// One exposition for the replica's whole life: counters survive recovery.
+        var metrics = PrometheusExposition()
     }
 
     static func environment(_ configuration: Configuration, logger: Logger) throws -> Environment {
@@ -136,7 +138,8 @@ public struct CoordinatorServer {
             let coordinator: Coordinator
             do {
                 coordinator = try await Coordinator.open(
-                    store: store, vault: environment.vault, evidenceProvider: environment.provider, verification: environment.verification, logger: logger)
+                    store: store, vault: environment.vault, evidenceProvider: environment.provider, verification: environment.verification, logger: logger,
+                    metrics: environment.metrics.metrics)
             } catch let error as Coordinator.OpenError {
                 guard case .needsStateKey(let reason, let recovery) = error else { throw CoordinatorStartError(description: error.description) }
                 logger.error("\(error)")
@@ -156,11 +159,12 @@ public struct CoordinatorServer {
         _ coordinator: Coordinator, store: any StateStore, environment: Environment, configuration: Configuration, logger: Logger
     ) async throws {
         let identity = try ServerIdentity(authority: coordinator.authority, dnsNames: configuration.dnsNames, validity: configuration.tlsValidity, logger: logger)
+        environment.metrics.report { coordinator.metricsSnapshot(certificateExpiry: identity.notAfter) }
         // Users authenticate with client certificates matched against the manifest, not against
         // a CA: any presented certificate passes the handshake (which proves its key), and the
         // RequireUser middleware authorizes it.
         let client = Application(
-            router: HTTPAPI.clientRouter(coordinator),
+            router: HTTPAPI.clientRouter(coordinator, metrics: environment.metrics),
             server: try .tls(.http1(), configuration: .init(tlsConfiguration: try identity.tlsConfiguration(clientCertificates: true)) { _, promise in
                 promise.succeed(.certificateVerified)
             }),
@@ -206,7 +210,8 @@ public struct CoordinatorServer {
             store: store, vault: environment.vault, data: data, reason: reason.description, evidenceProvider: environment.provider, logger: logger)
         let identity = try ServerIdentity(authority: recovery.authority, dnsNames: configuration.dnsNames, validity: configuration.tlsValidity, logger: logger)
         let (signal, continuation) = AsyncStream<Void>.makeStream()
-        let router = HTTPAPI.recoveryRouter(recovery) { continuation.yield() }
+        environment.metrics.report { recovery.metricsSnapshot(certificateExpiry: identity.notAfter) }
+        let router = HTTPAPI.recoveryRouter(recovery, metrics: environment.metrics) { continuation.yield() }
         var services: [any Service] = []
         for address in [configuration.clientAddress, configuration.meshAddress] {
             services.append(Application(

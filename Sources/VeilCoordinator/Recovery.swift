@@ -80,6 +80,7 @@ public final class RecoveryCoordinator: Sendable {
     public var isRecovered: Bool { received.withLock { $0.recovered } }
     /// What to record in the history once the coordinator runs again.
     var note: HistoryEvent? { received.withLock { $0.note } }
+    var receivedShareCount: Int { received.withLock { $0.shares.count } }
 
     public func status() -> API.StatusResponse {
         var status = API.StatusResponse(

@@ -52,6 +52,12 @@ import Testing
         let first = try recover("rsa")
         #expect(first.status == 0 && first.stdout.contains("1 of 2"), "\(first.stdout)\(first.stderr)")
         #expect(try coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1.contains("\"recovery\""), "one share is not enough")
+        // Operators see the recovery in the metrics: in recovery, one of two shares in.
+        let metrics = try coordinator.curl("GET", coordinator.clientAddress, "/metrics")
+        #expect(metrics.0 == 200)
+        for (name, value) in [("veil_recovery_mode", 1.0), ("veil_recovery_shares_received", 1), ("veil_recovery_shares_required", 2), ("veil_simulated", 1)] {
+            #expect(prometheusSample(metrics.1, name) == value, "\(name) in \(metrics.1)")
+        }
         let second = try recover("ec")
         #expect(second.status == 0 && second.stdout.contains("recovered"), "\(second.stdout)\(second.stderr)")
 

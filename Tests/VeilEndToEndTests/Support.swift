@@ -126,8 +126,11 @@ func isListening(port: Int) -> Bool {
     } == 0
 }
 
+/// `name` on PATH (pip's entry points live there, e.g. pyenv shims), else in the system directories.
 func which(_ name: String) -> String? {
-    for dir in ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+    let path = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
+    for dir in path + ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    where !dir.isEmpty && FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
         return "\(dir)/\(name)"
     }
     return nil
@@ -224,4 +227,17 @@ final class CoordinatorProcess {
         let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
         return (Int(lines.last ?? "") ?? -1, lines.dropLast().joined(separator: "\n"))
     }
+}
+
+/// The sample value of the series named `name` whose labels include all of `labels`.
+func prometheusSample(_ text: String, _ name: String, _ labels: [String: String] = [:]) -> Double? {
+    for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+        guard let space = line.lastIndex(of: " ") else { continue }
+        let series = line[..<space]
+        let seriesName = series.split(separator: "{", maxSplits: 1).first.map(String.init) ?? ""
+        guard seriesName == name else { continue }
+        guard labels.allSatisfy({ series.contains("\($0.key)=\"\($0.value)\"") }) else { continue }
+        return Double(line[line.index(after: space)...])
+    }
+    return nil
 }

@@ -12,11 +12,14 @@ public enum HTTPAPI {
     /// attestation, certificates, the manifest and its history, and set the first manifest;
     /// the `secrets` and `update` groups need a manifest user, authenticated by TLS client
     /// certificate before any body is read.
-    public static func clientRouter(_ coordinator: Coordinator) -> Router<CoordinatorRequestContext> {
+    /// `/metrics` serves `exposition` (Prometheus text format) when given.
+    public static func clientRouter(_ coordinator: Coordinator, metrics exposition: PrometheusExposition? = nil) -> Router<CoordinatorRequestContext> {
         let router = Router(context: CoordinatorRequestContext.self)
         router.add(middleware: JSONErrorMiddleware())
-        router.get("/healthz") { _, _ in JSON(["status": "ok"]) }
-        let api = router.group(RouterPath(API.prefix))
+        let routes = router.notingRoutes()
+        routes.get("/healthz") { _, _ in JSON(["status": "ok"]) }
+        addMetricsRoute(routes, exposition)
+        let api = routes.group(RouterPath(API.prefix))
         addPublicRoutes(api, coordinator)
         api.get("manifest") { _, _ -> Response in
             guard let manifest = coordinator.manifest else { throw CoordinatorError.noManifest }
@@ -69,8 +72,9 @@ public enum HTTPAPI {
     public static func meshRouter(_ coordinator: Coordinator, peers: PeerKeyService? = nil) -> Router<CoordinatorRequestContext> {
         let router = Router(context: CoordinatorRequestContext.self)
         router.add(middleware: JSONErrorMiddleware())
-        router.get("/healthz") { _, _ in JSON(["status": "ok"]) }
-        let api = router.group(RouterPath(API.prefix))
+        let routes = router.notingRoutes()
+        routes.get("/healthz") { _, _ in JSON(["status": "ok"]) }
+        let api = routes.group(RouterPath(API.prefix))
         api.get("certificate/root") { _, _ in PEMBody(text: coordinator.rootCertificatePEM) }
         api.get("attestation") { request, _ in JSON(try coordinator.attestation(nonce: try request.nonceParameter())) }
         let activation = api.group("activation")
@@ -86,6 +90,16 @@ public enum HTTPAPI {
         return router
     }
 
+    /// Anonymous like `status`: counts and times per manifest service, nothing secret.
+    static func addMetricsRoute(_ router: some RouterMethods<CoordinatorRequestContext>, _ exposition: PrometheusExposition?) {
+        guard let exposition else { return }
+        router.get("/metrics") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: PrometheusExposition.contentType],
+                body: .init(byteBuffer: ByteBuffer(bytes: exposition.scrape())))
+        }
+    }
+
     static func addPublicRoutes(_ api: RouterGroup<CoordinatorRequestContext>, _ coordinator: Coordinator) {
         api.get("status") { _, _ in JSON(coordinator.status()) }
         api.get("attestation") { request, _ in JSON(try coordinator.attestation(nonce: try request.nonceParameter())) }
@@ -94,11 +108,18 @@ public enum HTTPAPI {
 
     /// Both listeners while this replica cannot open the state: status, evidence and share
     /// collection (submitters are authorized before their body is read).
-    public static func recoveryRouter(_ recovery: RecoveryCoordinator, onRecovered: @escaping @Sendable () -> Void) -> Router<CoordinatorRequestContext> {
+    public static func recoveryRouter(
+        _ recovery: RecoveryCoordinator, metrics exposition: PrometheusExposition? = nil, onRecovered: @escaping @Sendable () -> Void
+    ) -> Router<CoordinatorRequestContext> {
         let router = Router(context: CoordinatorRequestContext.self)
         router.add(middleware: JSONErrorMiddleware())
-        router.get("/healthz") { _, _ in JSON(["status": "recovery"]) }
-        let api = router.group(RouterPath(API.prefix))
+        // Every other request: the coordinator is not serving yet (a known path with another
+        // method still gets 405, from the inner middleware).
+        router.add(middleware: RecoveryMode(reason: recovery.reason))
+        let routes = router.notingRoutes()
+        routes.get("/healthz") { _, _ in JSON(["status": "recovery"]) }
+        addMetricsRoute(routes, exposition)
+        let api = routes.group(RouterPath(API.prefix))
         api.get("status") { _, _ in JSON(recovery.status()) }
         api.get("attestation") { request, _ in JSON(try recovery.attestation(nonce: try request.nonceParameter())) }
         api.get("certificate/root") { _, _ in PEMBody(text: recovery.rootCertificatePEM) }
@@ -113,8 +134,6 @@ public enum HTTPAPI {
             if status.recovered { onRecovered() }
             return JSON(status)
         }
-        // Every other request: the coordinator is not serving yet.
-        router.middlewares.add(RecoveryMode(reason: recovery.reason))
         return router
     }
 }
