@@ -197,12 +197,14 @@ public final class CoordinatorClient: Sendable {
         try await call(method, path, body: Array(try JSONEncoder().encode(json)), as: type)
     }
 
+    /// Closes the connection: TLS close_notify goes out, but nothing waits for the server's
+    /// (a launcher execs its app right after; the socket is close-on-exec anyway).
     public func shutdown() async {
         let open = channel.withLock { channel -> (any Channel)? in
             defer { channel = nil }
             return channel
         }
-        try? await open?.close()
+        open?.close(promise: nil)
     }
 
     // MARK: - Connection
@@ -244,7 +246,12 @@ public final class CoordinatorClient: Sendable {
             }
         let opened: any Channel
         do {
-            opened = try await bootstrap.connect(host: host, port: port).get()
+            // An address literal needs no resolver thread and no happy-eyeballs race.
+            if serverHostname == nil, let literal = try? SocketAddress(ipAddress: host, port: port) {
+                opened = try await bootstrap.connect(to: literal).get()
+            } else {
+                opened = try await bootstrap.connect(host: host, port: port).get()
+            }
         } catch {
             throw CoordinatorClientError.connection(address: address, reason: Self.explain(error))
         }

@@ -145,15 +145,29 @@ public enum Launcher {
 
     /// Activates with the coordinator and returns the ready-to-exec plan. Nothing is written
     /// or executed until activation succeeded.
-    public static func activate(_ options: LaunchOptions, program: OpenedProgram, client: CoordinatorClient) async throws -> ExecPlan {
+    /// `progress` hears each step as it completes (`VEIL_LAUNCH_TRACE`).
+    ///
+    /// The nonce's round trip (connection, TLS handshake, request) runs while the program is
+    /// measured and the key and CSR are made: none of those depends on the nonce.
+    public static func activate(
+        _ options: LaunchOptions, program: OpenedProgram, client: CoordinatorClient, progress: (@Sendable (String) -> Void)? = nil
+    ) async throws -> ExecPlan {
+        async let nonce = fetchNonce(client)
         let measurement = try options.image?.measurement ?? LaunchMeasurement.measure(
             programFD: program.descriptor, config: .init(service: options.service, arguments: Array(options.command.dropFirst())))
+        progress?("program measured")
         let protected = try options.image?.protectedHeaders() ?? []
         let key = P256.Signing.PrivateKey()
-        let response = try await requestActivation(
-            service: options.service, key: key, provider: options.tee.provider(measurement: measurement),
-            protectedFiles: protected.map { API.ProtectedFileHeader(path: $0.entry.path, header: Data($0.header).base64EncodedString()) },
-            client: client)
+        let csr = try certificateSigningRequest(service: options.service, key: key)
+        let fresh = try await nonce
+        progress?("nonce received")
+        var request = try activationRequest(
+            service: options.service, nonce: fresh, key: key, csr: csr, provider: options.tee.provider(measurement: measurement))
+        if !protected.isEmpty {
+            request.protectedFiles = protected.map { API.ProtectedFileHeader(path: $0.entry.path, header: Data($0.header).base64EncodedString()) }
+        }
+        let response = try await client.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
+        progress?("activation answered")
         var plan = try ExecPlan(response: response, options: options, program: program, privateKeyDER: Array(key.derRepresentation))
         if !protected.isEmpty {
             guard let text = response.protectedFilesKey, let keyBytes = Data(base64Encoded: text) else {
@@ -188,32 +202,49 @@ public enum Launcher {
     /// One activation exchange with one coordinator replica: a fresh nonce (valid only at that
     /// replica), evidence binding `key` and it, and the activation.
     public static func requestActivation(
-        service: String, key: P256.Signing.PrivateKey, provider: any EvidenceProvider, protectedFiles: [API.ProtectedFileHeader] = [],
-        client: CoordinatorClient
+        service: String, key: P256.Signing.PrivateKey, provider: any EvidenceProvider, client: CoordinatorClient
     ) async throws -> API.ActivationResponse {
-        let nonceResponse = try await client.call(.POST, "\(API.prefix)/activation/nonce", as: API.NonceResponse.self)
-        guard let nonce = Hex.decode(nonceResponse.nonce) else {
-            throw CoordinatorClientError.unexpectedResponse(status: 200, detail: "nonce is not hex")
-        }
-        var request = try activationRequest(service: service, nonce: nonce, key: key, provider: provider)
-        if !protectedFiles.isEmpty { request.protectedFiles = protectedFiles }
+        let nonce = try await fetchNonce(client)
+        let request = try activationRequest(
+            service: service, nonce: nonce, key: key, csr: try certificateSigningRequest(service: service, key: key), provider: provider)
         return try await client.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
     }
 
-    /// Builds an activation request: a CSR for `key` and evidence whose report data binds
-    /// `SHA-256(SubjectPublicKeyInfo DER ‖ nonce)`.
-    public static func activationRequest(
-        service: String, nonce: [UInt8], key: P256.Signing.PrivateKey, provider: any EvidenceProvider
-    ) throws -> API.ActivationRequest {
+    /// A single-use nonce from the replica `client` talks to.
+    static func fetchNonce(_ client: CoordinatorClient) async throws -> [UInt8] {
+        let response = try await client.call(.POST, "\(API.prefix)/activation/nonce", as: API.NonceResponse.self)
+        guard let nonce = Hex.decode(response.nonce) else {
+            throw CoordinatorClientError.unexpectedResponse(status: 200, detail: "nonce is not hex")
+        }
+        return nonce
+    }
+
+    /// The PKCS#10 request for `key`, PEM (its subject names the service).
+    static func certificateSigningRequest(service: String, key: P256.Signing.PrivateKey) throws -> String {
         let csr = try CertificateSigningRequest(
             version: .v1, subject: try DistinguishedName { CommonName(service) }, privateKey: .init(key),
             attributes: .init(), signatureAlgorithm: .ecdsaWithSHA256)
+        return try csr.serializeAsPEM().pemString
+    }
+
+    /// An activation request for `key` with a CSR made here.
+    public static func activationRequest(
+        service: String, nonce: [UInt8], key: P256.Signing.PrivateKey, provider: any EvidenceProvider
+    ) throws -> API.ActivationRequest {
+        try activationRequest(service: service, nonce: nonce, key: key, csr: try certificateSigningRequest(service: service, key: key), provider: provider)
+    }
+
+    /// An activation request: the CSR for `key` and evidence whose report data binds
+    /// `SHA-256(SubjectPublicKeyInfo DER ‖ nonce)`.
+    public static func activationRequest(
+        service: String, nonce: [UInt8], key: P256.Signing.PrivateKey, csr: String, provider: any EvidenceProvider
+    ) throws -> API.ActivationRequest {
         let evidence: Evidence
         do {
             evidence = try provider.evidence(reportData: ReportData.binding(Array(key.publicKey.derRepresentation), nonce: nonce))
         } catch {
             throw LaunchError.evidence("\(error)")
         }
-        return API.ActivationRequest(service: service, nonce: Hex.encode(nonce), csr: try csr.serializeAsPEM().pemString, evidence: evidence)
+        return API.ActivationRequest(service: service, nonce: Hex.encode(nonce), csr: csr, evidence: evidence)
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import Synchronization
 import VeilAttestation
 import VeilImage
 import VeilLauncher
@@ -37,7 +38,7 @@ public struct LaunchCommand: AsyncParsableCommand {
 
     private func launch(signals: SignalDispositions) async throws -> Never {
         let environment = ProcessInfo.processInfo.environment
-        var trace = LaunchTrace(enabled: environment["VEIL_LAUNCH_TRACE"] == "1")
+        let trace = LaunchTrace(enabled: environment["VEIL_LAUNCH_TRACE"] == "1")
         var command = self.command
         var appEnvironment = environment
         var imageLaunch: ImageLaunch?
@@ -62,9 +63,9 @@ public struct LaunchCommand: AsyncParsableCommand {
         let opened = try OpenedProgram.open(program, path: appEnvironment["PATH"])
         let options = LaunchOptions(service: service, command: command, tee: choice, environment: appEnvironment, image: imageLaunch)
         let plan = try await CoordinatorClient.with(address: address, trust: .pinnedRoot(rootPEM)) {
-            try await Launcher.activate(options, program: opened, client: $0)
+            try await Launcher.activate(options, program: opened, client: $0, progress: trace.enabled ? trace.mark : nil)
         }
-        trace.mark("activated")
+        trace.mark("connection closed")
         try plan.provision()
         trace.mark("provisioned")
         if plan.simulated { warn("veil launch: \(service) activated; \(simulationWarning)") }
@@ -73,17 +74,19 @@ public struct LaunchCommand: AsyncParsableCommand {
 }
 
 /// `VEIL_LAUNCH_TRACE=1`: how long each launch step took, on stderr (for slow starts).
-struct LaunchTrace {
+final class LaunchTrace: Sendable {
     let enabled: Bool
-    private var last = ContinuousClock.now
+    private let last = Mutex(ContinuousClock.now)
 
     init(enabled: Bool) { self.enabled = enabled }
 
-    mutating func mark(_ step: String) {
+    func mark(_ step: String) {
         guard enabled else { return }
-        let now = ContinuousClock.now
-        let elapsed = now - last
-        last = now
+        let elapsed = last.withLock { last in
+            let now = ContinuousClock.now
+            defer { last = now }
+            return now - last
+        }
         let microseconds = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
         warn("veil launch: \(step) after \(microseconds / 1000).\(String(microseconds % 1000 / 100)) ms")
     }
