@@ -116,7 +116,7 @@ public struct ImageConverter {
                 case .file: break
                 default: throw ImageError.unsupportedEntry(path: "/" + path, reason: "only regular files and directories can be encrypted")
                 }
-                guard let plaintext = plaintexts[path], Array(SHA256.hash(data: plaintext)) == node.contentDigest else {
+                guard let plaintext = plaintexts[path], ContentDigest.of(plaintext) == node.contentDigest else {
                     throw ImageError.protectedFile(path: "/" + path, reason: "content changed while reading the image")
                 }
                 let logical = "/" + path
@@ -228,13 +228,13 @@ public struct ImageConverter {
                 var item = LayerScan.Item(entry: entry)
                 if isProtected(entry.path) || whiteoutTarget(entry).map(isProtected) == true { scan.affected = true }
                 if entry.kind == .file {
-                    var hasher = SHA256()
+                    var hasher = ContentDigest()
                     var kept: [UInt8]? = isProtected(entry.path) ? [] : nil
                     try reader.readContent { piece in
-                        hasher.update(bufferPointer: piece)
+                        hasher.update(piece)
                         kept?.append(contentsOf: piece)
                     }
-                    item.content = (Array(hasher.finalize()), entry.size)
+                    item.content = (hasher.finalize(), entry.size)
                     if let kept {
                         scan.plaintexts.append(kept)
                         item.keptPlaintext = true
@@ -266,16 +266,18 @@ public struct ImageConverter {
                 try writer.writeHeader(directory)
                 entries.append(.init(entry: directory))
             }
-            let stream = DigestingStream(try FileStream(path: file.hostPath))
+            let stream = try FileStream(path: file.hostPath)
             var info = stat()
             guard stat(file.hostPath, &info) == 0 else { throw ImageError.io(path: file.hostPath, reason: String(cString: strerror(errno))) }
             let entry = TarEntry(path: file.imagePath, kind: .file, mode: 0o755, size: UInt64(info.st_size))
             try writer.writeHeader(entry)
+            var digest = ContentDigest()
             try stream.consume(entry.size, scratch: &scratch, orElse: .io(path: file.hostPath, reason: "file shrank while reading")) {
+                digest.update($0)
                 try writer.writeContent($0)
             }
             try writer.finishContent(size: entry.size)
-            entries.append(.init(entry: entry, content: (Array(stream.hasher.finalize()), entry.size)))
+            entries.append(.init(entry: entry, content: (digest.finalize(), entry.size)))
         }
         try writer.finish()
         return LayerScan(entries: entries, descriptor: try blob.commit(mediaType: MediaType.layer))
@@ -299,7 +301,7 @@ public struct ImageConverter {
                 try writer.writeHeader(entry)
             }
             let entry = TarEntry(path: path, kind: .file, mode: mode, size: UInt64(bytes.count))
-            try tree.apply(entry, layer: layer) { _ in (Array(SHA256.hash(data: bytes)), UInt64(bytes.count)) }
+            try tree.apply(entry, layer: layer) { _ in (ContentDigest.of(bytes), UInt64(bytes.count)) }
             try writer.writeFile(entry, contents: bytes)
         }
         try addFile("veil/image.json", mode: 0o644, bytes: canonicalJSON(runConfig))

@@ -17,24 +17,38 @@ public enum RootfsDisk {
         var records: [(String, RootfsNode)] = []
         var files: [(index: Int, inode: ino_t)] = []
         try walk(fd, prefix: "", display: root, into: &records, files: &files)
-        // Contents are hashed on all cores; each file is reopened without following symlinks
-        // and must be the object the walk saw.
-        let digests = ParallelResults<[UInt8]>(count: files.count)
+        // Contents are hashed on all cores, large files chunk by chunk (``ContentDigest``), so
+        // one big file does not leave the other cores idle. Every piece reopens its file without
+        // following symlinks, and the file must be the object the walk saw.
         let paths = files.map { records[$0.index].0 }
         let sizes = files.map { records[$0.index].1.size }
         let inodes = files.map(\.inode)
-        let workers = min(files.count, ProcessInfo.processInfo.activeProcessorCount)
+        let pieces = sizes.enumerated().flatMap { file, size in (0..<ContentDigest.chunkCount(size: size)).map { (file: file, chunk: $0) } }
+        let digests = ParallelResults<[UInt8]>(count: pieces.count)
+        let workers = min(pieces.count, ProcessInfo.processInfo.activeProcessorCount)
         DispatchQueue.concurrentPerform(iterations: workers) { worker in
-            var buffer = [UInt8](repeating: 0, count: 1 << 20)
-            for index in stride(from: worker, to: paths.count, by: workers) {
-                digests.set(index) { try hashFile(paths[index], in: fd, display: root, inode: inodes[index], size: sizes[index], buffer: &buffer) }
+            var buffer = [UInt8](repeating: 0, count: ContentDigest.chunkSize)
+            for index in stride(from: worker, to: pieces.count, by: workers) {
+                let (file, chunk) = pieces[index]
+                digests.set(index) {
+                    try hashChunk(chunk, of: paths[file], in: fd, display: root, inode: inodes[file], size: sizes[file], buffer: &buffer)
+                }
             }
         }
-        for (slot, digest) in try digests.values().enumerated() { records[files[slot].index].1.contentDigest = digest }
+        var chunkDigests = try digests.values()[...]
+        for (slot, file) in files.enumerated() {
+            let count = ContentDigest.chunkCount(size: sizes[slot])
+            let own = Array(chunkDigests.prefix(count))
+            chunkDigests = chunkDigests.dropFirst(count)
+            records[file.index].1.contentDigest = count == 1 ? own[0] : ContentDigest.combine(own)
+        }
         return RootfsDigest.digest(records)
     }
 
-    private static func hashFile(_ path: String, in rootFD: Int32, display: String, inode: ino_t, size: UInt64, buffer: inout [UInt8]) throws -> [UInt8] {
+    /// SHA-256 of chunk `chunk` of the file at `path` (the whole file when it is one chunk).
+    private static func hashChunk(
+        _ chunk: Int, of path: String, in rootFD: Int32, display: String, inode: ino_t, size: UInt64, buffer: inout [UInt8]
+    ) throws -> [UInt8] {
         var dirFD = dup(rootFD)
         let components = path.split(separator: "/").map(String.init)
         for component in components.dropLast() {
@@ -51,17 +65,23 @@ public enum RootfsDisk {
         guard fstat(file, &st) == 0, st.st_ino == inode, UInt64(st.st_size) == size else {
             throw ImageError.io(path: display + "/" + path, reason: "changed during measurement")
         }
+        let start = UInt64(chunk) * UInt64(ContentDigest.chunkSize)
+        let length = Int(min(UInt64(ContentDigest.chunkSize), size - start))
         var hasher = SHA256()
-        var total: UInt64 = 0
-        while true {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(file, $0.baseAddress, $0.count) }
+        var done = 0
+        while done < length {
+            let n = buffer.withUnsafeMutableBytes { pread(file, $0.baseAddress, length - done, off_t(start) + off_t(done)) }
             if n < 0 && errno == EINTR { continue }
             guard n >= 0 else { throw ImageError.io(path: display + "/" + path, reason: String(cString: strerror(errno))) }
-            if n == 0 { break }
+            guard n > 0 else { throw ImageError.io(path: display + "/" + path, reason: "changed during measurement") }
             buffer.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[..<n])) }
-            total += UInt64(n)
+            done += n
         }
-        guard total == size else { throw ImageError.io(path: display + "/" + path, reason: "changed during measurement") }
+        // The last chunk must end the file: nothing was appended after the walk.
+        if start + UInt64(length) == size {
+            var probe: UInt8 = 0
+            guard pread(file, &probe, 1, off_t(size)) == 0 else { throw ImageError.io(path: display + "/" + path, reason: "changed during measurement") }
+        }
         return Array(hasher.finalize())
     }
 
@@ -186,17 +206,17 @@ public final class RootfsUnpacker {
             let fd = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
             guard fd >= 0 else { throw fail(entry.path) }
             defer { close(fd) }
-            var hasher = SHA256()
+            var hasher = ContentDigest()
             var size: UInt64 = 0
             try reader.readContent { (piece) throws in
-                hasher.update(bufferPointer: piece)
+                hasher.update(piece)
                 size += UInt64(piece.count)
                 let failure = AtomicFile.writeAll(piece, to: fd)
                 guard failure == 0 else { throw ImageError.io(path: root + "/" + entry.path, reason: String(cString: strerror(failure))) }
             }
             // chown clears set-id bits, so the mode comes last.
             guard fchown(fd, entry.uid, entry.gid) == 0, fchmod(fd, entry.mode) == 0 else { throw fail(entry.path) }
-            return (Array(hasher.finalize()), size)
+            return (hasher.finalize(), size)
         case .symlink:
             guard symlinkat(entry.linkTarget, parent, name) == 0 else { throw fail(entry.path) }
             guard fchownat(parent, name, entry.uid, entry.gid, AT_SYMLINK_NOFOLLOW) == 0 else { throw fail(entry.path) }

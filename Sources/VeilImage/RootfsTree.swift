@@ -205,7 +205,8 @@ public struct RootfsTree: Sendable {
 ///
 /// `SHA-256("veil-rootfs-v1\0" ‖ records)`, one record per object in byte order of its path,
 /// each `u32 len ‖ path ‖ u8 kind ‖ u32 mode ‖ u32 uid ‖ u32 gid` and then, for files,
-/// `u64 size ‖ SHA-256(content)`; for symlinks `u32 len ‖ target`; for devices `u32 major ‖
+/// `u64 size ‖ content digest` (``ContentDigest``: SHA-256 of the content, chunked beyond
+/// 1 MiB); for symlinks `u32 len ‖ target`; for devices `u32 major ‖
 /// u32 minor`. Timestamps are not measured. Runtime-owned trees (``isExcluded(_:)``) are left
 /// out: the runtime mounts fresh filesystems there, and protected files carry their own
 /// integrity (their versions are recorded by the coordinator).

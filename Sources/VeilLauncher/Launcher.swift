@@ -1,6 +1,7 @@
 import Crypto
 import FoundationEssentials
 import Glibc
+import Synchronization
 import VeilAttestation
 import VeilImage
 import VeilManifest
@@ -29,26 +30,24 @@ public struct LaunchOptions: Sendable {
 /// A converted image about to be launched from inside its container.
 public struct ImageLaunch: Sendable {
     public var config: ImageRunConfig
-    /// ``RootfsDigest`` of the container's root, computed by the launcher itself.
-    public var rootfsDigest: [UInt8]
     /// Who the application runs as (the image's `User`); nil keeps the launcher's identity.
     public var user: ImageUser?
+    private let rootfs: RootfsMeasurement
 
-    public init(config: ImageRunConfig, rootfsDigest: [UInt8], user: ImageUser? = nil) {
-        self.config = config
-        self.rootfsDigest = rootfsDigest
-        self.user = user
-    }
-
-    /// Reads the image's launch configuration, resolves its user and measures the root
-    /// filesystem `root`.
+    /// Reads the image's launch configuration and resolves its user; the root filesystem
+    /// `root` is measured when ``measurement()`` is first asked for (while the launcher's
+    /// connection to the coordinator is being set up).
     public static func prepare(configPath: String = ImageRunConfig.path, root: String = "/") throws -> ImageLaunch {
         let config = try ImageRunConfig.load(at: configPath)
         let user = try config.user.map { try ImageUser.resolve($0, root: root) }
-        return ImageLaunch(config: config, rootfsDigest: try RootfsDisk.measure(root: root), user: user)
+        return ImageLaunch(config: config, user: user, rootfs: RootfsMeasurement(root: root))
     }
 
-    var measurement: [UInt8] { ImageMeasurement.measurement(rootfsDigest: rootfsDigest) }
+    /// The image measurement over the whole root filesystem, computed once (a failover to
+    /// another replica reuses it).
+    public func measurement() throws -> [UInt8] {
+        ImageMeasurement.measurement(rootfsDigest: try rootfs.digest())
+    }
 
     /// The header of every protected file, as presented to the coordinator.
     func protectedHeaders() throws -> [(entry: ImageRunConfig.ProtectedEntry, header: [UInt8])] {
@@ -147,15 +146,16 @@ public enum Launcher {
     /// or executed until activation succeeded.
     /// `progress` hears each step as it completes (`VEIL_LAUNCH_TRACE`).
     ///
-    /// The nonce's round trip (connection, TLS handshake, request) runs while the program is
-    /// measured and the key and CSR are made: none of those depends on the nonce.
+    /// The nonce's round trip (connection, TLS handshake, request) runs while the program (or
+    /// the image's root filesystem) is measured and the key and CSR are made: none of those
+    /// depends on the nonce.
     public static func activate(
         _ options: LaunchOptions, program: OpenedProgram, client: CoordinatorClient, progress: (@Sendable (String) -> Void)? = nil
     ) async throws -> ExecPlan {
         async let nonce = fetchNonce(client)
-        let measurement = try options.image?.measurement ?? LaunchMeasurement.measure(
+        let measurement = try options.image?.measurement() ?? LaunchMeasurement.measure(
             programFD: program.descriptor, config: .init(service: options.service, arguments: Array(options.command.dropFirst())))
-        progress?("program measured")
+        progress?(options.image == nil ? "program measured" : "root filesystem measured")
         let protected = try options.image?.protectedHeaders() ?? []
         let key = P256.Signing.PrivateKey()
         let csr = try certificateSigningRequest(service: options.service, key: key)
@@ -246,5 +246,22 @@ public enum Launcher {
             throw LaunchError.evidence("\(error)")
         }
         return API.ActivationRequest(service: service, nonce: Hex.encode(nonce), csr: csr, evidence: evidence)
+    }
+}
+
+/// The ``RootfsDigest`` of a root filesystem, computed by the launcher itself on first use.
+final class RootfsMeasurement: Sendable {
+    let root: String
+    private let digestOnce = Mutex<[UInt8]?>(nil)
+
+    init(root: String) { self.root = root }
+
+    func digest() throws -> [UInt8] {
+        try digestOnce.withLock { cached in
+            if let cached { return cached }
+            let digest = try RootfsDisk.measure(root: root)
+            cached = digest
+            return digest
+        }
     }
 }

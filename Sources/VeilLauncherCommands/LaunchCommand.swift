@@ -51,7 +51,7 @@ public struct LaunchCommand: AsyncParsableCommand {
             command = prepared.config.command
             appEnvironment = prepared.config.environment
             imageLaunch = prepared
-            trace.mark("image measured")
+            trace.mark("image configuration read")
         }
         guard let program = command.first else { throw LaunchError.emptyCommand }
         guard let service = imageLaunch?.config.service ?? trust.serviceName(environment) else { throw ValidationError("--service is required") }

@@ -91,7 +91,11 @@ public struct ContainerRunner: Sendable {
         let bundle = String(cString: made)
         let id = "veil-" + (bundle.split(separator: "-").last.map(String.init) ?? "run") + "-\(getpid())"
         defer {
-            _ = try? Self.spawnAndWait(runc, ["delete", "--force", id], quiet: true)
+            // `runc run` removes the container when it exits; delete only what it left (runc
+            // itself killed, or a failed create) — another runc exec costs milliseconds per start.
+            if geteuid() != 0 || access("/run/runc/\(id)", F_OK) == 0 {
+                _ = try? Self.spawnAndWait(runc, ["delete", "--force", id], quiet: true)
+            }
             try? FileManager.default.removeItem(atPath: bundle)
         }
         let config = spec.runtimeConfig(hostname: id)

@@ -146,9 +146,9 @@ import Testing
             while let entry = try reader.next() {
                 try tree.apply(entry, layer: index) { _ in
                     guard entry.kind == .file else { return nil }
-                    var hasher = SHA256()
-                    try reader.readContent { hasher.update(bufferPointer: $0) }
-                    return (Array(hasher.finalize()), entry.size)
+                    var hasher = ContentDigest()
+                    try reader.readContent { hasher.update($0) }
+                    return (hasher.finalize(), entry.size)
                 }
             }
         }
