@@ -213,7 +213,8 @@ public struct ImageConverter {
     /// the plaintext of files to encrypt.
     static func scan(_ source: SourceImage, layer index: Int, into destination: LayoutWriter,
                      isProtected: (String) -> Bool, progress: ProgressCounter) throws -> LayerScan {
-        let blob = try destination.blob()
+        // The copy is committed only after readLayer verified the source blob's digest and size.
+        let blob = try destination.blob(copying: source.layers[index])
         var scan = LayerScan(descriptor: source.layers[index])
         var reported: UInt64 = 0
         try source.readLayer(index, tee: { piece in

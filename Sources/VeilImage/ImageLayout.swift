@@ -90,40 +90,63 @@ public final class SourceImage: @unchecked Sendable {
         return DigestingStream(FileStream(descriptor: fd, path: "\(blobRoot)/\(relative)"))
     }
 
-    /// Streams layer `index` as tar: `raw` hashes the blob (compressed) bytes, `uncompressed`
-    /// the tar bytes (its digest is the layer's diff_id).
-    func openLayer(_ index: Int) throws -> (raw: DigestingStream, uncompressed: DigestingStream, tar: TarReader) {
+    /// Layer `index` as a tar stream (`raw` hashes the blob bytes; `uncompressed` the tar bytes
+    /// of a gzip layer, whose digest is its diff_id), in a pipeline of threads: reading, hashing and copying
+    /// (`tee`) the blob; inflating it (gzip layers); and the caller's reading of the tar stream.
+    func openLayer(_ index: Int, tee: ((UnsafeRawBufferPointer) throws -> Void)? = nil) throws -> OpenedLayer {
         let descriptor = manifest.layers[index]
         let kind = try MediaType.layerKind(descriptor.mediaType)
         let raw = try openBlob(descriptor)
-        let uncompressed = DigestingStream(kind.gzip ? try GunzipStream(raw) : raw)
-        return (raw, uncompressed, TarReader(BufferedStream(uncompressed)))
+        raw.tee = tee
+        let read = try ReadAheadStream(raw)
+        guard kind.gzip else {
+            // An uncompressed layer's diff_id is its blob digest: no second hash of the same bytes.
+            return OpenedLayer(raw: raw, stages: [read], uncompressed: nil, tar: TarReader(BufferedStream(read)))
+        }
+        let inflated = try ReadAheadStream(try GunzipStream(read))
+        let uncompressed = DigestingStream(inflated)
+        return OpenedLayer(raw: raw, stages: [inflated, read], uncompressed: uncompressed, tar: TarReader(BufferedStream(uncompressed)))
+    }
+
+    struct OpenedLayer {
+        let raw: DigestingStream
+        /// The pipeline's threads, downstream first.
+        let stages: [ReadAheadStream]
+        let uncompressed: DigestingStream?
+        let tar: TarReader
+
+        /// Joins every stage: the blob stream is the caller's again (to drain and verify).
+        func stop() { for stage in stages { stage.stop() } }
     }
 
     /// Streams layer `index` through `body` and verifies it afterwards. When `body` fails on a
     /// blob whose digest is wrong, the digest mismatch is reported: it is the root cause.
     /// - Parameter tee: receives the raw blob bytes as they are read (to copy the blob).
     public func readLayer<T>(_ index: Int, tee: ((UnsafeRawBufferPointer) throws -> Void)? = nil, _ body: (TarReader) throws -> T) throws -> T {
-        let (raw, uncompressed, reader) = try openLayer(index)
-        raw.tee = tee
+        let layer = try openLayer(index, tee: tee)
         let result: T
         do {
-            result = try body(reader)
+            result = try body(layer.tar)
         } catch {
-            raw.tee = nil
-            try raw.verify(manifest.layers[index])
+            layer.stop()
+            layer.raw.tee = nil
+            try layer.raw.verify(manifest.layers[index])
             throw error
         }
-        try verifyLayer(index, raw: raw, uncompressed: uncompressed)
+        try verifyLayer(index, layer)
         return result
     }
 
     /// Checks a fully read layer against its descriptor and the config's diff_id.
-    func verifyLayer(_ index: Int, raw: DigestingStream, uncompressed: DigestingStream) throws {
-        try uncompressed.drain()
-        try raw.verify(manifest.layers[index])
-        guard uncompressed.digest == config.diffIDs[index] else {
-            throw ImageError.diffIDMismatch(layer: index, expected: config.diffIDs[index].description, actual: uncompressed.digest.description)
+    func verifyLayer(_ index: Int, _ layer: OpenedLayer) throws {
+        // Reading the tar stream to its end ends the producer; the blob is then ours again.
+        // The tar stream may end before the blob: read the rest through the pipeline.
+        if let uncompressed = layer.uncompressed { try uncompressed.drain() } else { try layer.stages[0].drainToEnd() }
+        layer.stop()
+        try layer.raw.verify(manifest.layers[index])
+        let diffID = layer.uncompressed?.digest ?? layer.raw.digest
+        guard diffID == config.diffIDs[index] else {
+            throw ImageError.diffIDMismatch(layer: index, expected: config.diffIDs[index].description, actual: diffID.description)
         }
     }
 }

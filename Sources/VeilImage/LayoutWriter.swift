@@ -28,12 +28,16 @@ public struct LayoutWriter: Sendable {
         let fd: Int32
         let temporaryPath: String
         let blobDirectory: String
-        var hasher = SHA256()
+        /// Nil for a copy of a blob whose digest its reader verifies (``LayoutWriter/blob(copying:)``).
+        var hasher: SHA256?
+        let copied: Descriptor?
         public private(set) var size: UInt64 = 0
         private var committed = false
 
-        init(blobDirectory: String) throws {
+        init(blobDirectory: String, copying copied: Descriptor? = nil) throws {
             self.blobDirectory = blobDirectory
+            self.copied = copied
+            hasher = copied == nil ? SHA256() : nil
             var template = Array("\(blobDirectory)/.partial-XXXXXX".utf8CString)
             fd = mkstemp(&template)
             guard fd >= 0 else { throw ImageError.io(path: blobDirectory, reason: String(cString: strerror(errno))) }
@@ -47,7 +51,7 @@ public struct LayoutWriter: Sendable {
         }
 
         public func write(_ bytes: UnsafeRawBufferPointer) throws {
-            hasher.update(bufferPointer: bytes)
+            hasher?.update(bufferPointer: bytes)
             size += UInt64(bytes.count)
             let failure = AtomicFile.writeAll(bytes, to: fd)
             guard failure == 0 else { throw ImageError.io(path: temporaryPath, reason: String(cString: strerror(failure))) }
@@ -55,7 +59,15 @@ public struct LayoutWriter: Sendable {
 
         /// Moves the blob to its digest's name and describes it.
         public func commit(mediaType: String) throws -> Descriptor {
-            let digest = BlobDigest(sha256: Array(hasher.finalize()))
+            let digest: BlobDigest
+            if let hasher {
+                digest = BlobDigest(sha256: Array(hasher.finalize()))
+            } else {
+                guard let copied, size == copied.size else {
+                    throw ImageError.sizeMismatch(digest: copied?.digest.description ?? "", expected: copied?.size ?? 0, actual: size)
+                }
+                digest = copied.digest
+            }
             guard fsync(fd) == 0, rename(temporaryPath, "\(blobDirectory)/\(digest.hex)") == 0 else {
                 throw ImageError.io(path: temporaryPath, reason: String(cString: strerror(errno)))
             }
@@ -65,6 +77,10 @@ public struct LayoutWriter: Sendable {
     }
 
     public func blob() throws -> Blob { try Blob(blobDirectory: blobDirectory) }
+
+    /// A copy of `source`'s bytes, written as they are read and verified elsewhere: not hashed
+    /// again, and committed under `source`'s digest. Commit only after the reader verified them.
+    public func blob(copying source: Descriptor) throws -> Blob { try Blob(blobDirectory: blobDirectory, copying: source) }
 
     /// Writes a small blob from memory.
     public func put(_ bytes: [UInt8], mediaType: String) throws -> Descriptor {
