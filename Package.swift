@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "VeilLauncher", targets: ["VeilLauncher"]),
         .library(name: "VeilImage", targets: ["VeilImage"]),
         .library(name: "VeilMesh", targets: ["VeilMesh"]),
+        .library(name: "VeilKubernetes", targets: ["VeilKubernetes"]),
         .executable(name: "veil-launcher", targets: ["veil-launcher"]),
         .executable(name: "veil-bench", targets: ["veil-bench"]),
     ],
@@ -146,6 +147,22 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(
+            name: "VeilKubernetes",
+            dependencies: [
+                "VeilAttestation",
+                "VeilManifest",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "veil-launcher",
             dependencies: ["VeilLauncherCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -181,6 +198,7 @@ let package = Package(
                 "VeilCollateral",
                 "VeilImage",
                 "VeilRuntime",
+                "VeilKubernetes",
                 "VeilMesh",
                 "VeilLauncherCommands",
                 "VeilHostTools",
@@ -239,6 +257,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .testTarget(name: "VeilKubernetesTests", dependencies: ["VeilKubernetes", "VeilAttestation"], swiftSettings: strict),
         .testTarget(name: "VeilEndToEndTests", dependencies: ["VeilAttestation"], swiftSettings: strict),
     ]
 )

@@ -9,5 +9,5 @@ struct VeilLauncherTool: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "veil-launcher",
         abstract: "Veil's launcher: attest, activate as a service, provision, exec (and the service's mesh proxy).",
-        subcommands: [LaunchCommand.self, MeshCommand.self])
+        subcommands: [LaunchCommand.self, MeshCommand.self, InstallCommand.self])
 }

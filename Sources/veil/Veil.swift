@@ -14,6 +14,6 @@ struct Veil: AsyncParsableCommand {
         subcommands: [
             CoordinatorCommand.self, ManifestCommand.self, StatusCommand.self, CertificateCommand.self,
             AttestCommand.self, LaunchCommand.self, MeshCommand.self, MeasureCommand.self, VerifyCommand.self, ImageCommand.self, RunCommand.self,
-            ProtectCommand.self, SecretCommand.self, RecoverCommand.self,
+            ProtectCommand.self, SecretCommand.self, RecoverCommand.self, InjectorCommand.self, KubernetesCommand.self,
         ])
 }

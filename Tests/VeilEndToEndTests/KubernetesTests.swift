@@ -1,0 +1,158 @@
+import Foundation
+import Testing
+
+/// `veil kubernetes render` and deploy/kubernetes against Kubernetes' own schemas, and
+/// `veil injector` answering real AdmissionReview v1 requests over HTTPS, its patches applied
+/// with a standard JSONPatch library.
+@Suite struct KubernetesTests {
+    static let tees = ["simulated", "sgx", "confidential-vm"]
+    static let versions = ["1.30.0", "1.37.0"]
+
+    /// `kubernetes-validate --strict` for both versions; any warning (an unknown kind) fails too.
+    func validate(_ file: String, scratch: Scratch) throws -> (passed: Bool, output: String) {
+        let validator = try #require(which("kubernetes-validate"), "pip install kubernetes-validate")
+        var output = ""
+        var passed = true
+        for version in Self.versions {
+            let result = try run(validator, ["--strict", "-k", version, file], scratch: scratch)
+            output += result.stdout + result.stderr
+            let complaints = (result.stdout + result.stderr).split(separator: "\n").filter { !$0.hasPrefix("INFO") }
+            passed = passed && result.status == 0 && complaints.isEmpty
+        }
+        return (passed, output)
+    }
+
+    func documentCount(_ yaml: String) -> Int { yaml.split(separator: "\n").filter { $0 == "---" }.count }
+
+    @Test func renderedDeploymentsPassKubernetesSchemas() throws {
+        let scratch = try Scratch()
+        for tee in Self.tees {
+            let render = try run(veilBinary, ["kubernetes", "render", "--tee", tee, "--replicas", "3"], scratch: scratch)
+            #expect(render.status == 0, "\(render.stderr)")
+            let file = try scratch.write(render.stdout, to: "\(tee).yaml")
+            let (passed, output) = try validate(file, scratch: scratch)
+            #expect(passed, "\(tee): \(output)")
+            // One INFO line per object and version: nothing skipped.
+            #expect(output.split(separator: "\n").filter { $0.hasPrefix("INFO") && $0.contains("passed") }.count == 2 * documentCount(render.stdout))
+            #expect(render.stdout.contains("kind: MutatingWebhookConfiguration") && render.stdout.contains("caBundle:"))
+        }
+        // Controls: the validator does reject an unknown field and flag an unknown kind.
+        let rendered = try run(veilBinary, ["kubernetes", "render"], scratch: scratch).stdout
+        let bogus = try scratch.write(rendered.replacingOccurrences(of: "  replicas: 2\n", with: "  replicas: 2\n  replicaz: 2\n"), to: "bogus.yaml")
+        #expect(try validate(bogus, scratch: scratch).passed == false)
+        let unknown = try scratch.write("apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: x\n", to: "unknown.yaml")
+        #expect(try validate(unknown, scratch: scratch).passed == false)
+    }
+
+    @Test func deployFilesAreTheRenderedOnesAndValid() throws {
+        let scratch = try Scratch()
+        for tee in Self.tees {
+            let path = repositoryRoot + "/deploy/kubernetes/\(tee).yaml"
+            let committed = try String(contentsOfFile: path, encoding: .utf8)
+            let render = try run(veilBinary, ["kubernetes", "render", "--tee", tee, "--without-secrets"], scratch: scratch)
+            #expect(committed == render.stdout, "\(path) differs from `veil kubernetes render --tee \(tee) --without-secrets`: regenerate it")
+            #expect(!committed.contains("PRIVATE KEY"))
+            let (passed, output) = try validate(path, scratch: scratch)
+            #expect(passed, "\(path): \(output)")
+        }
+    }
+
+    struct Admission {
+        let allowed: Bool
+        let message: String
+        let patched: Bool
+        let repatched: Bool
+        let pod: [String: Any]
+        let podPath: String
+    }
+
+    func admit(_ pod: [String: Any], namespace: String, url: String, ca: String, scratch: Scratch) throws -> Admission {
+        let name = UUID().uuidString.prefix(8)
+        let input = try scratch.write(String(decoding: try JSONSerialization.data(withJSONObject: pod), as: UTF8.self), to: "pod-\(name).json")
+        let output = scratch.path + "/mutated-\(name).json"
+        let result = try run("/usr/bin/env", ["python3", repositoryRoot + "/Tests/Scripts/admission.py", url, ca, namespace, input, output], scratch: scratch)
+        guard result.status == 0, let summary = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] else {
+            throw CoordinatorProcess.CoordinatorStartError(log: result.stdout + result.stderr)
+        }
+        let mutated = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output))) as? [String: Any] ?? [:]
+        return Admission(
+            allowed: summary["allowed"] as? Bool ?? false, message: summary["message"] as? String ?? "", patched: summary["patched"] as? Bool ?? false,
+            repatched: summary["repatched"] as? Bool ?? true, pod: mutated, podPath: output)
+    }
+
+    func pod(labels: [String: String], containers: [[String: Any]], initContainers: [[String: Any]]? = nil, volumes: [[String: Any]]? = nil) -> [String: Any] {
+        var spec: [String: Any] = ["containers": containers]
+        if let initContainers { spec["initContainers"] = initContainers }
+        if let volumes { spec["volumes"] = volumes }
+        return ["apiVersion": "v1", "kind": "Pod", "metadata": ["name": "p", "labels": labels], "spec": spec]
+    }
+
+    func containers(_ pod: [String: Any], _ key: String = "containers") -> [[String: Any]] {
+        (pod["spec"] as? [String: Any])?[key] as? [[String: Any]] ?? []
+    }
+
+    func names(_ items: Any?, _ key: String = "name") -> [String] { (items as? [[String: Any]] ?? []).compactMap { $0[key] as? String } }
+
+    @Test func injectorMutatesLabelledPodsOverHTTPS() throws {
+        let scratch = try Scratch()
+        let (cert, key) = (scratch.path + "/injector.pem", scratch.path + "/injector.key")
+        #expect(try run(which("openssl") ?? "/usr/bin/openssl", [
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+            "-subj", "/CN=veil-injector", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        ], scratch: scratch).status == 0)
+        let port = freePort()
+        let injector = try Spawned(veilBinary, [
+            "injector", "--listen", "127.0.0.1:\(port)", "--tls-cert", cert, "--tls-key", key, "--tee", "simulated",
+            "--coordinator", "veil-coordinator.veil-system.svc:2001", "--launcher-image", "veil:test", "--simulation-namespaces", "dev",
+        ], scratch: scratch)
+        defer { injector.stop() }
+        let deadline = Date().addingTimeInterval(20)
+        while !isListening(port: port) && Date() < deadline { usleep(50_000) }
+        let url = "https://127.0.0.1:\(port)/mutate"
+
+        // Existing env, volumes and init containers; one container with an explicit command, one converted image.
+        let original = pod(
+            labels: ["veil.dev/service": "cache", "app": "redis"],
+            containers: [
+                ["name": "redis", "image": "debian:bookworm", "command": ["/usr/bin/redis-server", "/etc/redis/redis.conf"],
+                 "env": [["name": "TZ", "value": "UTC"]], "volumeMounts": [["name": "conf", "mountPath": "/etc/redis"]]],
+                ["name": "converted", "image": "registry.example/redis-veil:1"],
+            ],
+            initContainers: [["name": "prepare", "image": "busybox", "command": ["true"]]],
+            volumes: [["name": "conf", "configMap": ["name": "redis-conf"]]])
+        let mutated = try admit(original, namespace: "dev", url: url, ca: cert, scratch: scratch)
+        #expect(mutated.allowed && mutated.patched)
+        #expect(!mutated.repatched, "a second pass must change nothing")
+        let (passed, output) = try validate(mutated.podPath, scratch: scratch)
+        #expect(passed, "mutated pod: \(output)")
+        let redis = containers(mutated.pod)[0], converted = containers(mutated.pod)[1]
+        #expect(names(redis["env"]) == ["TZ", "VEIL_SERVICE", "VEIL_COORDINATOR", "VEIL_ROOT_CA", "VEIL_TEE", "VEIL_SIMULATION_KEY"])
+        #expect(names(converted["env"]) == ["VEIL_SERVICE", "VEIL_COORDINATOR", "VEIL_ROOT_CA", "VEIL_TEE", "VEIL_SIMULATION_KEY"])
+        #expect((redis["env"] as? [[String: Any]])?.first { $0["name"] as? String == "VEIL_SERVICE" }?["value"] as? String == "cache")
+        #expect(redis["command"] as? [String] == [
+            "/veil-launcher/lib/ld-linux-x86-64.so.2", "--library-path", "/veil-launcher/lib", "/veil-launcher/bin/veil-launcher", "launch", "--",
+            "/usr/bin/redis-server", "/etc/redis/redis.conf",
+        ])
+        #expect(converted["command"] == nil, "a converted image's entrypoint already runs the launcher")
+        #expect(names(redis["volumeMounts"], "mountPath") == ["/etc/redis", "/veil-root", "/run/veil", "/veil-simulation-key", "/veil-launcher"])
+        #expect(names(converted["volumeMounts"], "mountPath") == ["/veil-root", "/run/veil", "/veil-simulation-key"])
+        let volumes = (mutated.pod["spec"] as? [String: Any])?["volumes"] as? [[String: Any]] ?? []
+        #expect(names(volumes) == ["conf", "veil-root", "veil-run", "veil-simulation-key", "veil-launcher"])
+        #expect((volumes.first { $0["name"] as? String == "veil-run" }?["emptyDir"] as? [String: Any])?["medium"] as? String == "Memory")
+        #expect(names(containers(mutated.pod, "initContainers")) == ["prepare", "veil-launcher-install"])
+        #expect(containers(mutated.pod, "initContainers")[1]["image"] as? String == "veil:test")
+
+        // Without the label: unchanged. Simulation outside its namespaces: denied, with the reason.
+        let plain = try admit(pod(labels: ["app": "redis"], containers: [["name": "redis", "image": "redis"]]), namespace: "dev", url: url, ca: cert, scratch: scratch)
+        #expect(plain.allowed && !plain.patched)
+        let denied = try admit(original, namespace: "prod", url: url, ca: cert, scratch: scratch)
+        #expect(!denied.allowed && !denied.patched)
+        #expect(denied.message.contains("no confidentiality") && denied.message.contains("'prod'"), "\(denied.message)")
+
+        // Not an AdmissionReview: 400, and the injector keeps serving.
+        let bad = try run(which("curl") ?? "/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", cert, "-X", "POST", "--data", "{\"kind\":\"Pod\"}", url], scratch: scratch)
+        #expect(bad.stdout == "400")
+        #expect(injector.process.isRunning)
+        #expect(try admit(original, namespace: "dev", url: url, ca: cert, scratch: scratch).patched)
+    }
+}
