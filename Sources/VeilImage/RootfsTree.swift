@@ -213,12 +213,16 @@ public struct RootfsTree: Sendable {
 public enum RootfsDigest {
     /// Top-level directories the runtime mounts over.
     public static let runtimeDirectories: Set<String> = ["proc", "sys", "dev", "run", "tmp"]
+    /// Files every container runtime (runc under Docker or podman, the kubelet) bind-mounts
+    /// over the image's own or create (podman also links /etc/mtab to /proc/mounts): name resolution and the hostname, which the host controls anyway
+    /// (services authenticate each other by attested TLS, not by names or addresses).
+    public static let runtimeFiles: Set<String> = ["etc/hosts", "etc/hostname", "etc/resolv.conf", "etc/mtab"]
     /// Where converted images keep protected (encrypted) files.
     public static let protectedDirectory = "veil/protected"
 
     public static func isExcluded(_ path: String) -> Bool {
         let top = path.split(separator: "/", maxSplits: 1).first.map(String.init) ?? path
-        if runtimeDirectories.contains(top) { return true }
+        if runtimeDirectories.contains(top) || runtimeFiles.contains(path) { return true }
         return path == protectedDirectory || path.hasPrefix(protectedDirectory + "/")
     }
 

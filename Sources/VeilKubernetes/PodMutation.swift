@@ -79,12 +79,13 @@ public struct PodMutator: Sendable {
 
     public init(policy: InjectorPolicy) { self.policy = policy }
 
-    /// Where the mutated pod finds things.
+    /// Where the mutated pod finds things: all under `/run`, which the image measurement
+    /// leaves out (a mount point anywhere else would change a converted image's measurement).
     public enum Paths {
-        public static let root = "/veil-root"
-        public static let simulationKey = "/veil-simulation-key"
+        public static let root = "/run/veil-root"
+        public static let simulationKey = "/run/veil-simulation-key"
         public static let run = "/run/veil"
-        public static let launcher = "/veil-launcher"
+        public static let launcher = "/run/veil-launcher"
         public static let initContainer = "veil-launcher-install"
     }
 
@@ -135,7 +136,11 @@ public struct PodMutator: Sendable {
             ("veil-run", memoryVolume("veil-run")),
         ]
         if tee == .simulated {
-            volumes.append(("veil-simulation-key", .object(["name": .string("veil-simulation-key"), "secret": .object(["secretName": .string(policy.simulationKeySecret)])])))
+            // `optional: false` is Kubernetes' default, spelled out: podman 4.3's kube play crashes
+            // on a secret volume without it (podman#16636).
+            volumes.append(("veil-simulation-key", .object([
+                "name": .string("veil-simulation-key"), "secret": .object(["secretName": .string(policy.simulationKeySecret), "optional": .bool(false)]),
+            ])))
         }
         if tee == .confidentialVM {
             volumes.append(("veil-tsm", .object([

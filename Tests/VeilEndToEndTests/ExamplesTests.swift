@@ -3,7 +3,7 @@ import Testing
 
 /// The README's examples, run for real: Debian's unmodified redis-server and nginx, as plain
 /// processes and as a converted OCI image run by `veil run`; memcached, Python, Node and Java
-/// talking through the mesh; memcached with its own TLS.
+/// talking through the mesh; memcached with its own TLS; a pod from the injector under podman.
 @Suite(.serialized) struct ExamplesTests {
     func runExample(_ name: String) throws -> RunResult {
         let scratch = try Scratch()
@@ -33,6 +33,17 @@ import Testing
         #expect(result.stdout.contains("\nPONG\n"))
         #expect(result.stdout.contains("OK: the converted redis image answered PONG over TLS"))
         #expect(result.stderr.contains("NO confidentiality"), "simulation must say so")
+    }
+
+    /// The injector's mutated pod of the converted Redis image runs under `podman kube play`.
+    @Test func injectedPodRunsUnderPodmanKubePlay() throws {
+        let result = try runExample("kubernetes-pod")
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains(#"admission: {"allowed": true, "message": "", "patched": true, "repatched": false}"#))
+        #expect(result.stdout.contains("redis-cli --tls --cacert root.pem PING: PONG"))
+        #expect(result.stdout.contains(#"admission: {"allowed": true, "message": "", "patched": false, "repatched": false}"#))
+        #expect(result.stdout.contains("plain pod: PONG"))
+        #expect(result.stdout.contains("OK: the injector's pod ran under podman kube play"))
     }
 
     @Test func pythonReachesPlainMemcachedThroughTheMesh() throws {

@@ -130,12 +130,12 @@ import Testing
         #expect(names(converted["env"]) == ["VEIL_SERVICE", "VEIL_COORDINATOR", "VEIL_ROOT_CA", "VEIL_TEE", "VEIL_SIMULATION_KEY"])
         #expect((redis["env"] as? [[String: Any]])?.first { $0["name"] as? String == "VEIL_SERVICE" }?["value"] as? String == "cache")
         #expect(redis["command"] as? [String] == [
-            "/veil-launcher/lib/ld-linux-x86-64.so.2", "--library-path", "/veil-launcher/lib", "/veil-launcher/bin/veil-launcher", "launch", "--",
+            "/run/veil-launcher/lib/ld-linux-x86-64.so.2", "--library-path", "/run/veil-launcher/lib", "/run/veil-launcher/bin/veil-launcher", "launch", "--",
             "/usr/bin/redis-server", "/etc/redis/redis.conf",
         ])
         #expect(converted["command"] == nil, "a converted image's entrypoint already runs the launcher")
-        #expect(names(redis["volumeMounts"], "mountPath") == ["/etc/redis", "/veil-root", "/run/veil", "/veil-simulation-key", "/veil-launcher"])
-        #expect(names(converted["volumeMounts"], "mountPath") == ["/veil-root", "/run/veil", "/veil-simulation-key"])
+        #expect(names(redis["volumeMounts"], "mountPath") == ["/etc/redis", "/run/veil-root", "/run/veil", "/run/veil-simulation-key", "/run/veil-launcher"])
+        #expect(names(converted["volumeMounts"], "mountPath") == ["/run/veil-root", "/run/veil", "/run/veil-simulation-key"])
         let volumes = (mutated.pod["spec"] as? [String: Any])?["volumes"] as? [[String: Any]] ?? []
         #expect(names(volumes) == ["conf", "veil-root", "veil-run", "veil-simulation-key", "veil-launcher"])
         #expect((volumes.first { $0["name"] as? String == "veil-run" }?["emptyDir"] as? [String: Any])?["medium"] as? String == "Memory")

@@ -66,7 +66,7 @@ import VeilAttestation
         #expect(replaced.count == 1)
         #expect(replaced.first?["path"]?.stringValue == "/spec/containers/0/command")
         #expect(replaced.first?["value"]?.stringArray == [
-            "/veil-launcher/lib/ld-linux-x86-64.so.2", "--library-path", "/veil-launcher/lib", "/veil-launcher/bin/veil-launcher", "launch", "--",
+            "/run/veil-launcher/lib/ld-linux-x86-64.so.2", "--library-path", "/run/veil-launcher/lib", "/run/veil-launcher/bin/veil-launcher", "launch", "--",
             "/usr/bin/redis-server", "--port", "6379",
         ])
         #expect(ops.contains { $0["path"]?.stringValue == "/spec/initContainers" })
