@@ -5,11 +5,25 @@ import Testing
 /// processes and as a converted OCI image run by `veil run`; memcached, Python, Node and Java
 /// talking through the mesh; memcached with its own TLS; a pod from the injector under podman.
 @Suite(.serialized) struct ExamplesTests {
-    func runExample(_ name: String) throws -> RunResult {
+    func runExample(_ name: String, timeout: TimeInterval = 180) throws -> RunResult {
         let scratch = try Scratch()
         return try run(
             "/bin/bash", [repositoryRoot + "/examples/\(name)/run.sh"],
-            environment: ["VEIL_SKIP_BUILD": "1", "VEIL": veilBinary], scratch: scratch, timeout: 180)
+            environment: ["VEIL_SKIP_BUILD": "1", "VEIL": veilBinary], scratch: scratch, timeout: timeout)
+    }
+
+    /// Confidential inference: Debian's python3 and scikit-learn in a converted image, the model
+    /// encrypted; predictions over mutual TLS equal scikit-learn's; tampering, rollback and a
+    /// changed library are refused before the server starts.
+    @Test func healthcareInferenceMatchesScikitLearnAndRefusesTampering() throws {
+        let result = try runExample("healthcare-inference", timeout: 600)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("143 patients predicted; 0 differ from scikit-learn's own; largest probability difference 0.0e+00"))
+        #expect(result.stdout.contains("refused (the model file was tampered with): veil launch: protected file /srv/model/model.joblib"))
+        #expect(result.stdout.contains("(rollback refused)"))
+        #expect(result.stdout.contains("refused (a library of the image changed)") && result.stdout.contains("is not the package's"))
+        #expect(result.stdout.contains("OK: attested inference matched scikit-learn"))
+        #expect(result.stderr.contains("NO confidentiality"), "simulation must say so")
     }
 
     @Test func redisAnswersPongOverAttestedTLS() throws {
