@@ -103,3 +103,19 @@ build_image() {
   umoci config --image "$layout:$tag" "${args[@]}" --config.workingdir /tmp --config.env PATH=/usr/bin:/bin
   rm -rf "$bundle"
 }
+
+# manifest_with_tls_files SNIPPET OUT SERVICE: the manifest `veil image convert` printed, with the
+# service's TLS certificate (and intermediate), key and the root provisioned into /run/veil/tls
+# and simulation allowed (development only).
+manifest_with_tls_files() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+manifest = json.load(open(sys.argv[1]))
+manifest["Services"][sys.argv[3]]["Parameters"] = {"Files": {
+    "/run/veil/tls/cert.pem": "{{ pem .Veil.Service.Cert }}{{ pem .Veil.IntermediateCA.Cert }}",
+    "/run/veil/tls/key.pem": "{{ pem .Veil.Service.Private }}",
+    "/run/veil/tls/ca.pem": "{{ pem .Veil.RootCA.Cert }}"}}
+manifest["Config"] = {"AllowSimulation": True}
+json.dump(manifest, open(sys.argv[2], "w"), indent=2)
+PY
+}

@@ -49,16 +49,7 @@ CONF
 build_image "$WORK/images" redis "$(command -v redis-server)" "$WORK/redis.conf=/etc/redis/redis.conf" \
   -- /usr/bin/redis-server /etc/redis/redis.conf
 "$VEIL" image convert --from "oci:$WORK/images:redis" --to "oci:$WORK/images:redis-veil" --service cache --quiet >"$WORK/snippet.json"
-python3 - "$WORK/snippet.json" "$WORK/manifest.json" <<'PY'
-import json, sys
-manifest = json.load(open(sys.argv[1]))
-manifest["Services"]["cache"]["Parameters"] = {"Files": {
-    "/run/veil/tls/cert.pem": "{{ pem .Veil.Service.Cert }}{{ pem .Veil.IntermediateCA.Cert }}",
-    "/run/veil/tls/key.pem": "{{ pem .Veil.Service.Private }}",
-    "/run/veil/tls/ca.pem": "{{ pem .Veil.RootCA.Cert }}"}}
-manifest["Config"] = {"AllowSimulation": True}
-json.dump(manifest, open(sys.argv[2], "w"), indent=2)
-PY
+manifest_with_tls_files "$WORK/snippet.json" "$WORK/manifest.json" cache
 "$VEIL" manifest set "$WORK/manifest.json" >/dev/null
 for tag in redis-veil redis; do
   skopeo copy -q "oci:$WORK/images:$tag" "containers-storage:localhost/veil-example/$tag:$POD" || fail "cannot copy the $tag image into podman's storage"

@@ -47,16 +47,7 @@ PY
 skopeo inspect "oci:$WORK/images:redis-veil" >/dev/null 2>&1 || ! command -v skopeo >/dev/null || fail "skopeo cannot read the converted image"
 
 step "setting the manifest (measurement from the conversion, TLS files provisioned into /run)"
-python3 - "$WORK/snippet.json" "$WORK/manifest.json" <<'PY'
-import json, sys
-manifest = json.load(open(sys.argv[1]))
-manifest["Services"]["cache"]["Parameters"] = {"Files": {
-    "/run/veil/tls/cert.pem": "{{ pem .Veil.Service.Cert }}{{ pem .Veil.IntermediateCA.Cert }}",
-    "/run/veil/tls/key.pem": "{{ pem .Veil.Service.Private }}",
-    "/run/veil/tls/ca.pem": "{{ pem .Veil.RootCA.Cert }}"}}
-manifest["Config"] = {"AllowSimulation": True}
-json.dump(manifest, open(sys.argv[2], "w"), indent=2)
-PY
+manifest_with_tls_files "$WORK/snippet.json" "$WORK/manifest.json" cache
 "$VEIL" manifest set "$WORK/manifest.json" --secret cache-protected-files="$WORK/image.key"
 
 step "veil run oci:…:redis-veil (runc; simulated TEE: development only, no confidentiality)"
