@@ -49,6 +49,18 @@ import Testing
         #expect(result.stderr.contains("NO confidentiality"), "simulation must say so")
     }
 
+    /// Spark standalone under Veil: auth secret and dataset only after attestation, outsider refused.
+    @Test func confidentialSparkJobRunsWithProvisionedSecurity() throws {
+        let result = try runExample("confidential-spark", timeout: 600)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("workers registered: 2"))
+        #expect(result.stdout.contains("outsider refused: Failed to connect to master") && result.stdout.contains("workers still 2"))
+        #expect(result.stdout.contains("(matches)"))
+        #expect(result.stdout.contains("the secret is in no log"))
+        #expect(result.stdout.contains("OK: Spark ran with its secret and data released only to attested components"))
+        #expect(result.stderr.contains("NO confidentiality"), "simulation must say so")
+    }
+
     /// The injector's mutated pod of the converted Redis image runs under `podman kube play`.
     @Test func injectedPodRunsUnderPodmanKubePlay() throws {
         let result = try runExample("kubernetes-pod")
