@@ -22,6 +22,9 @@ public struct DeploymentRender: Sendable {
     public var injectorTLS: InjectorTLS?
     /// The simulation platform key (PEM); nil leaves out its Secret (simulated TEE only).
     public var simulationKeyPEM: String?
+    /// etcd's certificates; nil leaves out their Secrets (`veil-etcd-tls`,
+    /// `veil-coordinator-etcd-tls`: tls.crt, tls.key, ca.crt), which the objects still use.
+    public var etcdTLS: EtcdTLS?
 
     public init(tee: PodTEE) { self.tee = tee }
 
@@ -74,7 +77,7 @@ public struct DeploymentRender: Sendable {
     }
 
     var etcdEndpoints: String {
-        (0..<etcdReplicas).map { "http://veil-etcd-\($0).veil-etcd.\(namespace).svc:2379" }.joined(separator: ",")
+        (0..<etcdReplicas).map { "https://veil-etcd-\($0).veil-etcd.\(namespace).svc:2379" }.joined(separator: ",")
     }
 
     static let restrictedSecurity: YAMLNode = .map([
@@ -86,15 +89,24 @@ public struct DeploymentRender: Sendable {
     func podLabels(_ app: String) -> YAMLNode { .map([("labels", .map([(Self.labelKey, .string(app)), Self.partOf]))]) }
 
     func etcd() -> [YAMLNode] {
-        let cluster = (0..<etcdReplicas).map { "veil-etcd-\($0)=http://veil-etcd-\($0).veil-etcd.\(namespace).svc:2380" }.joined(separator: ",")
+        let cluster = (0..<etcdReplicas).map { "veil-etcd-\($0)=https://veil-etcd-\($0).veil-etcd.\(namespace).svc:2380" }.joined(separator: ",")
+        // Mutual TLS for clients and peers: only holders of a certificate from etcd's CA (the
+        // coordinator replicas, the members) get in, besides the network policy.
         let command: [YAMLNode] = [
             "etcd", "--name=$(POD_NAME)", "--data-dir=/var/lib/etcd",
-            "--listen-client-urls=http://0.0.0.0:2379", "--listen-peer-urls=http://0.0.0.0:2380",
-            .string("--advertise-client-urls=http://$(POD_NAME).veil-etcd.\(namespace).svc:2379"),
-            .string("--initial-advertise-peer-urls=http://$(POD_NAME).veil-etcd.\(namespace).svc:2380"),
+            "--listen-client-urls=https://0.0.0.0:2379", "--listen-peer-urls=https://0.0.0.0:2380",
+            .string("--advertise-client-urls=https://$(POD_NAME).veil-etcd.\(namespace).svc:2379"),
+            .string("--initial-advertise-peer-urls=https://$(POD_NAME).veil-etcd.\(namespace).svc:2380"),
             .string("--initial-cluster=\(cluster)"), "--initial-cluster-state=new", "--initial-cluster-token=veil-etcd",
+            "--cert-file=/tls/tls.crt", "--key-file=/tls/tls.key", "--trusted-ca-file=/tls/ca.crt", "--client-cert-auth",
+            "--peer-cert-file=/tls/tls.crt", "--peer-key-file=/tls/tls.key", "--peer-trusted-ca-file=/tls/ca.crt", "--peer-client-cert-auth",
         ]
-        return [
+        var documents: [YAMLNode] = []
+        if let etcdTLS {
+            documents.append(tlsSecret("veil-etcd-tls", app: "veil-etcd", etcdTLS.member, ca: etcdTLS.caPEM))
+            documents.append(tlsSecret("veil-coordinator-etcd-tls", app: "veil-coordinator", etcdTLS.coordinator, ca: etcdTLS.caPEM))
+        }
+        return documents + [
             object("v1", "Service", metadata("veil-etcd"), [("spec", .map([
                 ("clusterIP", "None"), ("publishNotReadyAddresses", true), ("selector", .map([(Self.labelKey, .string("veil-etcd"))])),
                 ("ports", [.map([("name", "client"), ("port", 2379)]), .map([("name", "peer"), ("port", 2380)])]),
@@ -108,10 +120,13 @@ public struct DeploymentRender: Sendable {
                         ("name", "etcd"), ("image", .string(etcdImage)), ("command", .list(command)),
                         ("env", [.map([("name", "POD_NAME"), ("valueFrom", .map([("fieldRef", .map([("fieldPath", "metadata.name")]))]))])]),
                         ("ports", [.map([("name", "client"), ("containerPort", 2379)]), .map([("name", "peer"), ("containerPort", 2380)])]),
-                        ("volumeMounts", [.map([("name", "data"), ("mountPath", "/var/lib/etcd")])]),
+                        ("volumeMounts", [
+                            .map([("name", "data"), ("mountPath", "/var/lib/etcd")]), .map([("name", "tls"), ("mountPath", "/tls"), ("readOnly", true)]),
+                        ]),
                         ("securityContext", Self.restrictedSecurity),
                         ("resources", .map([("requests", .map([("cpu", "100m"), ("memory", "128Mi")]))])),
                     ])]),
+                    ("volumes", [.map([("name", "tls"), ("secret", .map([("secretName", "veil-etcd-tls")]))])]),
                 ]))])),
                 ("volumeClaimTemplates", [.map([("metadata", .map([("name", "data")])), ("spec", .map([
                     ("accessModes", ["ReadWriteOnce"]), ("resources", .map([("requests", .map([("storage", "1Gi")]))])),
@@ -129,6 +144,13 @@ public struct DeploymentRender: Sendable {
         ]
     }
 
+    func tlsSecret(_ name: String, app: String, _ issued: GeneratedCA.Issued, ca: String) -> YAMLNode {
+        object("v1", "Secret", metadata(name, app: app), [
+            ("type", "kubernetes.io/tls"),
+            ("stringData", .map([("tls.crt", .string(issued.certificatePEM)), ("tls.key", .string(issued.privateKeyPEM)), ("ca.crt", .string(ca))])),
+        ])
+    }
+
     func pdb(_ app: String) -> YAMLNode {
         object("policy/v1", "PodDisruptionBudget", metadata(app), [("spec", .map([("maxUnavailable", 1), ("selector", selector(app))]))])
     }
@@ -139,9 +161,12 @@ public struct DeploymentRender: Sendable {
             "--etcd-prefix", .string("/veil/\(namespace)"), "--client-addr", "0.0.0.0:4433", "--mesh-addr", "0.0.0.0:2001",
             "--peer-address", .string("$(POD_NAME).veil-coordinator-peers.\(namespace).svc:2001"),
             "--dns-name", .string("veil-coordinator.\(namespace).svc"), "--dns-name", .string("veil-coordinator.\(namespace).svc.cluster.local"),
+            "--etcd-ca", "/etcd-tls/ca.crt", "--etcd-cert", "/etcd-tls/tls.crt", "--etcd-key", "/etcd-tls/tls.key",
         ]
-        var mounts: [YAMLNode] = [.map([("name", "data"), ("mountPath", "/var/lib/veil")])]
-        var volumes: [YAMLNode] = []
+        var mounts: [YAMLNode] = [
+            .map([("name", "data"), ("mountPath", "/var/lib/veil")]), .map([("name", "etcd-tls"), ("mountPath", "/etcd-tls"), ("readOnly", true)]),
+        ]
+        var volumes: [YAMLNode] = [.map([("name", "etcd-tls"), ("secret", .map([("secretName", "veil-coordinator-etcd-tls")]))])]
         arguments += ["--simulation-key", "/veil-simulation-key/key.pem"]
         mounts.append(.map([("name", "simulation-key"), ("mountPath", "/veil-simulation-key"), ("readOnly", true)]))
         volumes.append(.map([("name", "simulation-key"), ("secret", .map([("secretName", "veil-simulation-key")]))]))

@@ -13,9 +13,9 @@ struct KubernetesCommand: ParsableCommand {
             discussion: """
                 Namespace, service accounts and RBAC, an etcd StatefulSet, the coordinator replicas on
                 it with their Services, disruption budgets and network policies, and the injector with
-                its TLS Secret and MutatingWebhookConfiguration. The injector's CA and serving key (and,
-                for the simulated TEE, the simulation platform key) are made fresh on every run unless
-                --without-secrets leaves them out. See docs/kubernetes.md.
+                its TLS Secret and MutatingWebhookConfiguration. The injector's CA and serving key, etcd's
+                CA with member and client certificates (etcd runs mutual TLS) and the simulation
+                platform key are made fresh on every run unless --without-secrets leaves them out. See docs/kubernetes.md.
                 """)
 
         @Option(help: ArgumentHelp("TEE of workload pods: \(PodTEE.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "tee"))
@@ -30,7 +30,7 @@ struct KubernetesCommand: ParsableCommand {
         var simulationNamespaces = "veil-dev"
         @Option(help: ArgumentHelp("Runtime class of confidential-vm pods.", valueName: "name")) var runtimeClass = "kata-cc-isolation"
         @Option(help: ArgumentHelp("EPC per container of sgx pods.", valueName: "quantity")) var sgxEpc = "64Mi"
-        @Flag(help: "Leave out the Secrets (injector TLS, simulation key) and the webhook's caBundle, e.g. for files kept in a repository.")
+        @Flag(help: "Leave out the Secrets (injector TLS, etcd TLS, simulation key) and the webhook's caBundle, e.g. for files kept in a repository.")
         var withoutSecrets = false
 
         func run() throws {
@@ -50,6 +50,7 @@ struct KubernetesCommand: ParsableCommand {
             if !withoutSecrets {
                 render.injectorTLS = try InjectorTLS.generate(service: "veil-injector", namespace: namespace)
                 render.simulationKeyPEM = P256.Signing.PrivateKey().pemRepresentation
+                render.etcdTLS = try EtcdTLS.generate(namespace: namespace)
             }
             print(render.yaml(), terminator: "")
         }
