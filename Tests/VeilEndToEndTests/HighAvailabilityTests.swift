@@ -48,7 +48,9 @@ import Testing
             let deadline = Date().addingTimeInterval(timeout)
             while Date() < deadline {
                 let (code, body) = (try? replica.curl("GET", replica.clientAddress, "/api/v1/status")) ?? (0, "")
-                if code == 200 && !body.contains("\"recovery\"") { return }
+                // Not "recovery", nor "recovered": a replica that just got the state key closes its
+                // recovery listeners and reopens them as the coordinator a moment later.
+                if code == 200 && (body.contains("\"awaitingManifest\"") || body.contains("\"accepting\"")) { return }
                 usleep(100_000)
             }
             Issue.record("replica \(replica.dataDirectory) not serving after \(timeout) s: \(replica.process?.stderr.suffix(2000) ?? "")")
