@@ -8,7 +8,15 @@ import Testing
 @Suite struct CrashConsistencyTests {
     static let rounds = Int(ProcessInfo.processInfo.environment["VEIL_CRASH_ROUNDS"] ?? "") ?? 200
 
-    @Test func acknowledgedChangesSurviveSIGKILL() throws {
+    /// On a thread of its own: the loop blocks for minutes, and the test process's few
+    /// cooperative threads must stay free for the async tests beside it.
+    @Test func acknowledgedChangesSurviveSIGKILL() async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            Thread.detachNewThread { continuation.resume(with: Result { try self.crashLoop() }) }
+        }
+    }
+
+    func crashLoop() throws {
         let scratch = try Scratch()
         let coordinator = try CoordinatorProcess(scratch: scratch)
         let openssl = which("openssl") ?? "/usr/bin/openssl"

@@ -5,18 +5,26 @@ import Testing
 /// processes and as a converted OCI image run by `veil run`; memcached, Python, Node and Java
 /// talking through the mesh; memcached with its own TLS; a pod from the injector under podman.
 @Suite(.serialized) struct ExamplesTests {
-    func runExample(_ name: String, timeout: TimeInterval = 180) throws -> RunResult {
-        let scratch = try Scratch()
-        return try run(
-            "/bin/bash", [repositoryRoot + "/examples/\(name)/run.sh"],
-            environment: ["VEIL_SKIP_BUILD": "1", "VEIL": veilBinary], scratch: scratch, timeout: timeout)
+    /// Runs the example on a thread of its own: an example blocks for minutes, and the test
+    /// process's few cooperative threads must stay free for the async tests beside it.
+    func runExample(_ name: String, timeout: TimeInterval = 180) async throws -> RunResult {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result {
+                    let scratch = try Scratch()
+                    return try run(
+                        "/bin/bash", [repositoryRoot + "/examples/\(name)/run.sh"],
+                        environment: ["VEIL_SKIP_BUILD": "1", "VEIL": veilBinary], scratch: scratch, timeout: timeout)
+                })
+            }
+        }
     }
 
     /// Confidential inference: Debian's python3 and scikit-learn in a converted image, the model
     /// encrypted; predictions over mutual TLS equal scikit-learn's; tampering, rollback and a
     /// changed library are refused before the server starts.
-    @Test func healthcareInferenceMatchesScikitLearnAndRefusesTampering() throws {
-        let result = try runExample("healthcare-inference", timeout: 600)
+    @Test func healthcareInferenceMatchesScikitLearnAndRefusesTampering() async throws {
+        let result = try await runExample("healthcare-inference", timeout: 600)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("143 patients predicted; 0 differ from scikit-learn's own; largest probability difference 0.0e+00"))
         #expect(result.stdout.contains("refused (the model file was tampered with): veil launch: protected file /srv/model/model.joblib"))
@@ -26,23 +34,23 @@ import Testing
         #expect(result.stderr.contains("NO confidentiality"), "simulation must say so")
     }
 
-    @Test func redisAnswersPongOverAttestedTLS() throws {
-        let result = try runExample("redis")
+    @Test func redisAnswersPongOverAttestedTLS() async throws {
+        let result = try await runExample("redis")
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("\nPONG\n"))
         #expect(result.stdout.contains("OK: redis-server answered PONG"))
         #expect(result.stderr.contains("NO confidentiality"), "simulation must say so")
     }
 
-    @Test func nginxServesHTTPSOverAttestedTLS() throws {
-        let result = try runExample("nginx")
+    @Test func nginxServesHTTPSOverAttestedTLS() async throws {
+        let result = try await runExample("nginx")
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("hello from an attested nginx"))
         #expect(result.stdout.contains("OK: nginx served HTTPS (200)"))
     }
 
-    @Test func convertedRedisImageAnswersPongUnderVeilRun() throws {
-        let result = try runExample("redis-image")
+    @Test func convertedRedisImageAnswersPongUnderVeilRun() async throws {
+        let result = try await runExample("redis-image")
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("\nPONG\n"))
         #expect(result.stdout.contains("OK: the converted redis image answered PONG over TLS"))
@@ -50,8 +58,8 @@ import Testing
     }
 
     /// Spark standalone under Veil: auth secret and dataset only after attestation, outsider refused.
-    @Test func confidentialSparkJobRunsWithProvisionedSecurity() throws {
-        let result = try runExample("confidential-spark", timeout: 600)
+    @Test func confidentialSparkJobRunsWithProvisionedSecurity() async throws {
+        let result = try await runExample("confidential-spark", timeout: 600)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("workers registered: 2"))
         #expect(result.stdout.contains("outsider refused: Failed to connect to master") && result.stdout.contains("workers still 2"))
@@ -62,8 +70,8 @@ import Testing
     }
 
     /// The injector's mutated pod of the converted Redis image runs under `podman kube play`.
-    @Test func injectedPodRunsUnderPodmanKubePlay() throws {
-        let result = try runExample("kubernetes-pod")
+    @Test func injectedPodRunsUnderPodmanKubePlay() async throws {
+        let result = try await runExample("kubernetes-pod")
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains(#"admission: {"allowed": true, "message": "", "patched": true, "repatched": false}"#))
         #expect(result.stdout.contains("redis-cli --tls --cacert root.pem PING: PONG"))
@@ -72,23 +80,23 @@ import Testing
         #expect(result.stdout.contains("OK: the injector's pod ran under podman kube play"))
     }
 
-    @Test func pythonReachesPlainMemcachedThroughTheMesh() throws {
-        let result = try runExample("memcached-mesh")
+    @Test func pythonReachesPlainMemcachedThroughTheMesh() async throws {
+        let result = try await runExample("memcached-mesh")
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("refused: alert certificate required"), "an anonymous TLS client is refused")
         #expect(result.stdout.contains("STORED|VALUE greeting 0 22|hello through the mesh|END|"))
         #expect(result.stdout.contains("OK: Python stored and read a value in plain-TCP memcached over mutual attested TLS"))
     }
 
-    @Test func javaCallsNodeThroughTheMesh() throws {
-        let result = try runExample("node-java-mesh")
+    @Test func javaCallsNodeThroughTheMesh() async throws {
+        let result = try await runExample("node-java-mesh")
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("\n200 hello from node, you asked for /orders/42\n"))
         #expect(result.stdout.contains("OK: java Client.java called a Node http server over mutual attested TLS"))
     }
 
-    @Test func memcachedWithItsOwnTLSServesAProvisionedClient() throws {
-        let result = try runExample("memcached-tls")
+    @Test func memcachedWithItsOwnTLSServesAProvisionedClient() async throws {
+        let result = try await runExample("memcached-tls")
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("refused: alert certificate required"))
         #expect(result.stdout.contains("TLSv1.3 STORED|VALUE report 0 9|quarterly|END|"))
