@@ -45,7 +45,11 @@ public struct ExecPlan {
         var files: [File] = []
         for (path, value) in response.files.sorted(by: { $0.key < $1.key }) {
             if let problem = FilePathRule.problem(path) { throw LaunchError.provisioning(path: path, reason: problem) }
-            files.append(File(path: path, bytes: value.assemble(servicePrivateKeyDER: privateKeyDER)))
+            do {
+                files.append(File(path: path, bytes: try value.assemble(servicePrivateKeyDER: privateKeyDER)))
+            } catch {
+                throw LaunchError.provisioning(path: path, reason: "cannot make its key store: \(error)")
+            }
         }
         self.files = files
         if let workingDir = options.image?.config.workingDir, !workingDir.isEmpty { workingDirectory = workingDir }

@@ -575,6 +575,24 @@ private struct ManifestParser {
                 }
             }
         }
+        for (reference, password) in template.keyStores {
+            if case .secret(let name, _) = reference {
+                if !secretNames.contains(name) {
+                    problem(path, "unknown secret '\(name)'")
+                    ok = false
+                } else if let spec = secrets[name], !spec.kind.isCertificate {
+                    problem(path, "'pkcs12' stores certificate secrets; '\(name)' is a \(spec.kind.rawValue) secret")
+                    ok = false
+                }
+            }
+            if !secretNames.contains(password) {
+                problem(path, "unknown secret '\(password)' (the password of 'pkcs12')")
+                ok = false
+            } else if let spec = secrets[password], spec.kind.isCertificate {
+                problem(path, "the password of 'pkcs12' must be a plain or symmetric-key secret; '\(password)' is a certificate")
+                ok = false
+            }
+        }
         return ok ? template : nil
     }
 }

@@ -3,7 +3,8 @@ import VeilAttestation
 
 /// A value template: literal text with `{{ FILTER .REFERENCE }}` substitutions.
 ///
-/// Filters: `pem`, `raw`, `hex`, `base64`. References:
+/// Filters: `pem`, `raw`, `hex`, `base64`, and `{{ pkcs12 .REFERENCE .Secrets.PASSWORD }}` for a
+/// PKCS#12 file (see ``Segment/keyStore(_:password:)``). References:
 /// - `.Secrets.NAME` (plain and symmetric-key secrets: their bytes),
 /// - `.Secrets.NAME.Cert`, `.Secrets.NAME.Private`, `.Secrets.NAME.Public` (certificate secrets),
 /// - `.Veil.RootCA.Cert`, `.Veil.IntermediateCA.Cert`: the coordinator's CA certificates,
@@ -37,15 +38,28 @@ public struct Template: Sendable, Equatable {
     public enum Segment: Sendable, Equatable {
         case literal(String)
         case substitution(Filter, Reference)
+        /// A PKCS#12 file whose password is the hex text of the secret named `password` (so a
+        /// program's configuration names it with `{{ hex .Secrets.PASSWORD }}`). A private key
+        /// (`.Veil.Service.Private`, `.Secrets.NAME.Private`) gives a key store with the key and
+        /// its chain; a certificate gives a trust store trusting it.
+        case keyStore(Reference, password: String)
     }
 
     public let source: String
     public let segments: [Segment]
 
-    /// Every reference the template makes.
+    /// Every text substitution the template makes.
     public var references: [(filter: Filter, reference: Reference)] {
         segments.compactMap {
             if case .substitution(let filter, let reference) = $0 { return (filter, reference) }
+            return nil
+        }
+    }
+
+    /// Every PKCS#12 file the template makes.
+    public var keyStores: [(reference: Reference, password: String)] {
+        segments.compactMap {
+            if case .keyStore(let reference, let password) = $0 { return (reference, password) }
             return nil
         }
     }
@@ -61,17 +75,38 @@ public struct Template: Sendable, Equatable {
                 throw TemplateSyntaxError(message: "unterminated '{{' (missing '}}')")
             }
             let directive = rest[open.upperBound..<close.lowerBound].split(whereSeparator: { $0 == " " || $0 == "\t" })
+            if directive.first == "pkcs12" {
+                segments.append(try Self.keyStore(directive))
+                rest = rest[close.upperBound...]
+                continue
+            }
             guard directive.count == 2 else {
                 throw TemplateSyntaxError(message: "'{{\(rest[open.upperBound..<close.lowerBound])}}' must be '{{ FILTER .REFERENCE }}'")
             }
             guard let filter = Filter(rawValue: String(directive[0])) else {
-                throw TemplateSyntaxError(message: "unknown filter '\(directive[0])' (use pem, raw, hex or base64)")
+                throw TemplateSyntaxError(message: "unknown filter '\(directive[0])' (use pem, raw, hex, base64 or pkcs12)")
             }
             segments.append(.substitution(filter, try Self.reference(String(directive[1]))))
             rest = rest[close.upperBound...]
         }
         if !rest.isEmpty { segments.append(.literal(String(rest))) }
         self.segments = segments
+    }
+
+    private static func keyStore(_ directive: [Substring]) throws(TemplateSyntaxError) -> Segment {
+        guard directive.count == 3 else {
+            throw TemplateSyntaxError(message: "'pkcs12' takes what to store and its password: '{{ pkcs12 .REFERENCE .Secrets.PASSWORD }}'")
+        }
+        let reference = try Self.reference(String(directive[1]))
+        switch reference {
+        case .secret(_, nil), .secret(_, .publicKey?):
+            throw TemplateSyntaxError(message: "'pkcs12' stores a private key (.Private) with its chain, or a certificate (.Cert) to trust, not \(reference)")
+        default: break
+        }
+        guard case .secret(let password, nil) = try Self.reference(String(directive[2])) else {
+            throw TemplateSyntaxError(message: "the password of 'pkcs12' is a secret, '.Secrets.NAME', not '\(directive[2])'")
+        }
+        return .keyStore(reference, password: password)
     }
 
     private static func reference(_ text: String) throws(TemplateSyntaxError) -> Reference {
@@ -139,6 +174,9 @@ public struct RenderedValue: Codable, Sendable, Equatable {
         case bytes([UInt8])
         /// The activation's private key in the given filter, filled in by the launcher.
         case servicePrivateKey(Template.Filter)
+        /// A PKCS#12 key store with the activation's private key and `chain` (its certificate
+        /// first), made by the launcher under `password`.
+        case serviceKeyStore(chain: [[UInt8]], password: [UInt8])
     }
 
     public var pieces: [Piece]
@@ -148,7 +186,7 @@ public struct RenderedValue: Codable, Sendable, Equatable {
     }
 
     /// Fills in the service private key (PKCS#8 DER) and returns the final bytes.
-    public func assemble(servicePrivateKeyDER: [UInt8]) -> [UInt8] {
+    public func assemble(servicePrivateKeyDER: [UInt8]) throws -> [UInt8] {
         var out: [UInt8] = []
         for piece in pieces {
             switch piece {
@@ -156,6 +194,8 @@ public struct RenderedValue: Codable, Sendable, Equatable {
             case .servicePrivateKey(let filter):
                 // `.der` takes every filter, so this cannot be nil.
                 out += ReferenceValue.der(servicePrivateKeyDER, pemLabel: "PRIVATE KEY").apply(filter) ?? []
+            case .serviceKeyStore(let chain, let password):
+                out += try PKCS12.keyStore(privateKeyDER: servicePrivateKeyDER, chain: chain, password: password, alias: Template.Reference.servicePrivateKey.keyStoreAlias)
             }
         }
         return out
@@ -164,16 +204,28 @@ public struct RenderedValue: Codable, Sendable, Equatable {
     private struct WirePiece: Codable {
         var data: String?
         var servicePrivateKey: String?
+        var serviceKeyStore: WireKeyStore?
+    }
+
+    private struct WireKeyStore: Codable {
+        var chain: [String]
+        var password: String
     }
 
     public init(from decoder: any Decoder) throws {
         let wire = try decoder.singleValueContainer().decode([WirePiece].self)
         pieces = try wire.map { piece in
-            if let data = piece.data, piece.servicePrivateKey == nil, let bytes = Data(base64Encoded: data) {
-                return .bytes(Array(bytes))
-            }
-            if piece.data == nil, let name = piece.servicePrivateKey, let filter = Template.Filter(rawValue: name) {
-                return .servicePrivateKey(filter)
+            switch (piece.data, piece.servicePrivateKey, piece.serviceKeyStore) {
+            case (let data?, nil, nil):
+                if let bytes = Data(base64Encoded: data) { return .bytes(Array(bytes)) }
+            case (nil, let name?, nil):
+                if let filter = Template.Filter(rawValue: name) { return .servicePrivateKey(filter) }
+            case (nil, nil, let store?):
+                let chain = store.chain.compactMap { Data(base64Encoded: $0).map(Array.init) }
+                if !chain.isEmpty, chain.count == store.chain.count, let password = Data(base64Encoded: store.password) {
+                    return .serviceKeyStore(chain: chain, password: Array(password))
+                }
+            default: break
             }
             throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "bad rendered piece"))
         }
@@ -185,6 +237,9 @@ public struct RenderedValue: Codable, Sendable, Equatable {
             switch piece {
             case .bytes(let bytes): return WirePiece(data: Data(bytes).base64EncodedString())
             case .servicePrivateKey(let filter): return WirePiece(servicePrivateKey: filter.rawValue)
+            case .serviceKeyStore(let chain, let password):
+                return WirePiece(serviceKeyStore: WireKeyStore(
+                    chain: chain.map { Data($0).base64EncodedString() }, password: Data(password).base64EncodedString()))
             }
         })
     }
@@ -195,17 +250,42 @@ extension Template {
     public func render(_ resolve: (Reference) throws -> ReferenceValue) throws -> RenderedValue {
         var pieces: [RenderedValue.Piece] = []
         var pending: [UInt8] = []
+        func flush() {
+            if !pending.isEmpty { pieces.append(.bytes(pending)); pending = [] }
+        }
+        func der(_ reference: Reference) throws -> [UInt8] {
+            guard case .der(let bytes, _) = try resolve(reference) else {
+                throw RenderError.filterNotApplicable(filter: "pkcs12", reference: reference)
+            }
+            return bytes
+        }
         for segment in segments {
             switch segment {
             case .literal(let text): pending += Array(text.utf8)
             case .substitution(let filter, .servicePrivateKey):
-                if !pending.isEmpty { pieces.append(.bytes(pending)); pending = [] }
+                flush()
                 pieces.append(.servicePrivateKey(filter))
             case .substitution(let filter, let reference):
                 guard let bytes = try resolve(reference).apply(filter) else {
-                    throw RenderError.filterNotApplicable(filter: filter, reference: reference)
+                    throw RenderError.filterNotApplicable(filter: filter.rawValue, reference: reference)
                 }
                 pending += bytes
+            case .keyStore(let reference, let passwordName):
+                let passwordReference = Reference.secret(passwordName, nil)
+                guard let password = try resolve(passwordReference).apply(.hex) else {
+                    throw RenderError.filterNotApplicable(filter: "hex", reference: passwordReference)
+                }
+                switch reference {
+                case .servicePrivateKey:
+                    flush()
+                    pieces.append(.serviceKeyStore(chain: [try der(.serviceCert), try der(.intermediateCACert)], password: password))
+                case .secret(let name, .privateKey?):
+                    pending += try PKCS12.keyStore(
+                        privateKeyDER: try der(reference), chain: [try der(.secret(name, .cert)), try der(.intermediateCACert)],
+                        password: password, alias: reference.keyStoreAlias)
+                default:
+                    pending += try PKCS12.trustStore(certificates: [try der(reference)], password: password, alias: reference.keyStoreAlias)
+                }
             }
         }
         if !pending.isEmpty || pieces.isEmpty { pieces.append(.bytes(pending)) }
@@ -213,14 +293,26 @@ extension Template {
     }
 }
 
+extension Template.Reference {
+    /// The entry's name in a PKCS#12 file (Java's alias).
+    var keyStoreAlias: String {
+        switch self {
+        case .secret(let name, _): return name
+        case .rootCACert: return "veil-root-ca"
+        case .intermediateCACert: return "veil-intermediate-ca"
+        case .serviceCert, .servicePrivateKey: return "veil-service"
+        }
+    }
+}
+
 public enum RenderError: Error, Equatable, Sendable, CustomStringConvertible {
-    case filterNotApplicable(filter: Template.Filter, reference: Template.Reference)
+    case filterNotApplicable(filter: String, reference: Template.Reference)
     case secretNotSet(String)
     case unknownSecret(String)
 
     public var description: String {
         switch self {
-        case .filterNotApplicable(let filter, let reference): return "filter '\(filter.rawValue)' does not apply to \(reference)"
+        case .filterNotApplicable(let filter, let reference): return "filter '\(filter)' does not apply to \(reference)"
         case .secretNotSet(let name): return "user-defined secret '\(name)' has not been set yet"
         case .unknownSecret(let name): return "unknown secret '\(name)'"
         }

@@ -77,7 +77,7 @@ struct Fixture {
         #expect(try P256.Signing.PrivateKey(pemRepresentation: keyPEM).publicKey.rawRepresentation == key.publicKey.rawRepresentation)
         let password = String(decoding: try #require(response.env["PASSWORD"]).assemble(servicePrivateKeyDER: []), as: UTF8.self)
         #expect(password.count == 32 && Hex.decode(password) != nil)
-        let argv = try #require(response.argv).map { String(decoding: $0.assemble(servicePrivateKeyDER: []), as: UTF8.self) }
+        let argv = try #require(response.argv).map { String(decoding: try $0.assemble(servicePrivateKeyDER: []), as: UTF8.self) }
         #expect(argv == ["redis-server", "--requirepass", password])
         #expect(coordinator.status().activations["cache"] == 1)
     }
@@ -291,7 +291,7 @@ struct Fixture {
             """
         try await coordinator.setManifest(Array(manifest.utf8))
         let (request, _) = try fixture.request(coordinator, service: "s")
-        let files = try await coordinator.activate(request).files.mapValues { $0.assemble(servicePrivateKeyDER: []) }
+        let files = try await coordinator.activate(request).files.mapValues { try $0.assemble(servicePrivateKeyDER: []) }
         #expect(try #require(files["/sym"]).count == 24)
         let rsa = String(decoding: try #require(files["/rsa"]), as: UTF8.self)
         let rsaCert = try Certificate(pemEncoded: String(rsa[..<rsa.range(of: "-----END CERTIFICATE-----\n")!.upperBound]))

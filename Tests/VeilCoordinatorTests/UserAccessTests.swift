@@ -51,7 +51,7 @@ extension Coordinator {
         try await coordinator.setSecret("apiKey", value: Array("s3cret-value".utf8), by: coordinator.user(alice))
         let (request, _) = try fixture.request(coordinator)
         let env = try #require(try await coordinator.activate(request).env["API_KEY"])
-        #expect(env.assemble(servicePrivateKeyDER: []) == Array("s3cret-value".utf8))
+        #expect(try env.assemble(servicePrivateKeyDER: []) == Array("s3cret-value".utf8))
         let read = try coordinator.readSecrets(["apiKey", "generated"], by: coordinator.user(bob))
         #expect(read["apiKey"]?.value == Data("s3cret-value".utf8).base64EncodedString())
         #expect(read["generated"]?.value.flatMap { Data(base64Encoded: $0) }?.count == 16)

@@ -180,8 +180,65 @@ let validManifest = """
             default: throw RenderError.unknownSecret("\(reference)")
             }
         }
-        let text = String(decoding: rendered.assemble(servicePrivateKeyDER: []), as: UTF8.self)
+        let text = String(decoding: try rendered.assemble(servicePrivateKeyDER: []), as: UTF8.self)
         #expect(text == "a=hi h=6869 b=aGk= c=-----BEGIN CERTIFICATE-----\nAQID\n-----END CERTIFICATE-----\n")
+    }
+
+    @Test func pkcs12NeedsAKeyOrCertificateAndASecretPassword() throws {
+        let store = try Template("{{ pkcs12 .Veil.Service.Private .Secrets.pass }}")
+        #expect(store.keyStores.count == 1)
+        #expect(store.keyStores[0].reference == .servicePrivateKey && store.keyStores[0].password == "pass")
+        #expect(try Template("{{ pkcs12 .Veil.RootCA.Cert .Secrets.pass }}").keyStores.count == 1)
+        let refusals: [(String, String)] = [
+            ("{{ pkcs12 .Veil.Service.Private }}", "takes what to store and its password"),
+            ("{{ pkcs12 .Secrets.pass .Secrets.pass }}", "not .Secrets.pass"),
+            ("{{ pkcs12 .Secrets.cert.Public .Secrets.pass }}", "not .Secrets.cert.Public"),
+            ("{{ pkcs12 .Veil.Service.Private .Veil.RootCA.Cert }}", "password of 'pkcs12' is a secret"),
+            ("{{ pkcs12 .Veil.Service.Private .Secrets.cert.Private }}", "password of 'pkcs12' is a secret"),
+        ]
+        for (source, message) in refusals {
+            let error = try #require(throws: TemplateSyntaxError.self) { try Template(source) }
+            #expect(error.message.contains(message), "\(source): \(error.message)")
+        }
+        let manifest = """
+            {
+              "Packages": { "p": { "Kind": "simulated", "Measurement": "\(String(repeating: "ab", count: 32))" } },
+              "Services": { "s": { "Package": "p", "Parameters": { "Files": {
+                  "/a": "{{ pkcs12 .Secrets.missing.Private .Secrets.pass }}",
+                  "/b": "{{ pkcs12 .Secrets.pass2.Private .Secrets.pass }}",
+                  "/c": "{{ pkcs12 .Veil.Service.Private .Secrets.nope }}",
+                  "/d": "{{ pkcs12 .Veil.Service.Private .Secrets.cert }}",
+                  "/e": "{{ pkcs12 .Secrets.cert.Private .Secrets.pass }}{{ pkcs12 .Secrets.cert.Cert .Secrets.pass }}" } } } },
+              "Secrets": { "pass": { "Type": "plain", "Size": 16 }, "pass2": { "Type": "plain", "Size": 16 },
+                           "cert": { "Type": "cert-ecdsa", "Cert": { "Subject": { "CommonName": "c" } } } },
+              "Config": { "AllowSimulation": true }
+            }
+            """
+        let error = try #require(throws: ManifestValidationError.self) { try Manifest.parse(Array(manifest.utf8)) }
+        let problems = Dictionary(grouping: error.problems, by: \.path).mapValues { $0.map(\.message).joined(separator: "; ") }
+        #expect(problems.keys.sorted() == ["$.Services.s.Parameters.Files[\"/a\"]", "$.Services.s.Parameters.Files[\"/b\"]",
+                                          "$.Services.s.Parameters.Files[\"/c\"]", "$.Services.s.Parameters.Files[\"/d\"]"])
+        #expect(problems["$.Services.s.Parameters.Files[\"/a\"]"]?.contains("unknown secret 'missing'") == true)
+        #expect(problems["$.Services.s.Parameters.Files[\"/b\"]"]?.contains("stores certificate secrets") == true)
+        #expect(problems["$.Services.s.Parameters.Files[\"/c\"]"]?.contains("unknown secret 'nope'") == true)
+        #expect(problems["$.Services.s.Parameters.Files[\"/d\"]"]?.contains("is a certificate") == true)
+    }
+
+    @Test func aServiceKeyStoreIsLeftToTheLauncherWithItsChainAndPassword() throws {
+        let template = try Template("{{ pkcs12 .Veil.Service.Private .Secrets.pass }}")
+        let rendered = try template.render { reference in
+            switch reference {
+            case .secret("pass", nil): return .bytes([0xab, 0x01])
+            case .serviceCert: return .der([0x30, 0x01, 0x01], pemLabel: "CERTIFICATE")
+            case .intermediateCACert: return .der([0x30, 0x01, 0x02], pemLabel: "CERTIFICATE")
+            default: throw RenderError.unknownSecret("\(reference)")
+            }
+        }
+        #expect(rendered.pieces == [.serviceKeyStore(chain: [[0x30, 0x01, 0x01], [0x30, 0x01, 0x02]], password: Array("ab01".utf8))])
+        let wire = try JSONDecoder().decode(RenderedValue.self, from: try JSONEncoder().encode(rendered))
+        #expect(wire == rendered)
+        let malformed = #"[{"serviceKeyStore": {"chain": [], "password": "YWIwMQ=="}}]"#
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(RenderedValue.self, from: Data(malformed.utf8)) }
     }
 
     @Test func servicePrivateKeyIsLeftToTheLauncher() throws {
@@ -190,7 +247,7 @@ let validManifest = """
         #expect(rendered.pieces == [.bytes(Array("key:".utf8)), .servicePrivateKey(.pem), .bytes(Array(":end".utf8))])
         let wire = try JSONDecoder().decode(RenderedValue.self, from: try JSONEncoder().encode(rendered))
         #expect(wire == rendered)
-        let text = String(decoding: wire.assemble(servicePrivateKeyDER: [0xff]), as: UTF8.self)
+        let text = String(decoding: try wire.assemble(servicePrivateKeyDER: [0xff]), as: UTF8.self)
         #expect(text == "key:-----BEGIN PRIVATE KEY-----\n/w==\n-----END PRIVATE KEY-----\n:end")
     }
 
