@@ -141,7 +141,7 @@ let package = Package(
         .target(
             name: "VeilLauncherCommands",
             dependencies: [
-                "VeilAttestation", "VeilLauncher", "VeilImage", "VeilMesh",
+                "VeilAttestation", "VeilLauncher", "VeilImage", "VeilManifest", "VeilMesh",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

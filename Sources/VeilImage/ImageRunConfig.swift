@@ -17,6 +17,13 @@ public struct ImageRunConfig: Codable, Sendable, Equatable {
         /// Where the launcher writes the plaintext (absolute, in the runtime's memory filesystem).
         public var plaintext: String
         public var mode: UInt32
+
+        public init(path: String, stored: String, plaintext: String, mode: UInt32) {
+            self.path = path
+            self.stored = stored
+            self.plaintext = plaintext
+            self.mode = mode
+        }
     }
 
     public var service: String

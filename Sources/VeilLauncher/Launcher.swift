@@ -17,14 +17,24 @@ public struct LaunchOptions: Sendable {
     /// Set when launching a converted image: the program is measured as part of the whole root
     /// filesystem, and protected files are unlocked.
     public var image: ImageLaunch?
+    /// Protected files a process launch unlocks (an image launch takes its own from the image).
+    public var protectedFiles: [ImageRunConfig.ProtectedEntry]
 
-    public init(service: String, command: [String], tee: TEEChoice, environment: [String: String], image: ImageLaunch? = nil) {
+    public init(
+        service: String, command: [String], tee: TEEChoice, environment: [String: String], image: ImageLaunch? = nil,
+        protectedFiles: [ImageRunConfig.ProtectedEntry] = []
+    ) {
+        precondition(image == nil || protectedFiles.isEmpty, "an image launch unlocks the image's protected files")
         self.service = service
         self.command = command
         self.tee = tee
         self.environment = environment
         self.image = image
+        self.protectedFiles = protectedFiles
     }
+
+    /// The protected files this launch unlocks.
+    var protectedEntries: [ImageRunConfig.ProtectedEntry] { image?.config.protectedFiles ?? protectedFiles }
 }
 
 /// A converted image about to be launched from inside its container.
@@ -49,9 +59,12 @@ public struct ImageLaunch: Sendable {
         ImageMeasurement.measurement(rootfsDigest: try rootfs.digest())
     }
 
+}
+
+extension Launcher {
     /// The header of every protected file, as presented to the coordinator.
-    func protectedHeaders() throws -> [(entry: ImageRunConfig.ProtectedEntry, header: [UInt8])] {
-        try config.protectedFiles.map { entry in
+    static func protectedHeaders(_ entries: [ImageRunConfig.ProtectedEntry]) throws -> [(entry: ImageRunConfig.ProtectedEntry, header: [UInt8])] {
+        try entries.map { entry in
             let fd = open(entry.stored, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else { throw LaunchError.protectedFile(entry.path, reason: "cannot open \(entry.stored): \(String(cString: strerror(errno)))") }
             defer { close(fd) }
@@ -156,7 +169,7 @@ public enum Launcher {
         let measurement = try options.image?.measurement() ?? LaunchMeasurement.measure(
             programFD: program.descriptor, config: .init(service: options.service, arguments: Array(options.command.dropFirst())))
         progress?(options.image == nil ? "program measured" : "root filesystem measured")
-        let protected = try options.image?.protectedHeaders() ?? []
+        let protected = try protectedHeaders(options.protectedEntries)
         let key = P256.Signing.PrivateKey()
         let csr = try certificateSigningRequest(service: options.service, key: key)
         let fresh = try await nonce

@@ -4,6 +4,7 @@ import Synchronization
 import VeilAttestation
 import VeilImage
 import VeilLauncher
+import VeilManifest
 
 public struct LaunchCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
@@ -20,6 +21,11 @@ public struct LaunchCommand: AsyncParsableCommand {
         "Launch a converted image from inside its container: read its launch configuration (/veil/image.json), measure the whole root filesystem and unlock its protected files. The command, environment and service come from the measured image.",
         valueName: "file"))
     var image: String?
+
+    @Option(help: ArgumentHelp(
+        "Unlock a protected file (repeatable): STORED is the file `veil protect seal` wrote, PATH the path it was sealed for, where the plaintext is written (in memory) once the coordinator released the service's ProtectedFilesKey and accepted the file's version.",
+        valueName: "stored=path"))
+    var protectedFile: [String] = []
 
     @Argument(parsing: .postTerminator, help: "The program and its arguments.")
     var command: [String] = []
@@ -44,6 +50,7 @@ public struct LaunchCommand: AsyncParsableCommand {
         var imageLaunch: ImageLaunch?
         if let image {
             guard command.isEmpty else { throw ValidationError("--image takes no command: the image's measured configuration fixes it") }
+            guard protectedFile.isEmpty else { throw ValidationError("--image unlocks the image's own protected files; --protected-file is for process launches") }
             let prepared = try ImageLaunch.prepare(configPath: image)
             if let requested = trust.serviceName(environment), requested != prepared.config.service {
                 throw ValidationError("the image was converted for service '\(prepared.config.service)', not '\(requested)'")
@@ -61,7 +68,9 @@ public struct LaunchCommand: AsyncParsableCommand {
         trace.mark("coordinator root")
 
         let opened = try OpenedProgram.open(program, path: appEnvironment["PATH"])
-        let options = LaunchOptions(service: service, command: command, tee: choice, environment: appEnvironment, image: imageLaunch)
+        let options = LaunchOptions(
+            service: service, command: command, tee: choice, environment: appEnvironment, image: imageLaunch,
+            protectedFiles: try protectedFile.map(Self.protectedEntry))
         let plan = try await CoordinatorClient.with(address: address, trust: .pinnedRoot(rootPEM)) {
             try await Launcher.activate(options, program: opened, client: $0, progress: trace.enabled ? trace.mark : nil)
         }
@@ -70,6 +79,19 @@ public struct LaunchCommand: AsyncParsableCommand {
         trace.mark("provisioned")
         if plan.simulated { warn("veil launch: \(service) activated; \(simulationWarning)") }
         try plan.exec(signals: signals)
+    }
+}
+
+extension LaunchCommand {
+    /// `STORED=PATH` → the entry that unlocks STORED's plaintext to PATH.
+    static func protectedEntry(_ argument: String) throws -> ImageRunConfig.ProtectedEntry {
+        guard let equals = argument.firstIndex(of: "="), equals != argument.startIndex, equals != argument.index(before: argument.endIndex) else {
+            throw ValidationError("--protected-file '\(argument)' is not STORED=PATH")
+        }
+        let stored = String(argument[..<equals])
+        let path = String(argument[argument.index(after: equals)...])
+        if let problem = FilePathRule.problem(path) { throw ValidationError("--protected-file: '\(path)': \(problem)") }
+        return ImageRunConfig.ProtectedEntry(path: path, stored: stored, plaintext: path, mode: 0o600)
     }
 }
 

@@ -101,6 +101,71 @@ import Testing
         #expect(result.stderr.contains("NO confidentiality"))
     }
 
+    @Test func aProcessLaunchUnlocksProtectedFilesOnlyForItsServiceAndNewestVersion() throws {
+        let scratch = try Scratch(memory: true)
+        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let key = scratch.path + "/data.key"
+        try Data((0..<32).map { _ in UInt8.random(in: 0...255) }).write(to: URL(fileURLWithPath: key))
+        let plaintext = scratch.path + "/app/patients.csv"
+        let rows = (0..<5000).map { "patient-\($0),ward-\($0 % 4),\($0 * 7 % 1000)\n" }.joined()
+        let input = try scratch.write(rows, to: "patients-plain.csv")
+        func seal(_ output: String, previous: String? = nil) throws {
+            let result = try coordinator.veil(
+                ["protect", "seal", "--key", key, "--path", plaintext] + (previous.map { ["--previous", $0] } ?? []) + [input, output])
+            try #require(result.status == 0, "\(result.stderr)")
+        }
+        let version1 = scratch.path + "/patients-v1.vpf"
+        try seal(version1)
+        let command = ["/usr/bin/wc", "-c", plaintext]
+        let manifest = """
+            {"Packages": {"job": {"Kind": "simulated", "Measurement": "\(try coordinator.measure(service: "job", command: command))"},
+                          "outsider": {"Kind": "simulated", "Measurement": "\(try coordinator.measure(service: "outsider", command: command))"}},
+             "Services": {"job": {"Package": "job", "ProtectedFilesKey": "data-key"}, "outsider": {"Package": "outsider"}},
+             "Secrets": {"data-key": {"Type": "symmetric-key", "Size": 256, "UserDefined": true}}, "Config": {"AllowSimulation": true}}
+            """
+        let set = try coordinator.veil(["manifest", "set", try scratch.write(manifest, to: "manifest.json"), "--root-ca", coordinator.rootPath, "--secret", "data-key=\(key)"])
+        try #require(set.status == 0, "\(set.stderr)")
+        func launch(_ service: String, _ stored: String) throws -> RunResult {
+            try coordinator.veil(["launch", "--coordinator", coordinator.meshAddress, "--service", service, "--tee", "simulated", "--simulation-key",
+                                  coordinator.simulationKey, "--root-ca", coordinator.rootPath, "--protected-file", "\(stored)=\(plaintext)", "--"] + command)
+        }
+
+        let unlocked = try launch("job", version1)
+        #expect(unlocked.status == 0, "\(unlocked.stderr)")
+        #expect(unlocked.stdout.hasPrefix("\(rows.utf8.count) "), "the program read the whole plaintext: \(unlocked.stdout)")
+        #expect(try String(contentsOfFile: plaintext, encoding: .utf8) == rows)
+        try FileManager.default.removeItem(atPath: plaintext)
+
+        // A service without the key gets nothing, even with the genuine file.
+        let outsider = try launch("outsider", version1)
+        #expect(outsider.status == 1)
+        #expect(outsider.stderr.contains("has no ProtectedFilesKey"), "\(outsider.stderr)")
+        // One flipped byte of the ciphertext.
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: version1))
+        bytes[bytes.count - 10] ^= 0x01
+        let tampered = scratch.path + "/patients-tampered.vpf"
+        try bytes.write(to: URL(fileURLWithPath: tampered))
+        let refusedTampered = try launch("job", tampered)
+        #expect(refusedTampered.status == 1)
+        #expect(refusedTampered.stderr.contains("protected file \(plaintext)"), "\(refusedTampered.stderr)")
+        // Version 2 is accepted and recorded; version 1 put back is a rollback.
+        let version2 = scratch.path + "/patients-v2.vpf"
+        try seal(version2, previous: version1)
+        #expect(try launch("job", version2).status == 0)
+        let rollback = try launch("job", version1)
+        #expect(rollback.status == 1)
+        #expect(rollback.stderr.lowercased().contains("version"), "\(rollback.stderr)")
+        #expect(try !FileManager.default.fileExists(atPath: plaintext) || String(contentsOfFile: plaintext, encoding: .utf8) == rows)
+
+        // Malformed arguments are refused before anything is contacted.
+        for argument in ["no-equals", "=\(plaintext)", "\(version1)=relative/path", "\(version1)="] {
+            let result = try coordinator.veil(["launch", "--service", "job", "--tee", "simulated", "--simulation-key", coordinator.simulationKey,
+                                               "--protected-file", argument, "--", "/bin/true"])
+            #expect(result.status != 0)
+            #expect(result.stderr.contains("--protected-file"), "\(argument): \(result.stderr)")
+        }
+    }
+
     @Test func symlinkEscapeIsRefusedAndNothingIsWritten() throws {
         let scratch = try Scratch(memory: true)
         let coordinator = try CoordinatorProcess(scratch: scratch)
