@@ -148,6 +148,14 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            name: "VeilFuzzTargets",
+            dependencies: ["VeilAttestation", "VeilManifest", "VeilImage", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+        // docs/fuzzing.md: built normally it lists targets, writes seeds and replays inputs;
+        // built with -sanitize=fuzzer,address -D VEIL_FUZZ it is the libFuzzer binary.
+        .executableTarget(name: "veil-fuzz", dependencies: ["VeilFuzzTargets"], swiftSettings: strict),
+        .target(
             name: "VeilKubernetes",
             dependencies: [
                 "VeilAttestation",
@@ -220,6 +228,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "VeilManifestTests", dependencies: ["VeilManifest"], swiftSettings: strict),
+        .testTarget(name: "VeilFuzzTests", dependencies: ["VeilFuzzTargets", "VeilImage", "VeilManifest"], swiftSettings: strict),
         .testTarget(
             name: "VeilCoordinatorTests",
             dependencies: [

@@ -86,7 +86,7 @@ public enum MediaType {
 }
 
 /// `index.json` / an image index.
-struct ImageIndex: Codable {
+package struct ImageIndex: Codable {
     var schemaVersion: Int
     var mediaType: String?
     var manifests: [Descriptor]
@@ -94,7 +94,7 @@ struct ImageIndex: Codable {
 }
 
 /// An image manifest.
-struct ImageManifest: Codable {
+package struct ImageManifest: Codable {
     var schemaVersion: Int
     var mediaType: String?
     var config: Descriptor

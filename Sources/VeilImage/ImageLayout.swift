@@ -164,7 +164,7 @@ public struct ImageConfig: Sendable {
     /// The command the image runs: Entrypoint followed by Cmd.
     public var command: [String] { entrypoint + cmd }
 
-    init(parsing bytes: [UInt8]) throws {
+    package init(parsing bytes: [UInt8]) throws {
         let object: JSONValue
         do {
             object = try JSONValue.parse(bytes)
@@ -260,7 +260,7 @@ public struct OCILayout {
     }
 }
 
-func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8], what: String) throws -> T {
+package func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8], what: String) throws -> T {
     do {
         return try JSONDecoder().decode(type, from: Data(bytes))
     } catch let error as DecodingError {

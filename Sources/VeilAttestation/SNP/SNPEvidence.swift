@@ -47,7 +47,7 @@ public enum SNPEvidence {
         return documents[0].derBytes
     }
 
-    static func parseCertificateTable(_ table: [UInt8]) throws(ProviderError) -> [String: [UInt8]] {
+    package static func parseCertificateTable(_ table: [UInt8]) throws(ProviderError) -> [String: [UInt8]] {
         var entries: [String: [UInt8]] = [:]
         var offset = 0
         while true {

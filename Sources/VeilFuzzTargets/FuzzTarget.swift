@@ -1,0 +1,187 @@
+import Crypto
+import Foundation
+import VeilAttestation
+import VeilImage
+import VeilManifest
+
+/// Every parser that takes bytes from outside, as a libFuzzer target.
+///
+/// A target feeds one input to the parser and, where it parses, to what consumes the result
+/// next (verification against real collateral, reading every tar member, opening a protected
+/// file). Thrown errors are the expected outcome for almost every input; only a crash, a
+/// sanitizer report, a hang or a leak is a finding. Each finding becomes an input under
+/// `Tests/Fuzz/regressions/TARGET/`, replayed by the test suite.
+public enum FuzzTarget: String, CaseIterable, Sendable {
+    /// SGX and TDX quotes (v3, v4, v5), verified against real Intel collateral.
+    case dcapQuote = "dcap-quote"
+    /// The collateral bundle (PCS JSON as Veil caches it), prepared for verification.
+    case dcapCollateral = "dcap-collateral"
+    /// SNP attestation reports, verified against a real VCEK chain.
+    case snpReport = "snp-report"
+    /// The SNP extended-report certificate table (GUID table from the host).
+    case snpCertificateTable = "snp-certificate-table"
+    /// The strict JSON parser (manifests, image configs, collateral).
+    case json
+    /// Manifests: JSON, schema, templates, cross references.
+    case manifest
+    /// Tar layers: headers (ustar, GNU, PAX), every member's contents.
+    case tar
+    /// Gzip layers through both inflate engines (zlib, igzip).
+    case gzip
+    /// OCI image config, index and manifest JSON.
+    case ociJSON = "oci-json"
+    /// Protected files: header, MAC, chunks.
+    case protectedFile = "protected-file"
+    /// Coordinator API request bodies; an activation's evidence goes on to the verifier.
+    case apiRequest = "api-request"
+
+    /// Loads the fixtures and runs every seed once, so one-time allocations (fixtures, Swift
+    /// runtime metadata caches) happen before libFuzzer starts counting leaks per input.
+    public func warmUp() {
+        _ = Fixtures.shared
+        for seed in (try? SeedCorpus.seeds(for: self)) ?? [] { run(seed) }
+        run([])
+    }
+
+    /// Runs one input. Never throws: errors are the parsers' normal answer to bad bytes.
+    public func run(_ data: [UInt8]) {
+        switch self {
+        case .dcapQuote: Self.dcapQuote(data)
+        case .dcapCollateral: Self.dcapCollateral(data)
+        case .snpReport: Self.snpReport(data)
+        case .snpCertificateTable: _ = try? SNPEvidence.parseCertificateTable(data)
+        case .json: _ = try? JSONValue.parse(data)
+        case .manifest: _ = try? Manifest.parse(data)
+        case .tar: Self.tar(data)
+        case .gzip: Self.gzip(data)
+        case .ociJSON: Self.ociJSON(data)
+        case .protectedFile: Self.protectedFile(data)
+        case .apiRequest: Self.apiRequest(data)
+        }
+    }
+
+    // MARK: - Targets
+
+    private static func dcapQuote(_ data: [UInt8]) {
+        guard let quote = try? DCAPQuote(data), let fixtures = Fixtures.shared else { return }
+        let prepared = quote.header.tee == .tdx ? fixtures.tdxCollateral : fixtures.sgxCollateral
+        _ = try? DCAPVerifier().verify(data, prepared: prepared.collateral, at: prepared.time)
+    }
+
+    private static func dcapCollateral(_ data: [UInt8]) {
+        guard let collateral = try? DCAPCollateral.parseJSON(data), let fixtures = Fixtures.shared else { return }
+        _ = try? DCAPVerifier().verify(quote: fixtures.sgxQuote, collateral: collateral, at: fixtures.sgxCollateral.time)
+    }
+
+    private static func snpReport(_ data: [UInt8]) {
+        guard let report = try? SNPReport(data), let fixtures = Fixtures.shared else { return }
+        _ = try? SNPVerifier(product: .milan, policy: .init(allowDebug: true)).verify(report: report, bytes: data, vcek: fixtures.milanVCEK)
+    }
+
+    private static func tar(_ data: [UInt8]) {
+        let reader = TarReader(MemoryStream(data))
+        var entries = 0
+        while entries < 10_000, let entry = try? reader.next() {
+            entries += 1
+            if entry.kind == .file { try? reader.readContent { _ in } }
+        }
+    }
+
+    private static func gzip(_ data: [UInt8]) {
+        for engine in [GunzipStream.Engine.zlib, .isal] {
+            guard let stream = try? GunzipStream(MemoryStream(data), bufferSize: 4096, engine: engine) else { continue }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            // Inflation is bounded so a tiny bomb does not turn into a timeout report.
+            var total = 0
+            while total < 8 << 20, let n = try? buffer.withUnsafeMutableBytes({ try stream.read(into: $0) }), n > 0 { total += n }
+        }
+    }
+
+    private static func ociJSON(_ data: [UInt8]) {
+        _ = try? ImageConfig(parsing: data)
+        _ = try? decode(ImageIndex.self, from: data, what: "fuzz")
+        _ = try? decode(ImageManifest.self, from: data, what: "fuzz")
+        _ = try? decode(ImageRunConfig.self, from: data, what: "fuzz")
+    }
+
+    private static func protectedFile(_ data: [UInt8]) {
+        _ = try? ProtectedFile.open(data, path: Fixtures.protectedPath, secret: Fixtures.protectedKey)
+    }
+
+    private static func apiRequest(_ data: [UInt8]) {
+        let decoder = JSONDecoder()
+        let bytes = Data(data)
+        _ = try? decoder.decode(API.ManifestSetRequest.self, from: bytes)
+        _ = try? decoder.decode(API.SecretSetRequest.self, from: bytes)
+        _ = try? decoder.decode(API.RecoverySubmission.self, from: bytes)
+        _ = try? decoder.decode(API.StateKeyRequest.self, from: bytes)
+        if let activation = try? decoder.decode(API.ActivationRequest.self, from: bytes) {
+            _ = try? Verifier(policy: .init(allowSimulation: true, simulationKey: Fixtures.simulationKey.publicKey, allowSNP: true)).verify(activation.evidence)
+        }
+    }
+}
+
+/// Real attestation material the targets verify against (from `../shared/testdata`, or the
+/// directory in `VEIL_TESTDATA`), loaded once.
+struct Fixtures: Sendable {
+    struct Prepared: Sendable {
+        let collateral: DCAPVerifier.PreparedCollateral
+        let time: Date
+    }
+
+    let sgxCollateral: Prepared
+    let tdxCollateral: Prepared
+    let sgxQuote: [UInt8]
+    let milanVCEK: SNPVerifier.VerifiedVCEK
+
+    static let protectedPath = "/srv/data/records.csv"
+    static let protectedKey = SymmetricKey(data: [UInt8](repeating: 0x5a, count: 32))
+    static let simulationKey = SimulationPlatformKey(privateKey: P256.Signing.PrivateKey())
+
+    static let shared: Fixtures? = {
+        do {
+            return try Fixtures(root: testdataRoot())
+        } catch {
+            FileHandle.standardError.write(Data("veil-fuzz: fixtures unavailable (\(error)); verification steps are skipped\n".utf8))
+            return nil
+        }
+    }()
+
+    /// `VEIL_TESTDATA`, else `../shared/testdata/attestation` from the working directory.
+    static func testdataRoot() -> String {
+        ProcessInfo.processInfo.environment["VEIL_TESTDATA"] ?? FileManager.default.currentDirectoryPath + "/../shared/testdata/attestation"
+    }
+
+    init(root: String) throws {
+        func bytes(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: "\(root)/\(name)"))) }
+        func prepared(_ collateral: String, at unix: TimeInterval) throws -> Prepared {
+            let time = Date(timeIntervalSince1970: unix)
+            return Prepared(collateral: try DCAPVerifier().prepare(try DCAPCollateral.parseJSON(try bytes(collateral)), at: time), time: time)
+        }
+        // Times from dcap-qvl/EXPECTED.json, at which the collateral is valid.
+        sgxCollateral = try prepared("dcap-qvl/sgx_quote_collateral.json", at: 1_750_334_171)
+        tdxCollateral = try prepared("dcap-qvl/tdx_quote_collateral.json", at: 1_750_331_763)
+        sgxQuote = try bytes("dcap-qvl/sgx_quote")
+        let chain = String(decoding: try bytes("virtee-sev/chain_milan.pem"), as: UTF8.self)
+        milanVCEK = try SNPVerifier(product: .milan, policy: .init(allowDebug: true)).verifyChain(
+            vcek: try bytes("virtee-sev/vcek_milan.der"), chainPEM: chain, at: Date(timeIntervalSince1970: 1_704_067_200))
+    }
+}
+
+/// A byte stream over memory.
+final class MemoryStream: ByteStream {
+    private let bytes: [UInt8]
+    private var offset = 0
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let n = min(buffer.count, bytes.count - offset)
+        guard n > 0 else { return 0 }
+        bytes.withUnsafeBytes { source in
+            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<offset + n]))
+        }
+        offset += n
+        return n
+    }
+}
