@@ -57,15 +57,20 @@ import Testing
         #expect(result.stderr.contains("NO confidentiality"), "simulation must say so")
     }
 
-    /// Spark standalone under Veil: auth secret and dataset only after attestation, outsider refused.
+    /// Spark standalone under Veil: auth secret, UI key stores and the protected dataset only
+    /// after attestation; a worker is refused the dataset; an outsider cannot join.
     @Test func confidentialSparkJobRunsWithProvisionedSecurity() async throws {
         let result = try await runExample("confidential-spark", timeout: 600)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("refused: veil launch: coordinator refused (403)") && result.stdout.contains("has no ProtectedFilesKey"))
         #expect(result.stdout.contains("workers registered: 2"))
+        #expect(result.stdout.contains("master UI: New, TLSv1.3") && result.stdout.contains("/service/spark-master"))
+        #expect(result.stdout.contains("plain HTTP on the UI port redirects: 302 https://"))
+        #expect(result.stdout.contains("spark-worker's activation certificate"))
         #expect(result.stdout.contains("outsider refused: Failed to connect to master") && result.stdout.contains("workers still 2"))
         #expect(result.stdout.contains("(matches)"))
-        #expect(result.stdout.contains("the secret is in no log"))
-        #expect(result.stdout.contains("OK: Spark ran with its secret and data released only to attested components"))
+        #expect(result.stdout.contains("the secrets are in no log"))
+        #expect(result.stdout.contains("OK: Spark ran with its secrets, UI certificates and dataset released only to attested components"))
         #expect(result.stderr.contains("NO confidentiality"), "simulation must say so")
     }
 

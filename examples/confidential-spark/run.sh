@@ -63,7 +63,10 @@ veil_launch() {  # SERVICE [LAUNCH-OPTION...] -- COMMAND...   (foreground)
 }
 under_veil() {  # SERVICE LOG [LAUNCH-OPTION...] -- COMMAND...   (background)
   local service=$1 log=$2; shift 2
-  veil_launch "$service" "$@" >"$log" 2>&1 &
+  # Not through veil_launch: a backgrounded function is a subshell, and its PID would not be
+  # the launcher's — which becomes the Java process that cleanup must stop.
+  "$VEIL" launch --coordinator "$MESH_ADDR" --service "$service" --tee simulated --simulation-key "$SIM_KEY" \
+    --root-ca "$WORK/root.pem" "$@" >"$log" 2>&1 &
   PIDS+=($!)
 }
 # The master's UI over TLS, verified against the coordinator's root and the master's attested name.
@@ -139,15 +142,9 @@ SECRET=$(grep -o 'spark.authenticate.secret [0-9a-f]*' "$WORK/driver/spark.prope
 STORES=$(grep -o 'spark.ssl.keyStorePassword [0-9a-f]*' "$WORK/driver/spark.properties" | cut -d' ' -f2)
 [ ${#SECRET} = 64 ] && [ ${#STORES} = 64 ] || fail "no generated secrets in the driver's properties"
 ROW=$(sed -n 2p "$WORK/driver/patients.csv")
-for value in "$SECRET" "$STORES"; do
-  if grep -rl "$value" "$WORK"/*.log "$WORK"/worker/work 2>/dev/null | grep -q .; then fail "a generated secret is in a log"; fi
-  for dir in /tmp /var/tmp; do
-    if grep -rls --exclude-dir=proc "$value" "$dir" 2>/dev/null | grep -q .; then fail "a generated secret is on disk under $dir"; fi
-  done
-done
-if grep -rlsF "$ROW" "$WORK"/*.log "$WORK"/worker /tmp /var/tmp 2>/dev/null | grep -v "^$WORK/driver/" | grep -q .; then
-  fail "a plaintext patient row is outside the driver's memory"
-fi
+# One pass over logs, the workers' directories and the disk's temporary directories for all three.
+FOUND=$(grep -rlsF -e "$SECRET" -e "$STORES" -e "$ROW" "$WORK"/*.log "$WORK"/worker /tmp /var/tmp 2>/dev/null || true)
+[ -z "$FOUND" ] || { echo "$FOUND" | head; fail "a generated secret or a patient row is outside the driver's memory"; }
 echo "the secrets are in no log and under neither /tmp nor /var/tmp; no plaintext patient row outside the driver; provisioned files live in $(stat -f -c %T "$WORK") ($WORK)"
 
 if [ -n "${BENCH:-}" ]; then
