@@ -49,6 +49,12 @@ public struct Claims: Codable, Sendable, Equatable {
 }
 
 extension Claims {
+    /// The container image measurement a launcher inside a confidential VM bound into the
+    /// report data (``ReportData``); `nil` for other evidence.
+    public var imageMeasurement: [UInt8]? {
+        tee == .snp || tee == .tdx ? ReportData.imageMeasurement(in: reportData) : nil
+    }
+
     /// The one debug rule for every TEE: debug evidence (SGX ATTRIBUTES.DEBUG, TDX TUD.DEBUG,
     /// SNP policy bit 19) is refused unless the caller allows it explicitly.
     public func requireProduction(allowDebug: Bool) throws(AttestationError) {

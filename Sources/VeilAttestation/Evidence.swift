@@ -36,5 +36,12 @@ public struct Evidence: Codable, Sendable, Equatable {
 public protocol EvidenceProvider: Sendable {
     /// `true` when the evidence gives no confidentiality (simulation).
     var isSimulated: Bool { get }
+    /// `true` when the evidence measures a whole VM (SNP, TDX), not the launched program: a
+    /// launcher then binds the container image's measurement into the report data.
+    var isConfidentialVM: Bool { get }
     func evidence(reportData: [UInt8]) throws -> Evidence
+}
+
+extension EvidenceProvider {
+    public var isConfidentialVM: Bool { false }
 }

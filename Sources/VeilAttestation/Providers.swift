@@ -51,6 +51,7 @@ public struct ConfigfsTSMProvider: EvidenceProvider {
     /// `sev_guest` or `tdx_guest` when the caller asked for one TEE; `nil` takes either.
     public let expectedProvider: String?
     public var isSimulated: Bool { false }
+    public var isConfidentialVM: Bool { true }
 
     public init(root: String = ConfigfsTSMProvider.defaultRoot, entry: String = "veil-\(getpid())", expectedProvider: String? = nil) {
         self.root = root

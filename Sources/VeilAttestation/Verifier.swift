@@ -39,6 +39,16 @@ public struct Verifier: Sendable {
         return claims
     }
 
+    /// Verifies a launcher's `evidence`: its report data must bind `subject` and `nonce`, and
+    /// may carry an image measurement only when it comes from a confidential VM (SNP, TDX).
+    public func verify(_ evidence: Evidence, binding subject: [UInt8], nonce: [UInt8]) throws -> Claims {
+        let claims = try verify(evidence)
+        let expected = ReportData.binding(subject, nonce: nonce)
+        guard ReportData.keyBinding(in: claims.reportData) == ReportData.keyBinding(in: expected) else { throw AttestationError.reportDataMismatch }
+        if claims.imageMeasurement == nil, claims.reportData != expected { throw AttestationError.reportDataMismatch }
+        return claims
+    }
+
     public func verify(_ evidence: Evidence) throws -> Claims {
         switch evidence.format {
         case SimulatedReport.format:

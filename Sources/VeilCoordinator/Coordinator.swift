@@ -453,8 +453,7 @@ public final class Coordinator: Sendable {
         let started = ContinuousClock.now
         defer { metrics.verificationDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
         do {
-            let expected = ReportData.binding(try csr.publicKey.subjectPublicKeyInfoDER, nonce: nonce)
-            return try verifier.verify(request.evidence, expectedReportData: expected)
+            return try verifier.verify(request.evidence, binding: try csr.publicKey.subjectPublicKeyInfoDER, nonce: nonce)
         } catch let error as AttestationError {
             logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
             throw .evidenceRejected(error)

@@ -174,8 +174,11 @@ public enum Launcher {
         let csr = try certificateSigningRequest(service: options.service, key: key)
         let fresh = try await nonce
         progress?("nonce received")
+        let provider = options.tee.provider(measurement: measurement)
+        // In a confidential VM the hardware measured the VM, not this image: bind the image.
+        let imageMeasurement = options.image != nil && provider.isConfidentialVM ? measurement : nil
         var request = try activationRequest(
-            service: options.service, nonce: fresh, key: key, csr: csr, provider: options.tee.provider(measurement: measurement))
+            service: options.service, nonce: fresh, key: key, csr: csr, provider: provider, imageMeasurement: imageMeasurement)
         if !protected.isEmpty {
             request.protectedFiles = protected.map { API.ProtectedFileHeader(path: $0.entry.path, header: Data($0.header).base64EncodedString()) }
         }
@@ -250,11 +253,13 @@ public enum Launcher {
     /// An activation request: the CSR for `key` and evidence whose report data binds
     /// `SHA-256(SubjectPublicKeyInfo DER ‖ nonce)`.
     public static func activationRequest(
-        service: String, nonce: [UInt8], key: P256.Signing.PrivateKey, csr: String, provider: any EvidenceProvider
+        service: String, nonce: [UInt8], key: P256.Signing.PrivateKey, csr: String, provider: any EvidenceProvider,
+        imageMeasurement: [UInt8]? = nil
     ) throws -> API.ActivationRequest {
         let evidence: Evidence
         do {
-            evidence = try provider.evidence(reportData: ReportData.binding(Array(key.publicKey.derRepresentation), nonce: nonce))
+            evidence = try provider.evidence(
+                reportData: ReportData.binding(Array(key.publicKey.derRepresentation), nonce: nonce, imageMeasurement: imageMeasurement))
         } catch {
             throw LaunchError.evidence("\(error)")
         }

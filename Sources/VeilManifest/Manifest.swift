@@ -92,6 +92,11 @@ public struct Package: Sendable, Equatable {
     public var allowMigrationAgent = false
     /// The VMPL reports must come from; nil accepts any.
     public var vmpl: UInt32?
+    /// SEV-SNP and TDX: the container image measurement (what `veil image convert` prints) the
+    /// launcher inside the VM must have bound into its report data. The VM's own launch
+    /// measurement (required beside it) covers firmware, kernel and initrd — and so the
+    /// software that measured the image.
+    public var imageMeasurement: [UInt8]?
 
     public init(kind: TEEKind, measurement: [UInt8]? = nil, signerID: [UInt8]? = nil, productID: UInt16? = nil, securityVersion: UInt16? = nil, debug: Bool = false) {
         self.kind = kind
@@ -114,6 +119,12 @@ public struct Package: Sendable, Equatable {
             return "security version \(claims.securityVersion) is below the package's minimum \(securityVersion)"
         }
         if claims.debug && !debug { return "debug TEE, and the package does not allow debug" }
+        if let imageMeasurement {
+            guard let bound = claims.imageMeasurement else {
+                return "the evidence binds no container image measurement; the package requires image \(Hex.encode(imageMeasurement)) (launch the converted image)"
+            }
+            if bound != imageMeasurement { return "container image measurement \(Hex.encode(bound)) is not the package's \(Hex.encode(imageMeasurement))" }
+        }
         if kind == .snp {
             guard let snp = claims.snp else { return "SNP claims without SNP fields" }
             if let hostData, snp.hostData != hostData { return "HOST_DATA \(Hex.encode(snp.hostData)) is not the package's \(Hex.encode(hostData))" }

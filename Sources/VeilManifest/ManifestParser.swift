@@ -288,12 +288,15 @@ private struct ManifestParser {
         let allowed: Set<String>
         switch kind {
         case .sgx: allowed = ["Kind", "UniqueID", "SignerID", "ProductID", "SecurityVersion", "Debug"]
-        case .tdx: allowed = ["Kind", "MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3", "MRConfigID", "MROwner", "MRSeam", "Debug"]
-        case .snp: allowed = ["Kind", "Measurement", "HostData", "IDKeyDigest", "MinimumTCB", "AllowMigrationAgent", "VMPL", "Debug"]
+        case .tdx: allowed = ["Kind", "MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3", "MRConfigID", "MROwner", "MRSeam", "ImageMeasurement", "Debug"]
+        case .snp: allowed = ["Kind", "Measurement", "HostData", "IDKeyDigest", "MinimumTCB", "AllowMigrationAgent", "VMPL", "ImageMeasurement", "Debug"]
         case .simulated: allowed = ["Kind", "Measurement", "SignerID", "ProductID", "SecurityVersion", "Debug"]
         }
         guard let fields = object(value, path, allowed: allowed) else { return nil }
         var package = Package(kind: kind, debug: bool(fields["Debug"], "\(path).Debug") ?? false)
+        // Confidential VMs: the container image's measurement, bound by the launcher in the VM.
+        package.imageMeasurement = hex(fields["ImageMeasurement"], "\(path).ImageMeasurement", bytes: 32)
+        if package.imageMeasurement?.allSatisfy({ $0 == 0 }) == true { problem("\(path).ImageMeasurement", "must not be all zero") }
         switch kind {
         case .snp:
             package.measurement = hex(fields["Measurement"], "\(path).Measurement", bytes: 48)

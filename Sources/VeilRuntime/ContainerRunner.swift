@@ -13,6 +13,8 @@ public struct ContainerSpec: Sendable {
     public var gid: UInt32 = 0
     /// Host file → container path, read-only bind mounts (created under `/run`).
     public var readOnlyFiles: [(host: String, container: String)] = []
+    /// In an SEV-SNP or TDX guest: what the launcher needs to produce evidence.
+    public var confidentialVM: ConfidentialVMDevices?
 
     public init(rootfs: String, args: [String], env: [String], workingDir: String) {
         self.rootfs = rootfs
@@ -43,6 +45,19 @@ public struct ContainerSpec: Sendable {
         for file in readOnlyFiles {
             mounts.append(["destination": file.container, "type": "bind", "source": file.host, "options": ["bind", "ro", "nosuid", "nodev"]])
         }
+        var linux: [String: Any] = [
+            "namespaces": [["type": "pid"], ["type": "ipc"], ["type": "uts"], ["type": "mount"]],
+            "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                            "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        ]
+        if let guest = confidentialVM {
+            mounts.append(["destination": ConfidentialVMDevices.containerTSMRoot, "type": "bind", "source": guest.tsmRoot,
+                           "options": ["bind", "rw", "nosuid", "nodev", "noexec"]])
+            let (major, minor) = (Int(guest.deviceMajor), Int(guest.deviceMinor))
+            linux["devices"] = [["path": guest.kind.device, "type": "c", "major": major, "minor": minor, "fileMode": 0o600, "uid": 0, "gid": 0]]
+            linux["resources"] = ["devices": [["allow": true, "type": "c", "major": major, "minor": minor, "access": "rw"]]]
+        }
         let config: [String: Any] = [
             "ociVersion": "1.0.2",
             "process": [
@@ -58,12 +73,7 @@ public struct ContainerSpec: Sendable {
             "root": ["path": rootfs, "readonly": true],
             "hostname": hostname,
             "mounts": mounts,
-            "linux": [
-                "namespaces": [["type": "pid"], ["type": "ipc"], ["type": "uts"], ["type": "mount"]],
-                "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-                                "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-                "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-            ] as [String: Any],
+            "linux": linux,
         ]
         // A dictionary of strings, numbers, booleans and arrays always serialises.
         return Array(try! JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .withoutEscapingSlashes]))

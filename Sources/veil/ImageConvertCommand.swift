@@ -103,7 +103,8 @@ struct ImageConvertCommand: ParsableCommand {
         if !result.protectedFiles.isEmpty {
             warn("\(result.protectedFiles.count) protected file(s); set the key with: veil manifest set MANIFEST --secret \(keyName)=\(key!)")
         }
-        warn("the measurement is that of the simulated TEE (development only, no confidentiality)")
+        warn("the package above is for the simulated TEE (development only, no confidentiality); in an SEV-SNP or TDX guest use "
+            + "{\"Kind\": \"snp\", \"Measurement\": VM, \"ImageMeasurement\": \"\(Hex.encode(result.measurement))\"} (TDX: MRTD instead of Measurement)")
     }
 
     static func loadOrCreateKey(_ path: String) throws -> SymmetricKey {

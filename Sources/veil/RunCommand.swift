@@ -16,8 +16,10 @@ struct RunCommand: ParsableCommand {
             passed through, and the container is removed afterwards.
 
             A Veil image (from `veil image convert`) starts with its launcher, which must reach the
-            coordinator's mesh API; on this machine its evidence is simulated (--tee simulated):
-            development only, no confidentiality.
+            coordinator's mesh API. In an SEV-SNP or TDX guest (--tee snp|tdx) the container gets
+            the guest's configfs-tsm report directory and device, and the launcher binds the
+            image's measurement into the VM's evidence (packages pin it with ImageMeasurement).
+            Elsewhere only --tee simulated runs: development only, no confidentiality.
             """)
 
     @Argument(help: ArgumentHelp("Image: oci:DIR[:TAG].", valueName: "image"))
@@ -26,7 +28,7 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Coordinator mesh API as HOST:PORT (or replicas HOST:PORT,HOST:PORT), for Veil images (env VEIL_COORDINATOR).", valueName: "host:port"))
     var coordinator: String?
 
-    @Option(help: ArgumentHelp("TEE for Veil images; only 'simulated' runs here (development only, no confidentiality).", valueName: "tee"))
+    @Option(help: ArgumentHelp("TEE for Veil images: snp or tdx (this machine is such a guest), or simulated (development only, no confidentiality). Env VEIL_TEE.", valueName: "tee"))
     var tee: String?
 
     @Option(help: ArgumentHelp("Simulation platform key (env \(SimulationPlatformKey.environmentVariable)).", valueName: "file"))
@@ -44,19 +46,26 @@ struct RunCommand: ParsableCommand {
         let source = try SourceImage.open(reference)
         var connection: LauncherConnection?
         if source.config.labels[RunPlan.serviceLabel] != nil {
-            let teeName = tee ?? environment["VEIL_TEE"]
-            guard teeName == "simulated" else {
-                throw ValidationError("\(image) is a Veil image; `veil run` supports --tee simulated only (development only, no confidentiality)")
-            }
-            guard let key = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] else {
-                throw ValidationError("--tee simulated needs --simulation-key FILE or \(SimulationPlatformKey.environmentVariable)")
+            let containerTEE: ContainerTEE
+            switch tee ?? environment["VEIL_TEE"] {
+            case "simulated":
+                guard let key = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] else {
+                    throw ValidationError("--tee simulated needs --simulation-key FILE or \(SimulationPlatformKey.environmentVariable)")
+                }
+                containerTEE = .simulated(simulationKey: URL(fileURLWithPath: key).standardizedFileURL.path)
+                warn("veil run: \(simulationWarning)")
+            case let name? where ConfidentialVMDevices.Kind(rawValue: name) != nil:
+                // VEIL_TSM_ROOT and VEIL_TEE_DEVICE: for guests whose paths differ from the defaults.
+                containerTEE = .confidentialVM(try ConfidentialVMDevices.detect(
+                    ConfidentialVMDevices.Kind(rawValue: name)!, tsmRoot: environment["VEIL_TSM_ROOT"] ?? ConfidentialVMDevices.defaultTSMRoot,
+                    device: environment["VEIL_TEE_DEVICE"]))
+            case let name:
+                throw ValidationError("\(image) is a Veil image: pass --tee snp or tdx (in such a guest) or simulated (development only)\(name.map { "; '\($0)' is none of them" } ?? "")")
             }
             connection = LauncherConnection(
-                coordinator: coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:2001",
-                simulationKey: URL(fileURLWithPath: key).standardizedFileURL.path,
+                coordinator: coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:2001", tee: containerTEE,
                 rootCA: (rootCA ?? environment["VEIL_ROOT_CA"]).map { URL(fileURLWithPath: $0).standardizedFileURL.path },
                 traceLaunch: environment["VEIL_LAUNCH_TRACE"] == "1")
-            warn("veil run: \(simulationWarning)")
         }
         let stateDirectory = URL(fileURLWithPath: stateDir).standardizedFileURL.path
         let cache = BundleCache(directory: stateDirectory)

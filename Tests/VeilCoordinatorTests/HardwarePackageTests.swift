@@ -178,4 +178,57 @@ import VeilManifest
         request.evidence = Evidence(format: SNPEvidence.format, data: Array(tamperedBody))
         await #expect(throws: CoordinatorError.evidenceRejected(.snp(.signatureInvalid(.vcek)))) { try await coordinator.activate(request) }
     }
+
+    @Test func confidentialVMPackagesPinTheContainerImageTheLauncherBound() throws {
+        var claims = try Self.snpClaims()
+        let measurement = Hex.encode(claims.measurement)
+        let image = Array(SHA256.hash(data: Array("the converted image".utf8)))
+        let pinned = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true, "ImageMeasurement": "sha256:\#(Hex.encode(image))"}}"#)
+        // The real report binds no image (its report data's second half is zero).
+        #expect(claims.imageMeasurement == nil)
+        #expect(pinned.packages["p"]!.mismatch(claims)?.contains("binds no container image measurement") == true)
+        let keyBinding = Array(claims.reportData.prefix(32))
+        claims.reportData = keyBinding + image
+        #expect(claims.imageMeasurement == image)
+        #expect(pinned.packages["p"]!.mismatch(claims) == nil)
+        var other = image
+        other[31] ^= 1
+        claims.reportData = keyBinding + other
+        #expect(pinned.packages["p"]!.mismatch(claims)?.contains("is not the package's") == true)
+        // The VM measurement is still checked beside the image.
+        let otherVM = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(String(repeating: "00", count: 48))", "Debug": true, "ImageMeasurement": "\#(Hex.encode(other))"}}"#)
+        #expect(otherVM.packages["p"]!.mismatch(claims)?.contains("measurement") == true)
+        // A package without ImageMeasurement pins the VM only.
+        #expect(try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true}}"#).packages["p"]!.mismatch(claims) == nil)
+        // In SGX claims the same bytes are no image measurement: only a VM's launcher binds one.
+        var sgx = try Self.claims("sgx_quote", at: Self.sgxTime)
+        sgx.reportData = Array(sgx.reportData.prefix(32)) + image
+        #expect(sgx.imageMeasurement == nil)
+
+        let refused: [(String, String)] = [
+            (#"{"p": {"Kind": "sgx", "UniqueID": "\#(Hex.encode(image))", "ImageMeasurement": "\#(Hex.encode(image))"}}"#, "$.Packages.p.ImageMeasurement"),
+            (#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "ImageMeasurement": "\#(String(repeating: "00", count: 32))"}}"#, "$.Packages.p.ImageMeasurement"),
+            (#"{"p": {"Kind": "tdx", "MRTD": "\#(measurement)", "ImageMeasurement": "abcd"}}"#, "$.Packages.p.ImageMeasurement"),
+        ]
+        for (packages, path) in refused {
+            let error = try #require(throws: ManifestValidationError.self) { try manifest(packages) }
+            #expect(error.problems.map(\.path).contains(path), "\(packages): \(error.problems)")
+        }
+        #expect(try manifest(#"{"p": {"Kind": "tdx", "MRTD": "\#(measurement)", "ImageMeasurement": "\#(Hex.encode(image))"}}"#).packages["p"]!.imageMeasurement == image)
+    }
+
+    @Test func onlyConfidentialVMEvidenceMayBindAnImage() throws {
+        let key = SimulationPlatformKey(privateKey: P256.Signing.PrivateKey())
+        let verifier = Verifier(policy: .init(allowSimulation: true, simulationKey: key.publicKey))
+        let provider = SimulatedEvidenceProvider(key: key, measurement: Array(SHA256.hash(data: [1])))
+        let (subject, nonce) = (Array("spki".utf8), Array("nonce".utf8))
+        let image = Array(SHA256.hash(data: [2]))
+        _ = try verifier.verify(try provider.evidence(reportData: ReportData.binding(subject, nonce: nonce)), binding: subject, nonce: nonce)
+        #expect(throws: AttestationError.reportDataMismatch) {
+            try verifier.verify(try provider.evidence(reportData: ReportData.binding(subject, nonce: nonce, imageMeasurement: image)), binding: subject, nonce: nonce)
+        }
+        #expect(throws: AttestationError.reportDataMismatch) {
+            try verifier.verify(try provider.evidence(reportData: ReportData.binding(subject, nonce: Array("other".utf8))), binding: subject, nonce: nonce)
+        }
+    }
 }
