@@ -58,6 +58,7 @@ let package = Package(
         .target(
             name: "VeilCoordinator",
             dependencies: [
+                "CVeilSys",
                 "VeilAttestation",
                 "VeilManifest",
                 "VeilImage",

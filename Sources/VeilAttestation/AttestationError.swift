@@ -39,7 +39,7 @@ public enum AttestationError: Error, Equatable, Sendable, CustomStringConvertibl
         case .debugNotAllowed(let tee):
             let what = tee == .sgx ? "a debug enclave" : tee == .tdx ? "a debug TD" : tee == .snp ? "a guest whose policy allows debugging" : "debug"
             return "evidence from \(what) refused: the host can read its memory, so it gives no confidentiality (allow it explicitly for development)"
-        case .noCollateral: return "Intel DCAP quote refused: the coordinator has no collateral source (start it with --dcap-collateral FILE|DIR)"
+        case .noCollateral: return "Intel DCAP quote refused: no collateral to verify it with (pass --dcap-collateral FILE|DIR)"
         }
     }
 }

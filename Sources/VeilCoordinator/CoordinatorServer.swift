@@ -25,7 +25,10 @@ public struct CoordinatorServer {
         public var dataDirectory: String
         public var clientAddress: (host: String, port: Int)
         public var meshAddress: (host: String, port: Int)
-        /// Only `simulated` exists so far; it must be chosen explicitly.
+        /// Which TEE the coordinator runs in; there is no default (simulation must be chosen).
+        public var tee: CoordinatorTEE = .simulated
+        /// The simulation platform key (simulated coordinators; a hardware coordinator loads it
+        /// only when given, to accept simulated launchers of manifests that allow them).
         public var simulationKeyPath: String?
         /// Extra DNS names for the coordinator's TLS certificate (localhost and loopback IPs are always present).
         public var dnsNames: [String]
@@ -60,11 +63,10 @@ public struct CoordinatorServer {
         try LaunchMeasurement.measure(programAt: "/proc/self/exe", config: .init(service: "veil-coordinator", arguments: []))
     }
 
-    /// Everything a replica needs besides its store (simulated TEE).
+    /// Everything a replica needs besides its store.
     struct Environment: Sendable {
         var vault: StateVault
-        var provider: SimulatedEvidenceProvider
-        var platformKey: SimulationPlatformKey
+        var provider: any EvidenceProvider
         var verification: Coordinator.Verification
         var replicaPolicy: ReplicaPolicy
         var replicaID: String
@@ -74,13 +76,6 @@ public struct CoordinatorServer {
 
     static func environment(_ configuration: Configuration, logger: Logger) throws -> Environment {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
-        let keyPath = configuration.simulationKeyPath
-            ?? (configuration.dataDirectory as NSString).appendingPathComponent(SimulationPlatformKey.defaultFileName)
-        let platformKey = try SimulationPlatformKey.loadOrCreate(at: keyPath)
-        let sealingKey = try SimulatedSealingKey.loadOrCreate(directory: configuration.dataDirectory)
-        let measurement = try selfMeasurement()
-        let provider = SimulatedEvidenceProvider(key: platformKey, measurement: measurement)
-        logger.warning("\(simulationWarning)", metadata: ["simulationPlatformKey": "\(keyPath)", "fingerprint": "\(platformKey.fingerprint)"])
         let dcap = try configuration.dcapCollateralPath.map { DCAPEvidenceVerifier(source: try FileDCAPCollateralSource(path: $0)) }
         var crls: [AMDProduct: [UInt8]] = [:]
         for path in configuration.amdCRLPaths {
@@ -88,11 +83,44 @@ public struct CoordinatorServer {
             guard let product = SNPEvidence.product(ofCRL: bytes) else { throw CoordinatorError.storage("\(path) is not a CRL issued by an AMD ARK (Milan, Genoa, Turin)") }
             crls[product] = bytes
         }
+        let simulationKeyPath = configuration.simulationKeyPath
+            ?? (configuration.dataDirectory as NSString).appendingPathComponent(SimulationPlatformKey.defaultFileName)
+        let provider: any EvidenceProvider
+        let sealing: any SealingKeyProvider
+        let ownMeasurement: [UInt8]
+        var simulationKey: P256.Signing.PublicKey?
+        switch configuration.tee {
+        case .simulated:
+            let platformKey = try SimulationPlatformKey.loadOrCreate(at: simulationKeyPath)
+            ownMeasurement = try selfMeasurement()
+            provider = SimulatedEvidenceProvider(key: platformKey, measurement: ownMeasurement)
+            sealing = SimulatedSealing(directory: configuration.dataDirectory)
+            simulationKey = platformKey.publicKey
+            logger.warning("\(simulationWarning)", metadata: ["simulationPlatformKey": "\(simulationKeyPath)", "fingerprint": "\(platformKey.fingerprint)"])
+        case .hardware(let devices):
+            let identity = try HardwareIdentity.detect(devices)
+            (provider, sealing, ownMeasurement) = (identity.provider, identity.sealing, identity.measurement)
+            if let path = configuration.simulationKeyPath {
+                simulationKey = try SimulationPlatformKey.loadOrCreate(at: path).publicKey
+                logger.warning("accepting simulated launchers signed by \(path) where the manifest allows simulation: \(simulationWarning)")
+            }
+            logger.info("hardware TEE", metadata: [
+                "tee": "\(identity.tee.rawValue)", "measurement": "\(Hex.encode(identity.measurement))", "sealing": "\(sealing.binding)",
+            ])
+        }
+        let sealingKey: SymmetricKey?
+        do {
+            sealingKey = try sealing.sealingKey()
+        } catch {
+            throw CoordinatorStartError(description: "\(error)")
+        }
         return Environment(
-            vault: StateVault(directory: configuration.dataDirectory, sealingKey: sealingKey), provider: provider, platformKey: platformKey,
-            verification: .init(simulationKey: platformKey.publicKey, dcap: dcap, snpCRLs: crls),
+            vault: StateVault(directory: configuration.dataDirectory, sealingKey: sealingKey), provider: provider,
+            verification: .init(simulationKey: simulationKey, dcap: dcap, snpCRLs: crls),
             replicaPolicy: ReplicaPolicy(
-                ownMeasurement: measurement, verification: VerificationPolicy(allowSimulation: true, simulationKey: platformKey.publicKey, dcap: dcap)),
+                ownMeasurement: ownMeasurement,
+                verification: VerificationPolicy(
+                    allowSimulation: simulationKey != nil, simulationKey: simulationKey, dcap: dcap, allowSNP: true, snpCRLs: crls)),
             replicaID: try replicaID(configuration.dataDirectory))
     }
 

@@ -29,9 +29,13 @@ public struct CoordinatorPolicy: Sendable {
     ///   - policyFile: a policy JSON file (see ``load(path:)``), merged with the rest.
     ///   - simulationKey: the trusted simulation platform key (PEM file) for simulated coordinators.
     public static func build(
-        expect: [String], policyFile: String?, allowSimulation: Bool, simulationKey: String?, acceptAnyMeasurement: Bool
+        expect: [String], policyFile: String?, allowSimulation: Bool, simulationKey: String?, acceptAnyMeasurement: Bool,
+        dcapCollateral: String? = nil
     ) throws -> CoordinatorPolicy {
         var policy = try policyFile.map(load(path:)) ?? CoordinatorPolicy(measurements: [], verification: .init())
+        // SEV-SNP evidence carries its VCEK chain; SGX/TDX quotes need Intel's collateral.
+        policy.verification.allowSNP = true
+        if let dcapCollateral { policy.verification.dcap = DCAPEvidenceVerifier(source: try FileDCAPCollateralSource(path: dcapCollateral)) }
         for text in expect { policy.measurements.append(try measurement(text, what: "--expect")) }
         if allowSimulation { policy.verification.allowSimulation = true }
         if let simulationKey { policy.verification.simulationKey = try SimulationPlatformKey.loadPublicKey(at: simulationKey) }
@@ -149,6 +153,11 @@ public enum CoordinatorAttestation {
         guard let root = try? Certificate(pemEncoded: response.rootCertificate) else { throw CoordinatorAttestationError.malformedRoot }
         let rootDER = try root.derBytes
         guard let head = Hex.decode(response.logHead), head.count == 32 else { throw CoordinatorAttestationError.malformedRoot }
+        // Without an expected measurement only simulated evidence can pass: say so before
+        // asking for collateral to verify hardware evidence that would be refused anyway.
+        if policy.measurements.isEmpty && !policy.acceptAnyMeasurement, let tee = hardwareKind(of: response.evidence) {
+            throw CoordinatorAttestationError.measurementRequired(tee)
+        }
         let claims: Claims
         do {
             claims = try Verifier(policy: policy.verification).verify(
@@ -158,6 +167,17 @@ public enum CoordinatorAttestation {
         }
         try policy.check(claims)
         return AttestedCoordinator(rootCertificatePEM: response.rootCertificate, claims: claims, logHead: head)
+    }
+}
+
+extension CoordinatorAttestation {
+    /// The hardware TEE evidence claims to come from (unverified), or `nil` for simulated evidence.
+    static func hardwareKind(of evidence: Evidence) -> TEEKind? {
+        switch evidence.format {
+        case SNPEvidence.format: return .snp
+        case DCAPEvidence.format: return (try? DCAPQuote(evidence.data))?.header.tee == .tdx ? .tdx : .sgx
+        default: return nil
+        }
     }
 }
 

@@ -38,6 +38,9 @@ public struct LaunchTrustOptions: ParsableArguments {
     @Flag(help: "DANGEROUS: when attesting the coordinator, trust hardware evidence of any measurement.")
     var insecureAnyCoordinator = false
 
+    @Option(help: ArgumentHelp("Intel DCAP collateral (JSON file or directory) to verify an SGX/TDX coordinator's quote when attesting it.", valueName: "file|dir"))
+    var coordinatorCollateral: String?
+
     func address(_ environment: [String: String]) -> String {
         coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:2001"
     }
@@ -71,7 +74,7 @@ public struct LaunchTrustOptions: ParsableArguments {
         }
         var policy = try CoordinatorPolicy.build(
             expect: coordinatorMeasurement, policyFile: coordinatorPolicy, allowSimulation: false, simulationKey: nil,
-            acceptAnyMeasurement: insecureAnyCoordinator)
+            acceptAnyMeasurement: insecureAnyCoordinator, dcapCollateral: coordinatorCollateral)
         if case .simulated(let platformKey) = choice {
             policy.verification.allowSimulation = true
             policy.verification.simulationKey = platformKey.publicKey

@@ -51,7 +51,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Mesh API address (launchers' activations).", valueName: "host:port"))
     var meshAddr = "127.0.0.1:2001"
 
-    @Option(help: ArgumentHelp("TEE to run in (env VEIL_TEE). Only 'simulated' exists yet; it must be chosen explicitly.", valueName: "tee"))
+    @Option(help: ArgumentHelp(
+        "TEE to run in (env VEIL_TEE): auto (configfs-tsm or Gramine; never simulation), snp, tdx, sgx-gramine, or simulated (development only, no confidentiality). Required.",
+        valueName: "tee"))
     var tee: String?
 
     @Option(help: ArgumentHelp(
@@ -73,9 +75,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
-        guard (tee ?? environment["VEIL_TEE"]) == "simulated" else {
-            throw ValidationError(
-                "no hardware TEE support yet: pass --tee simulated (or VEIL_TEE=simulated) to run the development coordinator, which gives NO confidentiality")
+        guard let teeName = tee ?? environment["VEIL_TEE"] else {
+            throw ValidationError("--tee is required: auto, snp, tdx or sgx-gramine in a TEE; simulated for development (NO confidentiality)")
+        }
+        guard let selection = TEESelection(rawValue: teeName) else {
+            throw ValidationError("--tee '\(teeName)' is not one of \(TEESelection.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         var logger = Logger(label: "veil.coordinator")
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level '\(logLevel)'") }
@@ -83,6 +87,17 @@ struct CoordinatorCommand: AsyncParsableCommand {
         var configuration = CoordinatorServer.Configuration(
             dataDirectory: dataDir, clientAddress: try parseAddress(clientAddr), meshAddress: try parseAddress(meshAddr),
             simulationKeyPath: simulationKey ?? environment[SimulationPlatformKey.environmentVariable], dnsNames: dnsNames)
+        if selection != .simulated {
+            // The device paths: for guests that put them elsewhere (and for tests' doubles).
+            var paths = HardwareTEEPaths(selection: selection)
+            if let root = environment["VEIL_TSM_ROOT"] { paths.tsmRoot = root }
+            paths.tsmEntry = environment["VEIL_TSM_ENTRY"]
+            if let root = environment["VEIL_GRAMINE_ROOT"] { paths.gramineRoot = root }
+            if let keys = environment["VEIL_GRAMINE_KEYS"] { paths.gramineKeys = keys }
+            if let device = environment["VEIL_SEV_GUEST"] { paths.sevGuest = device }
+            configuration.tee = .hardware(paths)
+            configuration.simulationKeyPath = simulationKey
+        }
         configuration.dcapCollateralPath = dcapCollateral
         configuration.amdCRLPaths = amdCRLs
         configuration.reset = reset

@@ -5,7 +5,7 @@ import VeilLauncher
 import VeilLauncherCommands
 
 /// What a command requires of the coordinator's evidence: the same options and the same
-/// builder (``CoordinatorPolicy/build(expect:policyFile:allowSimulation:simulationKey:acceptAnyMeasurement:)``)
+/// builder (``CoordinatorPolicy/build(expect:policyFile:allowSimulation:simulationKey:acceptAnyMeasurement:dcapCollateral:)``)
 /// for `attest` and `recover`.
 struct CoordinatorPolicyOptions: ParsableArguments {
     @Option(help: ArgumentHelp(
@@ -25,10 +25,14 @@ struct CoordinatorPolicyOptions: ParsableArguments {
     @Flag(help: "DANGEROUS: trust a hardware coordinator of any measurement (an attacker's code in a genuine TEE would pass).")
     var insecureAnyCoordinator = false
 
+    @Option(help: ArgumentHelp("Intel DCAP collateral (JSON file or directory) to verify an SGX/TDX coordinator's quote.", valueName: "file|dir"))
+    var dcapCollateral: String?
+
     func build(environment: [String: String]) throws -> CoordinatorPolicy {
         let policy = try CoordinatorPolicy.build(
             expect: expect, policyFile: self.policy, allowSimulation: allowSimulation,
-            simulationKey: simulationKey ?? environment[SimulationPlatformKey.environmentVariable], acceptAnyMeasurement: insecureAnyCoordinator)
+            simulationKey: simulationKey ?? environment[SimulationPlatformKey.environmentVariable], acceptAnyMeasurement: insecureAnyCoordinator,
+            dcapCollateral: dcapCollateral)
         if insecureAnyCoordinator { warn("warning: --insecure-any-coordinator: any coordinator code running in a genuine TEE is trusted") }
         return policy
     }

@@ -7,6 +7,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 #include <spawn.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
 
 /* GNU extensions that Swift's Glibc module hides (it is built without _GNU_SOURCE). */
 extern int pipe2(int pipefd[2], int flags);
@@ -44,6 +47,33 @@ static inline int veil_spawnattr_default_signals(posix_spawnattr_t *attributes) 
     sigfillset(&all);
     if (posix_spawnattr_setsigmask(attributes, &none) != 0 || posix_spawnattr_setsigdefault(attributes, &all) != 0) return -1;
     return posix_spawnattr_setflags(attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+}
+
+/* The SEV-SNP guest driver's request (linux/sev-guest.h), declared here so the build needs no
+ * kernel headers of a particular version. */
+struct veil_snp_guest_request_ioctl {
+    uint8_t msg_version;
+    uint64_t req_data;
+    uint64_t resp_data;
+    uint64_t exitinfo2;
+};
+#define VEIL_SNP_GET_DERIVED_KEY _IOWR('S', 0x1, struct veil_snp_guest_request_ioctl)
+
+/// SNP_GET_DERIVED_KEY on an open /dev/sev-guest: `request` is the 32-byte MSG_KEY_REQ, the
+/// 64-byte MSG_KEY_RSP lands in `response`. Returns the ioctl result (errno set) and the
+/// firmware/VMM error word in `exitinfo2`.
+static inline int veil_snp_derived_key(int fd, const uint8_t request[32], uint8_t response[64], uint64_t *exitinfo2) {
+    uint8_t req[32], resp[64];
+    memcpy(req, request, sizeof req);
+    memset(resp, 0, sizeof resp);
+    struct veil_snp_guest_request_ioctl call = {
+        .msg_version = 1, .req_data = (uint64_t)(uintptr_t)req, .resp_data = (uint64_t)(uintptr_t)resp, .exitinfo2 = 0,
+    };
+    int result = ioctl(fd, VEIL_SNP_GET_DERIVED_KEY, &call);
+    *exitinfo2 = call.exitinfo2;
+    memcpy(response, resp, sizeof resp);
+    memset(resp, 0, sizeof resp);
+    return result;
 }
 
 #endif

@@ -1,0 +1,80 @@
+import Foundation
+import Synchronization
+import VeilAttestation
+
+/// Which TEE a coordinator replica runs in. There is no default: simulation is chosen
+/// explicitly, and hardware detection never falls back to it.
+public enum CoordinatorTEE: Sendable {
+    /// Development only: evidence signed with a simulation key, state sealed with a key in a
+    /// file. No confidentiality.
+    case simulated
+    /// A hardware TEE found through these paths.
+    case hardware(HardwareTEEPaths)
+}
+
+/// Where a replica finds its TEE (the defaults are the real devices; tests point them at
+/// doubles built from the specifications).
+public struct HardwareTEEPaths: Sendable {
+    /// `auto`, `snp`, `tdx` or `sgx-gramine` (never `simulated`).
+    public var selection: TEESelection
+    public var tsmRoot = ConfigfsTSMProvider.defaultRoot
+    /// The configfs-tsm entry to use (default: `veil-coordinator-PID`, created on start).
+    public var tsmEntry: String?
+    public var gramineRoot = GramineProvider.defaultRoot
+    public var gramineKeys = GramineSealing.defaultRoot
+    public var sevGuest = SEVGuestDevice.defaultPath
+
+    public init(selection: TEESelection) {
+        precondition(selection != .simulated, "simulation is not a hardware TEE")
+        self.selection = selection
+    }
+}
+
+/// What the hardware says this replica is: how it gets evidence and its sealing key, and the
+/// measurement its TEE reports for it — read from one report made at start. The replica does not
+/// verify its own report (it trusts its own TEE); peers and clients verify its evidence fully.
+struct HardwareIdentity {
+    let provider: any EvidenceProvider
+    let sealing: any SealingKeyProvider
+    let tee: TEEKind
+    let measurement: [UInt8]
+
+    static func detect(_ paths: HardwareTEEPaths) throws -> HardwareIdentity {
+        let provider = try paths.selection.hardwareProvider(
+            tsmRoot: paths.tsmRoot, tsmEntry: paths.tsmEntry ?? "veil-coordinator-\(getpid())", gramineRoot: paths.gramineRoot)
+        let evidence = try provider.evidence(reportData: [UInt8](repeating: 0, count: ReportData.size))
+        switch evidence.format {
+        case SNPEvidence.format:
+            let report = try SNPEvidence.unverifiedReport(in: evidence)
+            return HardwareIdentity(
+                provider: SerializedEvidenceProvider(provider), sealing: SNPDerivedKeySealing(device: SEVGuestDevice(path: paths.sevGuest), vmpl: report.vmpl),
+                tee: .snp, measurement: report.measurement)
+        case DCAPEvidence.format:
+            let quote = try DCAPQuote(evidence.data)
+            switch quote.body {
+            case .sgx(let report):
+                return HardwareIdentity(provider: SerializedEvidenceProvider(provider), sealing: GramineSealing(root: paths.gramineKeys), tee: .sgx, measurement: report.mrEnclave)
+            case .td(let report):
+                return HardwareIdentity(provider: SerializedEvidenceProvider(provider), sealing: NoSealing(), tee: .tdx, measurement: report.mrTD)
+            }
+        default:
+            throw ProviderError.unexpectedProvider(evidence.format)
+        }
+    }
+}
+
+/// One report at a time: configfs-tsm and Gramine hand out reports through one shared entry
+/// (write report data, read the report), which concurrent requests would interleave.
+final class SerializedEvidenceProvider: EvidenceProvider {
+    private let inner: any EvidenceProvider
+    private let lock = Mutex(())
+
+    init(_ inner: any EvidenceProvider) { self.inner = inner }
+
+    var isSimulated: Bool { inner.isSimulated }
+    var isConfidentialVM: Bool { inner.isConfidentialVM }
+
+    func evidence(reportData: [UInt8]) throws -> Evidence {
+        try lock.withLock { _ in try inner.evidence(reportData: reportData) }
+    }
+}

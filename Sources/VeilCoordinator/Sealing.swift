@@ -1,0 +1,147 @@
+import CVeilSys
+import Crypto
+import Foundation
+import VeilAttestation
+
+/// Where a replica's sealing key comes from: a key only this TEE, running this code, can derive.
+/// It seals the state key and the highest state generation the replica has seen
+/// (``StateVault``), so a restarted replica opens the state without peers or recovery — and a
+/// modified coordinator, or another machine, cannot.
+public protocol SealingKeyProvider: Sendable {
+    /// What the key is bound to, for logs and errors.
+    var binding: String { get }
+    /// The key, or `nil` for a TEE without one (TDX): the state key then comes only from a
+    /// peer replica (mutual attestation) or from recovery.
+    func sealingKey() throws(SealingError) -> SymmetricKey?
+}
+
+public enum SealingError: Error, Equatable, CustomStringConvertible {
+    case unavailable(String)
+    case firmware(String)
+    case malformed(String)
+
+    public var description: String {
+        switch self {
+        case .unavailable(let why): return "no sealing key: \(why)"
+        case .firmware(let why): return "the TEE refused to derive a sealing key: \(why)"
+        case .malformed(let why): return "malformed sealing key material: \(why)"
+        }
+    }
+}
+
+/// The simulated TEE: a random key in a file (``SimulatedSealingKey``). Anyone who reads it
+/// opens the state — development only.
+public struct SimulatedSealing: SealingKeyProvider {
+    public let directory: String
+    public var binding: String { "a file in \(directory) (simulated: no protection)" }
+
+    public init(directory: String) { self.directory = directory }
+
+    public func sealingKey() throws(SealingError) -> SymmetricKey? {
+        do {
+            return try SimulatedSealingKey.loadOrCreate(directory: directory)
+        } catch {
+            throw .unavailable("\(error)")
+        }
+    }
+}
+
+/// TDX has no sealing key: every start takes the state key from a peer or from recovery.
+public struct NoSealing: SealingKeyProvider {
+    public var binding: String { "none (TDX has no sealing key: the state key comes from peers or recovery)" }
+    public init() {}
+    public func sealingKey() throws(SealingError) -> SymmetricKey? { nil }
+}
+
+/// SEV-SNP: a key the AMD secure processor derives (MSG_KEY_REQ through `/dev/sev-guest`) from
+/// the chip's VCEK root and, as selected, the guest's launch measurement and policy — so a
+/// guest with other firmware, kernel, initrd or policy derives another key.
+///
+/// The request (SEV-SNP firmware ABI, MSG_KEY_REQ, 32 bytes, little-endian):
+/// `0x00` ROOT_KEY_SELECT (0: VCEK), `0x04` reserved, `0x08` GUEST_FIELD_SELECT (bit 0 guest
+/// policy, 1 image ID, 2 family ID, 3 measurement, 4 guest SVN, 5 TCB version), `0x10` VMPL,
+/// `0x14` GUEST_SVN, `0x18` TCB_VERSION. The response (MSG_KEY_RSP, 64 bytes): `0x00` STATUS,
+/// `0x20` the 32-byte derived key.
+public struct SNPDerivedKeySealing: SealingKeyProvider {
+    /// Guest policy and launch measurement.
+    public static let guestFieldSelect: UInt64 = 1 << 0 | 1 << 3
+
+    public let device: any SNPGuestDevice
+    /// The VMPL to derive for: the replica's own (a lower one is refused by the firmware).
+    public let vmpl: UInt32
+
+    public var binding: String { "the SNP chip (VCEK root), the guest's launch measurement and policy, VMPL \(vmpl)" }
+
+    public init(device: any SNPGuestDevice = SEVGuestDevice(), vmpl: UInt32) {
+        self.device = device
+        self.vmpl = vmpl
+    }
+
+    /// The MSG_KEY_REQ this provider sends.
+    public var request: [UInt8] {
+        func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.littleEndian, Array.init) }
+        return le(UInt32(0)) + le(UInt32(0)) + le(Self.guestFieldSelect) + le(vmpl) + le(UInt32(0)) + le(UInt64(0))
+    }
+
+    public func sealingKey() throws(SealingError) -> SymmetricKey? {
+        let response = try device.derivedKey(request: request)
+        guard response.count == 64 else { throw .malformed("MSG_KEY_RSP is \(response.count) bytes, not 64") }
+        let status = UInt32(response[0]) | UInt32(response[1]) << 8 | UInt32(response[2]) << 16 | UInt32(response[3]) << 24
+        guard status == 0 else { throw .firmware("MSG_KEY_RSP status 0x\(String(status, radix: 16)) (0x16: invalid parameters, e.g. a VMPL below the guest's)") }
+        let key = Array(response[32..<64])
+        guard key.contains(where: { $0 != 0 }) else { throw .malformed("the derived key is all zero") }
+        return SymmetricKey(data: key)
+    }
+}
+
+/// Sends MSG_KEY_REQ to an SEV-SNP guest's firmware.
+public protocol SNPGuestDevice: Sendable {
+    /// The 64-byte MSG_KEY_RSP for a 32-byte MSG_KEY_REQ.
+    func derivedKey(request: [UInt8]) throws(SealingError) -> [UInt8]
+}
+
+/// The Linux SEV guest driver (`/dev/sev-guest`, SNP_GET_DERIVED_KEY).
+public struct SEVGuestDevice: SNPGuestDevice {
+    public static let defaultPath = "/dev/sev-guest"
+    public let path: String
+
+    public init(path: String = SEVGuestDevice.defaultPath) { self.path = path }
+
+    public func derivedKey(request: [UInt8]) throws(SealingError) -> [UInt8] {
+        precondition(request.count == 32)
+        let fd = open(path, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { throw .unavailable("cannot open \(path): \(String(cString: strerror(errno))) (not an SEV-SNP guest?)") }
+        defer { close(fd) }
+        var response = [UInt8](repeating: 0, count: 64)
+        var exitInfo: UInt64 = 0
+        let result = request.withUnsafeBufferPointer { requestBytes in
+            response.withUnsafeMutableBufferPointer { responseBytes in
+                veil_snp_derived_key(fd, requestBytes.baseAddress, responseBytes.baseAddress, &exitInfo)
+            }
+        }
+        guard result == 0 else {
+            throw .firmware("SNP_GET_DERIVED_KEY on \(path): \(String(cString: strerror(errno))), firmware error 0x\(String(exitInfo & 0xffff_ffff, radix: 16)), VMM error 0x\(String(exitInfo >> 32, radix: 16))")
+        }
+        return response
+    }
+}
+
+/// SGX under Gramine: Gramine's MRENCLAVE-bound sealing key (`/dev/attestation/keys/_sgx_mrenclave`,
+/// 16 bytes, derived by the CPU from the enclave measurement), stretched to 256 bits with HKDF.
+public struct GramineSealing: SealingKeyProvider {
+    public static let defaultRoot = "/dev/attestation/keys"
+    public let root: String
+    public var binding: String { "the SGX CPU and the enclave's MRENCLAVE (Gramine \(root)/_sgx_mrenclave)" }
+
+    public init(root: String = GramineSealing.defaultRoot) { self.root = root }
+
+    public func sealingKey() throws(SealingError) -> SymmetricKey? {
+        let path = "\(root)/_sgx_mrenclave"
+        guard let bytes = FileManager.default.contents(atPath: path).map(Array.init) else {
+            throw .unavailable("cannot read \(path) (not running under Gramine, or its keys are not exposed)")
+        }
+        guard bytes.count == 16 else { throw .malformed("\(path) holds \(bytes.count) bytes, not 16") }
+        return HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: SymmetricKey(data: bytes), info: Array("veil-coordinator-sealing-v1".utf8), outputByteCount: 32)
+    }
+}

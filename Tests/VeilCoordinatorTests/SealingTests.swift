@@ -1,0 +1,120 @@
+import Crypto
+import Foundation
+import Testing
+import VeilAttestation
+import VeilCoordinator
+
+/// An SEV-SNP firmware double built from the firmware ABI specification's MSG_KEY_REQ and
+/// MSG_KEY_RSP tables (not from Veil's encoder): it reads each field at its specified offset,
+/// refuses what the firmware refuses with INVALID_PARAM (0x16), and derives a key from a chip
+/// secret and exactly the guest fields the request selects.
+struct SpecSNPFirmware: SNPGuestDevice {
+    var chipSecret = SymmetricKey(data: [UInt8](repeating: 0xc1, count: 32))
+    var guestVMPL: UInt32 = 0
+    var policy: UInt64 = 0x30000
+    var measurement = [UInt8](repeating: 0x4d, count: 48)
+    var familyID = [UInt8](repeating: 0x0f, count: 16)
+    static let invalidParam: UInt32 = 0x16
+
+    func derivedKey(request: [UInt8]) throws(SealingError) -> [UInt8] {
+        guard request.count == 0x20 else { return Self.response(status: Self.invalidParam, key: nil) }
+        func u32(_ offset: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(request[offset + $1]) << (8 * $1) } }
+        func u64(_ offset: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(request[offset + $1]) << (8 * $1) } }
+        let rootKeySelect = u32(0x00), reserved = u32(0x04), fieldSelect = u64(0x08), vmpl = u32(0x10)
+        // ROOT_KEY_SELECT bit 0 (VCEK/VMRK); reserved must be zero; GUEST_FIELD_SELECT bits 6–63 reserved;
+        // a guest may not ask for a key of a more privileged VMPL than its own.
+        guard rootKeySelect & ~1 == 0, reserved == 0, fieldSelect >> 6 == 0, vmpl >= guestVMPL, vmpl <= 3 else {
+            return Self.response(status: Self.invalidParam, key: nil)
+        }
+        var mixed = Array("root-\(rootKeySelect)-vmpl-\(vmpl)".utf8)
+        if fieldSelect & 1 << 0 != 0 { mixed += withUnsafeBytes(of: policy.littleEndian, Array.init) }
+        if fieldSelect & 1 << 2 != 0 { mixed += familyID }
+        if fieldSelect & 1 << 3 != 0 { mixed += measurement }
+        mixed += withUnsafeBytes(of: u32(0x14).littleEndian, Array.init) + withUnsafeBytes(of: u64(0x18).littleEndian, Array.init)
+        return Self.response(status: 0, key: Array(HMAC<SHA256>.authenticationCode(for: mixed, using: chipSecret)))
+    }
+
+    /// MSG_KEY_RSP: STATUS at 0x00, reserved to 0x1F, DERIVED_KEY at 0x20.
+    static func response(status: UInt32, key: [UInt8]?) -> [UInt8] {
+        withUnsafeBytes(of: status.littleEndian, Array.init) + [UInt8](repeating: 0, count: 28) + (key ?? [UInt8](repeating: 0, count: 32))
+    }
+}
+
+@Suite struct SealingTests {
+    func key(_ firmware: SpecSNPFirmware, vmpl: UInt32 = 0) throws -> [UInt8] {
+        let key = try #require(try SNPDerivedKeySealing(device: firmware, vmpl: vmpl).sealingKey())
+        return key.withUnsafeBytes { Array($0) }
+    }
+
+    @Test func snpSealingKeyIsBoundToTheGuestsMeasurementAndPolicy() throws {
+        let firmware = SpecSNPFirmware()
+        let first = try key(firmware)
+        #expect(first.count == 32)
+        #expect(try key(firmware) == first, "the same guest derives the same key every start")
+        var otherMeasurement = firmware
+        otherMeasurement.measurement[0] ^= 1
+        #expect(try key(otherMeasurement) != first, "another launch measurement (a modified coordinator image) derives another key")
+        var otherPolicy = firmware
+        otherPolicy.policy |= 1 << 19
+        #expect(try key(otherPolicy) != first, "another guest policy (e.g. debug) derives another key")
+        var otherChip = firmware
+        otherChip.chipSecret = SymmetricKey(size: .bits256)
+        #expect(try key(otherChip) != first, "another machine derives another key")
+        var otherFamily = firmware
+        otherFamily.familyID[0] ^= 1
+        #expect(try key(otherFamily) == first, "fields not selected do not change the key")
+    }
+
+    @Test func snpRequestIsTheSpecifiedMessage() {
+        let request = SNPDerivedKeySealing(device: SpecSNPFirmware(), vmpl: 2).request
+        #expect(request.count == 32)
+        #expect(Array(request[0x00..<0x08]) == [0, 0, 0, 0, 0, 0, 0, 0], "VCEK root key, reserved zero")
+        #expect(Array(request[0x08..<0x10]) == [0x09, 0, 0, 0, 0, 0, 0, 0], "guest policy (bit 0) and measurement (bit 3)")
+        #expect(Array(request[0x10..<0x14]) == [2, 0, 0, 0], "VMPL")
+        #expect(request[0x14...].allSatisfy { $0 == 0 }, "guest SVN and TCB version: zero (the current ones)")
+    }
+
+    @Test func snpFirmwareRefusalsAndBadResponsesAreErrors() throws {
+        var guest = SpecSNPFirmware()
+        guest.guestVMPL = 2
+        #expect(throws: SealingError.self) { try SNPDerivedKeySealing(device: guest, vmpl: 0).sealingKey() }
+        _ = try key(guest, vmpl: 2)
+
+        struct Fixed: SNPGuestDevice {
+            let response: [UInt8]
+            func derivedKey(request: [UInt8]) throws(SealingError) -> [UInt8] { response }
+        }
+        let zeroKey = SpecSNPFirmware.response(status: 0, key: nil)
+        #expect(throws: SealingError.malformed("the derived key is all zero")) { try SNPDerivedKeySealing(device: Fixed(response: zeroKey), vmpl: 0).sealingKey() }
+        #expect(throws: SealingError.malformed("MSG_KEY_RSP is 32 bytes, not 64")) {
+            try SNPDerivedKeySealing(device: Fixed(response: [UInt8](repeating: 1, count: 32)), vmpl: 0).sealingKey()
+        }
+    }
+
+    @Test func theRealDeviceIsReachedThroughTheDriversIoctl() throws {
+        // Not an SEV guest here: a regular file refuses the ioctl, and the error says which.
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sev-guest-\(UUID().uuidString)").path
+        FileManager.default.createFile(atPath: file, contents: Data())
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let error = try #require(throws: SealingError.self) { try SNPDerivedKeySealing(device: SEVGuestDevice(path: file), vmpl: 0).sealingKey() }
+        #expect("\(error)".contains("SNP_GET_DERIVED_KEY on \(file)"))
+        #expect(throws: SealingError.self) { try SNPDerivedKeySealing(device: SEVGuestDevice(path: file + ".missing"), vmpl: 0).sealingKey() }
+    }
+
+    @Test func gramineSealingKeyComesFromTheEnclaveBoundKeyFile() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("gramine-keys-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let sealing = GramineSealing(root: root)
+        #expect(throws: SealingError.self) { try sealing.sealingKey() }
+        try Data(repeating: 7, count: 16).write(to: URL(fileURLWithPath: root + "/_sgx_mrenclave"))
+        let first = try #require(try sealing.sealingKey()).withUnsafeBytes { Array($0) }
+        #expect(first.count == 32)
+        #expect(try #require(try sealing.sealingKey()).withUnsafeBytes { Array($0) } == first)
+        try Data(repeating: 8, count: 16).write(to: URL(fileURLWithPath: root + "/_sgx_mrenclave"))
+        #expect(try #require(try sealing.sealingKey()).withUnsafeBytes { Array($0) } != first, "another MRENCLAVE, another key")
+        try Data(repeating: 8, count: 15).write(to: URL(fileURLWithPath: root + "/_sgx_mrenclave"))
+        #expect(throws: SealingError.malformed("\(root)/_sgx_mrenclave holds 15 bytes, not 16")) { try sealing.sealingKey() }
+        #expect(try NoSealing().sealingKey() == nil)
+    }
+}
