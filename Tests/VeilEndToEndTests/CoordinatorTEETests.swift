@@ -42,6 +42,15 @@ import Testing
             return nil
         }
 
+        /// Sets `manifest`, pinning the root certificate the attestation response carries
+        /// (the double's recorded evidence cannot vouch for it, so the test trusts it as given).
+        func setManifest(_ manifest: String, rootFrom attestation: [String: Any]) throws -> RunResult {
+            let root = scratch.path + "/root.pem"
+            try Data(try #require(attestation["rootCertificate"] as? String).utf8).write(to: URL(fileURLWithPath: root))
+            return try run(veilBinary, ["manifest", "set", try scratch.write(manifest, to: "manifest.json"), "--coordinator", clientAddress, "--root-ca", root],
+                           environment: ["VEIL_CONFIG_DIR": scratch.path + "/config"], scratch: scratch)
+        }
+
         /// The JSON object a GET returns (empty when there is none).
         func get(_ path: String) -> [String: Any] {
             guard let result = try? run(which("curl") ?? "/usr/bin/curl", ["-sk", "https://\(clientAddress)\(path)"], scratch: scratch) else { return [:] }
@@ -81,11 +90,8 @@ import Testing
         #expect((attestation["evidence"] as? [String: Any])?["format"] as? String == "intel-dcap-quote")
         let inblob = try Data(contentsOf: URL(fileURLWithPath: scratch.path + "/tsm/veil-coordinator/inblob"))
         #expect(inblob.count == 64 && inblob.prefix(32).contains { $0 != 0 })
-        let root = scratch.path + "/root.pem"
-        try Data(try #require(attestation["rootCertificate"] as? String).utf8).write(to: URL(fileURLWithPath: root))
-        let manifest = try scratch.write(#"{"Packages": {"p": {"Kind": "tdx", "MRTD": "\#(String(repeating: "11", count: 48))"}}, "Services": {"s": {"Package": "p"}}}"#, to: "m.json")
-        let set = try run(veilBinary, ["manifest", "set", manifest, "--coordinator", replica.clientAddress, "--root-ca", root],
-                          environment: ["VEIL_CONFIG_DIR": scratch.path + "/config"], scratch: scratch)
+        let set = try replica.setManifest(
+            #"{"Packages": {"p": {"Kind": "tdx", "MRTD": "\#(String(repeating: "11", count: 48))"}}, "Services": {"s": {"Package": "p"}}}"#, rootFrom: attestation)
         #expect(set.status == 0, "\(set.stderr)")
         #expect(replica.get("/api/v1/status")["state"] as? String == "accepting")
         // Nothing sealed locally: after a restart the state key must come from a peer or recovery.
@@ -134,13 +140,10 @@ import Testing
                                              "--dcap-collateral", "\(Self.testdata)/dcap-qvl/sgx_quote_collateral.json"], environment: config, scratch: scratch)
         #expect(expecting.status != 0 && expecting.stderr.contains("coordinator evidence rejected"), "\(expecting.stderr)")
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/config"), "nothing was pinned")
-        let root = scratch.path + "/root.pem"
-        try Data(try #require(attestation["rootCertificate"] as? String).utf8).write(to: URL(fileURLWithPath: root))
 
         // The state key is sealed with the enclave-bound key: no simulation key file.
-        let manifest = try scratch.write(#"{"Packages": {"p": {"Kind": "sgx", "UniqueID": "\#(String(repeating: "11", count: 32))"}}, "Services": {"s": {"Package": "p"}}}"#, to: "m.json")
-        let set = try run(veilBinary, ["manifest", "set", manifest, "--coordinator", replica.clientAddress, "--root-ca", root],
-                          environment: ["VEIL_CONFIG_DIR": scratch.path + "/config"], scratch: scratch)
+        let set = try replica.setManifest(
+            #"{"Packages": {"p": {"Kind": "sgx", "UniqueID": "\#(String(repeating: "11", count: 32))"}}, "Services": {"s": {"Package": "p"}}}"#, rootFrom: attestation)
         #expect(set.status == 0, "\(set.stderr)")
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/data/sealing-key.simulation-insecure"))
         #expect(replica.get("/api/v1/status")["state"] as? String == "accepting")
