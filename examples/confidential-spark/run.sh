@@ -142,8 +142,10 @@ SECRET=$(grep -o 'spark.authenticate.secret [0-9a-f]*' "$WORK/driver/spark.prope
 STORES=$(grep -o 'spark.ssl.keyStorePassword [0-9a-f]*' "$WORK/driver/spark.properties" | cut -d' ' -f2)
 [ ${#SECRET} = 64 ] && [ ${#STORES} = 64 ] || fail "no generated secrets in the driver's properties"
 ROW=$(sed -n 2p "$WORK/driver/patients.csv")
-# One pass over logs, the workers' directories and the disk's temporary directories for all three.
-FOUND=$(grep -rlsF -e "$SECRET" -e "$STORES" -e "$ROW" "$WORK"/*.log "$WORK"/worker /tmp /var/tmp 2>/dev/null || true)
+# One pass for all three over the logs, the executors' work and local directories (the
+# provisioned spark.properties beside them is where the secrets belong) and the disk's
+# temporary directories.
+FOUND=$(grep -rlsF -e "$SECRET" -e "$STORES" -e "$ROW" "$WORK"/*.log "$WORK"/worker/work "$WORK"/worker/local /tmp /var/tmp 2>/dev/null || true)
 [ -z "$FOUND" ] || { echo "$FOUND" | head; fail "a generated secret or a patient row is outside the driver's memory"; }
 echo "the secrets are in no log and under neither /tmp nor /var/tmp; no plaintext patient row outside the driver; provisioned files live in $(stat -f -c %T "$WORK") ($WORK)"
 
