@@ -447,14 +447,14 @@ private struct ManifestParser {
                 if name.isEmpty || name.contains("=") || name.contains("\0") {
                     problem(envPath, "environment variable names must be non-empty without '=' or NUL")
                 }
-                if let template = template(value, envPath, secrets: secrets, secretNames: secretNames) {
+                if let template = template(value, envPath, secrets: secrets, secretNames: secretNames, isText: true) {
                     parameters.env[name] = template
                 }
             }
             if let argv = params["Argv"] {
                 if case .array(let items) = argv, !items.isEmpty {
                     let templates = items.enumerated().compactMap {
-                        template($1, "\(templatePath).Argv[\($0)]", secrets: secrets, secretNames: secretNames)
+                        template($1, "\(templatePath).Argv[\($0)]", secrets: secrets, secretNames: secretNames, isText: true)
                     }
                     if templates.count == items.count { parameters.argv = templates }
                 } else {
@@ -544,7 +544,8 @@ private struct ManifestParser {
         return items
     }
 
-    mutating func template(_ value: JSONValue, _ path: String, secrets: [String: SecretSpec], secretNames: Set<String>) -> Template? {
+    /// `isText`: an environment variable or argument, which must render to text.
+    mutating func template(_ value: JSONValue, _ path: String, secrets: [String: SecretSpec], secretNames: Set<String>, isText: Bool = false) -> Template? {
         guard let text = string(value, path) else { return nil }
         let template: Template
         do {
@@ -577,6 +578,10 @@ private struct ManifestParser {
                     ok = false
                 }
             }
+        }
+        if isText && !template.keyStores.isEmpty {
+            problem(path, "'pkcs12' renders a binary file: use it in Files (environment variables and arguments are text)")
+            ok = false
         }
         for (reference, password) in template.keyStores {
             if case .secret(let name, _) = reference {

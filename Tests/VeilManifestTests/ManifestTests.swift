@@ -208,7 +208,8 @@ let validManifest = """
                   "/b": "{{ pkcs12 .Secrets.pass2.Private .Secrets.pass }}",
                   "/c": "{{ pkcs12 .Veil.Service.Private .Secrets.nope }}",
                   "/d": "{{ pkcs12 .Veil.Service.Private .Secrets.cert }}",
-                  "/e": "{{ pkcs12 .Secrets.cert.Private .Secrets.pass }}{{ pkcs12 .Secrets.cert.Cert .Secrets.pass }}" } } } },
+                  "/e": "{{ pkcs12 .Secrets.cert.Private .Secrets.pass }}{{ pkcs12 .Secrets.cert.Cert .Secrets.pass }}" },
+                "Env": { "STORE": "{{ pkcs12 .Veil.RootCA.Cert .Secrets.pass }}" } } } },
               "Secrets": { "pass": { "Type": "plain", "Size": 16 }, "pass2": { "Type": "plain", "Size": 16 },
                            "cert": { "Type": "cert-ecdsa", "Cert": { "Subject": { "CommonName": "c" } } } },
               "Config": { "AllowSimulation": true }
@@ -217,11 +218,13 @@ let validManifest = """
         let error = try #require(throws: ManifestValidationError.self) { try Manifest.parse(Array(manifest.utf8)) }
         let problems = Dictionary(grouping: error.problems, by: \.path).mapValues { $0.map(\.message).joined(separator: "; ") }
         #expect(problems.keys.sorted() == ["$.Services.s.Parameters.Files[\"/a\"]", "$.Services.s.Parameters.Files[\"/b\"]",
-                                          "$.Services.s.Parameters.Files[\"/c\"]", "$.Services.s.Parameters.Files[\"/d\"]"])
+                                          "$.Services.s.Parameters.Files[\"/c\"]", "$.Services.s.Parameters.Files[\"/d\"]",
+                                          "$.Services.s.Parameters.Env.STORE"].sorted())
         #expect(problems["$.Services.s.Parameters.Files[\"/a\"]"]?.contains("unknown secret 'missing'") == true)
         #expect(problems["$.Services.s.Parameters.Files[\"/b\"]"]?.contains("stores certificate secrets") == true)
         #expect(problems["$.Services.s.Parameters.Files[\"/c\"]"]?.contains("unknown secret 'nope'") == true)
         #expect(problems["$.Services.s.Parameters.Files[\"/d\"]"]?.contains("is a certificate") == true)
+        #expect(problems["$.Services.s.Parameters.Env.STORE"]?.contains("use it in Files") == true)
     }
 
     @Test func aServiceKeyStoreIsLeftToTheLauncherWithItsChainAndPassword() throws {
