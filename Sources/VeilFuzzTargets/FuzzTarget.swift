@@ -79,7 +79,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     }
 
     private static func tar(_ data: [UInt8]) {
-        let reader = TarReader(MemoryStream(data))
+        let reader = TarReader(BytesStream(data))
         var entries = 0
         while entries < 10_000, let entry = try? reader.next() {
             entries += 1
@@ -89,7 +89,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
 
     private static func gzip(_ data: [UInt8]) {
         for engine in [GunzipStream.Engine.zlib, .isal] {
-            guard let stream = try? GunzipStream(MemoryStream(data), bufferSize: 4096, engine: engine) else { continue }
+            guard let stream = try? GunzipStream(BytesStream(data), bufferSize: 4096, engine: engine) else { continue }
             var buffer = [UInt8](repeating: 0, count: 4096)
             // Inflation is bounded so a tiny bomb does not turn into a timeout report.
             var total = 0
@@ -165,23 +165,5 @@ struct Fixtures: Sendable {
         let chain = String(decoding: try bytes("virtee-sev/chain_milan.pem"), as: UTF8.self)
         milanVCEK = try SNPVerifier(product: .milan, policy: .init(allowDebug: true)).verifyChain(
             vcek: try bytes("virtee-sev/vcek_milan.der"), chainPEM: chain, at: Date(timeIntervalSince1970: 1_704_067_200))
-    }
-}
-
-/// A byte stream over memory.
-final class MemoryStream: ByteStream {
-    private let bytes: [UInt8]
-    private var offset = 0
-
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
-
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        let n = min(buffer.count, bytes.count - offset)
-        guard n > 0 else { return 0 }
-        bytes.withUnsafeBytes { source in
-            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<offset + n]))
-        }
-        offset += n
-        return n
     }
 }

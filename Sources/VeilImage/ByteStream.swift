@@ -39,6 +39,30 @@ extension ByteStream {
     }
 }
 
+/// Reads a byte array (fuzzing inputs, tests).
+public final class BytesStream: ByteStream {
+    let bytes: [UInt8]
+    var offset = 0
+    /// Largest piece returned per read, to exercise short reads.
+    let piece: Int
+
+    public init(_ bytes: [UInt8], piece: Int = 1 << 20) {
+        precondition(piece > 0)
+        self.bytes = bytes
+        self.piece = piece
+    }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let count = min(buffer.count, bytes.count - offset, piece)
+        guard count > 0 else { return 0 }
+        bytes.withUnsafeBytes { source in
+            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: source[offset..<offset + count]))
+        }
+        offset += count
+        return count
+    }
+}
+
 /// Reads a file through its descriptor (closed on deinit).
 public final class FileStream: ByteStream {
     let fd: Int32

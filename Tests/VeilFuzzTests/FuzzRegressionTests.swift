@@ -26,17 +26,10 @@ import VeilManifest
             #expect(throws: Never.self) { try ProtectedFile.open(seed, path: "/srv/data/records.csv", secret: .init(data: [UInt8](repeating: 0x5a, count: 32))) }
         }
         for seed in try SeedCorpus.seeds(for: .tar) {
-            let reader = TarReader(try memoryFile(seed))
+            let reader = TarReader(BytesStream(seed))
             var count = 0
             while try reader.next() != nil { count += 1 }
             #expect(count == 5)
         }
-    }
-
-    private func memoryFile(_ bytes: [UInt8]) throws -> FileStream {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("fuzz-seed-\(UUID().uuidString)").path
-        try Data(bytes).write(to: URL(fileURLWithPath: path))
-        defer { unlink(path) }
-        return try FileStream(path: path)
     }
 }

@@ -3,26 +3,6 @@ import Foundation
 import Testing
 @testable import VeilImage
 
-/// Reads a byte array as a stream.
-final class BytesStream: ByteStream {
-    let bytes: [UInt8]
-    var offset = 0
-    /// Largest piece returned per read, to exercise short reads.
-    let piece: Int
-
-    init(_ bytes: [UInt8], piece: Int = 1 << 20) {
-        self.bytes = bytes
-        self.piece = piece
-    }
-
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        let count = min(buffer.count, bytes.count - offset, piece)
-        bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: count) }
-        offset += count
-        return count
-    }
-}
-
 /// A tar member to build test layers from.
 struct Member {
     var entry: TarEntry
