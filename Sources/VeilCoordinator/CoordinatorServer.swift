@@ -327,22 +327,3 @@ struct BackgroundWork: Service {
         }
     }
 }
-
-/// The simulated TEE's sealing key: a random key in a file named so nobody mistakes it for
-/// hardware sealing. Anyone who reads it can decrypt the state key.
-public enum SimulatedSealingKey {
-    public static let fileName = "sealing-key.simulation-insecure"
-
-    public static func loadOrCreate(directory: String) throws -> SymmetricKey {
-        let path = (directory as NSString).appendingPathComponent(fileName)
-        if let data = FileManager.default.contents(atPath: path) {
-            guard let text = String(data: data, encoding: .utf8), let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)),
-                bytes.count == 32
-            else { throw CoordinatorError.storage("\(path) does not hold a 32-byte hex sealing key") }
-            return SymmetricKey(data: bytes)
-        }
-        let key = SymmetricKey(size: .bits256)
-        try AtomicFile.write(Array((key.withUnsafeBytes { Hex.encode($0) } + "\n").utf8), to: path, mode: 0o600)
-        return key
-    }
-}

@@ -29,20 +29,31 @@ public enum SealingError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// The simulated TEE: a random key in a file (``SimulatedSealingKey``). Anyone who reads it
-/// opens the state — development only.
+/// The simulated TEE: a random key in a file named so nobody mistakes it for hardware sealing.
+/// Anyone who reads it opens the state — development only.
 public struct SimulatedSealing: SealingKeyProvider {
+    public static let fileName = "sealing-key.simulation-insecure"
     public let directory: String
     public var binding: String { "a file in \(directory) (simulated: no protection)" }
 
     public init(directory: String) { self.directory = directory }
 
+    /// The key in the file, created (random, mode 0600) when missing.
     public func sealingKey() throws(SealingError) -> SymmetricKey? {
-        do {
-            return try SimulatedSealingKey.loadOrCreate(directory: directory)
-        } catch {
-            throw .unavailable("\(error)")
+        let path = (directory as NSString).appendingPathComponent(Self.fileName)
+        if let data = FileManager.default.contents(atPath: path) {
+            guard let text = String(data: data, encoding: .utf8), let bytes = Hex.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+                bytes.count == 32
+            else { throw .malformed("\(path) does not hold a 32-byte hex sealing key") }
+            return SymmetricKey(data: bytes)
         }
+        let key = SymmetricKey(size: .bits256)
+        do {
+            try AtomicFile.write(Array((key.withUnsafeBytes { Hex.encode($0) } + "\n").utf8), to: path, mode: 0o600)
+        } catch {
+            throw .unavailable("cannot write \(path): \(error)")
+        }
+        return key
     }
 }
 

@@ -94,7 +94,7 @@ struct SpecSNPFirmware: SNPGuestDevice {
     @Test func theRealDeviceIsReachedThroughTheDriversIoctl() throws {
         // Not an SEV guest here: a regular file refuses the ioctl, and the error says which.
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("sev-guest-\(UUID().uuidString)").path
-        FileManager.default.createFile(atPath: file, contents: Data())
+        _ = FileManager.default.createFile(atPath: file, contents: Data())
         defer { try? FileManager.default.removeItem(atPath: file) }
         let error = try #require(throws: SealingError.self) { try SNPDerivedKeySealing(device: SEVGuestDevice(path: file), vmpl: 0).sealingKey() }
         #expect("\(error)".contains("SNP_GET_DERIVED_KEY on \(file)"))

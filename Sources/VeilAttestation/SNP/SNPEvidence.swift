@@ -86,9 +86,6 @@ public enum SNPEvidence {
         }
     }
 
-    /// Verifies SNP evidence. The product comes from the report (version 3+) or the VCEK's
-    /// product name, and the two must agree; without a chain in the evidence, AMD's chain for
-    /// that product must be supplied by `chains`. `crls` (per product, DER) are checked when given.
     /// The attestation report inside SNP evidence, parsed but **not verified** (a replica
     /// reading its own report; anything else goes through ``verify``).
     public static func unverifiedReport(in evidence: Evidence) throws -> SNPReport {
@@ -98,6 +95,9 @@ public enum SNPEvidence {
         return try SNPReport(Array(report))
     }
 
+    /// Verifies SNP evidence. The product comes from the report (version 3+) or the VCEK's
+    /// product name, and the two must agree; without a chain in the evidence, AMD's chain for
+    /// that product must be supplied by `chains`. `crls` (per product, DER) are checked when given.
     static func verify(_ evidence: Evidence, chains: [AMDProduct: String], crls: [AMDProduct: [UInt8]] = [:], at time: Date = Date()) throws(SNPError) -> Claims {
         guard let body = try? JSONDecoder().decode(Body.self, from: Data(evidence.data)),
             let report = Data(base64Encoded: body.report), let vcek = Data(base64Encoded: body.vcek)
