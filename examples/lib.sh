@@ -62,12 +62,39 @@ render_manifest() {
   sed "${args[@]}" "$template" >"$out"
 }
 
+# launch_args SERVICE: sets LAUNCH_ARGS to `launch` with this example's coordinator, the
+# simulated TEE and the pinned root, as SERVICE. An array, not a wrapper function: a
+# backgrounded function is a subshell, and cleanup must stop the launcher (the app) itself.
+launch_args() {
+  LAUNCH_ARGS=(launch --coordinator "$MESH_ADDR" --service "$1" --tee simulated --simulation-key "$SIM_KEY" --root-ca "$WORK/root.pem")
+}
+
+# veil_launch SERVICE [LAUNCH-OPTION...] -- PROGRAM ARGS...: `veil launch` in the foreground.
+veil_launch() {
+  launch_args "$1"; shift
+  "$VEIL" "${LAUNCH_ARGS[@]}" "$@"
+}
+
 # launch SERVICE LOG PROGRAM ARGS...: runs PROGRAM under `veil launch` in the background.
 launch() {
-  local service=$1 log=$2; shift 2
-  "$VEIL" launch --coordinator "$MESH_ADDR" --service "$service" --tee simulated --simulation-key "$SIM_KEY" \
-    --root-ca "$WORK/root.pem" -- "$@" >"$log" 2>&1 &
+  local log=$2
+  launch_args "$1"; shift 2
+  "$VEIL" "${LAUNCH_ARGS[@]}" -- "$@" >"$log" 2>&1 &
   PIDS+=($!)
+}
+
+# build_redis_image PORT DIR [CONF-LINE...]: Debian's redis-server packed into
+# $WORK/images:redis, configured for TLS only on 127.0.0.1:PORT with the certificates the
+# coordinator provisions under /run/veil/tls, data directory DIR, plus CONF-LINEs.
+build_redis_image() {
+  local port=$1 dir=$2; shift 2
+  {
+    printf '%s\n' "port 0" "bind 127.0.0.1" "tls-port $port" "tls-cert-file /run/veil/tls/cert.pem" \
+      "tls-key-file /run/veil/tls/key.pem" "tls-ca-cert-file /run/veil/tls/ca.pem" "tls-auth-clients no" \
+      'save ""' "appendonly no" "dir $dir" "$@"
+  } >"$WORK/redis.conf"
+  build_image "$WORK/images" redis "$(command -v redis-server)" "$WORK/redis.conf=/etc/redis/redis.conf" \
+    -- /usr/bin/redis-server /etc/redis/redis.conf
 }
 
 # build_image LAYOUT TAG FILE... -- ENTRYPOINT...: packs host files into a one-layer OCI image

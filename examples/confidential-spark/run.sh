@@ -56,17 +56,10 @@ render_manifest "$HERE/manifest.template.json" "$WORK/manifest.json" \
 rm "$WORK/patients.key"
 if [ -n "${BENCH:-}" ]; then mv "$WORK/patients.csv" "$WORK/bench-patients.csv"; else rm "$WORK/patients.csv"; fi
 
-veil_launch() {  # SERVICE [LAUNCH-OPTION...] -- COMMAND...   (foreground)
-  local service=$1; shift
-  "$VEIL" launch --coordinator "$MESH_ADDR" --service "$service" --tee simulated --simulation-key "$SIM_KEY" \
-    --root-ca "$WORK/root.pem" "$@"
-}
-under_veil() {  # SERVICE LOG [LAUNCH-OPTION...] -- COMMAND...   (background)
-  local service=$1 log=$2; shift 2
-  # Not through veil_launch: a backgrounded function is a subshell, and its PID would not be
-  # the launcher's — which becomes the Java process that cleanup must stop.
-  "$VEIL" launch --coordinator "$MESH_ADDR" --service "$service" --tee simulated --simulation-key "$SIM_KEY" \
-    --root-ca "$WORK/root.pem" "$@" >"$log" 2>&1 &
+under_veil() {  # SERVICE LOG [LAUNCH-OPTION...] -- COMMAND...   (background; lib.sh's launch takes no options)
+  local log=$2
+  launch_args "$1"; shift 2
+  "$VEIL" "${LAUNCH_ARGS[@]}" "$@" >"$log" 2>&1 &
   PIDS+=($!)
 }
 # The master's UI over TLS, verified against the coordinator's root and the master's attested name.

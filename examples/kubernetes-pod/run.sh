@@ -34,20 +34,7 @@ trap podman_cleanup EXIT
 
 REDIS_PORT=$(free_port)
 step "packing redis-server into an OCI image and converting it (service cache)"
-cat >"$WORK/redis.conf" <<CONF
-port 0
-bind 127.0.0.1
-tls-port $REDIS_PORT
-tls-cert-file /run/veil/tls/cert.pem
-tls-key-file /run/veil/tls/key.pem
-tls-ca-cert-file /run/veil/tls/ca.pem
-tls-auth-clients no
-save ""
-appendonly no
-dir /run/veil
-CONF
-build_image "$WORK/images" redis "$(command -v redis-server)" "$WORK/redis.conf=/etc/redis/redis.conf" \
-  -- /usr/bin/redis-server /etc/redis/redis.conf
+build_redis_image "$REDIS_PORT" /run/veil
 "$VEIL" image convert --from "oci:$WORK/images:redis" --to "oci:$WORK/images:redis-veil" --service cache --quiet >"$WORK/snippet.json"
 manifest_with_tls_files "$WORK/snippet.json" "$WORK/manifest.json" cache
 "$VEIL" manifest set "$WORK/manifest.json" >/dev/null

@@ -30,7 +30,6 @@ fi
 echo "refused: $(grep -o 'alert[^:]*' "$WORK/anonymous.err" | head -1)"
 
 step "running the Python client as service web (egress 127.0.0.1:$EGRESS_PORT -> cache)"
-"$VEIL" launch --coordinator "$MESH_ADDR" --service web --tee simulated --simulation-key "$SIM_KEY" \
-  --root-ca "$WORK/root.pem" -- /usr/bin/python3 -c "$CLIENT_CODE" | tee "$WORK/client.out"
+veil_launch web -- /usr/bin/python3 -c "$CLIENT_CODE" | tee "$WORK/client.out"
 grep -q "VALUE greeting 0 22|hello through the mesh|END" "$WORK/client.out" || { cat "$WORK/cache.log"; fail "the client did not read its value back"; }
 echo "OK: Python stored and read a value in plain-TCP memcached over mutual attested TLS (web -> cache)"

@@ -30,7 +30,6 @@ fi
 echo "refused: $(grep -o 'alert[^:]*' "$WORK/anonymous.err" | head -1)"
 
 step "running the Python client as service reporter, TLS straight to memcached"
-"$VEIL" launch --coordinator "$MESH_ADDR" --service reporter --tee simulated --simulation-key "$SIM_KEY" \
-  --root-ca "$WORK/root.pem" -- /usr/bin/python3 -c "$CLIENT_CODE" | tee "$WORK/client.out"
+veil_launch reporter -- /usr/bin/python3 -c "$CLIENT_CODE" | tee "$WORK/client.out"
 grep -q "^TLSv1.3 STORED|VALUE report 0 9|quarterly|END|$" "$WORK/client.out" || { cat "$WORK/store.log"; fail "the client did not read its value back"; }
 echo "OK: memcached -Z served a Python client over mutual TLS with certificates provisioned by the coordinator"

@@ -36,7 +36,6 @@ if curl -sf --max-time 5 "http://127.0.0.1:$API_MESH_PORT/" >/dev/null 2>&1; the
 echo "refused"
 
 step "running the Java client as service caller (egress 127.0.0.1:$EGRESS_PORT -> api)"
-"$VEIL" launch --coordinator "$MESH_ADDR" --service caller --tee simulated --simulation-key "$SIM_KEY" \
-  --root-ca "$WORK/root.pem" -- java | tee "$WORK/caller.out"
+veil_launch caller -- java | tee "$WORK/caller.out"
 grep -q "^200 hello from node, you asked for /orders/42$" "$WORK/caller.out" || { cat "$WORK/api.log"; fail "the Java client did not get node's answer"; }
 echo "OK: java Client.java called a Node http server over mutual attested TLS (caller -> api)"

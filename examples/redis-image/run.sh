@@ -13,21 +13,7 @@ start_coordinator
 REDIS_PORT=$(free_port)
 PASSWORD=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 step "packing redis-server into an OCI image with umoci"
-cat >"$WORK/redis.conf" <<CONF
-port 0
-bind 127.0.0.1
-tls-port $REDIS_PORT
-tls-cert-file /run/veil/tls/cert.pem
-tls-key-file /run/veil/tls/key.pem
-tls-ca-cert-file /run/veil/tls/ca.pem
-tls-auth-clients no
-requirepass $PASSWORD
-save ""
-appendonly no
-dir /tmp
-CONF
-build_image "$WORK/images" redis "$(command -v redis-server)" "$WORK/redis.conf=/etc/redis/redis.conf" \
-  -- /usr/bin/redis-server /etc/redis/redis.conf
+build_redis_image "$REDIS_PORT" /tmp "requirepass $PASSWORD"
 
 step "converting: launcher injected, /etc/redis/redis.conf encrypted"
 "$VEIL" image convert --from "oci:$WORK/images:redis" --to "oci:$WORK/images:redis-veil" --service cache \
