@@ -30,12 +30,15 @@ wait_until() {
   done
 }
 
+# build_veil: builds every product the examples use: veil (coordinator, CLI, runtime) and
+# veil-launcher (what converted images and pods carry).
 build_veil() {
   if [ -z "${VEIL_SKIP_BUILD:-}" ]; then
-    step "building veil"
-    (cd "$VEIL_ROOT" && swift build --product veil)
+    step "building veil and veil-launcher"
+    (cd "$VEIL_ROOT" && swift build --product veil && swift build --product veil-launcher)
   fi
   [ -x "$VEIL" ] || fail "no veil binary at $VEIL"
+  [ -x "$(dirname "$VEIL")/veil-launcher" ] || fail "no veil-launcher beside $VEIL"
 }
 
 start_coordinator() {
