@@ -4,10 +4,10 @@ import Testing
 /// `veil-bench mesh` end to end, small: both tunnels come up with the same TLS 1.3 cipher,
 /// carry every byte and redis-benchmark's requests, and nothing is left running afterwards.
 @Suite struct BenchMeshTests {
-    @Test func benchMeshComparesBothTunnelsAndCleansUp() throws {
+    @Test func benchMeshComparesBothTunnelsAndCleansUp() async throws {
         let scratch = try Scratch()
         let report = scratch.path + "/mesh.json"
-        let result = try run(
+        let result = try await run(
             veilBenchBinary, ["mesh", "--mebibytes", "32", "--requests", "5000", "--clients", "10", "--rounds", "1", "--json", report],
             scratch: scratch, timeout: 300)
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")

@@ -9,87 +9,87 @@ import Testing
          "Config": {"AllowSimulation": true}}
         """
 
-    @Test func manifestSetGetStatusAndRefusals() throws {
+    @Test func manifestSetGetStatusAndRefusals() async throws {
         let scratch = try Scratch()
-        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
 
-        let invalid = try coordinator.setManifest(#"{"Packages": {}, "Services": {"s": {"Package": "q", "Colour": 1}}}"#)
+        let invalid = try await coordinator.setManifest(#"{"Packages": {}, "Services": {"s": {"Package": "q", "Colour": 1}}}"#)
         #expect(invalid.status != 0)
         #expect(invalid.stderr.contains("$.Services.s.Package") && invalid.stderr.contains("$.Services.s.Colour"), "\(invalid.stderr)")
 
-        let set = try coordinator.setManifest(manifest)
+        let set = try await coordinator.setManifest(manifest)
         #expect(set.status == 0, "\(set.stderr)")
         #expect(set.stdout.hasPrefix("manifest set: sha256:"))
         #expect(set.stderr.contains("NO confidentiality"))
 
-        let different = try coordinator.setManifest(manifest.replacingOccurrences(of: "\"s\"", with: "\"t\""))
+        let different = try await coordinator.setManifest(manifest.replacingOccurrences(of: "\"s\"", with: "\"t\""))
         #expect(different.status != 0)
         #expect(different.stderr.contains("already set"))
-        #expect(try coordinator.veil(["manifest", "get"]).stdout == manifest + "\n")
+        #expect(try await coordinator.veil(["manifest", "get"]).stdout == manifest + "\n")
 
-        let status = try coordinator.veil(["status", "--output", "json"])
+        let status = try await coordinator.veil(["status", "--output", "json"])
         let object = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
         #expect(object?["state"] as? String == "accepting")
         #expect(object?["simulated"] as? Bool == true)
 
-        let root = try coordinator.veil(["certificate", "root"])
+        let root = try await coordinator.veil(["certificate", "root"])
         #expect(root.stdout == (try String(contentsOfFile: coordinator.rootPath, encoding: .utf8)))
-        let chain = try coordinator.veil(["certificate", "chain", "-o", scratch.path + "/chain.pem"])
+        let chain = try await coordinator.veil(["certificate", "chain", "-o", scratch.path + "/chain.pem"])
         #expect(chain.status == 0)
         #expect((try String(contentsOfFile: scratch.path + "/chain.pem", encoding: .utf8)).components(separatedBy: "BEGIN CERTIFICATE").count == 3)
     }
 
-    @Test func restartKeepsRootAndManifest() throws {
+    @Test func restartKeepsRootAndManifest() async throws {
         let scratch = try Scratch()
-        let coordinator = try CoordinatorProcess(scratch: scratch)
-        #expect(try coordinator.setManifest(manifest).status == 0)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        #expect(try await coordinator.setManifest(manifest).status == 0)
         let rootBefore = try String(contentsOfFile: coordinator.rootPath, encoding: .utf8)
-        try coordinator.restart()
+        try await coordinator.restart()
         #expect(try String(contentsOfFile: coordinator.rootPath, encoding: .utf8) == rootBefore)
-        #expect(try coordinator.veil(["manifest", "get"]).stdout == manifest + "\n")
+        #expect(try await coordinator.veil(["manifest", "get"]).stdout == manifest + "\n")
     }
 
-    @Test func attestRefusesWhatItCannotVerify() throws {
+    @Test func attestRefusesWhatItCannotVerify() async throws {
         let scratch = try Scratch()
-        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
         let fresh = ["VEIL_CONFIG_DIR": scratch.path + "/fresh-config"]
 
-        let noSimulation = try coordinator.veil(["attest"], environment: fresh)
+        let noSimulation = try await coordinator.veil(["attest"], environment: fresh)
         #expect(noSimulation.status != 0)
         #expect(noSimulation.stderr.contains("simulation is not enabled"), "\(noSimulation.stderr)")
 
-        let wrongMeasurement = try coordinator.veil(
+        let wrongMeasurement = try await coordinator.veil(
             ["attest", "--allow-simulation", "--simulation-key", coordinator.simulationKey, "--expect", String(repeating: "00", count: 32)],
             environment: fresh)
         #expect(wrongMeasurement.status != 0)
         #expect(wrongMeasurement.stderr.contains("not one the policy expects"))
 
         let otherKey = scratch.path + "/other.pem"
-        _ = try run(which("openssl") ?? "/usr/bin/openssl", ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", otherKey], scratch: scratch)
-        let wrongKey = try coordinator.veil(["attest", "--allow-simulation", "--simulation-key", otherKey], environment: fresh)
+        _ = try await run(which("openssl") ?? "/usr/bin/openssl", ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", otherKey], scratch: scratch)
+        let wrongKey = try await coordinator.veil(["attest", "--allow-simulation", "--simulation-key", otherKey], environment: fresh)
         #expect(wrongKey.status != 0)
         #expect(wrongKey.stderr.contains("not by the trusted simulation platform key"))
 
         // Nothing was pinned by the failed attempts.
-        let status = try coordinator.veil(["status"], environment: fresh)
+        let status = try await coordinator.veil(["status"], environment: fresh)
         #expect(status.status != 0)
         #expect(status.stderr.contains("no pinned root certificate"))
 
-        let expected = try coordinator.veil(["measure", "--coordinator"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        let good = try coordinator.veil(
+        let expected = try await coordinator.veil(["measure", "--coordinator"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let good = try await coordinator.veil(
             ["attest", "--allow-simulation", "--simulation-key", coordinator.simulationKey, "--expect", expected, "--output", "json"],
             environment: fresh)
         #expect(good.status == 0, "\(good.stderr)")
         let object = try JSONSerialization.jsonObject(with: Data(good.stdout.utf8)) as? [String: Any]
         #expect(object?["verified"] as? Bool == true)
         #expect((object?["warning"] as? String)?.contains("NO confidentiality") == true)
-        #expect(try coordinator.veil(["status"], environment: fresh).status == 0)
+        #expect(try await coordinator.veil(["status"], environment: fresh).status == 0)
     }
 
-    @Test func pinnedRootFromAnotherCoordinatorIsRefused() throws {
-        let first = try CoordinatorProcess(scratch: try Scratch())
-        let second = try CoordinatorProcess(scratch: try Scratch())
-        let result = try first.veil(["status", "--root-ca", second.rootPath])
+    @Test func pinnedRootFromAnotherCoordinatorIsRefused() async throws {
+        let first = try await CoordinatorProcess(scratch: try Scratch())
+        let second = try await CoordinatorProcess(scratch: try Scratch())
+        let result = try await first.veil(["status", "--root-ca", second.rootPath])
         #expect(result.status != 0)
         #expect(result.stderr.contains("TLS") || result.stderr.contains("certificate"), "\(result.stderr)")
     }

@@ -17,19 +17,19 @@ import Testing
         let clientAddress = "127.0.0.1:\(freePort())"
         var process: Spawned?
 
-        init(scratch: Scratch, tee: String, environment: [String: String]) {
+        init(scratch: Scratch, tee: String, environment: [String: String]) async {
             self.scratch = scratch
             self.environment = environment
             arguments = ["coordinator", "--tee", tee, "--data-dir", scratch.path + "/data", "--client-addr", clientAddress,
                          "--mesh-addr", "127.0.0.1:\(freePort())"]
         }
 
-        deinit { process?.stop() }
+        deinit { process?.kill9() }
 
         /// Starts the replica; its stderr when it exits instead of listening.
         @discardableResult
-        func start() throws -> String? {
-            process?.stop()
+        func start() async throws -> String? {
+            await process?.stop()
             let process = try Spawned(veilBinary, arguments, environment: environment, scratch: scratch)
             self.process = process
             let port = Int(clientAddress.split(separator: ":").last!)!
@@ -37,23 +37,23 @@ import Testing
             while !isListening(port: port) {
                 if !process.process.isRunning { return process.stderr }
                 guard Date() < deadline else { Issue.record("the coordinator did not start: \(process.stderr)"); return process.stderr }
-                usleep(50_000)
+                try? await Task.sleep(for: .microseconds(50_000))
             }
             return nil
         }
 
         /// Sets `manifest`, pinning the root certificate the attestation response carries
         /// (the double's recorded evidence cannot vouch for it, so the test trusts it as given).
-        func setManifest(_ manifest: String, rootFrom attestation: [String: Any]) throws -> RunResult {
+        func setManifest(_ manifest: String, rootFrom attestation: [String: Any]) async throws -> RunResult {
             let root = scratch.path + "/root.pem"
             try Data(try #require(attestation["rootCertificate"] as? String).utf8).write(to: URL(fileURLWithPath: root))
-            return try run(veilBinary, ["manifest", "set", try scratch.write(manifest, to: "manifest.json"), "--coordinator", clientAddress, "--root-ca", root],
+            return try await run(veilBinary, ["manifest", "set", try scratch.write(manifest, to: "manifest.json"), "--coordinator", clientAddress, "--root-ca", root],
                            environment: ["VEIL_CONFIG_DIR": scratch.path + "/config"], scratch: scratch)
         }
 
         /// The JSON object a GET returns (empty when there is none).
-        func get(_ path: String) -> [String: Any] {
-            guard let result = try? run(which("curl") ?? "/usr/bin/curl", ["-sk", "https://\(clientAddress)\(path)"], scratch: scratch) else { return [:] }
+        func get(_ path: String) async -> [String: Any] {
+            guard let result = try? await run(which("curl") ?? "/usr/bin/curl", ["-sk", "https://\(clientAddress)\(path)"], scratch: scratch) else { return [:] }
             return (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]) ?? [:]
         }
     }
@@ -82,45 +82,45 @@ import Testing
         return ["VEIL_TSM_ROOT": scratch.path + "/tsm", "VEIL_TSM_ENTRY": "veil-coordinator", "VEIL_GRAMINE_ROOT": scratch.path + "/no-gramine"]
     }
 
-    @Test func aTDXCoordinatorHasNoSealingKeySoARestartNeedsPeersOrRecovery() throws {
+    @Test func aTDXCoordinatorHasNoSealingKeySoARestartNeedsPeersOrRecovery() async throws {
         let scratch = try Scratch()
-        let replica = Replica(scratch: scratch, tee: "tdx", environment: try tsm(scratch, provider: "tdx_guest", outblob: "dcap-qvl/tdx_quote"))
-        try #require(try replica.start() == nil)
-        let attestation = replica.get("/api/v1/attestation?nonce=\(String(repeating: "cd", count: 32))")
+        let replica = await Replica(scratch: scratch, tee: "tdx", environment: try tsm(scratch, provider: "tdx_guest", outblob: "dcap-qvl/tdx_quote"))
+        try #require(try await replica.start() == nil)
+        let attestation = await replica.get("/api/v1/attestation?nonce=\(String(repeating: "cd", count: 32))")
         #expect((attestation["evidence"] as? [String: Any])?["format"] as? String == "intel-dcap-quote")
         let inblob = try Data(contentsOf: URL(fileURLWithPath: scratch.path + "/tsm/veil-coordinator/inblob"))
         #expect(inblob.count == 64 && inblob.prefix(32).contains { $0 != 0 })
-        let set = try replica.setManifest(
+        let set = try await replica.setManifest(
             #"{"Packages": {"p": {"Kind": "tdx", "MRTD": "\#(String(repeating: "11", count: 48))"}}, "Services": {"s": {"Package": "p"}}}"#, rootFrom: attestation)
         #expect(set.status == 0, "\(set.stderr)")
-        #expect(replica.get("/api/v1/status")["state"] as? String == "accepting")
+        await #expect(replica.get("/api/v1/status")["state"] as? String == "accepting")
         // Nothing sealed locally: after a restart the state key must come from a peer or recovery.
-        try #require(try replica.start() == nil)
-        #expect(replica.get("/api/v1/status")["state"] as? String == "recovery")
+        try #require(try await replica.start() == nil)
+        await #expect(replica.get("/api/v1/status")["state"] as? String == "recovery")
     }
 
-    @Test func anSNPCoordinatorDerivesItsSealingKeyFromTheGuestDevice() throws {
+    @Test func anSNPCoordinatorDerivesItsSealingKeyFromTheGuestDevice() async throws {
         let scratch = try Scratch()
         // A regular file where /dev/sev-guest would be: the derived-key ioctl is refused, and start stops with that reason.
         let device = try scratch.write("", to: "sev-guest")
         var environment = try tsm(scratch, provider: "sev_guest", outblob: "veraison/upstream/outblob.bin", auxblob: "veraison/upstream/auxblob.bin")
         environment["VEIL_SEV_GUEST"] = device
-        let failure = try Replica(scratch: scratch, tee: "snp", environment: environment).start()
+        let failure = try await Replica(scratch: scratch, tee: "snp", environment: environment).start()
         #expect(failure?.contains("SNP_GET_DERIVED_KEY on \(device)") == true, "\(failure ?? "it started")")
         #expect(failure?.contains("VMPL") == true || failure?.contains("derive a sealing key") == true, "\(failure ?? "")")
     }
 
-    @Test func anSGXCoordinatorUnderGramineGivesHardwareEvidenceAndSealsWithTheEnclaveKey() throws {
+    @Test func anSGXCoordinatorUnderGramineGivesHardwareEvidenceAndSealsWithTheEnclaveKey() async throws {
         let scratch = try Scratch()
-        let replica = Replica(scratch: scratch, tee: "sgx-gramine", environment: try gramine(scratch, key: 1))
-        try #require(try replica.start() == nil)
+        let replica = await Replica(scratch: scratch, tee: "sgx-gramine", environment: try gramine(scratch, key: 1))
+        try #require(try await replica.start() == nil)
         let log = replica.process?.stderr ?? ""
         #expect(!log.contains("NO confidentiality"), "a hardware coordinator is not simulated")
         #expect(log.contains("tee=sgx") && log.contains("MRENCLAVE"), "\(log)")
 
         // Its evidence is the TEE's (the double's real quote), over report data binding its root and the nonce.
         let nonce = String(repeating: "ab", count: 32)
-        let attestation = replica.get("/api/v1/attestation?nonce=\(nonce)")
+        let attestation = await replica.get("/api/v1/attestation?nonce=\(nonce)")
         let evidence = try #require(attestation["evidence"] as? [String: Any])
         #expect(evidence["format"] as? String == "intel-dcap-quote")
         let quote = try Data(contentsOf: URL(fileURLWithPath: "\(Self.testdata)/dcap-qvl/sgx_quote"))
@@ -131,45 +131,45 @@ import Testing
         // Clients must name what they expect of a hardware coordinator; then they verify it for real
         // (here the recorded quote binds another root and nonce, and its collateral is from 2025).
         let config = ["VEIL_CONFIG_DIR": scratch.path + "/config"]
-        let blind = try run(veilBinary, ["attest", "--coordinator", replica.clientAddress], environment: config, scratch: scratch)
+        let blind = try await run(veilBinary, ["attest", "--coordinator", replica.clientAddress], environment: config, scratch: scratch)
         #expect(blind.status != 0 && blind.stderr.contains("--expect"), "\(blind.stderr)")
         let mrenclave = try #require(log.firstRange(of: "measurement=").map { String(log[$0.upperBound...].prefix(64)) })
-        let noCollateral = try run(veilBinary, ["attest", "--coordinator", replica.clientAddress, "--expect", mrenclave], environment: config, scratch: scratch)
+        let noCollateral = try await run(veilBinary, ["attest", "--coordinator", replica.clientAddress, "--expect", mrenclave], environment: config, scratch: scratch)
         #expect(noCollateral.status != 0 && noCollateral.stderr.contains("--dcap-collateral"), "\(noCollateral.stderr)")
-        let expecting = try run(veilBinary, ["attest", "--coordinator", replica.clientAddress, "--expect", mrenclave,
+        let expecting = try await run(veilBinary, ["attest", "--coordinator", replica.clientAddress, "--expect", mrenclave,
                                              "--dcap-collateral", "\(Self.testdata)/dcap-qvl/sgx_quote_collateral.json"], environment: config, scratch: scratch)
         #expect(expecting.status != 0 && expecting.stderr.contains("coordinator evidence rejected"), "\(expecting.stderr)")
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/config"), "nothing was pinned")
 
         // The state key is sealed with the enclave-bound key: no simulation key file.
-        let set = try replica.setManifest(
+        let set = try await replica.setManifest(
             #"{"Packages": {"p": {"Kind": "sgx", "UniqueID": "\#(String(repeating: "11", count: 32))"}}, "Services": {"s": {"Package": "p"}}}"#, rootFrom: attestation)
         #expect(set.status == 0, "\(set.stderr)")
         #expect(!FileManager.default.fileExists(atPath: scratch.path + "/data/sealing-key.simulation-insecure"))
-        #expect(replica.get("/api/v1/status")["state"] as? String == "accepting")
+        await #expect(replica.get("/api/v1/status")["state"] as? String == "accepting")
 
         // Restarted in the same enclave: the state opens.
-        try #require(try replica.start() == nil)
-        #expect(replica.get("/api/v1/status")["state"] as? String == "accepting")
-        #expect(replica.get("/api/v1/status")["manifestDigest"] as? String != nil)
+        try #require(try await replica.start() == nil)
+        await #expect(replica.get("/api/v1/status")["state"] as? String == "accepting")
+        await #expect(replica.get("/api/v1/status")["manifestDigest"] as? String != nil)
         // Another enclave (another MRENCLAVE: another key) cannot open it.
         try Data(repeating: 2, count: 16).write(to: URL(fileURLWithPath: scratch.path + "/attestation/keys/_sgx_mrenclave"))
-        let other = try replica.start()
-        let status = replica.get("/api/v1/status")
+        let other = try await replica.start()
+        let status = await replica.get("/api/v1/status")
         #expect(other == nil && status["state"] as? String == "recovery", "another enclave must not open the state: \(status) \(other ?? "")")
         #expect(status["manifestDigest"] == nil)
     }
 
-    @Test func hardwareSelectionNeverFallsBackToSimulation() throws {
+    @Test func hardwareSelectionNeverFallsBackToSimulation() async throws {
         let scratch = try Scratch()
         let none = ["VEIL_TSM_ROOT": scratch.path + "/no-tsm", "VEIL_GRAMINE_ROOT": scratch.path + "/no-gramine"]
-        let auto = try Replica(scratch: scratch, tee: "auto", environment: none).start()
+        let auto = try await Replica(scratch: scratch, tee: "auto", environment: none).start()
         #expect(auto?.contains("found no TEE") == true && auto?.contains("--tee simulated") == true, "\(auto ?? "it started")")
-        let snp = try Replica(scratch: scratch, tee: "snp", environment: none).start()
+        let snp = try await Replica(scratch: scratch, tee: "snp", environment: none).start()
         #expect(snp?.contains("not a SEV-SNP guest") == true, "\(snp ?? "it started")")
-        let missing = try run(veilBinary, ["coordinator", "--data-dir", scratch.path + "/d"], environment: ["VEIL_TEE": ""], scratch: scratch)
+        let missing = try await run(veilBinary, ["coordinator", "--data-dir", scratch.path + "/d"], environment: ["VEIL_TEE": ""], scratch: scratch)
         #expect(missing.status != 0)
-        let unknown = try run(veilBinary, ["coordinator", "--tee", "sev", "--data-dir", scratch.path + "/d"], scratch: scratch)
+        let unknown = try await run(veilBinary, ["coordinator", "--tee", "sev", "--data-dir", scratch.path + "/d"], scratch: scratch)
         #expect(unknown.status != 0 && unknown.stderr.contains("is not one of"), "\(unknown.stderr)")
     }
 }

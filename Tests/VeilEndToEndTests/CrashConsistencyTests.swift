@@ -9,14 +9,10 @@ import Testing
 @Suite struct CrashConsistencyTests {
     static let rounds = Int(ProcessInfo.processInfo.environment["VEIL_CRASH_ROUNDS"] ?? "") ?? 200
 
-    /// On a thread of its own: the loop blocks for minutes, and the test process's few
-    /// cooperative threads must stay free for the async tests beside it.
     /// Per-round problems are recorded as they happen (they fail the run); the totals are
     /// checked here, in the test's own context.
     @Test func acknowledgedChangesSurviveSIGKILL() async throws {
-        let totals = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Totals, any Error>) in
-            Thread.detachNewThread { continuation.resume(with: Result { try self.crashLoop() }) }
-        }
+        let totals = try await crashLoop()
         print("crash consistency: \(Self.rounds) SIGKILLs, \(totals.changes) acknowledged changes (protected-file versions recorded in \(totals.protectedFileRounds) rounds), \(totals.lostWrites) lost")
         #expect(totals.problems.isEmpty, "\(totals.problems.joined(separator: "\n"))")
         #expect(totals.lostWrites == 0)
@@ -33,18 +29,18 @@ import Testing
 
     struct SetUpFailed: Error { let what: String }
 
-    func crashLoop() throws -> Totals {
+    func crashLoop() async throws -> Totals {
         var totals = Totals()
         let scratch = try Scratch()
-        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
         let openssl = which("openssl") ?? "/usr/bin/openssl"
         let (cert, key) = (scratch.path + "/writer.pem", scratch.path + "/writer.key")
-        guard try run(openssl, ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+        guard try await run(openssl, ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
                                 "-subj", "/CN=writer"], scratch: scratch).status == 0
         else { throw SetUpFailed(what: "openssl req") }
         let pem = try String(contentsOfFile: cert, encoding: .utf8).replacingOccurrences(of: "\n", with: "\\n")
-        let measurement = try coordinator.measure(service: "app", command: ["/bin/true"])
-        let pfMeasurement = try coordinator.measure(service: "pf", command: ["/bin/true"])
+        let measurement = try await coordinator.measure(service: "app", command: ["/bin/true"])
+        let pfMeasurement = try await coordinator.measure(service: "pf", command: ["/bin/true"])
         // Protected-file plaintext goes to memory; the coordinator's state stays on disk.
         let memory = "/dev/shm/veil-crash-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: memory, withIntermediateDirectories: true)
@@ -54,7 +50,7 @@ import Testing
         // Version 1 is older than every version the writer seals: presenting it makes the
         // coordinator say which version it has recorded, without changing it.
         let probe = scratch.path + "/pf-probe.vpf"
-        guard try coordinator.veil(["protect", "seal", "--key", pfKey, "--path", pfPath, "--version", "1", try scratch.write("base\n", to: "pf-base"), probe]).status == 0
+        guard try await coordinator.veil(["protect", "seal", "--key", pfKey, "--path", pfPath, "--version", "1", try scratch.write("base\n", to: "pf-base"), probe]).status == 0
         else { throw SetUpFailed(what: "veil protect seal") }
         let manifestFile = try scratch.write("""
             {"Packages": {"app": {"Kind": "simulated", "Measurement": "\(measurement)"},
@@ -68,14 +64,14 @@ import Testing
                        "packages": {"ResourceType": "Packages", "ResourceNames": ["ver"], "Actions": ["UpdatePackage"]}},
              "Config": {"AllowSimulation": true}}
             """, to: "manifest.json")
-        let set = try coordinator.veil(["manifest", "set", manifestFile, "--root-ca", coordinator.rootPath, "--secret", "pfkey=\(pfKey)"])
+        let set = try await coordinator.veil(["manifest", "set", manifestFile, "--root-ca", coordinator.rootPath, "--secret", "pfkey=\(pfKey)"])
         guard set.status == 0 else { throw SetUpFailed(what: "manifest set: \(set.stderr)") }
         let launch = [veilBinary] + coordinator.launchArguments(service: "app", command: ["/bin/true"])
         let launchJSON = String(decoding: try JSONSerialization.data(withJSONObject: launch), as: UTF8.self)
         let pfLaunch = [veilBinary] + coordinator.launchArguments(service: "pf", command: []).dropLast()  // without "--"
         let pfLaunchJSON = String(decoding: try JSONSerialization.data(withJSONObject: Array(pfLaunch)), as: UTF8.self)
-        func recordedVersion() throws -> Int? {
-            let result = try coordinator.veil(Array(pfLaunch.dropFirst()) + ["--protected-file", "\(probe)=\(pfPath)", "--", "/bin/true"])
+        func recordedVersion() async throws -> Int? {
+            let result = try await coordinator.veil(Array(pfLaunch.dropFirst()) + ["--protected-file", "\(probe)=\(pfPath)", "--", "/bin/true"])
             if result.status == 0 { return 1 }
             guard let range = result.stderr.firstRange(of: "older than the recorded version "),
                 let version = Int(result.stderr[range.upperBound...].prefix(while: \.isNumber))
@@ -97,9 +93,9 @@ import Testing
                 "/usr/bin/env", ["python3", repositoryRoot + "/Tests/Scripts/crash_writer.py", coordinator.clientAddress, coordinator.rootPath, cert, key,
                                  "\(next)", launchJSON, pfKey, pfPath, pfLaunchJSON],
                 environment: coordinator.environment, scratch: scratch)
-            usleep(UInt32.random(in: 100_000...700_000))
+            try await Task.sleep(for: .milliseconds(Int.random(in: 100...700)))
             coordinator.process?.kill9()
-            let output = writer.wait(timeout: 60)
+            let output = await writer.wait(timeout: 60)
             guard let line = output.stdout.split(separator: "\n").last,
                 let report = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
             else {
@@ -107,7 +103,7 @@ import Testing
                 break
             }
             // The state must open after every kill.
-            try coordinator.start(attest: false)
+            try await coordinator.start(attest: false)
 
             let secretAcked = report["secret"] as? String, secretInFlight = report["secret_in_flight"] as? String
             let versionAcked = report["version"] as? Int, versionInFlight = report["version_in_flight"] as? Int
@@ -120,12 +116,12 @@ import Testing
             if let versionAcked { acknowledged.version = versionAcked }
             acknowledged.activations += activationsAcked
 
-            let stored = try currentState(coordinator, cert: cert, key: key, scratch: scratch)
+            let stored = try await currentState(coordinator, cert: cert, key: key, scratch: scratch)
             let secretOK = stored.secret == acknowledged.secret || (secretInFlight != nil && stored.secret == secretInFlight)
             let versionOK = stored.version == (acknowledged.version ?? 0) || (versionInFlight != nil && stored.version == versionInFlight)
             let activationsOK = (acknowledged.activations...(acknowledged.activations + activationInFlight)).contains(stored.activations)
             // The probe records version 1 only when nothing was recorded yet.
-            let storedPF = try recordedVersion()
+            let storedPF = try await recordedVersion()
             let pfOK = storedPF == (acknowledged.pf ?? 1) || (pfInFlight != nil && storedPF == pfInFlight)
             if !(secretOK && versionOK && activationsOK && pfOK) {
                 lostWrites += 1
@@ -146,13 +142,13 @@ import Testing
         return totals
     }
 
-    func currentState(_ coordinator: CoordinatorProcess, cert: String, key: String, scratch: Scratch) throws -> (secret: String?, version: Int, activations: Int) {
-        let secret = try coordinator.veil(["secret", "get", "token", "--user-cert", cert, "--user-key", key])
+    func currentState(_ coordinator: CoordinatorProcess, cert: String, key: String, scratch: Scratch) async throws -> (secret: String?, version: Int, activations: Int) {
+        let secret = try await coordinator.veil(["secret", "get", "token", "--user-cert", cert, "--user-key", key])
         let secretObject = (try? JSONSerialization.jsonObject(with: Data(secret.stdout.utf8)) as? [String: [String: String]])?["token"]
         let value = secretObject?["value"].flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) }
-        let manifest = try JSONSerialization.jsonObject(with: Data(try coordinator.curl("GET", coordinator.clientAddress, "/api/v1/manifest").1.utf8)) as? [String: Any]
+        let manifest = try JSONSerialization.jsonObject(with: Data(try await coordinator.curl("GET", coordinator.clientAddress, "/api/v1/manifest").1.utf8)) as? [String: Any]
         let version = ((manifest?["Packages"] as? [String: Any])?["ver"] as? [String: Any])?["SecurityVersion"] as? Int ?? -1
-        let status = try JSONSerialization.jsonObject(with: Data(try coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1.utf8)) as? [String: Any]
+        let status = try JSONSerialization.jsonObject(with: Data(try await coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1.utf8)) as? [String: Any]
         let activations = (status?["activations"] as? [String: Int])?["app"] ?? 0
         return (value, version, activations)
     }

@@ -22,21 +22,21 @@ final class EtcdCluster {
          "--etcd-key", clientKey, "--etcd-prefix", prefix]
     }
 
-    init(scratch: Scratch, size: Int = 3) throws {
+    init(scratch: Scratch, size: Int = 3) async throws {
         self.scratch = scratch
         directory = scratch.path + "/etcd"
         clientPorts = (0..<size).map { _ in freePort() }
         peerPorts = (0..<size).map { _ in freePort() }
         members = Array(repeating: nil, count: size)
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        try makeCertificates()
+        try await makeCertificates()
         for index in 0..<size { try start(index, state: "new") }
-        try waitUntilHealthy()
+        try await waitUntilHealthy()
     }
 
     deinit { stopAll() }
 
-    private func makeCertificates() throws {
+    private func makeCertificates() async throws {
         let script = """
             set -e
             cd '\(directory)'
@@ -48,7 +48,7 @@ final class EtcdCluster {
             printf 'extendedKeyUsage=clientAuth\\n' > client.ext
             openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 -extfile client.ext -out client.pem 2>/dev/null
             """
-        let result = try run("/bin/bash", ["-c", script], scratch: scratch)
+        let result = try await run("/bin/bash", ["-c", script], scratch: scratch)
         try #require(result.status == 0, "\(result.stderr)")
     }
 
@@ -66,34 +66,35 @@ final class EtcdCluster {
     }
 
     /// POSTs JSON to a member's gateway with the client certificate.
-    func call(_ member: Int, _ path: String, _ body: String) throws -> String {
-        try run(which("curl") ?? "/usr/bin/curl", [
+    func call(_ member: Int, _ path: String, _ body: String) async throws -> String {
+        try await run(which("curl") ?? "/usr/bin/curl", [
             "-s", "-m", "5", "--cacert", ca, "--cert", clientCert, "--key", clientKey, "-X", "POST", "\(endpoints[member])\(path)", "-d", body,
         ], scratch: scratch).stdout
     }
 
-    func waitUntilHealthy(timeout: TimeInterval = 30) throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if members.indices.filter({ members[$0]?.process.isRunning == true }).contains(where: { (try? call($0, "/v3/kv/range", #"{"key": "AA=="}"#))?.contains("header") == true }) {
-                return
+    func waitUntilHealthy(timeout: TimeInterval = 30) async throws {
+        let healthy = await eventually(within: timeout) {
+            for member in members.indices where members[member]?.process.isRunning == true {
+                if (try? await call(member, "/v3/kv/range", #"{"key": "AA=="}"#))?.contains("header") == true { return true }
             }
-            usleep(100_000)
+            return false
         }
+        if healthy { return }
         Issue.record("etcd cluster not healthy after \(timeout) s")
     }
 
     /// The index of the current leader.
-    func leader() throws -> Int? {
+    func leader() async throws -> Int? {
         struct Status: Decodable {
             struct Header: Decodable { var member_id: String }
             var header: Header
             var leader: String
         }
         for index in members.indices where members[index]?.process.isRunning == true {
-            guard let status = try? JSONDecoder().decode(Status.self, from: Data(try call(index, "/v3/maintenance/status", "{}").utf8)) else { continue }
+            guard let reply = try? await call(index, "/v3/maintenance/status", "{}"),
+                let status = try? JSONDecoder().decode(Status.self, from: Data(reply.utf8)) else { continue }
             for candidate in members.indices where members[candidate]?.process.isRunning == true {
-                if let other = try? JSONDecoder().decode(Status.self, from: Data(try call(candidate, "/v3/maintenance/status", "{}").utf8)),
+                if let other = try? await JSONDecoder().decode(Status.self, from: Data(try call(candidate, "/v3/maintenance/status", "{}").utf8)),
                     other.header.member_id == status.leader
                 {
                     return candidate
@@ -112,22 +113,22 @@ final class EtcdCluster {
     }
 
     /// The raw value stored at `key` (base64 in etcd's JSON), or nil.
-    func value(_ key: String) throws -> String? {
+    func value(_ key: String) async throws -> String? {
         struct Range: Decodable {
             struct KV: Decodable { var value: String? }
             var kvs: [KV]?
         }
         let body = #"{"key": "\#(Data(key.utf8).base64EncodedString())"}"#
         for index in members.indices where members[index]?.process.isRunning == true {
-            if let range = try? JSONDecoder().decode(Range.self, from: Data(try call(index, "/v3/kv/range", body).utf8)) { return range.kvs?.first?.value }
+            if let range = try? await JSONDecoder().decode(Range.self, from: Data(try call(index, "/v3/kv/range", body).utf8)) { return range.kvs?.first?.value }
         }
         return nil
     }
 
-    func put(_ key: String, base64Value: String) throws {
+    func put(_ key: String, base64Value: String) async throws {
         let body = #"{"key": "\#(Data(key.utf8).base64EncodedString())", "value": "\#(base64Value)"}"#
         for index in members.indices where members[index]?.process.isRunning == true {
-            if (try? call(index, "/v3/kv/put", body))?.contains("header") == true { return }
+            if await (try? call(index, "/v3/kv/put", body))?.contains("header") == true { return }
         }
         Issue.record("could not put \(key)")
     }

@@ -5,19 +5,12 @@ import Testing
 /// processes and as a converted OCI image run by `veil run`; memcached, Python, Node and Java
 /// talking through the mesh; memcached with its own TLS; a pod from the injector under podman.
 @Suite(.serialized) struct ExamplesTests {
-    /// Runs the example on a thread of its own: an example blocks for minutes, and the test
-    /// process's few cooperative threads must stay free for the async tests beside it.
+    /// Runs the example; the wait polls without blocking a thread (``Spawned/wait(timeout:)``).
     func runExample(_ name: String, timeout: TimeInterval = 180) async throws -> RunResult {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result {
-                    let scratch = try Scratch()
-                    return try run(
-                        "/bin/bash", [repositoryRoot + "/examples/\(name)/run.sh"],
-                        environment: ["VEIL_SKIP_BUILD": "1", "VEIL": veilBinary], scratch: scratch, timeout: timeout)
-                })
-            }
-        }
+        let scratch = try Scratch()
+        return try await run(
+            "/bin/bash", [repositoryRoot + "/examples/\(name)/run.sh"],
+            environment: ["VEIL_SKIP_BUILD": "1", "VEIL": veilBinary], scratch: scratch, timeout: timeout)
     }
 
     /// Confidential inference: Debian's python3 and scikit-learn in a converted image, the model

@@ -9,9 +9,9 @@ import Testing
 @Suite struct HardwareLaunchTests {
     let veraison = repositoryRoot + "/../shared/testdata/attestation/veraison"
 
-    @Test func realSNPEvidenceFlowsAndANonBindingReportIsRefused() throws {
+    @Test func realSNPEvidenceFlowsAndANonBindingReportIsRefused() async throws {
         let scratch = try Scratch()
-        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
         let entry = scratch.path + "/tsm/veil"
         try FileManager.default.createDirectory(atPath: entry, withIntermediateDirectories: true)
         try Data("sev_guest\n".utf8).write(to: URL(fileURLWithPath: entry + "/provider"))
@@ -22,7 +22,7 @@ import Testing
         // MEASUREMENT (48 bytes at 0x90) of the captured report.
         let report = try Data(contentsOf: URL(fileURLWithPath: "\(veraison)/genoa_report.bin"))
         let measurement = report[0x90..<0xC0].map { String(format: "%02x", $0) }.joined()
-        let set = try coordinator.setManifest(#"""
+        let set = try await coordinator.setManifest(#"""
             {"Packages": {"guest": {"Kind": "snp", "Measurement": "\#(measurement)"}},
              "Services": {"app": {"Package": "guest"}}}
             """#)
@@ -33,7 +33,7 @@ import Testing
             veilBinary,
             ["launch", "--coordinator", coordinator.meshAddress, "--service", "app", "--tee", "snp", "--root-ca", coordinator.rootPath, "--", "/usr/bin/touch", marker],
             environment: ["VEIL_TSM_ROOT": scratch.path + "/tsm", "VEIL_TSM_ENTRY": "veil"], scratch: scratch)
-        let result = launch.wait(timeout: 30)
+        let result = await launch.wait(timeout: 30)
         #expect(result.status == 1)
         #expect(result.stderr.contains("report data does not bind"), "\(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: marker), "the app must not start")
@@ -45,13 +45,13 @@ import Testing
     /// launcher inside binds the image's measurement into the VM's report data. The double
     /// serves Veraison's real report, so the coordinator refuses it for the key binding; what
     /// the launcher wrote to inblob shows the image was bound.
-    @Test func aConvertedImageInAConfidentialVMBindsItsMeasurement() throws {
+    @Test func aConvertedImageInAConfidentialVMBindsItsMeasurement() async throws {
         try #require(which("runc") != nil && which("umoci") != nil, "install runc and umoci")
         let scratch = try Scratch()
-        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
         let layout = scratch.path + "/images"
-        try buildImage(layout: layout, tag: "plain", files: ["/bin/sh"], entrypoint: ["/bin/sh", "-c", "echo started"], scratch: scratch)
-        let convert = try coordinator.veil(["image", "convert", "--from", "oci:\(layout):plain", "--to", "oci:\(layout):veil", "--service", "app", "--quiet"])
+        try await buildImage(layout: layout, tag: "plain", files: ["/bin/sh"], entrypoint: ["/bin/sh", "-c", "echo started"], scratch: scratch)
+        let convert = try await coordinator.veil(["image", "convert", "--from", "oci:\(layout):plain", "--to", "oci:\(layout):veil", "--service", "app", "--quiet"])
         try #require(convert.status == 0, "\(convert.stderr)")
         let snippet = try JSONSerialization.jsonObject(with: Data(convert.stdout.utf8)) as! [String: [String: [String: Any]]]
         let imageMeasurement = try #require(snippet["Packages"]?["app"]?["Measurement"] as? String)
@@ -59,7 +59,7 @@ import Testing
 
         let report = try Data(contentsOf: URL(fileURLWithPath: "\(veraison)/genoa_report.bin"))
         let vmMeasurement = report[0x90..<0xC0].map { String(format: "%02x", $0) }.joined()
-        let set = try coordinator.setManifest(#"""
+        let set = try await coordinator.setManifest(#"""
             {"Packages": {"guest": {"Kind": "snp", "Measurement": "\#(vmMeasurement)", "ImageMeasurement": "\#(imageMeasurement)"}},
              "Services": {"app": {"Package": "guest"}}}
             """#)
@@ -75,7 +75,7 @@ import Testing
         let arguments = ["run", "oci:\(layout):veil", "--tee", "snp", "--coordinator", coordinator.meshAddress, "--root-ca", coordinator.rootPath,
                          "--state-dir", scratch.path + "/state"]
         // /dev/null stands in for /dev/sev-guest: a character device the container is given.
-        let result = try coordinator.veil(arguments, environment: ["VEIL_TSM_ROOT": tsm, "VEIL_TEE_DEVICE": "/dev/null"], timeout: 120)
+        let result = try await coordinator.veil(arguments, environment: ["VEIL_TSM_ROOT": tsm, "VEIL_TEE_DEVICE": "/dev/null"], timeout: 120)
         #expect(result.status == 1)
         #expect(result.stderr.contains("report data does not bind"), "\(result.stderr)")
         #expect(!result.stdout.contains("started"), "the app must not start")
@@ -85,11 +85,11 @@ import Testing
         #expect(inblob.suffix(32).map { String(format: "%02x", $0) }.joined() == imageMeasurement, "the launcher bound the image it measured")
 
         // Not a guest: no report directory, or no device.
-        let noTSM = try coordinator.veil(arguments, environment: ["VEIL_TSM_ROOT": scratch.path + "/missing", "VEIL_TEE_DEVICE": "/dev/null"])
+        let noTSM = try await coordinator.veil(arguments, environment: ["VEIL_TSM_ROOT": scratch.path + "/missing", "VEIL_TEE_DEVICE": "/dev/null"])
         #expect(noTSM.status != 0 && noTSM.stderr.contains("is not an SEV-SNP guest"), "\(noTSM.stderr)")
-        let noDevice = try coordinator.veil(arguments, environment: ["VEIL_TSM_ROOT": tsm, "VEIL_TEE_DEVICE": scratch.path + "/missing"])
+        let noDevice = try await coordinator.veil(arguments, environment: ["VEIL_TSM_ROOT": tsm, "VEIL_TEE_DEVICE": scratch.path + "/missing"])
         #expect(noDevice.status != 0 && noDevice.stderr.contains("is not a character device"), "\(noDevice.stderr)")
-        let unknown = try coordinator.veil(["run", "oci:\(layout):veil", "--tee", "sgx", "--state-dir", scratch.path + "/state"])
+        let unknown = try await coordinator.veil(["run", "oci:\(layout):veil", "--tee", "sgx", "--state-dir", scratch.path + "/state"])
         #expect(unknown.status != 0 && unknown.stderr.contains("'sgx' is none of them"), "\(unknown.stderr)")
     }
 }

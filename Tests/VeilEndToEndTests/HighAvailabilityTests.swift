@@ -14,21 +14,21 @@ import Testing
         var replicas: [CoordinatorProcess] = []
         let simulationKey: String
 
-        init(replicas count: Int) throws {
+        init(replicas count: Int) async throws {
             scratch = try Scratch()
-            etcd = try EtcdCluster(scratch: scratch)
+            etcd = try await EtcdCluster(scratch: scratch)
             simulationKey = scratch.path + "/simulation-platform-key.pem"
-            for index in 0..<count { try addReplica(index) }
+            for index in 0..<count { try await addReplica(index) }
         }
 
         @discardableResult
-        func addReplica(_ index: Int, binary: String? = nil) throws -> CoordinatorProcess {
-            let replica = try CoordinatorProcess(
+        func addReplica(_ index: Int, binary: String? = nil) async throws -> CoordinatorProcess {
+            let replica = try await CoordinatorProcess(
                 scratch: scratch, arguments: etcd.storeArguments(prefix: prefix) + ["--log-level", "info"],
                 dataDirectory: scratch.path + "/replica\(index)", simulationKey: simulationKey, attest: false, binary: binary)
             if index == 0 {
                 // The first replica creates the state; everyone pins its root.
-                let attest = try replica.veil(["attest", "--allow-simulation", "--simulation-key", simulationKey, "-o", replica.rootPath])
+                let attest = try await replica.veil(["attest", "--allow-simulation", "--simulation-key", simulationKey, "-o", replica.rootPath])
                 try #require(attest.status == 0, "\(attest.stderr)")
             }
             replicas.append(replica)
@@ -38,20 +38,20 @@ import Testing
         var meshAddresses: String { replicas.map(\.meshAddress).joined(separator: ",") }
 
         /// `veil status --output json` of one replica.
-        func status(_ replica: CoordinatorProcess) throws -> [String: Any] {
-            let result = try replica.veil(["status", "--coordinator", replica.clientAddress, "--root-ca", replica.rootPath, "--output", "json"])
+        func status(_ replica: CoordinatorProcess) async throws -> [String: Any] {
+            let result = try await replica.veil(["status", "--coordinator", replica.clientAddress, "--root-ca", replica.rootPath, "--output", "json"])
             return (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]) ?? ["error": result.stderr]
         }
 
         /// Waits until `replica` serves the state (it obtained the key from a peer).
-        func waitUntilServing(_ replica: CoordinatorProcess, timeout: TimeInterval = 30) throws {
+        func waitUntilServing(_ replica: CoordinatorProcess, timeout: TimeInterval = 30) async throws {
             let deadline = Date().addingTimeInterval(timeout)
             while Date() < deadline {
-                let (code, body) = (try? replica.curl("GET", replica.clientAddress, "/api/v1/status")) ?? (0, "")
+                let (code, body) = await (try? replica.curl("GET", replica.clientAddress, "/api/v1/status")) ?? (0, "")
                 // Not "recovery", nor "recovered": a replica that just got the state key closes its
                 // recovery listeners and reopens them as the coordinator a moment later.
                 if code == 200 && (body.contains("\"awaitingManifest\"") || body.contains("\"accepting\"")) { return }
-                usleep(100_000)
+                try? await Task.sleep(for: .microseconds(100_000))
             }
             Issue.record("replica \(replica.dataDirectory) not serving after \(timeout) s: \(replica.process?.stderr.suffix(2000) ?? "")")
         }
@@ -87,8 +87,8 @@ import Testing
         var seconds: Double?
     }
 
-    func report(_ load: Spawned, timeout: TimeInterval = 240) throws -> LoadReport {
-        let result = load.wait(timeout: timeout)
+    func report(_ load: Spawned, timeout: TimeInterval = 240) async throws -> LoadReport {
+        let result = await load.wait(timeout: timeout)
         try #require(result.status == 0, "\(result.stderr)")
         return try JSONDecoder().decode(LoadReport.self, from: Data(result.stdout.utf8))
     }
@@ -96,22 +96,22 @@ import Testing
     /// 2,000 activations from 8 clients over 3 replicas while a replica and then the etcd
     /// leader are killed: every activation of the unlimited service succeeds, the limited
     /// one gets exactly its quota, the history verifies and all replicas agree afterwards.
-    @Test func activationsSurviveLosingAReplicaAndTheEtcdLeader() throws {
-        let deployment = try Deployment(replicas: 3)
-        for replica in deployment.replicas.dropFirst() { try deployment.waitUntilServing(replica) }
-        let set = try deployment.replicas[1].setManifest(Self.manifest(quota: 500))
+    @Test func activationsSurviveLosingAReplicaAndTheEtcdLeader() async throws {
+        let deployment = try await Deployment(replicas: 3)
+        for replica in deployment.replicas.dropFirst() { try await deployment.waitUntilServing(replica) }
+        let set = try await deployment.replicas[1].setManifest(Self.manifest(quota: 500))
         try #require(set.status == 0, "\(set.stderr)")
 
         let free = try deployment.load(service: "free", measurement: Self.measurement, count: 1_400, concurrency: 6)
         let quota = try deployment.load(service: "quota", measurement: Self.measurement, count: 600, concurrency: 2)
-        usleep(1_500_000)
+        try? await Task.sleep(for: .microseconds(1_500_000))
         deployment.replicas[2].process?.kill9()
-        usleep(1_500_000)
-        let leader = try #require(try deployment.etcd.leader())
+        try? await Task.sleep(for: .microseconds(1_500_000))
+        let leader = try await #require(try deployment.etcd.leader())
         deployment.etcd.kill(leader)
 
-        let freeReport = try report(free)
-        let quotaReport = try report(quota)
+        let freeReport = try await report(free)
+        let quotaReport = try await report(quota)
         print("HA loads:", freeReport, quotaReport)
         #expect(freeReport.succeeded == 1_400 && freeReport.failed == 0, "\(freeReport)")
         #expect(freeReport.failovers > 0, "the killed replica made clients fail over")
@@ -121,17 +121,18 @@ import Testing
         #expect(quotaReport.failed == 0, "\(quotaReport)")
 
         // Back to full strength: the killed replica and etcd member return.
-        try deployment.etcd.start(leader)
-        try deployment.replicas[2].start(attest: false)
-        try deployment.waitUntilServing(deployment.replicas[2])
-        usleep(1_000_000)
-        let statuses = try deployment.replicas.map { try deployment.status($0) }
+        try await deployment.etcd.start(leader)
+        try await deployment.replicas[2].start(attest: false)
+        try await deployment.waitUntilServing(deployment.replicas[2])
+        try? await Task.sleep(for: .microseconds(1_000_000))
+        var statuses: [[String: Any]] = []
+        for replica in deployment.replicas { statuses.append(try await deployment.status(replica)) }
         for status in statuses {
             #expect((status["activations"] as? [String: Int])?["quota"] == 500, "\(status)")
         }
         #expect(Set(statuses.compactMap { $0["generation"] as? Int }).count == 1, "same generation everywhere: \(statuses)")
         #expect(Set(statuses.compactMap { $0["manifestDigest"] as? String }).count == 1)
-        let attest = try deployment.replicas[0].veil([
+        let attest = try await deployment.replicas[0].veil([
             "attest", "--coordinator", deployment.replicas.map(\.clientAddress).joined(separator: ","), "--allow-simulation", "--simulation-key",
             deployment.simulationKey,
         ])
@@ -140,10 +141,10 @@ import Testing
 
     /// A change through one replica is seen through another within a second; all replicas
     /// restarted keep the same root, manifest, secrets and history.
-    @Test func changesPropagateAndSurviveRestartingEveryReplica() throws {
-        let deployment = try Deployment(replicas: 2)
-        try deployment.waitUntilServing(deployment.replicas[1])
-        let alice = try UserCLITests().makeUser("alice", in: deployment.scratch)
+    @Test func changesPropagateAndSurviveRestartingEveryReplica() async throws {
+        let deployment = try await Deployment(replicas: 2)
+        try await deployment.waitUntilServing(deployment.replicas[1])
+        let alice = try await UserCLITests().makeUser("alice", in: deployment.scratch)
         let manifest: [String: Any] = [
             "Packages": ["p": ["Kind": "simulated", "Measurement": Self.measurement]],
             "Services": ["free": ["Package": "p"]],
@@ -153,9 +154,9 @@ import Testing
             "Config": ["AllowSimulation": true],
         ]
         let (first, second) = (deployment.replicas[0], deployment.replicas[1])
-        #expect(try first.setManifest(String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self)).status == 0)
+        #expect(try await first.setManifest(String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self)).status == 0)
         let asAlice = ["VEIL_USER_CERT": alice.cert, "VEIL_USER_KEY": alice.key]
-        let set = try first.veil(["secret", "set", "apiKey", "--from-literal", "v1", "--coordinator", first.clientAddress, "--root-ca", first.rootPath], environment: asAlice)
+        let set = try await first.veil(["secret", "set", "apiKey", "--from-literal", "v1", "--coordinator", first.clientAddress, "--root-ca", first.rootPath], environment: asAlice)
         #expect(set.status == 0, "\(set.stderr)")
         // Visible through the other replica within 1 s of the write (a read started by then sees it;
         // the CLI's own start-up time is not the replica's).
@@ -163,38 +164,38 @@ import Testing
         var seenBy: TimeInterval?
         while seenBy == nil && Date().timeIntervalSince(written) < 10 {
             let asked = Date().timeIntervalSince(written)
-            let read = try second.veil(["secret", "get", "apiKey", "--coordinator", second.clientAddress, "--root-ca", second.rootPath], environment: asAlice)
+            let read = try await second.veil(["secret", "get", "apiKey", "--coordinator", second.clientAddress, "--root-ca", second.rootPath], environment: asAlice)
             if read.status == 0 && read.stdout.contains(Data("v1".utf8).base64EncodedString()) { seenBy = asked }
         }
         #expect((seenBy ?? 99) < 1, "the secret set through one replica is read through the other within 1 s (read started at \(seenBy ?? -1) s)")
 
-        let before = try first.veil(["manifest", "log", "--coordinator", first.clientAddress, "--root-ca", first.rootPath]).stdout
+        let before = try await first.veil(["manifest", "log", "--coordinator", first.clientAddress, "--root-ca", first.rootPath]).stdout
         let root = try String(contentsOfFile: first.rootPath, encoding: .utf8)
-        for replica in deployment.replicas { replica.process?.stop() }
-        for replica in deployment.replicas { try replica.start(attest: false) }
-        for replica in deployment.replicas { try deployment.waitUntilServing(replica) }
-        let after = try second.veil(["manifest", "log", "--coordinator", second.clientAddress, "--root-ca", second.rootPath])
+        for replica in deployment.replicas { await replica.process?.stop() }
+        for replica in deployment.replicas { try await replica.start(attest: false) }
+        for replica in deployment.replicas { try await deployment.waitUntilServing(replica) }
+        let after = try await second.veil(["manifest", "log", "--coordinator", second.clientAddress, "--root-ca", second.rootPath])
         #expect(after.status == 0 && after.stdout == before, "same verified history after restarting every replica")
-        #expect(try second.veil(["certificate", "root", "--coordinator", second.clientAddress, "--root-ca", second.rootPath]).stdout == root)
-        let read = try second.veil(["secret", "get", "apiKey", "--coordinator", second.clientAddress, "--root-ca", second.rootPath], environment: asAlice)
+        #expect(try await second.veil(["certificate", "root", "--coordinator", second.clientAddress, "--root-ca", second.rootPath]).stdout == root)
+        let read = try await second.veil(["secret", "get", "apiKey", "--coordinator", second.clientAddress, "--root-ca", second.rootPath], environment: asAlice)
         #expect(read.stdout.contains(Data("v1".utf8).base64EncodedString()))
     }
 
     /// A replica running other code (another measurement) is refused the state key and stays
     /// out; the serving replica says why.
-    @Test func aReplicaWithAnotherMeasurementIsRefusedTheStateKey() throws {
-        let deployment = try Deployment(replicas: 1)
+    @Test func aReplicaWithAnotherMeasurementIsRefusedTheStateKey() async throws {
+        let deployment = try await Deployment(replicas: 1)
         let modified = deployment.scratch.path + "/veil-modified"
         try FileManager.default.copyItem(atPath: veilBinary, toPath: modified)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: modified))
         try handle.seekToEnd()
         try handle.write(contentsOf: Data("not the same code".utf8))
         try handle.close()
-        let stranger = try deployment.addReplica(1, binary: modified)
-        usleep(4_000_000)
-        let (code, body) = try stranger.curl("GET", stranger.clientAddress, "/api/v1/status")
+        let stranger = try await deployment.addReplica(1, binary: modified)
+        try? await Task.sleep(for: .microseconds(4_000_000))
+        let (code, body) = try await stranger.curl("GET", stranger.clientAddress, "/api/v1/status")
         #expect(code == 200 && body.contains("\"recovery\""), "the stranger has no state key: \(body)")
-        let (activationCode, _) = try stranger.curl("POST", stranger.meshAddress, "/api/v1/activation/nonce")
+        let (activationCode, _) = try await stranger.curl("POST", stranger.meshAddress, "/api/v1/activation/nonce")
         #expect(activationCode == 503, "and serves nothing but recovery")
         #expect(deployment.replicas[0].process!.stderr.contains("state key refused to a peer"))
         #expect(stranger.process!.stderr.contains("peer could not provide the state key"))
@@ -202,41 +203,41 @@ import Testing
 
     /// etcd gone: writes answer 503 with the reason and nothing is acknowledged; when etcd
     /// returns, the same write succeeds.
-    @Test func etcdUnreachableMeans503AndServiceResumes() throws {
-        let deployment = try Deployment(replicas: 1)
+    @Test func etcdUnreachableMeans503AndServiceResumes() async throws {
+        let deployment = try await Deployment(replicas: 1)
         let replica = deployment.replicas[0]
-        #expect(try replica.setManifest(Self.manifest(quota: 5)).status == 0)
+        #expect(try await replica.setManifest(Self.manifest(quota: 5)).status == 0)
         for member in 0..<3 { deployment.etcd.kill(member) }
-        let refused = try report(try deployment.load(service: "quota", measurement: Self.measurement, count: 1, concurrency: 1, patience: 2))
+        let refused = try await report(try deployment.load(service: "quota", measurement: Self.measurement, count: 1, concurrency: 1, patience: 2))
         #expect(refused.succeeded == 0 && refused.failed == 1, "\(refused)")
         #expect(refused.lastError?.contains("state store is unavailable, nothing was changed") == true, "\(refused)")
-        for member in 0..<3 { try deployment.etcd.start(member) }
-        try deployment.etcd.waitUntilHealthy()
-        let resumed = try report(try deployment.load(service: "quota", measurement: Self.measurement, count: 1, concurrency: 1))
+        for member in 0..<3 { try await deployment.etcd.start(member) }
+        try await deployment.etcd.waitUntilHealthy()
+        let resumed = try await report(try deployment.load(service: "quota", measurement: Self.measurement, count: 1, concurrency: 1))
         #expect(resumed.succeeded == 1, "\(resumed)")
-        let status = try deployment.status(replica)
+        let status = try await deployment.status(replica)
         #expect((status["activations"] as? [String: Int])?["quota"] == 1, "the refused write was never counted: \(status)")
     }
 
     /// An old value put back into etcd is refused by the replicas that saw newer ones.
-    @Test func anOldEtcdValuePutBackIsRefused() throws {
-        let deployment = try Deployment(replicas: 1)
+    @Test func anOldEtcdValuePutBackIsRefused() async throws {
+        let deployment = try await Deployment(replicas: 1)
         let replica = deployment.replicas[0]
         let key = deployment.prefix + "/state"
-        let old = try #require(try deployment.etcd.value(key))
-        #expect(try replica.setManifest(Self.manifest(quota: 5)).status == 0)
-        try deployment.etcd.put(key, base64Value: old)
-        usleep(500_000)
+        let old = try await #require(try deployment.etcd.value(key))
+        #expect(try await replica.setManifest(Self.manifest(quota: 5)).status == 0)
+        try await deployment.etcd.put(key, base64Value: old)
+        try? await Task.sleep(for: .microseconds(500_000))
         // A write now has to read the store: it finds the rollback and refuses.
-        let refused = try report(try deployment.load(service: "quota", measurement: Self.measurement, count: 1, concurrency: 1, patience: 2))
+        let refused = try await report(try deployment.load(service: "quota", measurement: Self.measurement, count: 1, concurrency: 1, patience: 2))
         #expect(refused.succeeded == 0, "\(refused)")
         #expect(replica.process!.stderr.contains("rollback refused"), "\(replica.process!.stderr.suffix(1500))")
         // Restarted, it refuses to start on the old value.
-        replica.process?.stop()
+        await replica.process?.stop()
         let restart = try Spawned(veilBinary, ["coordinator", "--tee", "simulated", "--data-dir", replica.dataDirectory, "--simulation-key", deployment.simulationKey,
                                                "--client-addr", "127.0.0.1:\(freePort())", "--mesh-addr", "127.0.0.1:\(freePort())"] + deployment.etcd.storeArguments(prefix: deployment.prefix),
                                   scratch: deployment.scratch)
-        let result = restart.wait(timeout: 30)
+        let result = await restart.wait(timeout: 30)
         #expect(result.status != 0 && result.stderr.contains("rollback refused"), "\(result.stderr.suffix(1000))")
     }
 }

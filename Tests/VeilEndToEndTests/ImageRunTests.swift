@@ -2,9 +2,9 @@ import Foundation
 import Testing
 
 /// Builds an OCI image from host files with umoci (examples/lib.sh `build_image`).
-func buildImage(layout: String, tag: String, files: [String], entrypoint: [String], user: String? = nil, scratch: Scratch) throws {
+func buildImage(layout: String, tag: String, files: [String], entrypoint: [String], user: String? = nil, scratch: Scratch) async throws {
     let quoted = (files + ["--"] + entrypoint).map { "'\($0)'" }.joined(separator: " ")
-    let result = try run("/bin/bash", ["-c", "source '\(repositoryRoot)/examples/lib.sh' && build_image '\(layout)' '\(tag)' \(quoted)"],
+    let result = try await run("/bin/bash", ["-c", "source '\(repositoryRoot)/examples/lib.sh' && build_image '\(layout)' '\(tag)' \(quoted)"],
                          environment: user.map { ["IMAGE_USER": $0] } ?? [:], scratch: scratch, timeout: 120)
     try #require(result.status == 0, "build_image failed: \(result.stderr)")
 }
@@ -18,14 +18,14 @@ final class ShellImage {
     var stateDirectory: String { scratch.path + "/state" }
     private(set) var snippet = ""
 
-    init(exitCode: Int = 0, user: String? = nil, script: String? = nil) throws {
+    init(exitCode: Int = 0, user: String? = nil, script: String? = nil) async throws {
         scratch = try Scratch()
-        coordinator = try CoordinatorProcess(scratch: scratch)
+        coordinator = try await CoordinatorProcess(scratch: scratch)
         let secret = try scratch.write("the protected data, version 1\n", to: "secret.txt")
-        try buildImage(
+        try await buildImage(
             layout: layout, tag: "plain", files: ["/bin/sh", "/bin/cat", "\(secret)=/data/secret.txt"],
             entrypoint: ["/bin/sh", "-c", script ?? "echo started; cat /data/secret.txt; exit \(exitCode)"], user: user, scratch: scratch)
-        let convert = try coordinator.veil([
+        let convert = try await coordinator.veil([
             "image", "convert", "--from", "oci:\(layout):plain", "--to", "oci:\(layout):veil", "--service", "shell",
             "--encrypt", "/data", "--key", key, "--quiet",
         ])
@@ -34,12 +34,12 @@ final class ShellImage {
         var manifest = try JSONSerialization.jsonObject(with: Data(snippet.utf8)) as! [String: Any]
         manifest["Config"] = ["AllowSimulation": true]
         let text = String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self)
-        let set = try coordinator.veil(["manifest", "set", try scratch.write(text, to: "manifest.json"), "--secret", "shell-protected-files=\(key)"])
+        let set = try await coordinator.veil(["manifest", "set", try scratch.write(text, to: "manifest.json"), "--secret", "shell-protected-files=\(key)"])
         try #require(set.status == 0, "manifest set failed: \(set.stderr)")
     }
 
-    func run(tag: String = "veil") throws -> RunResult {
-        try coordinator.veil([
+    func run(tag: String = "veil") async throws -> RunResult {
+        try await coordinator.veil([
             "run", "oci:\(layout):\(tag)", "--tee", "simulated", "--simulation-key", coordinator.simulationKey,
             "--coordinator", coordinator.meshAddress, "--root-ca", coordinator.rootPath, "--state-dir", stateDirectory,
         ], timeout: 120)
@@ -55,10 +55,10 @@ final class ShellImage {
 }
 
 @Suite(.serialized) struct ImageRunTests {
-    @Test func convertedImageRunsUnderRuncAndRealToolsReadIt() throws {
+    @Test func convertedImageRunsUnderRuncAndRealToolsReadIt() async throws {
         try #require(which("runc") != nil && which("umoci") != nil, "install runc and umoci")
-        let image = try ShellImage(exitCode: 7)
-        let result = try image.run()
+        let image = try await ShellImage(exitCode: 7)
+        let result = try await image.run()
         #expect(result.status == 7, "the app's exit status passes through: \(result.stderr)")
         #expect(result.stdout == "started\nthe protected data, version 1\n")
         #expect(result.stderr.contains("NO confidentiality"))
@@ -66,11 +66,11 @@ final class ShellImage {
         #expect(try FileManager.default.contentsOfDirectory(atPath: image.stateDirectory + "/bundles").isEmpty)
 
         if let skopeo = which("skopeo") {
-            let inspect = try run(skopeo, ["inspect", "oci:\(image.layout):veil"], scratch: image.scratch)
+            let inspect = try await run(skopeo, ["inspect", "oci:\(image.layout):veil"], scratch: image.scratch)
             #expect(inspect.status == 0 && inspect.stdout.contains("dev.veil.measurement"), "\(inspect.stderr)")
         }
         let unpacked = image.scratch.path + "/umoci-bundle"
-        let unpack = try run(which("umoci")!, ["unpack", "--image", "\(image.layout):veil", unpacked], scratch: image.scratch)
+        let unpack = try await run(which("umoci")!, ["unpack", "--image", "\(image.layout):veil", unpacked], scratch: image.scratch)
         #expect(unpack.status == 0, "\(unpack.stderr)")
         #expect(FileManager.default.fileExists(atPath: unpacked + "/rootfs/veil/image.json"))
         let plaintextInImage = try FileManager.default.subpathsOfDirectory(atPath: unpacked + "/rootfs").contains { path in
@@ -79,9 +79,9 @@ final class ShellImage {
         #expect(!plaintextInImage, "the encrypted path is not in the converted image in plaintext")
     }
 
-    @Test func theLauncherBecomesTheImageUserAfterProvisioning() throws {
-        let image = try ShellImage(user: "1000:1000", script: "cat /proc/self/status; cat /data/secret.txt")
-        let result = try image.run()
+    @Test func theLauncherBecomesTheImageUserAfterProvisioning() async throws {
+        let image = try await ShellImage(user: "1000:1000", script: "cat /proc/self/status; cat /data/secret.txt")
+        let result = try await image.run()
         #expect(result.status == 0, "\(result.stderr)")
         #expect(result.stdout.contains("Uid:\t1000\t1000\t1000\t1000"), "\(result.stdout)")
         #expect(result.stdout.contains("Gid:\t1000\t1000\t1000\t1000"))
@@ -89,67 +89,67 @@ final class ShellImage {
         #expect(result.stdout.contains("CapEff:\t0000000000000000"), "no capabilities left")
     }
 
-    @Test func alteredRootfsIsRefusedAndTheAppNeverStarts() throws {
-        let image = try ShellImage()
+    @Test func alteredRootfsIsRefusedAndTheAppNeverStarts() async throws {
+        let image = try await ShellImage()
         // Re-pack the converted image with one changed byte in /bin/cat, as a tampering registry would.
         let bundle = image.scratch.path + "/tamper"
         let umoci = try #require(which("umoci"))
-        #expect(try run(umoci, ["unpack", "--image", "\(image.layout):veil", bundle], scratch: image.scratch).status == 0)
+        #expect(try await run(umoci, ["unpack", "--image", "\(image.layout):veil", bundle], scratch: image.scratch).status == 0)
         let cat = bundle + "/rootfs/bin/cat"
         var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: cat)))
         bytes[bytes.count / 2] ^= 1
         try Data(bytes).write(to: URL(fileURLWithPath: cat))
-        #expect(try run(umoci, ["repack", "--image", "\(image.layout):tampered", bundle], scratch: image.scratch).status == 0)
+        #expect(try await run(umoci, ["repack", "--image", "\(image.layout):tampered", bundle], scratch: image.scratch).status == 0)
 
-        let result = try image.run(tag: "tampered")
+        let result = try await image.run(tag: "tampered")
         #expect(result.status != 0)
         #expect(result.stderr.contains("measurement"), "\(result.stderr)")
         #expect(!result.stdout.contains("started"), "the app must not start")
     }
 
-    @Test func olderProtectedFileVersionIsRefusedAcrossCoordinatorRestarts() throws {
-        let image = try ShellImage()
-        #expect(try image.run().status == 0)
+    @Test func olderProtectedFileVersionIsRefusedAcrossCoordinatorRestarts() async throws {
+        let image = try await ShellImage()
+        #expect(try await image.run().status == 0)
         let stored = try image.cachedRoot() + "/veil/protected/data/secret.txt.vpf"
         let version1 = image.scratch.path + "/v1.vpf"
         try FileManager.default.copyItem(atPath: stored, toPath: version1)
 
         // Seal-back: version 2 of the data replaces the stored file.
         let updated = try image.scratch.write("the protected data, version 2\n", to: "v2.txt")
-        let seal = try image.coordinator.veil([
+        let seal = try await image.coordinator.veil([
             "protect", "seal", "--key", image.key, "--path", "/data/secret.txt", "--previous", stored, updated, stored,
         ])
         #expect(seal.status == 0 && seal.stdout.contains("version 2"), "\(seal.stderr)")
-        let second = try image.run()
+        let second = try await image.run()
         #expect(second.status == 0 && second.stdout.contains("version 2"), "\(second.stderr)")
 
         // Replaying version 1 is refused, also after the coordinator restarted.
         try FileManager.default.removeItem(atPath: stored)
         try FileManager.default.copyItem(atPath: version1, toPath: stored)
-        try image.coordinator.restart()
-        let replay = try image.run()
+        try await image.coordinator.restart()
+        let replay = try await image.run()
         #expect(replay.status != 0)
         #expect(replay.stderr.contains("rollback"), "\(replay.stderr)")
         #expect(!replay.stdout.contains("started"))
     }
 
-    @Test func dockerArchiveInputConvertsToTheSameMeasurement() throws {
+    @Test func dockerArchiveInputConvertsToTheSameMeasurement() async throws {
         let skopeo = try #require(which("skopeo"), "install skopeo")
         let scratch = try Scratch()
         let layout = scratch.path + "/images"
-        try buildImage(layout: layout, tag: "plain", files: ["/bin/true"], entrypoint: ["/bin/true"], scratch: scratch)
+        try await buildImage(layout: layout, tag: "plain", files: ["/bin/true"], entrypoint: ["/bin/true"], scratch: scratch)
         let archive = scratch.path + "/image.tar"
-        let copy = try run(skopeo, ["copy", "oci:\(layout):plain", "docker-archive:\(archive):test/true:1"], scratch: scratch)
+        let copy = try await run(skopeo, ["copy", "oci:\(layout):plain", "docker-archive:\(archive):test/true:1"], scratch: scratch)
         try #require(copy.status == 0, "\(copy.stderr)")
-        func convert(_ from: String, _ tag: String) throws -> RunResult {
-            try run(veilBinary, ["image", "convert", "--from", from, "--to", "oci:\(layout):\(tag)", "--service", "t", "--quiet"], scratch: scratch)
+        func convert(_ from: String, _ tag: String) async throws -> RunResult {
+            try await run(veilBinary, ["image", "convert", "--from", from, "--to", "oci:\(layout):\(tag)", "--service", "t", "--quiet"], scratch: scratch)
         }
-        let fromLayout = try convert("oci:\(layout):plain", "a")
-        let fromArchive = try convert("docker-archive:\(archive)", "b")
+        let fromLayout = try await convert("oci:\(layout):plain", "a")
+        let fromArchive = try await convert("docker-archive:\(archive)", "b")
         #expect(fromLayout.status == 0 && fromArchive.status == 0, "\(fromArchive.stderr)")
         #expect(fromLayout.stdout == fromArchive.stdout, "same files, same measurement")
         // Converting again gives the same manifest digest (deterministic output).
-        let again = try convert("oci:\(layout):plain", "c")
+        let again = try await convert("oci:\(layout):plain", "c")
         let index = try String(contentsOfFile: layout + "/index.json", encoding: .utf8)
         let digests = try JSONSerialization.jsonObject(with: Data(index.utf8)) as! [String: Any]
         let byTag = Dictionary(uniqueKeysWithValues: (digests["manifests"] as! [[String: Any]]).map {
@@ -159,19 +159,19 @@ final class ShellImage {
 
         // Veil writes docker archives too; skopeo reads them, and so does Veil.
         let written = scratch.path + "/veil.tar"
-        let toArchive = try run(veilBinary, ["image", "convert", "--from", "oci:\(layout):plain", "--to", "docker-archive:\(written)",
+        let toArchive = try await run(veilBinary, ["image", "convert", "--from", "oci:\(layout):plain", "--to", "docker-archive:\(written)",
                                              "--service", "t", "--quiet"], scratch: scratch)
         #expect(toArchive.status == 0 && toArchive.stdout == fromLayout.stdout, "\(toArchive.stderr)")
-        let inspect = try run(skopeo, ["inspect", "docker-archive:\(written)"], scratch: scratch)
+        let inspect = try await run(skopeo, ["inspect", "docker-archive:\(written)"], scratch: scratch)
         #expect(inspect.status == 0 && inspect.stdout.contains("dev.veil.service"), "\(inspect.stderr)")
-        let reread = try run(skopeo, ["copy", "docker-archive:\(written)", "oci:\(layout):reloaded"], scratch: scratch)
+        let reread = try await run(skopeo, ["copy", "docker-archive:\(written)", "oci:\(layout):reloaded"], scratch: scratch)
         #expect(reread.status == 0, "\(reread.stderr)")
     }
 
-    @Test func malformedInputIsAClearErrorAndWritesNothing() throws {
+    @Test func malformedInputIsAClearErrorAndWritesNothing() async throws {
         let scratch = try Scratch()
         let layout = scratch.path + "/images"
-        try buildImage(layout: layout, tag: "plain", files: ["/bin/true"], entrypoint: ["/bin/true"], scratch: scratch)
+        try await buildImage(layout: layout, tag: "plain", files: ["/bin/true"], entrypoint: ["/bin/true"], scratch: scratch)
         // Remove the layer blob the manifest references.
         let index = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: layout + "/index.json"))) as! [String: Any]
         let manifestDigest = ((index["manifests"] as! [[String: Any]])[0]["digest"] as! String).dropFirst(7)
@@ -179,7 +179,7 @@ final class ShellImage {
         let layer = ((manifest["layers"] as! [[String: Any]])[0]["digest"] as! String)
         try FileManager.default.removeItem(atPath: "\(layout)/blobs/sha256/\(layer.dropFirst(7))")
         let output = scratch.path + "/out"
-        let result = try run(veilBinary, ["image", "convert", "--from", "oci:\(layout):plain", "--to", "oci:\(output)", "--service", "t", "--quiet"], scratch: scratch)
+        let result = try await run(veilBinary, ["image", "convert", "--from", "oci:\(layout):plain", "--to", "oci:\(output)", "--service", "t", "--quiet"], scratch: scratch)
         #expect(result.status != 0)
         #expect(result.stderr.contains("blob \(layer) is referenced but missing"), "\(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: output + "/index.json"))

@@ -9,12 +9,12 @@ import Testing
     static let versions = ["1.30.0", "1.37.0"]
 
     /// `kubernetes-validate --strict` for both versions; any warning (an unknown kind) fails too.
-    func validate(_ file: String, scratch: Scratch) throws -> (passed: Bool, output: String) {
+    func validate(_ file: String, scratch: Scratch) async throws -> (passed: Bool, output: String) {
         let validator = try #require(which("kubernetes-validate"), "pip install kubernetes-validate")
         var output = ""
         var passed = true
         for version in Self.versions {
-            let result = try run(validator, ["--strict", "-k", version, file], scratch: scratch)
+            let result = try await run(validator, ["--strict", "-k", version, file], scratch: scratch)
             output += result.stdout + result.stderr
             let complaints = (result.stdout + result.stderr).split(separator: "\n").filter { !$0.hasPrefix("INFO") }
             passed = passed && result.status == 0 && complaints.isEmpty
@@ -24,33 +24,33 @@ import Testing
 
     func documentCount(_ yaml: String) -> Int { yaml.split(separator: "\n").filter { $0 == "---" }.count }
 
-    @Test func renderedDeploymentsPassKubernetesSchemas() throws {
+    @Test func renderedDeploymentsPassKubernetesSchemas() async throws {
         let scratch = try Scratch()
         for tee in Self.tees {
-            let render = try run(veilBinary, ["kubernetes", "render", "--tee", tee, "--replicas", "3"], scratch: scratch)
+            let render = try await run(veilBinary, ["kubernetes", "render", "--tee", tee, "--replicas", "3"], scratch: scratch)
             #expect(render.status == 0, "\(render.stderr)")
             let file = try scratch.write(render.stdout, to: "\(tee).yaml")
-            let (passed, output) = try validate(file, scratch: scratch)
+            let (passed, output) = try await validate(file, scratch: scratch)
             #expect(passed, "\(tee): \(output)")
             // One INFO line per object and version: nothing skipped.
             #expect(output.split(separator: "\n").filter { $0.hasPrefix("INFO") && $0.contains("passed") }.count == 2 * documentCount(render.stdout))
             #expect(render.stdout.contains("kind: MutatingWebhookConfiguration") && render.stdout.contains("caBundle:"))
         }
         // Controls: the validator does reject an unknown field and flag an unknown kind.
-        let rendered = try run(veilBinary, ["kubernetes", "render"], scratch: scratch).stdout
+        let rendered = try await run(veilBinary, ["kubernetes", "render"], scratch: scratch).stdout
         let bogus = try scratch.write(rendered.replacingOccurrences(of: "  replicas: 2\n", with: "  replicas: 2\n  replicaz: 2\n"), to: "bogus.yaml")
-        #expect(try validate(bogus, scratch: scratch).passed == false)
+        await #expect(try validate(bogus, scratch: scratch).passed == false)
         let unknown = try scratch.write("apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: x\n", to: "unknown.yaml")
-        #expect(try validate(unknown, scratch: scratch).passed == false)
+        await #expect(try validate(unknown, scratch: scratch).passed == false)
     }
 
     /// The etcd certificates `render` makes work as rendered: a real etcd with the member
     /// certificate and mutual TLS, a coordinator with the client certificate; no certificate, no entry.
-    @Test func renderedEtcdCertificatesWorkWithEtcdAndTheCoordinator() throws {
+    @Test func renderedEtcdCertificatesWorkWithEtcdAndTheCoordinator() async throws {
         let scratch = try Scratch()
         let etcd = try #require(which("etcd"), "etcd-server must be installed")
-        let rendered = try scratch.write(try run(veilBinary, ["kubernetes", "render"], scratch: scratch).stdout, to: "render.yaml")
-        let extract = try run("/usr/bin/env", ["python3", "-c", """
+        let rendered = try scratch.write(try await run(veilBinary, ["kubernetes", "render"], scratch: scratch).stdout, to: "render.yaml")
+        let extract = try await run("/usr/bin/env", ["python3", "-c", """
             import sys, yaml
             for doc in yaml.safe_load_all(open(sys.argv[1])):
                 if doc and doc["kind"] == "Secret" and doc["metadata"]["name"] in ("veil-etcd-tls", "veil-coordinator-etcd-tls"):
@@ -68,30 +68,30 @@ import Testing
             "--client-cert-auth", "--peer-cert-file", file("veil-etcd-tls-tls.crt"), "--peer-key-file", file("veil-etcd-tls-tls.key"),
             "--peer-trusted-ca-file", file("veil-etcd-tls-ca.crt"), "--peer-client-cert-auth",
         ], scratch: scratch)
-        defer { member.stop() }
+        defer { member.stopInBackground() }
         let deadline = Date().addingTimeInterval(20)
-        while !isListening(port: client) && Date() < deadline { usleep(100_000) }
-        let coordinator = try CoordinatorProcess(scratch: scratch, arguments: [
+        while !isListening(port: client) && Date() < deadline { try? await Task.sleep(for: .microseconds(100_000)) }
+        let coordinator = try await CoordinatorProcess(scratch: scratch, arguments: [
             "--store", "etcd", "--etcd-endpoints", "https://localhost:\(client)", "--etcd-prefix", "/veil/render-test",
             "--etcd-ca", file("veil-coordinator-etcd-tls-ca.crt"), "--etcd-cert", file("veil-coordinator-etcd-tls-tls.crt"),
             "--etcd-key", file("veil-coordinator-etcd-tls-tls.key"),
         ])
-        #expect(try coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1.contains("awaitingManifest"))
-        let anonymous = try run(which("curl") ?? "/usr/bin/curl", [
+        #expect(try await coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1.contains("awaitingManifest"))
+        let anonymous = try await run(which("curl") ?? "/usr/bin/curl", [
             "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", file("veil-etcd-tls-ca.crt"), "https://localhost:\(client)/health",
         ], scratch: scratch)
         #expect(anonymous.stdout == "000", "etcd must refuse a client without a certificate: \(anonymous.stdout)")
     }
 
-    @Test func deployFilesAreTheRenderedOnesAndValid() throws {
+    @Test func deployFilesAreTheRenderedOnesAndValid() async throws {
         let scratch = try Scratch()
         for tee in Self.tees {
             let path = repositoryRoot + "/deploy/kubernetes/\(tee).yaml"
             let committed = try String(contentsOfFile: path, encoding: .utf8)
-            let render = try run(veilBinary, ["kubernetes", "render", "--tee", tee, "--without-secrets"], scratch: scratch)
+            let render = try await run(veilBinary, ["kubernetes", "render", "--tee", tee, "--without-secrets"], scratch: scratch)
             #expect(committed == render.stdout, "\(path) differs from `veil kubernetes render --tee \(tee) --without-secrets`: regenerate it")
             #expect(!committed.contains("PRIVATE KEY"))
-            let (passed, output) = try validate(path, scratch: scratch)
+            let (passed, output) = try await validate(path, scratch: scratch)
             #expect(passed, "\(path): \(output)")
         }
     }
@@ -105,11 +105,11 @@ import Testing
         let podPath: String
     }
 
-    func admit(_ pod: [String: Any], namespace: String, url: String, ca: String, scratch: Scratch) throws -> Admission {
+    func admit(_ pod: [String: Any], namespace: String, url: String, ca: String, scratch: Scratch) async throws -> Admission {
         let name = UUID().uuidString.prefix(8)
         let input = try scratch.write(String(decoding: try JSONSerialization.data(withJSONObject: pod), as: UTF8.self), to: "pod-\(name).json")
         let output = scratch.path + "/mutated-\(name).json"
-        let result = try run("/usr/bin/env", ["python3", repositoryRoot + "/Tests/Scripts/admission.py", url, ca, namespace, input, output], scratch: scratch)
+        let result = try await run("/usr/bin/env", ["python3", repositoryRoot + "/Tests/Scripts/admission.py", url, ca, namespace, input, output], scratch: scratch)
         guard result.status == 0, let summary = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any] else {
             throw CoordinatorProcess.CoordinatorStartError(log: result.stdout + result.stderr)
         }
@@ -132,10 +132,10 @@ import Testing
 
     func names(_ items: Any?, _ key: String = "name") -> [String] { (items as? [[String: Any]] ?? []).compactMap { $0[key] as? String } }
 
-    @Test func injectorMutatesLabelledPodsOverHTTPS() throws {
+    @Test func injectorMutatesLabelledPodsOverHTTPS() async throws {
         let scratch = try Scratch()
         let (cert, key) = (scratch.path + "/injector.pem", scratch.path + "/injector.key")
-        #expect(try run(which("openssl") ?? "/usr/bin/openssl", [
+        #expect(try await run(which("openssl") ?? "/usr/bin/openssl", [
             "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days", "1",
             "-subj", "/CN=veil-injector", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
         ], scratch: scratch).status == 0)
@@ -144,9 +144,9 @@ import Testing
             "injector", "--listen", "127.0.0.1:\(port)", "--tls-cert", cert, "--tls-key", key, "--tee", "simulated",
             "--coordinator", "veil-coordinator.veil-system.svc:2001", "--launcher-image", "veil:test", "--simulation-namespaces", "dev",
         ], scratch: scratch)
-        defer { injector.stop() }
+        defer { injector.stopInBackground() }
         let deadline = Date().addingTimeInterval(20)
-        while !isListening(port: port) && Date() < deadline { usleep(50_000) }
+        while !isListening(port: port) && Date() < deadline { try? await Task.sleep(for: .microseconds(50_000)) }
         let url = "https://127.0.0.1:\(port)/mutate"
 
         // Existing env, volumes and init containers; one container with an explicit command, one converted image.
@@ -159,10 +159,10 @@ import Testing
             ],
             initContainers: [["name": "prepare", "image": "busybox", "command": ["true"]]],
             volumes: [["name": "conf", "configMap": ["name": "redis-conf"]]])
-        let mutated = try admit(original, namespace: "dev", url: url, ca: cert, scratch: scratch)
+        let mutated = try await admit(original, namespace: "dev", url: url, ca: cert, scratch: scratch)
         #expect(mutated.allowed && mutated.patched)
         #expect(!mutated.repatched, "a second pass must change nothing")
-        let (passed, output) = try validate(mutated.podPath, scratch: scratch)
+        let (passed, output) = try await validate(mutated.podPath, scratch: scratch)
         #expect(passed, "mutated pod: \(output)")
         let redis = containers(mutated.pod)[0], converted = containers(mutated.pod)[1]
         #expect(names(redis["env"]) == ["TZ", "VEIL_SERVICE", "VEIL_COORDINATOR", "VEIL_ROOT_CA", "VEIL_TEE", "VEIL_SIMULATION_KEY"])
@@ -182,16 +182,16 @@ import Testing
         #expect(containers(mutated.pod, "initContainers")[1]["image"] as? String == "veil:test")
 
         // Without the label: unchanged. Simulation outside its namespaces: denied, with the reason.
-        let plain = try admit(pod(labels: ["app": "redis"], containers: [["name": "redis", "image": "redis"]]), namespace: "dev", url: url, ca: cert, scratch: scratch)
+        let plain = try await admit(pod(labels: ["app": "redis"], containers: [["name": "redis", "image": "redis"]]), namespace: "dev", url: url, ca: cert, scratch: scratch)
         #expect(plain.allowed && !plain.patched)
-        let denied = try admit(original, namespace: "prod", url: url, ca: cert, scratch: scratch)
+        let denied = try await admit(original, namespace: "prod", url: url, ca: cert, scratch: scratch)
         #expect(!denied.allowed && !denied.patched)
         #expect(denied.message.contains("no confidentiality") && denied.message.contains("'prod'"), "\(denied.message)")
 
         // Not an AdmissionReview: 400, and the injector keeps serving.
-        let bad = try run(which("curl") ?? "/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", cert, "-X", "POST", "--data", "{\"kind\":\"Pod\"}", url], scratch: scratch)
+        let bad = try await run(which("curl") ?? "/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", cert, "-X", "POST", "--data", "{\"kind\":\"Pod\"}", url], scratch: scratch)
         #expect(bad.stdout == "400")
         #expect(injector.process.isRunning)
-        #expect(try admit(original, namespace: "dev", url: url, ca: cert, scratch: scratch).patched)
+        await #expect(try admit(original, namespace: "dev", url: url, ca: cert, scratch: scratch).patched)
     }
 }

@@ -18,13 +18,8 @@ import Testing
         #"{"Ingress": [{"Listen": "127.0.0.1:\#(listen)", "Forward": "127.0.0.1:\#(forward)", "Clients": [\#(clients.map { "\"\($0)\"" }.joined(separator: ","))]}]}"#
     }
 
-    func waitUntil(_ seconds: TimeInterval, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if condition() { return true }
-            usleep(50_000)
-        }
-        return condition()
+    func waitUntil(_ seconds: TimeInterval, _ condition: () -> Bool) async -> Bool {
+        await eventually(within: seconds) { condition() }
     }
 
     /// PIDs of live (not zombie) `veil mesh --inherited-config` processes whose parent is `parent`.
@@ -43,51 +38,51 @@ import Testing
         return !status.contains("State:\tZ")
     }
 
-    @Test func theProxyDiesWithItsAppAndLeavesNoListener() throws {
+    @Test func theProxyDiesWithItsAppAndLeavesNoListener() async throws {
         let scratch = try Scratch(memory: true)
-        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
         let killedPort = freePort(), exitingPort = freePort()
         let sleeping = ["/bin/sleep", "600"], brief = ["/bin/sleep", "2"]
-        #expect(try coordinator.setManifest(manifest([
-            ("killed", try coordinator.measure(service: "killed", command: sleeping), ingress(listen: killedPort, forward: freePort(), clients: ["exiting"]), "{}"),
-            ("exiting", try coordinator.measure(service: "exiting", command: brief), ingress(listen: exitingPort, forward: freePort(), clients: ["killed"]), "{}"),
+        #expect(try await coordinator.setManifest(manifest([
+            ("killed", try await coordinator.measure(service: "killed", command: sleeping), ingress(listen: killedPort, forward: freePort(), clients: ["exiting"]), "{}"),
+            ("exiting", try await coordinator.measure(service: "exiting", command: brief), ingress(listen: exitingPort, forward: freePort(), clients: ["killed"]), "{}"),
         ])).status == 0)
 
         // Killed with SIGKILL: nothing of the app runs any more, yet its proxy goes too.
         let app = try Spawned(veilBinary, coordinator.launchArguments(service: "killed", command: sleeping), scratch: scratch)
-        #expect(waitUntil(20) { isListening(port: killedPort) }, "\(app.stderr)")
+        #expect(await waitUntil(20) { isListening(port: killedPort) }, "\(app.stderr)")
         let proxies = meshChildren(of: app.pid)
         #expect(proxies.count == 1, "one proxy, the app's child")
         app.kill9()
-        #expect(waitUntil(5) { !isListening(port: killedPort) }, "the ingress listener outlived its app")
-        #expect(waitUntil(5) { proxies.allSatisfy { !isAlive($0) } })
+        #expect(await waitUntil(5) { !isListening(port: killedPort) }, "the ingress listener outlived its app")
+        #expect(await waitUntil(5) { proxies.allSatisfy { !isAlive($0) } })
 
         // Exiting on its own.
         let exiting = try Spawned(veilBinary, coordinator.launchArguments(service: "exiting", command: brief), scratch: scratch)
-        #expect(waitUntil(20) { isListening(port: exitingPort) }, "\(exiting.stderr)")
-        let result = exiting.wait(timeout: 20)
+        #expect(await waitUntil(20) { isListening(port: exitingPort) }, "\(exiting.stderr)")
+        let result = await exiting.wait(timeout: 20)
         #expect(result.status == 0, "\(result.stderr)")
-        #expect(waitUntil(5) { !isListening(port: exitingPort) }, "the ingress listener outlived its app")
+        #expect(await waitUntil(5) { !isListening(port: exitingPort) }, "the ingress listener outlived its app")
     }
 
-    @Test func aProxyThatCannotListenStopsTheLaunchBeforeTheAppStarts() throws {
+    @Test func aProxyThatCannotListenStopsTheLaunchBeforeTheAppStarts() async throws {
         let scratch = try Scratch(memory: true)
-        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
         let taken = try TakenPort()
         let marker = scratch.path + "/app-ran"
         let command = ["/bin/sh", "-c", "touch \(marker)"]
-        #expect(try coordinator.setManifest(manifest([
-            ("app", try coordinator.measure(service: "app", command: command), ingress(listen: taken.port, forward: freePort(), clients: ["app"]), "{}"),
+        #expect(try await coordinator.setManifest(manifest([
+            ("app", try await coordinator.measure(service: "app", command: command), ingress(listen: taken.port, forward: freePort(), clients: ["app"]), "{}"),
         ])).status == 0)
-        let result = try coordinator.veil(coordinator.launchArguments(service: "app", command: command))
+        let result = try await coordinator.veil(coordinator.launchArguments(service: "app", command: command))
         #expect(result.status == 1)
         #expect(result.stderr.contains("mesh proxy did not start: mesh cannot listen on 127.0.0.1:\(taken.port)"), "\(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: marker), "the app must not run without its proxy")
     }
 
-    @Test func sidecarProxiesForAnAppItDoesNotLaunch() throws {
+    @Test func sidecarProxiesForAnAppItDoesNotLaunch() async throws {
         let scratch = try Scratch(memory: true)
-        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
         let curl = try #require(which("curl"))
         let python = try #require(which("python3"))
         let site = scratch.path + "/site"
@@ -95,37 +90,37 @@ import Testing
         try "served behind a sidecar\n".write(toFile: site + "/hello.txt", atomically: true, encoding: .utf8)
         let appPort = freePort(), meshPort = freePort(), egressPort = freePort()
         let app = try Spawned(python, ["-m", "http.server", "\(appPort)", "--bind", "127.0.0.1", "--directory", site], scratch: scratch)
-        defer { app.stop() }
+        defer { app.stopInBackground() }
 
-        let sidecarMeasurement = try coordinator.veil(["measure", "--service", "web", "--mesh-sidecar"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let sidecarMeasurement = try await coordinator.veil(["measure", "--service", "web", "--mesh-sidecar"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(sidecarMeasurement.hasPrefix("sha256:"))
         let fetch = [curl, "-sS", "--max-time", "10", "http://127.0.0.1:\(egressPort)/hello.txt"]
-        #expect(try coordinator.setManifest(manifest([
+        #expect(try await coordinator.setManifest(manifest([
             ("web", sidecarMeasurement, ingress(listen: meshPort, forward: appPort, clients: ["probe"]), "{}"),
-            ("probe", try coordinator.measure(service: "probe", command: fetch),
+            ("probe", try await coordinator.measure(service: "probe", command: fetch),
              #"{"Egress": [{"Listen": "127.0.0.1:\#(egressPort)", "Service": "web", "Address": "127.0.0.1:\#(meshPort)"}]}"#, "{}"),
         ])).status == 0)
 
         let sidecarArguments = ["mesh", "--coordinator", coordinator.meshAddress, "--service", "web", "--tee", "simulated",
                                 "--simulation-key", coordinator.simulationKey, "--root-ca", coordinator.rootPath]
         let sidecar = try Spawned(veilBinary, sidecarArguments, scratch: scratch)
-        defer { sidecar.stop() }
-        #expect(waitUntil(20) { isListening(port: meshPort) }, "\(sidecar.stderr)")
+        defer { sidecar.stopInBackground() }
+        #expect(await waitUntil(20) { isListening(port: meshPort) }, "\(sidecar.stderr)")
         #expect(sidecar.stderr.contains("NO confidentiality"), "simulation must say so")
 
-        let fetched = try coordinator.veil(coordinator.launchArguments(service: "probe", command: fetch))
+        let fetched = try await coordinator.veil(coordinator.launchArguments(service: "probe", command: fetch))
         #expect(fetched.status == 0, "\(fetched.stderr)")
         #expect(fetched.stdout == "served behind a sidecar\n")
 
         // A sidecar started for a service with no Mesh says so and exits.
-        let wrong = try coordinator.veil(Array(sidecarArguments.prefix(4)) + ["probe"] + Array(sidecarArguments.dropFirst(5)))
+        let wrong = try await coordinator.veil(Array(sidecarArguments.prefix(4)) + ["probe"] + Array(sidecarArguments.dropFirst(5)))
         #expect(wrong.status == 1)
         #expect(wrong.stderr.contains("does not match package 'probe'") || wrong.stderr.contains("no Mesh"), "\(wrong.stderr)")
 
         kill(sidecar.pid, SIGTERM)
-        let stopped = sidecar.wait(timeout: 10)
+        let stopped = await sidecar.wait(timeout: 10)
         #expect(!stopped.signaled && stopped.status == 0, "SIGTERM stops the sidecar cleanly")
-        #expect(waitUntil(5) { !isListening(port: meshPort) })
+        #expect(await waitUntil(5) { !isListening(port: meshPort) })
     }
 }
 

@@ -14,7 +14,7 @@ import Testing
     /// base64 contents are more than a JSON schema states, and refusing them is the point.
     func schemathesis(
         _ base: String, tag: String, coordinator: CoordinatorProcess, root: String? = nil, certificate: (String, String)? = nil, excluding: [String] = []
-    ) throws -> RunResult {
+    ) async throws -> RunResult {
         let st = try #require(which("st"), "schemathesis (pip install schemathesis) must be installed")
         var arguments = [
             "run", Self.document, "--url", "https://\(base)", "--include-tag", tag, "--tls-verify", root ?? coordinator.rootPath,
@@ -24,26 +24,26 @@ import Testing
         for path in excluding { arguments += ["--exclude-path", path] }
         if let (cert, key) = certificate { arguments += ["--request-cert", cert, "--request-cert-key", key] }
         // Hypothesis keeps its example database in the working directory: the scratch one.
-        return try run("/bin/sh", ["-c", "cd \"$0\" && exec \"$@\"", coordinator.scratch.path, st] + arguments, scratch: coordinator.scratch, timeout: 300)
+        return try await run("/bin/sh", ["-c", "cd \"$0\" && exec \"$@\"", coordinator.scratch.path, st] + arguments, scratch: coordinator.scratch, timeout: 300)
     }
 
-    func expectPassedAndUp(_ result: RunResult, _ coordinator: CoordinatorProcess, address: String, _ what: Comment) throws {
+    func expectPassedAndUp(_ result: RunResult, _ coordinator: CoordinatorProcess, address: String, _ what: Comment) async throws {
         #expect(result.status == 0, "\(what): \(result.stdout.suffix(6000))\(result.stderr.suffix(2000))")
         #expect(result.stdout.contains(" passed"), "\(what): \(result.stdout.suffix(2000))")
         #expect(coordinator.process?.process.isRunning == true, "\(what): the coordinator died")
-        #expect(try coordinator.curl("GET", address, "/healthz").0 == 200, "\(what): no longer answering")
+        #expect(try await coordinator.curl("GET", address, "/healthz").0 == 200, "\(what): no longer answering")
     }
 
-    @Test func everyResponseConformsToTheDocument() throws {
+    @Test func everyResponseConformsToTheDocument() async throws {
         let scratch = try Scratch()
-        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
         let openssl = which("openssl") ?? "/usr/bin/openssl"
         let (cert, key) = (scratch.path + "/admin.pem", scratch.path + "/admin.key")
-        #expect(try run(openssl, [
+        #expect(try await run(openssl, [
             "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=admin",
         ], scratch: scratch).status == 0)
         let pem = try String(contentsOfFile: cert, encoding: .utf8).replacingOccurrences(of: "\n", with: "\\n")
-        let set = try coordinator.setManifest("""
+        let set = try await coordinator.setManifest("""
             {"Packages": {"app": {"Kind": "simulated", "Measurement": "sha256:\(String(repeating: "00", count: 32))"}},
              "Services": {"app": {"Package": "app", "MaxActivations": 3}},
              "Secrets": {"token": {"Type": "plain", "UserDefined": true},
@@ -55,34 +55,34 @@ import Testing
             """)
         #expect(set.status == 0, "\(set.stderr)")
 
-        try expectPassedAndUp(try schemathesis(coordinator.clientAddress, tag: "client", coordinator: coordinator, certificate: (cert, key)), coordinator, address: coordinator.clientAddress, "client API")
+        try await expectPassedAndUp(try schemathesis(coordinator.clientAddress, tag: "client", coordinator: coordinator, certificate: (cert, key)), coordinator, address: coordinator.clientAddress, "client API")
         // The peer endpoint exists only with the etcd store.
-        try expectPassedAndUp(
+        try await expectPassedAndUp(
             try schemathesis(coordinator.meshAddress, tag: "mesh", coordinator: coordinator, excluding: ["/api/v1/peer/state-key"]), coordinator,
             address: coordinator.meshAddress, "mesh API")
 
         // A replica whose sealing key changed serves only recovery.
         try Data((String(repeating: "5a", count: 32) + "\n").utf8).write(to: URL(fileURLWithPath: coordinator.dataDirectory + "/sealing-key.simulation-insecure"))
-        try coordinator.restart(attest: false)
-        #expect(try coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1.contains("\"recovery\""))
+        try await coordinator.restart(attest: false)
+        #expect(try await coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1.contains("\"recovery\""))
         // In recovery the replica serves under a temporary root (attested, not yet pinned).
-        let temporaryRoot = try scratch.write(try coordinator.curl("GET", coordinator.clientAddress, "/api/v1/certificate/root").1, to: "temporary-root.pem")
-        try expectPassedAndUp(
+        let temporaryRoot = try scratch.write(try await coordinator.curl("GET", coordinator.clientAddress, "/api/v1/certificate/root").1, to: "temporary-root.pem")
+        try await expectPassedAndUp(
             try schemathesis(coordinator.clientAddress, tag: "recovery", coordinator: coordinator, root: temporaryRoot), coordinator,
             address: coordinator.clientAddress, "recovery")
     }
 
     /// The 405 the document's unknown-method check relies on, and the control: an unknown path stays 404.
-    @Test func knownPathWithAnotherMethodIs405WithAllow() throws {
+    @Test func knownPathWithAnotherMethodIs405WithAllow() async throws {
         let scratch = try Scratch()
-        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
         let headers = scratch.path + "/headers"
-        let response = try run(which("curl") ?? "/usr/bin/curl", ["-sk", "-D", headers, "-X", "DELETE", "https://\(coordinator.clientAddress)/api/v1/secrets/token"], scratch: scratch)
+        let response = try await run(which("curl") ?? "/usr/bin/curl", ["-sk", "-D", headers, "-X", "DELETE", "https://\(coordinator.clientAddress)/api/v1/secrets/token"], scratch: scratch)
         let head = try String(contentsOfFile: headers, encoding: .utf8).lowercased()
         #expect(head.hasPrefix("http/1.1 405"), "\(head)")
         #expect(head.contains("allow: put"), "\(head)")
         #expect(response.stdout.contains("\"http405\""))
-        #expect(try coordinator.curl("GET", coordinator.meshAddress, "/api/v1/activation").0 == 405)
-        #expect(try coordinator.curl("DELETE", coordinator.clientAddress, "/api/v1/no-such-thing").0 == 404)
+        #expect(try await coordinator.curl("GET", coordinator.meshAddress, "/api/v1/activation").0 == 405)
+        #expect(try await coordinator.curl("DELETE", coordinator.clientAddress, "/api/v1/no-such-thing").0 == 404)
     }
 }

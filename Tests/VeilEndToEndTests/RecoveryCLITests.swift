@@ -3,21 +3,21 @@ import Testing
 
 /// A coordinator whose sealing key changed starts in recovery; k of n holders restore it with `veil recover`.
 @Suite struct RecoveryCLITests {
-    func openssl(_ arguments: [String], scratch: Scratch) throws {
-        let result = try run(which("openssl") ?? "/usr/bin/openssl", arguments, scratch: scratch)
+    func openssl(_ arguments: [String], scratch: Scratch) async throws {
+        let result = try await run(which("openssl") ?? "/usr/bin/openssl", arguments, scratch: scratch)
         try #require(result.status == 0, "\(result.stderr)")
     }
 
-    @Test func changedSealingKeyIsRecoveredWithTwoOfThreeKeys() throws {
+    @Test func changedSealingKeyIsRecoveredWithTwoOfThreeKeys() async throws {
         let scratch = try Scratch()
-        let coordinator = try CoordinatorProcess(scratch: scratch)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
         var publicKeys: [String: String] = [:]
         for (name, algorithm) in [("rsa", ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]),
                                   ("ec", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]),
                                   ("spare", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]),
                                   ("outsider", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"])] {
-            try openssl(["genpkey"] + algorithm + ["-out", "\(scratch.path)/\(name).pem"], scratch: scratch)
-            try openssl(["pkey", "-in", "\(scratch.path)/\(name).pem", "-pubout", "-out", "\(scratch.path)/\(name).pub"], scratch: scratch)
+            try await openssl(["genpkey"] + algorithm + ["-out", "\(scratch.path)/\(name).pem"], scratch: scratch)
+            try await openssl(["pkey", "-in", "\(scratch.path)/\(name).pem", "-pubout", "-out", "\(scratch.path)/\(name).pub"], scratch: scratch)
             publicKeys[name] = try String(contentsOfFile: "\(scratch.path)/\(name).pub", encoding: .utf8)
         }
         let manifest: [String: Any] = [
@@ -26,51 +26,50 @@ import Testing
             "RecoveryKeys": ["rsa": publicKeys["rsa"]!, "ec": publicKeys["ec"]!, "spare": publicKeys["spare"]!],
             "Config": ["AllowSimulation": true, "RecoveryThreshold": 2],
         ]
-        #expect(try coordinator.setManifest(String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self)).status == 0)
-        let before = try coordinator.veil(["manifest", "get"]).stdout
+        #expect(try await coordinator.setManifest(String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self)).status == 0)
+        let before = try await coordinator.veil(["manifest", "get"]).stdout
 
         // The sealing key changes (new machine, lost key): the state no longer unseals.
         try Data((String(repeating: "5a", count: 32) + "\n").utf8).write(to: URL(fileURLWithPath: coordinator.dataDirectory + "/sealing-key.simulation-insecure"))
-        try coordinator.restart(attest: false)
-        let (code, status) = try coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status")
+        try await coordinator.restart(attest: false)
+        let (code, status) = try await coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status")
         #expect(code == 200 && status.contains("\"recovery\""), "\(status)")
 
         // Shares go only to the expected coordinator code: the measurement exactly as `veil measure --coordinator` prints it.
-        let expected = try coordinator.veil(["measure", "--coordinator"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let expected = try await coordinator.veil(["measure", "--coordinator"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(expected.hasPrefix("sha256:"))
-        let recover = { (key: String) throws -> RunResult in
-            try coordinator.veil([
+        let recover = { (key: String) async throws -> RunResult in
+            try await coordinator.veil([
                 "recover", "--key", "\(scratch.path)/\(key).pem", "--allow-simulation", "--simulation-key", coordinator.simulationKey, "--expect", expected,
             ])
         }
-        let wrongCode = try coordinator.veil([
+        let wrongCode = try await coordinator.veil([
             "recover", "--key", "\(scratch.path)/rsa.pem", "--allow-simulation", "--simulation-key", coordinator.simulationKey, "--expect", "sha256:" + String(repeating: "00", count: 32),
         ])
         #expect(wrongCode.status != 0 && wrongCode.stderr.contains("not one the policy expects"), "\(wrongCode.stderr)")
-        let outsider = try recover("outsider")
+        let outsider = try await recover("outsider")
         #expect(outsider.status != 0 && outsider.stderr.contains("not one of the coordinator's recovery keys"), "\(outsider.stderr)")
-        let first = try recover("rsa")
+        let first = try await recover("rsa")
         #expect(first.status == 0 && first.stdout.contains("1 of 2"), "\(first.stdout)\(first.stderr)")
-        #expect(try coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1.contains("\"recovery\""), "one share is not enough")
+        #expect(try await coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1.contains("\"recovery\""), "one share is not enough")
         // Operators see the recovery in the metrics: in recovery, one of two shares in.
-        let metrics = try coordinator.curl("GET", coordinator.clientAddress, "/metrics")
+        let metrics = try await coordinator.curl("GET", coordinator.clientAddress, "/metrics")
         #expect(metrics.0 == 200)
         for (name, value) in [("veil_recovery_mode", 1.0), ("veil_recovery_shares_received", 1), ("veil_recovery_shares_required", 2), ("veil_simulated", 1)] {
             #expect(prometheusSample(metrics.1, name) == value, "\(name) in \(metrics.1)")
         }
-        let second = try recover("ec")
+        let second = try await recover("ec")
         #expect(second.status == 0 && second.stdout.contains("recovered"), "\(second.stdout)\(second.stderr)")
 
         // It restarts normally with the same CA (the pinned root still works), manifest and history.
         let port = Int(coordinator.clientAddress.split(separator: ":").last!)!
-        var recovered = false
-        for _ in 0..<100 where !recovered {
-            usleep(100_000)
-            recovered = isListening(port: port) && (try? coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1.contains("accepting")) == true
+        let recovered = await eventually(within: 10) {
+            guard isListening(port: port) else { return false }
+            return (try? await coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1.contains("accepting")) == true
         }
         #expect(recovered)
-        #expect(try coordinator.veil(["manifest", "get"]).stdout == before)
-        let attest = try coordinator.veil(["attest", "--allow-simulation", "--simulation-key", coordinator.simulationKey])
+        #expect(try await coordinator.veil(["manifest", "get"]).stdout == before)
+        let attest = try await coordinator.veil(["attest", "--allow-simulation", "--simulation-key", coordinator.simulationKey])
         #expect(attest.status == 0 && attest.stdout.contains("history: 2 entries verified"), "\(attest.stdout)\(attest.stderr)")
     }
 }

@@ -64,32 +64,57 @@ final class Spawned {
     var stdout: String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }
     var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
 
-    /// Waits for exit; kills the process and fails the test after `timeout` seconds.
-    func wait(timeout: TimeInterval = 60) -> RunResult {
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning {
-            process.terminate()
-            Issue.record("process \(process.executableURL?.path ?? "") \(process.arguments ?? []) timed out")
-            process.waitUntilExit()
+    var isRunning: Bool { process.isRunning }
+
+    /// Waits for exit without blocking a thread (polls with `Task.sleep`); after `timeout`
+    /// seconds records an issue and stops the process (``stop()``), so no wait can hang.
+    func wait(timeout: TimeInterval = 60) async -> RunResult {
+        if !(await waitForExit(upTo: timeout)) {
+            Issue.record("process \(process.executableURL?.path ?? "") \(process.arguments ?? []) timed out after \(Int(timeout)) s")
+            await stop()
         }
-        process.waitUntilExit()
         return RunResult(
             status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal, stdout: stdout, stderr: stderr)
     }
 
-    /// SIGTERM, then SIGKILL after 3 s: children inherit the test threads' blocked signals, so
-    /// programs that do not reset their signal mask (OpenSSL's s_server) ignore SIGTERM.
-    func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = Date().addingTimeInterval(3)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    /// True once the process exited, false if it still runs after `seconds`.
+    func waitForExit(upTo seconds: TimeInterval) async -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning {
+            guard Date() < deadline else { return false }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        // Reaped already (isRunning turned false); returns at once.
         process.waitUntilExit()
+        return true
     }
 
-    /// Kills the process at once (SIGKILL), as a crash or a lost machine would.
+    /// SIGTERM, then SIGKILL after 3 s: children inherit the test threads' blocked signals, so
+    /// programs that do not reset their signal mask (OpenSSL's s_server) ignore SIGTERM.
+    func stop() async {
+        guard process.isRunning else { return }
+        process.terminate()
+        if await waitForExit(upTo: 3) { return }
+        kill(process.processIdentifier, SIGKILL)
+        _ = await waitForExit(upTo: 30)
+    }
+
+    /// SIGTERM now, SIGKILL 3 s later if still running, without waiting: for `defer` blocks,
+    /// which cannot await. A thread of its own waits, not the caller.
+    func stopInBackground() {
+        guard process.isRunning else { return }
+        process.terminate()
+        let process = process
+        Thread.detachNewThread {
+            let deadline = Date().addingTimeInterval(3)
+            while process.isRunning && Date() < deadline { usleep(20_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash or a lost machine would. Synchronous,
+    /// for `deinit`: SIGKILL cannot be ignored, so the wait is for the kernel alone.
     func kill9() {
         guard process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
@@ -97,8 +122,26 @@ final class Spawned {
     }
 }
 
-func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], scratch: Scratch, timeout: TimeInterval = 60) throws -> RunResult {
-    try Spawned(executable, arguments, environment: environment, scratch: scratch).wait(timeout: timeout)
+func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], scratch: Scratch, timeout: TimeInterval = 60) async throws -> RunResult {
+    await (try Spawned(executable, arguments, environment: environment, scratch: scratch)).wait(timeout: timeout)
+}
+
+/// Runs blocking `work` (minutes-long scripts, loops over blocking calls) on a thread of its own,
+/// leaving the test process's few cooperative threads to the async tests beside it.
+func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
+    }
+}
+
+/// Polls `condition` every 20 ms (without blocking a thread) until it holds or `seconds` pass.
+func eventually(within seconds: TimeInterval, _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while true {
+        if try await condition() { return true }
+        guard Date() < deadline else { return false }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
 }
 
 func freePort() -> Int {
@@ -157,7 +200,7 @@ final class CoordinatorProcess {
     /// The `veil` executable the coordinator runs from (another build: another measurement).
     let binary: String
 
-    init(scratch: Scratch, arguments: [String] = [], dataDirectory: String? = nil, simulationKey: String? = nil, attest: Bool = true, binary: String? = nil) throws {
+    init(scratch: Scratch, arguments: [String] = [], dataDirectory: String? = nil, simulationKey: String? = nil, attest: Bool = true, binary: String? = nil) async throws {
         self.scratch = scratch
         self.binary = binary ?? veilBinary
         self.dataDirectory = dataDirectory ?? scratch.path + "/data"
@@ -165,42 +208,37 @@ final class CoordinatorProcess {
         clientAddress = "127.0.0.1:\(freePort())"
         meshAddress = "127.0.0.1:\(freePort())"
         extraArguments = arguments
-        try start(attest: attest)
+        try await start(attest: attest)
     }
 
-    deinit { process?.stop() }
+    deinit { process?.kill9() }
 
-    func start(attest: Bool = true) throws {
+    func start(attest: Bool = true) async throws {
         let process = try Spawned(
             binary,
             ["coordinator", "--tee", "simulated", "--data-dir", dataDirectory, "--client-addr", clientAddress, "--mesh-addr", meshAddress]
                 + (sharedSimulationKey.map { ["--simulation-key", $0] } ?? []) + extraArguments,
             scratch: scratch)
         self.process = process
-        let deadline = Date().addingTimeInterval(30)
         let port = Int(clientAddress.split(separator: ":").last!)!
-        while !isListening(port: port) {
-            guard Date() < deadline, process.process.isRunning else {
-                throw CoordinatorStartError(log: process.stderr)
-            }
-            usleep(50_000)
-        }
+        let listening = await eventually(within: 30) { !process.isRunning || isListening(port: port) }
+        guard listening, process.isRunning else { throw CoordinatorStartError(log: process.stderr) }
         guard attest else { return }
-        let result = try veil(["attest", "--allow-simulation", "--simulation-key", simulationKey, "-o", rootPath])
+        let result = try await veil(["attest", "--allow-simulation", "--simulation-key", simulationKey, "-o", rootPath])
         guard result.status == 0 else { throw CoordinatorStartError(log: result.stderr) }
     }
 
     /// Restarts the process; `attest: false` keeps the pinned root (a coordinator in recovery
     /// serves a temporary one).
-    func restart(attest: Bool = true) throws {
-        process?.stop()
-        try start(attest: attest)
+    func restart(attest: Bool = true) async throws {
+        await process?.stop()
+        try await start(attest: attest)
     }
 
     struct CoordinatorStartError: Error { let log: String }
 
-    func veil(_ arguments: [String], environment extra: [String: String] = [:], timeout: TimeInterval = 60) throws -> RunResult {
-        try run(veilBinary, arguments, environment: environment.merging(extra) { $1 }, scratch: scratch, timeout: timeout)
+    func veil(_ arguments: [String], environment extra: [String: String] = [:], timeout: TimeInterval = 60) async throws -> RunResult {
+        try await run(veilBinary, arguments, environment: environment.merging(extra) { $1 }, scratch: scratch, timeout: timeout)
     }
 
     /// `veil launch` for `service` with this coordinator's key and pinned root.
@@ -209,21 +247,21 @@ final class CoordinatorProcess {
          "--root-ca", rootPath, "--"] + command
     }
 
-    func measure(service: String, command: [String]) throws -> String {
-        let result = try veil(["measure", "--service", service, "--"] + command)
+    func measure(service: String, command: [String]) async throws -> String {
+        let result = try await veil(["measure", "--service", service, "--"] + command)
         return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    func setManifest(_ text: String) throws -> RunResult {
+    func setManifest(_ text: String) async throws -> RunResult {
         let pinned = FileManager.default.fileExists(atPath: rootPath) ? ["--root-ca", rootPath] : []
-        return try veil(["manifest", "set", try scratch.write(text, to: "manifest-\(UUID().uuidString.prefix(6)).json")] + pinned)
+        return try await veil(["manifest", "set", try scratch.write(text, to: "manifest-\(UUID().uuidString.prefix(6)).json")] + pinned)
     }
 
     /// `curl -k` against the coordinator: returns (HTTP status, body).
-    func curl(_ method: String, _ address: String, _ path: String, body: String? = nil) throws -> (Int, String) {
+    func curl(_ method: String, _ address: String, _ path: String, body: String? = nil) async throws -> (Int, String) {
         var arguments = ["-sk", "-o", "-", "-w", "\n%{http_code}", "-X", method, "https://\(address)\(path)"]
         if let body { arguments += ["--data-binary", "@" + (try scratch.write(body, to: "body-\(UUID().uuidString.prefix(6))"))] }
-        let result = try run(which("curl") ?? "/usr/bin/curl", arguments, scratch: scratch)
+        let result = try await run(which("curl") ?? "/usr/bin/curl", arguments, scratch: scratch)
         let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)
         return (Int(lines.last ?? "") ?? -1, lines.dropLast().joined(separator: "\n"))
     }

@@ -9,10 +9,10 @@ import Testing
     /// with the intermediate, from its own TLS server: curl with the pinned root accepts it
     /// (it is a valid certificate for that address), but `veil status` refuses the handshake
     /// and sends nothing — the coordinator is recognised by its own CA, not by host names.
-    @Test func aWorkloadCertificateCannotPassAsTheCoordinator() throws {
+    @Test func aWorkloadCertificateCannotPassAsTheCoordinator() async throws {
         let scratch = try Scratch()
-        let coordinator = try CoordinatorProcess(scratch: scratch)
-        let alice = try UserCLITests().makeUser("alice", in: scratch)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let alice = try await UserCLITests().makeUser("alice", in: scratch)
         let manifest: [String: Any] = [
             "Packages": ["p": ["Kind": "simulated", "Measurement": String(repeating: "ab", count: 32)]],
             "Services": ["s": ["Package": "p"]],
@@ -21,13 +21,13 @@ import Testing
             "Roles": ["read": ["ResourceType": "Secrets", "ResourceNames": ["impostor"], "Actions": ["ReadSecret"]]],
             "Config": ["AllowSimulation": true],
         ]
-        #expect(try coordinator.setManifest(String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self)).status == 0)
-        let read = try coordinator.veil(["secret", "get", "impostor", "--user-cert", alice.cert, "--user-key", alice.key])
+        #expect(try await coordinator.setManifest(String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self)).status == 0)
+        let read = try await coordinator.veil(["secret", "get", "impostor", "--user-cert", alice.cert, "--user-key", alice.key])
         try #require(read.status == 0, "\(read.stderr)")
         let secret = try #require(try JSONSerialization.jsonObject(with: Data(read.stdout.utf8)) as? [String: [String: String]])["impostor"]
         let certificate = try scratch.write(try #require(secret?["certificate"]), to: "impostor.pem")
         let key = try scratch.write(try #require(secret?["privateKey"]), to: "impostor-key.pem")
-        let chain = try scratch.write(try coordinator.veil(["certificate", "chain"]).stdout, to: "chain.pem")
+        let chain = try scratch.write(try await coordinator.veil(["certificate", "chain"]).stdout, to: "chain.pem")
 
         // The impostor: Python's TLS server presenting the workload certificate and the chain,
         // printing every byte it receives.
@@ -50,53 +50,53 @@ import Testing
                     print("HANDSHAKE FAILED", error, flush=True)
             """
         let server = try Spawned("/usr/bin/env", ["python3", "-c", impostor, fullChain, key, "\(port)"], scratch: scratch)
-        defer { server.stop() }
-        for _ in 0..<100 where !isListening(port: port) { usleep(50_000) }
+        defer { server.stopInBackground() }
+        for _ in 0..<100 where !isListening(port: port) { try? await Task.sleep(for: .microseconds(50_000)) }
 
-        let status = try coordinator.veil(["status", "--coordinator", "127.0.0.1:\(port)", "--root-ca", coordinator.rootPath])
+        let status = try await coordinator.veil(["status", "--coordinator", "127.0.0.1:\(port)", "--root-ca", coordinator.rootPath])
         #expect(status.status != 0)
         #expect(status.stderr.contains("not the attested coordinator"), "\(status.stderr)")
         #expect(status.stderr.contains("workload certificate"), "\(status.stderr)")
         // Listed among replicas (a dead replica's address taken over), the impostor is skipped
         // like an unreachable replica: the real coordinator answers, the impostor gets nothing.
-        let replicas = try coordinator.veil(["status", "--coordinator", "127.0.0.1:\(port),\(coordinator.clientAddress)", "--root-ca", coordinator.rootPath])
+        let replicas = try await coordinator.veil(["status", "--coordinator", "127.0.0.1:\(port),\(coordinator.clientAddress)", "--root-ca", coordinator.rootPath])
         #expect(replicas.status == 0, "\(replicas.stderr)")
-        usleep(300_000)
+        try? await Task.sleep(for: .microseconds(300_000))
         #expect(!server.stdout.contains("RECEIVED"), "no request byte reached the impostor: \(server.stdout)")
 
         // Control: a host-name-checking client does accept it, and the server logs what it receives.
-        _ = try run(which("curl") ?? "/usr/bin/curl", ["-s", "-m", "3", "--cacert", coordinator.rootPath, "https://127.0.0.1:\(port)/api/v1/status"], scratch: scratch)
-        usleep(300_000)
+        _ = try await run(which("curl") ?? "/usr/bin/curl", ["-s", "-m", "3", "--cacert", coordinator.rootPath, "https://127.0.0.1:\(port)/api/v1/status"], scratch: scratch)
+        try? await Task.sleep(for: .microseconds(300_000))
         #expect(server.stdout.contains("GET /api/v1/status"), "curl completed the handshake and sent its request: \(server.stdout)")
     }
 
     /// Certificates of 3 seconds: the running coordinator serves a new one before the first
     /// expires, and clients keep working with no restart.
-    @Test func theCoordinatorRenewsItsTLSCertificateWithoutARestart() throws {
+    @Test func theCoordinatorRenewsItsTLSCertificateWithoutARestart() async throws {
         let scratch = try Scratch()
-        let coordinator = try CoordinatorProcess(scratch: scratch, arguments: ["--tls-validity", "3"])
-        func servedCertificate() throws -> String {
-            let result = try run(
+        let coordinator = try await CoordinatorProcess(scratch: scratch, arguments: ["--tls-validity", "3"])
+        func servedCertificate() async throws -> String {
+            let result = try await run(
                 "/bin/sh", ["-c", "openssl s_client -connect \(coordinator.clientAddress) </dev/null 2>/dev/null | openssl x509 -noout -serial -enddate"],
                 scratch: scratch)
             return result.stdout
         }
-        let first = try servedCertificate()
+        let first = try await servedCertificate()
         #expect(first.contains("serial="), "\(first)")
-        sleep(4)  // the first certificate has expired by now
-        let second = try servedCertificate()
+        try? await Task.sleep(for: .seconds(4))  // the first certificate has expired by now
+        let second = try await servedCertificate()
         #expect(second.contains("serial=") && second != first, "renewed in place: \(first) → \(second)")
-        let status = try coordinator.veil(["status"])
+        let status = try await coordinator.veil(["status"])
         #expect(status.status == 0, "the running coordinator still serves a valid certificate: \(status.stderr)")
         #expect(coordinator.process?.process.isRunning == true)
     }
 
     /// Headers announce a body that never comes: the server must answer 401 from the client
     /// certificate alone instead of waiting for the body (it authenticates first).
-    @Test func authenticationHappensBeforeTheBodyIsRead() throws {
+    @Test func authenticationHappensBeforeTheBodyIsRead() async throws {
         let scratch = try Scratch()
-        let coordinator = try CoordinatorProcess(scratch: scratch)
-        #expect(try coordinator.setManifest(#"{"Packages": {}, "Services": {}}"#).status == 0)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        #expect(try await coordinator.setManifest(#"{"Packages": {}, "Services": {}}"#).status == 0)
         let script = """
             import socket, ssl, sys
             host, port = sys.argv[1].rsplit(":", 1)
@@ -112,7 +112,7 @@ import Testing
                     except socket.timeout:
                         print("TIMEOUT: the server waited for the body")
             """
-        let result = try run("/usr/bin/env", ["python3", "-c", script, coordinator.clientAddress], scratch: scratch, timeout: 20)
+        let result = try await run("/usr/bin/env", ["python3", "-c", script, coordinator.clientAddress], scratch: scratch, timeout: 20)
         #expect(result.stdout.contains("401"), "\(result.stdout)\(result.stderr)")
     }
 }

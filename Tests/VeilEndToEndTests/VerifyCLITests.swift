@@ -5,21 +5,21 @@ import Testing
 @Suite struct VerifyCLITests {
     let vectors = repositoryRoot + "/../shared/testdata/attestation/dcap-qvl"
 
-    @Test func verifiesPrintsAndRejects() throws {
+    @Test func verifiesPrintsAndRejects() async throws {
         let scratch = try Scratch()
-        let sgx = try run(veilBinary, ["verify", "\(vectors)/sgx_quote", "--collateral", vectors, "--at", "2025-06-19T11:56:11Z"], scratch: scratch)
+        let sgx = try await run(veilBinary, ["verify", "\(vectors)/sgx_quote", "--collateral", vectors, "--at", "2025-06-19T11:56:11Z"], scratch: scratch)
         #expect(sgx.status == 0, "\(sgx.stderr)")
         #expect(sgx.stdout.contains("tcb status: ConfigurationAndSWHardeningNeeded [INTEL-SA-00289, INTEL-SA-00615]"))
         #expect(sgx.stdout.contains("mrenclave: "))
 
-        let tdx = try run(veilBinary, ["verify", "\(vectors)/tdx_quote", "--collateral", "\(vectors)/tdx_quote_collateral.json",
+        let tdx = try await run(veilBinary, ["verify", "\(vectors)/tdx_quote", "--collateral", "\(vectors)/tdx_quote_collateral.json",
                                        "--at", "2025-06-19T11:16:03Z", "--output", "json"], scratch: scratch)
         #expect(tdx.status == 0, "\(tdx.stderr)")
         let object = try JSONSerialization.jsonObject(with: Data(tdx.stdout.utf8)) as? [String: Any]
         #expect(object?["status"] as? String == "UpToDate")
         #expect((object?["fields"] as? [String: String])?["mrtd"]?.count == 96)
 
-        let outdated = try run(veilBinary, ["verify", "\(vectors)/tdx_quote_outdated", "--collateral", vectors, "--at", "2026-02-18T11:58:51Z"], scratch: scratch)
+        let outdated = try await run(veilBinary, ["verify", "\(vectors)/tdx_quote_outdated", "--collateral", vectors, "--at", "2026-02-18T11:58:51Z"], scratch: scratch)
         #expect(outdated.status != 0)
         #expect(outdated.stderr.contains("no matching TCB level"))
 
@@ -27,32 +27,32 @@ import Testing
         tampered[100] ^= 1
         let tamperedPath = scratch.path + "/sgx_quote"
         try tampered.write(to: URL(fileURLWithPath: tamperedPath))
-        let rejected = try run(veilBinary, ["verify", tamperedPath, "--collateral", "\(vectors)/sgx_quote_collateral.json", "--at", "2025-06-19T11:56:11Z"], scratch: scratch)
+        let rejected = try await run(veilBinary, ["verify", tamperedPath, "--collateral", "\(vectors)/sgx_quote_collateral.json", "--at", "2025-06-19T11:56:11Z"], scratch: scratch)
         #expect(rejected.status != 0)
         #expect(rejected.stderr.contains("quote signature"))
 
-        let expired = try run(veilBinary, ["verify", "\(vectors)/sgx_quote", "--collateral", vectors], scratch: scratch)
+        let expired = try await run(veilBinary, ["verify", "\(vectors)/sgx_quote", "--collateral", vectors], scratch: scratch)
         #expect(expired.status != 0, "the 2025 collateral has expired by now")
     }
 
-    @Test func verifiesSNPReports() throws {
+    @Test func verifiesSNPReports() async throws {
         let scratch = try Scratch()
         let snp = repositoryRoot + "/../shared/testdata/attestation/go-sev-guest"
         let base = ["verify", "\(snp)/snp_report_milan.bin", "--vcek", "\(snp)/vcek_milan.der"]
-        let refusedDebug = try run(veilBinary, base + ["--chain", "\(snp)/ask_ark_milan.pem"], scratch: scratch)
+        let refusedDebug = try await run(veilBinary, base + ["--chain", "\(snp)/ask_ark_milan.pem"], scratch: scratch)
         #expect(refusedDebug.status != 0)
         #expect(refusedDebug.stderr.contains("debug"))
-        let ok = try run(veilBinary, base + ["--chain", "\(snp)/ask_ark_milan.pem", "--allow-debug", "--output", "json"], scratch: scratch)
+        let ok = try await run(veilBinary, base + ["--chain", "\(snp)/ask_ark_milan.pem", "--allow-debug", "--output", "json"], scratch: scratch)
         #expect(ok.status == 0, "\(ok.stderr)")
         #expect(ok.stdout.contains("b07af962"))
-        let genoa = try run(veilBinary, base + ["--chain", "\(snp)/ask_ark_genoa.pem", "--allow-debug"], scratch: scratch)
+        let genoa = try await run(veilBinary, base + ["--chain", "\(snp)/ask_ark_genoa.pem", "--allow-debug"], scratch: scratch)
         #expect(genoa.status != 0)
         #expect(genoa.stderr.contains("ARK-Milan"))
     }
 
     /// One debug rule for every TEE: SGX debug enclaves and TDX debug TDs are refused like SNP
     /// debug guests unless --allow-debug.
-    @Test func debugEvidenceOfAnyTEEIsRefusedUnlessAllowed() throws {
+    @Test func debugEvidenceOfAnyTEEIsRefusedUnlessAllowed() async throws {
         let scratch = try Scratch()
         let shared = repositoryRoot + "/../shared/testdata/attestation"
         for (quote, collateral, time) in [
@@ -60,29 +60,29 @@ import Testing
             ("trustee/tdx_quote_4.dat", "trustee/tdx_quote_4_collateral.json", "2023-06-25T00:00:00Z"),
         ] {
             let base = ["verify", "\(shared)/\(quote)", "--collateral", "\(shared)/\(collateral)", "--at", time]
-            let refused = try run(veilBinary, base, scratch: scratch)
+            let refused = try await run(veilBinary, base, scratch: scratch)
             #expect(refused.status != 0, "\(quote)")
             #expect(refused.stderr.contains("no confidentiality"), "\(refused.stderr)")
-            let allowed = try run(veilBinary, base + ["--allow-debug"], scratch: scratch)
+            let allowed = try await run(veilBinary, base + ["--allow-debug"], scratch: scratch)
             #expect(allowed.status == 0, "\(allowed.stderr)")
             #expect(allowed.stdout.contains("warning: DEBUG"))
         }
     }
 
     /// The product comes from the report (v3+); what was not checked is said in the output.
-    @Test func snpProductFromTheReportAndNotesOnWhatWasNotChecked() throws {
+    @Test func snpProductFromTheReportAndNotesOnWhatWasNotChecked() async throws {
         let scratch = try Scratch()
         let veraison = repositoryRoot + "/../shared/testdata/attestation/veraison"
         let base = ["verify", "\(veraison)/genoa_report.bin", "--vcek", "\(veraison)/genoa_vcek.der", "--chain", "\(veraison)/genoa_chain.pem"]
-        let ok = try run(veilBinary, base, scratch: scratch)
+        let ok = try await run(veilBinary, base, scratch: scratch)
         #expect(ok.status == 0, "\(ok.stderr)")
         #expect(ok.stdout.contains("Genoa, VCEK"))
         #expect(ok.stdout.contains("any firmware TCB was accepted"))
         #expect(ok.stdout.contains("AMD CRL not checked"))
-        let contradiction = try run(veilBinary, base + ["--product", "Milan"], scratch: scratch)
+        let contradiction = try await run(veilBinary, base + ["--product", "Milan"], scratch: scratch)
         #expect(contradiction.status != 0)
         #expect(contradiction.stderr.contains("Genoa chip"))
-        let strict = try run(veilBinary, base + ["--vmpl", "1"], scratch: scratch)
+        let strict = try await run(veilBinary, base + ["--vmpl", "1"], scratch: scratch)
         #expect(strict.status != 0)
         #expect(strict.stderr.contains("VMPL 1 is required"))
     }
