@@ -59,8 +59,12 @@ public struct CoordinatorServer {
     }
 
     /// The simulated coordinator's measurement: its own executable, measured as the launcher measures programs.
-    public static func selfMeasurement() throws -> [UInt8] {
-        try LaunchMeasurement.measure(programAt: "/proc/self/exe", config: .init(service: "veil-coordinator", arguments: []))
+    public static func selfMeasurement() throws -> [UInt8] { try measurement(ofExecutableAt: "/proc/self/exe") }
+
+    /// The measurement a simulated coordinator running `path` reports (`veil image self` prints
+    /// it for the executable it packs).
+    public static func measurement(ofExecutableAt path: String) throws -> [UInt8] {
+        try LaunchMeasurement.measure(programAt: path, config: .init(service: "veil-coordinator", arguments: []))
     }
 
     /// Everything a replica needs besides its store.

@@ -24,8 +24,8 @@ extension ByteStream {
     }
 
     /// Reads and discards `count` bytes, handing each piece to `body`.
-    func consume(_ count: UInt64, scratch: inout [UInt8], orElse error: @autoclosure () -> ImageError,
-                 _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
+    public func consume(_ count: UInt64, scratch: inout [UInt8], orElse error: @autoclosure () -> ImageError,
+                        _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         var remaining = count
         while remaining > 0 {
             let want = Int(min(UInt64(scratch.count), remaining))

@@ -23,7 +23,10 @@ public struct InstallCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: destination, isDirectory: &isDirectory), isDirectory else {
             throw CommandError("\(destination) is not an existing directory")
         }
-        for name in try FileManager.default.contentsOfDirectory(atPath: root) where name != "protected" {
+        // The launcher and its libraries only: Veil's own image also holds `veil`, which the
+        // app's pod does not need in memory.
+        try FileManager.default.createDirectory(atPath: destination + "/bin", withIntermediateDirectories: true)
+        for name in ["lib", "bin/veil-launcher"] where FileManager.default.fileExists(atPath: root + "/" + name) {
             let target = destination + "/" + name
             if FileManager.default.fileExists(atPath: target) { try FileManager.default.removeItem(atPath: target) }
             try FileManager.default.copyItem(atPath: root + "/" + name, toPath: target)

@@ -2,15 +2,39 @@
 """Sends a pod to a mutating webhook as a real AdmissionReview v1, applies the returned JSONPatch
 with the `jsonpatch` library (as the API server would), then sends the mutated pod again.
 
-usage: admission.py URL CA_FILE NAMESPACE POD_JSON OUT_JSON
+usage: admission.py URL CA_FILE NAMESPACE POD_JSON OUT_JSON [SERVER_NAME]
+SERVER_NAME: the name the certificate is checked against (as the API server checks the webhook
+Service's name) when URL's host is another address for it.
 prints {"allowed", "message", "patched", "repatched"}; writes the mutated pod to OUT_JSON.
 """
-import base64, json, ssl, sys, urllib.request, uuid
+import base64, http.client, json, socket, ssl, sys, urllib.parse, urllib.request, uuid
 
 import jsonpatch
 
 url, ca, namespace, pod_path, out_path = sys.argv[1:6]
 context = ssl.create_default_context(cafile=ca)
+server_name = sys.argv[6] if len(sys.argv) > 6 else None
+
+
+class NamedHTTPSConnection(http.client.HTTPSConnection):
+    """Connects to the URL's address, checks the certificate against server_name."""
+
+    def connect(self):
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = context.wrap_socket(sock, server_hostname=server_name)
+
+
+def post(body):
+    if server_name is None:
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, context=context) as response:
+            return json.load(response)
+    parsed = urllib.parse.urlsplit(url)
+    connection = NamedHTTPSConnection(parsed.hostname, parsed.port or 443, timeout=30)
+    connection.request("POST", parsed.path, body=body, headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200, (response.status, response.read())
+    return json.load(response)
 
 
 def review(pod):
@@ -22,9 +46,7 @@ def review(pod):
             "operation": "CREATE", "userInfo": {"username": "test"}, "object": pod, "dryRun": False,
         },
     }
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, context=context) as response:
-        answer = json.load(response)
+    answer = post(json.dumps(body).encode())
     assert answer["apiVersion"] == "admission.k8s.io/v1" and answer["kind"] == "AdmissionReview", answer
     assert answer["response"]["uid"] == body["request"]["uid"], "uid not echoed"
     return answer["response"]
