@@ -126,6 +126,8 @@ build_image() {
     mkdir -p "$bundle/b/rootfs$(dirname "$entry")"
     cp -L "$entry" "$bundle/b/rootfs$entry"
   done
+  # The working directory below: runtimes do not create it when no volume is mounted there.
+  install -d -m 1777 "$bundle/b/rootfs/tmp"
   umoci repack --image "$layout:$tag" "$bundle/b"
   local args=()
   for entry in "$@"; do args+=(--config.entrypoint "$entry"); done

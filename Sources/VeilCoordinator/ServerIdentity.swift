@@ -92,7 +92,13 @@ public final class ServerIdentity: Sendable {
         let initial = try materials()
         var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: initial.chain, privateKey: initial.key)
         configuration.minimumTLSVersion = .tlsv12
-        if clientCertificates { configuration.certificateVerification = .optionalVerification }
+        if clientCertificates {
+            configuration.certificateVerification = .optionalVerification
+            // The server's verification callback decides (users are matched against the manifest,
+            // not a CA), so no trust store is read: the default one loads the system's CA files,
+            // which Veil's own image does not carry, and failed the listener there.
+            configuration.trustRoots = .certificates([])
+        }
         configuration.sslContextCallback = { [self] _, promise in
             do {
                 let fresh = try self.materials()

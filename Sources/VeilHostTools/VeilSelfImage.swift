@@ -15,7 +15,9 @@ import VeilImage
 ///   lists for both), the layout `veil-launcher install` copies from;
 /// - `/lib64/ld-linux-x86-64.so.2` → the shipped loader (the executables' ELF interpreter), and
 ///   `LD_LIBRARY_PATH=/veil/lib` in the config, so `/veil/bin/veil` starts as a command;
-/// - `/tmp` (mode 1777) as a mount point for an `emptyDir`: Foundation writes temporary files.
+/// - `/tmp` (mode 1777) as a mount point for an `emptyDir`: Foundation writes temporary files;
+/// - `/etc/nsswitch.conf` (`hosts: files dns`), `/etc/passwd` and `/etc/group` (root, nonroot
+///   65532: the user the rendered pods run as).
 public struct VeilSelfImage: Sendable {
     /// What a build wrote.
     public struct Result: Sendable {
@@ -35,6 +37,12 @@ public struct VeilSelfImage: Sendable {
     }
 
     static let loaderLink = "lib64/ld-linux-x86-64.so.2"
+
+    static let etcFiles: [(String, String)] = [
+        ("etc/group", "root:x:0:\nnonroot:x:65532:\n"),
+        ("etc/nsswitch.conf", "hosts: files dns\n"),
+        ("etc/passwd", "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"),
+    ]
 
     /// Writes the image into `layout` under `tag`.
     public func build(into layout: LayoutWriter, tag: String) throws -> Result {
@@ -82,6 +90,12 @@ public struct VeilSelfImage: Sendable {
             try writer.writeHeader(TarEntry(path: Self.loaderLink, kind: .symlink, mode: 0o777, linkTarget: "/veil/lib/ld-linux-x86-64.so.2"))
         }
         try directory("tmp", mode: 0o1777)
+        // glibc without nsswitch.conf asks DNS alone for host names (not /etc/hosts, where
+        // runtimes put hostAliases); users as distroless images name them.
+        try directory("etc")
+        for (path, text) in Self.etcFiles {
+            try writer.writeFile(TarEntry(path: path, kind: .file, mode: 0o644), contents: Array(text.utf8))
+        }
         for path in files.keys.sorted() {
             let host = files[path]!
             try directory(String(path.split(separator: "/").dropLast().joined(separator: "/")))

@@ -18,6 +18,8 @@ public enum DockerArchiveWriter {
         var template = Array("\(directory)/.veil-archive-XXXXXX".utf8CString)
         let fd = mkstemp(&template)
         guard fd >= 0 else { throw ImageError.io(path: directory, reason: String(cString: strerror(errno))) }
+        // mkstemp creates 0600; an image archive is no secret.
+        fchmod(fd, 0o644)
         let temporary = template.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         var committed = false
         defer {

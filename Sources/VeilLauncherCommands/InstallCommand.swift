@@ -24,12 +24,21 @@ public struct InstallCommand: ParsableCommand {
             throw CommandError("\(destination) is not an existing directory")
         }
         // The launcher and its libraries only: Veil's own image also holds `veil`, which the
-        // app's pod does not need in memory.
-        try FileManager.default.createDirectory(atPath: destination + "/bin", withIntermediateDirectories: true)
-        for name in ["lib", "bin/veil-launcher"] where FileManager.default.fileExists(atPath: root + "/" + name) {
-            let target = destination + "/" + name
+        // app's pod does not need in memory. Files are copied as the running user (the init
+        // container runs as non-root): content and mode, not owner, which only root could keep.
+        var files = ["bin/veil-launcher"]
+        files += (try? FileManager.default.contentsOfDirectory(atPath: root + "/lib"))?.sorted().map { "lib/" + $0 } ?? []
+        for directory in ["bin", "lib"] {
+            try FileManager.default.createDirectory(atPath: destination + "/" + directory, withIntermediateDirectories: true)
+        }
+        for file in files {
+            let source = root + "/" + file, target = destination + "/" + file
+            let mode = (try FileManager.default.attributesOfItem(atPath: source)[.posixPermissions] as? Int) ?? 0o755
+            guard let bytes = FileManager.default.contents(atPath: source) else { throw CommandError("cannot read \(source)") }
             if FileManager.default.fileExists(atPath: target) { try FileManager.default.removeItem(atPath: target) }
-            try FileManager.default.copyItem(atPath: root + "/" + name, toPath: target)
+            guard FileManager.default.createFile(atPath: target, contents: bytes, attributes: [.posixPermissions: mode]) else {
+                throw CommandError("cannot write \(target)")
+            }
         }
         print("installed \(root) into \(destination)")
     }

@@ -8,16 +8,19 @@ usage: podman_pods.py RENDERED_YAML WORK_DIR NAME [NAME ...]
 podman 4.3 is not a kubelet, and this machine has no cluster network. What this changes, and
 nothing else (every other field runs as rendered):
 - replica 0 of a StatefulSet becomes Pod NAME-0 (a Deployment's: NAME-0), with POD_NAME as
-  the downward API would give it (podman has no fieldRef for metadata.name in 4.3);
-- hostNetwork: true and hostAliases mapping every Service name of the render to 127.0.0.1
-  (no cluster DNS, no Service VIPs; one replica of each listens on distinct ports);
+  the downward API would give it (podman has no fieldRef for metadata.name in 4.3), and
+  $(VAR) in command and args expanded from the env as the kubelet does (podman does not);
+- hostNetwork: true, with every Service name of the render resolving to 127.0.0.1 through a
+  mounted /etc/hosts (no cluster DNS or Service VIPs here; podman ignores hostAliases on the
+  host network; one replica of each listens on distinct ports), and so no `ports` lists
+  (podman refuses port mappings on the host network);
 - Secret and ConfigMap volumes become hostPath directories holding the decoded data (podman
   4.3 mounts secret data still base64-encoded), written under WORK_DIR/volumes/;
 - volumeClaimTemplates become hostPath directories owned by the pod's runAsUser;
 - emptyDir with medium: Memory becomes a hostPath directory on tmpfs (/dev/shm), which
   podman 4.3 would put on disk.
 """
-import copy, os, sys
+import copy, os, re, sys
 
 import yaml
 
@@ -96,14 +99,30 @@ def adapt(name, pod, extra_secrets):
     spec = pod["spec"]
     spec["hostNetwork"] = True
     spec["restartPolicy"] = "Never"
-    spec["hostAliases"] = [{"ip": "127.0.0.1", "hostnames": service_names()}]
+    # podman ignores hostAliases on the host network: the same entries as a mounted /etc/hosts.
+    hosts = os.path.join(host_directory(name), "hosts")
+    with open(hosts, "w") as f:
+        f.write("127.0.0.1 localhost\n127.0.0.1 " + " ".join(service_names()) + "\n")
+    os.chmod(hosts, 0o644)
+    spec.setdefault("volumes", []).append({"name": "veil-test-hosts", "hostPath": {"path": hosts, "type": "File"}})
     run_as = spec.get("securityContext", {}).get("runAsUser")
     for container in spec.get("containers", []):
         run_as = run_as or container.get("securityContext", {}).get("runAsUser")
+        # On the host network a container's ports are the host's: podman 4.3 refuses port
+        # mappings there (they only name ports; nothing else reads them).
+        container.pop("ports", None)
+        container.setdefault("volumeMounts", []).append({"name": "veil-test-hosts", "mountPath": "/etc/hosts", "readOnly": True})
+        values = {}
         for variable in container.get("env", []):
             if variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
                 variable.pop("valueFrom")
                 variable["value"] = name
+            if "value" in variable:
+                values[variable["name"]] = variable["value"]
+        # The kubelet expands $(VAR) in command and args from the container's env; podman 4.3 does not.
+        for key in ("command", "args"):
+            if key in container:
+                container[key] = [re.sub(r"\$\((\w+)\)", lambda m: values.get(m.group(1), m.group(0)), a) for a in container[key]]
     for volume in spec.get("volumes", []):
         if volume.get("hostPath", {}).get("path") == "":
             volume["hostPath"]["path"] = host_directory(name, volume["name"], mode=0o700, owner=run_as or 0)

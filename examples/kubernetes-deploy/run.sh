@@ -18,6 +18,9 @@ python3 -c 'import jsonpatch, yaml' 2>/dev/null || fail "python3 needs jsonpatch
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$(mktemp /tmp/veil-containers.XXXXXX.conf)}
 grep -q default_ulimits "$CONTAINERS_CONF" 2>/dev/null \
   || printf '[containers]\ndefault_ulimits=["nofile=4096:4096","nproc=4096:4096"]\n' >"$CONTAINERS_CONF"
+for pod in veil-etcd-0 veil-coordinator-0 veil-injector-0; do
+  ! podman pod exists "$pod" 2>/dev/null || fail "podman already has a pod $pod (podman pod rm -f $pod)"
+done
 for port in 2379 2380 4433 2001 8443; do
   ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || fail "port $port is in use: the rendered pods listen on it (host network)"
 done
@@ -28,8 +31,8 @@ RUN=$$
 PODS_UP=()
 deploy_cleanup() {
   for pod in "${PODS_UP[@]:-}"; do [ -n "$pod" ] && podman pod rm -f -t 2 "$pod" >/dev/null 2>&1 || true; done
-  podman rmi -f "localhost/veil-deploy/etcd:$RUN" "localhost/veil-deploy/redis:$RUN" >/dev/null 2>&1 || true
-  [ -n "${VEIL_DIGEST:-}" ] && podman rmi -f "localhost/veil@$VEIL_DIGEST" >/dev/null 2>&1 || true
+  [ -n "${KEEP_WORK:-}" ] || podman rmi -f "localhost/veil-deploy/etcd:$RUN" "localhost/veil-deploy/redis:$RUN" >/dev/null 2>&1 || true
+  [ -n "${VEIL_DIGEST:-}" ] && [ -z "${KEEP_WORK:-}" ] && podman rmi -f "localhost/veil@$VEIL_DIGEST" >/dev/null 2>&1 || true
   rm -rf /dev/shm/veil-deploy-"$(basename "$WORK")"* 2>/dev/null || true
   cleanup
 }
@@ -66,6 +69,10 @@ import sys, yaml
 for d in yaml.safe_load_all(open(sys.argv[1])):
     if d and d["kind"] == "Secret" and d["metadata"]["name"] == "veil-simulation-key":
         open(sys.argv[2], "w").write(d["stringData"]["key.pem"])
+    if d and d["kind"] == "MutatingWebhookConfiguration":
+        # The API server trusts the webhook through its caBundle, as this test does.
+        import base64
+        open(sys.argv[2].replace("simulation-key.pem", "injector-ca.pem"), "wb").write(base64.b64decode(d["webhooks"][0]["clientConfig"]["caBundle"]))
 PY
 
 play() {  # NAME: plays WORK/pod-NAME.yaml
@@ -77,7 +84,8 @@ logs() { podman logs "$1" 2>&1 | tail -30; }
 step "etcd (rendered StatefulSet veil-etcd, replica 0)"
 play veil-etcd-0 veil-etcd
 wait_until 60 curl -sf --cacert "$WORK/volumes/veil-etcd-0/tls/ca.crt" --cert "$WORK/volumes/veil-etcd-0/tls/tls.crt" \
-  --key "$WORK/volumes/veil-etcd-0/tls/tls.key" https://127.0.0.1:2379/health || { logs veil-etcd-0-etcd; fail "etcd did not come up"; }
+  --key "$WORK/volumes/veil-etcd-0/tls/tls.key" --resolve veil-etcd-0.veil-etcd.veil-system.svc:2379:127.0.0.1 \
+  https://veil-etcd-0.veil-etcd.veil-system.svc:2379/health || { logs veil-etcd-0-etcd; fail "etcd did not come up"; }
 
 step "coordinator (rendered StatefulSet veil-coordinator, replica 0, on etcd)"
 play veil-coordinator-0 veil-coordinator
@@ -90,7 +98,7 @@ export VEIL_CONFIG_DIR=$WORK/config
 
 step "injector (rendered Deployment veil-injector)"
 play veil-injector-0 veil-injector
-wait_until 60 curl -sf --cacert "$WORK/volumes/veil-injector-0/tls/tls.crt" --resolve veil-injector.veil-system.svc:8443:127.0.0.1 \
+wait_until 60 curl -sf --cacert "$WORK/injector-ca.pem" --resolve veil-injector.veil-system.svc:8443:127.0.0.1 \
   https://veil-injector.veil-system.svc:8443/healthz || { logs veil-injector-0-injector; fail "the injector did not come up"; }
 
 step "a plain Redis image and the manifest (its process measured as the pod will start it)"
@@ -118,7 +126,7 @@ json.dump({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"redis-{run}
            "spec": {"restartPolicy": "Never", "containers": [{"name": "redis", "image": f"localhost/veil-deploy/redis:{run}",
                "command": ["/usr/bin/redis-server", "/etc/redis/redis.conf"]}]}}, open(out, "w"))
 PY
-result=$(python3 "$VEIL_ROOT/Tests/Scripts/admission.py" https://127.0.0.1:8443/mutate "$WORK/volumes/veil-injector-0/tls/tls.crt" veil-dev \
+result=$(python3 "$VEIL_ROOT/Tests/Scripts/admission.py" https://127.0.0.1:8443/mutate "$WORK/injector-ca.pem" veil-dev \
   "$WORK/app.json" "$WORK/app-mutated.json" veil-injector.veil-system.svc) || fail "admission failed"
 echo "admission: $result"
 python3 -c 'import json,sys; r=json.loads(sys.argv[1]); sys.exit(0 if r["allowed"] and r["patched"] and not r["repatched"] else 1)' "$result" \
