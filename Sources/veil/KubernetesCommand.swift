@@ -2,6 +2,7 @@ import ArgumentParser
 import Crypto
 import Foundation
 import VeilKubernetes
+import VeilLauncherCommands
 
 struct KubernetesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -23,7 +24,10 @@ struct KubernetesCommand: ParsableCommand {
 
         @Option(help: "Coordinator replicas.") var replicas = 3
         @Option(help: "etcd members.") var etcdReplicas = 3
-        @Option(help: ArgumentHelp("Image with /veil/bin/veil and /veil/bin/veil-launcher.", valueName: "image")) var image = "ghcr.io/veil-dev/veil:latest"
+        @Option(help: ArgumentHelp(
+            "Veil's own image, best by digest (NAME@sha256:…): build it with `veil image self`, push it, pass the reference it prints.",
+            valueName: "image"))
+        var image: String
         @Option(help: ArgumentHelp("etcd image.", valueName: "image")) var etcdImage = "gcr.io/etcd-development/etcd:v3.5.17"
         @Option(help: ArgumentHelp("Namespace of the Veil components.", valueName: "name")) var namespace = "veil-system"
         @Option(help: ArgumentHelp("Namespaces whose pods may run simulated (comma-separated; --tee simulated).", valueName: "names"))
@@ -38,10 +42,12 @@ struct KubernetesCommand: ParsableCommand {
                 throw ValidationError("--tee '\(tee)' is not one of \(PodTEE.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             guard replicas >= 1, etcdReplicas >= 1 else { throw ValidationError("--replicas and --etcd-replicas must be at least 1") }
-            var render = DeploymentRender(tee: podTEE)
+            for (flag, reference) in [("--image", image), ("--etcd-image", etcdImage)] where !DeploymentRender.isPinned(reference) {
+                warn("\(flag) \(reference) is a tag, not a digest: a registry can serve other bytes under it later; pin NAME@sha256:…")
+            }
+            var render = DeploymentRender(tee: podTEE, image: image)
             render.replicas = replicas
             render.etcdReplicas = etcdReplicas
-            render.image = image
             render.etcdImage = etcdImage
             render.namespace = namespace
             render.simulationNamespaces = simulationNamespaces.split(separator: ",").map(String.init)

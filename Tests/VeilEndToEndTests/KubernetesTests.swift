@@ -4,9 +4,15 @@ import Testing
 /// `veil kubernetes render` and deploy/kubernetes against Kubernetes' own schemas, and
 /// `veil injector` answering real AdmissionReview v1 requests over HTTPS, its patches applied
 /// with a standard JSONPatch library.
-@Suite struct KubernetesTests {
+@Suite(.timeLimit(.minutes(5))) struct KubernetesTests {
     static let tees = ["simulated", "sgx", "confidential-vm"]
     static let versions = ["1.30.0", "1.37.0"]
+    /// Images by digest under a reserved name (RFC 2606 `.invalid`): what deploy/kubernetes holds,
+    /// since the real digest is the one `veil image self` prints for a given build.
+    static let placeholderImages = [
+        "--image", "registry.invalid/veil@sha256:" + String(repeating: "0", count: 64),
+        "--etcd-image", "registry.invalid/etcd@sha256:" + String(repeating: "0", count: 64),
+    ]
 
     /// `kubernetes-validate --strict` for both versions; any warning (an unknown kind) fails too.
     func validate(_ file: String, scratch: Scratch) async throws -> (passed: Bool, output: String) {
@@ -27,7 +33,7 @@ import Testing
     @Test func renderedDeploymentsPassKubernetesSchemas() async throws {
         let scratch = try Scratch()
         for tee in Self.tees {
-            let render = try await run(veilBinary, ["kubernetes", "render", "--tee", tee, "--replicas", "3"], scratch: scratch)
+            let render = try await run(veilBinary, ["kubernetes", "render", "--tee", tee, "--replicas", "3"] + Self.placeholderImages, scratch: scratch)
             #expect(render.status == 0, "\(render.stderr)")
             let file = try scratch.write(render.stdout, to: "\(tee).yaml")
             let (passed, output) = try await validate(file, scratch: scratch)
@@ -37,7 +43,7 @@ import Testing
             #expect(render.stdout.contains("kind: MutatingWebhookConfiguration") && render.stdout.contains("caBundle:"))
         }
         // Controls: the validator does reject an unknown field and flag an unknown kind.
-        let rendered = try await run(veilBinary, ["kubernetes", "render"], scratch: scratch).stdout
+        let rendered = try await run(veilBinary, ["kubernetes", "render"] + Self.placeholderImages, scratch: scratch).stdout
         let bogus = try scratch.write(rendered.replacingOccurrences(of: "  replicas: 2\n", with: "  replicas: 2\n  replicaz: 2\n"), to: "bogus.yaml")
         await #expect(try validate(bogus, scratch: scratch).passed == false)
         let unknown = try scratch.write("apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: x\n", to: "unknown.yaml")
@@ -49,7 +55,7 @@ import Testing
     @Test func renderedEtcdCertificatesWorkWithEtcdAndTheCoordinator() async throws {
         let scratch = try Scratch()
         let etcd = try #require(which("etcd"), "etcd-server must be installed")
-        let rendered = try scratch.write(try await run(veilBinary, ["kubernetes", "render"], scratch: scratch).stdout, to: "render.yaml")
+        let rendered = try scratch.write(try await run(veilBinary, ["kubernetes", "render"] + Self.placeholderImages, scratch: scratch).stdout, to: "render.yaml")
         let extract = try await run("/usr/bin/env", ["python3", "-c", """
             import sys, yaml
             for doc in yaml.safe_load_all(open(sys.argv[1])):
@@ -70,7 +76,7 @@ import Testing
         ], scratch: scratch)
         defer { member.stopInBackground() }
         let deadline = Date().addingTimeInterval(20)
-        while !isListening(port: client) && Date() < deadline { try? await Task.sleep(for: .microseconds(100_000)) }
+        while !isListening(port: client) && Date() < deadline { try? await Task.sleep(for: .milliseconds(100)) }
         let coordinator = try await CoordinatorProcess(scratch: scratch, arguments: [
             "--store", "etcd", "--etcd-endpoints", "https://localhost:\(client)", "--etcd-prefix", "/veil/render-test",
             "--etcd-ca", file("veil-coordinator-etcd-tls-ca.crt"), "--etcd-cert", file("veil-coordinator-etcd-tls-tls.crt"),
@@ -83,12 +89,46 @@ import Testing
         #expect(anonymous.stdout == "000", "etcd must refuse a client without a certificate: \(anonymous.stdout)")
     }
 
+    /// A standard Kubernetes security scanner (checkov) finds nothing in any rendering: limits,
+    /// probes, pod and container security contexts, images by digest, etcd's TLS flags.
+    /// Controls: a tag reference and a container without limits are reported.
+    @Test func renderedDeploymentsPassCheckov() async throws {
+        let scratch = try Scratch()
+        let checkov = try #require(
+            ["/opt/veil-tools/checkov/bin/checkov", which("checkov")].compactMap { $0 }.first { FileManager.default.isExecutableFile(atPath: $0) },
+            "checkov is not installed (bash scripts/install-deps.sh test)")
+        func scan(_ yaml: String, _ name: String) async throws -> (failed: Int, output: String) {
+            let file = try scratch.write(yaml, to: name)
+            let result = try await run(checkov, ["-f", file, "--framework", "kubernetes", "--compact", "--quiet", "--output", "json"], scratch: scratch, timeout: 300)
+            let report = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+            let summary = report?["summary"] as? [String: Any]
+            let passed = summary?["passed"] as? Int ?? 0
+            #expect(passed > 200, "checkov ran no checks on \(name): \(result.stdout.prefix(2000)) \(result.stderr.suffix(2000))")
+            return (summary?["failed"] as? Int ?? -1, result.stdout)
+        }
+        for tee in Self.tees {
+            let render = try await run(veilBinary, ["kubernetes", "render", "--tee", tee] + Self.placeholderImages, scratch: scratch)
+            let (failed, output) = try await scan(render.stdout, "\(tee).yaml")
+            #expect(failed == 0, "\(tee): \(output.prefix(4000))")
+        }
+        let tagged = try await run(veilBinary, ["kubernetes", "render", "--image", "veil:latest"], scratch: scratch)
+        #expect(tagged.stderr.contains("is a tag, not a digest"), "\(tagged.stderr)")
+        let (taggedFailures, taggedOutput) = try await scan(tagged.stdout, "tagged.yaml")
+        #expect(taggedFailures > 0 && taggedOutput.contains("CKV_K8S_43"), "a tag reference must be reported")
+        let unlimited = try await run(veilBinary, ["kubernetes", "render"] + Self.placeholderImages, scratch: scratch).stdout
+            .replacingOccurrences(of: "          limits:\n            cpu: \"1\"\n            memory: 512Mi\n", with: "")
+        let (unlimitedFailures, unlimitedOutput) = try await scan(unlimited, "unlimited.yaml")
+        #expect(unlimitedFailures > 0 && unlimitedOutput.contains("CKV_K8S_11"), "a container without limits must be reported")
+        let missing = try await run(veilBinary, ["kubernetes", "render"], scratch: scratch)
+        #expect(missing.status != 0 && missing.stderr.contains("--image"), "render without --image must say what to pass: \(missing.stderr)")
+    }
+
     @Test func deployFilesAreTheRenderedOnesAndValid() async throws {
         let scratch = try Scratch()
         for tee in Self.tees {
             let path = repositoryRoot + "/deploy/kubernetes/\(tee).yaml"
             let committed = try String(contentsOfFile: path, encoding: .utf8)
-            let render = try await run(veilBinary, ["kubernetes", "render", "--tee", tee, "--without-secrets"], scratch: scratch)
+            let render = try await run(veilBinary, ["kubernetes", "render", "--tee", tee, "--without-secrets"] + Self.placeholderImages, scratch: scratch)
             #expect(committed == render.stdout, "\(path) differs from `veil kubernetes render --tee \(tee) --without-secrets`: regenerate it")
             #expect(!committed.contains("PRIVATE KEY"))
             let (passed, output) = try await validate(path, scratch: scratch)
@@ -146,7 +186,7 @@ import Testing
         ], scratch: scratch)
         defer { injector.stopInBackground() }
         let deadline = Date().addingTimeInterval(20)
-        while !isListening(port: port) && Date() < deadline { try? await Task.sleep(for: .microseconds(50_000)) }
+        while !isListening(port: port) && Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
         let url = "https://127.0.0.1:\(port)/mutate"
 
         // Existing env, volumes and init containers; one container with an explicit command, one converted image.
