@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// Hostile input on every endpoint: a 4xx JSON error, and the server stays up.
-@Suite struct APITests {
+@Suite(.timeLimit(.minutes(5))) struct APITests {
     func expectJSONError(_ response: (Int, String), status: Int, _ comment: Comment) {
         #expect(response.0 == status, comment)
         let object = try? JSONSerialization.jsonObject(with: Data(response.1.utf8)) as? [String: Any]

@@ -3,7 +3,7 @@ import Testing
 
 /// `veil-bench mesh` end to end, small: both tunnels come up with the same TLS 1.3 cipher,
 /// carry every byte and redis-benchmark's requests, and nothing is left running afterwards.
-@Suite struct BenchMeshTests {
+@Suite(.timeLimit(.minutes(10))) struct BenchMeshTests {
     @Test func benchMeshComparesBothTunnelsAndCleansUp() async throws {
         let scratch = try Scratch()
         let report = scratch.path + "/mesh.json"

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// The `veil` commands users type, against a real coordinator.
-@Suite struct CLITests {
+@Suite(.timeLimit(.minutes(5))) struct CLITests {
     let manifest = """
         {"Packages": {"p": {"Kind": "simulated", "Measurement": "\(String(repeating: "11", count: 32))"}},
          "Services": {"s": {"Package": "p"}}, "Secrets": {"k": {"Type": "symmetric-key", "Size": 256}},

@@ -6,7 +6,7 @@ import Testing
 /// from dcap-qvl, an MRENCLAVE-bound key file), configfs-tsm holding a real TDX quote or
 /// Veraison's real SNP report, a regular file where `/dev/sev-guest` would be. Not run on
 /// hardware here (docs/coordinator-tee.md says how).
-@Suite struct CoordinatorTEETests {
+@Suite(.timeLimit(.minutes(5))) struct CoordinatorTEETests {
     static let testdata = repositoryRoot + "/../shared/testdata/attestation"
 
     /// A `veil coordinator` in a hardware TEE double, on its own data directory.
@@ -37,7 +37,7 @@ import Testing
             while !isListening(port: port) {
                 if !process.process.isRunning { return process.stderr }
                 guard Date() < deadline else { Issue.record("the coordinator did not start: \(process.stderr)"); return process.stderr }
-                try? await Task.sleep(for: .microseconds(50_000))
+                try? await Task.sleep(for: .milliseconds(50))
             }
             return nil
         }

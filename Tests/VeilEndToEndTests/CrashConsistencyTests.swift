@@ -6,7 +6,7 @@ import Testing
 /// manifest changes —, activations counted against a quota, protected-file versions recorded at
 /// activation), restart it, and check: the state always opens, and every acknowledged change
 /// is there (an unacknowledged one may or may not be).
-@Suite struct CrashConsistencyTests {
+@Suite(.timeLimit(.minutes(30))) struct CrashConsistencyTests {
     static let rounds = Int(ProcessInfo.processInfo.environment["VEIL_CRASH_ROUNDS"] ?? "") ?? 200
 
     /// Per-round problems are recorded as they happen (they fail the run); the totals are

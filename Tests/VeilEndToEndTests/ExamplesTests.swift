@@ -4,7 +4,7 @@ import Testing
 /// The README's examples, run for real: Debian's unmodified redis-server and nginx, as plain
 /// processes and as a converted OCI image run by `veil run`; memcached, Python, Node and Java
 /// talking through the mesh; memcached with its own TLS; a pod from the injector under podman.
-@Suite(.serialized) struct ExamplesTests {
+@Suite(.serialized, .timeLimit(.minutes(15))) struct ExamplesTests {
     /// Runs the example; the wait polls without blocking a thread (``Spawned/wait(timeout:)``).
     func runExample(_ name: String, timeout: TimeInterval = 180) async throws -> RunResult {
         let scratch = try Scratch()
@@ -25,6 +25,20 @@ import Testing
         #expect(result.stdout.contains("refused (a library of the image changed)") && result.stdout.contains("is not the package's"))
         #expect(result.stdout.contains("OK: attested inference matched scikit-learn"))
         #expect(result.stderr.contains("NO confidentiality"), "simulation must say so")
+    }
+
+    /// The rendered deployment runs: Veil's own image (built twice: one digest), rendered by
+    /// digest, its etcd, coordinator and injector under podman; the coordinator attests as the
+    /// image's measurement; a labelled pod patched by the running injector answers PONG over TLS.
+    @Test func renderedDeploymentRunsFromVeilsOwnImage() async throws {
+        let result = try await runExample("kubernetes-deploy", timeout: 300)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        #expect(result.stdout.contains("again sha256:") && !result.stdout.contains("two builds of the image differ"))
+        #expect(result.stdout.contains("Loaded image: localhost/veil"), "podman image load reads the archive")
+        #expect(result.stdout.contains("evidence verified"))
+        #expect(result.stdout.contains(#"admission: {"allowed": true, "message": "", "patched": true, "repatched": false}"#))
+        #expect(result.stdout.contains("redis-cli --tls --cacert root.pem PING: PONG"))
+        #expect(result.stdout.contains("OK: the rendered etcd, coordinator and injector ran from Veil's own image"))
     }
 
     @Test func redisAnswersPongOverAttestedTLS() async throws {

@@ -6,7 +6,7 @@ import Testing
 /// PEM certificates): the launcher writes its report data to inblob, sends the real evidence,
 /// and the coordinator verifies it for real — and refuses it only because the recorded report
 /// binds Veraison's nonce instead of this launch's key and nonce. Nothing starts.
-@Suite struct HardwareLaunchTests {
+@Suite(.timeLimit(.minutes(5))) struct HardwareLaunchTests {
     let veraison = repositoryRoot + "/../shared/testdata/attestation/veraison"
 
     @Test func realSNPEvidenceFlowsAndANonBindingReportIsRefused() async throws {

@@ -5,7 +5,7 @@ import Testing
 
 /// Coordinator replicas on a real 3-member etcd cluster (TLS with client certificates), all
 /// started and killed by PID in the test.
-@Suite(.serialized) struct HighAvailabilityTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct HighAvailabilityTests {
     /// A deployment: etcd, replicas sharing one simulation platform key, the manifest set.
     final class Deployment {
         let scratch: Scratch
@@ -51,7 +51,7 @@ import Testing
                 // Not "recovery", nor "recovered": a replica that just got the state key closes its
                 // recovery listeners and reopens them as the coordinator a moment later.
                 if code == 200 && (body.contains("\"awaitingManifest\"") || body.contains("\"accepting\"")) { return }
-                try? await Task.sleep(for: .microseconds(100_000))
+                try? await Task.sleep(for: .milliseconds(100))
             }
             Issue.record("replica \(replica.dataDirectory) not serving after \(timeout) s: \(replica.process?.stderr.suffix(2000) ?? "")")
         }
@@ -104,9 +104,10 @@ import Testing
 
         let free = try deployment.load(service: "free", measurement: Self.measurement, count: 1_400, concurrency: 6)
         let quota = try deployment.load(service: "quota", measurement: Self.measurement, count: 600, concurrency: 2)
-        try? await Task.sleep(for: .microseconds(1_500_000))
+        // Failures land mid-load: the loads run for several seconds.
+        try? await Task.sleep(for: .milliseconds(1500))
         deployment.replicas[2].process?.kill9()
-        try? await Task.sleep(for: .microseconds(1_500_000))
+        try? await Task.sleep(for: .milliseconds(1500))
         let leader = try await #require(try deployment.etcd.leader())
         deployment.etcd.kill(leader)
 
@@ -124,9 +125,13 @@ import Testing
         try await deployment.etcd.start(leader)
         try await deployment.replicas[2].start(attest: false)
         try await deployment.waitUntilServing(deployment.replicas[2])
-        try? await Task.sleep(for: .microseconds(1_000_000))
         var statuses: [[String: Any]] = []
-        for replica in deployment.replicas { statuses.append(try await deployment.status(replica)) }
+        // Every replica reads the quota count from the shared state once it serves again.
+        _ = await eventually(within: 10) {
+            statuses = []
+            for replica in deployment.replicas { statuses.append((try? await deployment.status(replica)) ?? [:]) }
+            return statuses.allSatisfy { ($0["activations"] as? [String: Int])?["quota"] == 500 }
+        }
         for status in statuses {
             #expect((status["activations"] as? [String: Int])?["quota"] == 500, "\(status)")
         }
@@ -192,7 +197,8 @@ import Testing
         try handle.write(contentsOf: Data("not the same code".utf8))
         try handle.close()
         let stranger = try await deployment.addReplica(1, binary: modified)
-        try? await Task.sleep(for: .microseconds(4_000_000))
+        // It stays without the key: long enough for its peer requests to have been answered.
+        try? await Task.sleep(for: .seconds(4))
         let (code, body) = try await stranger.curl("GET", stranger.clientAddress, "/api/v1/status")
         #expect(code == 200 && body.contains("\"recovery\""), "the stranger has no state key: \(body)")
         let (activationCode, _) = try await stranger.curl("POST", stranger.meshAddress, "/api/v1/activation/nonce")
@@ -227,7 +233,7 @@ import Testing
         let old = try await #require(try deployment.etcd.value(key))
         #expect(try await replica.setManifest(Self.manifest(quota: 5)).status == 0)
         try await deployment.etcd.put(key, base64Value: old)
-        try? await Task.sleep(for: .microseconds(500_000))
+        try? await Task.sleep(for: .milliseconds(500))
         // A write now has to read the store: it finds the rollback and refuses.
         let refused = try await report(try deployment.load(service: "quota", measurement: Self.measurement, count: 1, concurrency: 1, patience: 2))
         #expect(refused.succeeded == 0, "\(refused)")

@@ -54,7 +54,7 @@ final class ShellImage {
     }
 }
 
-@Suite(.serialized) struct ImageRunTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct ImageRunTests {
     @Test func convertedImageRunsUnderRuncAndRealToolsReadIt() async throws {
         try #require(which("runc") != nil && which("umoci") != nil, "install runc and umoci")
         let image = try await ShellImage(exitCode: 7)

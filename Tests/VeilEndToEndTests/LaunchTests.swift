@@ -4,7 +4,7 @@ import Testing
 
 /// `veil launch` against a real coordinator: what starts, what is refused, and that the app
 /// becomes the process.
-@Suite struct LaunchTests {
+@Suite(.timeLimit(.minutes(5))) struct LaunchTests {
     func manifest(_ services: [(name: String, measurement: String, parameters: String)]) -> String {
         let packages = services.map { "\"\($0.name)\": {\"Kind\": \"simulated\", \"Measurement\": \"\($0.measurement)\"}" }
         let entries = services.map { "\"\($0.name)\": {\"Package\": \"\($0.name)\", \"Parameters\": \($0.parameters)}" }
@@ -42,7 +42,7 @@ import Testing
         let server = try Spawned(veilBinary, coordinator.launchArguments(service: "cache", command: command), environment: coordinator.environment, scratch: scratch)
         defer { server.stopInBackground() }
         let deadline = Date().addingTimeInterval(20)
-        while !isListening(port: port) && Date() < deadline { try? await Task.sleep(for: .microseconds(50_000)) }
+        while !isListening(port: port) && Date() < deadline { try? await Task.sleep(for: .milliseconds(50)) }
         #expect(isListening(port: port), "\(server.stderr)")
     }
 
@@ -66,7 +66,7 @@ import Testing
         while Date() < deadline {
             cmdline = ((try? String(contentsOfFile: "/proc/\(sleeper.pid)/cmdline", encoding: .utf8)) ?? "").replacingOccurrences(of: "\0", with: " ")
             if cmdline.hasPrefix("/bin/sleep 30") { break }
-            try? await Task.sleep(for: .microseconds(20_000))
+            try? await Task.sleep(for: .milliseconds(20))
         }
         #expect(cmdline.hasPrefix("/bin/sleep 30"), "\(cmdline) \(sleeper.stderr)")
         kill(sleeper.pid, SIGTERM)

@@ -3,7 +3,7 @@ import Testing
 
 /// `/metrics` on the client API: Prometheus text that promtool accepts, with counts that
 /// follow what launchers actually did.
-@Suite struct MetricsTests {
+@Suite(.timeLimit(.minutes(5))) struct MetricsTests {
     @Test func scrapeCountsActivationsAndPassesPromtool() async throws {
         let promtool = try #require(which("promtool"), "promtool (Debian prometheus) must be installed")
         let scratch = try Scratch()

@@ -6,7 +6,7 @@ import Testing
 /// against the document — status, content type, headers and body schema — and that none is a
 /// 5xx. Run on the client listener with a manifest user's certificate, on the mesh listener, and
 /// on a replica in recovery.
-@Suite struct OpenAPITests {
+@Suite(.timeLimit(.minutes(10))) struct OpenAPITests {
     static let document = repositoryRoot + "/docs/openapi.yaml"
 
     /// Every check but `positive_data_acceptance`, which expects any schema-valid body to be

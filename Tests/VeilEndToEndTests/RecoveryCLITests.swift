@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// A coordinator whose sealing key changed starts in recovery; k of n holders restore it with `veil recover`.
-@Suite struct RecoveryCLITests {
+@Suite(.timeLimit(.minutes(5))) struct RecoveryCLITests {
     func openssl(_ arguments: [String], scratch: Scratch) async throws {
         let result = try await run(which("openssl") ?? "/usr/bin/openssl", arguments, scratch: scratch)
         try #require(result.status == 0, "\(result.stderr)")

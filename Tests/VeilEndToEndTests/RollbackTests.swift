@@ -3,7 +3,7 @@ import Testing
 
 /// Rollback of the embedded file store, tried on the real coordinator: an old state file put
 /// back, the state deleted, and a whole data directory put back.
-@Suite struct RollbackTests {
+@Suite(.timeLimit(.minutes(5))) struct RollbackTests {
     func copy(_ from: String, to: String) throws {
         try? FileManager.default.removeItem(atPath: to)
         try FileManager.default.copyItem(atPath: from, toPath: to)

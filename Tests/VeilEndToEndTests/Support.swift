@@ -126,14 +126,6 @@ func run(_ executable: String, _ arguments: [String], environment: [String: Stri
     await (try Spawned(executable, arguments, environment: environment, scratch: scratch)).wait(timeout: timeout)
 }
 
-/// Runs blocking `work` (minutes-long scripts, loops over blocking calls) on a thread of its own,
-/// leaving the test process's few cooperative threads to the async tests beside it.
-func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread { continuation.resume(with: Result { try work() }) }
-    }
-}
-
 /// Polls `condition` every 20 ms (without blocking a thread) until it holds or `seconds` pass.
 func eventually(within seconds: TimeInterval, _ condition: () async throws -> Bool) async rethrows -> Bool {
     let deadline = Date().addingTimeInterval(seconds)

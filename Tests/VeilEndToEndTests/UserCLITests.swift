@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// Users authenticate to the real coordinator with TLS client certificates made by OpenSSL.
-@Suite struct UserCLITests {
+@Suite(.timeLimit(.minutes(5))) struct UserCLITests {
     func makeUser(_ name: String, in scratch: Scratch) async throws -> (cert: String, key: String) {
         let cert = "\(scratch.path)/\(name).pem", key = "\(scratch.path)/\(name)-key.pem"
         let result = try await run(which("openssl") ?? "/usr/bin/openssl", [

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// `veil verify` on the shared Intel vectors: exit status 0 only when the quote verifies.
-@Suite struct VerifyCLITests {
+@Suite(.timeLimit(.minutes(5))) struct VerifyCLITests {
     let vectors = repositoryRoot + "/../shared/testdata/attestation/dcap-qvl"
 
     @Test func verifiesPrintsAndRejects() async throws {
