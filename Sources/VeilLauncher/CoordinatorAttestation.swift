@@ -16,6 +16,11 @@ public struct CoordinatorPolicy: Sendable {
     public var verification: VerificationPolicy
     /// Trust hardware evidence of any measurement (never the default).
     public var acceptAnyMeasurement = false
+    /// Accept a coordinator in a debug TEE (never the default): the host can read a debug
+    /// enclave's, TD's or guest's memory, and MRENCLAVE, MRTD and the SNP launch measurement do
+    /// not cover the debug bit, so the measurement alone would let the public coordinator image
+    /// run in debug mode pass.
+    public var allowDebug = false
 
     public init(measurements: [[UInt8]], verification: VerificationPolicy, acceptAnyMeasurement: Bool = false) {
         self.measurements = measurements
@@ -30,7 +35,7 @@ public struct CoordinatorPolicy: Sendable {
     ///   - simulationKey: the trusted simulation platform key (PEM file) for simulated coordinators.
     public static func build(
         expect: [String], policyFile: String?, allowSimulation: Bool, simulationKey: String?, acceptAnyMeasurement: Bool,
-        dcapCollateral: String? = nil
+        dcapCollateral: String? = nil, allowDebug: Bool = false
     ) throws -> CoordinatorPolicy {
         var policy = try policyFile.map(load(path:)) ?? CoordinatorPolicy(measurements: [], verification: .init())
         // SEV-SNP evidence carries its VCEK chain; SGX/TDX quotes need Intel's collateral.
@@ -43,16 +48,23 @@ public struct CoordinatorPolicy: Sendable {
             throw CoordinatorAttestationError.policy("accepting a simulated coordinator needs the trusted simulation platform key: pass --simulation-key FILE")
         }
         if acceptAnyMeasurement { policy.acceptAnyMeasurement = true }
+        if allowDebug { policy.allowDebug = true }
         return policy
     }
 
-    /// The measurement rule: one of ``measurements``; with none, only simulated evidence (or
-    /// hardware evidence under ``acceptAnyMeasurement``) passes.
+    /// The debug rule (``Claims/requireProduction(allowDebug:)``, the same one for `veil
+    /// verify`, peers and packages), then the measurement rule: one of ``measurements``; with
+    /// none, only simulated evidence (or hardware evidence under ``acceptAnyMeasurement``) passes.
     public func check(_ claims: Claims) throws(CoordinatorAttestationError) {
+        do {
+            try claims.requireProduction(allowDebug: allowDebug)
+        } catch {
+            throw .debugCoordinator(claims.tee)
+        }
         if measurements.isEmpty {
             if !claims.simulated && !acceptAnyMeasurement { throw .measurementRequired(claims.tee) }
         } else if !measurements.contains(claims.measurement) {
-            throw .measurementNotExpected(Hex.encode(claims.measurement))
+            throw .measurementNotExpected(Hex.encode(claims.measurement), expected: measurements.map { Hex.encode($0) })
         }
     }
 
@@ -65,12 +77,13 @@ public struct CoordinatorPolicy: Sendable {
         return bytes
     }
 
-    /// Reads a policy file: `{"Measurements": ["hex", …], "AllowSimulation": bool, "SimulationKey": "path"}`.
+    /// Reads a policy file: `{"Measurements": ["hex", …], "AllowSimulation": bool, "SimulationKey": "path", "AllowDebug": bool}`.
     public static func load(path: String) throws -> CoordinatorPolicy {
         struct File: Decodable {
             var Measurements: [String]?
             var AllowSimulation: Bool?
             var SimulationKey: String?
+            var AllowDebug: Bool?
         }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw CoordinatorAttestationError.policy("cannot read policy file \(path)")
@@ -79,20 +92,23 @@ public struct CoordinatorPolicy: Sendable {
         do {
             file = try JSONDecoder().decode(File.self, from: data)
         } catch {
-            throw CoordinatorAttestationError.policy("\(path) is not a policy JSON object {Measurements, AllowSimulation, SimulationKey}")
+            throw CoordinatorAttestationError.policy("\(path) is not a policy JSON object {Measurements, AllowSimulation, SimulationKey, AllowDebug}")
         }
         let measurements = try (file.Measurements ?? []).map { try measurement($0, what: path) }
         var verification = VerificationPolicy(allowSimulation: file.AllowSimulation ?? false)
         if let keyPath = file.SimulationKey { verification.simulationKey = try SimulationPlatformKey.loadPublicKey(at: keyPath) }
-        return CoordinatorPolicy(measurements: measurements, verification: verification)
+        var policy = CoordinatorPolicy(measurements: measurements, verification: verification)
+        policy.allowDebug = file.AllowDebug ?? false
+        return policy
     }
 }
 
 public enum CoordinatorAttestationError: Error, CustomStringConvertible {
     case policy(String)
     case evidence(AttestationError)
-    case measurementNotExpected(String)
+    case measurementNotExpected(String, expected: [String])
     case measurementRequired(TEEKind)
+    case debugCoordinator(TEEKind)
     case malformedRoot
     case historyRolledBack(seen: Int, presented: Int)
     case historyForked(index: Int)
@@ -101,8 +117,12 @@ public enum CoordinatorAttestationError: Error, CustomStringConvertible {
         switch self {
         case .policy(let why): return why
         case .evidence(let error): return "coordinator evidence rejected: \(error)"
-        case .measurementNotExpected(let measurement):
-            return "coordinator measurement \(measurement) is not one the policy expects"
+        case .measurementNotExpected(let measurement, let expected):
+            return "coordinator measurement \(measurement) is not one the policy expects (expected: \(expected.joined(separator: ", "))); "
+                + "a coordinator built from other sources, or another Veil version, measures differently (`veil measure --coordinator` prints this binary's)"
+        case .debugCoordinator(let tee):
+            return "the coordinator runs in a debug \(tee.rawValue) TEE: the host can read its memory, so it protects nothing "
+                + "(its measurement does not cover the debug bit); refused — --allow-debug accepts it knowingly, for development only"
         case .measurementRequired(let tee):
             return "the coordinator's evidence is genuine \(tee.rawValue) hardware evidence, but no measurement was expected: "
                 + "name the coordinator's measurement with --expect HEX or --policy FILE (any code in a real TEE would pass otherwise; "
@@ -160,12 +180,16 @@ public enum CoordinatorAttestation {
         }
         let claims: Claims
         do {
-            claims = try Verifier(policy: policy.verification).verify(
-                response.evidence, expectedReportData: ReportData.binding(rootDER + head, nonce: nonce))
+            claims = try Verifier(policy: policy.verification).verify(response.evidence)
         } catch let error as AttestationError {
             throw CoordinatorAttestationError.evidence(error)
         }
+        // Who the coordinator is (debug, measurement) before what it bound: the answer names
+        // the more fundamental refusal. All three must hold either way.
         try policy.check(claims)
+        guard claims.reportData == ReportData.binding(rootDER + head, nonce: nonce) else {
+            throw CoordinatorAttestationError.evidence(.reportDataMismatch)
+        }
         return AttestedCoordinator(rootCertificatePEM: response.rootCertificate, claims: claims, logHead: head)
     }
 }
@@ -198,9 +222,40 @@ public enum PinnedRoots {
         FileManager.default.contents(atPath: path(for: address, environment: environment)).flatMap { String(data: $0, encoding: .utf8) }
     }
 
+    /// `sha256:` and the hex SHA-256 of the certificate's DER (what `openssl x509 -fingerprint
+    /// -sha256` shows), or nil when `pem` is not one certificate.
+    public static func fingerprint(_ pem: String) -> String? {
+        guard let certificate = try? Certificate(pemEncoded: pem), let der = try? certificate.derBytes else { return nil }
+        return "sha256:" + Hex.encode(SHA256.hash(data: der))
+    }
+
+    /// Refuses to pin `pem` for `address` over a different root pinned before, unless
+    /// `replace`: like SSH's changed host key, a different root at a known address is either a
+    /// reset coordinator the user knows about or a coordinator that is not the one they trusted.
+    public static func checkReplacement(_ pem: String, for address: String, replace: Bool, environment: [String: String]) throws(PinnedRootChanged) {
+        guard !replace, let pinned = load(for: address, environment: environment) else { return }
+        let (old, new) = (fingerprint(pinned) ?? "(unreadable)", fingerprint(pem) ?? "(unreadable)")
+        guard old != new else { return }
+        throw PinnedRootChanged(address: address, pinned: old, presented: new, path: path(for: address, environment: environment))
+    }
+
     public static func save(_ pem: String, for address: String, environment: [String: String]) throws {
         try FileManager.default.createDirectory(atPath: directory(environment: environment), withIntermediateDirectories: true)
         try AtomicFile.write(Array(pem.utf8), to: path(for: address, environment: environment), mode: 0o644)
+    }
+}
+
+/// A verified coordinator presents another root than the one pinned for its address.
+public struct PinnedRootChanged: Error, CustomStringConvertible {
+    public let address: String
+    public let pinned: String
+    public let presented: String
+    public let path: String
+
+    public var description: String {
+        "coordinator \(address) verified, but its root \(presented) is not the root pinned for this address, \(pinned) (\(path)): "
+            + "a coordinator that was reset or replaced, or another coordinator at this address. Nothing was changed; "
+            + "if you expect the new root, run again with --replace"
     }
 }
 

@@ -41,6 +41,9 @@ public struct LaunchTrustOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Intel DCAP collateral (JSON file or directory) to verify an SGX/TDX coordinator's quote when attesting it.", valueName: "file|dir"))
     var coordinatorCollateral: String?
 
+    @Flag(help: "DANGEROUS: when attesting the coordinator, accept one in a debug TEE (development only).")
+    var allowDebugCoordinator = false
+
     func address(_ environment: [String: String]) -> String {
         coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:2001"
     }
@@ -74,7 +77,8 @@ public struct LaunchTrustOptions: ParsableArguments {
         }
         var policy = try CoordinatorPolicy.build(
             expect: coordinatorMeasurement, policyFile: coordinatorPolicy, allowSimulation: false, simulationKey: nil,
-            acceptAnyMeasurement: insecureAnyCoordinator, dcapCollateral: coordinatorCollateral)
+            acceptAnyMeasurement: insecureAnyCoordinator, dcapCollateral: coordinatorCollateral, allowDebug: allowDebugCoordinator)
+        if allowDebugCoordinator { warn("warning: --allow-debug-coordinator: a coordinator in a debug TEE is accepted; it protects nothing from the host") }
         if case .simulated(let platformKey) = choice {
             policy.verification.allowSimulation = true
             policy.verification.simulationKey = platformKey.publicKey

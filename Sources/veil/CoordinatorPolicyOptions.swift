@@ -13,7 +13,7 @@ struct CoordinatorPolicyOptions: ParsableArguments {
         valueName: "hex"))
     var expect: [String] = []
 
-    @Option(help: ArgumentHelp("Policy JSON: {\"Measurements\": [...], \"AllowSimulation\": bool, \"SimulationKey\": path}.", valueName: "file"))
+    @Option(help: ArgumentHelp("Policy JSON: {\"Measurements\": [...], \"AllowSimulation\": bool, \"SimulationKey\": path, \"AllowDebug\": bool}.", valueName: "file"))
     var policy: String?
 
     @Flag(help: "Accept a simulated coordinator (development only: NO confidentiality).")
@@ -28,11 +28,15 @@ struct CoordinatorPolicyOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Intel DCAP collateral (JSON file or directory) to verify an SGX/TDX coordinator's quote.", valueName: "file|dir"))
     var dcapCollateral: String?
 
+    @Flag(help: "DANGEROUS: accept a coordinator in a debug TEE (the host can read its memory; development only).")
+    var allowDebug = false
+
     func build(environment: [String: String]) throws -> CoordinatorPolicy {
         let policy = try CoordinatorPolicy.build(
             expect: expect, policyFile: self.policy, allowSimulation: allowSimulation,
             simulationKey: simulationKey ?? environment[SimulationPlatformKey.environmentVariable], acceptAnyMeasurement: insecureAnyCoordinator,
-            dcapCollateral: dcapCollateral)
+            dcapCollateral: dcapCollateral, allowDebug: allowDebug)
+        if allowDebug { warn("warning: --allow-debug: a coordinator in a debug TEE is accepted; it protects nothing from the host") }
         if insecureAnyCoordinator { warn("warning: --insecure-any-coordinator: any coordinator code running in a genuine TEE is trusted") }
         return policy
     }
