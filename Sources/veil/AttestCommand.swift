@@ -27,6 +27,9 @@ struct AttestCommand: AsyncParsableCommand {
 
     @Option(help: "Output format.") var output: OutputFormat = .text
 
+    @Flag(help: "Replace the root pinned for this address when the coordinator presents a different one (after a reset); without it that is refused.")
+    var replace = false
+
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
         let address = coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:4433"
@@ -38,6 +41,7 @@ struct AttestCommand: AsyncParsableCommand {
         // The history must verify up to the head bound into the evidence before the root is pinned.
         let log = try await attested.verifiedLog(address: address)
         // A shorter history than this client saw before means an old state was put back.
+        try PinnedRoots.checkReplacement(attested.rootCertificatePEM, for: address, replace: replace, environment: environment)
         try HistoryMarks.check(log, root: attested.rootCertificatePEM, environment: environment)
         try PinnedRoots.save(attested.rootCertificatePEM, for: address, environment: environment)
         if let rootOutput { try emit(attested.rootCertificatePEM, to: rootOutput) }

@@ -86,6 +86,31 @@ import Testing
         #expect(try await coordinator.veil(["status"], environment: fresh).status == 0)
     }
 
+    /// A different root at an address pinned before is refused, with both fingerprints, until
+    /// `--replace` (like SSH's changed host key); the pin is untouched by the refusal.
+    @Test func reattestingAnAddressWithAnotherRootNeedsReplace() async throws {
+        let scratch = try Scratch()
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let pinned = coordinator.environment["VEIL_CONFIG_DIR"]! + "/" + coordinator.clientAddress.replacingOccurrences(of: ":", with: "_") + ".pem"
+        let before = try String(contentsOfFile: pinned, encoding: .utf8)
+        // The same address, a fresh state: a new root.
+        await coordinator.process?.stop()
+        try FileManager.default.removeItem(atPath: coordinator.dataDirectory)
+        try await coordinator.start(attest: false)
+        let attest = ["attest", "--allow-simulation", "--simulation-key", coordinator.simulationKey]
+        let refused = try await coordinator.veil(attest)
+        #expect(refused.status != 0)
+        let fingerprints = refused.stderr.matches(of: /sha256:[0-9a-f]{64}/).map { String($0.output) }
+        #expect(Set(fingerprints).count == 2, "both fingerprints named: \(refused.stderr)")
+        #expect(refused.stderr.contains("--replace"), "\(refused.stderr)")
+        #expect(try String(contentsOfFile: pinned, encoding: .utf8) == before, "a refusal changes no pin")
+        let replaced = try await coordinator.veil(attest + ["--replace"])
+        #expect(replaced.status == 0, "\(replaced.stderr)")
+        #expect(try String(contentsOfFile: pinned, encoding: .utf8) != before)
+        // The same root again needs nothing.
+        #expect(try await coordinator.veil(attest).status == 0)
+    }
+
     @Test func pinnedRootFromAnotherCoordinatorIsRefused() async throws {
         let first = try await CoordinatorProcess(scratch: try Scratch())
         let second = try await CoordinatorProcess(scratch: try Scratch())
