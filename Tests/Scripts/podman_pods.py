@@ -17,8 +17,8 @@ nothing else (every other field runs as rendered):
 - Secret and ConfigMap volumes become hostPath directories holding the decoded data (podman
   4.3 mounts secret data still base64-encoded), written under WORK_DIR/volumes/;
 - volumeClaimTemplates become hostPath directories owned by the pod's runAsUser;
-- emptyDir with medium: Memory becomes a hostPath directory on tmpfs (/dev/shm), which
-  podman 4.3 would put on disk.
+- emptyDir with medium: Memory becomes a hostPath directory under WORK_DIR/memory/, which must
+  be on tmpfs (/dev/shm): podman 4.3 would put the emptyDir on disk.
 """
 import copy, os, re, sys
 
@@ -78,7 +78,7 @@ def materialize(pod_name, spec, extra_secrets):
             volume.pop(kind)
             volume["hostPath"] = {"path": path, "type": "Directory"}
         elif volume.get("emptyDir", {}).get("medium") == "Memory":
-            path = f"/dev/shm/veil-deploy-{os.getpid()}-{pod_name}-{name}"
+            path = os.path.join(work, "memory", pod_name, name)
             os.makedirs(path, exist_ok=True)
             os.chmod(path, 0o1777)
             volume.pop("emptyDir")

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 import Testing
 
 /// The repository checkout these tests run from.
@@ -53,7 +54,11 @@ final class Spawned {
         _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        // The strict one-thread pool is for this test process (docs/testing.md); the programs
+        // it starts run as they would anywhere.
+        var inherited = ProcessInfo.processInfo.environment
+        inherited["LIBDISPATCH_COOPERATIVE_POOL_STRICT"] = nil
+        process.environment = inherited.merging(environment) { $1 }
         process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
         process.standardInput = FileHandle.nullDevice
@@ -136,7 +141,19 @@ func eventually(within seconds: TimeInterval, _ condition: () async throws -> Bo
     }
 }
 
+/// Ports this test process handed out: the kernel may return a just-closed port to the next
+/// bind(0), so two tests starting servers at once could otherwise be given the same one.
+private let handedOutPorts = Mutex<Set<Int>>([])
+
+/// A loopback port no other caller in this process was given.
 func freePort() -> Int {
+    while true {
+        let port = kernelFreePort()
+        if handedOutPorts.withLock({ $0.insert(port).inserted }) { return port }
+    }
+}
+
+private func kernelFreePort() -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var address = sockaddr_in()
@@ -176,8 +193,8 @@ func which(_ name: String) -> String? {
 final class CoordinatorProcess {
     let scratch: Scratch
     let dataDirectory: String
-    let clientAddress: String
-    let meshAddress: String
+    private(set) var clientAddress: String
+    private(set) var meshAddress: String
     var process: Spawned?
 
     /// The simulation platform key: the data directory's own, or a shared one (replicas).
@@ -200,7 +217,26 @@ final class CoordinatorProcess {
         clientAddress = "127.0.0.1:\(freePort())"
         meshAddress = "127.0.0.1:\(freePort())"
         extraArguments = arguments
-        try await start(attest: attest)
+        // A port from freePort() is free when chosen, not when bound: a server of a test running
+        // beside this one can take it first. Then this coordinator cannot bind and exits (and
+        // the other server may even answer the readiness check): new ports, up to three times.
+        for attempt in 1...3 {
+            do {
+                try await start(attest: attest)
+                return
+            } catch {
+                guard attempt < 3, await lostItsPort() else { throw error }
+                clientAddress = "127.0.0.1:\(freePort())"
+                meshAddress = "127.0.0.1:\(freePort())"
+            }
+        }
+    }
+
+    /// Whether the process exited (or exits within 2 s) because an address it was given was taken.
+    private func lostItsPort() async -> Bool {
+        guard let process, await process.waitForExit(upTo: 2) else { return false }
+        let log = process.stderr
+        return log.contains("Address already in use") || log.contains("bind(")
     }
 
     deinit { process?.kill9() }
@@ -216,7 +252,9 @@ final class CoordinatorProcess {
         let listening = await eventually(within: 30) { !process.isRunning || isListening(port: port) }
         guard listening, process.isRunning else { throw CoordinatorStartError(log: process.stderr) }
         guard attest else { return }
-        let result = try await veil(["attest", "--allow-simulation", "--simulation-key", simulationKey, "-o", rootPath])
+        // --replace: a restarted test coordinator may hold a new root at the same address
+        // (CLITests checks the refusal without it).
+        let result = try await veil(["attest", "--allow-simulation", "--simulation-key", simulationKey, "--replace", "-o", rootPath])
         guard result.status == 0 else { throw CoordinatorStartError(log: result.stderr) }
     }
 

@@ -33,7 +33,6 @@ deploy_cleanup() {
   for pod in "${PODS_UP[@]:-}"; do [ -n "$pod" ] && podman pod rm -f -t 2 "$pod" >/dev/null 2>&1 || true; done
   [ -n "${KEEP_WORK:-}" ] || podman rmi -f "localhost/veil-deploy/etcd:$RUN" "localhost/veil-deploy/redis:$RUN" >/dev/null 2>&1 || true
   [ -n "${VEIL_DIGEST:-}" ] && [ -z "${KEEP_WORK:-}" ] && podman rmi -f "localhost/veil@$VEIL_DIGEST" >/dev/null 2>&1 || true
-  rm -rf /dev/shm/veil-deploy-"$(basename "$WORK")"* 2>/dev/null || true
   cleanup
 }
 trap deploy_cleanup EXIT
