@@ -71,10 +71,18 @@ import X509
         #expect(!claims.simulated)
         let open = try CoordinatorPolicy.build(expect: [], policyFile: nil, allowSimulation: false, simulationKey: nil, acceptAnyMeasurement: false)
         #expect(throws: CoordinatorAttestationError.self) { try open.check(claims) }
+        // This Milan report's guest policy allows debugging: refused even when pinned, unless
+        // debug is allowed explicitly (changed with the debug rule for coordinators, issue 22).
+        #expect(claims.debug)
         let pinned = try CoordinatorPolicy.build(
             expect: ["sha256:" + Hex.encode(claims.measurement)], policyFile: nil, allowSimulation: false, simulationKey: nil, acceptAnyMeasurement: false)
-        try pinned.check(claims)
-        let insecure = try CoordinatorPolicy.build(expect: [], policyFile: nil, allowSimulation: false, simulationKey: nil, acceptAnyMeasurement: true)
+        #expect(throws: CoordinatorAttestationError.self) { try pinned.check(claims) }
+        let pinnedDebug = try CoordinatorPolicy.build(
+            expect: ["sha256:" + Hex.encode(claims.measurement)], policyFile: nil, allowSimulation: false, simulationKey: nil, acceptAnyMeasurement: false,
+            allowDebug: true)
+        try pinnedDebug.check(claims)
+        let insecure = try CoordinatorPolicy.build(
+            expect: [], policyFile: nil, allowSimulation: false, simulationKey: nil, acceptAnyMeasurement: true, allowDebug: true)
         try insecure.check(claims)
         #expect(throws: CoordinatorAttestationError.self) {
             try CoordinatorPolicy.build(expect: ["sha256:nothex"], policyFile: nil, allowSimulation: false, simulationKey: nil, acceptAnyMeasurement: false)
@@ -82,6 +90,7 @@ import X509
         // Simulated evidence without an expectation is allowed (development), with its key.
         var simulated = claims
         simulated.simulated = true
+        simulated.debug = false  // simulated reports carry no debug bit
         try open.check(simulated)
     }
 
