@@ -30,6 +30,19 @@ wait_until() {
   done
 }
 
+# require_podman TOOL...: podman, TOOLs and the Python modules a pod example needs, and a
+# CONTAINERS_CONF for kube play in a sandbox without CAP_SYS_RESOURCE (podman must not raise
+# its own limits).
+require_podman() {
+  for tool in podman "$@"; do
+    command -v "$tool" >/dev/null || fail "$tool is not installed (bash scripts/install-deps.sh test)"
+  done
+  python3 -c 'import jsonpatch, yaml' 2>/dev/null || fail "python3 needs jsonpatch and PyYAML (bash scripts/install-deps.sh test)"
+  export CONTAINERS_CONF=${CONTAINERS_CONF:-$(mktemp /tmp/veil-containers.XXXXXX.conf)}
+  grep -q default_ulimits "$CONTAINERS_CONF" 2>/dev/null \
+    || printf '[containers]\ndefault_ulimits=["nofile=4096:4096","nproc=4096:4096"]\n' >"$CONTAINERS_CONF"
+}
+
 # build_veil: builds every product the examples use: veil (coordinator, CLI, runtime) and
 # veil-launcher (what converted images and pods carry).
 build_veil() {

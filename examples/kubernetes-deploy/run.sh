@@ -11,13 +11,7 @@
 # Tests/Scripts/podman_pods.py changes for that (host network with the Service names as host
 # aliases, volumes as host directories) is all that differs from the rendered objects.
 source "$(dirname "$0")/../lib.sh"
-for tool in podman skopeo redis-server redis-cli umoci etcd; do
-  command -v $tool >/dev/null || fail "$tool is not installed (bash scripts/install-deps.sh test)"
-done
-python3 -c 'import jsonpatch, yaml' 2>/dev/null || fail "python3 needs jsonpatch and PyYAML (bash scripts/install-deps.sh test)"
-export CONTAINERS_CONF=${CONTAINERS_CONF:-$(mktemp /tmp/veil-containers.XXXXXX.conf)}
-grep -q default_ulimits "$CONTAINERS_CONF" 2>/dev/null \
-  || printf '[containers]\ndefault_ulimits=["nofile=4096:4096","nproc=4096:4096"]\n' >"$CONTAINERS_CONF"
+require_podman skopeo redis-server redis-cli umoci etcd
 for pod in veil-etcd-0 veil-coordinator-0 veil-injector-0; do
   ! podman pod exists "$pod" 2>/dev/null || fail "podman already has a pod $pod (podman pod rm -f $pod)"
 done

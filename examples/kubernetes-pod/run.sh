@@ -11,14 +11,7 @@
 # mapped to hostPath directories holding the same thing (tmpfs under /dev/shm; the decoded key);
 # every other field runs as the injector wrote it.
 source "$(dirname "$0")/../lib.sh"
-for tool in redis-server redis-cli podman umoci skopeo; do
-  command -v $tool >/dev/null || fail "$tool is not installed (apt-get install -y redis-server redis-tools podman catatonit umoci skopeo)"
-done
-python3 -c 'import jsonpatch, yaml' 2>/dev/null || fail "python3 needs jsonpatch and PyYAML (pip install jsonpatch pyyaml)"
-# kube play in a sandbox without CAP_SYS_RESOURCE: podman must not raise its own limits.
-export CONTAINERS_CONF=${CONTAINERS_CONF:-$(mktemp /tmp/veil-containers.XXXXXX.conf)}
-grep -q default_ulimits "$CONTAINERS_CONF" 2>/dev/null \
-  || printf '[containers]\ndefault_ulimits=["nofile=4096:4096","nproc=4096:4096"]\n' >"$CONTAINERS_CONF"
+require_podman redis-server redis-cli umoci skopeo
 
 build_veil
 start_coordinator
