@@ -5,15 +5,15 @@ import VeilImage
 /// Finding the launcher's files on this host: `ldd` and `strip` run here, at conversion time,
 /// so the launcher itself needs neither.
 extension LauncherFiles {
-    /// Collects `executable` and the libraries `ldd` resolves for it on this host.
+    /// Collects `executable` (as `veil/bin/NAME`) and the libraries `ldd` resolves for it on this host.
     /// - Parameter strip: ship the executable without its symbol tables (a quarter of the size,
     ///   so images are smaller and the launcher measures less at every start), made with
     ///   binutils' `strip` once per executable and cached; unchanged when `strip` is missing.
-    public static func resolve(executable: String, strip: Bool = true) throws -> LauncherFiles {
+    public static func resolve(executable: String, strip: Bool = true, name: String = "veil-launcher") throws -> LauncherFiles {
         let resolved = URL(fileURLWithPath: executable).resolvingSymlinksInPath().path
         guard access(resolved, X_OK) == 0 else { throw ImageError.launcher("\(resolved) is not executable") }
         let output = try runLDD(resolved)
-        var files = [File(imagePath: "veil/bin/veil-launcher", hostPath: strip ? (stripped(resolved) ?? resolved) : resolved)]
+        var files = [File(imagePath: "veil/bin/\(name)", hostPath: strip ? (stripped(resolved) ?? resolved) : resolved)]
         var loader: String?
         var seen: Set<String> = []
         for line in output.split(separator: "\n") {
@@ -36,12 +36,12 @@ extension LauncherFiles {
         }
         if output.isEmpty {
             // A statically linked launcher runs on its own.
-            return LauncherFiles(files: files, entrypoint: ["/veil/bin/veil-launcher"])
+            return LauncherFiles(files: files, entrypoint: ["/veil/bin/\(name)"])
         }
         guard let loader else { throw ImageError.launcher("ldd lists no dynamic loader for \(resolved)") }
         return LauncherFiles(
             files: files.sorted { $0.imagePath < $1.imagePath },
-            entrypoint: ["/veil/lib/\(loader)", "--library-path", "/veil/lib", "/veil/bin/veil-launcher"])
+            entrypoint: ["/veil/lib/\(loader)", "--library-path", "/veil/lib", "/veil/bin/\(name)"])
     }
 
     /// A stripped copy of `path` in the user's cache, named by the SHA-256 of the original.

@@ -47,17 +47,12 @@ public struct VeilSelfImage: Sendable {
     /// Writes the image into `layout` under `tag`.
     public func build(into layout: LayoutWriter, tag: String) throws -> Result {
         let launcherFiles = try LauncherFiles.resolve(executable: launcher, strip: strip)
-        let veilFiles = try LauncherFiles.resolve(executable: veil, strip: strip)
-        guard let packedVeil = veilFiles.files.first(where: { $0.imagePath == "veil/bin/veil-launcher" })?.hostPath else {
-            throw ImageError.launcher("no executable resolved for \(veil)")
-        }
+        let veilFiles = try LauncherFiles.resolve(executable: veil, strip: strip, name: "veil")
         // One library directory: the launcher's libraries are a subset of veil's, but both are
         // listed so a launcher linked differently still finds its own.
-        var files: [String: String] = ["veil/bin/veil": packedVeil]
-        for file in launcherFiles.files + veilFiles.files where file.imagePath.hasPrefix("veil/lib/") {
-            files[file.imagePath] = file.hostPath
-        }
-        files["veil/bin/veil-launcher"] = launcherFiles.files.first { $0.imagePath == "veil/bin/veil-launcher" }?.hostPath
+        var files: [String: String] = [:]
+        for file in launcherFiles.files + veilFiles.files { files[file.imagePath] = file.hostPath }
+        guard let packedVeil = files["veil/bin/veil"] else { throw ImageError.launcher("no executable resolved for \(veil)") }
         let layer = try writeLayer(files: files, hasLoader: files["veil/lib/ld-linux-x86-64.so.2"] != nil, into: layout)
         let config = ImageConfigDocument(
             architecture: "amd64", os: "linux",
@@ -97,17 +92,8 @@ public struct VeilSelfImage: Sendable {
             try writer.writeFile(TarEntry(path: path, kind: .file, mode: 0o644), contents: Array(text.utf8))
         }
         for path in files.keys.sorted() {
-            let host = files[path]!
             try directory(String(path.split(separator: "/").dropLast().joined(separator: "/")))
-            var info = stat()
-            guard stat(host, &info) == 0 else { throw ImageError.io(path: host, reason: String(cString: strerror(errno))) }
-            let entry = TarEntry(path: path, kind: .file, mode: 0o755, size: UInt64(info.st_size))
-            try writer.writeHeader(entry)
-            let stream = try FileStream(path: host)
-            try stream.consume(entry.size, scratch: &scratch, orElse: .io(path: host, reason: "file shrank while reading")) {
-                try writer.writeContent($0)
-            }
-            try writer.finishContent(size: entry.size)
+            _ = try writer.writeFile(at: path, fromHost: files[path]!, mode: 0o755, scratch: &scratch)
         }
         try writer.finish()
         return try blob.commit(mediaType: MediaType.layer)

@@ -56,3 +56,23 @@ public enum DockerArchiveWriter {
         committed = true
     }
 }
+
+extension TarWriter {
+    /// Writes the host file at `hostPath` as the regular file `path` (its size now), streaming its
+    /// bytes through `observe` as they are written.
+    public func writeFile(
+        at path: String, fromHost hostPath: String, mode: UInt32, scratch: inout [UInt8], observe: (UnsafeRawBufferPointer) -> Void = { _ in }
+    ) throws -> TarEntry {
+        var info = stat()
+        guard stat(hostPath, &info) == 0 else { throw ImageError.io(path: hostPath, reason: String(cString: strerror(errno))) }
+        let entry = TarEntry(path: path, kind: .file, mode: mode, size: UInt64(info.st_size))
+        try writeHeader(entry)
+        let stream = try FileStream(path: hostPath)
+        try stream.consume(entry.size, scratch: &scratch, orElse: .io(path: hostPath, reason: "file shrank while reading")) {
+            observe($0)
+            try writeContent($0)
+        }
+        try finishContent(size: entry.size)
+        return entry
+    }
+}

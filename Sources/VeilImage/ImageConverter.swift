@@ -267,17 +267,8 @@ public struct ImageConverter {
                 try writer.writeHeader(directory)
                 entries.append(.init(entry: directory))
             }
-            let stream = try FileStream(path: file.hostPath)
-            var info = stat()
-            guard stat(file.hostPath, &info) == 0 else { throw ImageError.io(path: file.hostPath, reason: String(cString: strerror(errno))) }
-            let entry = TarEntry(path: file.imagePath, kind: .file, mode: 0o755, size: UInt64(info.st_size))
-            try writer.writeHeader(entry)
             var digest = ContentDigest()
-            try stream.consume(entry.size, scratch: &scratch, orElse: .io(path: file.hostPath, reason: "file shrank while reading")) {
-                digest.update($0)
-                try writer.writeContent($0)
-            }
-            try writer.finishContent(size: entry.size)
+            let entry = try writer.writeFile(at: file.imagePath, fromHost: file.hostPath, mode: 0o755, scratch: &scratch) { digest.update($0) }
             entries.append(.init(entry: entry, content: (digest.finalize(), entry.size)))
         }
         try writer.finish()
