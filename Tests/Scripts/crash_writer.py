@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes to a coordinator as fast as it answers until the coordinator dies, then prints what
-was acknowledged and what was in flight, as JSON on its last line.
+was acknowledged and what was in flight, as JSON on its last line (each acknowledged change
+also prints a line "acknowledged" as it happens).
 
 usage: crash_writer.py CLIENT_ADDR ROOT USER_CERT USER_KEY START VEIL_LAUNCH_ARGV_JSON PF_KEY PF_PATH PF_LAUNCH_ARGV_JSON
 Changes cycle through: secret `token` set to "vN", package `ver` SecurityVersion N, one
@@ -70,6 +71,9 @@ try:
             state["activations"] += 1
             state["activation_in_flight"] = 0
         state["changes"] += 1
+        # The test kills the coordinator only after the first acknowledged change, so a slow
+        # start (Python, TLS) cannot leave a round without writes.
+        print("acknowledged", flush=True)
         n += 1
 except Exception as error:  # the coordinator was killed: report
     state["stopped_by"] = str(error)[:200]

@@ -93,7 +93,13 @@ import Testing
                 "/usr/bin/env", ["python3", repositoryRoot + "/Tests/Scripts/crash_writer.py", coordinator.clientAddress, coordinator.rootPath, cert, key,
                                  "\(next)", launchJSON, pfKey, pfPath, pfLaunchJSON],
                 environment: coordinator.environment, scratch: scratch)
-            try await Task.sleep(for: .milliseconds(Int.random(in: 100...700)))
+            // Kill at a random moment after the first acknowledged change: how long Python and the
+            // first TLS handshake take depends on the machine, the writes after them should not.
+            guard await eventually(within: 60, { writer.stdout.contains("acknowledged") || !writer.isRunning }) else {
+                totals.problems.append("round \(round): the writer made no change within 60 s: \(await writer.wait(timeout: 5).stderr)")
+                break
+            }
+            try await Task.sleep(for: .milliseconds(Int.random(in: 0...600)))
             coordinator.process?.kill9()
             let output = await writer.wait(timeout: 60)
             guard let line = output.stdout.split(separator: "\n").last,
