@@ -33,6 +33,8 @@ if [ "$mode" = test ]; then
   # Debian's python3 with scikit-learn: the healthcare inference example packs it into an image.
   /usr/bin/python3 -c 'import sklearn, joblib' 2>/dev/null || need+=(python3-sklearn python3-joblib)
   /usr/bin/python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
+  # fusepy: the configfs-tsm double (Tests/Scripts/tsm_double.py) is a FUSE filesystem.
+  [ -f /usr/lib/python3/dist-packages/fusepy.py ] || need+=(python3-fusepy)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"

@@ -20,6 +20,8 @@ public enum AttestationError: Error, Equatable, Sendable, CustomStringConvertibl
     case noCollateral
     /// An AMD SEV-SNP report did not verify.
     case snp(SNPError)
+    /// SEV-SNP evidence came without a VCEK and fetching one (AMD KDS) failed.
+    case endorsementUnavailable(String)
     /// The evidence comes from a debug enclave, TD or guest (its memory is readable by the host).
     case debugNotAllowed(TEEKind)
 
@@ -39,6 +41,7 @@ public enum AttestationError: Error, Equatable, Sendable, CustomStringConvertibl
         case .debugNotAllowed(let tee):
             let what = tee == .sgx ? "a debug enclave" : tee == .tdx ? "a debug TD" : tee == .snp ? "a guest whose policy allows debugging" : "debug"
             return "evidence from \(what) refused: the host can read its memory, so it gives no confidentiality (allow it explicitly for development)"
+        case .endorsementUnavailable(let why): return "SEV-SNP report without a VCEK (the host supplied no certificates), and none could be fetched: \(why)"
         case .noCollateral: return "Intel DCAP quote refused: no collateral to verify it with (pass --dcap-collateral FILE|DIR)"
         }
     }

@@ -5,86 +5,68 @@ import Glibc
 public enum ProviderError: Error, Equatable, Sendable, CustomStringConvertible {
     case unavailable(String)
     case io(path: String, reason: String)
+    /// A system call on a TEE interface failed; `errno` is kept so the cause can be explained.
+    case system(operation: String, path: String, errno: Int32)
     case unexpectedProvider(String)
-    case concurrentUse(path: String)
+    /// configfs-tsm's `generation` moved by other than our own writes: someone else wrote the
+    /// entry between our first write and our last read, so the report may bind their data.
+    case concurrentUse(path: String, expected: Int, found: Int)
     case malformed(String)
 
     public var description: String {
         switch self {
         case .unavailable(let why): return why
         case .io(let path, let reason): return "\(path): \(reason)"
+        case .system(let operation, let path, let code):
+            return "\(operation) \(path): \(String(cString: strerror(code)))" + (Self.explanation(of: code, operation: operation).map { " — \($0)" } ?? "")
         case .unexpectedProvider(let name): return "configfs-tsm provider '\(name)' is neither sev_guest nor tdx_guest"
-        case .concurrentUse(let path): return "\(path) was used concurrently (generation changed); retry"
+        case .concurrentUse(let path, let expected, let found):
+            return "\(path) was written by someone else while Veil used it (generation \(found), expected \(expected)); the report is discarded, retry"
         case .malformed(let why): return why
+        }
+    }
+
+    /// What an errno from a TEE report interface means on Linux (sev-guest, tdx-guest, configfs-tsm).
+    static func explanation(of code: Int32, operation: String) -> String? {
+        switch code {
+        case ENOTTY:
+            return "the guest's report key is gone: sev-guest wipes the VMPCK after a firmware error so that no message is sent with a reused IV; "
+                + "no report can be produced until the guest reboots"
+        case ETIMEDOUT: return "the host did not answer the guest's report request in time (a throttled or busy host); retry later"
+        case EINVAL: return "the TEE refused the request as invalid (a privilege level below privlevel_floor, or report data the TEE does not accept)"
+        case EIO where operation == "read":
+            return "the TEE failed to produce the report (for SEV-SNP at VMPL > 0: the requested privilege level is below the guest's own)"
+        case EBUSY: return "the TEE interface is busy or being unloaded; retry"
+        case EACCES, EPERM: return "not allowed: reports need root in the guest (CAP_SYS_ADMIN for configfs-tsm entries)"
+        default: return nil
         }
     }
 }
 
+/// File access for TEE interfaces that keeps the errno (its meaning is the diagnosis).
 enum FileIO {
     static func read(_ path: String) throws(ProviderError) -> [UInt8] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw .io(path: path, reason: "cannot read") }
-        return Array(data)
+        switch AtomicFile.read(path) {
+        case .success(let bytes): return bytes
+        case .failure(let error): throw .system(operation: "read", path: path, errno: error.errno)
+        }
     }
 
-    static func write(_ bytes: [UInt8], to path: String) throws(ProviderError) {
-        let fd = open(path, O_WRONLY | O_CLOEXEC | O_CREAT | O_TRUNC, 0o600)
-        guard fd >= 0 else { throw .io(path: path, reason: String(cString: strerror(errno))) }
-        defer { close(fd) }
+    /// Writes `bytes` in one open/write/close: configfs binary attributes (inblob) are stored
+    /// when the file is closed, so a refusal surfaces from `close`.
+    static func write(_ bytes: [UInt8], to path: String, create: Bool = true) throws(ProviderError) {
+        let fd = open(path, O_WRONLY | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0), 0o600)
+        guard fd >= 0 else { throw .system(operation: "open", path: path, errno: errno) }
         let failure = AtomicFile.writeAll(bytes, to: fd)
-        guard failure == 0 else { throw .io(path: path, reason: String(cString: strerror(failure))) }
+        guard failure == 0 else {
+            close(fd)
+            throw .system(operation: "write", path: path, errno: failure)
+        }
+        guard close(fd) == 0 else { throw .system(operation: "write", path: path, errno: errno) }
     }
 
     static func text(_ path: String) throws(ProviderError) -> String {
         String(decoding: try read(path), as: UTF8.self).trimmingWhitespace
-    }
-}
-
-/// Linux configfs-tsm (`/sys/kernel/config/tsm/report`): SEV-SNP and TDX guests.
-///
-/// Protocol: create (or reuse) an entry directory, note `generation`, write the 64 bytes of
-/// report data to `inblob`, read `outblob` (and `auxblob`: the SNP certificate table), then
-/// check `generation` again so a concurrent writer cannot hand us someone else's report.
-public struct ConfigfsTSMProvider: EvidenceProvider {
-    public static let defaultRoot = "/sys/kernel/config/tsm/report"
-    public let root: String
-    public let entry: String
-    /// `sev_guest` or `tdx_guest` when the caller asked for one TEE; `nil` takes either.
-    public let expectedProvider: String?
-    public var isSimulated: Bool { false }
-    public var isConfidentialVM: Bool { true }
-
-    public init(root: String = ConfigfsTSMProvider.defaultRoot, entry: String = "veil-\(getpid())", expectedProvider: String? = nil) {
-        self.root = root
-        self.entry = entry
-        self.expectedProvider = expectedProvider
-    }
-
-    public func evidence(reportData: [UInt8]) throws -> Evidence {
-        precondition(reportData.count == ReportData.size)
-        let directory = "\(root)/\(entry)"
-        if !FileManager.default.fileExists(atPath: directory) {
-            guard mkdir(directory, 0o700) == 0 else {
-                throw ProviderError.io(path: directory, reason: String(cString: strerror(errno)))
-            }
-        }
-        let provider = try FileIO.text("\(directory)/provider")
-        if let expectedProvider, provider != expectedProvider {
-            throw ProviderError.unavailable("configfs-tsm provider is '\(provider)', not '\(expectedProvider)': this guest is not the TEE that was asked for")
-        }
-        try FileIO.write(reportData, to: "\(directory)/inblob")
-        let before = try FileIO.text("\(directory)/generation")
-        let outblob = try FileIO.read("\(directory)/outblob")
-        let after = try FileIO.text("\(directory)/generation")
-        guard before == after else { throw ProviderError.concurrentUse(path: directory) }
-        switch provider {
-        case "sev_guest":
-            let aux = (try? FileIO.read("\(directory)/auxblob")) ?? []
-            return try SNPEvidence.make(report: outblob, certificateTable: aux)
-        case "tdx_guest":
-            return Evidence(format: DCAPEvidence.format, data: outblob)
-        default:
-            throw ProviderError.unexpectedProvider(provider)
-        }
     }
 }
 
@@ -114,11 +96,10 @@ public enum TEESelection: String, Sendable, CaseIterable {
 
     /// The hardware provider for this selection; `auto` detects one and never falls back to simulation.
     public func hardwareProvider(
-        tsmRoot: String = ConfigfsTSMProvider.defaultRoot, tsmEntry: String? = nil, gramineRoot: String = GramineProvider.defaultRoot
+        tsmRoot: String = ConfigfsTSMProvider.defaultRoot, gramineRoot: String = GramineProvider.defaultRoot
     ) throws(ProviderError) -> any EvidenceProvider {
         let expected: String? = self == .snp ? "sev_guest" : self == .tdx ? "tdx_guest" : nil
-        let tsm = tsmEntry.map { ConfigfsTSMProvider(root: tsmRoot, entry: $0, expectedProvider: expected) }
-            ?? ConfigfsTSMProvider(root: tsmRoot, expectedProvider: expected)
+        let tsm = ConfigfsTSMProvider(root: tsmRoot, expectedProvider: expected)
         switch self {
         case .snp, .tdx:
             guard FileManager.default.fileExists(atPath: tsmRoot) else {

@@ -23,7 +23,7 @@ public struct KDSClient: Sendable {
 
     /// The VCEK (DER) and cert_chain (PEM) for `report` on `product`.
     public func certificates(for report: SNPReport, product: AMDProduct, http: HTTPClient = .shared) async throws -> (vcek: [UInt8], chain: String) {
-        guard !report.maskChipID else { throw PCSClient.FetchError.notAPCKCertificate("the report masks its chip ID; fetch the VCEK another way") }
+        guard !report.maskChipID else { throw PCSClient.FetchError.cannotFetch("the SNP report masks its chip ID, so its VCEK cannot be fetched from AMD KDS; configure the host to supply certificates") }
         let tcb = SNPReport.TCBVersion(raw: report.reportedTCB, turin: product == .turin)
         // Turin VCEKs are indexed by the first 8 bytes of the chip ID.
         let hwID = Hex.encode(product == .turin ? Array(report.chipID.prefix(8)) : report.chipID)
@@ -57,5 +57,20 @@ public struct KDSClient: Sendable {
             try? AtomicFile.write(bytes, to: cachePath, mode: 0o644)
         }
         return bytes
+    }
+}
+
+extension KDSClient: SNPEndorsementSource {
+    /// The VCEK and chain for a report that came without them; the product is the one the
+    /// report's CPUID names (version 3+ reports).
+    public func endorsement(for report: SNPReport) async throws -> (vcek: [UInt8], chain: String) {
+        guard report.signingKey == 0 else {
+            throw PCSClient.FetchError.cannotFetch("the SNP report is signed by a VLEK, which AMD KDS does not serve by chip ID; the host must supply it (auxblob)")
+        }
+        guard let product = report.product else {
+            throw PCSClient.FetchError.cannotFetch(
+                "the SNP report (version \(report.version)) names no product, so its VCEK cannot be fetched from AMD KDS; configure the host to supply certificates")
+        }
+        return try await certificates(for: report, product: product)
     }
 }

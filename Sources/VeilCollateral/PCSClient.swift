@@ -31,6 +31,8 @@ public struct PCSClient: Sendable {
         case transport(url: String, reason: String)
         case malformed(url: String, reason: String)
         case notAPCKCertificate(String)
+        /// The evidence does not say what to fetch for it.
+        case cannotFetch(String)
 
         public var description: String {
             switch self {
@@ -38,6 +40,7 @@ public struct PCSClient: Sendable {
             case .transport(let url, let reason): return "\(url): \(reason)"
             case .malformed(let url, let reason): return "\(url): \(reason)"
             case .notAPCKCertificate(let why): return "cannot tell which collateral the quote needs: \(why)"
+            case .cannotFetch(let why): return why
             }
         }
     }

@@ -38,11 +38,17 @@ public final class Coordinator: Sendable {
         public var dcap: DCAPEvidenceVerifier?
         /// AMD CRLs per product for SEV-SNP evidence.
         public var snpCRLs: [AMDProduct: [UInt8]]
+        /// VCEKs for SEV-SNP evidence sent without one (the host supplied no certificates).
+        public var snpEndorsements: (any SNPEndorsementSource)?
 
-        public init(simulationKey: P256.Signing.PublicKey?, dcap: DCAPEvidenceVerifier? = nil, snpCRLs: [AMDProduct: [UInt8]] = [:]) {
+        public init(
+            simulationKey: P256.Signing.PublicKey?, dcap: DCAPEvidenceVerifier? = nil, snpCRLs: [AMDProduct: [UInt8]] = [:],
+            snpEndorsements: (any SNPEndorsementSource)? = nil
+        ) {
             self.simulationKey = simulationKey
             self.dcap = dcap
             self.snpCRLs = snpCRLs
+            self.snpEndorsements = snpEndorsements
         }
     }
 
@@ -417,7 +423,7 @@ public final class Coordinator: Sendable {
         } catch {
             throw .badRequest(error.description)
         }
-        let claims = try verifyEvidence(request, csr: csr, nonce: nonce, manifest: manifest)
+        let claims = try await verifyEvidence(request, csr: csr, nonce: nonce, manifest: manifest)
         // Only evidence that verified uses up its nonce: the used set cannot be flooded.
         try nonces.consume(nonce, now: now)
         // Validation guarantees the package exists.
@@ -445,7 +451,16 @@ public final class Coordinator: Sendable {
         return try render(request.service, service: service, claims: claims, csr: csr, now: now)
     }
 
-    private func verifyEvidence(_ request: API.ActivationRequest, csr: CertificateSigningRequest, nonce: [UInt8], manifest: Manifest) throws(CoordinatorError) -> Claims {
+    private func verifyEvidence(
+        _ request: API.ActivationRequest, csr: CertificateSigningRequest, nonce: [UInt8], manifest: Manifest
+    ) async throws(CoordinatorError) -> Claims {
+        let evidence: Evidence
+        do {
+            evidence = try await SNPEvidence.endorsed(request.evidence, by: verification.snpEndorsements)
+        } catch {
+            logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
+            throw .evidenceRejected(.endorsementUnavailable("\(error)"))
+        }
         let verifier = Verifier(
             policy: VerificationPolicy(
                 allowSimulation: manifest.config.allowSimulation, simulationKey: verification.simulationKey, dcap: verification.dcap,
@@ -453,7 +468,7 @@ public final class Coordinator: Sendable {
         let started = ContinuousClock.now
         defer { metrics.verificationDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
         do {
-            return try verifier.verify(request.evidence, binding: try csr.publicKey.subjectPublicKeyInfoDER, nonce: nonce)
+            return try verifier.verify(evidence, binding: try csr.publicKey.subjectPublicKeyInfoDER, nonce: nonce)
         } catch let error as AttestationError {
             logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
             throw .evidenceRejected(error)

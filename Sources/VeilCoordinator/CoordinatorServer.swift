@@ -36,6 +36,9 @@ public struct CoordinatorServer {
         public var dcapCollateralPath: String?
         /// AMD CRLs (DER files, one per product) checked for SEV-SNP activations.
         public var amdCRLPaths: [String] = []
+        /// Where VCEKs come from for SEV-SNP reports the host sent without certificates (this
+        /// replica's own, and launchers'); nil leaves such evidence unverifiable.
+        public var snpEndorsements: (any SNPEndorsementSource)?
         public var store: StoreChoice = .file
         /// The mesh address peers reach this replica at (default: the mesh address).
         public var peerAddress: String?
@@ -78,7 +81,7 @@ public struct CoordinatorServer {
         var metrics = PrometheusExposition()
     }
 
-    static func environment(_ configuration: Configuration, logger: Logger) throws -> Environment {
+    static func environment(_ configuration: Configuration, logger: Logger) async throws -> Environment {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
         let dcap = try configuration.dcapCollateralPath.map { DCAPEvidenceVerifier(source: try FileDCAPCollateralSource(path: $0)) }
         var crls: [AMDProduct: [UInt8]] = [:]
@@ -102,7 +105,7 @@ public struct CoordinatorServer {
             simulationKey = platformKey.publicKey
             logger.warning("\(simulationWarning)", metadata: ["simulationPlatformKey": "\(simulationKeyPath)", "fingerprint": "\(platformKey.fingerprint)"])
         case .hardware(let devices):
-            let identity = try HardwareIdentity.detect(devices)
+            let identity = try await HardwareIdentity.detect(devices, endorsements: configuration.snpEndorsements, logger: logger)
             (provider, sealing, ownMeasurement) = (identity.provider, identity.sealing, identity.measurement)
             if let path = configuration.simulationKeyPath {
                 simulationKey = try SimulationPlatformKey.loadOrCreate(at: path).publicKey
@@ -120,7 +123,7 @@ public struct CoordinatorServer {
         }
         return Environment(
             vault: StateVault(directory: configuration.dataDirectory, sealingKey: sealingKey), provider: provider,
-            verification: .init(simulationKey: simulationKey, dcap: dcap, snpCRLs: crls),
+            verification: .init(simulationKey: simulationKey, dcap: dcap, snpCRLs: crls, snpEndorsements: configuration.snpEndorsements),
             replicaPolicy: ReplicaPolicy(
                 ownMeasurement: ownMeasurement,
                 verification: VerificationPolicy(
@@ -150,7 +153,7 @@ public struct CoordinatorServer {
 
     /// Opens the coordinator of `configuration` (tests and `veil-bench` run it in-process).
     public static func makeCoordinator(_ configuration: Configuration, logger: Logger) async throws -> Coordinator {
-        let environment = try environment(configuration, logger: logger)
+        let environment = try await environment(configuration, logger: logger)
         return try await Coordinator.open(
             store: try makeStore(configuration, logger: logger), vault: environment.vault, evidenceProvider: environment.provider,
             verification: environment.verification, logger: logger)
@@ -158,7 +161,7 @@ public struct CoordinatorServer {
 
     /// Serves until SIGINT/SIGTERM.
     public static func run(_ configuration: Configuration, logger: Logger) async throws {
-        let environment = try environment(configuration, logger: logger)
+        let environment = try await environment(configuration, logger: logger)
         let store = try makeStore(configuration, logger: logger)
         if configuration.reset {
             try await store.reset()

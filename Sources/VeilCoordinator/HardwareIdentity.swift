@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Synchronization
 import VeilAttestation
 
@@ -18,8 +19,6 @@ public struct HardwareTEEPaths: Sendable {
     /// `auto`, `snp`, `tdx` or `sgx-gramine` (never `simulated`).
     public var selection: TEESelection
     public var tsmRoot = ConfigfsTSMProvider.defaultRoot
-    /// The configfs-tsm entry to use (default: `veil-coordinator-PID`, created on start).
-    public var tsmEntry: String?
     public var gramineRoot = GramineProvider.defaultRoot
     public var gramineKeys = GramineSealing.defaultRoot
     public var sevGuest = SEVGuestDevice.defaultPath
@@ -27,6 +26,19 @@ public struct HardwareTEEPaths: Sendable {
     public init(selection: TEESelection) {
         precondition(selection != .simulated, "simulation is not a hardware TEE")
         self.selection = selection
+    }
+}
+
+/// Why a replica's own hardware evidence cannot be completed.
+enum HardwareIdentityError: Error, CustomStringConvertible {
+    case noEndorsement
+    case endorsementFetch(String)
+
+    var description: String {
+        switch self {
+        case .noEndorsement: return "the host supplied no SEV-SNP certificates (auxblob empty) and no VCEK source is configured (--kds URL)"
+        case .endorsementFetch(let why): return "the host supplied no SEV-SNP certificates and this replica's VCEK could not be fetched: \(why)"
+        }
     }
 }
 
@@ -39,10 +51,20 @@ struct HardwareIdentity {
     let tee: TEEKind
     let measurement: [UInt8]
 
-    static func detect(_ paths: HardwareTEEPaths) throws -> HardwareIdentity {
-        let provider = try paths.selection.hardwareProvider(
-            tsmRoot: paths.tsmRoot, tsmEntry: paths.tsmEntry ?? "veil-coordinator-\(getpid())", gramineRoot: paths.gramineRoot)
+    /// `endorsements` supplies the VCEK when the host hands SNP reports out without
+    /// certificates; the provider then adds it to every report it makes.
+    static func detect(_ paths: HardwareTEEPaths, endorsements: (any SNPEndorsementSource)?, logger: Logger) async throws -> HardwareIdentity {
+        var provider = try paths.selection.hardwareProvider(tsmRoot: paths.tsmRoot, gramineRoot: paths.gramineRoot)
         let evidence = try provider.evidence(reportData: [UInt8](repeating: 0, count: ReportData.size))
+        if SNPEvidence.reportNeedingEndorsement(evidence) != nil {
+            guard let endorsements else { throw HardwareIdentityError.noEndorsement }
+            do {
+                provider = try await EndorsingEvidenceProvider.make(provider, sample: evidence, source: endorsements) ?? provider
+            } catch {
+                throw HardwareIdentityError.endorsementFetch("\(error)")
+            }
+            logger.info("the host supplied no SEV-SNP certificates: this replica's VCEK was fetched (AMD KDS) and is added to its reports")
+        }
         switch evidence.format {
         case SNPEvidence.format:
             let report = try SNPEvidence.unverifiedReport(in: evidence)
@@ -63,8 +85,9 @@ struct HardwareIdentity {
     }
 }
 
-/// One report at a time: configfs-tsm and Gramine hand out reports through one shared entry
-/// (write report data, read the report), which concurrent requests would interleave.
+/// One report at a time: Gramine hands reports out through one shared file pair (write report
+/// data, read the quote), which concurrent requests would interleave. (configfs-tsm requests
+/// each make their own entry and would not need it; one report at a time costs a replica nothing.)
 final class SerializedEvidenceProvider: EvidenceProvider {
     private let inner: any EvidenceProvider
     private let lock = Mutex(())

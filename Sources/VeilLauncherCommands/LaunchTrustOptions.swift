@@ -58,7 +58,7 @@ public struct LaunchTrustOptions: ParsableArguments {
         }
         guard selection == .simulated else {
             return .hardware(try selection.hardwareProvider(
-                tsmRoot: environment["VEIL_TSM_ROOT"] ?? ConfigfsTSMProvider.defaultRoot, tsmEntry: environment["VEIL_TSM_ENTRY"],
+                tsmRoot: environment["VEIL_TSM_ROOT"] ?? ConfigfsTSMProvider.defaultRoot,
                 gramineRoot: environment["VEIL_GRAMINE_ROOT"] ?? GramineProvider.defaultRoot))
         }
         guard let keyPath = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] else {

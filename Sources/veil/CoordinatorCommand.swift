@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
 import VeilAttestation
+import VeilCollateral
 import VeilCoordinator
 import VeilLauncherCommands
 
@@ -70,6 +72,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(name: .customLong("amd-crl"), help: ArgumentHelp("AMD CRL (DER, KDS /vcek/v1/PRODUCT/crl) checked for SEV-SNP activations (repeatable, one per product).", valueName: "file"))
     var amdCRLs: [String] = []
 
+    @Option(help: ArgumentHelp(
+        "SEV-SNP: AMD KDS base URL for VCEKs of reports the host sent without certificates (this replica's and launchers'); cached in DIR/kds-cache. 'none' turns fetching off.",
+        valueName: "url"))
+    var kds = KDSClient.amdKDS
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error).")
     var logLevel = "info"
 
@@ -91,7 +98,6 @@ struct CoordinatorCommand: AsyncParsableCommand {
             // The device paths: for guests that put them elsewhere (and for tests' doubles).
             var paths = HardwareTEEPaths(selection: selection)
             if let root = environment["VEIL_TSM_ROOT"] { paths.tsmRoot = root }
-            paths.tsmEntry = environment["VEIL_TSM_ENTRY"]
             if let root = environment["VEIL_GRAMINE_ROOT"] { paths.gramineRoot = root }
             if let keys = environment["VEIL_GRAMINE_KEYS"] { paths.gramineKeys = keys }
             if let device = environment["VEIL_SEV_GUEST"] { paths.sevGuest = device }
@@ -100,6 +106,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         configuration.dcapCollateralPath = dcapCollateral
         configuration.amdCRLPaths = amdCRLs
+        if kds != "none" {
+            var client = KDSClient(baseURL: kds, cacheDirectory: dataDir + "/kds-cache")
+            // A start or an activation should not hang on an unreachable KDS.
+            client.timeout = .seconds(10)
+            configuration.snpEndorsements = client
+        }
         configuration.reset = reset
         configuration.peerAddress = peerAddress
         guard tlsValidity >= 1 else { throw ValidationError("--tls-validity must be at least 1 second") }

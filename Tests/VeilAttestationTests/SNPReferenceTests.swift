@@ -9,30 +9,35 @@ import Testing
     static let root = URL(fileURLWithPath: SNPTests.directory).deletingLastPathComponent().path
     static func bytes(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: "\(root)/\(name)"))) }
 
-    /// A configfs-tsm report directory holding `outblob` and `auxblob` as the kernel serves them.
-    static func tsmDirectory(outblob: [UInt8], auxblob: [UInt8], provider: String = "sev_guest") throws -> (root: String, entry: String) {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("veil-tsm-\(UUID().uuidString.prefix(8))").path
-        let entry = "\(root)/veil"
-        try FileManager.default.createDirectory(atPath: entry, withIntermediateDirectories: true)
-        try Data("\(provider)\n".utf8).write(to: URL(fileURLWithPath: "\(entry)/provider"))
-        try Data("1\n".utf8).write(to: URL(fileURLWithPath: "\(entry)/generation"))
-        try Data(outblob).write(to: URL(fileURLWithPath: "\(entry)/outblob"))
-        try Data(auxblob).write(to: URL(fileURLWithPath: "\(entry)/auxblob"))
-        return (root, entry)
-    }
-
-    @Test func veraisonGenoaCaptureVerifiesThroughConfigfsTSM() throws {
-        let (root, _) = try Self.tsmDirectory(
-            outblob: try Self.bytes("veraison/upstream/outblob.bin"), auxblob: try Self.bytes("veraison/upstream/auxblob.bin"))
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let reportData = ReportData.binding(Array("key".utf8), nonce: [1])
-        let evidence = try ConfigfsTSMProvider(root: root, entry: "veil", expectedProvider: "sev_guest").evidence(reportData: reportData)
+    @Test func veraisonGenoaCaptureVerifiesAsTheKernelServedIt() throws {
+        let evidence = try SNPEvidence.make(report: try Self.bytes("veraison/upstream/outblob.bin"), certificateTable: try Self.bytes("veraison/upstream/auxblob.bin"))
         let claims = try Verifier(policy: .init(allowSNP: true)).verify(evidence)
         let report = try SNPReport(try Self.bytes("veraison/genoa_report.bin"))
         #expect(report.version == 3 && report.product == .genoa, "the product comes from the report's CPUID")
         #expect(claims.tee == .snp && claims.measurement == report.measurement && claims.snp?.vmpl == 0)
         // The capture binds Veraison's nonce, not this launch's key: refused for exactly that.
+        let reportData = ReportData.binding(Array("key".utf8), nonce: [1])
         #expect(throws: AttestationError.reportDataMismatch) { try Verifier(policy: .init(allowSNP: true)).verify(evidence, expectedReportData: reportData) }
+    }
+
+    /// Upstream KVM hands the guest no certificates unless the VMM opts in: the auxblob is
+    /// empty. The evidence then carries no VCEK, verification says so, and the VCEK a verifier
+    /// fetched (AMD KDS; here the one KDS serves for this chip, from the capture) completes it.
+    @Test func anEmptyAuxblobGivesEvidenceThatNeedsAVCEK() throws {
+        let outblob = try Self.bytes("veraison/upstream/outblob.bin")
+        let evidence = try SNPEvidence.make(report: outblob, certificateTable: [])
+        let report = try #require(SNPEvidence.reportNeedingEndorsement(evidence))
+        #expect(report.chipID == (try SNPReport(outblob)).chipID)
+        #expect(throws: AttestationError.snp(.endorsementMissing)) { try Verifier(policy: .init(allowSNP: true)).verify(evidence) }
+        let chain = try String(contentsOfFile: "\(Self.root)/veraison/upstream/chain_ask_ark_genoa.pem", encoding: .utf8)
+        let endorsed = try SNPEvidence.withEndorsement(evidence, vcek: try Self.bytes("veraison/upstream/vcek.der"), chain: chain)
+        #expect(SNPEvidence.reportNeedingEndorsement(endorsed) == nil)
+        #expect(try Verifier(policy: .init(allowSNP: true)).verify(endorsed).measurement == report.measurement)
+        // Another chip's VCEK (go-sev-guest's Milan) does not complete it.
+        let wrong = try SNPEvidence.withEndorsement(evidence, vcek: try Self.bytes("go-sev-guest/vcek_milan.der"), chain: chain)
+        #expect(throws: AttestationError.self) { try Verifier(policy: .init(allowSNP: true)).verify(wrong) }
+        // A table that is present but truncated is still malformed, not "no certificates".
+        #expect(throws: ProviderError.self) { try SNPEvidence.make(report: outblob, certificateTable: [UInt8](repeating: 0, count: 10)) }
     }
 
     /// A certificate table built from the GHCB specification alone: each entry is the GUID's
@@ -73,8 +78,11 @@ import Testing
         ])
         let misfiled = try SNPEvidence.make(report: try Self.bytes("go-sev-guest/snp_report_milan.bin"), certificateTable: swapped)
         #expect(throws: AttestationError.snp(.untrustedARK(product: "Milan"))) { try Verifier(policy: .init(allowSNP: true)).verify(misfiled) }
-        // A table without a VCEK or VLEK.
-        #expect(throws: ProviderError.self) { try SNPEvidence.make(report: [], certificateTable: Self.specTable([("c0b406a4a803495297433fb6014cd0ae", arkPEM)])) }
+        // A table without a VCEK or VLEK: evidence that needs one fetched (the table's ARK alone is not used).
+        let milan = try Self.bytes("go-sev-guest/snp_report_milan.bin")
+        let arkOnly = try SNPEvidence.make(report: milan, certificateTable: Self.specTable([("c0b406a4a803495297433fb6014cd0ae", arkPEM)]))
+        #expect(SNPEvidence.reportNeedingEndorsement(arkOnly) != nil)
+        #expect(throws: AttestationError.snp(.endorsementMissing)) { try Verifier(policy: .init(allowSNP: true)).verify(arkOnly) }
     }
 
     @Test func virteeMilanReportVerifiesAndAFlippedByteDoesNot() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VeilAttestation
 
 /// `veil coordinator --tee sgx-gramine|tdx|snp|auto` against device doubles built from the
 /// specifications and real captured evidence: Gramine's `/dev/attestation` (a real SGX quote
@@ -17,11 +18,11 @@ import Testing
         let clientAddress = "127.0.0.1:\(freePort())"
         var process: Spawned?
 
-        init(scratch: Scratch, tee: String, environment: [String: String]) async {
+        init(scratch: Scratch, tee: String, environment: [String: String], arguments extra: [String] = []) async {
             self.scratch = scratch
             self.environment = environment
             arguments = ["coordinator", "--tee", tee, "--data-dir", scratch.path + "/data", "--client-addr", clientAddress,
-                         "--mesh-addr", "127.0.0.1:\(freePort())"]
+                         "--mesh-addr", "127.0.0.1:\(freePort())"] + extra
         }
 
         deinit { process?.kill9() }
@@ -68,28 +69,26 @@ import Testing
         return ["VEIL_GRAMINE_ROOT": root, "VEIL_GRAMINE_KEYS": root + "/keys", "VEIL_TSM_ROOT": scratch.path + "/no-tsm"]
     }
 
-    /// configfs-tsm with the entry the coordinator is told to use (VEIL_TSM_ENTRY), serving a
-    /// real report.
-    func tsm(_ scratch: Scratch, provider: String, outblob: String, auxblob: String? = nil) throws -> [String: String] {
-        let entry = scratch.path + "/tsm/veil-coordinator"
-        try FileManager.default.createDirectory(atPath: entry, withIntermediateDirectories: true)
-        try Data("\(provider)\n".utf8).write(to: URL(fileURLWithPath: entry + "/provider"))
-        try Data("1\n".utf8).write(to: URL(fileURLWithPath: entry + "/generation"))
-        try Data(contentsOf: URL(fileURLWithPath: "\(Self.testdata)/\(outblob)")).write(to: URL(fileURLWithPath: entry + "/outblob"))
-        if let auxblob {
-            try Data(contentsOf: URL(fileURLWithPath: "\(Self.testdata)/\(auxblob)")).write(to: URL(fileURLWithPath: entry + "/auxblob"))
-        }
-        return ["VEIL_TSM_ROOT": scratch.path + "/tsm", "VEIL_TSM_ENTRY": "veil-coordinator", "VEIL_GRAMINE_ROOT": scratch.path + "/no-gramine"]
+    /// A configfs-tsm double (kernel-like, FUSE) serving a real report, and the environment
+    /// that points the coordinator at it.
+    func tsm(_ scratch: Scratch, provider: String, outblob: String, auxblob: String? = nil) async throws -> (TSMDouble, [String: String]) {
+        try #require(TSMDouble.available, "install python3-fusepy (scripts/install-deps.sh test); /dev/fuse is needed")
+        let double = try await TSMDouble(
+            scratch: scratch, provider: provider, outblob: "\(Self.testdata)/\(outblob)", auxblob: auxblob.map { "\(Self.testdata)/\($0)" })
+        return (double, ["VEIL_TSM_ROOT": double.root, "VEIL_GRAMINE_ROOT": scratch.path + "/no-gramine"])
     }
 
     @Test func aTDXCoordinatorHasNoSealingKeySoARestartNeedsPeersOrRecovery() async throws {
         let scratch = try Scratch()
-        let replica = await Replica(scratch: scratch, tee: "tdx", environment: try tsm(scratch, provider: "tdx_guest", outblob: "dcap-qvl/tdx_quote"))
+        let (double, environment) = try await tsm(scratch, provider: "tdx_guest", outblob: "dcap-qvl/tdx_quote")
+        let replica = await Replica(scratch: scratch, tee: "tdx", environment: environment)
         try #require(try await replica.start() == nil)
         let attestation = await replica.get("/api/v1/attestation?nonce=\(String(repeating: "cd", count: 32))")
         #expect((attestation["evidence"] as? [String: Any])?["format"] as? String == "intel-dcap-quote")
-        let inblob = try Data(contentsOf: URL(fileURLWithPath: scratch.path + "/tsm/veil-coordinator/inblob"))
+        let written = try #require(double.writes(to: "inblob").last)
+        let inblob = try #require(Hex.decode(written))
         #expect(inblob.count == 64 && inblob.prefix(32).contains { $0 != 0 })
+        #expect(double.entries.isEmpty, "the coordinator removes its report entries")
         let set = try await replica.setManifest(
             #"{"Packages": {"p": {"Kind": "tdx", "MRTD": "\#(String(repeating: "11", count: 48))"}}, "Services": {"s": {"Package": "p"}}}"#, rootFrom: attestation)
         #expect(set.status == 0, "\(set.stderr)")
@@ -103,11 +102,35 @@ import Testing
         let scratch = try Scratch()
         // A regular file where /dev/sev-guest would be: the derived-key ioctl is refused, and start stops with that reason.
         let device = try scratch.write("", to: "sev-guest")
-        var environment = try tsm(scratch, provider: "sev_guest", outblob: "veraison/upstream/outblob.bin", auxblob: "veraison/upstream/auxblob.bin")
+        var (double, environment) = try await tsm(scratch, provider: "sev_guest", outblob: "veraison/upstream/outblob.bin", auxblob: "veraison/upstream/auxblob.bin")
         environment["VEIL_SEV_GUEST"] = device
         let failure = try await Replica(scratch: scratch, tee: "snp", environment: environment).start()
         #expect(failure?.contains("SNP_GET_DERIVED_KEY on \(device)") == true, "\(failure ?? "it started")")
         #expect(failure?.contains("VMPL") == true || failure?.contains("derive a sealing key") == true, "\(failure ?? "")")
+        #expect(double.writes(to: "inblob").count == 1 && double.entries.isEmpty)
+    }
+
+    /// Upstream KVM gives the guest no certificates (empty auxblob): the replica fetches its
+    /// VCEK from AMD KDS (a stub serving the real VCEK of the captured Genoa chip) and gets as
+    /// far as deriving its sealing key; without a KDS, or with an unreachable one, it stops
+    /// and says why. (Deriving the key needs the sev-guest ioctl, which no double here serves.)
+    @Test func anSNPCoordinatorWithoutHostCertificatesFetchesItsVCEK() async throws {
+        let scratch = try Scratch()
+        let device = try scratch.write("", to: "sev-guest")
+        var (double, environment) = try await tsm(scratch, provider: "sev_guest", outblob: "veraison/upstream/outblob.bin")
+        environment["VEIL_SEV_GUEST"] = device
+        let veraison = Self.testdata + "/veraison/upstream"
+        let kds = try await KDSStub(scratch: scratch, product: "Genoa", report: veraison + "/outblob.bin", vcek: veraison + "/vcek.der", chain: veraison + "/chain_ask_ark_genoa.pem")
+        let fetched = try await Replica(scratch: scratch, tee: "snp", environment: environment, arguments: ["--kds", kds.url]).start()
+        #expect(fetched?.contains("VCEK was fetched") == true && fetched?.contains("SNP_GET_DERIVED_KEY on \(device)") == true, "\(fetched ?? "it started")")
+        #expect(kds.requests.contains { $0.hasPrefix("/vcek/v1/Genoa/") && $0.contains("blSPL=") } && kds.requests.contains("/vcek/v1/Genoa/cert_chain"), "\(kds.requests)")
+        #expect(double.entries.isEmpty)
+
+        let none = try await Replica(scratch: scratch, tee: "snp", environment: environment, arguments: ["--kds", "none", "--data-dir", scratch.path + "/d2"]).start()
+        #expect(none?.contains("no VCEK source is configured") == true, "\(none ?? "it started")")
+        let unreachable = try await Replica(
+            scratch: scratch, tee: "snp", environment: environment, arguments: ["--kds", "http://127.0.0.1:\(freePort())", "--data-dir", scratch.path + "/d3"]).start()
+        #expect(unreachable?.contains("VCEK could not be fetched") == true, "\(unreachable ?? "it started")")
     }
 
     @Test func anSGXCoordinatorUnderGramineGivesHardwareEvidenceAndSealsWithTheEnclaveKey() async throws {

@@ -10,14 +10,31 @@ import Testing
     let veraison = repositoryRoot + "/../shared/testdata/attestation/veraison"
 
     @Test func realSNPEvidenceFlowsAndANonBindingReportIsRefused() async throws {
+        try await launch(auxblob: "\(veraison)/upstream/auxblob.bin")
+    }
+
+    /// The host supplied no certificates (upstream KVM's default): the launcher sends the report
+    /// alone, the coordinator fetches the chip's VCEK from AMD KDS (a stub serving the real one
+    /// of the captured Genoa chip) and verifies the report for real — the refusal is again the
+    /// report data, so the signature verified with the fetched VCEK. Without a KDS it says so.
+    @Test func anEmptyAuxblobIsVerifiedWithTheVCEKFromKDS() async throws {
         let scratch = try Scratch()
-        let coordinator = try await CoordinatorProcess(scratch: scratch)
-        let entry = scratch.path + "/tsm/veil"
-        try FileManager.default.createDirectory(atPath: entry, withIntermediateDirectories: true)
-        try Data("sev_guest\n".utf8).write(to: URL(fileURLWithPath: entry + "/provider"))
-        try Data("1\n".utf8).write(to: URL(fileURLWithPath: entry + "/generation"))
-        try Data(contentsOf: URL(fileURLWithPath: "\(veraison)/upstream/outblob.bin")).write(to: URL(fileURLWithPath: entry + "/outblob"))
-        try Data(contentsOf: URL(fileURLWithPath: "\(veraison)/upstream/auxblob.bin")).write(to: URL(fileURLWithPath: entry + "/auxblob"))
+        let upstream = veraison + "/upstream"
+        let kds = try await KDSStub(scratch: scratch, product: "Genoa", report: upstream + "/outblob.bin", vcek: upstream + "/vcek.der", chain: upstream + "/chain_ask_ark_genoa.pem")
+        try await launch(auxblob: nil, coordinatorArguments: ["--kds", kds.url])
+        #expect(kds.requests.contains("/vcek/v1/Genoa/cert_chain"), "\(kds.requests)")
+        let offline = try await launch(auxblob: nil, coordinatorArguments: ["--kds", "none"], expecting: "carries no VCEK or VLEK")
+        #expect(offline.contains("AMD KDS"), "\(offline)")
+    }
+
+    /// `veil launch --tee snp` through a configfs-tsm double serving Veraison's capture; the
+    /// coordinator must refuse it for `expecting`. Returns the launcher's stderr.
+    @discardableResult
+    func launch(auxblob: String?, coordinatorArguments: [String] = [], expecting: String = "report data does not bind") async throws -> String {
+        try #require(TSMDouble.available, "install python3-fusepy (scripts/install-deps.sh test); /dev/fuse is needed")
+        let scratch = try Scratch()
+        let coordinator = try await CoordinatorProcess(scratch: scratch, arguments: coordinatorArguments)
+        let tsm = try await TSMDouble(scratch: scratch, provider: "sev_guest", outblob: "\(veraison)/upstream/outblob.bin", auxblob: auxblob)
 
         // MEASUREMENT (48 bytes at 0x90) of the captured report.
         let report = try Data(contentsOf: URL(fileURLWithPath: "\(veraison)/genoa_report.bin"))
@@ -32,12 +49,13 @@ import Testing
         let launch = try Spawned(
             veilBinary,
             ["launch", "--coordinator", coordinator.meshAddress, "--service", "app", "--tee", "snp", "--root-ca", coordinator.rootPath, "--", "/usr/bin/touch", marker],
-            environment: ["VEIL_TSM_ROOT": scratch.path + "/tsm", "VEIL_TSM_ENTRY": "veil"], scratch: scratch)
+            environment: ["VEIL_TSM_ROOT": tsm.root], scratch: scratch)
         let result = await launch.wait(timeout: 30)
         #expect(result.status == 1)
-        #expect(result.stderr.contains("report data does not bind"), "\(result.stderr)")
+        #expect(result.stderr.contains(expecting), "\(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: marker), "the app must not start")
-        #expect((try? Data(contentsOf: URL(fileURLWithPath: entry + "/inblob")))?.count == 64, "the launcher wrote its report data")
+        #expect(tsm.writes(to: "inblob").count == 1 && tsm.entries.isEmpty, "the launcher wrote its report data once and removed its entry")
+        return result.stderr
     }
 
     /// `veil run --tee snp` of a converted image in a (doubled) SEV-SNP guest: the container gets
@@ -65,13 +83,11 @@ import Testing
             """#)
         try #require(set.status == 0, "\(set.stderr)")
 
-        // The guest's report directory; the launcher is PID 1 in its container, so its entry is veil-1.
-        let tsm = scratch.path + "/tsm", entry = tsm + "/veil-1"
-        try FileManager.default.createDirectory(atPath: entry, withIntermediateDirectories: true)
-        try Data("sev_guest\n".utf8).write(to: URL(fileURLWithPath: entry + "/provider"))
-        try Data("1\n".utf8).write(to: URL(fileURLWithPath: entry + "/generation"))
-        try Data(contentsOf: URL(fileURLWithPath: "\(veraison)/upstream/outblob.bin")).write(to: URL(fileURLWithPath: entry + "/outblob"))
-        try Data(contentsOf: URL(fileURLWithPath: "\(veraison)/upstream/auxblob.bin")).write(to: URL(fileURLWithPath: entry + "/auxblob"))
+        // The guest's report directory: a kernel-like double the container gets bind-mounted.
+        try #require(TSMDouble.available, "install python3-fusepy (scripts/install-deps.sh test); /dev/fuse is needed")
+        let double = try await TSMDouble(
+            scratch: scratch, provider: "sev_guest", outblob: "\(veraison)/upstream/outblob.bin", auxblob: "\(veraison)/upstream/auxblob.bin")
+        let tsm = double.root
         let arguments = ["run", "oci:\(layout):veil", "--tee", "snp", "--coordinator", coordinator.meshAddress, "--root-ca", coordinator.rootPath,
                          "--state-dir", scratch.path + "/state"]
         // /dev/null stands in for /dev/sev-guest: a character device the container is given.
@@ -80,9 +96,10 @@ import Testing
         #expect(result.stderr.contains("report data does not bind"), "\(result.stderr)")
         #expect(!result.stdout.contains("started"), "the app must not start")
         #expect(!result.stderr.contains("NO confidentiality"), "no simulation involved")
-        let inblob = try Data(contentsOf: URL(fileURLWithPath: entry + "/inblob"))
-        #expect(inblob.count == 64)
-        #expect(inblob.suffix(32).map { String(format: "%02x", $0) }.joined() == imageMeasurement, "the launcher bound the image it measured")
+        let inblob = try #require(double.writes(to: "inblob").first)
+        #expect(inblob.count == 128)
+        #expect(inblob.suffix(64) == imageMeasurement, "the launcher bound the image it measured")
+        #expect(double.entries.isEmpty, "the launcher removed its entry")
 
         // Not a guest: no report directory, or no device.
         let noTSM = try await coordinator.veil(arguments, environment: ["VEIL_TSM_ROOT": scratch.path + "/missing", "VEIL_TEE_DEVICE": "/dev/null"])

@@ -16,25 +16,53 @@ public enum SNPEvidence {
 
     struct Body: Codable {
         var report: String
-        var vcek: String
+        /// Absent when the host supplied no certificates (upstream KVM's default): the
+        /// coordinator then fetches the VCEK from AMD KDS (``withEndorsement``) before verifying.
+        var vcek: String?
         var chain: String?
     }
 
     /// Builds evidence from a report and the SEV certificate table (GUID ‖ u32 offset ‖ u32
     /// length entries, all-zero terminator; offsets from the table start). Entries may hold
-    /// DER or PEM certificates (hosts deliver both).
+    /// DER or PEM certificates (hosts deliver both). An empty table, or one without a VCEK or
+    /// VLEK, gives evidence without an endorsement key.
     public static func make(report: [UInt8], certificateTable table: [UInt8]) throws -> Evidence {
-        let certificates = try parseCertificateTable(table)
-        guard let endorsement = certificates[vcekGUID] ?? certificates[vlekGUID] else {
-            throw ProviderError.malformed("SNP certificate table has no VCEK or VLEK (is the host configured to provide certificates?)")
+        let certificates = table.isEmpty ? [:] : try parseCertificateTable(table)
+        var vcek: [UInt8]?
+        if let endorsement = certificates[vcekGUID] ?? certificates[vlekGUID] {
+            vcek = try der(endorsement, entry: certificates[vcekGUID] != nil ? "VCEK" : "VLEK")
         }
-        let vcek = try der(endorsement, entry: certificates[vcekGUID] != nil ? "VCEK" : "VLEK")
         var chain: String?
-        if let ask = certificates[askGUID], let ark = certificates[arkGUID] {
+        if vcek != nil, let ask = certificates[askGUID], let ark = certificates[arkGUID] {
             chain = pem(try der(ask, entry: "ASK")) + pem(try der(ark, entry: "ARK"))
         }
-        let body = Body(report: Data(report).base64EncodedString(), vcek: Data(vcek).base64EncodedString(), chain: chain)
-        return Evidence(format: format, data: Array(try JSONEncoder().encode(body)))
+        return encode(Body(report: Data(report).base64EncodedString(), vcek: vcek.map { Data($0).base64EncodedString() }, chain: chain))
+    }
+
+    static func encode(_ body: Body) -> Evidence {
+        // Three optional strings: encoding cannot fail.
+        Evidence(format: format, data: Array((try? JSONEncoder().encode(body)) ?? Data()))
+    }
+
+    /// The report of SNP evidence that carries no VCEK/VLEK (parsed, not verified), or nil when
+    /// the evidence is not SNP or already carries one.
+    public static func reportNeedingEndorsement(_ evidence: Evidence) -> SNPReport? {
+        guard evidence.format == format, let body = try? JSONDecoder().decode(Body.self, from: Data(evidence.data)), body.vcek == nil,
+            let report = Data(base64Encoded: body.report)
+        else { return nil }
+        return try? SNPReport(Array(report))
+    }
+
+    /// `evidence` with a VCEK (DER) and its ASK/ARK chain (PEM) added. What is added needs no
+    /// trust: verification checks the chain against the compiled-in ARK and the VCEK against
+    /// the report's chip ID and TCB.
+    public static func withEndorsement(_ evidence: Evidence, vcek: [UInt8], chain: String) throws -> Evidence {
+        guard evidence.format == format, var body = try? JSONDecoder().decode(Body.self, from: Data(evidence.data)) else {
+            throw ProviderError.malformed("not SNP evidence")
+        }
+        body.vcek = Data(vcek).base64EncodedString()
+        body.chain = chain
+        return encode(body)
     }
 
     /// The DER of a certificate table entry holding DER or one PEM certificate.
@@ -99,9 +127,11 @@ public enum SNPEvidence {
     /// product name, and the two must agree; without a chain in the evidence, AMD's chain for
     /// that product must be supplied by `chains`. `crls` (per product, DER) are checked when given.
     static func verify(_ evidence: Evidence, chains: [AMDProduct: String], crls: [AMDProduct: [UInt8]] = [:], at time: Date = Date()) throws(SNPError) -> Claims {
-        guard let body = try? JSONDecoder().decode(Body.self, from: Data(evidence.data)),
-            let report = Data(base64Encoded: body.report), let vcek = Data(base64Encoded: body.vcek)
-        else { throw .malformedCertificate("SNP evidence is not {report, vcek, chain} JSON") }
+        guard let body = try? JSONDecoder().decode(Body.self, from: Data(evidence.data)), let report = Data(base64Encoded: body.report) else {
+            throw .malformedCertificate("SNP evidence is not {report, vcek, chain} JSON")
+        }
+        guard let encodedVCEK = body.vcek else { throw .endorsementMissing }
+        guard let vcek = Data(base64Encoded: encodedVCEK) else { throw .malformedCertificate("the evidence's vcek is not base64") }
         let certificate = try AMDCertificate(derEncoded: Array(vcek))
         let name = certificate.stringExtension("\(SNPVerifier.vcekOID).2")
         let parsed: SNPReport

@@ -1,5 +1,5 @@
 /// An AMD SEV-SNP attestation report (SEV-SNP ABI specification, table "ATTESTATION_REPORT"),
-/// versions 2, 3 and 5: exactly 1184 bytes, little-endian.
+/// versions 2 to 5 (every version keeps the fields Veil reads at the same offsets): exactly 1184 bytes, little-endian.
 public struct SNPReport: Sendable, Equatable {
     public static let size = 0x4A0
     /// The report signature covers bytes `0..<signedLength`.
@@ -97,7 +97,7 @@ public struct SNPReport: Sendable, Equatable {
         guard bytes.count == Self.size else { throw .trailingBytes(field: "SNP report", count: bytes.count - Self.size) }
         var reader = ByteReader(bytes)
         version = try reader.u32("version")
-        guard [2, 3, 5].contains(version) else { throw .unsupportedVersion(UInt16(truncatingIfNeeded: version)) }
+        guard (2...5).contains(version) else { throw .unsupportedVersion(UInt16(truncatingIfNeeded: version)) }
         guestSVN = try reader.u32("guest_svn")
         policy = Policy(raw: try reader.u64("policy"))
         familyID = try reader.read(16, "family_id")

@@ -16,6 +16,8 @@ public enum SNPEndorsementKey: String, Sendable, Equatable {
 public enum SNPError: Error, Equatable, Sendable, CustomStringConvertible {
     case malformedReport(QuoteParseError)
     case malformedCertificate(String)
+    /// The evidence has no VCEK/VLEK: the host supplied no certificates and none was fetched.
+    case endorsementMissing
     case untrustedARK(product: String)
     case chainUntrusted(String)
     case certificateExpired(String)
@@ -38,6 +40,8 @@ public enum SNPError: Error, Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .malformedReport(let error): return "malformed SNP report: \(error)"
         case .malformedCertificate(let why): return "malformed AMD certificate: \(why)"
+        case .endorsementMissing:
+            return "the SNP evidence carries no VCEK or VLEK: the host supplied no certificates (auxblob empty) and the verifier fetched none from AMD KDS"
         case .untrustedARK(let product): return "the ARK is not AMD's ARK-\(product)"
         case .chainUntrusted(let why): return "AMD certificate chain is not trusted: \(why)"
         case .certificateExpired(let subject): return "AMD certificate '\(subject)' is outside its validity period"
