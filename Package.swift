@@ -174,7 +174,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "veil-launcher",
-            dependencies: ["VeilLauncherCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VeilLauncher", "VeilLauncherCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict,
             // The Swift runtime and FoundationEssentials linked in: every start skips loading and
             // relocating ~30 MB of shared libraries, and images carry (and measure) fewer bytes.

@@ -151,7 +151,7 @@ public struct OpenedProgram: Sendable {
 public enum Launcher {
     /// Environment variables that configure the launcher and are not passed to the app.
     public static let ownVariables = [
-        "VEIL_SIMULATION_KEY", "VEIL_TEE", "VEIL_COORDINATOR", "VEIL_SERVICE", "VEIL_ROOT_CA", "VEIL_TSM_ROOT", "VEIL_GRAMINE_ROOT",
+        "VEIL_SIMULATION_KEY", "VEIL_TEE", "VEIL_COORDINATOR", "VEIL_SERVICE", "VEIL_ROOT_CA", "VEIL_TSM_ROOT", "VEIL_DROP_TEE_ACCESS", "VEIL_GRAMINE_ROOT",
         "VEIL_LAUNCH_TRACE",
     ]
 

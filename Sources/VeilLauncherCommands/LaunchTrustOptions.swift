@@ -57,9 +57,15 @@ public struct LaunchTrustOptions: ParsableArguments {
             throw ValidationError("--tee '\(teeName)' is not one of \(TEESelection.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard selection == .simulated else {
-            return .hardware(try selection.hardwareProvider(
+            let provider = try selection.hardwareProvider(
                 tsmRoot: environment["VEIL_TSM_ROOT"] ?? ConfigfsTSMProvider.defaultRoot,
-                gramineRoot: environment["VEIL_GRAMINE_ROOT"] ?? GramineProvider.defaultRoot))
+                gramineRoot: environment["VEIL_GRAMINE_ROOT"] ?? GramineProvider.defaultRoot)
+            // In `veil run`'s container the report directory was detached at start (TEEAccess).
+            if let tsm = provider as? ConfigfsTSMProvider,
+                let detached = try TEEAccess.detachedProvider(environment: environment, expectedProvider: tsm.expectedProvider) {
+                return .hardware(detached)
+            }
+            return .hardware(provider)
         }
         guard let keyPath = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] else {
             throw ValidationError("--tee simulated needs the simulation platform key: --simulation-key FILE or \(SimulationPlatformKey.environmentVariable)")

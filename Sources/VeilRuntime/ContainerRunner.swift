@@ -27,7 +27,7 @@ public struct ContainerSpec: Sendable {
     /// PID/IPC/UTS/mount namespaces, a read-only root, and memory filesystems on `/run` and
     /// `/tmp` (where the launcher writes secrets and protected-file plaintext).
     public func runtimeConfig(hostname: String) -> [UInt8] {
-        let capabilities = [
+        var capabilities = [
             "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
             "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
         ]
@@ -45,7 +45,7 @@ public struct ContainerSpec: Sendable {
         for file in readOnlyFiles {
             mounts.append(["destination": file.container, "type": "bind", "source": file.host, "options": ["bind", "ro", "nosuid", "nodev"]])
         }
-        var linux: [String: Any] = [
+        let linux: [String: Any] = [
             "namespaces": [["type": "pid"], ["type": "ipc"], ["type": "uts"], ["type": "mount"]],
             "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
                             "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
@@ -54,9 +54,9 @@ public struct ContainerSpec: Sendable {
         if let guest = confidentialVM {
             mounts.append(["destination": ConfidentialVMDevices.containerTSMRoot, "type": "bind", "source": guest.tsmRoot,
                            "options": ["bind", "rw", "nosuid", "nodev", "noexec"]])
-            let (major, minor) = (Int(guest.deviceMajor), Int(guest.deviceMinor))
-            linux["devices"] = [["path": guest.kind.device, "type": "c", "major": major, "minor": minor, "fileMode": 0o600, "uid": 0, "gid": 0]]
-            linux["resources"] = ["devices": [["allow": true, "type": "c", "major": major, "minor": minor, "access": "rw"]]]
+            // For the launcher to unmount it after its report; it drops the capability (bounding
+            // set included) before the application starts.
+            capabilities.append("CAP_SYS_ADMIN")
         }
         let config: [String: Any] = [
             "ociVersion": "1.0.2",

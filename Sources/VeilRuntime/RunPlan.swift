@@ -7,52 +7,36 @@ public enum ContainerTEE: Sendable, Equatable {
     /// no confidentiality.
     case simulated(simulationKey: String)
     /// The host is an SEV-SNP or TDX guest: the launcher gets the guest's configfs-tsm report
-    /// directory and TEE device, and binds the image's measurement into its report data.
+    /// directory for its one report, binds the image's measurement into its report data, and
+    /// unmounts the directory before the application starts (``VeilLauncher/TEEAccess``).
     case confidentialVM(ConfidentialVMDevices)
 }
 
 /// What a container needs from an SEV-SNP or TDX guest to produce evidence: the configfs-tsm
-/// report directory (bind-mounted, writable) and the guest device (`/dev/sev-guest`,
-/// `/dev/tdx_guest`; the SNP derived-key request goes through it).
+/// report directory (bind-mounted, writable, for the launcher alone). Not the guest device
+/// (`/dev/sev-guest`, `/dev/tdx_guest`): reports go through configfs-tsm, and with the device an
+/// application could derive the guest's keys or, on a firmware error, wipe its VMPCK.
 public struct ConfidentialVMDevices: Sendable, Equatable {
     public enum Kind: String, Sendable {
         case snp, tdx
-
-        /// The guest device, on the host and in the container.
-        public var device: String { self == .snp ? "/dev/sev-guest" : "/dev/tdx_guest" }
     }
 
     public var kind: Kind
     public var tsmRoot: String
-    /// The host's device node (the container sees it at ``Kind/device``).
-    public var device: String
-    public var deviceMajor: UInt32
-    public var deviceMinor: UInt32
 
     /// Where the report directory appears in the container (under `/run`: a fresh tmpfs, so
     /// the mount point can be made; `/sys` is read-only).
     public static let containerTSMRoot = "/run/veil/tsm"
     public static let defaultTSMRoot = "/sys/kernel/config/tsm/report"
 
-    /// Checks this machine is such a guest and reads the device's numbers.
-    public static func detect(
-        _ kind: Kind, tsmRoot: String = defaultTSMRoot, device: String? = nil
-    ) throws(ImageError) -> ConfidentialVMDevices {
+    /// Checks this machine is such a guest: its configfs-tsm report directory exists.
+    public static func detect(_ kind: Kind, tsmRoot: String = defaultTSMRoot) throws(ImageError) -> ConfidentialVMDevices {
         let name = kind == .snp ? "SEV-SNP" : "TDX"
-        let device = device ?? kind.device
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: tsmRoot, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw .launcher("--tee \(kind.rawValue): \(tsmRoot) does not exist: this machine is not an \(name) guest, or configfs is not mounted (Linux 6.7+)")
         }
-        var info = stat()
-        guard stat(device, &info) == 0, (info.st_mode & UInt32(S_IFMT)) == UInt32(S_IFCHR) else {
-            throw .launcher("--tee \(kind.rawValue): \(device) is not a character device: this machine is not an \(name) guest (or its driver is not loaded)")
-        }
-        // glibc's dev_t encoding (gnu_dev_major/minor are macros Swift cannot see).
-        let rdev = UInt64(info.st_rdev)
-        let major = (rdev >> 8) & 0xfff | (rdev >> 32) & ~0xfff
-        let minor = rdev & 0xff | (rdev >> 12) & ~0xff
-        return ConfidentialVMDevices(kind: kind, tsmRoot: tsmRoot, device: device, deviceMajor: UInt32(truncatingIfNeeded: major), deviceMinor: UInt32(truncatingIfNeeded: minor))
+        return ConfidentialVMDevices(kind: kind, tsmRoot: tsmRoot)
     }
 }
 
@@ -100,7 +84,7 @@ public enum RunPlan {
                 spec.env += ["VEIL_TEE=simulated", "VEIL_SIMULATION_KEY=\(hostDirectory)/simulation-platform-key.pem"]
             case .confidentialVM(let guest):
                 spec.confidentialVM = guest
-                spec.env += ["VEIL_TEE=\(guest.kind.rawValue)", "VEIL_TSM_ROOT=\(ConfidentialVMDevices.containerTSMRoot)"]
+                spec.env += ["VEIL_TEE=\(guest.kind.rawValue)", "VEIL_TSM_ROOT=\(ConfidentialVMDevices.containerTSMRoot)", "VEIL_DROP_TEE_ACCESS=1"]
             }
             spec.env.append("VEIL_COORDINATOR=\(connection.coordinator)")
             if let rootCA = connection.rootCA {

@@ -1,4 +1,7 @@
 import ArgumentParser
+import FoundationEssentials
+import Glibc
+import VeilLauncher
 import VeilLauncherCommands
 
 /// What converted images carry: only launching (attest, activate, provision, exec) and the
@@ -10,4 +13,25 @@ struct VeilLauncherTool: AsyncParsableCommand {
         commandName: "veil-launcher",
         abstract: "Veil's launcher: attest, activate as a service, provision, exec (and the service's mesh proxy).",
         subcommands: [LaunchCommand.self, MeshCommand.self, InstallCommand.self])
+
+    /// In `veil run`'s container the TEE's report interface is detached before anything else,
+    /// while this is the only thread (TEEAccess).
+    static func main() async {
+        do {
+            try TEEAccess.detachIfAsked(environment: ProcessInfo.processInfo.environment)
+        } catch {
+            warn("veil-launcher: \(error)")
+            Glibc.exit(1)
+        }
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }

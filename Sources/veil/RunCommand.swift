@@ -55,10 +55,9 @@ struct RunCommand: ParsableCommand {
                 containerTEE = .simulated(simulationKey: URL(fileURLWithPath: key).standardizedFileURL.path)
                 warn("veil run: \(simulationWarning)")
             case let name? where ConfidentialVMDevices.Kind(rawValue: name) != nil:
-                // VEIL_TSM_ROOT and VEIL_TEE_DEVICE: for guests whose paths differ from the defaults.
+                // VEIL_TSM_ROOT: for guests whose configfs is mounted elsewhere.
                 containerTEE = .confidentialVM(try ConfidentialVMDevices.detect(
-                    ConfidentialVMDevices.Kind(rawValue: name)!, tsmRoot: environment["VEIL_TSM_ROOT"] ?? ConfidentialVMDevices.defaultTSMRoot,
-                    device: environment["VEIL_TEE_DEVICE"]))
+                    ConfidentialVMDevices.Kind(rawValue: name)!, tsmRoot: environment["VEIL_TSM_ROOT"] ?? ConfidentialVMDevices.defaultTSMRoot))
             case let name:
                 throw ValidationError("\(image) is a Veil image: pass --tee snp or tdx (in such a guest) or simulated (development only)\(name.map { "; '\($0)' is none of them" } ?? "")")
             }

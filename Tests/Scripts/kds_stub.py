@@ -2,11 +2,11 @@
 """AMD KDS on loopback for tests: serves one product's VCEK (for one chip ID) and cert_chain
 as https://kdsintf.amd.com does, over plain HTTP, and appends each request path to --log.
 
-usage: kds_stub.py PORT --product Genoa --chip-id HEX --vcek DER --chain PEM [--log FILE]
+usage: kds_stub.py PORT --product Genoa --chip-id HEX --vcek DER --chain PEM [--log FILE] [--delay-ms N]
 GET /vcek/v1/PRODUCT/CHIPID?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=.. -> the VCEK (DER)
 GET /vcek/v1/PRODUCT/cert_chain -> the ASK and ARK (PEM); anything else -> 404.
 """
-import argparse, http.server, urllib.parse
+import argparse, http.server, time, urllib.parse
 
 parser = argparse.ArgumentParser()
 parser.add_argument("port", type=int)
@@ -15,6 +15,7 @@ parser.add_argument("--chip-id", required=True)
 parser.add_argument("--vcek", required=True)
 parser.add_argument("--chain", required=True)
 parser.add_argument("--log")
+parser.add_argument("--delay-ms", type=int, default=0, help="answer VCEK requests this late (a slow KDS)")
 options = parser.parse_args()
 vcek, chain = open(options.vcek, "rb").read(), open(options.chain, "rb").read()
 
@@ -31,6 +32,7 @@ class KDS(http.server.BaseHTTPRequestHandler):
             body, kind = chain, "application/x-pem-file"
         elif url.path == f"/vcek/v1/{options.product}/{options.chip_id.lower()}" and all(k in query for k in ("blSPL", "teeSPL", "snpSPL", "ucodeSPL")):
             body, kind = vcek, "application/octet-stream"
+            time.sleep(options.delay_ms / 1000)
         if body is None:
             self.send_error(404)
             return

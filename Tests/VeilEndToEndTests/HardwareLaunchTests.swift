@@ -59,14 +59,22 @@ import Testing
     }
 
     /// `veil run --tee snp` of a converted image in a (doubled) SEV-SNP guest: the container gets
-    /// the guest's configfs-tsm directory (bind-mounted at /run/veil/tsm) and device, and the
-    /// launcher inside binds the image's measurement into the VM's report data. The double
-    /// serves Veraison's real report, so the coordinator refuses it for the key binding; what
-    /// the launcher wrote to inblob shows the image was bound.
-    @Test func aConvertedImageInAConfidentialVMBindsItsMeasurement() async throws {
+    /// the guest's configfs-tsm directory (bind-mounted at /run/veil/tsm), never the guest
+    /// device, and the launcher inside binds the image's measurement into the VM's report data.
+    /// Before anything else the launcher detaches the directory and drops CAP_SYS_ADMIN (bounding
+    /// set included): while its activation is in flight (slowed by a KDS that answers late),
+    /// the container's PID 1 — the process the application becomes — has no report directory,
+    /// no device and no way to mount one. The double serves Veraison's real report without
+    /// certificates, so the coordinator fetches the VCEK and then refuses it for the key
+    /// binding; what the launcher wrote to inblob shows the image was bound.
+    @Test func aConvertedImageInAConfidentialVMBindsItsMeasurementAndLosesTheReportInterface() async throws {
         try #require(which("runc") != nil && which("umoci") != nil, "install runc and umoci")
+        try #require(TSMDouble.available, "install python3-fusepy (scripts/install-deps.sh test); /dev/fuse is needed")
         let scratch = try Scratch()
-        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let upstream = veraison + "/upstream"
+        let kds = try await KDSStub(scratch: scratch, product: "Genoa", report: upstream + "/outblob.bin", vcek: upstream + "/vcek.der",
+                                    chain: upstream + "/chain_ask_ark_genoa.pem", delayMilliseconds: 4000)
+        let coordinator = try await CoordinatorProcess(scratch: scratch, arguments: ["--kds", kds.url])
         let layout = scratch.path + "/images"
         try await buildImage(layout: layout, tag: "plain", files: ["/bin/sh"], entrypoint: ["/bin/sh", "-c", "echo started"], scratch: scratch)
         let convert = try await coordinator.veil(["image", "convert", "--from", "oci:\(layout):plain", "--to", "oci:\(layout):veil", "--service", "app", "--quiet"])
@@ -83,15 +91,30 @@ import Testing
             """#)
         try #require(set.status == 0, "\(set.stderr)")
 
-        // The guest's report directory: a kernel-like double the container gets bind-mounted.
-        try #require(TSMDouble.available, "install python3-fusepy (scripts/install-deps.sh test); /dev/fuse is needed")
-        let double = try await TSMDouble(
-            scratch: scratch, provider: "sev_guest", outblob: "\(veraison)/upstream/outblob.bin", auxblob: "\(veraison)/upstream/auxblob.bin")
-        let tsm = double.root
+        let double = try await TSMDouble(scratch: scratch, provider: "sev_guest", outblob: upstream + "/outblob.bin")
         let arguments = ["run", "oci:\(layout):veil", "--tee", "snp", "--coordinator", coordinator.meshAddress, "--root-ca", coordinator.rootPath,
                          "--state-dir", scratch.path + "/state"]
-        // /dev/null stands in for /dev/sev-guest: a character device the container is given.
-        let result = try await coordinator.veil(arguments, environment: ["VEIL_TSM_ROOT": tsm, "VEIL_TEE_DEVICE": "/dev/null"], timeout: 120)
+        let run = try Spawned(veilBinary, arguments, environment: coordinator.environment.merging(["VEIL_TSM_ROOT": double.root]) { $1 }, scratch: scratch)
+        // The launcher is the container's PID 1; on the host, the process whose environment
+        // names this test's coordinator and asks for the drop.
+        var launcher: Int32?
+        _ = await eventually(within: 30) {
+            launcher = Self.process(environmentContains: ["VEIL_DROP_TEE_ACCESS=1", "VEIL_COORDINATOR=\(coordinator.meshAddress)"])
+            return launcher != nil && double.writes(to: "inblob").count == 1
+        }
+        let pid = try #require(launcher, "no launcher process seen: \(run.stderr)")
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        for set in ["CapBnd", "CapPrm", "CapEff"] {
+            let mask = try #require(status.split(separator: "\n").first { $0.hasPrefix(set + ":") }.flatMap { UInt64($0.split(separator: "\t").last ?? "", radix: 16) })
+            #expect(mask & (1 << 21) == 0, "\(set) still has CAP_SYS_ADMIN: \(String(mask, radix: 16))")
+        }
+        let mounts = (try? String(contentsOfFile: "/proc/\(pid)/mountinfo", encoding: .utf8)) ?? ""
+        #expect(!mounts.isEmpty && !mounts.contains(" /run/veil/tsm "), "the report directory is still mounted in the container")
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/root/run/veil/tsm")) == [], "nothing at /run/veil/tsm")
+        #expect(!FileManager.default.fileExists(atPath: "/proc/\(pid)/root/dev/sev-guest"), "no guest device in the container")
+        #expect(run.isRunning, "the activation was still in flight while this was checked")
+
+        let result = await run.wait(timeout: 120)
         #expect(result.status == 1)
         #expect(result.stderr.contains("report data does not bind"), "\(result.stderr)")
         #expect(!result.stdout.contains("started"), "the app must not start")
@@ -101,12 +124,20 @@ import Testing
         #expect(inblob.suffix(64) == imageMeasurement, "the launcher bound the image it measured")
         #expect(double.entries.isEmpty, "the launcher removed its entry")
 
-        // Not a guest: no report directory, or no device.
-        let noTSM = try await coordinator.veil(arguments, environment: ["VEIL_TSM_ROOT": scratch.path + "/missing", "VEIL_TEE_DEVICE": "/dev/null"])
+        // Not a guest: no report directory.
+        let noTSM = try await coordinator.veil(arguments, environment: ["VEIL_TSM_ROOT": scratch.path + "/missing"])
         #expect(noTSM.status != 0 && noTSM.stderr.contains("is not an SEV-SNP guest"), "\(noTSM.stderr)")
-        let noDevice = try await coordinator.veil(arguments, environment: ["VEIL_TSM_ROOT": tsm, "VEIL_TEE_DEVICE": scratch.path + "/missing"])
-        #expect(noDevice.status != 0 && noDevice.stderr.contains("is not a character device"), "\(noDevice.stderr)")
         let unknown = try await coordinator.veil(["run", "oci:\(layout):veil", "--tee", "sgx", "--state-dir", scratch.path + "/state"])
         #expect(unknown.status != 0 && unknown.stderr.contains("'sgx' is none of them"), "\(unknown.stderr)")
+    }
+
+    /// The PID of a process whose initial environment holds every one of `entries`.
+    static func process(environmentContains entries: [String]) -> Int32? {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(name), let data = FileManager.default.contents(atPath: "/proc/\(name)/environ") else { continue }
+            let variables = Set(data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) })
+            if entries.allSatisfy(variables.contains) { return pid }
+        }
+        return nil
     }
 }

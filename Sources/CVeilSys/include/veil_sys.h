@@ -4,12 +4,15 @@
 #include <sys/vfs.h>
 #include <sys/prctl.h>
 #include <signal.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include <spawn.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <linux/capability.h>
 
 /* GNU extensions that Swift's Glibc module hides (it is built without _GNU_SOURCE). */
 extern int pipe2(int pipefd[2], int flags);
@@ -74,6 +77,28 @@ static inline int veil_snp_derived_key(int fd, const uint8_t request[32], uint8_
     memcpy(response, resp, sizeof resp);
     memset(resp, 0, sizeof resp);
     return result;
+}
+
+/// Removes capability `cap` from this process for good: from the bounding set (so no later
+/// exec regains it), the ambient set, and the effective, permitted and inheritable sets.
+/// Needs CAP_SETPCAP for the bounding set. Returns 0, or -1 with errno set.
+static inline int veil_drop_capability(int cap) {
+    if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return -1;
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_LOWER, cap, 0, 0) != 0 && errno != EINVAL) return -1;
+    struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) != 0) return -1;
+    int word = cap / 32;
+    uint32_t mask = ~(1u << (cap % 32));
+    data[word].effective &= mask;
+    data[word].permitted &= mask;
+    data[word].inheritable &= mask;
+    return (int)syscall(SYS_capset, &header, data);
+}
+
+/// Whether capability `cap` is in this process's bounding set (1), not (0), or -1 on error.
+static inline int veil_capability_bounded(int cap) {
+    return prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
 }
 
 #endif
