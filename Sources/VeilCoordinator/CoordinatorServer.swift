@@ -114,6 +114,13 @@ public struct CoordinatorServer {
             logger.info("hardware TEE", metadata: [
                 "tee": "\(identity.tee.rawValue)", "measurement": "\(Hex.encode(identity.measurement))", "sealing": "\(sealing.binding)",
             ])
+            if identity.tee == .snp {
+                logger.warning("""
+                    the SNP launch measurement (what clients pin and the sealing key binds) covers this coordinator only if its binary is \
+                    in a measured initrd or in a root filesystem whose dm-verity root hash is on the measured kernel command line; \
+                    otherwise any program in a guest booted the same way passes as this coordinator (docs/coordinator-tee.md)
+                    """)
+            }
         }
         let sealingKey: SymmetricKey?
         do {

@@ -69,7 +69,10 @@ struct HardwareIdentity {
         case SNPEvidence.format:
             let report = try SNPEvidence.unverifiedReport(in: evidence)
             return HardwareIdentity(
-                provider: SerializedEvidenceProvider(provider), sealing: SNPDerivedKeySealing(device: SEVGuestDevice(path: paths.sevGuest), vmpl: report.vmpl),
+                provider: SerializedEvidenceProvider(provider),
+                sealing: SNPDerivedKeySealing(
+                    device: SEVGuestDevice(path: paths.sevGuest), vmpl: report.vmpl,
+                    keySelection: .init(firmwareMajor: report.currentFirmware.major, minor: report.currentFirmware.minor)),
                 tee: .snp, measurement: report.measurement)
         case DCAPEvidence.format:
             let quote = try DCAPQuote(evidence.data)

@@ -65,33 +65,59 @@ public struct NoSealing: SealingKeyProvider {
 }
 
 /// SEV-SNP: a key the AMD secure processor derives (MSG_KEY_REQ through `/dev/sev-guest`) from
-/// the chip's VCEK root and, as selected, the guest's launch measurement and policy — so a
-/// guest with other firmware, kernel, initrd or policy derives another key.
+/// the chip's VCEK and, as selected, the guest's launch measurement and policy — so a guest with
+/// other firmware, kernel, initrd or policy derives another key — stretched with HKDF-SHA256
+/// under a Veil label, so the raw firmware key (which any program in the guest asking the same
+/// parameters gets) is never the sealing key itself.
 ///
-/// The request (SEV-SNP firmware ABI, MSG_KEY_REQ, 32 bytes, little-endian):
-/// `0x00` ROOT_KEY_SELECT (0: VCEK), `0x04` reserved, `0x08` GUEST_FIELD_SELECT (bit 0 guest
-/// policy, 1 image ID, 2 family ID, 3 measurement, 4 guest SVN, 5 TCB version), `0x10` VMPL,
-/// `0x14` GUEST_SVN, `0x18` TCB_VERSION. The response (MSG_KEY_RSP, 64 bytes): `0x00` STATUS,
-/// `0x20` the 32-byte derived key.
+/// It binds the coordinator only as far as the launch measurement covers it: the coordinator's
+/// binary must be in a measured initrd, or in a root filesystem whose dm-verity root hash is on
+/// the measured kernel command line. The replica says so at start (docs/coordinator-tee.md).
+///
+/// The request (SEV-SNP firmware ABI, MSG_KEY_REQ, 32 bytes, little-endian): `0x00` bit 0
+/// ROOT_KEY_SELECT (0: the chip's key, not the VMRK) and, since ABI 1.55, bits 2:1 KEY_SEL
+/// (0: the VLEK if one is installed — a key of the cloud provider's — else the VCEK; 1: the
+/// VCEK; 2: the VLEK); `0x04` reserved; `0x08` GUEST_FIELD_SELECT (bit 0 guest policy, 1 image
+/// ID, 2 family ID, 3 measurement, 4 guest SVN, 5 TCB version); `0x10` VMPL; `0x14` GUEST_SVN;
+/// `0x18` TCB_VERSION. The response (MSG_KEY_RSP, 64 bytes): `0x00` STATUS, `0x20` the key.
 public struct SNPDerivedKeySealing: SealingKeyProvider {
     /// Guest policy and launch measurement.
     public static let guestFieldSelect: UInt64 = 1 << 0 | 1 << 3
+    static let label = Array("veil-coordinator-sealing-v1 snp".utf8)
+
+    /// How the request names the VCEK: explicitly (firmware ABI 1.55+, where 0 would mean "the
+    /// VLEK if installed"), or as 0 on older firmware, which knows no VLEK and refuses KEY_SEL.
+    public enum KeySelection: Sendable, Equatable {
+        case vcek
+        case beforeKeySelection
+
+        /// For the firmware a report says is running.
+        public init(firmwareMajor: UInt8, minor: UInt8) {
+            self = (firmwareMajor, minor) >= (1, 55) ? .vcek : .beforeKeySelection
+        }
+
+        var word: UInt32 { self == .vcek ? 1 << 1 : 0 }
+    }
 
     public let device: any SNPGuestDevice
     /// The VMPL to derive for: the replica's own (a lower one is refused by the firmware).
     public let vmpl: UInt32
+    public let keySelection: KeySelection
 
-    public var binding: String { "the SNP chip (VCEK root), the guest's launch measurement and policy, VMPL \(vmpl)" }
+    public var binding: String {
+        "the SNP chip's VCEK, the guest's launch measurement and policy, VMPL \(vmpl) — the coordinator itself only if the measurement covers its binary"
+    }
 
-    public init(device: any SNPGuestDevice = SEVGuestDevice(), vmpl: UInt32) {
+    public init(device: any SNPGuestDevice = SEVGuestDevice(), vmpl: UInt32, keySelection: KeySelection = .vcek) {
         self.device = device
         self.vmpl = vmpl
+        self.keySelection = keySelection
     }
 
     /// The MSG_KEY_REQ this provider sends.
     public var request: [UInt8] {
         func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.littleEndian, Array.init) }
-        return le(UInt32(0)) + le(UInt32(0)) + le(Self.guestFieldSelect) + le(vmpl) + le(UInt32(0)) + le(UInt64(0))
+        return le(keySelection.word) + le(UInt32(0)) + le(Self.guestFieldSelect) + le(vmpl) + le(UInt32(0)) + le(UInt64(0))
     }
 
     public func sealingKey() throws(SealingError) -> SymmetricKey? {
@@ -101,7 +127,7 @@ public struct SNPDerivedKeySealing: SealingKeyProvider {
         guard status == 0 else { throw .firmware("MSG_KEY_RSP status 0x\(String(status, radix: 16)) (0x16: invalid parameters, e.g. a VMPL below the guest's)") }
         let key = Array(response[32..<64])
         guard key.contains(where: { $0 != 0 }) else { throw .malformed("the derived key is all zero") }
-        return SymmetricKey(data: key)
+        return HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: key), info: Self.label, outputByteCount: 32)
     }
 }
 

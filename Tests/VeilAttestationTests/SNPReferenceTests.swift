@@ -14,6 +14,10 @@ import Testing
         let claims = try Verifier(policy: .init(allowSNP: true)).verify(evidence)
         let report = try SNPReport(try Self.bytes("veraison/genoa_report.bin"))
         #expect(report.version == 3 && report.product == .genoa, "the product comes from the report's CPUID")
+        // CURRENT_MAJOR/MINOR/BUILD at 0x1EA/0x1E9/0x1E8: this Genoa runs SNP firmware 1.55.40
+        // (KEY_SEL understood), go-sev-guest's Milan 1.49.3 (not).
+        #expect(report.currentFirmware == (1, 55, 40))
+        #expect(try SNPReport(try Self.bytes("go-sev-guest/snp_report_milan.bin")).currentFirmware == (1, 49, 3))
         #expect(claims.tee == .snp && claims.measurement == report.measurement && claims.snp?.vmpl == 0)
         // The capture binds Veraison's nonce, not this launch's key: refused for exactly that.
         let reportData = ReportData.binding(Array("key".utf8), nonce: [1])

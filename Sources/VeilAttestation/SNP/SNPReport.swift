@@ -73,6 +73,8 @@ public struct SNPReport: Sendable, Equatable {
     public var cpuid: (family: UInt8, model: UInt8, stepping: UInt8)?
     public var chipID: [UInt8]
     public var committedTCB: UInt64
+    /// The running firmware's version (CURRENT_MAJOR, CURRENT_MINOR, CURRENT_BUILD).
+    public var currentFirmware: (major: UInt8, minor: UInt8, build: UInt8)
     public var launchTCB: UInt64
     /// ECDSA P-384 signature, big-endian r ‖ s (48 bytes each), converted from the report's
     /// little-endian 72-byte fields.
@@ -121,7 +123,8 @@ public struct SNPReport: Sendable, Equatable {
         _ = try reader.read(0x1A0 - 0x18B, "reserved1")
         chipID = try reader.read(64, "chip_id")
         committedTCB = try reader.u64("committed_tcb")
-        _ = try reader.read(8, "current/committed version")
+        let versions = try reader.read(8, "current/committed version")
+        currentFirmware = (versions[2], versions[1], versions[0])
         launchTCB = try reader.u64("launch_tcb")
         _ = try reader.read(Self.signedLength - 0x1F8, "reserved2")
         let r = try reader.read(72, "signature.r")
