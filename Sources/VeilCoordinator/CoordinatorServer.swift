@@ -95,6 +95,7 @@ public struct CoordinatorServer {
         let provider: any EvidenceProvider
         let sealing: any SealingKeyProvider
         let ownMeasurement: [UInt8]
+        var ownIdentity: TEEIdentity?
         var simulationKey: P256.Signing.PublicKey?
         switch configuration.tee {
         case .simulated:
@@ -106,13 +107,14 @@ public struct CoordinatorServer {
             logger.warning("\(simulationWarning)", metadata: ["simulationPlatformKey": "\(simulationKeyPath)", "fingerprint": "\(platformKey.fingerprint)"])
         case .hardware(let devices):
             let identity = try await HardwareIdentity.detect(devices, endorsements: configuration.snpEndorsements, logger: logger)
-            (provider, sealing, ownMeasurement) = (identity.provider, identity.sealing, identity.measurement)
+            (provider, sealing, ownMeasurement, ownIdentity) = (identity.provider, identity.sealing, identity.measurement, identity.identity)
             if let path = configuration.simulationKeyPath {
                 simulationKey = try SimulationPlatformKey.loadOrCreate(at: path).publicKey
                 logger.warning("accepting simulated launchers signed by \(path) where the manifest allows simulation: \(simulationWarning)")
             }
             logger.info("hardware TEE", metadata: [
-                "tee": "\(identity.tee.rawValue)", "measurement": "\(Hex.encode(identity.measurement))", "sealing": "\(sealing.binding)",
+                "tee": "\(identity.tee.rawValue)", "measurement": "\(Hex.encode(identity.measurement))", "identity": "\(identity.identity)",
+                "sealing": "\(sealing.binding)",
             ])
             if identity.tee == .snp {
                 logger.warning("""
@@ -132,7 +134,7 @@ public struct CoordinatorServer {
             vault: StateVault(directory: configuration.dataDirectory, sealingKey: sealingKey), provider: provider,
             verification: .init(simulationKey: simulationKey, dcap: dcap, snpCRLs: crls, snpEndorsements: configuration.snpEndorsements),
             replicaPolicy: ReplicaPolicy(
-                ownMeasurement: ownMeasurement,
+                ownIdentity: ownIdentity ?? TEEIdentity(tee: .simulated, measurement: ownMeasurement),
                 verification: VerificationPolicy(
                     allowSimulation: simulationKey != nil, simulationKey: simulationKey, dcap: dcap, allowSNP: true, snpCRLs: crls)),
             replicaID: try replicaID(configuration.dataDirectory))

@@ -49,7 +49,9 @@ struct HardwareIdentity {
     let provider: any EvidenceProvider
     let sealing: any SealingKeyProvider
     let tee: TEEKind
-    let measurement: [UInt8]
+    /// Its measurement and, for a TD, RTMRs and MRCONFIGID; for an SNP guest HOST_DATA.
+    let identity: TEEIdentity
+    var measurement: [UInt8] { identity.measurement }
 
     /// `endorsements` supplies the VCEK when the host hands SNP reports out without
     /// certificates; the provider then adds it to every report it makes.
@@ -73,14 +75,18 @@ struct HardwareIdentity {
                 sealing: SNPDerivedKeySealing(
                     device: SEVGuestDevice(path: paths.sevGuest), vmpl: report.vmpl,
                     keySelection: .init(firmwareMajor: report.currentFirmware.major, minor: report.currentFirmware.minor)),
-                tee: .snp, measurement: report.measurement)
+                tee: .snp, identity: TEEIdentity(tee: .snp, measurement: report.measurement, hostData: report.hostData))
         case DCAPEvidence.format:
             let quote = try DCAPQuote(evidence.data)
             switch quote.body {
             case .sgx(let report):
-                return HardwareIdentity(provider: SerializedEvidenceProvider(provider), sealing: GramineSealing(root: paths.gramineKeys), tee: .sgx, measurement: report.mrEnclave)
+                return HardwareIdentity(
+                    provider: SerializedEvidenceProvider(provider), sealing: GramineSealing(root: paths.gramineKeys), tee: .sgx,
+                    identity: TEEIdentity(tee: .sgx, measurement: report.mrEnclave))
             case .td(let report):
-                return HardwareIdentity(provider: SerializedEvidenceProvider(provider), sealing: NoSealing(), tee: .tdx, measurement: report.mrTD)
+                return HardwareIdentity(
+                    provider: SerializedEvidenceProvider(provider), sealing: NoSealing(), tee: .tdx,
+                    identity: TEEIdentity(tee: .tdx, measurement: report.mrTD, rtmrs: report.rtmrs, mrConfigID: report.mrConfigID))
             }
         default:
             throw ProviderError.unexpectedProvider(evidence.format)

@@ -8,15 +8,22 @@ import VeilAttestation
 import VeilManifest
 
 /// Which replicas may hold the state key: evidence that verifies under ``verification`` and
-/// whose claims are this replica's own measurement, or (answering side) match one of the
-/// manifest's `Config.CoordinatorPackages` — how a new coordinator version joins.
+/// whose identity is this replica's own — for a TD MRTD *and* RTMRs and MRCONFIGID, for an SNP
+/// guest the measurement and HOST_DATA, so a TD booted from the same firmware with another
+/// kernel or program is refused — or (answering side) matches one of the manifest's
+/// `Config.CoordinatorPackages`: how a new coordinator version joins.
 public struct ReplicaPolicy: Sendable {
-    public var ownMeasurement: [UInt8]
+    public var ownIdentity: TEEIdentity
     public var verification: VerificationPolicy
 
-    public init(ownMeasurement: [UInt8], verification: VerificationPolicy) {
-        self.ownMeasurement = ownMeasurement
+    public init(ownIdentity: TEEIdentity, verification: VerificationPolicy) {
+        self.ownIdentity = ownIdentity
         self.verification = verification
+    }
+
+    /// A simulated replica's policy: its own launch measurement.
+    public init(ownMeasurement: [UInt8], verification: VerificationPolicy) {
+        self.init(ownIdentity: TEEIdentity(tee: .simulated, measurement: ownMeasurement), verification: verification)
     }
 
     /// Why `evidence` is not a replica this policy trusts with the state key, or its claims.
@@ -29,7 +36,8 @@ public struct ReplicaPolicy: Sendable {
         } catch {
             throw .evidenceRejected(.malformedEvidence("\(error)"))
         }
-        if claims.measurement == ownMeasurement && !claims.debug { return claims }
+        let identity = TEEIdentity(claims)
+        if identity == ownIdentity && !claims.debug { return claims }
         if let manifest {
             for name in manifest.config.coordinatorPackages {
                 if let package = manifest.packages[name], package.mismatch(claims) == nil { return claims }
@@ -37,7 +45,7 @@ public struct ReplicaPolicy: Sendable {
         }
         throw .packageMismatch(
             service: "coordinator replica", package: "own measurement" + ((manifest?.config.coordinatorPackages.isEmpty ?? true) ? "" : " or Config.CoordinatorPackages"),
-            reason: "measurement \(Hex.encode(claims.measurement)) is not \(Hex.encode(ownMeasurement))" + (claims.debug ? " (or debug evidence)" : ""))
+            reason: claims.debug ? "debug evidence" : "identity \(identity) is not this replica's \(ownIdentity)")
     }
 
     static func requestBinding(publicKey: [UInt8], nonce: [UInt8]) -> [UInt8] {

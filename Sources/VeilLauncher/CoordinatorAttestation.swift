@@ -11,8 +11,11 @@ import X509
 /// shares, secrets and activations. Skipping that takes ``acceptAnyMeasurement``, which the
 /// command line spells `--insecure-any-coordinator`.
 public struct CoordinatorPolicy: Sendable {
-    /// Acceptable coordinator measurements.
-    public var measurements: [[UInt8]]
+    /// Acceptable coordinator identities (measurement, and for a TD its RTMRs/MRCONFIGID, for an
+    /// SNP guest its HOST_DATA).
+    public var expectations: [IdentityExpectation]
+    /// The expected primary measurements.
+    public var measurements: [[UInt8]] { expectations.map(\.measurement) }
     public var verification: VerificationPolicy
     /// Trust hardware evidence of any measurement (never the default).
     public var acceptAnyMeasurement = false
@@ -21,11 +24,19 @@ public struct CoordinatorPolicy: Sendable {
     /// not cover the debug bit, so the measurement alone would let the public coordinator image
     /// run in debug mode pass.
     public var allowDebug = false
+    /// Accept a TD pinned by MRTD alone (never the default): MRTD covers only the TD's
+    /// firmware, so any kernel and program booted from the same TDVF would pass.
+    public var allowTDXFirmwareOnly = false
 
-    public init(measurements: [[UInt8]], verification: VerificationPolicy, acceptAnyMeasurement: Bool = false) {
-        self.measurements = measurements
+    public init(expectations: [IdentityExpectation], verification: VerificationPolicy, acceptAnyMeasurement: Bool = false) {
+        self.expectations = expectations
         self.verification = verification
         self.acceptAnyMeasurement = acceptAnyMeasurement
+    }
+
+    /// Expects measurements alone (SGX MRENCLAVE, simulated, SNP without HOST_DATA).
+    public init(measurements: [[UInt8]], verification: VerificationPolicy, acceptAnyMeasurement: Bool = false) {
+        self.init(expectations: measurements.map { IdentityExpectation(measurement: $0) }, verification: verification, acceptAnyMeasurement: acceptAnyMeasurement)
     }
 
     /// The one policy builder of `veil attest`, `veil recover` and `veil launch`.
@@ -35,13 +46,13 @@ public struct CoordinatorPolicy: Sendable {
     ///   - simulationKey: the trusted simulation platform key (PEM file) for simulated coordinators.
     public static func build(
         expect: [String], policyFile: String?, allowSimulation: Bool, simulationKey: String?, acceptAnyMeasurement: Bool,
-        dcapCollateral: String? = nil, allowDebug: Bool = false
+        dcapCollateral: String? = nil, allowDebug: Bool = false, allowTDXFirmwareOnly: Bool = false
     ) throws -> CoordinatorPolicy {
         var policy = try policyFile.map(load(path:)) ?? CoordinatorPolicy(measurements: [], verification: .init())
         // SEV-SNP evidence carries its VCEK chain; SGX/TDX quotes need Intel's collateral.
         policy.verification.allowSNP = true
         if let dcapCollateral { policy.verification.dcap = DCAPEvidenceVerifier(source: try FileDCAPCollateralSource(path: dcapCollateral)) }
-        for text in expect { policy.measurements.append(try measurement(text, what: "--expect")) }
+        for text in expect { policy.expectations.append(try expectation(text, what: "--expect")) }
         if allowSimulation { policy.verification.allowSimulation = true }
         if let simulationKey { policy.verification.simulationKey = try SimulationPlatformKey.loadPublicKey(at: simulationKey) }
         if policy.verification.allowSimulation && policy.verification.simulationKey == nil {
@@ -49,41 +60,53 @@ public struct CoordinatorPolicy: Sendable {
         }
         if acceptAnyMeasurement { policy.acceptAnyMeasurement = true }
         if allowDebug { policy.allowDebug = true }
+        if allowTDXFirmwareOnly { policy.allowTDXFirmwareOnly = true }
         return policy
     }
 
     /// The debug rule (``Claims/requireProduction(allowDebug:)``, the same one for `veil
-    /// verify`, peers and packages), then the measurement rule: one of ``measurements``; with
+    /// verify`, peers and packages), then the identity rule: one of ``expectations``; with
     /// none, only simulated evidence (or hardware evidence under ``acceptAnyMeasurement``) passes.
-    public func check(_ claims: Claims) throws(CoordinatorAttestationError) {
+    /// A TD matched by MRTD alone passes only under ``allowTDXFirmwareOnly``, with a warning.
+    /// - Returns: warnings for the user (what was accepted knowingly).
+    @discardableResult
+    public func check(_ claims: Claims) throws(CoordinatorAttestationError) -> [String] {
         do {
             try claims.requireProduction(allowDebug: allowDebug)
         } catch {
             throw .debugCoordinator(claims.tee)
         }
-        if measurements.isEmpty {
+        guard !expectations.isEmpty else {
             if !claims.simulated && !acceptAnyMeasurement { throw .measurementRequired(claims.tee) }
-        } else if !measurements.contains(claims.measurement) {
-            throw .measurementNotExpected(Hex.encode(claims.measurement), expected: measurements.map { Hex.encode($0) })
+            return []
+        }
+        let identity = TEEIdentity(claims)
+        guard let matched = expectations.first(where: { $0.mismatch(identity) == nil }) else {
+            throw .measurementNotExpected(identity.description, reasons: expectations.compactMap { $0.mismatch(identity) })
+        }
+        guard claims.tee == .tdx, !matched.pinsTDSoftware else { return [] }
+        guard allowTDXFirmwareOnly else { throw .tdxFirmwareOnly(identity.description) }
+        return ["the coordinator TD is pinned by MRTD alone (--allow-mrtd-only): any kernel and program booted from the same TD firmware would pass"]
+    }
+
+    /// An expectation as `--expect` or a policy file gives it (``IdentityExpectation/init(parsing:)``).
+    static func expectation(_ text: String, what: String) throws -> IdentityExpectation {
+        do {
+            return try IdentityExpectation(parsing: text)
+        } catch {
+            throw CoordinatorAttestationError.policy("\(what) \(error.description) (a measurement, or measurement=HEX,rtmr0=HEX,…,mrconfigid=HEX,hostdata=HEX)")
         }
     }
 
-    /// 32 bytes of hex, optionally prefixed `sha256:`.
-    static func measurement(_ text: String, what: String) throws -> [UInt8] {
-        let hex = text.hasPrefix("sha256:") ? String(text.dropFirst("sha256:".count)) : text
-        guard let bytes = Hex.decode(hex), bytes.count == 32 || bytes.count == 48 else {
-            throw CoordinatorAttestationError.policy("\(what) '\(text)' is not a measurement (32 or 48 bytes of hex, optionally sha256:…)")
-        }
-        return bytes
-    }
-
-    /// Reads a policy file: `{"Measurements": ["hex", …], "AllowSimulation": bool, "SimulationKey": "path", "AllowDebug": bool}`.
+    /// Reads a policy file: `{"Measurements": ["hex" or "measurement=HEX,rtmr0=HEX,…", …], "AllowSimulation": bool,
+    /// "SimulationKey": "path", "AllowDebug": bool, "AllowMRTDOnly": bool}`.
     public static func load(path: String) throws -> CoordinatorPolicy {
         struct File: Decodable {
             var Measurements: [String]?
             var AllowSimulation: Bool?
             var SimulationKey: String?
             var AllowDebug: Bool?
+            var AllowMRTDOnly: Bool?
         }
         guard let data = FileManager.default.contents(atPath: path) else {
             throw CoordinatorAttestationError.policy("cannot read policy file \(path)")
@@ -92,13 +115,14 @@ public struct CoordinatorPolicy: Sendable {
         do {
             file = try JSONDecoder().decode(File.self, from: data)
         } catch {
-            throw CoordinatorAttestationError.policy("\(path) is not a policy JSON object {Measurements, AllowSimulation, SimulationKey, AllowDebug}")
+            throw CoordinatorAttestationError.policy("\(path) is not a policy JSON object {Measurements, AllowSimulation, SimulationKey, AllowDebug, AllowMRTDOnly}")
         }
-        let measurements = try (file.Measurements ?? []).map { try measurement($0, what: path) }
+        let expectations = try (file.Measurements ?? []).map { try expectation($0, what: path) }
         var verification = VerificationPolicy(allowSimulation: file.AllowSimulation ?? false)
         if let keyPath = file.SimulationKey { verification.simulationKey = try SimulationPlatformKey.loadPublicKey(at: keyPath) }
-        var policy = CoordinatorPolicy(measurements: measurements, verification: verification)
+        var policy = CoordinatorPolicy(expectations: expectations, verification: verification)
         policy.allowDebug = file.AllowDebug ?? false
+        policy.allowTDXFirmwareOnly = file.AllowMRTDOnly ?? false
         return policy
     }
 }
@@ -106,7 +130,8 @@ public struct CoordinatorPolicy: Sendable {
 public enum CoordinatorAttestationError: Error, CustomStringConvertible {
     case policy(String)
     case evidence(AttestationError)
-    case measurementNotExpected(String, expected: [String])
+    case measurementNotExpected(String, reasons: [String])
+    case tdxFirmwareOnly(String)
     case measurementRequired(TEEKind)
     case debugCoordinator(TEEKind)
     case malformedRoot
@@ -117,9 +142,14 @@ public enum CoordinatorAttestationError: Error, CustomStringConvertible {
         switch self {
         case .policy(let why): return why
         case .evidence(let error): return "coordinator evidence rejected: \(error)"
-        case .measurementNotExpected(let measurement, let expected):
-            return "coordinator measurement \(measurement) is not one the policy expects (expected: \(expected.joined(separator: ", "))); "
-                + "a coordinator built from other sources, or another Veil version, measures differently (`veil measure --coordinator` prints this binary's)"
+        case .measurementNotExpected(let identity, let reasons):
+            return "coordinator identity \(identity) is not one the policy expects (\(reasons.joined(separator: "; "))); "
+                + "a coordinator built from other sources, another Veil version or another boot chain measures differently "
+                + "(`veil measure --coordinator` prints this binary's; a hardware replica logs its identity at start)"
+        case .tdxFirmwareOnly(let identity):
+            return "the coordinator TD (\(identity)) is pinned by MRTD alone, which covers only the TD firmware: any kernel and program "
+                + "booted from the same firmware would pass. Pin its RTMRs (rtmr0=…,rtmr1=…,rtmr2=…) or MRCONFIGID with --expect; "
+                + "--allow-mrtd-only accepts MRTD alone knowingly"
         case .debugCoordinator(let tee):
             return "the coordinator runs in a debug \(tee.rawValue) TEE: the host can read its memory, so it protects nothing "
                 + "(its measurement does not cover the debug bit); refused — --allow-debug accepts it knowingly, for development only"
@@ -142,6 +172,8 @@ public struct AttestedCoordinator: Sendable {
     public let claims: Claims
     /// The head of the coordinator's history when it produced the evidence.
     public let logHead: [UInt8]
+    /// What the policy accepted knowingly (e.g. a TD pinned by MRTD alone), for the user to see.
+    public var warnings: [String] = []
 
     /// Fetches the coordinator's history over a connection pinned to the attested root and
     /// verifies it: chain, root-key signatures, and the attested head among the entries.
@@ -186,11 +218,11 @@ public enum CoordinatorAttestation {
         }
         // Who the coordinator is (debug, measurement) before what it bound: the answer names
         // the more fundamental refusal. All three must hold either way.
-        try policy.check(claims)
+        let warnings = try policy.check(claims)
         guard claims.reportData == ReportData.binding(rootDER + head, nonce: nonce) else {
             throw CoordinatorAttestationError.evidence(.reportDataMismatch)
         }
-        return AttestedCoordinator(rootCertificatePEM: response.rootCertificate, claims: claims, logHead: head)
+        return AttestedCoordinator(rootCertificatePEM: response.rootCertificate, claims: claims, logHead: head, warnings: warnings)
     }
 }
 

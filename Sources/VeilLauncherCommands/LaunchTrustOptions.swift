@@ -28,8 +28,8 @@ public struct LaunchTrustOptions: ParsableArguments {
     var rootCA: String?
 
     @Option(help: ArgumentHelp(
-        "Expected coordinator measurement when attesting it (hex or sha256:hex, repeatable); required when the coordinator's evidence is hardware evidence.",
-        valueName: "hex"))
+        "Expected coordinator identity when attesting it (as veil attest --expect takes it, repeatable); required when the coordinator's evidence is hardware evidence.",
+        valueName: "identity"))
     var coordinatorMeasurement: [String] = []
 
     @Option(help: ArgumentHelp("Coordinator policy JSON when attesting it (see veil attest --policy).", valueName: "file"))
@@ -43,6 +43,9 @@ public struct LaunchTrustOptions: ParsableArguments {
 
     @Flag(help: "DANGEROUS: when attesting the coordinator, accept one in a debug TEE (development only).")
     var allowDebugCoordinator = false
+
+    @Flag(name: .customLong("allow-coordinator-mrtd-only"), help: "DANGEROUS: when attesting the coordinator, accept a TD pinned by MRTD alone.")
+    var allowCoordinatorMRTDOnly = false
 
     func address(_ environment: [String: String]) -> String {
         coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:2001"
@@ -83,12 +86,15 @@ public struct LaunchTrustOptions: ParsableArguments {
         }
         var policy = try CoordinatorPolicy.build(
             expect: coordinatorMeasurement, policyFile: coordinatorPolicy, allowSimulation: false, simulationKey: nil,
-            acceptAnyMeasurement: insecureAnyCoordinator, dcapCollateral: coordinatorCollateral, allowDebug: allowDebugCoordinator)
+            acceptAnyMeasurement: insecureAnyCoordinator, dcapCollateral: coordinatorCollateral, allowDebug: allowDebugCoordinator,
+            allowTDXFirmwareOnly: allowCoordinatorMRTDOnly)
         if allowDebugCoordinator { warn("warning: --allow-debug-coordinator: a coordinator in a debug TEE is accepted; it protects nothing from the host") }
         if case .simulated(let platformKey) = choice {
             policy.verification.allowSimulation = true
             policy.verification.simulationKey = platformKey.publicKey
         }
-        return try await CoordinatorAttestation.attest(address: address(environment), policy: policy).rootCertificatePEM
+        let attested = try await CoordinatorAttestation.attest(address: address(environment), policy: policy)
+        for warning in attested.warnings { warn("warning: \(warning)") }
+        return attested.rootCertificatePEM
     }
 }

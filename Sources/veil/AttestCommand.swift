@@ -38,6 +38,7 @@ struct AttestCommand: AsyncParsableCommand {
             warn("warning: no expected measurement given (--expect/--policy): any simulated coordinator signed by the simulation key is accepted")
         }
         let attested = try await CoordinatorAttestation.attest(address: address, policy: policy)
+        for warning in attested.warnings { warn("warning: \(warning)") }
         // The history must verify up to the head bound into the evidence before the root is pinned.
         let log = try await attested.verifiedLog(address: address)
         // A shorter history than this client saw before means an old state was put back.

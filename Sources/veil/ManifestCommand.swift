@@ -60,6 +60,7 @@ struct ManifestCommand: AsyncParsableCommand {
         func run() throws {
             guard let data = FileManager.default.contents(atPath: file) else { throw CommandError("cannot read \(file)") }
             let manifest = try Manifest.parse(Array(data))
+            for warning in manifest.coverageWarnings { warn("warning: \(warning)") }
             print("valid: \(manifest.packages.count) packages, \(manifest.services.count) services, \(manifest.secrets.count) secrets; sha256:\(Hex.encode(manifest.digest))")
         }
     }

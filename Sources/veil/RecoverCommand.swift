@@ -40,6 +40,7 @@ struct RecoverCommand: AsyncParsableCommand {
         // Shares go only to a coordinator whose code is the expected one.
         let policy = try trust.build(environment: environment)
         let attested = try await CoordinatorAttestation.attest(address: address, policy: policy)
+        for warning in attested.warnings { warn("warning: \(warning)") }
         var identity: ClientIdentity?
         if let userCert, let userKey {
             guard let cert = FileManager.default.contents(atPath: userCert), let key = FileManager.default.contents(atPath: userKey) else {

@@ -265,3 +265,20 @@ let validManifest = """
         #expect(throws: RenderError.self) { try template.render { _ in .bytes([1]) } }
     }
 }
+
+/// `veil manifest validate` calls out confidential-VM packages whose pins do not reach the
+/// guest's software.
+@Suite struct CoverageTests {
+    @Test func aTDPackagePinningMRTDAloneIsCalledOut() throws {
+        let mrtd = String(repeating: "11", count: 48)
+        let manifest = try Manifest.parse(Array(#"""
+            {"Packages": {"firmware-only": {"Kind": "tdx", "MRTD": "\#(mrtd)"},
+                          "kernel": {"Kind": "tdx", "MRTD": "\#(mrtd)", "RTMR1": "\#(mrtd)", "RTMR2": "\#(mrtd)"},
+                          "config": {"Kind": "tdx", "MRTD": "\#(mrtd)", "MRConfigID": "\#(mrtd)"},
+                          "enclave": {"Kind": "sgx", "UniqueID": "\#(String(repeating: "22", count: 32))"}},
+             "Services": {"a": {"Package": "firmware-only"}}}
+            """#.utf8))
+        #expect(manifest.coverageWarnings.count == 1)
+        #expect(manifest.coverageWarnings.first?.contains("'firmware-only'") == true)
+    }
+}
