@@ -52,7 +52,16 @@ public final class Coordinator: Sendable {
         }
     }
 
+    /// What this replica says about itself in its status: Veil's version and its TEE identity.
+    public struct About: Sendable {
+        public var version = VeilVersion.current
+        /// The replica's TEE identity (``TEEIdentity/description``), when known.
+        public var identity: String?
+        public init(identity: String? = nil) { self.identity = identity }
+    }
+
     public let authority: CertificateAuthority
+    let about: About
     let store: any StateStore
     let vault: StateVault
     let evidenceProvider: any EvidenceProvider
@@ -67,9 +76,10 @@ public final class Coordinator: Sendable {
 
     private init(
         authority: CertificateAuthority, snapshot: Snapshot, store: any StateStore, vault: StateVault,
-        evidenceProvider: any EvidenceProvider, verification: Verification, logger: Logger, metrics: CoordinatorMetrics
+        evidenceProvider: any EvidenceProvider, verification: Verification, logger: Logger, metrics: CoordinatorMetrics, about: About
     ) {
         self.authority = authority
+        self.about = about
         self.snapshot = Mutex(snapshot)
         self.store = store
         self.vault = vault
@@ -101,7 +111,7 @@ public final class Coordinator: Sendable {
     /// (fresh CA, fresh state key) when the store is empty and this replica has never served one.
     public static func open(
         store: any StateStore, vault: StateVault, evidenceProvider: any EvidenceProvider, verification: Verification, logger: Logger,
-        metrics: CoordinatorMetrics = .disabled
+        metrics: CoordinatorMetrics = .disabled, about: About = About()
     ) async throws -> Coordinator {
         while true {
             let stored: StoredState?
@@ -123,7 +133,7 @@ public final class Coordinator: Sendable {
                 let (authority, addedCA) = try opened.state.authority()
                 let coordinator = Coordinator(
                     authority: authority, snapshot: try Snapshot(stored: stored, opened: opened), store: store, vault: vault,
-                    evidenceProvider: evidenceProvider, verification: verification, logger: logger, metrics: metrics)
+                    evidenceProvider: evidenceProvider, verification: verification, logger: logger, metrics: metrics, about: about)
                 try vault.note(generation: opened.state.generation)
                 if addedCA || StateEnvelope.isLegacy(stored.bytes) {
                     // Rewrite in the current format, with the coordinator TLS CA the state lacked.
@@ -151,7 +161,7 @@ public final class Coordinator: Sendable {
                 logger.info("new coordinator state created", metadata: ["store": "\(store.description)"])
                 return Coordinator(
                     authority: authority, snapshot: Snapshot(state: state, revision: revision, recovery: nil, manifest: nil), store: store,
-                    vault: vault, evidenceProvider: evidenceProvider, verification: verification, logger: logger, metrics: metrics)
+                    vault: vault, evidenceProvider: evidenceProvider, verification: verification, logger: logger, metrics: metrics, about: about)
             } catch StateStoreError.conflict {
                 // Another replica created the state first: use theirs (its key comes from a peer).
                 vault.reset()
@@ -185,6 +195,8 @@ public final class Coordinator: Sendable {
             warning: isSimulated ? simulationWarning : nil, activations: activations)
         status.generation = snapshot.state.generation
         status.historyLength = snapshot.state.log?.count ?? 0
+        status.version = about.version
+        status.identity = about.identity
         return status
     }
 

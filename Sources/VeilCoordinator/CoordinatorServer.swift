@@ -165,7 +165,7 @@ public struct CoordinatorServer {
         let environment = try await environment(configuration, logger: logger)
         return try await Coordinator.open(
             store: try makeStore(configuration, logger: logger), vault: environment.vault, evidenceProvider: environment.provider,
-            verification: environment.verification, logger: logger)
+            verification: environment.verification, logger: logger, about: .init(identity: environment.replicaPolicy.ownIdentity.description))
     }
 
     /// Serves until SIGINT/SIGTERM.
@@ -183,7 +183,7 @@ public struct CoordinatorServer {
             do {
                 coordinator = try await Coordinator.open(
                     store: store, vault: environment.vault, evidenceProvider: environment.provider, verification: environment.verification, logger: logger,
-                    metrics: environment.metrics.metrics)
+                    metrics: environment.metrics.metrics, about: .init(identity: environment.replicaPolicy.ownIdentity.description))
             } catch let error as Coordinator.OpenError {
                 guard case .needsStateKey(let reason, let recovery) = error else { throw CoordinatorStartError(description: error.description) }
                 logger.error("\(error)")

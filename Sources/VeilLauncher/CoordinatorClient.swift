@@ -1,4 +1,5 @@
 import FoundationEssentials
+import Glibc
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -294,6 +295,17 @@ public final class CoordinatorClient: Sendable {
             return "TLS error: \(ssl)"
         }
         if let ssl = error as? BoringSSLError { return "TLS handshake failed (\(ssl))" }
+        if let io = error as? IOError {
+            switch io.errnoCode {
+            case ECONNREFUSED: return "connection refused: nothing listens there (is the coordinator running, and is this the right port?)"
+            case ETIMEDOUT, EHOSTUNREACH, ENETUNREACH: return "\(String(cString: strerror(io.errnoCode))) (a firewall, or a wrong address?)"
+            default: return "\(String(cString: strerror(io.errnoCode)))"
+            }
+        }
+        if let connect = error as? NIOConnectionError {
+            if let refused = connect.connectionErrors.first?.error { return explain(refused) }
+            if connect.dnsAAAAError != nil || connect.dnsAError != nil { return "the host name does not resolve" }
+        }
         return "\(error)"
     }
 }

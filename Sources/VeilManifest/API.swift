@@ -158,6 +158,10 @@ public enum API {
         public var historyLength: Int?
         /// Why the coordinator is in recovery.
         public var reason: String?
+        /// Veil's version on this replica (`veil --version` prints the client's).
+        public var version: String?
+        /// This replica's TEE identity as `--expect` takes it (measurement, RTMRs, …).
+        public var identity: String?
 
         public init(state: String, manifestDigest: String?, simulated: Bool, warning: String?, activations: [String: Int]) {
             self.state = state

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FoundationEssentials
 import Glibc
+import VeilAttestation
 import VeilLauncher
 import VeilLauncherCommands
 
@@ -12,6 +13,7 @@ struct VeilLauncherTool: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "veil-launcher",
         abstract: "Veil's launcher: attest, activate as a service, provision, exec (and the service's mesh proxy).",
+        version: VeilVersion.current,
         subcommands: [LaunchCommand.self, MeshCommand.self, InstallCommand.self])
 
     /// In `veil run`'s container the TEE's report interface is detached before anything else,

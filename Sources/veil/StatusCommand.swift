@@ -1,4 +1,5 @@
 import ArgumentParser
+import VeilAttestation
 import VeilManifest
 
 struct StatusCommand: AsyncParsableCommand {
@@ -14,6 +15,10 @@ struct StatusCommand: AsyncParsableCommand {
         case .json: try printJSON(status)
         case .text:
             print("state: \(status.state)")
+            if let version = status.version {
+                print("version: \(version)" + (version == VeilVersion.current ? "" : " (this veil is \(VeilVersion.current))"))
+            }
+            if let identity = status.identity { print("identity: \(identity)") }
             print("manifest: \(status.manifestDigest.map { "sha256:\($0)" } ?? "none")")
             if let generation = status.generation { print("generation: \(generation) (history: \(status.historyLength ?? 0) entries)") }
             if let reason = status.reason { print("reason: \(reason)") }

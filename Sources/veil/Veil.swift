@@ -1,4 +1,5 @@
 import ArgumentParser
+import VeilAttestation
 import VeilLauncherCommands
 
 @main
@@ -11,9 +12,10 @@ struct Veil: AsyncParsableCommand {
             it gets; launchers prove what they run by remote attestation before they receive
             certificates and secrets. The simulated TEE (development only) gives no confidentiality.
             """,
+        version: VeilVersion.current,
         subcommands: [
             CoordinatorCommand.self, ManifestCommand.self, StatusCommand.self, CertificateCommand.self,
-            AttestCommand.self, LaunchCommand.self, MeshCommand.self, MeasureCommand.self, VerifyCommand.self, ImageCommand.self, RunCommand.self,
+            AttestCommand.self, VersionCommand.self, LaunchCommand.self, MeshCommand.self, MeasureCommand.self, VerifyCommand.self, ImageCommand.self, RunCommand.self,
             ProtectCommand.self, SecretCommand.self, RecoverCommand.self, InjectorCommand.self, KubernetesCommand.self,
         ])
 }

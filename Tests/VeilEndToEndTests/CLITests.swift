@@ -86,6 +86,43 @@ import Testing
         #expect(try await coordinator.veil(["status"], environment: fresh).status == 0)
     }
 
+    /// `veil --version`, `veil version`, `veil-launcher --version` and the coordinator's status
+    /// agree; the status also names the replica's identity (what `--expect` takes).
+    @Test func versionsAgreeAndStatusNamesTheCoordinatorsIdentity() async throws {
+        let scratch = try Scratch()
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let flag = try await coordinator.veil(["--version"])
+        let command = try await coordinator.veil(["version"])
+        let launcher = try await run(URL(fileURLWithPath: veilBinary).deletingLastPathComponent().path + "/veil-launcher", ["--version"], scratch: scratch)
+        let version = flag.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(flag.status == 0 && version.split(separator: ".").count == 3, "\(flag.stdout) \(flag.stderr)")
+        #expect(command.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == version)
+        #expect(launcher.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == version, "\(launcher.stderr)")
+        let status = try await coordinator.veil(["status"])
+        #expect(status.stdout.contains("version: \(version)\n"), "\(status.stdout)")
+        let measured = try await coordinator.veil(["measure", "--coordinator"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let measurement = measured.hasPrefix("sha256:") ? String(measured.dropFirst("sha256:".count)) : measured
+        #expect(status.stdout.contains("identity: measurement=\(measurement)"), "\(status.stdout) vs \(measurement)")
+        let json = try await coordinator.curl("GET", coordinator.clientAddress, "/api/v1/status").1
+        #expect(json.contains("\"version\":\"\(version)\""), "\(json)")
+    }
+
+    /// The client and mesh APIs are two listeners: a request that reaches the wrong one is told
+    /// which one it wanted, and an address where nothing listens says so in words.
+    @Test func theWrongAPIOrANonListeningPortIsNamed() async throws {
+        let scratch = try Scratch()
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let onMesh = try await coordinator.curl("GET", coordinator.meshAddress, "/api/v1/status")
+        #expect(onMesh.0 == 404 && onMesh.1.contains("this is the coordinator's mesh API") && onMesh.1.contains("--client-addr"), "\(onMesh)")
+        let launch = Array(coordinator.launchArguments(service: "app", command: ["/bin/true"]))
+        let onClient = try await coordinator.veil(launch.map { $0 == coordinator.meshAddress ? coordinator.clientAddress : $0 })
+        #expect(onClient.status != 0 && onClient.stderr.contains("this is the coordinator's client API") && onClient.stderr.contains("--mesh-addr"),
+                "\(onClient.stderr)")
+        let nowhere = try await coordinator.veil(["status", "--coordinator", "127.0.0.1:\(freePort())", "--root-ca", coordinator.rootPath])
+        #expect(nowhere.status != 0 && nowhere.stderr.contains("connection refused: nothing listens there"), "\(nowhere.stderr)")
+        #expect(!nowhere.stderr.contains("errno: 111"), "\(nowhere.stderr)")
+    }
+
     /// A different root at an address pinned before is refused, with both fingerprints, until
     /// `--replace` (like SSH's changed host key); the pin is untouched by the refusal.
     @Test func reattestingAnAddressWithAnotherRootNeedsReplace() async throws {

@@ -101,6 +101,28 @@ struct ErrorBody {
 /// Turns every other error (Hummingbird's, decoding) into the same JSON error body, and
 /// refuses announced oversized bodies on every endpoint, including those that read none.
 struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    /// Which listener this is: a 404 for a path of the other API says which one the caller wanted.
+    enum Listener { case client, mesh }
+    let listener: Listener
+
+    init(_ listener: Listener) { self.listener = listener }
+
+    /// The hint for a path this listener does not serve but the other one does.
+    func wrongAPIHint(_ path: String) -> String? {
+        let api = API.prefix + "/"
+        guard path.hasPrefix(api) else { return nil }
+        let endpoint = path.dropFirst(api.count)
+        switch listener {
+        case .client where endpoint.hasPrefix("activation") || endpoint.hasPrefix("peer/"):
+            return "this is the coordinator's client API; launchers (veil launch, veil run, veil mesh) talk to its mesh API "
+                + "(veil coordinator --mesh-addr, default 127.0.0.1:2001)"
+        case .mesh where ["status", "manifest", "secrets", "update", "log", "recovery", "certificate/chain"].contains(where: { endpoint.hasPrefix($0) }):
+            return "this is the coordinator's mesh API (launchers and peer replicas); veil status, attest, manifest, secret and recover "
+                + "talk to its client API (veil coordinator --client-addr, default 127.0.0.1:4433)"
+        default: return nil
+        }
+    }
+
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > API.maximumBodySize {
             return Self.tooLarge.response
@@ -117,7 +139,8 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             let message: String
             switch error.status {
             case .contentTooLarge: message = "request body is larger than \(API.maximumBodySize) bytes"
-            case .notFound: message = "no such endpoint: \(request.method) \(request.uri.path)"
+            case .notFound:
+                message = "no such endpoint: \(request.method) \(request.uri.path)" + (wrongAPIHint(request.uri.path).map { " — \($0)" } ?? "")
             default: message = error.body ?? error.status.reasonPhrase
             }
             return ErrorBody(status: error.status.code, code: "http\(error.status.code)", message: message).response

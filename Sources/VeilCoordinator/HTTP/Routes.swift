@@ -15,7 +15,7 @@ public enum HTTPAPI {
     /// `/metrics` serves `exposition` (Prometheus text format) when given.
     public static func clientRouter(_ coordinator: Coordinator, metrics exposition: PrometheusExposition? = nil) -> Router<CoordinatorRequestContext> {
         let router = Router(context: CoordinatorRequestContext.self)
-        router.add(middleware: JSONErrorMiddleware())
+        router.add(middleware: JSONErrorMiddleware(.client))
         let routes = router.notingRoutes()
         routes.get("/healthz") { _, _ in JSON(["status": "ok"]) }
         addMetricsRoute(routes, exposition)
@@ -71,7 +71,7 @@ public enum HTTPAPI {
     /// The mesh API: launchers activating services (and peer replicas asking for the state key).
     public static func meshRouter(_ coordinator: Coordinator, peers: PeerKeyService? = nil) -> Router<CoordinatorRequestContext> {
         let router = Router(context: CoordinatorRequestContext.self)
-        router.add(middleware: JSONErrorMiddleware())
+        router.add(middleware: JSONErrorMiddleware(.mesh))
         let routes = router.notingRoutes()
         routes.get("/healthz") { _, _ in JSON(["status": "ok"]) }
         let api = routes.group(RouterPath(API.prefix))
@@ -112,7 +112,7 @@ public enum HTTPAPI {
         _ recovery: RecoveryCoordinator, metrics exposition: PrometheusExposition? = nil, onRecovered: @escaping @Sendable () -> Void
     ) -> Router<CoordinatorRequestContext> {
         let router = Router(context: CoordinatorRequestContext.self)
-        router.add(middleware: JSONErrorMiddleware())
+        router.add(middleware: JSONErrorMiddleware(.client))
         // Every other request: the coordinator is not serving yet (a known path with another
         // method still gets 405, from the inner middleware).
         router.add(middleware: RecoveryMode(reason: recovery.reason))
