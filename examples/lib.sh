@@ -67,7 +67,7 @@ start_coordinator() {
   PIDS+=($!)
   wait_until 20 curl -sfk "https://$CLIENT_ADDR/healthz" || { cat "$WORK/coordinator.log"; fail "coordinator did not start"; }
   step "attesting the coordinator and pinning its root certificate"
-  "$VEIL" attest --allow-simulation --simulation-key "$SIM_KEY" --expect "$("$VEIL" measure --coordinator)" -o "$WORK/root.pem"
+  "$VEIL" attest --allow-simulation --simulation-key "$SIM_KEY" --expect "$("$VEIL" measure --coordinator)" --root-output "$WORK/root.pem"
 }
 
 # render_manifest TEMPLATE OUT KEY=VALUE...: replaces @KEY@ with VALUE (and @WORK@ with $WORK).

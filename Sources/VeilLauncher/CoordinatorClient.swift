@@ -32,6 +32,8 @@ public struct ClientIdentity: Sendable {
 /// Why a call to the coordinator failed.
 public enum CoordinatorClientError: Error, CustomStringConvertible {
     case invalidAddress(String)
+    /// The root certificate to pin is not one PEM certificate.
+    case invalidPinnedRoot
     case connection(address: String, reason: String)
     /// The server is not the coordinator the pinned root belongs to.
     case notTheCoordinator(address: String, reason: String)
@@ -42,6 +44,9 @@ public enum CoordinatorClientError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case .invalidAddress(let address): return "coordinator address '\(address)' must be HOST:PORT (several: HOST:PORT,HOST:PORT)"
+        case .invalidPinnedRoot:
+            return "the root certificate to pin (--root-ca, VEIL_ROOT_CA or the one `veil attest` saved) is not one PEM certificate: "
+                + "pass the coordinator's root as PEM (`veil certificate root` after `veil attest`)"
         case .connection(let address, let reason): return "cannot reach the coordinator at \(address): \(reason)"
         case .notTheCoordinator(let address, let reason):
             return "refusing \(address): the server is not the attested coordinator: \(reason)"
@@ -97,7 +102,7 @@ public final class CoordinatorClient: Sendable {
         switch trust {
         case .pinnedRoot(let pem):
             guard let root = try? Certificate(pemEncoded: pem.trimmingWhitespace) else {
-                throw CoordinatorClientError.invalidAddress("the pinned root is not one PEM certificate")
+                throw CoordinatorClientError.invalidPinnedRoot
             }
             self.root = root
             // The custom callback (CoordinatorIdentityPolicy) replaces BoringSSL's checks.

@@ -22,10 +22,10 @@ struct AttestCommand: AsyncParsableCommand {
 
     @OptionGroup var trust: CoordinatorPolicyOptions
 
-    @Option(name: [.customShort("o"), .customLong("root-output")], help: ArgumentHelp("Also write the verified root certificate here.", valueName: "file"))
+    @Option(help: ArgumentHelp("Also write the verified root certificate (PEM) to this file.", valueName: "file"))
     var rootOutput: String?
 
-    @Option(help: "Output format.") var output: OutputFormat = .text
+    @Option(name: .shortAndLong, help: "Output format: text or json.") var output: OutputFormat = .text
 
     @Flag(help: "Replace the root pinned for this address when the coordinator presents a different one (after a reset); without it that is refused.")
     var replace = false
@@ -45,7 +45,7 @@ struct AttestCommand: AsyncParsableCommand {
         try PinnedRoots.checkReplacement(attested.rootCertificatePEM, for: address, replace: replace, environment: environment)
         try HistoryMarks.check(log, root: attested.rootCertificatePEM, environment: environment)
         try PinnedRoots.save(attested.rootCertificatePEM, for: address, environment: environment)
-        if let rootOutput { try emit(attested.rootCertificatePEM, to: rootOutput) }
+        if let rootOutput { try Data(attested.rootCertificatePEM.utf8).write(to: URL(fileURLWithPath: rootOutput), options: .atomic) }
         let savedAt = PinnedRoots.path(for: address, environment: environment)
         switch output {
         case .json:

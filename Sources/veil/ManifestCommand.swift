@@ -45,11 +45,12 @@ struct ManifestCommand: AsyncParsableCommand {
     struct Get: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print the manifest exactly as it was set.")
         @OptionGroup var connection: ConnectionOptions
-        @Option(name: .shortAndLong, help: ArgumentHelp("Write to this file instead of stdout.", valueName: "file")) var output: String?
+        @Option(name: .shortAndLong, help: "Output format: the manifest is JSON either way (text and json are the same); to write a file, redirect.")
+        var output: OutputFormat = .text
 
         func run() async throws {
             let bytes = try await connection.withPinnedClient { try await $0.call(.GET, "\(API.prefix)/manifest") }
-            try emit(String(decoding: bytes, as: UTF8.self), to: output)
+            emit(String(decoding: bytes, as: UTF8.self))
         }
     }
 

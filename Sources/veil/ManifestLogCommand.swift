@@ -11,7 +11,7 @@ struct ManifestLogCommand: AsyncParsableCommand {
         commandName: "log", abstract: "Print the coordinator's signed, hash-chained history after verifying it.",
         discussion: "Verifies the chain and the root-key signature of every entry against the pinned root; `veil attest` also checks the head bound into the evidence.")
     @OptionGroup var connection: ConnectionOptions
-    @Option(help: "Output format.") var output: OutputFormat = .text
+    @Option(name: .shortAndLong, help: "Output format: text or json.") var output: OutputFormat = .text
 
     func run() async throws {
         let rootPEM = try connection.pinnedRoot()

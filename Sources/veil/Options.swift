@@ -63,17 +63,15 @@ struct ConnectionOptions: ParsableArguments {
     }
 }
 
+/// `--output` (`-o`) everywhere: a format, never a file.
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     case text, json
 }
 
-/// Writes `text` to `path` (or stdout when nil).
-func emit(_ text: String, to path: String?) throws {
-    if let path {
-        try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
-    } else {
-        print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
-    }
+/// Prints `text` with exactly one final newline. One convention for every command: `--output`
+/// (`-o`) is a format (text, json); files are written by redirecting standard output.
+func emit(_ text: String) {
+    print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
 }
 
 func printJSON(_ value: some Encodable) throws {

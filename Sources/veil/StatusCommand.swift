@@ -5,7 +5,7 @@ import VeilManifest
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "status", abstract: "Show the coordinator's state.")
     @OptionGroup var connection: ConnectionOptions
-    @Option(help: "Output format.") var output: OutputFormat = .text
+    @Option(name: .shortAndLong, help: "Output format: text or json.") var output: OutputFormat = .text
 
     func run() async throws {
         let status = try await connection.withPinnedClient {

@@ -38,7 +38,7 @@ struct VerifyCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Cache for documents fetched from a PCS/PCCS (default ~/.cache/veil/pcs).", valueName: "dir"))
     var cacheDir: String?
     @Option(help: ArgumentHelp("Verification time, RFC 3339 (default: now).", valueName: "time")) var at: String?
-    @Option(help: "Output format.") var output: OutputFormat = .text
+    @Option(name: .shortAndLong, help: "Output format: text or json.") var output: OutputFormat = .text
 
     func run() async throws {
         guard let quoteBytes = FileManager.default.contents(atPath: quote) else { throw CommandError("cannot read quote \(quote)") }

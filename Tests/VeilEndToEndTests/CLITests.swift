@@ -34,9 +34,15 @@ import Testing
 
         let root = try await coordinator.veil(["certificate", "root"])
         #expect(root.stdout == (try String(contentsOfFile: coordinator.rootPath, encoding: .utf8)))
-        let chain = try await coordinator.veil(["certificate", "chain", "-o", scratch.path + "/chain.pem"])
-        #expect(chain.status == 0)
-        #expect((try String(contentsOfFile: scratch.path + "/chain.pem", encoding: .utf8)).components(separatedBy: "BEGIN CERTIFICATE").count == 3)
+        let chain = try await coordinator.veil(["certificate", "chain"])
+        #expect(chain.status == 0 && chain.stdout.components(separatedBy: "BEGIN CERTIFICATE").count == 3)
+        // --output is a format everywhere, never a file: JSON here, and a file name is refused, not written.
+        let json = try await coordinator.veil(["certificate", "chain", "-o", "json"])
+        let certificates = (try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: [String]])?["certificates"]
+        #expect(certificates?.count == 2 && certificates?.allSatisfy { $0.hasPrefix("-----BEGIN CERTIFICATE-----") } == true, "\(json.stdout)")
+        let file = try await coordinator.veil(["certificate", "root", "--output", scratch.path + "/root-copy.pem"])
+        #expect(file.status != 0 && file.stderr.contains("--output"), "\(file.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/root-copy.pem"))
     }
 
     @Test func restartKeepsRootAndManifest() async throws {
@@ -121,6 +127,9 @@ import Testing
         let nowhere = try await coordinator.veil(["status", "--coordinator", "127.0.0.1:\(freePort())", "--root-ca", coordinator.rootPath])
         #expect(nowhere.status != 0 && nowhere.stderr.contains("connection refused: nothing listens there"), "\(nowhere.stderr)")
         #expect(!nowhere.stderr.contains("errno: 111"), "\(nowhere.stderr)")
+        // A root that is not PEM is named as such, not as a malformed address.
+        let notPEM = try await coordinator.veil(["status", "--root-ca", try scratch.write("not a certificate", to: "root.txt")])
+        #expect(notPEM.status != 0 && notPEM.stderr.contains("is not one PEM certificate") && !notPEM.stderr.contains("HOST:PORT"), "\(notPEM.stderr)")
     }
 
     /// A different root at an address pinned before is refused, with both fingerprints, until

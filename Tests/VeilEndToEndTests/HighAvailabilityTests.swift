@@ -28,7 +28,7 @@ import Testing
                 dataDirectory: scratch.path + "/replica\(index)", simulationKey: simulationKey, attest: false, binary: binary)
             if index == 0 {
                 // The first replica creates the state; everyone pins its root.
-                let attest = try await replica.veil(["attest", "--allow-simulation", "--simulation-key", simulationKey, "-o", replica.rootPath])
+                let attest = try await replica.veil(["attest", "--allow-simulation", "--simulation-key", simulationKey, "--root-output", replica.rootPath])
                 try #require(attest.status == 0, "\(attest.stderr)")
             }
             replicas.append(replica)

@@ -254,7 +254,7 @@ final class CoordinatorProcess {
         guard attest else { return }
         // --replace: a restarted test coordinator may hold a new root at the same address
         // (CLITests checks the refusal without it).
-        let result = try await veil(["attest", "--allow-simulation", "--simulation-key", simulationKey, "--replace", "-o", rootPath])
+        let result = try await veil(["attest", "--allow-simulation", "--simulation-key", simulationKey, "--replace", "--root-output", rootPath])
         guard result.status == 0 else { throw CoordinatorStartError(log: result.stderr) }
     }
 

@@ -71,7 +71,7 @@ json.dump(manifest, open(sys.argv[2], "w"), indent=2)
 PY
 "$VEIL" manifest set "$WORK/manifest.json" --secret inference-protected-files="$WORK/image.key" >/dev/null
 "$VEIL" secret get clinic-client --user-cert "$WORK/operator.pem" --user-key "$WORK/operator.key" >"$WORK/client-secret.json"
-"$VEIL" certificate chain --output "$WORK/chain.pem"
+"$VEIL" certificate chain > "$WORK/chain.pem"
 # The client presents its certificate with the intermediate CA; the service trusts only the root.
 $PY - "$WORK/client-secret.json" "$WORK" <<'PY'
 import json, sys

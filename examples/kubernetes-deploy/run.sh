@@ -87,7 +87,7 @@ wait_until 60 curl -sfk https://127.0.0.1:4433/healthz || { logs veil-coordinato
 step "veil attest: the measurement veil image self printed"
 export VEIL_CONFIG_DIR=$WORK/config
 "$VEIL" attest --coordinator 127.0.0.1:4433 --allow-simulation --simulation-key "$WORK/simulation-key.pem" --expect "$MEASUREMENT" \
-  -o "$WORK/root.pem" || fail "the rendered coordinator did not attest as the image's measurement"
+  --root-output "$WORK/root.pem" || fail "the rendered coordinator did not attest as the image's measurement"
 
 step "injector (rendered Deployment veil-injector)"
 play veil-injector-0 veil-injector
