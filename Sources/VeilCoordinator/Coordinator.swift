@@ -346,7 +346,7 @@ public final class Coordinator: Sendable {
             try Self.checkUserDefined(manifest.secrets[name], name: name, value: value)
         }
         if let current = self.manifest {
-            guard current.digest == manifest.digest, userDefinedSecrets.isEmpty else { throw .manifestAlreadySet }
+            guard current.digest == manifest.digest, userDefinedSecrets.isEmpty else { throw .manifestAlreadySet(updatable: current.updatable) }
             return current.digest
         }
         // Generated before the transaction: RSA keys take a while, and a change may run twice.
@@ -361,7 +361,7 @@ public final class Coordinator: Sendable {
         }
         try await transact { state, _ throws(CoordinatorError) in
             if let existing = state.manifest {
-                guard existing == bytes, userDefinedSecrets.isEmpty else { throw .manifestAlreadySet }
+                guard existing == bytes, userDefinedSecrets.isEmpty else { throw .manifestAlreadySet(updatable: (try? Manifest.parse(existing))?.updatable ?? false) }
                 return ((), [])
             }
             state.manifest = bytes

@@ -4,7 +4,8 @@ import VeilManifest
 /// Why the coordinator refused a request. ``httpStatus`` and ``code`` are what the API returns.
 public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     case invalidManifest(ManifestValidationError)
-    case manifestAlreadySet
+    /// `updatable`: some user of the set manifest may update it (UpdateManifest).
+    case manifestAlreadySet(updatable: Bool)
     case noManifest
     case unknownService(String)
     case unknownNonce
@@ -88,8 +89,13 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .invalidManifest(let error): return error.description
-        case .manifestAlreadySet:
-            return "a different manifest is already set (state unchanged); change it with `veil manifest update`"
+        case .manifestAlreadySet(let updatable):
+            if updatable {
+                return "a different manifest is already set (state unchanged); a user with the UpdateManifest action changes it with `veil manifest update`"
+            }
+            return "a different manifest is already set (state unchanged), and no user of it may update it (no user has the UpdateManifest action), "
+                + "so it cannot be changed. To start over: `veil coordinator --reset` (a new root: every client attests again, every secret is lost); "
+                + "next time add a user with an UpdateManifest role (docs/users-and-recovery.md)"
         case .noManifest: return "no manifest is set yet"
         case .unknownService(let name): return "unknown service '\(name)'"
         case .unknownNonce:

@@ -132,6 +132,8 @@ public enum CoordinatorAttestationError: Error, CustomStringConvertible {
     case evidence(AttestationError)
     case measurementNotExpected(String, reasons: [String])
     case tdxFirmwareOnly(String)
+    /// The coordinator's evidence is simulated and the client did not allow simulation.
+    case simulatedCoordinator
     case measurementRequired(TEEKind)
     case debugCoordinator(TEEKind)
     case malformedRoot
@@ -146,6 +148,10 @@ public enum CoordinatorAttestationError: Error, CustomStringConvertible {
             return "coordinator identity \(identity) is not one the policy expects (\(reasons.joined(separator: "; "))); "
                 + "a coordinator built from other sources, another Veil version or another boot chain measures differently "
                 + "(`veil measure --coordinator` prints this binary's; a hardware replica logs its identity at start)"
+        case .simulatedCoordinator:
+            return "the coordinator runs on the simulated TEE (development only, NO confidentiality) and simulation was not allowed: "
+                + "to attest it anyway pass --allow-simulation --simulation-key FILE (the coordinator's simulation platform key, "
+                + "DATA-DIR/simulation-platform-key.pem)"
         case .tdxFirmwareOnly(let identity):
             return "the coordinator TD (\(identity)) is pinned by MRTD alone, which covers only the TD firmware: any kernel and program "
                 + "booted from the same firmware would pass. Pin its RTMRs (rtmr0=…,rtmr1=…,rtmr2=…) or MRCONFIGID with --expect; "
@@ -209,6 +215,9 @@ public enum CoordinatorAttestation {
         // asking for collateral to verify hardware evidence that would be refused anyway.
         if policy.measurements.isEmpty && !policy.acceptAnyMeasurement, let tee = hardwareKind(of: response.evidence) {
             throw CoordinatorAttestationError.measurementRequired(tee)
+        }
+        if response.evidence.format == SimulatedReport.format && !policy.verification.allowSimulation {
+            throw CoordinatorAttestationError.simulatedCoordinator
         }
         let claims: Claims
         do {

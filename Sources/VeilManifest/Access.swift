@@ -41,6 +41,9 @@ public struct Role: Sendable, Equatable {
 }
 
 extension Manifest {
+    /// Whether some user may replace this manifest (`veil manifest update`).
+    public var updatable: Bool { users.values.contains { allows($0, .updateManifest, on: nil) } }
+
     /// The user whose certificate is exactly `der`, if any.
     public func user(certificateDER der: [UInt8]) -> (name: String, user: User)? {
         users.first { $0.value.certificateDER == der }.map { ($0.key, $0.value) }

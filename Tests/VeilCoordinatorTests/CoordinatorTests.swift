@@ -196,7 +196,7 @@ struct Fixture {
         let coordinator = try await fixture.coordinator()
         let first = try await coordinator.setManifest(fixture.manifest())
         #expect(try await coordinator.setManifest(fixture.manifest()) == first)
-        await #expect(throws: CoordinatorError.manifestAlreadySet) { try await coordinator.setManifest(fixture.manifest(maxActivations: 5)) }
+        await #expect(throws: CoordinatorError.manifestAlreadySet(updatable: false)) { try await coordinator.setManifest(fixture.manifest(maxActivations: 5)) }
         #expect(coordinator.manifest?.digest == first)
         #expect(try await fixture.coordinator().manifest?.digest == first)
     }

@@ -84,7 +84,7 @@ import VeilManifest
         // Without the value, the key cannot be released.
         try await coordinator.setManifest(manifest(fixture))
         await #expect(throws: CoordinatorError.self) { try await activate(coordinator, fixture, [try header(version: 1)]) }
-        await #expect(throws: CoordinatorError.manifestAlreadySet) {
+        await #expect(throws: CoordinatorError.manifestAlreadySet(updatable: false)) {
             try await coordinator.setManifest(manifest(fixture), userDefinedSecrets: ["filesKey": keyBytes()])
         }
     }
