@@ -4,6 +4,8 @@ import Foundation
 import Hummingbird
 import HummingbirdTLS
 import Logging
+import Synchronization
+import NIOCore
 import NIOSSL
 import ServiceLifecycle
 import VeilAttestation
@@ -207,17 +209,29 @@ public struct CoordinatorServer {
         // Users authenticate with client certificates matched against the manifest, not against
         // a CA: any presented certificate passes the handshake (which proves its key), and the
         // RequireUser middleware authorizes it.
+        // "ready" only once both listeners are bound; a bind failure names its listener.
+        let listeners = Listeners(expected: ["client API", "mesh API"]) {
+            logger.info(
+                "coordinator ready",
+                metadata: [
+                    "state": "\(coordinator.phase.rawValue)", "client": "\(configuration.clientAddress.host):\(configuration.clientAddress.port)",
+                    "mesh": "\(configuration.meshAddress.host):\(configuration.meshAddress.port)", "store": "\(store.description)",
+                    "generation": "\(coordinator.generation)", "replica": "\(environment.replicaID)",
+                ])
+        }
         let client = Application(
             router: HTTPAPI.clientRouter(coordinator, metrics: environment.metrics),
             server: try .tls(.http1(), configuration: .init(tlsConfiguration: try identity.tlsConfiguration(clientCertificates: true)) { _, promise in
                 promise.succeed(.certificateVerified)
             }),
-            configuration: .init(address: .hostname(configuration.clientAddress.host, port: configuration.clientAddress.port)), logger: logger)
+            configuration: .init(address: .hostname(configuration.clientAddress.host, port: configuration.clientAddress.port)),
+            onServerRunning: { _ in listeners.running("client API") }, logger: logger)
         let peers = store is any PeerDirectory ? PeerKeyService(coordinator: coordinator, policy: environment.replicaPolicy) : nil
         let mesh = Application(
             router: HTTPAPI.meshRouter(coordinator, peers: peers),
             server: try .tls(.http1(), tlsConfiguration: try identity.tlsConfiguration(clientCertificates: false)),
-            configuration: .init(address: .hostname(configuration.meshAddress.host, port: configuration.meshAddress.port)), logger: logger)
+            configuration: .init(address: .hostname(configuration.meshAddress.host, port: configuration.meshAddress.port)),
+            onServerRunning: { _ in listeners.running("mesh API") }, logger: logger)
         let background = BackgroundWork(logger: logger) {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await identity.keepRenewed() }
@@ -233,15 +247,15 @@ public struct CoordinatorServer {
                 }
             }
         }
-        logger.info(
-            "coordinator ready",
-            metadata: [
-                "state": "\(coordinator.phase.rawValue)", "client": "\(configuration.clientAddress.host):\(configuration.clientAddress.port)",
-                "mesh": "\(configuration.meshAddress.host):\(configuration.meshAddress.port)", "store": "\(store.description)",
-                "generation": "\(coordinator.generation)", "replica": "\(environment.replicaID)",
-            ])
         let group = ServiceGroup(services: [client, mesh, background], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        try await group.run()
+        do {
+            try await group.run()
+        } catch let error as IOError {
+            throw listeners.bindFailure(error, addresses: [
+                "client API": ("\(configuration.clientAddress.host):\(configuration.clientAddress.port)", "--client-addr"),
+                "mesh API": ("\(configuration.meshAddress.host):\(configuration.meshAddress.port)", "--mesh-addr"),
+            ])
+        }
     }
 
     /// Serves the recovery API on both addresses while asking peer replicas for the state key,
@@ -317,6 +331,41 @@ public struct CoordinatorServer {
             }
             try? await Task.sleep(for: .seconds(2))
         }
+    }
+}
+
+/// Which of a replica's listeners are bound: announces readiness once all are, and turns a bind
+/// error (which names no address) into one that names the listener that failed.
+final class Listeners: Sendable {
+    private let expected: [String]
+    private let bound = Mutex<Set<String>>([])
+    private let ready: @Sendable () -> Void
+
+    init(expected: [String], ready: @escaping @Sendable () -> Void) {
+        self.expected = expected
+        self.ready = ready
+    }
+
+    func running(_ name: String) {
+        let all = bound.withLock { bound in
+            bound.insert(name)
+            return bound.count == expected.count
+        }
+        if all { ready() }
+    }
+
+    /// The error for `error` raised while starting: the first listener not bound yet is the one that failed.
+    func bindFailure(_ error: IOError, addresses: [String: (address: String, flag: String)]) -> any Error {
+        let done = bound.withLock { $0 }
+        guard let failed = expected.first(where: { !done.contains($0) }), let (address, flag) = addresses[failed] else { return error }
+        let reason: String
+        switch error.errnoCode {
+        case EADDRINUSE: reason = "the address is already in use (another coordinator, or another program, listens there)"
+        case EADDRNOTAVAIL: reason = "no interface of this machine has that address"
+        case EACCES: reason = "permission denied (ports below 1024 need privileges)"
+        default: reason = String(cString: strerror(error.errnoCode))
+        }
+        return CoordinatorStartError(description: "cannot listen on \(address) for the \(failed): \(reason); choose another with \(flag)")
     }
 }
 

@@ -135,6 +135,20 @@ import Testing
         #expect(notPEM.status != 0 && notPEM.stderr.contains("is not one PEM certificate") && !notPEM.stderr.contains("HOST:PORT"), "\(notPEM.stderr)")
     }
 
+    /// A listener that cannot bind names its address and flag, and "ready" is never logged.
+    @Test func aTakenPortIsNamedAndNothingClaimsReadiness() async throws {
+        let scratch = try Scratch()
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let second = try await run(veilBinary, [
+            "coordinator", "--tee", "simulated", "--data-dir", scratch.path + "/second", "--client-addr", "127.0.0.1:\(freePort())",
+            "--mesh-addr", coordinator.meshAddress,
+        ], scratch: scratch, timeout: 30)
+        #expect(second.status != 0)
+        #expect(second.stderr.contains("cannot listen on \(coordinator.meshAddress) for the mesh API: the address is already in use")
+                && second.stderr.contains("--mesh-addr"), "\(second.stderr)")
+        #expect(!second.stderr.contains("coordinator ready"), "\(second.stderr)")
+    }
+
     /// A different root at an address pinned before is refused, with both fingerprints, until
     /// `--replace` (like SSH's changed host key); the pin is untouched by the refusal.
     @Test func reattestingAnAddressWithAnotherRootNeedsReplace() async throws {
