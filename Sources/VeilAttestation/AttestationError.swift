@@ -6,6 +6,8 @@ public enum AttestationError: Error, Equatable, Sendable, CustomStringConvertibl
     case unsupportedFormat(String)
     /// Simulated evidence was presented but simulation is not enabled.
     case simulationNotAllowed
+    /// Simulation is allowed, but this verifier trusts no simulation platform key.
+    case noSimulationKey
     /// The evidence was signed by a different simulation platform key than the trusted one.
     case untrustedPlatformKey(presented: String, trusted: String)
     /// The signature over the evidence does not verify.
@@ -31,6 +33,9 @@ public enum AttestationError: Error, Equatable, Sendable, CustomStringConvertibl
         case .unsupportedFormat(let format): return "unsupported evidence format '\(format)'"
         case .simulationNotAllowed:
             return "simulated evidence refused: simulation is not enabled (set \"Config\": {\"AllowSimulation\": true} in the manifest to allow it for development; it gives no confidentiality)"
+        case .noSimulationKey:
+            return "simulated evidence refused: the manifest allows simulation, but this coordinator trusts no simulation platform key "
+                + "(a hardware coordinator accepts simulated launchers only when started with --simulation-key FILE)"
         case .untrustedPlatformKey(let presented, let trusted):
             return "simulated evidence is signed by platform key \(presented), not by the trusted simulation platform key \(trusted)"
         case .signatureInvalid: return "evidence signature does not verify"

@@ -52,7 +52,8 @@ public struct Verifier: Sendable {
     public func verify(_ evidence: Evidence) throws -> Claims {
         switch evidence.format {
         case SimulatedReport.format:
-            guard policy.allowSimulation, let key = policy.simulationKey else { throw AttestationError.simulationNotAllowed }
+            guard policy.allowSimulation else { throw AttestationError.simulationNotAllowed }
+            guard let key = policy.simulationKey else { throw AttestationError.noSimulationKey }
             return try SimulatedReport.verify(evidence, trustedKey: key)
         case DCAPEvidence.format:
             guard let dcap = policy.dcap else { throw AttestationError.noCollateral }

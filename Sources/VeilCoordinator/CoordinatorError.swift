@@ -60,6 +60,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .unknownNonce: return "unknownNonce"
         case .badRequest: return "badRequest"
         case .evidenceRejected(.simulationNotAllowed): return "simulationNotAllowed"
+        case .evidenceRejected(.noSimulationKey): return "noSimulationKey"
         case .evidenceRejected(.reportDataMismatch): return "reportDataMismatch"
         case .evidenceRejected(.untrustedPlatformKey): return "untrustedPlatformKey"
         case .evidenceRejected: return "evidenceRejected"

@@ -29,7 +29,8 @@ import VeilAttestation
         #expect(throws: AttestationError.simulationNotAllowed) { try strict.verify(try evidence()) }
         #expect(AttestationError.simulationNotAllowed.description.contains("AllowSimulation"))
         let noKey = Verifier(policy: VerificationPolicy(allowSimulation: true, simulationKey: nil))
-        #expect(throws: AttestationError.simulationNotAllowed) { try noKey.verify(try evidence()) }
+        #expect(throws: AttestationError.noSimulationKey) { try noKey.verify(try evidence()) }
+        #expect(AttestationError.noSimulationKey.description.contains("--simulation-key"))
     }
 
     @Test func refusedWhenSignedByAnotherPlatformKey() throws {

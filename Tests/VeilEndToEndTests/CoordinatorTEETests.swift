@@ -16,13 +16,14 @@ import VeilAttestation
         let arguments: [String]
         let environment: [String: String]
         let clientAddress = "127.0.0.1:\(freePort())"
+        let meshAddress = "127.0.0.1:\(freePort())"
         var process: Spawned?
 
         init(scratch: Scratch, tee: String, environment: [String: String], arguments extra: [String] = []) async {
             self.scratch = scratch
             self.environment = environment
             arguments = ["coordinator", "--tee", tee, "--data-dir", scratch.path + "/data", "--client-addr", clientAddress,
-                         "--mesh-addr", "127.0.0.1:\(freePort())"] + extra
+                         "--mesh-addr", meshAddress] + extra
         }
 
         deinit { process?.kill9() }
@@ -181,6 +182,32 @@ import VeilAttestation
         let status = await replica.get("/api/v1/status")
         #expect(other == nil && status["state"] as? String == "recovery", "another enclave must not open the state: \(status) \(other ?? "")")
         #expect(status["manifestDigest"] == nil)
+    }
+
+    /// A hardware coordinator whose manifest allows simulation still refuses simulated launchers
+    /// unless it was started with --simulation-key: it trusts no simulation platform key otherwise.
+    @Test func aHardwareCoordinatorRefusesSimulatedLaunchersWithoutASimulationKey() async throws {
+        let scratch = try Scratch()
+        let replica = await Replica(scratch: scratch, tee: "sgx-gramine", environment: try gramine(scratch, key: 1))
+        try #require(try await replica.start() == nil)
+        let attestation = await replica.get("/api/v1/attestation?nonce=\(String(repeating: "ab", count: 32))")
+        let key = scratch.path + "/launcher-simulation-key.pem"
+        let measured = try await run(veilBinary, ["measure", "--service", "s", "--", "/bin/true"], scratch: scratch)
+        let measurement = measured.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let set = try await replica.setManifest(#"""
+            {"Packages": {"p": {"Kind": "simulated", "Measurement": "\#(measurement)"}}, "Services": {"s": {"Package": "p"}},
+             "Config": {"AllowSimulation": true}}
+            """#, rootFrom: attestation)
+        try #require(set.status == 0, "\(set.stderr)")
+        // A simulation platform key of the launcher's own (the coordinator trusts none).
+        let made = try await run(which("openssl") ?? "/usr/bin/openssl", ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key], scratch: scratch)
+        try #require(made.status == 0, "\(made.stderr)")
+        let launch = try await run(veilBinary, [
+            "launch", "--coordinator", replica.meshAddress, "--service", "s", "--tee", "simulated", "--simulation-key", key,
+            "--root-ca", scratch.path + "/root.pem", "--", "/bin/true",
+        ], environment: ["VEIL_CONFIG_DIR": scratch.path + "/config"], scratch: scratch)
+        #expect(launch.status != 0 && launch.stderr.contains("trusts no simulation platform key") && launch.stderr.contains("--simulation-key"),
+                "\(launch.stderr)")
     }
 
     @Test func hardwareSelectionNeverFallsBackToSimulation() async throws {
