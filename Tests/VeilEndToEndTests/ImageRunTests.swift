@@ -18,12 +18,12 @@ final class ShellImage {
     var stateDirectory: String { scratch.path + "/state" }
     private(set) var snippet = ""
 
-    init(exitCode: Int = 0, user: String? = nil, script: String? = nil) async throws {
+    init(exitCode: Int = 0, user: String? = nil, script: String? = nil, extraFiles: [String] = []) async throws {
         scratch = try Scratch()
         coordinator = try await CoordinatorProcess(scratch: scratch)
         let secret = try scratch.write("the protected data, version 1\n", to: "secret.txt")
         try await buildImage(
-            layout: layout, tag: "plain", files: ["/bin/sh", "/bin/cat", "\(secret)=/data/secret.txt"],
+            layout: layout, tag: "plain", files: ["/bin/sh", "/bin/cat", "\(secret)=/data/secret.txt"] + extraFiles,
             entrypoint: ["/bin/sh", "-c", script ?? "echo started; cat /data/secret.txt; exit \(exitCode)"], user: user, scratch: scratch)
         let convert = try await coordinator.veil([
             "image", "convert", "--from", "oci:\(layout):plain", "--to", "oci:\(layout):veil", "--service", "shell",
@@ -38,11 +38,13 @@ final class ShellImage {
         try #require(set.status == 0, "manifest set failed: \(set.stderr)")
     }
 
+    var runArguments: [String] {
+        ["run", "oci:\(layout):veil", "--tee", "simulated", "--simulation-key", coordinator.simulationKey,
+         "--coordinator", coordinator.meshAddress, "--root-ca", coordinator.rootPath, "--state-dir", stateDirectory]
+    }
+
     func run(tag: String = "veil") async throws -> RunResult {
-        try await coordinator.veil([
-            "run", "oci:\(layout):\(tag)", "--tee", "simulated", "--simulation-key", coordinator.simulationKey,
-            "--coordinator", coordinator.meshAddress, "--root-ca", coordinator.rootPath, "--state-dir", stateDirectory,
-        ], timeout: 120)
+        try await coordinator.veil(runArguments.map { $0 == "oci:\(layout):veil" ? "oci:\(layout):\(tag)" : $0 }, timeout: 120)
     }
 
     /// The cached unpacked root of the converted image (after a first run).
@@ -87,6 +89,31 @@ final class ShellImage {
         #expect(result.stdout.contains("Gid:\t1000\t1000\t1000\t1000"))
         #expect(result.stdout.contains("the protected data, version 1"), "the decrypted file belongs to the image's user")
         #expect(result.stdout.contains("CapEff:\t0000000000000000"), "no capabilities left")
+    }
+
+    /// What `veil run` promises about the container, read from inside it: a read-only root,
+    /// fresh memory filesystems on /run and /tmp, `noNewPrivileges`; and a SIGTERM sent to `veil
+    /// run` reaches the application, whose exit status comes back.
+    @Test func theContainerIsConfinedAndSignalsReachTheApp() async throws {
+        let script = """
+            while read -r dev mnt type rest; do case "$mnt" in /run|/tmp) echo "mount $mnt $type";; esac; done < /proc/mounts
+            while read -r key value; do [ "$key" = "NoNewPrivs:" ] && echo "nnp $value"; done < /proc/self/status
+            ( : > /probe ) 2>/dev/null && echo root-writable || echo root-read-only
+            trap "echo got TERM; exit 42" TERM
+            echo waiting
+            while :; do sleep 0.1; done
+            """
+        let image = try await ShellImage(script: script, extraFiles: ["/bin/sleep"])
+        let run = try Spawned(veilBinary, image.runArguments, environment: image.coordinator.environment, scratch: image.scratch)
+        let waiting = await eventually(within: 60) { run.stdout.contains("waiting") || !run.isRunning }
+        #expect(waiting && run.isRunning, "the app did not start: \(run.stderr)")
+        run.process.terminate()
+        let result = await run.wait(timeout: 30)
+        #expect(result.status == 42, "SIGTERM reached the app and its exit status came back: \(result.stdout) \(result.stderr)")
+        #expect(result.stdout.contains("got TERM"))
+        #expect(result.stdout.contains("mount /run tmpfs") && result.stdout.contains("mount /tmp tmpfs"), "\(result.stdout)")
+        #expect(result.stdout.contains("nnp 1"), "\(result.stdout)")
+        #expect(result.stdout.contains("root-read-only"), "\(result.stdout)")
     }
 
     @Test func alteredRootfsIsRefusedAndTheAppNeverStarts() async throws {
