@@ -116,6 +116,55 @@ final class ShellImage {
         #expect(result.stdout.contains("root-read-only"), "\(result.stdout)")
     }
 
+    /// The launcher brings its own loader and libraries: it runs in an image with no libc at
+    /// all (a static busybox) and in one whose only libc is musl (Debian's musl-gcc).
+    @Test(arguments: ["static busybox", "musl"])
+    func theLauncherRunsInImagesWithoutGlibc(_ kind: String) async throws {
+        try #require(which("runc") != nil && which("umoci") != nil, "install runc and umoci")
+        let scratch = try Scratch()
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let layout = scratch.path + "/images"
+        let files: [String], entrypoint: [String]
+        if kind == "musl" {
+            let musl = try #require(which("musl-gcc"), "install musl-tools")
+            let source = try scratch.write("#include <stdio.h>\nint main(void) { puts(\"hello from musl\"); return 0; }\n", to: "hello.c")
+            let built = try await run(musl, ["-o", scratch.path + "/hello", source], scratch: scratch)
+            try #require(built.status == 0, "\(built.stderr)")
+            files = ["\(scratch.path)/hello=/bin/hello", "/lib/ld-musl-x86_64.so.1"]
+            entrypoint = ["/bin/hello"]
+        } else {
+            try #require(FileManager.default.fileExists(atPath: "/bin/busybox"), "install busybox-static")
+            files = ["/bin/busybox"]
+            entrypoint = ["/bin/busybox", "echo", "hello from busybox"]
+        }
+        try await buildImage(layout: layout, tag: "plain", files: files, entrypoint: entrypoint, scratch: scratch)
+        // Make the musl program executable (build_image installs KEY=PATH files 0644).
+        if kind == "musl" {
+            let fix = try await run("/bin/bash", ["-c", """
+                set -e; b=$(mktemp -d); umoci unpack --image '\(layout):plain' "$b/x" >/dev/null; chmod 0755 "$b/x/rootfs/bin/hello"; \
+                umoci repack --image '\(layout):plain' "$b/x"; rm -rf "$b"
+                """], scratch: scratch, timeout: 120)
+            try #require(fix.status == 0, "\(fix.stderr)")
+        }
+        let convert = try await coordinator.veil(["image", "convert", "--from", "oci:\(layout):plain", "--to", "oci:\(layout):veil", "--service", "app", "--quiet"])
+        try #require(convert.status == 0, "\(convert.stderr)")
+        var manifest = try JSONSerialization.jsonObject(with: Data(convert.stdout.utf8)) as! [String: Any]
+        manifest["Config"] = ["AllowSimulation": true]
+        let set = try await coordinator.setManifest(String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self))
+        try #require(set.status == 0, "\(set.stderr)")
+        let result = try await coordinator.veil([
+            "run", "oci:\(layout):veil", "--tee", "simulated", "--simulation-key", coordinator.simulationKey, "--coordinator", coordinator.meshAddress,
+            "--root-ca", coordinator.rootPath, "--state-dir", scratch.path + "/state",
+        ], timeout: 120)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == "hello from \(kind == "musl" ? "musl" : "busybox")\n", "\(result.stdout)")
+        // No glibc in the image's own files: only the launcher's bundled copy.
+        let unpacked = scratch.path + "/plain-bundle"
+        _ = try await run(which("umoci")!, ["unpack", "--image", "\(layout):plain", unpacked], scratch: scratch)
+        let ownFiles = FileManager.default.subpaths(atPath: unpacked + "/rootfs") ?? []
+        #expect(!ownFiles.contains { $0.contains("libc.so.6") || $0.contains("ld-linux") }, "\(ownFiles)")
+    }
+
     @Test func alteredRootfsIsRefusedAndTheAppNeverStarts() async throws {
         let image = try await ShellImage()
         // Re-pack the converted image with one changed byte in /bin/cat, as a tampering registry would.
