@@ -22,6 +22,7 @@ public struct MeshCommand: AsyncParsableCommand {
     @OptionGroup var trust: LaunchTrustOptions
 
     @Option(help: .hidden) var inheritedConfig: Int32?
+    @Option(help: "Log format: text, or json (one object per line).") var logFormat: LogFormat = .text
     @Option(help: .hidden) var readyFd: Int32?
     @Option(help: .hidden) var parent: Int32?
     @Option(help: .hidden) var parentLink: String = MeshHandover.ParentLink.deathSignal.rawValue
@@ -29,7 +30,7 @@ public struct MeshCommand: AsyncParsableCommand {
     public init() {}
 
     public func run() async throws {
-        let logger = Logger(label: "veil.mesh")
+        let logger = logFormat.logger(label: "veil.mesh")
         if let inheritedConfig {
             guard let readyFd, let parent, let link = MeshHandover.ParentLink(rawValue: parentLink) else {
                 throw ValidationError("--inherited-config needs --ready-fd, --parent and a --parent-link of death-signal or polling")

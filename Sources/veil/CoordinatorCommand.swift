@@ -77,6 +77,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         valueName: "url"))
     var kds = KDSClient.amdKDS
 
+    @Option(help: "Log format: text, or json (one object per line).") var logFormat: LogFormat = .text
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error).")
     var logLevel = "info"
 
@@ -88,7 +90,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard let selection = TEESelection(rawValue: teeName) else {
             throw ValidationError("--tee '\(teeName)' is not one of \(TEESelection.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        var logger = Logger(label: "veil.coordinator")
+        var logger = logFormat.logger(label: "veil.coordinator")
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level '\(logLevel)'") }
         logger.logLevel = level
         var configuration = CoordinatorServer.Configuration(

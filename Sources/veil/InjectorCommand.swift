@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import VeilKubernetes
+import VeilLauncherCommands
 import VeilManifest
 
 struct InjectorCommand: AsyncParsableCommand {
@@ -49,6 +50,8 @@ struct InjectorCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Log level (trace, debug, info, notice, warning, error, critical).", valueName: "level"))
     var logLevel = "info"
 
+    @Option(help: "Log format: text, or json (one object per line).") var logFormat: LogFormat = .text
+
     func run() async throws {
         guard let defaultTEE = PodTEE(rawValue: tee) else {
             throw ValidationError("--tee '\(tee)' is not one of \(PodTEE.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -59,7 +62,7 @@ struct InjectorCommand: AsyncParsableCommand {
         policy.rootConfigMap = rootConfigmap
         policy.runtimeClass = runtimeClass
         policy.sgxEPC = sgxEpc
-        var logger = Logger(label: "veil.injector")
+        var logger = logFormat.logger(label: "veil.injector")
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown log level '\(logLevel)'") }
         logger.logLevel = level
         if defaultTEE == .simulated || !policy.simulationNamespaces.isEmpty {

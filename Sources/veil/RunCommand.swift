@@ -17,9 +17,13 @@ struct RunCommand: ParsableCommand {
 
             A Veil image (from `veil image convert`) starts with its launcher, which must reach the
             coordinator's mesh API. In an SEV-SNP or TDX guest (--tee snp|tdx) the container gets
-            the guest's configfs-tsm report directory and device, and the launcher binds the
-            image's measurement into the VM's evidence (packages pin it with ImageMeasurement).
-            Elsewhere only --tee simulated runs: development only, no confidentiality.
+            the guest's configfs-tsm report directory (for the launcher alone: it detaches it before
+            the application can reach it), and the launcher binds the image's measurement into the
+            VM's evidence (packages pin it with ImageMeasurement). Elsewhere only --tee simulated
+            runs: development only, no confidentiality.
+
+            Exit codes: the container's own; 64 usage; 125 Veil could not run it (the image, runc,
+            or the launcher inside could not launch: activation refused, no evidence, …).
             """)
 
     @Argument(help: ArgumentHelp("Image: oci:DIR[:TAG].", valueName: "image"))
@@ -41,6 +45,27 @@ struct RunCommand: ParsableCommand {
     var stateDir = "/var/lib/veil/run"
 
     func run() throws {
+        let spec: ContainerSpec, stateDirectory: String
+        do {
+            (spec, stateDirectory) = try prepare()
+        } catch let error as ValidationError {
+            throw error
+        } catch {
+            warn("veil run: \(error)")
+            throw ExitCode(LaunchCommand.couldNotLaunch)
+        }
+        // The container's own status, or 125 from the launcher inside when it could not launch.
+        let status: Int32
+        do {
+            status = try ContainerRunner(stateDirectory: stateDirectory).run(spec)
+        } catch {
+            warn("veil run: \(error)")
+            throw ExitCode(LaunchCommand.couldNotLaunch)
+        }
+        throw ExitCode(status)
+    }
+
+    private func prepare() throws -> (ContainerSpec, String) {
         let environment = ProcessInfo.processInfo.environment
         let reference = try ImageReference(parsing: image)
         let source = try SourceImage.open(reference)
@@ -69,8 +94,6 @@ struct RunCommand: ParsableCommand {
         let stateDirectory = URL(fileURLWithPath: stateDir).standardizedFileURL.path
         let cache = BundleCache(directory: stateDirectory)
         let (rootfs, _) = try cache.rootfs(for: source)
-        let spec = try RunPlan.spec(for: source, rootfs: rootfs, connection: connection)
-        let status = try ContainerRunner(stateDirectory: stateDirectory).run(spec)
-        throw ExitCode(status)
+        return (try RunPlan.spec(for: source, rootfs: rootfs, connection: connection), stateDirectory)
     }
 }

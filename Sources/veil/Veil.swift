@@ -15,7 +15,7 @@ struct Veil: AsyncParsableCommand {
         version: VeilVersion.current,
         subcommands: [
             CoordinatorCommand.self, ManifestCommand.self, StatusCommand.self, CertificateCommand.self,
-            AttestCommand.self, VersionCommand.self, LaunchCommand.self, MeshCommand.self, MeasureCommand.self, VerifyCommand.self, ImageCommand.self, RunCommand.self,
+            AttestCommand.self, VersionCommand.self, CompletionCommand.self, LaunchCommand.self, MeshCommand.self, MeasureCommand.self, VerifyCommand.self, ImageCommand.self, RunCommand.self,
             ProtectCommand.self, SecretCommand.self, RecoverCommand.self, InjectorCommand.self, KubernetesCommand.self,
         ])
 }

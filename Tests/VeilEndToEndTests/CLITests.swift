@@ -135,6 +135,50 @@ import Testing
         #expect(notPEM.status != 0 && notPEM.stderr.contains("is not one PEM certificate") && !notPEM.stderr.contains("HOST:PORT"), "\(notPEM.stderr)")
     }
 
+    /// Usage mistakes: a program without `--` gets a one-line hint; a subcommand's own
+    /// validation error shows that subcommand's usage, not the root's; both exit 64. A launch
+    /// that fails exits 125, told apart from the program's own status.
+    @Test func usageMistakesAndExitCodes() async throws {
+        let scratch = try Scratch()
+        let noTerminator = try await run(veilBinary, ["launch", "--service", "app", "--tee", "simulated", "/bin/echo", "hi"], scratch: scratch)
+        #expect(noTerminator.status == 64, "\(noTerminator.stderr)")
+        #expect(noTerminator.stderr.contains("put `--` before the program") && noTerminator.stderr.count < 300, "\(noTerminator.stderr)")
+        let noTEE = try await run(veilBinary, ["coordinator", "--data-dir", scratch.path + "/d"], scratch: scratch)
+        #expect(noTEE.status == 64 && noTEE.stderr.contains("--tee is required"), "\(noTEE.stderr)")
+        #expect(noTEE.stderr.contains("veil coordinator") && !noTEE.stderr.contains("<subcommand>"), "the subcommand's usage: \(noTEE.stderr)")
+        #expect(noTEE.stderr.contains("veil help coordinator"), "\(noTEE.stderr)")
+        let refused = try await run(veilBinary, ["launch", "--service", "app", "--tee", "simulated", "--coordinator", "127.0.0.1:\(freePort())",
+                                                 "--root-ca", "/nonexistent.pem", "--", "/bin/true"], scratch: scratch)
+        #expect(refused.status == 125, "a launch that could not launch: \(refused.stderr)")
+    }
+
+    /// `veil completion bash|zsh|fish` prints a script naming the subcommands; bash accepts it.
+    @Test func completionScriptsAreGenerated() async throws {
+        let scratch = try Scratch()
+        for shell in ["bash", "zsh", "fish"] {
+            let script = try await run(veilBinary, ["completion", shell], scratch: scratch)
+            #expect(script.status == 0 && script.stdout.contains("attest") && script.stdout.contains("coordinator"), "\(shell): \(script.stderr)")
+        }
+        let bash = try await run(veilBinary, ["completion", "bash"], scratch: scratch)
+        let sourced = try await run("/bin/bash", ["-c", "source \(try scratch.write(bash.stdout, to: "veil.bash")) && complete -p veil"], scratch: scratch)
+        #expect(sourced.status == 0 && sourced.stdout.contains("veil"), "\(sourced.stdout) \(sourced.stderr)")
+    }
+
+    /// `--log-format json`: every line of the coordinator's log is one JSON object.
+    @Test func jsonLogsAreOneObjectPerLine() async throws {
+        let scratch = try Scratch()
+        let coordinator = try await CoordinatorProcess(scratch: scratch, arguments: ["--log-format", "json"])
+        let process = try #require(coordinator.process)
+        _ = await eventually(within: 10) { process.stderr.contains("coordinator ready") }
+        let log = process.stderr
+        let lines = log.split(separator: "\n")
+        let objects = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(!lines.isEmpty && objects.count == lines.count, "every line is a JSON object: \(log)")
+        let ready = try #require(objects.first { $0["message"] as? String == "coordinator ready" }, "\(log)")
+        #expect(ready["level"] as? String == "info" && ready["label"] as? String == "veil.coordinator")
+        #expect((ready["metadata"] as? [String: String])?["mesh"] == coordinator.meshAddress, "\(ready)")
+    }
+
     /// A listener that cannot bind names its address and flag, and "ready" is never logged.
     @Test func aTakenPortIsNamedAndNothingClaimsReadiness() async throws {
         let scratch = try Scratch()

@@ -51,7 +51,7 @@ import Testing
             ["launch", "--coordinator", coordinator.meshAddress, "--service", "app", "--tee", "snp", "--root-ca", coordinator.rootPath, "--", "/usr/bin/touch", marker],
             environment: ["VEIL_TSM_ROOT": tsm.root], scratch: scratch)
         let result = await launch.wait(timeout: 30)
-        #expect(result.status == 1)
+        #expect(result.status == 125)
         #expect(result.stderr.contains(expecting), "\(result.stderr)")
         #expect(!FileManager.default.fileExists(atPath: marker), "the app must not start")
         #expect(tsm.writes(to: "inblob").count == 1 && tsm.entries.isEmpty, "the launcher wrote its report data once and removed its entry")
@@ -115,7 +115,7 @@ import Testing
         #expect(run.isRunning, "the activation was still in flight while this was checked")
 
         let result = await run.wait(timeout: 120)
-        #expect(result.status == 1)
+        #expect(result.status == 125)
         #expect(result.stderr.contains("report data does not bind"), "\(result.stderr)")
         #expect(!result.stdout.contains("started"), "the app must not start")
         #expect(!result.stderr.contains("NO confidentiality"), "no simulation involved")

@@ -31,7 +31,7 @@ import Testing
         bytes[bytes.count - 3] ^= 0x01
         try bytes.write(to: URL(fileURLWithPath: copy))
         let result = try await coordinator.veil(coordinator.launchArguments(service: "cache", command: command))
-        #expect(result.status == 1)
+        #expect(result.status == 125)
         #expect(result.stderr.contains("does not match package 'cache'"), "\(result.stderr)")
         #expect(result.stderr.split(separator: "\n").count == 1, "one clear line: \(result.stderr)")
         #expect(!isListening(port: port))
@@ -138,7 +138,7 @@ import Testing
 
         // A service without the key gets nothing, even with the genuine file.
         let outsider = try await launch("outsider", version1)
-        #expect(outsider.status == 1)
+        #expect(outsider.status == 125)
         #expect(outsider.stderr.contains("has no ProtectedFilesKey"), "\(outsider.stderr)")
         // One flipped byte of the ciphertext.
         var bytes = try Data(contentsOf: URL(fileURLWithPath: version1))
@@ -146,14 +146,14 @@ import Testing
         let tampered = scratch.path + "/patients-tampered.vpf"
         try bytes.write(to: URL(fileURLWithPath: tampered))
         let refusedTampered = try await launch("job", tampered)
-        #expect(refusedTampered.status == 1)
+        #expect(refusedTampered.status == 125)
         #expect(refusedTampered.stderr.contains("protected file \(plaintext)"), "\(refusedTampered.stderr)")
         // Version 2 is accepted and recorded; version 1 put back is a rollback.
         let version2 = scratch.path + "/patients-v2.vpf"
         try await seal(version2, previous: version1)
         await #expect(try launch("job", version2).status == 0)
         let rollback = try await launch("job", version1)
-        #expect(rollback.status == 1)
+        #expect(rollback.status == 125)
         #expect(rollback.stderr.lowercased().contains("version"), "\(rollback.stderr)")
         #expect(try !FileManager.default.fileExists(atPath: plaintext) || String(contentsOfFile: plaintext, encoding: .utf8) == rows)
 
@@ -177,7 +177,7 @@ import Testing
         let parameters = #"{"Files": {"\#(scratch.path)/link/secret": "{{ hex .Secrets.greeting }}"}}"#
         #expect(try await coordinator.setManifest(manifest([("app", try await coordinator.measure(service: "app", command: command), parameters)])).status == 0)
         let result = try await coordinator.veil(coordinator.launchArguments(service: "app", command: command))
-        #expect(result.status == 1)
+        #expect(result.status == 125)
         #expect(result.stderr.contains("symlink"), "\(result.stderr)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: elsewhere).isEmpty)
         #expect(!FileManager.default.fileExists(atPath: marker), "the app must not start")
@@ -207,7 +207,7 @@ import Testing
             """#
         #expect(try await coordinator.setManifest(manifest).status == 0)
         let refused = try await coordinator.veil(coordinator.launchArguments(service: "ondisk", command: command))
-        #expect(refused.status == 1)
+        #expect(refused.status == 125)
         #expect(refused.stderr.contains("disk filesystem"), "\(refused.stderr)")
         #expect(!FileManager.default.fileExists(atPath: disk.path + "/app/secret"))
 
@@ -232,11 +232,11 @@ import Testing
         let keygen = try await run(which("openssl") ?? "/usr/bin/openssl", ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", otherKey], scratch: scratch)
         #expect(keygen.status == 0)
         let forged = try await coordinator.veil(coordinator.launchArguments(service: "app", key: otherKey, command: command))
-        #expect(forged.status == 1)
+        #expect(forged.status == 125)
         #expect(forged.stderr.contains("not by the trusted simulation platform key"), "\(forged.stderr)")
 
         let unknown = try await coordinator.veil(coordinator.launchArguments(service: "nope", command: command))
-        #expect(unknown.status == 1)
+        #expect(unknown.status == 125)
         #expect(unknown.stderr.contains("unknown service 'nope'"))
         #expect(!FileManager.default.fileExists(atPath: marker))
 
@@ -258,7 +258,7 @@ import Testing
         #expect(result.status == 0, "\(result.stderr)")
         let wrong = try await coordinator.veil(
             Array(arguments.prefix(while: { $0 != "--" })) + ["--coordinator-measurement", String(repeating: "00", count: 32), "--"] + command)
-        #expect(wrong.status == 1)
+        #expect(wrong.status == 125)
         #expect(wrong.stderr.contains("not one the policy expects"), "\(wrong.stderr)")
     }
 }

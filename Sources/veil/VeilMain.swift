@@ -1,0 +1,53 @@
+import ArgumentParser
+import Foundation
+import VeilLauncherCommands
+
+extension Veil {
+    /// ArgumentParser's `main`, with two differences: an error a subcommand's `run` throws is
+    /// reported with *that* subcommand's usage (not the root's), and a program given to `launch`
+    /// or `measure` without `--` before it gets a one-line hint instead of "Unexpected argument"
+    /// followed by the whole usage.
+    static func main() async {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        let command: any ParsableCommand
+        do {
+            command = try parseAsRoot(arguments)
+        } catch {
+            if let hint = terminatorHint(for: error, arguments: arguments) {
+                warn("Error: \(hint)")
+                Foundation.exit(ExitCode.validationFailure.rawValue)
+            }
+            exit(withError: error)
+        }
+        do {
+            var runnable = command
+            if var asyncCommand = runnable as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try runnable.run()
+            }
+        } catch let error as ValidationError {
+            let subcommand = type(of: command)
+            warn("Error: \(error.message)\nUsage: \(usageString(for: subcommand))\n  See '\(helpCommand(for: subcommand))' for more.")
+            Foundation.exit(ExitCode.validationFailure.rawValue)
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    /// "veil help launch" for LaunchCommand: the command path of `subcommand`.
+    static func helpCommand(for subcommand: any ParsableCommand.Type) -> String {
+        // The usage starts with the command path: "veil coordinator [<options>] …".
+        let path = usageString(for: subcommand).split(separator: " ").prefix { !$0.hasPrefix("<") && !$0.hasPrefix("[") && !$0.hasPrefix("-") }
+        return (["veil", "help"] + path.dropFirst().map(String.init)).joined(separator: " ")
+    }
+
+    /// The hint for a program passed to `launch`/`measure` without `--`.
+    static func terminatorHint(for error: any Error, arguments: [String]) -> String? {
+        guard !arguments.contains("--"), let subcommand = arguments.first(where: { ["launch", "measure"].contains($0) }),
+            message(for: error).lowercased().contains("unexpected argument")
+        else { return nil }
+        return "\(message(for: error)): put `--` before the program and its arguments, e.g. "
+            + "veil \(subcommand) --service NAME [options] -- PROGRAM [ARGS…]"
+    }
+}
