@@ -282,3 +282,27 @@ let validManifest = """
         #expect(manifest.coverageWarnings.first?.contains("'firmware-only'") == true)
     }
 }
+
+/// The manifests README.md and docs/manifest.md show (each JSON block after a
+/// `<!-- manifest: validated by … -->` marker) are valid as written.
+@Suite struct DocumentedManifestTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static func documentedManifests(in file: String) throws -> [String] {
+        let text = try String(contentsOf: root.appendingPathComponent(file), encoding: .utf8)
+        return text.components(separatedBy: "<!-- manifest: validated by ManifestTests.documentedManifestsAreValid -->").dropFirst().compactMap { part in
+            guard let start = part.range(of: "```json\n"), let end = part.range(of: "\n```", range: start.upperBound..<part.endIndex) else { return nil }
+            return String(part[start.upperBound..<end.lowerBound])
+        }
+    }
+
+    @Test(arguments: ["README.md", "docs/manifest.md"])
+    func documentedManifestsAreValid(_ file: String) throws {
+        let manifests = try Self.documentedManifests(in: file)
+        #expect(manifests.count == 1, "one marked manifest in \(file)")
+        for text in manifests {
+            let manifest = try Manifest.parse(Array(text.utf8))
+            #expect(!manifest.packages.isEmpty && !manifest.services.isEmpty)
+        }
+    }
+}
