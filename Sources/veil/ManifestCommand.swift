@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VeilAttestation
+import VeilLauncher
 import VeilLauncherCommands
 import VeilManifest
 
@@ -57,11 +58,19 @@ struct ManifestCommand: AsyncParsableCommand {
     struct Validate: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Check a manifest file offline and list every problem.")
         @Argument(help: ArgumentHelp("Manifest JSON file.", valueName: "file")) var file: String
+        @Flag(help: "Also check what a process launch on this host would refuse (Files targets on disk filesystems). Under veil run, /run and /tmp are memory filesystems in the container.")
+        var launchHost = false
 
         func run() throws {
             guard let data = FileManager.default.contents(atPath: file) else { throw CommandError("cannot read \(file)") }
             let manifest = try Manifest.parse(Array(data))
             for warning in manifest.coverageWarnings { warn("warning: \(warning)") }
+            if launchHost {
+                let problems = LaunchHostCheck.problems(manifest)
+                if !problems.isEmpty {
+                    throw CommandError("a launch on this host would fail (\(problems.count) problem\(problems.count == 1 ? "" : "s")):\n  " + problems.joined(separator: "\n  "))
+                }
+            }
             print("valid: \(manifest.packages.count) packages, \(manifest.services.count) services, \(manifest.secrets.count) secrets; sha256:\(Hex.encode(manifest.digest))")
         }
     }

@@ -152,6 +152,27 @@ import Testing
         #expect(refused.status == 125, "a launch that could not launch: \(refused.stderr)")
     }
 
+    /// `veil manifest validate --launch-host` finds, before the set-once commit, a `Files` target
+    /// the launcher would refuse on this host (a disk filesystem); memory paths and
+    /// `AllowDiskFiles` services pass.
+    @Test func launchHostCheckFindsDiskTargetsBeforeTheManifestIsSet() async throws {
+        let scratch = try Scratch()
+        let disk = repositoryRoot + "/.build/veil-launch-host-check/secret.txt"
+        let measurement = String(repeating: "11", count: 32)
+        let manifest = try scratch.write(#"""
+            {"Packages": {"p": {"Kind": "simulated", "Measurement": "\#(measurement)"}},
+             "Services": {"ondisk": {"Package": "p", "Parameters": {"Files": {"\#(disk)": "x", "/dev/shm/veil-check/ok.txt": "y"}}},
+                          "allowed": {"Package": "p", "AllowDiskFiles": true, "Parameters": {"Files": {"\#(disk)": "x"}}}},
+             "Config": {"AllowSimulation": true}}
+            """#, to: "manifest.json")
+        let plain = try await run(veilBinary, ["manifest", "validate", manifest], scratch: scratch)
+        #expect(plain.status == 0, "\(plain.stderr)")
+        let checked = try await run(veilBinary, ["manifest", "validate", manifest, "--launch-host"], scratch: scratch)
+        #expect(checked.status != 0, "\(checked.stdout)")
+        #expect(checked.stderr.contains("$.Services.ondisk.Parameters.Files[\"\(disk)\"]") && checked.stderr.contains("disk filesystem"), "\(checked.stderr)")
+        #expect(checked.stderr.contains("1 problem") && !checked.stderr.contains("/dev/shm/veil-check") && !checked.stderr.contains("allowed"), "\(checked.stderr)")
+    }
+
     /// `veil completion bash|zsh|fish` prints a script naming the subcommands; bash accepts it.
     @Test func completionScriptsAreGenerated() async throws {
         let scratch = try Scratch()
