@@ -24,6 +24,7 @@ struct ManifestLogCommand: AsyncParsableCommand {
         case .json:
             try printJSON(log)
         case .text:
+            print("INDEX\tTIME\tEVENT\tUSER\tDETAIL")
             for entry in log {
                 let detail = entry.detail.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
                 print("\(entry.index)\t\(entry.time)\t\(entry.event)\t\(entry.user ?? "-")\t\(detail)")

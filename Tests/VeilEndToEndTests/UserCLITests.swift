@@ -93,6 +93,7 @@ import Testing
 
         let log = try await coordinator.veil(["manifest", "log"])
         #expect(log.status == 0, "\(log.stderr)")
+        #expect(log.stdout.hasPrefix("INDEX\tTIME\tEVENT\tUSER\tDETAIL\n"), "a header names the columns: \(log.stdout)")
         for event in ["manifestSet", "packageUpdated", "updateProposed", "updateAcknowledged", "manifestUpdated"] {
             #expect(log.stdout.contains(event), "\(event) in \(log.stdout)")
         }
