@@ -65,6 +65,35 @@ import Testing
         #expect(await waitUntil(5) { !isListening(port: exitingPort) }, "the ingress listener outlived its app")
     }
 
+    /// The proxy's ingress speaks TLS 1.3 only (a TLS 1.2 client is refused in the handshake), and
+    /// the service's private key reaches the proxy through an inherited descriptor: it is in
+    /// neither the proxy's command line nor its environment.
+    @Test func theIngressRefusesTLS12AndTheKeyIsNotInArgvOrEnvironment() async throws {
+        let openssl = try #require(which("openssl"), "install openssl")
+        let scratch = try Scratch(memory: true)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let port = freePort()
+        let sleeping = ["/bin/sleep", "600"]
+        #expect(try await coordinator.setManifest(manifest([
+            ("server", try await coordinator.measure(service: "server", command: sleeping), ingress(listen: port, forward: freePort(), clients: ["server"]), "{}"),
+        ])).status == 0)
+        let app = try Spawned(veilBinary, coordinator.launchArguments(service: "server", command: sleeping), scratch: scratch)
+        defer { app.kill9() }
+        #expect(await waitUntil(20) { isListening(port: port) }, "\(app.stderr)")
+        let proxy = try #require(meshChildren(of: app.pid).first)
+        for file in ["cmdline", "environ"] {
+            let bytes = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(proxy)/\(file)"))) ?? Data()
+            let text = String(decoding: bytes.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self)
+            #expect(!bytes.isEmpty || file == "environ", "\(file) readable")
+            #expect(!text.contains("PRIVATE KEY") && !text.contains("BEGIN"), "no key material in the proxy's \(file): \(text.prefix(300))")
+        }
+        let tls12 = try await run(openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-tls1_2", "-brief"], scratch: scratch, timeout: 20)
+        #expect(tls12.status != 0, "a TLS 1.2 client got through: \(tls12.stdout) \(tls12.stderr)")
+        #expect(!(tls12.stdout + tls12.stderr).contains("Protocol version: TLSv1.2"), "\(tls12.stderr)")
+        let tls13 = try await run(openssl, ["s_client", "-connect", "127.0.0.1:\(port)", "-tls1_3", "-brief"], scratch: scratch, timeout: 20)
+        #expect((tls13.stdout + tls13.stderr).contains("TLSv1.3"), "the proxy does speak TLS 1.3: \(tls13.stdout) \(tls13.stderr)")
+    }
+
     @Test func aProxyThatCannotListenStopsTheLaunchBeforeTheAppStarts() async throws {
         let scratch = try Scratch(memory: true)
         let coordinator = try await CoordinatorProcess(scratch: scratch)
