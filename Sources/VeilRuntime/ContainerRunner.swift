@@ -149,6 +149,12 @@ enum SignalForwarder {
 
     static func forward(to pid: pid_t) {
         target.store(pid, ordering: .sequentiallyConsistent)
+        // A blocked mask is inherited across exec (test runners, some supervisors block these):
+        // unblock them in this thread, the one waiting for runc, so they reach the handler.
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in signals { sigaddset(&set, signal) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         for signal in signals {
             Glibc.signal(signal) { received in
                 let pid = SignalForwarder.target.load(ordering: .sequentiallyConsistent)

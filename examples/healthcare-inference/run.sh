@@ -64,22 +64,26 @@ manifest["Services"]["inference"]["Parameters"] = {
               "/run/veil/tls/ca.pem": "{{ pem .Veil.RootCA.Cert }}"},
     "Env": {"PORT": sys.argv[3], "MODEL": "/srv/model/model.joblib", "ALLOWED_CLIENTS": "clinic", "TLS_DIR": "/run/veil/tls"}}
 manifest.setdefault("Secrets", {})["clinic-client"] = {"Type": "cert-ecdsa", "Cert": {"Subject": {"CommonName": "clinic"}}}
+# Another client under the same root, with a name the service does not allow (for the refusal below).
+manifest["Secrets"]["lab-client"] = {"Type": "cert-ecdsa", "Cert": {"Subject": {"CommonName": "lab"}}}
 manifest["Users"] = {"clinic": {"Certificate": open(sys.argv[4]).read(), "Roles": ["read-client-certificate"]}}
-manifest["Roles"] = {"read-client-certificate": {"ResourceType": "Secrets", "ResourceNames": ["clinic-client"], "Actions": ["ReadSecret"]}}
+manifest["Roles"] = {"read-client-certificate": {"ResourceType": "Secrets", "ResourceNames": ["clinic-client", "lab-client"], "Actions": ["ReadSecret"]}}
 manifest["Config"] = {"AllowSimulation": True}
 json.dump(manifest, open(sys.argv[2], "w"), indent=2)
 PY
 "$VEIL" manifest set "$WORK/manifest.json" --secret inference-protected-files="$WORK/image.key" >/dev/null
-"$VEIL" secret get clinic-client --user-cert "$WORK/operator.pem" --user-key "$WORK/operator.key" >"$WORK/client-secret.json"
+"$VEIL" secret get clinic-client lab-client --user-cert "$WORK/operator.pem" --user-key "$WORK/operator.key" >"$WORK/client-secret.json"
 "$VEIL" certificate chain > "$WORK/chain.pem"
 # The client presents its certificate with the intermediate CA; the service trusts only the root.
 $PY - "$WORK/client-secret.json" "$WORK" <<'PY'
 import json, sys
-secret = json.load(open(sys.argv[1]))["clinic-client"]
+secrets = json.load(open(sys.argv[1]))
 chain = open(f"{sys.argv[2]}/chain.pem").read()
 intermediate = chain[: chain.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----")] + "\n"
-open(f"{sys.argv[2]}/clinic.pem", "w").write(secret["certificate"] + intermediate)
-open(f"{sys.argv[2]}/clinic.key", "w").write(secret["privateKey"])
+for name in ("clinic", "lab"):
+    secret = secrets[f"{name}-client"]
+    open(f"{sys.argv[2]}/{name}.pem", "w").write(secret["certificate"] + intermediate)
+    open(f"{sys.argv[2]}/{name}.key", "w").write(secret["privateKey"])
 PY
 
 run_service() {  # LOG: veil run in the background
@@ -103,6 +107,14 @@ step "veil run (runc; simulated TEE: development only, no confidentiality); pred
 run_service "$WORK/run1.log"
 wait_until 120 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT" || { cat "$WORK/run1.log"; fail "the inference service did not come up"; }
 client "$WORK/v1/held-out.json"
+
+step "the service refuses a client without a certificate, and one under the same root with another name"
+NO_CERT=$(curl -sk --max-time 10 -o /dev/null -w '%{http_code}' -X POST "https://127.0.0.1:$PORT/predict" -d '{"rows": []}' || true)
+[ "$NO_CERT" = 000 ] || fail "a client without a certificate got an HTTP answer ($NO_CERT)"
+OTHER_NAME=$(curl -sk --max-time 10 --cert "$WORK/lab.pem" --key "$WORK/lab.key" -X POST "https://127.0.0.1:$PORT/predict" \
+  -H 'Content-Type: application/json' -d '{"rows": []}' || true)
+grep -q "client not allowed" <<<"$OTHER_NAME" || fail "the client named lab was not refused: $OTHER_NAME"
+echo "refused: no certificate (TLS handshake), CN=lab under the same root (403 client not allowed)"
 if [ -n "${BENCH:-}" ]; then
   VEIL_RESULT=$(client "$WORK/v1/held-out.json" --benchmark "${BENCH_REQUESTS:-2000}")
 fi
