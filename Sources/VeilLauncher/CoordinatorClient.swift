@@ -85,9 +85,16 @@ public final class CoordinatorClient: Sendable {
     private let channel = Mutex<(any Channel)?>(nil)
     /// Why the last handshake's identity check failed, for the error message.
     private let identityFailure = Mutex<String?>(nil)
+    /// How long one exchange (TLS handshake, request, whole response) may take: a server that
+    /// accepts connections but never answers must not hang a command. Above the coordinator's
+    /// own longest wait (collateral downloads, 30 s).
+    let responseTimeout: TimeAmount
 
-    /// - Parameter address: `HOST:PORT`.
-    public init(address: String, trust: CoordinatorTrust, identity: ClientIdentity? = nil) throws {
+    /// - Parameters:
+    ///   - address: `HOST:PORT`.
+    ///   - responseTimeout: see ``responseTimeout``.
+    public init(address: String, trust: CoordinatorTrust, identity: ClientIdentity? = nil, responseTimeout: Duration = .seconds(60)) throws {
+        self.responseTimeout = .nanoseconds(Int64(responseTimeout.components.seconds) * 1_000_000_000 + responseTimeout.components.attoseconds / 1_000_000_000)
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
             (1...65535).contains(port), colon != address.startIndex
         else { throw CoordinatorClientError.invalidAddress(address) }
@@ -164,12 +171,12 @@ public final class CoordinatorClient: Sendable {
             if body != nil { head.headers.add(name: "Content-Type", value: "application/json") }
             let (channel, reused) = try await connection()
             do {
-                return try await Self.send(head, body: body, on: channel)
-            } catch where reused && lastIdentityFailure == nil {
+                return try await Self.send(head, body: body, on: channel, timeout: responseTimeout)
+            } catch where reused && lastIdentityFailure == nil && !(error is NoAnswer) {
                 // A kept-alive connection the server closed meanwhile: once more on a fresh one.
                 self.channel.withLock { $0 = nil }
                 do {
-                    return try await Self.send(head, body: body, on: try await connection().channel)
+                    return try await Self.send(head, body: body, on: try await connection().channel, timeout: responseTimeout)
                 } catch {
                     throw failure(error)
                 }
@@ -273,9 +280,17 @@ public final class CoordinatorClient: Sendable {
         return .connection(address: address, reason: Self.explain(error))
     }
 
-    /// Writes one request and waits for its whole response.
-    private static func send(_ head: HTTPRequestHead, body: [UInt8]?, on channel: any Channel) async throws -> NIOHTTPClientResponseFull {
+    /// Writes one request and waits for its whole response, for up to `timeout` (then the
+    /// connection is closed and the call fails with ``NoAnswer``).
+    private static func send(
+        _ head: HTTPRequestHead, body: [UInt8]?, on channel: any Channel, timeout: TimeAmount
+    ) async throws -> NIOHTTPClientResponseFull {
         let promise = channel.eventLoop.makePromise(of: NIOHTTPClientResponseFull.self)
+        let deadline = channel.eventLoop.scheduleTask(in: timeout) {
+            try? channel.pipeline.syncOperations.handler(type: ResponseHandler.self).abandon(NoAnswer(timeout: timeout))
+            channel.close(promise: nil)
+        }
+        promise.futureResult.whenComplete { _ in deadline.cancel() }
         channel.eventLoop.execute {
             do {
                 try channel.pipeline.syncOperations.handler(type: ResponseHandler.self).expect(promise)
@@ -294,7 +309,16 @@ public final class CoordinatorClient: Sendable {
         }
     }
 
+    /// No complete response within the client's ``responseTimeout``.
+    struct NoAnswer: Error {
+        let timeout: TimeAmount
+    }
+
     static func explain(_ error: any Error) -> String {
+        if let silent = error as? NoAnswer {
+            return "no answer within \(silent.timeout.nanoseconds / 1_000_000_000) s (is this the coordinator's port? a server that accepts "
+                + "connections but never answers, or an overloaded coordinator)"
+        }
         if let ssl = error as? NIOSSLError {
             if case .handshakeFailed = ssl { return "TLS handshake failed: \(ssl)" }
             return "TLS error: \(ssl)"
@@ -327,6 +351,12 @@ final class ResponseHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func expect(_ promise: EventLoopPromise<NIOHTTPClientResponseFull>) {
         pending = promise
+    }
+
+    /// Fails the request in flight (its deadline passed).
+    func abandon(_ error: any Error) {
+        pending?.fail(error)
+        pending = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -78,6 +78,11 @@ final class Spawned {
             Issue.record("process \(process.executableURL?.path ?? "") \(process.arguments ?? []) timed out after \(Int(timeout)) s")
             await stop()
         }
+        // Foundation traps on the status of a process it has not reaped yet.
+        guard !process.isRunning else {
+            Issue.record("process \(pid) still unreaped after SIGKILL")
+            return RunResult(status: -1, signaled: true, stdout: stdout, stderr: stderr)
+        }
         return RunResult(
             status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal, stdout: stdout, stderr: stderr)
     }
@@ -236,7 +241,7 @@ final class CoordinatorProcess {
     private func lostItsPort() async -> Bool {
         guard let process, await process.waitForExit(upTo: 2) else { return false }
         let log = process.stderr
-        return log.contains("Address already in use") || log.contains("bind(")
+        return log.contains("already in use") || log.contains("bind(")
     }
 
     deinit { process?.kill9() }
@@ -249,7 +254,12 @@ final class CoordinatorProcess {
             scratch: scratch)
         self.process = process
         let port = Int(clientAddress.split(separator: ":").last!)!
-        let listening = await eventually(within: 30) { !process.isRunning || isListening(port: port) }
+        // A listening port alone can be another test's server that took the port first (then
+        // `veil attest` would talk to it): an attested start waits for this process's own
+        // "ready", logged once both its listeners are bound. One in recovery logs no "ready".
+        let listening = await eventually(within: 30) {
+            !process.isRunning || (attest ? process.stderr.contains("coordinator ready") : isListening(port: port))
+        }
         guard listening, process.isRunning else { throw CoordinatorStartError(log: process.stderr) }
         guard attest else { return }
         // --replace: a restarted test coordinator may hold a new root at the same address
