@@ -375,6 +375,7 @@ public final class Coordinator: Sendable {
             "manifest set",
             metadata: ["digest": "\(Hex.encode(manifest.digest))", "services": "\(manifest.services.keys.sorted())"]
                 .merging(manifest.config.allowSimulation ? ["warning": "\(simulationWarning)"] : [:]) { a, _ in a })
+        for warning in manifest.coverageWarnings { logger.warning("\(warning)") }
         return manifest.digest
     }
 

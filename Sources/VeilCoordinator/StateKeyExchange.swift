@@ -36,16 +36,36 @@ public struct ReplicaPolicy: Sendable {
         } catch {
             throw .evidenceRejected(.malformedEvidence("\(error)"))
         }
+        try accept(claims, manifest: manifest)
+        return claims
+    }
+
+    /// What a replica with this replica's own identity must also meet on SEV-SNP: no debug,
+    /// no migration agent (the state key must not leave with an exported guest), a valid
+    /// policy. Its TCB and VMPL are pinned through `Config.CoordinatorPackages`.
+    static let peerSNPRequirements = SNPRequirements(minimumTCB: .any, vmpl: nil)
+
+    /// The decision on verified claims: this replica's own identity (and, on SNP,
+    /// ``peerSNPRequirements``), or a package named in `Config.CoordinatorPackages`.
+    func accept(_ claims: Claims, manifest: Manifest?) throws(CoordinatorError) {
         let identity = TEEIdentity(claims)
-        if identity == ownIdentity && !claims.debug { return claims }
+        var reason = claims.debug ? "debug evidence" : "identity \(identity) is not this replica's \(ownIdentity)"
+        if identity == ownIdentity && !claims.debug {
+            do {
+                if let guest = claims.snp { try Self.peerSNPRequirements.check(guest) }
+                return
+            } catch {
+                reason = error.description(requiredBy: "a coordinator replica")
+            }
+        }
         if let manifest {
             for name in manifest.config.coordinatorPackages {
-                if let package = manifest.packages[name], package.mismatch(claims) == nil { return claims }
+                if let package = manifest.packages[name], package.mismatch(claims) == nil { return }
             }
         }
         throw .packageMismatch(
             service: "coordinator replica", package: "own measurement" + ((manifest?.config.coordinatorPackages.isEmpty ?? true) ? "" : " or Config.CoordinatorPackages"),
-            reason: claims.debug ? "debug evidence" : "identity \(identity) is not this replica's \(ownIdentity)")
+            reason: reason)
     }
 
     static func requestBinding(publicKey: [UInt8], nonce: [UInt8]) -> [UInt8] {

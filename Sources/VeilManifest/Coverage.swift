@@ -4,8 +4,14 @@ extension Manifest {
     /// Packages whose pins do not reach the guest's software: a TD package that pins MRTD
     /// alone (MRTD covers only the TD firmware, so any kernel and root filesystem booted from
     /// the same TDVF would match). Valid, but worth a warning: `veil manifest validate` prints them.
+    /// An snp package with `"MinimumTCB": "any"` accepts every firmware, vulnerable ones
+    /// included: allowed when stated, and said here.
     public var coverageWarnings: [String] {
         packages.sorted { $0.key < $1.key }.compactMap { name, package in
+            if package.snp?.minimumTCB == .any {
+                return "package '\(name)' (snp) accepts any firmware TCB (MinimumTCB \"any\"): guests on firmware with known "
+                    + "vulnerabilities match it; state the lowest TCB to accept"
+            }
             guard package.kind == .tdx, package.rtmrs.allSatisfy({ $0 == nil }), package.mrConfigID == nil else { return nil }
             return "package '\(name)' (tdx) pins no RTMR and no MRConfigID: MRTD covers only the TD firmware, so any kernel, "
                 + "command line, initrd and root filesystem booted from the same firmware matches it; pin RTMR1 and RTMR2 "

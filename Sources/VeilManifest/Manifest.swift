@@ -86,12 +86,8 @@ public struct Package: Sendable, Equatable {
     public var mrConfigID: [UInt8]?
     public var mrOwner: [UInt8]?
     public var mrSeam: [UInt8]?
-    /// SEV-SNP only.
-    public var hostData: [UInt8]?
-    public var minimumTCB: SNPReport.TCBVersion?
-    public var allowMigrationAgent = false
-    /// The VMPL reports must come from; nil accepts any.
-    public var vmpl: UInt32?
+    /// SEV-SNP only: the guest policy, VMPL, TCB and HOST_DATA rules (the one SNP validator).
+    public var snp: SNPRequirements?
     /// SEV-SNP and TDX: the container image measurement (what `veil image convert` prints) the
     /// launcher inside the VM must have bound into its report data. The VM's own launch
     /// measurement (required beside it) covers firmware, kernel and initrd — and so the
@@ -126,11 +122,12 @@ public struct Package: Sendable, Equatable {
             if bound != imageMeasurement { return "container image measurement \(Hex.encode(bound)) is not the package's \(Hex.encode(imageMeasurement))" }
         }
         if kind == .snp {
-            guard let snp = claims.snp else { return "SNP claims without SNP fields" }
-            if let hostData, snp.hostData != hostData { return "HOST_DATA \(Hex.encode(snp.hostData)) is not the package's \(Hex.encode(hostData))" }
-            if let minimumTCB, !snp.tcb.isAtLeast(minimumTCB) { return "reported TCB (\(snp.tcb)) is below the package's minimum (\(minimumTCB))" }
-            if snp.policy & (1 << 18) != 0 && !allowMigrationAgent { return "guest policy allows a migration agent; the package does not" }
-            if let vmpl, snp.vmpl != vmpl { return "report is from VMPL \(snp.vmpl.map(String.init) ?? "unknown"), the package requires VMPL \(vmpl)" }
+            guard let guest = claims.snp, let requirements = snp else { return "SNP claims without SNP fields" }
+            do {
+                try requirements.check(guest)
+            } catch {
+                return error.description(requiredBy: "the package")
+            }
         }
         if kind == .tdx {
             guard let tdx = claims.tdx else { return "TDX claims without TD registers" }

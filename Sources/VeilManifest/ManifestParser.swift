@@ -43,7 +43,7 @@ extension Manifest {
 }
 
 /// Walks the JSON once, collecting problems instead of stopping at the first.
-private struct ManifestParser {
+struct ManifestParser {
     var problems: [ManifestProblem] = []
 
     mutating func problem(_ path: String, _ message: String) {
@@ -301,16 +301,14 @@ private struct ManifestParser {
         case .snp:
             package.measurement = hex(fields["Measurement"], "\(path).Measurement", bytes: 48)
             if fields["Measurement"] == nil { problem("\(path).Measurement", "required: the guest's launch measurement (48 bytes)") }
-            package.hostData = hex(fields["HostData"], "\(path).HostData", bytes: 32)
             package.signerID = hex(fields["IDKeyDigest"], "\(path).IDKeyDigest", bytes: 48)
-            package.allowMigrationAgent = bool(fields["AllowMigrationAgent"], "\(path).AllowMigrationAgent") ?? false
-            package.vmpl = integer(fields["VMPL"], "\(path).VMPL", in: 0...3).map(UInt32.init)
-            if let tcb = object(fields["MinimumTCB"], "\(path).MinimumTCB", allowed: ["Bootloader", "TEE", "SNP", "Microcode"]) {
-                let parts = ["Bootloader", "TEE", "SNP", "Microcode"].map { integer(tcb[$0], "\(path).MinimumTCB.\($0)", in: 0...255) ?? 0 }
-                // Milan/Genoa TCB_VERSION layout: byte 0 bootloader, 1 TEE, 6 SNP, 7 microcode.
-                let raw = UInt64(parts[0]) | UInt64(parts[1]) << 8 | UInt64(parts[2]) << 48 | UInt64(parts[3]) << 56
-                package.minimumTCB = SNPReport.TCBVersion(raw: raw)
-            }
+            package.snp = SNPRequirements(
+                minimumTCB: minimumTCB(fields["MinimumTCB"], "\(path).MinimumTCB") ?? .any,
+                // VMPL 0 unless stated: a report from above an SVSM is not the guest kernel's.
+                vmpl: integer(fields["VMPL"], "\(path).VMPL", in: 0...3).map(UInt32.init) ?? 0,
+                allowDebug: package.debug,
+                allowMigrationAgent: bool(fields["AllowMigrationAgent"], "\(path).AllowMigrationAgent") ?? false,
+                hostData: hex(fields["HostData"], "\(path).HostData", bytes: 32))
         case .tdx:
             package.measurement = hex(fields["MRTD"], "\(path).MRTD", bytes: 48)
             if fields["MRTD"] == nil { problem("\(path).MRTD", "required: the TD's build-time measurement") }

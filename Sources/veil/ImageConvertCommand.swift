@@ -104,7 +104,8 @@ struct ImageConvertCommand: ParsableCommand {
             warn("\(result.protectedFiles.count) protected file(s); set the key with: veil manifest set MANIFEST --secret \(keyName)=\(key!)")
         }
         warn("the package above is for the simulated TEE (development only, no confidentiality); in an SEV-SNP or TDX guest use "
-            + "{\"Kind\": \"snp\", \"Measurement\": VM, \"ImageMeasurement\": \"\(Hex.encode(result.measurement))\"} (TDX: MRTD instead of Measurement)")
+            + "{\"Kind\": \"snp\", \"Measurement\": VM, \"MinimumTCB\": {…}, \"ImageMeasurement\": \"\(Hex.encode(result.measurement))\"} "
+            + "(TDX: MRTD instead of Measurement and MinimumTCB)")
     }
 
     static func loadOrCreateKey(_ path: String) throws -> SymmetricKey {

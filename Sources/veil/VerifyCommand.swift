@@ -28,8 +28,8 @@ struct VerifyCommand: AsyncParsableCommand {
     var product: String?
     @Option(help: ArgumentHelp("SNP: AMD's CRL for the product (DER, KDS /vcek/v1/PRODUCT/crl); fetched from --kds when the certificates are.", valueName: "file"))
     var crl: String?
-    @Option(help: ArgumentHelp("SNP: the VMPL the report must come from (0-3).", valueName: "n")) var vmpl: UInt32?
-    @Option(help: ArgumentHelp("SNP: minimum reported TCB as BOOTLOADER:TEE:SNP:MICROCODE (Milan/Genoa SPLs).", valueName: "spls"))
+    @Option(help: ArgumentHelp("SNP: the VMPL the report must come from (0-3), or any.", valueName: "n|any")) var vmpl = "0"
+    @Option(help: ArgumentHelp("SNP: minimum reported TCB as BOOTLOADER:TEE:SNP:MICROCODE, plus :FMC on Turin (default: any, said in the output).", valueName: "spls"))
     var minimumTCB: String?
     @Flag(help: "Accept debug evidence (SGX debug enclave, TDX debug TD, SNP guest policy allowing debug): no confidentiality.")
     var allowDebug = false
@@ -135,11 +135,19 @@ struct VerifyCommand: AsyncParsableCommand {
         guard let product else {
             throw ValidationError("neither the report (version \(report.version)) nor the VCEK names the product: pass --product Milan|Genoa|Turin")
         }
-        var policy = SNPVerifier.Policy(allowDebug: true, requiredVMPL: vmpl)
+        let requiredVMPL: UInt32?
+        if vmpl == "any" {
+            requiredVMPL = nil
+        } else {
+            guard let level = UInt32(vmpl), level <= 3 else { throw ValidationError("--vmpl must be 0-3 or any, not '\(vmpl)'") }
+            requiredVMPL = level
+        }
+        var policy = SNPRequirements(minimumTCB: .any, vmpl: requiredVMPL, allowDebug: true)
         if let minimumTCB {
-            let parts = minimumTCB.split(separator: ":").compactMap { UInt8($0) }
-            guard parts.count == 4 else { throw ValidationError("--minimum-tcb must be BOOTLOADER:TEE:SNP:MICROCODE, four numbers 0-255") }
-            policy.minimumTCB = .init(raw: UInt64(parts[0]) | UInt64(parts[1]) << 8 | UInt64(parts[2]) << 48 | UInt64(parts[3]) << 56)
+            guard let version = SNPReport.TCBVersion(components: minimumTCB) else {
+                throw ValidationError("--minimum-tcb must be BOOTLOADER:TEE:SNP:MICROCODE (plus :FMC on Turin), numbers 0-255")
+            }
+            policy.minimumTCB = .atLeast(version)
         }
         let verifier = SNPVerifier(product: product, policy: policy)
         let endorsement = try verifier.verifyChain(vcek: vcekBytes, chainPEM: chainText, crl: crlBytes, at: time)
@@ -156,9 +164,9 @@ struct VerifyCommand: AsyncParsableCommand {
         ]
         // What was not checked is said, not silently accepted.
         var notes: [String] = []
-        if policy.minimumTCB == nil { notes.append("no --minimum-tcb: any firmware TCB was accepted (reported: \(reported))") }
+        if policy.minimumTCB == .any { notes.append("no --minimum-tcb: any firmware TCB was accepted (reported: \(reported))") }
         if !endorsement.revocationChecked { notes.append("AMD CRL not checked: pass --crl FILE (or let --kds fetch the certificates)") }
-        if vmpl == nil { notes.append("no --vmpl: a report from any VMPL was accepted (this one: VMPL \(report.vmpl))") }
+        if requiredVMPL == nil { notes.append("--vmpl any: a report from any VMPL was accepted (this one: VMPL \(report.vmpl))") }
         switch output {
         case .json:
             struct Output: Encodable {

@@ -93,7 +93,7 @@ import Testing
         let report = try Self.bytes("virtee-sev/report_milan.bin")
         let vcek = try Self.bytes("virtee-sev/vcek_milan.der")
         let chain = try String(contentsOfFile: "\(Self.root)/virtee-sev/chain_milan.pem", encoding: .utf8)
-        let verifier = SNPVerifier(product: .milan, policy: .init(allowDebug: true))
+        let verifier = SNPVerifier(product: .milan, policy: .init(minimumTCB: .any, allowDebug: true))
         _ = try verifier.verify(report: report, vcek: vcek, chainPEM: chain, at: try Date("2024-01-01T00:00:00Z", strategy: .iso8601))
         var flipped = report
         flipped[21] ^= 0xFF  // upstream's milan_report_invalid
@@ -111,21 +111,21 @@ import Testing
         let vcek = try Self.bytes("go-sev-guest/vcek_milan.der")
         let chain = try String(contentsOfFile: "\(Self.root)/go-sev-guest/ask_ark_milan.pem", encoding: .utf8)
         let time = try Date("2022-09-24T01:00:00Z", strategy: .iso8601)
-        #expect(throws: SNPError.vmplMismatch(reported: 0, required: 1)) {
-            try SNPVerifier(product: .milan, policy: .init(allowDebug: true, requiredVMPL: 1)).verify(report: report, vcek: vcek, chainPEM: chain, at: time)
+        #expect(throws: SNPError.policy(.vmpl(reported: 0, required: 1))) {
+            try SNPVerifier(product: .milan, policy: .init(minimumTCB: .any, vmpl: 1, allowDebug: true)).verify(report: report, vcek: vcek, chainPEM: chain, at: time)
         }
-        _ = try SNPVerifier(product: .milan, policy: .init(allowDebug: true, requiredVMPL: 0)).verify(report: report, vcek: vcek, chainPEM: chain, at: time)
+        _ = try SNPVerifier(product: .milan, policy: .init(minimumTCB: .any, vmpl: 0, allowDebug: true)).verify(report: report, vcek: vcek, chainPEM: chain, at: time)
 
         // The Genoa report carries its CPUID: verifying it as a Milan chip is refused.
         let genoa = try Self.bytes("veraison/genoa_report.bin")
         let genoaVCEK = try Self.bytes("veraison/genoa_vcek.der")
         let genoaChain = try String(contentsOfFile: "\(Self.root)/veraison/genoa_chain.pem", encoding: .utf8)
-        let milanVerifier = SNPVerifier(product: .milan, policy: .init(allowDebug: true))
+        let milanVerifier = SNPVerifier(product: .milan, policy: .init(minimumTCB: .any, allowDebug: true))
         #expect(throws: SNPError.self) { try milanVerifier.verify(report: genoa, vcek: genoaVCEK, chainPEM: genoaChain) }
-        let genoaVerifier = SNPVerifier(product: .genoa)
+        let genoaVerifier = SNPVerifier(product: .genoa, policy: .init(minimumTCB: .any))
         let checked = try genoaVerifier.verifyChain(vcek: genoaVCEK, chainPEM: genoaChain, at: Date())
         #expect(throws: SNPError.productMismatch(certificate: "Milan", expected: "Genoa (the report's CPUID)", key: .vcek)) {
-            try SNPVerifier(product: .milan).verify(report: try SNPReport(genoa), bytes: genoa, vcek: checked, at: Date())
+            try SNPVerifier(product: .milan, policy: .init(minimumTCB: .any)).verify(report: try SNPReport(genoa), bytes: genoa, vcek: checked, at: Date())
         }
         _ = try genoaVerifier.verify(report: try SNPReport(genoa), bytes: genoa, vcek: checked, at: Date())
         #expect(AMDProduct(family: 0x19, model: 0x01) == .milan && AMDProduct(family: 0x19, model: 0x11) == .genoa)

@@ -11,7 +11,7 @@ import Testing
     let genoaChain = try! String(contentsOfFile: "\(directory)/ask_ark_genoa.pem", encoding: .utf8)
     let time = try! Date("2022-09-24T01:00:00Z", strategy: .iso8601)
     /// The report's guest policy (0xb0000) allows debugging, so the positive case must allow it.
-    let debugAllowed = SNPVerifier(product: .milan, policy: .init(allowDebug: true))
+    let debugAllowed = SNPVerifier(product: .milan, policy: .init(minimumTCB: .any, allowDebug: true))
 
     func verify(_ bytes: [UInt8], verifier: SNPVerifier? = nil, vcek: [UInt8]? = nil, chain: String? = nil) throws -> (SNPReport, Claims) {
         try (verifier ?? debugAllowed).verify(report: bytes, vcek: vcek ?? self.vcek, chainPEM: chain ?? milanChain, at: time)
@@ -57,7 +57,7 @@ import Testing
 
     @Test func genoaRootsForAMilanReportAreRefused() {
         #expect(throws: SNPError.untrustedARK(product: "Milan")) { try verify(report, chain: genoaChain) }
-        #expect(throws: SNPError.self) { try verify(report, verifier: SNPVerifier(product: .genoa, policy: .init(allowDebug: true)), chain: genoaChain) }
+        #expect(throws: SNPError.self) { try verify(report, verifier: SNPVerifier(product: .genoa, policy: .init(minimumTCB: .any, allowDebug: true)), chain: genoaChain) }
     }
 
     @Test func askNotSignedByTheARKIsRefused() throws {
@@ -70,7 +70,7 @@ import Testing
     }
 
     @Test func debugPolicyRefusedUnlessAllowed() {
-        #expect(throws: SNPError.debugNotAllowed) { try verify(report, verifier: SNPVerifier(product: .milan)) }
+        #expect(throws: SNPError.policy(.debugAllowed)) { try verify(report, verifier: SNPVerifier(product: .milan, policy: .init(minimumTCB: .any))) }
     }
 
     @Test func minimumTCBIsEnforced() throws {
@@ -78,10 +78,10 @@ import Testing
         let reported = SNPReport.TCBVersion(raw: parsed.reportedTCB)
         var higher = reported.raw
         higher += 1 << 56  // microcode + 1
-        let verifier = SNPVerifier(product: .milan, policy: .init(allowDebug: true, minimumTCB: .init(raw: higher)))
+        let verifier = SNPVerifier(product: .milan, policy: .init(minimumTCB: .atLeast(.init(raw: higher)), allowDebug: true))
         let error = try #require(throws: SNPError.self) { try verify(report, verifier: verifier) }
-        guard case .tcbBelowMinimum = error else { Issue.record("\(error)"); return }
-        _ = try verify(report, verifier: SNPVerifier(product: .milan, policy: .init(allowDebug: true, minimumTCB: reported)))
+        guard case .policy(.tcbBelowMinimum) = error else { Issue.record("\(error)"); return }
+        _ = try verify(report, verifier: SNPVerifier(product: .milan, policy: .init(minimumTCB: .atLeast(reported), allowDebug: true)))
     }
 
     @Test func truncationAtEveryOffsetAndTrailingBytes() {

@@ -69,7 +69,7 @@ import Testing
         let original = Array(try Data(contentsOf: URL(fileURLWithPath: "\(SNPTests.directory)/snp_report_milan.bin")))
         let pki = try Self.makePKI(report: try SNPReport(original))
         let report = try Self.vlekSigned(original, key: pki.vlekKey)
-        let verifier = SNPVerifier(product: .milan, policy: .init(allowDebug: true), trustedARKPEM: pki.arkPEM)
+        let verifier = SNPVerifier(product: .milan, policy: .init(minimumTCB: .any, allowDebug: true), trustedARKPEM: pki.arkPEM)
 
         let (parsed, claims) = try verifier.verify(report: report, vcek: pki.vlekDER, chainPEM: pki.chainPEM)
         #expect(parsed.signingKey == 1)
@@ -82,13 +82,13 @@ import Testing
         let realVCEK = Array(try Data(contentsOf: URL(fileURLWithPath: "\(SNPTests.directory)/vcek_milan.der")))
         let milanChain = try String(contentsOfFile: "\(SNPTests.directory)/ask_ark_milan.pem", encoding: .utf8)
         let error = try #require(throws: SNPError.self) {
-            try SNPVerifier(product: .milan, policy: .init(allowDebug: true)).verify(report: report, vcek: realVCEK, chainPEM: milanChain)
+            try SNPVerifier(product: .milan, policy: .init(minimumTCB: .any, allowDebug: true)).verify(report: report, vcek: realVCEK, chainPEM: milanChain)
         }
         guard case .signingKeyMismatch = error else { Issue.record("\(error)"); return }
 
         // The test PKI is not AMD's: the production verifier refuses its ARK.
         #expect(throws: SNPError.untrustedARK(product: "Milan")) {
-            try SNPVerifier(product: .milan, policy: .init(allowDebug: true)).verify(report: report, vcek: pki.vlekDER, chainPEM: pki.chainPEM)
+            try SNPVerifier(product: .milan, policy: .init(minimumTCB: .any, allowDebug: true)).verify(report: report, vcek: pki.vlekDER, chainPEM: pki.chainPEM)
         }
         // A flipped measurement breaks the VLEK signature.
         var flipped = report
@@ -107,7 +107,7 @@ import Testing
         let original = Array(try Data(contentsOf: URL(fileURLWithPath: "\(SNPTests.directory)/snp_report_milan.bin")))
         let pki = try Self.makePKI(report: try SNPReport(original))
         let report = try Self.vlekSigned(original, key: pki.vlekKey)
-        let verifier = SNPVerifier(product: .milan, policy: .init(allowDebug: true), trustedARKPEM: pki.arkPEM)
+        let verifier = SNPVerifier(product: .milan, policy: .init(minimumTCB: .any, allowDebug: true), trustedARKPEM: pki.arkPEM)
         let checked = try verifier.verifyChain(vcek: pki.vlekDER, chainPEM: pki.chainPEM, crl: pki.emptyCRL, at: Date())
         #expect(checked.revocationChecked && checked.key == .vlek)
         #expect(try !verifier.verifyChain(vcek: pki.vlekDER, chainPEM: pki.chainPEM, at: Date()).revocationChecked)

@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import Testing
 import VeilAttestation
-import VeilCoordinator
+@testable import VeilCoordinator
 import VeilLauncher
 import VeilManifest
 
@@ -60,14 +60,14 @@ import VeilManifest
         let report = Array(try Data(contentsOf: URL(fileURLWithPath: "\(Self.vectors)/../go-sev-guest/snp_report_milan.bin")))
         let vcek = Array(try Data(contentsOf: URL(fileURLWithPath: "\(Self.vectors)/../go-sev-guest/vcek_milan.der")))
         let chain = try String(contentsOfFile: "\(Self.vectors)/../go-sev-guest/ask_ark_milan.pem", encoding: .utf8)
-        let claims = try SNPVerifier(product: .milan, policy: .init(allowDebug: true))
+        let claims = try SNPVerifier(product: .milan, policy: .init(minimumTCB: .any, allowDebug: true))
             .verify(report: report, vcek: vcek, chainPEM: chain, at: try Date("2022-09-24T01:00:00Z", strategy: .iso8601)).1
         let measurement = Hex.encode(claims.measurement)
-        let vmpl0 = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true, "VMPL": 0}}"#)
+        let vmpl0 = try manifest(#"{"p": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(measurement)", "Debug": true, "VMPL": 0}}"#)
         #expect(vmpl0.packages["p"]!.mismatch(claims) == nil)
-        let vmpl2 = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true, "VMPL": 2}}"#)
+        let vmpl2 = try manifest(#"{"p": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(measurement)", "Debug": true, "VMPL": 2}}"#)
         #expect(vmpl2.packages["p"]!.mismatch(claims)?.contains("VMPL 0, the package requires VMPL 2") == true)
-        #expect(throws: ManifestValidationError.self) { try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "VMPL": 4}}"#) }
+        #expect(throws: ManifestValidationError.self) { try manifest(#"{"p": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(measurement)", "VMPL": 4}}"#) }
     }
 
     @Test func tcbStatusMustBeAccepted() async throws {
@@ -82,7 +82,7 @@ import VeilManifest
         let text = #"""
             {"Packages": {"a": {"Kind": "sgx", "UniqueID": "abcd", "MRTD": "00"},
                           "b": {"Kind": "tdx", "RTMR0": "00"},
-                          "c": {"Kind": "snp", "Measurement": "00", "UniqueID": "00"}},
+                          "c": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "00", "UniqueID": "00"}},
              "Services": {}, "Config": {"AcceptedTCBStatuses": ["Revoked", "Fine"]}}
             """#
         let error = try #require(throws: ManifestValidationError.self) { try Manifest.parse(Array(text.utf8)) }
@@ -132,17 +132,39 @@ import VeilManifest
         let report = Array(try Data(contentsOf: URL(fileURLWithPath: "\(snpDirectory)/snp_report_milan.bin")))
         let vcek = Array(try Data(contentsOf: URL(fileURLWithPath: "\(snpDirectory)/vcek_milan.der")))
         let chain = try String(contentsOfFile: "\(snpDirectory)/ask_ark_milan.pem", encoding: .utf8)
-        return try SNPVerifier(product: .milan, policy: .init(allowDebug: true)).verify(report: report, vcek: vcek, chainPEM: chain).1
+        return try SNPVerifier(product: .milan, policy: .init(minimumTCB: .any, allowDebug: true)).verify(report: report, vcek: vcek, chainPEM: chain).1
+    }
+
+    /// A replica with this replica's own SNP identity still needs a policy without a migration
+    /// agent (and a valid one): the state key must not leave with an exported guest.
+    @Test func anSNPPeerWithTheOwnIdentityMeetsThePeerPolicy() throws {
+        var claims = try Self.snpClaims()
+        claims.debug = false
+        claims.snp?.policy &= ~(1 << 19)
+        let policy = ReplicaPolicy(ownIdentity: TEEIdentity(claims), verification: VerificationPolicy(allowSNP: true))
+        try policy.accept(claims, manifest: nil)
+        var migratable = claims
+        migratable.snp?.policy |= 1 << 18
+        let error = try #require(throws: CoordinatorError.self) { try policy.accept(migratable, manifest: nil) }
+        #expect("\(error)".contains("migration agent; a coordinator replica does not"), "\(error)")
+        var invalid = claims
+        invalid.snp?.policy &= ~(1 << 17)
+        #expect(throws: CoordinatorError.self) { try policy.accept(invalid, manifest: nil) }
+        // A coordinator package may allow what the own-identity rule does not.
+        let allowing = try manifest(
+            #"{"c": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(Hex.encode(claims.measurement))", "AllowMigrationAgent": true}}"#,
+            config: #"{"CoordinatorPackages": ["c"]}"#)
+        try policy.accept(migratable, manifest: allowing)
     }
 
     @Test func snpPackageMatchesTheRealMilanReport() async throws {
         let claims = try Self.snpClaims()
         let measurement = Hex.encode(claims.measurement)
-        let allowDebug = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true}}"#)
+        let allowDebug = try manifest(#"{"p": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(measurement)", "Debug": true}}"#)
         #expect(allowDebug.packages["p"]!.mismatch(claims) == nil)
-        let noDebug = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)"}}"#)
+        let noDebug = try manifest(#"{"p": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(measurement)"}}"#)
         #expect(noDebug.packages["p"]!.mismatch(claims)?.contains("debug") == true)
-        let hostData = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true, "HostData": "\#(String(repeating: "11", count: 32))"}}"#)
+        let hostData = try manifest(#"{"p": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(measurement)", "Debug": true, "HostData": "\#(String(repeating: "11", count: 32))"}}"#)
         #expect(hostData.packages["p"]!.mismatch(claims)?.contains("HOST_DATA") == true)
         let tcb = try #require(claims.snp?.tcb)
         let above = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true, "MinimumTCB": {"Bootloader": \#(tcb.bootloader), "TEE": \#(tcb.tee), "SNP": \#(Int(tcb.snp) + 1), "Microcode": \#(tcb.microcode)}}}"#)
@@ -156,7 +178,7 @@ import VeilManifest
         let claims = try Self.snpClaims()
         let coordinator = try await fixture.coordinator()
         try await coordinator.setManifest(Array(#"""
-            {"Packages": {"guest": {"Kind": "snp", "Measurement": "\#(Hex.encode(claims.measurement))", "Debug": true}},
+            {"Packages": {"guest": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(Hex.encode(claims.measurement))", "Debug": true}},
              "Services": {"app": {"Package": "guest"}}}
             """#.utf8))
         let report = Array(try Data(contentsOf: URL(fileURLWithPath: "\(Self.snpDirectory)/snp_report_milan.bin")))
@@ -183,7 +205,7 @@ import VeilManifest
         var claims = try Self.snpClaims()
         let measurement = Hex.encode(claims.measurement)
         let image = Array(SHA256.hash(data: Array("the converted image".utf8)))
-        let pinned = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true, "ImageMeasurement": "sha256:\#(Hex.encode(image))"}}"#)
+        let pinned = try manifest(#"{"p": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(measurement)", "Debug": true, "ImageMeasurement": "sha256:\#(Hex.encode(image))"}}"#)
         // The real report binds no image (its report data's second half is zero).
         #expect(claims.imageMeasurement == nil)
         #expect(pinned.packages["p"]!.mismatch(claims)?.contains("binds no container image measurement") == true)
@@ -196,10 +218,10 @@ import VeilManifest
         claims.reportData = keyBinding + other
         #expect(pinned.packages["p"]!.mismatch(claims)?.contains("is not the package's") == true)
         // The VM measurement is still checked beside the image.
-        let otherVM = try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(String(repeating: "00", count: 48))", "Debug": true, "ImageMeasurement": "\#(Hex.encode(other))"}}"#)
+        let otherVM = try manifest(#"{"p": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(String(repeating: "00", count: 48))", "Debug": true, "ImageMeasurement": "\#(Hex.encode(other))"}}"#)
         #expect(otherVM.packages["p"]!.mismatch(claims)?.contains("measurement") == true)
         // A package without ImageMeasurement pins the VM only.
-        #expect(try manifest(#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "Debug": true}}"#).packages["p"]!.mismatch(claims) == nil)
+        #expect(try manifest(#"{"p": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(measurement)", "Debug": true}}"#).packages["p"]!.mismatch(claims) == nil)
         // In SGX claims the same bytes are no image measurement: only a VM's launcher binds one.
         var sgx = try Self.claims("sgx_quote", at: Self.sgxTime)
         sgx.reportData = Array(sgx.reportData.prefix(32)) + image
@@ -207,7 +229,7 @@ import VeilManifest
 
         let refused: [(String, String)] = [
             (#"{"p": {"Kind": "sgx", "UniqueID": "\#(Hex.encode(image))", "ImageMeasurement": "\#(Hex.encode(image))"}}"#, "$.Packages.p.ImageMeasurement"),
-            (#"{"p": {"Kind": "snp", "Measurement": "\#(measurement)", "ImageMeasurement": "\#(String(repeating: "00", count: 32))"}}"#, "$.Packages.p.ImageMeasurement"),
+            (#"{"p": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(measurement)", "ImageMeasurement": "\#(String(repeating: "00", count: 32))"}}"#, "$.Packages.p.ImageMeasurement"),
             (#"{"p": {"Kind": "tdx", "MRTD": "\#(measurement)", "ImageMeasurement": "abcd"}}"#, "$.Packages.p.ImageMeasurement"),
         ]
         for (packages, path) in refused {

@@ -40,7 +40,7 @@ import Testing
         let report = try Data(contentsOf: URL(fileURLWithPath: "\(veraison)/genoa_report.bin"))
         let measurement = report[0x90..<0xC0].map { String(format: "%02x", $0) }.joined()
         let set = try await coordinator.setManifest(#"""
-            {"Packages": {"guest": {"Kind": "snp", "Measurement": "\#(measurement)"}},
+            {"Packages": {"guest": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(measurement)"}},
              "Services": {"app": {"Package": "guest"}}}
             """#)
         #expect(set.status == 0, "\(set.stderr)")
@@ -86,7 +86,7 @@ import Testing
         let report = try Data(contentsOf: URL(fileURLWithPath: "\(veraison)/genoa_report.bin"))
         let vmMeasurement = report[0x90..<0xC0].map { String(format: "%02x", $0) }.joined()
         let set = try await coordinator.setManifest(#"""
-            {"Packages": {"guest": {"Kind": "snp", "Measurement": "\#(vmMeasurement)", "ImageMeasurement": "\#(imageMeasurement)"}},
+            {"Packages": {"guest": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(vmMeasurement)", "ImageMeasurement": "\#(imageMeasurement)"}},
              "Services": {"app": {"Package": "guest"}}}
             """#)
         try #require(set.status == 0, "\(set.stderr)")

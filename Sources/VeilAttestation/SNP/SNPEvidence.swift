@@ -145,7 +145,7 @@ public enum SNPEvidence {
         }
         guard let chain = body.chain ?? chains[product] else { throw .chainUntrusted("no ASK/ARK chain for \(product.rawValue)") }
         // Debug and migration are flagged in the claims; the manifest package decides.
-        let verifier = SNPVerifier(product: product, policy: .init(allowDebug: true, allowMigrationAgent: true))
+        let verifier = SNPVerifier(product: product, policy: .wellFormed)
         return try verifier.verify(report: parsed, bytes: Array(report), vcek: try verifier.verifyChain(vcek: Array(vcek), chainPEM: chain, crl: crls[product], at: time), at: time).1
     }
 }

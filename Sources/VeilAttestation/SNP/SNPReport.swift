@@ -6,7 +6,11 @@ public struct SNPReport: Sendable, Equatable {
     public static let signedLength = 0x2A0
 
     /// A TCB_VERSION: security patch levels of the firmware components.
-    public struct TCBVersion: Sendable, Equatable, Comparable, CustomStringConvertible {
+    ///
+    /// Versions are only partially ordered: one may be newer in the bootloader and older in
+    /// the microcode. So the type is not `Comparable`; ``isAtLeast(_:)`` is the order, and
+    /// two versions can each fail to reach the other.
+    public struct TCBVersion: Sendable, Equatable, CustomStringConvertible {
         public var raw: UInt64
         public var bootloader: UInt8
         public var tee: UInt8
@@ -26,13 +30,31 @@ public struct SNPReport: Sendable, Equatable {
             }
         }
 
-        /// Every component of `self` is at least the corresponding one of `other`.
+        /// From components: with `fmc` in Turin's layout, without it in Milan/Genoa's — the
+        /// one place the two byte layouts are packed.
+        public init(bootloader: UInt8, tee: UInt8, snp: UInt8, microcode: UInt8, fmc: UInt8? = nil) {
+            let raw: UInt64
+            if let fmc {
+                raw = UInt64(fmc) | UInt64(bootloader) << 8 | UInt64(tee) << 16 | UInt64(snp) << 24 | UInt64(microcode) << 56
+            } else {
+                raw = UInt64(bootloader) | UInt64(tee) << 8 | UInt64(snp) << 48 | UInt64(microcode) << 56
+            }
+            self.init(raw: raw, turin: fmc != nil)
+        }
+
+        /// Parses `BOOTLOADER:TEE:SNP:MICROCODE[:FMC]`, each 0-255; nil when it is not that.
+        public init?(components text: String) {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false).map { UInt8($0) }
+            guard parts.count == 4 || parts.count == 5, parts.allSatisfy({ $0 != nil }) else { return nil }
+            self.init(bootloader: parts[0]!, tee: parts[1]!, snp: parts[2]!, microcode: parts[3]!, fmc: parts.count == 5 ? parts[4] : nil)
+        }
+
+        /// Every component of `self` is at least the corresponding one of `other` (an FMC
+        /// `other` does not name is not compared).
         public func isAtLeast(_ other: TCBVersion) -> Bool {
             bootloader >= other.bootloader && tee >= other.tee && snp >= other.snp && microcode >= other.microcode
                 && (fmc ?? 0) >= (other.fmc ?? 0)
         }
-
-        public static func < (lhs: TCBVersion, rhs: TCBVersion) -> Bool { !lhs.isAtLeast(rhs) }
 
         public var description: String {
             "bootloader \(bootloader), tee \(tee), snp \(snp), microcode \(microcode)" + (fmc.map { ", fmc \($0)" } ?? "")
@@ -48,6 +70,14 @@ public struct SNPReport: Sendable, Equatable {
         public var migrationAgentAllowed: Bool { raw & (1 << 18) != 0 }
         public var debugAllowed: Bool { raw & (1 << 19) != 0 }
         public var singleSocket: Bool { raw & (1 << 20) != 0 }
+        public var cxlAllowed: Bool { raw & (1 << 21) != 0 }
+        public var memoryAES256XTS: Bool { raw & (1 << 22) != 0 }
+        public var raplDisabled: Bool { raw & (1 << 23) != 0 }
+        public var ciphertextHiding: Bool { raw & (1 << 24) != 0 }
+        public var pageSwapDisabled: Bool { raw & (1 << 25) != 0 }
+        /// Bit 17 is reserved and must be one; bits 63:26 are reserved and must be zero
+        /// (SEV-SNP ABI 1.57, as go-sev-guest's ParseSnpPolicy).
+        public var reservedBitsValid: Bool { raw & (1 << 17) != 0 && raw >> 26 == 0 }
     }
 
     public var version: UInt32

@@ -31,10 +31,8 @@ public enum SNPError: Error, Equatable, Sendable, CustomStringConvertible {
     case productUnknown(String)
     case reportedTCBMismatch(component: String, report: Int, certified: Int, key: SNPEndorsementKey)
     case signatureInvalid(SNPEndorsementKey)
-    case debugNotAllowed
-    case migrationAgentNotAllowed
-    case vmplMismatch(reported: UInt32, required: UInt32)
-    case tcbBelowMinimum(reported: String, minimum: String)
+    /// The report verified and the guest does not meet the requirements.
+    case policy(SNPPolicyViolation)
 
     public var description: String {
         switch self {
@@ -56,10 +54,7 @@ public enum SNPError: Error, Equatable, Sendable, CustomStringConvertible {
         case .reportedTCBMismatch(let component, let report, let certified, let key):
             return "reported TCB \(component) SPL \(report) differs from the \(key.rawValue)'s \(certified)"
         case .signatureInvalid(let key): return "report signature does not verify with the \(key.rawValue)"
-        case .debugNotAllowed: return "guest policy allows debugging (no confidentiality) and debug is not allowed"
-        case .migrationAgentNotAllowed: return "guest policy allows a migration agent and that is not allowed"
-        case .vmplMismatch(let reported, let required): return "report is from VMPL \(reported), VMPL \(required) is required"
-        case .tcbBelowMinimum(let reported, let minimum): return "reported TCB (\(reported)) is below the minimum (\(minimum))"
+        case .policy(let violation): return violation.description
         }
     }
 }
@@ -67,35 +62,21 @@ public enum SNPError: Error, Equatable, Sendable, CustomStringConvertible {
 /// Verifies AMD SEV-SNP reports signed by a VCEK or VLEK: ARK (compiled in per product) →
 /// ASK (or ASVK) → VCEK (or VLEK)
 /// with RSASSA-PSS/SHA-384, the VCEK's hwID and TCB extensions against the report, the
-/// ECDSA P-384 report signature, then the guest policy.
+/// ECDSA P-384 report signature, then the guest's ``SNPRequirements``.
 public struct SNPVerifier: Sendable {
-    public struct Policy: Sendable {
-        public var allowDebug = false
-        public var allowMigrationAgent = false
-        public var minimumTCB: SNPReport.TCBVersion?
-        /// The VMPL the report must come from (e.g. 0: the guest kernel, not an SVSM below it); nil accepts any.
-        public var requiredVMPL: UInt32?
-        public init(allowDebug: Bool = false, allowMigrationAgent: Bool = false, minimumTCB: SNPReport.TCBVersion? = nil, requiredVMPL: UInt32? = nil) {
-            self.allowDebug = allowDebug
-            self.allowMigrationAgent = allowMigrationAgent
-            self.minimumTCB = minimumTCB
-            self.requiredVMPL = requiredVMPL
-        }
-    }
-
     public let product: AMDProduct
-    public let policy: Policy
+    public let policy: SNPRequirements
 
     /// The ARK to trust: the product's compiled-in AMD ARK, or another root for tests of
     /// PKI that AMD has no public samples of (VLEK).
     /// Parsed once here, not per verification; `nil` when the given PEM is not a certificate.
     let trustedARK: AMDCertificate?
 
-    public init(product: AMDProduct, policy: Policy = Policy()) {
+    public init(product: AMDProduct, policy: SNPRequirements) {
         self.init(product: product, policy: policy, trustedARKPEM: product.arkPEM)
     }
 
-    init(product: AMDProduct, policy: Policy, trustedARKPEM: String) {
+    init(product: AMDProduct, policy: SNPRequirements, trustedARKPEM: String) {
         self.product = product
         self.policy = policy
         self.trustedARK = (try? AMDCertificate.parsePEM(trustedARKPEM))?.first
@@ -210,18 +191,18 @@ public struct SNPVerifier: Sendable {
             key.isValidSignature(signature, for: bytes[..<SNPReport.signedLength])
         else { throw .signatureInvalid(verified.key) }
 
-        if report.policy.debugAllowed && !policy.allowDebug { throw .debugNotAllowed }
-        if report.policy.migrationAgentAllowed && !policy.allowMigrationAgent { throw .migrationAgentNotAllowed }
-        if let required = policy.requiredVMPL, report.vmpl != required { throw .vmplMismatch(reported: report.vmpl, required: required) }
-        if let minimum = policy.minimumTCB, !reported.isAtLeast(minimum) {
-            throw .tcbBelowMinimum(reported: "\(reported)", minimum: "\(minimum)")
+        let guest = SNPClaims(
+            hostData: report.hostData, idKeyDigest: report.idKeyDigest, reportedTCB: report.reportedTCB,
+            turinTCBLayout: product.usesTurinTCBLayout, policy: report.policy.raw, vmpl: report.vmpl)
+        do {
+            try policy.check(guest)
+        } catch {
+            throw .policy(error)
         }
         var claims = Claims(
             tee: .snp, measurement: report.measurement, signer: report.idKeyDigest, securityVersion: UInt16(truncatingIfNeeded: report.guestSVN),
             reportData: report.reportData, debug: report.policy.debugAllowed, simulated: false)
-        claims.snp = SNPClaims(
-            hostData: report.hostData, idKeyDigest: report.idKeyDigest, reportedTCB: report.reportedTCB,
-            turinTCBLayout: product.usesTurinTCBLayout, policy: report.policy.raw, vmpl: report.vmpl)
+        claims.snp = guest
         return (report, claims)
     }
 }
