@@ -62,15 +62,20 @@ public final class TarReader {
 
     public init(_ stream: any ByteStream) { self.stream = stream }
 
+    /// What PAX extended headers and GNU long-name entries say about the entry that follows.
+    struct Overrides {
+        var path: String?
+        var link: String?
+        var size: UInt64?
+        var uid: UInt32?
+        var gid: UInt32?
+    }
+
     /// The next entry, or `nil` after the end-of-archive marker (or a clean end of stream).
     public func next() throws -> TarEntry? {
         try skipPending()
         guard !ended else { return nil }
-        var paxPath: String?
-        var paxLink: String?
-        var paxSize: UInt64?
-        var paxUID: UInt32?
-        var paxGID: UInt32?
+        var overrides = Overrides()
         while true {
             guard let header = try readHeader() else {
                 ended = true
@@ -78,75 +83,106 @@ public final class TarReader {
             }
             let type = header[156]
             var size = try Self.number(header[124..<136], field: "size")
-            if let paxSize, type != UInt8(ascii: "x"), type != UInt8(ascii: "g") { size = paxSize }
-            switch type {
-            case UInt8(ascii: "x"), UInt8(ascii: "g"):
-                let records = try readWhole(size, what: "PAX header")
-                if type == UInt8(ascii: "g") { continue }  // global defaults: none that matter here
-                for (key, value) in try Self.paxRecords(records) {
-                    switch key {
-                    case "path": paxPath = value
-                    case "linkpath": paxLink = value
-                    case "size": paxSize = UInt64(value)
-                    case "uid": paxUID = UInt32(value)
-                    case "gid": paxGID = UInt32(value)
-                    default: break
-                    }
-                }
-                continue
-            case UInt8(ascii: "L"):
-                paxPath = Self.cString(try readWhole(size, what: "GNU long name")[...])
-                continue
-            case UInt8(ascii: "K"):
-                paxLink = Self.cString(try readWhole(size, what: "GNU long link")[...])
-                continue
-            default:
-                break
-            }
-            let rawName: String
-            if let paxPath {
-                rawName = paxPath
-            } else {
-                let prefix = Self.cString(header[345..<500])
-                let name = Self.cString(header[0..<100])
-                let isUstar = header[257..<263].elementsEqual(Array("ustar\0".utf8))
-                rawName = isUstar && !prefix.isEmpty ? prefix + "/" + name : name
-            }
-            let kind: TarEntry.Kind
-            switch type {
-            case 0, UInt8(ascii: "0"), UInt8(ascii: "7"): kind = rawName.hasSuffix("/") ? .directory : .file
-            case UInt8(ascii: "1"): kind = .hardlink
-            case UInt8(ascii: "2"): kind = .symlink
-            case UInt8(ascii: "3"): kind = .characterDevice
-            case UInt8(ascii: "4"): kind = .blockDevice
-            case UInt8(ascii: "5"): kind = .directory
-            case UInt8(ascii: "6"): kind = .fifo
-            default:
-                throw ImageError.unsupportedEntry(path: rawName, reason: "tar type '\(Character(UnicodeScalar(type)))'")
-            }
-            var entry = TarEntry(
-                path: try TarEntry.normalize(rawName), kind: kind,
-                mode: UInt32(truncatingIfNeeded: try Self.number(header[100..<108], field: "mode")) & 0o7777,
-                uid: try paxUID ?? UInt32(truncatingIfNeeded: Self.number(header[108..<116], field: "uid")),
-                gid: try paxGID ?? UInt32(truncatingIfNeeded: Self.number(header[116..<124], field: "gid")),
-                size: kind == .file ? size : 0)
-            let link = paxLink ?? Self.cString(header[157..<257])
-            switch kind {
-            case .symlink:
-                entry.linkTarget = link
-            case .hardlink:
-                entry.linkTarget = try TarEntry.normalize(link)
-            case .characterDevice, .blockDevice:
-                entry.deviceMajor = UInt32(truncatingIfNeeded: try Self.number(header[329..<337], field: "devmajor"))
-                entry.deviceMinor = UInt32(truncatingIfNeeded: try Self.number(header[337..<345], field: "devminor"))
-            default:
-                break
-            }
+            if let override = overrides.size, type != UInt8(ascii: "x"), type != UInt8(ascii: "g") { size = override }
+            if try absorbExtension(type: type, size: size, into: &overrides) { continue }
+            let entry = try Self.entry(header: header, type: type, size: size, overrides: overrides)
             // Directories and links may carry a size; their data, if any, is skipped.
             pendingContent = size
             pendingPadding = (512 - size % 512) % 512
             return entry
         }
+    }
+
+    /// Reads a PAX (`x`, `g`) or GNU long-name (`L`, `K`) entry into `overrides`; false for
+    /// any other type (an entry of its own).
+    private func absorbExtension(type: UInt8, size: UInt64, into overrides: inout Overrides) throws -> Bool {
+        switch type {
+        case UInt8(ascii: "x"), UInt8(ascii: "g"):
+            let records = try readWhole(size, what: "PAX header")
+            if type == UInt8(ascii: "g") { return true }  // global defaults: none that matter here
+            for (key, value) in try Self.paxRecords(records) {
+                switch key {
+                case "path": overrides.path = try Self.paxText(value, key: key)
+                case "linkpath": overrides.link = try Self.paxText(value, key: key)
+                case "size": overrides.size = try Self.paxNumber(value, key: key, as: UInt64.self)
+                case "uid": overrides.uid = try Self.paxNumber(value, key: key, as: UInt32.self)
+                case "gid": overrides.gid = try Self.paxNumber(value, key: key, as: UInt32.self)
+                default: break
+                }
+            }
+            return true
+        case UInt8(ascii: "L"):
+            overrides.path = Self.cString(try readWhole(size, what: "GNU long name")[...])
+            return true
+        case UInt8(ascii: "K"):
+            overrides.link = Self.cString(try readWhole(size, what: "GNU long link")[...])
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// The entry a ustar header (with its overrides) describes.
+    private static func entry(header: [UInt8], type: UInt8, size: UInt64, overrides: Overrides) throws -> TarEntry {
+        let rawName: String
+        if let path = overrides.path {
+            rawName = path
+        } else {
+            let prefix = cString(header[345..<500])
+            let name = cString(header[0..<100])
+            let isUstar = header[257..<263].elementsEqual(Array("ustar\0".utf8))
+            rawName = isUstar && !prefix.isEmpty ? prefix + "/" + name : name
+        }
+        let kind = try kind(of: type, name: rawName)
+        var entry = TarEntry(
+            path: try TarEntry.normalize(rawName), kind: kind,
+            mode: UInt32(truncatingIfNeeded: try number(header[100..<108], field: "mode")) & 0o7777,
+            uid: try overrides.uid ?? UInt32(truncatingIfNeeded: number(header[108..<116], field: "uid")),
+            gid: try overrides.gid ?? UInt32(truncatingIfNeeded: number(header[116..<124], field: "gid")),
+            size: kind == .file ? size : 0)
+        let link = overrides.link ?? cString(header[157..<257])
+        switch kind {
+        case .symlink:
+            entry.linkTarget = link
+        case .hardlink:
+            entry.linkTarget = try TarEntry.normalize(link)
+        case .characterDevice, .blockDevice:
+            entry.deviceMajor = UInt32(truncatingIfNeeded: try number(header[329..<337], field: "devmajor"))
+            entry.deviceMinor = UInt32(truncatingIfNeeded: try number(header[337..<345], field: "devminor"))
+        default:
+            break
+        }
+        return entry
+    }
+
+    private static func kind(of type: UInt8, name: String) throws -> TarEntry.Kind {
+        switch type {
+        case 0, UInt8(ascii: "0"), UInt8(ascii: "7"): return name.hasSuffix("/") ? .directory : .file
+        case UInt8(ascii: "1"): return .hardlink
+        case UInt8(ascii: "2"): return .symlink
+        case UInt8(ascii: "3"): return .characterDevice
+        case UInt8(ascii: "4"): return .blockDevice
+        case UInt8(ascii: "5"): return .directory
+        case UInt8(ascii: "6"): return .fifo
+        default: throw ImageError.unsupportedEntry(path: name, reason: "tar type '\(Character(UnicodeScalar(type)))'")
+        }
+    }
+
+    /// A PAX `path`/`linkpath`: UTF-8 without NUL. A NUL would end the name for every C
+    /// tool that later reads it (tar, the kernel), so they and Veil would see different files.
+    static func paxText(_ value: [UInt8], key: String) throws -> String {
+        guard !value.contains(0) else { throw ImageError.malformedTar("PAX \(key) contains a NUL byte") }
+        guard let text = String(validating: value, as: UTF8.self) else { throw ImageError.malformedTar("PAX \(key) is not UTF-8") }
+        return text
+    }
+
+    /// A PAX number: decimal digits only, within the field's type. Silently falling back to
+    /// the ustar header's value would let two readers disagree on an entry's size.
+    static func paxNumber<Number: FixedWidthInteger>(_ value: [UInt8], key: String, as type: Number.Type) throws -> Number {
+        guard !value.isEmpty, value.allSatisfy({ (48...57).contains($0) }), let number = Number(String(decoding: value, as: UTF8.self)) else {
+            throw ImageError.malformedTar("PAX \(key) '\(String(decoding: value.prefix(32), as: UTF8.self))' is not a decimal number in range")
+        }
+        return number
     }
 
     /// Streams the current entry's content to `body`, in pieces.
@@ -220,8 +256,8 @@ public final class TarReader {
     }
 
     /// `"<len> <key>=<value>\n"` records.
-    static func paxRecords(_ bytes: [UInt8]) throws -> [(String, String)] {
-        var records: [(String, String)] = []
+    static func paxRecords(_ bytes: [UInt8]) throws -> [(String, [UInt8])] {
+        var records: [(String, [UInt8])] = []
         var index = 0
         while index < bytes.count {
             guard let space = bytes[index...].firstIndex(of: 32),
@@ -231,7 +267,7 @@ public final class TarReader {
             else { throw ImageError.malformedTar("bad PAX record") }
             records.append((
                 String(decoding: bytes[(space + 1)..<equals], as: UTF8.self),
-                String(decoding: bytes[(equals + 1)..<(index + length - 1)], as: UTF8.self)))
+                Array(bytes[(equals + 1)..<(index + length - 1)])))
             index += length
         }
         return records
