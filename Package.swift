@@ -39,6 +39,7 @@ let package = Package(
         .target(
             name: "VeilAttestation",
             dependencies: [
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -58,10 +59,10 @@ let package = Package(
         .target(
             name: "VeilCoordinator",
             dependencies: [
+                "VeilImageFormat",
                 "CVeilSys",
                 "VeilAttestation",
                 "VeilManifest",
-                "VeilImage",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -83,10 +84,10 @@ let package = Package(
         .target(
             name: "VeilLauncher",
             dependencies: [
+                "VeilImageFormat",
                 "CVeilSys",
                 "VeilAttestation",
                 "VeilManifest",
-                "VeilImage",
                 "VeilMesh",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -115,14 +116,20 @@ let package = Package(
         .target(name: "CVeilSys"),
         .target(
             name: "VeilImage",
-            dependencies: ["VeilAttestation", "CZlib", "CISAL", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["VeilAttestation", "VeilImageFormat", "CZlib", "CISAL", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
+        // What a converted image holds that the launcher (and the coordinator, for protected
+        // files) read: apart from the converter, so neither links tar, zlib or ISA-L.
+        .target(
+            name: "VeilImageFormat",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .target(
             name: "VeilMesh",
             dependencies: [
                 "CVeilSys",
-                "VeilAttestation",
                 "VeilManifest",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -136,13 +143,13 @@ let package = Package(
         ),
         .target(
             name: "VeilRuntime",
-            dependencies: ["VeilImage"],
+            dependencies: ["VeilImage", "VeilImageFormat"],
             swiftSettings: strict
         ),
         .target(
             name: "VeilLauncherCommands",
             dependencies: [
-                "VeilAttestation", "VeilLauncher", "VeilImage", "VeilManifest", "VeilMesh",
+                "VeilAttestation", "VeilLauncher", "VeilImageFormat", "VeilManifest", "VeilMesh",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -150,7 +157,7 @@ let package = Package(
         ),
         .target(
             name: "VeilFuzzTargets",
-            dependencies: ["VeilAttestation", "VeilManifest", "VeilImage", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["VeilImageFormat", "VeilAttestation", "VeilManifest", "VeilImage", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         // docs/fuzzing.md: built normally it lists targets, writes seeds and replays inputs;
@@ -159,6 +166,7 @@ let package = Package(
         .target(
             name: "VeilKubernetes",
             dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
                 "VeilAttestation",
                 "VeilManifest",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -174,7 +182,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "veil-launcher",
-            dependencies: ["VeilLauncher", "VeilLauncherCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VeilAttestation", "VeilLauncher", "VeilLauncherCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict,
             // The Swift runtime and FoundationEssentials linked in: every start skips loading and
             // relocating ~30 MB of shared libraries, and images carry (and measure) fewer bytes.
@@ -182,24 +190,24 @@ let package = Package(
         ),
         .target(
             name: "VeilHostTools",
-            dependencies: ["VeilImage", "VeilAttestation"],
+            dependencies: ["VeilImage"],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "veil-bench",
             dependencies: [
-                "VeilAttestation", "VeilManifest", "VeilCoordinator", "VeilLauncher", "VeilCollateral", "VeilImage", "VeilRuntime",
+                "VeilImageFormat", .product(name: "SwiftASN1", package: "swift-asn1"), .product(name: "X509", package: "swift-certificates"),
+                "VeilAttestation", "VeilManifest", "VeilCoordinator", "VeilLauncher", "VeilImage", "VeilRuntime",
                 "VeilMesh", "VeilLauncherCommands", "VeilHostTools", "CVeilSys",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "veil",
             dependencies: [
+                "VeilImageFormat", .product(name: "NIOCore", package: "swift-nio"), .product(name: "X509", package: "swift-certificates"),
                 "VeilAttestation",
                 "VeilManifest",
                 "VeilCoordinator",
@@ -211,7 +219,6 @@ let package = Package(
                 "VeilMesh",
                 "VeilLauncherCommands",
                 "VeilHostTools",
-                "CVeilSys",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -228,11 +235,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "VeilManifestTests", dependencies: ["VeilManifest"], swiftSettings: strict),
-        .testTarget(name: "VeilFuzzTests", dependencies: ["VeilFuzzTargets", "VeilImage", "VeilManifest"], swiftSettings: strict),
+        .testTarget(name: "VeilManifestTests", dependencies: ["VeilAttestation", "VeilManifest"], swiftSettings: strict),
+        .testTarget(name: "VeilFuzzTests", dependencies: ["VeilImageFormat", "VeilFuzzTargets", "VeilImage", "VeilManifest"], swiftSettings: strict),
         .testTarget(
             name: "VeilCoordinatorTests",
             dependencies: [
+                "VeilImageFormat", .product(name: "Crypto", package: "swift-crypto"),
                 "VeilCoordinator", "VeilLauncher", "VeilManifest", "VeilAttestation", "VeilImage",
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -253,7 +261,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
-            name: "VeilImageTests", dependencies: ["VeilImage", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+            name: "VeilImageTests", dependencies: ["VeilImageFormat", "VeilImage", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(
             name: "VeilMeshTests",
             dependencies: [
@@ -268,6 +276,6 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "VeilKubernetesTests", dependencies: ["VeilKubernetes", "VeilAttestation"], swiftSettings: strict),
-        .testTarget(name: "VeilEndToEndTests", dependencies: ["VeilAttestation"], swiftSettings: strict),
+        .testTarget(name: "VeilEndToEndTests", dependencies: [.product(name: "Crypto", package: "swift-crypto"), "VeilAttestation"], swiftSettings: strict),
     ]
 )

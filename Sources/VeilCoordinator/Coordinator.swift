@@ -3,7 +3,7 @@ import Foundation
 import Logging
 import Synchronization
 import VeilAttestation
-import VeilImage
+import VeilImageFormat
 import VeilManifest
 import X509
 

@@ -3,6 +3,7 @@ import Foundation
 import VeilAttestation
 import VeilImage
 import VeilManifest
+import VeilImageFormat
 
 /// Every parser that takes bytes from outside, as a libFuzzer target.
 ///

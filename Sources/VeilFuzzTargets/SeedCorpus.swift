@@ -3,6 +3,7 @@ import Foundation
 import VeilAttestation
 import VeilImage
 import VeilManifest
+import VeilImageFormat
 
 /// Seed inputs per target: the real attestation vectors of `../shared/testdata`, and small
 /// valid instances of every other format made with Veil's own writers, so the fuzzer starts

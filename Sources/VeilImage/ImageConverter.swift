@@ -4,6 +4,7 @@ import FoundationEssentials
 import Glibc
 import Synchronization
 import VeilAttestation
+import VeilImageFormat
 
 /// Turns an image into a Veil image: the launcher under `/veil/`, the entrypoint wrapped,
 /// chosen paths encrypted as protected files, and the measurement computed.
@@ -355,21 +356,5 @@ final class ProgressCounter: Sendable {
             return value
         }
         report?(min(now, total), total)
-    }
-}
-
-/// One result slot per parallel job; ``values()`` throws the lowest-numbered job's error.
-final class ParallelResults<Value: Sendable>: Sendable {
-    private let slots: Mutex<[Result<Value, any Error>?]>
-
-    init(count: Int) { slots = Mutex(Array(repeating: nil, count: count)) }
-
-    func set(_ index: Int, _ body: () throws -> Value) {
-        let result = Result { try body() }
-        slots.withLock { $0[index] = result }
-    }
-
-    func values() throws -> [Value] {
-        try slots.withLock { $0 }.map { try $0!.get() }
     }
 }

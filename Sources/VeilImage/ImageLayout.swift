@@ -2,6 +2,7 @@ import Crypto
 import FoundationEssentials
 import Glibc
 import VeilAttestation
+import VeilImageFormat
 
 /// Where an image is: `oci:DIR[:TAG]` (an OCI image layout) or `docker-archive:TAR`
 /// (`docker save` output, legacy or OCI flavoured).
@@ -263,17 +264,7 @@ public struct OCILayout {
 package func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8], what: String) throws -> T {
     do {
         return try JSONDecoder().decode(type, from: Data(bytes))
-    } catch let error as DecodingError {
-        let reason: String
-        switch error {
-        case .dataCorrupted(let context), .keyNotFound(_, let context), .typeMismatch(_, let context), .valueNotFound(_, let context):
-            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-            reason = (path.isEmpty ? "" : "\(path): ") + context.debugDescription
-        @unknown default:
-            reason = "\(error)"
-        }
-        throw ImageError.malformedJSON(what: what, reason: reason)
     } catch {
-        throw ImageError.malformedJSON(what: what, reason: "\(error)")
+        throw ImageError.malformedJSON(what: what, reason: decodingFailure(error))
     }
 }

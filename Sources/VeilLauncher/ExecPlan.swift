@@ -3,7 +3,7 @@ import Crypto
 import FoundationEssentials
 import Glibc
 import VeilAttestation
-import VeilImage
+import VeilImageFormat
 import VeilManifest
 import VeilMesh
 

@@ -3,7 +3,7 @@ import FoundationEssentials
 import Glibc
 import Synchronization
 import VeilAttestation
-import VeilImage
+import VeilImageFormat
 import VeilManifest
 import X509
 

@@ -2,7 +2,7 @@ import ArgumentParser
 import FoundationEssentials
 import Synchronization
 import VeilAttestation
-import VeilImage
+import VeilImageFormat
 import VeilLauncher
 import VeilManifest
 

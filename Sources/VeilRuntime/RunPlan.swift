@@ -1,5 +1,6 @@
 import Foundation
 import VeilImage
+import VeilImageFormat
 
 /// Which TEE vouches for a converted image's launcher inside the container.
 public enum ContainerTEE: Sendable, Equatable {

@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 import VeilImage
 import VeilLauncherCommands
+import VeilImageFormat
 
 /// Protected-file sequential read (read + authenticate + decrypt) against a plain read of the
 /// same plaintext size from the page cache, in the same run.

@@ -4,6 +4,7 @@ import Foundation
 import VeilAttestation
 import VeilImage
 import VeilLauncherCommands
+import VeilImageFormat
 
 struct ProtectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

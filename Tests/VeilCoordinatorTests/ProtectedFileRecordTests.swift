@@ -5,6 +5,7 @@ import VeilAttestation
 import VeilCoordinator
 import VeilImage
 import VeilManifest
+import VeilImageFormat
 
 /// The coordinator's side of protected files: initial user-defined key, header checks and
 /// the recorded version per file (rollback protection across restarts).

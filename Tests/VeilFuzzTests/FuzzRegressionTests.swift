@@ -3,6 +3,7 @@ import Testing
 import VeilFuzzTargets
 import VeilImage
 import VeilManifest
+import VeilImageFormat
 
 /// Replays every seed and every input a fuzzing run ever found (Tests/Fuzz/regressions/TARGET/)
 /// through its target in the normal build: a crash here is a regression.

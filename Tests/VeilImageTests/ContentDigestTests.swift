@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Testing
 @testable import VeilImage
+import VeilImageFormat
 
 /// The measured digest of file contents: plain SHA-256 up to one chunk, chunked beyond, the
 /// same however the bytes arrive, and the same on disk (parallel, per chunk) as from layers.

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Testing
 @testable import VeilImage
+import VeilImageFormat
 
 @Suite struct ImageLayoutTests {
     let layers: [[Member]] = [

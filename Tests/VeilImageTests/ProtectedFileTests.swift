@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Testing
 import VeilImage
+import VeilImageFormat
 
 @Suite struct ProtectedFileTests {
     let secret = SymmetricKey(size: .bits256)

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Testing
 @testable import VeilImage
+import VeilImageFormat
 
 @Suite struct TarTests {
     @Test func roundTripsEntriesLongNamesAndContentAcrossShortReads() throws {

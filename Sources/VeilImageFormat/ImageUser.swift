@@ -21,9 +21,9 @@ public struct ImageUser: Sendable, Equatable {
             uid = number
             primary = passwd?.first { $0.count > 3 && UInt32($0[2]) == number }.flatMap { UInt32($0[3]) }
         } else {
-            guard let passwd else { throw ImageError.launcher("user '\(parts[0])': the image has no readable /etc/passwd") }
+            guard let passwd else { throw ImageFormatError.user("user '\(parts[0])': the image has no readable /etc/passwd") }
             guard let entry = passwd.first(where: { $0.count > 3 && $0[0] == parts[0] }), let number = UInt32(entry[2]) else {
-                throw ImageError.launcher("user '\(parts[0])' is not in the image's /etc/passwd")
+                throw ImageFormatError.user("user '\(parts[0])' is not in the image's /etc/passwd")
             }
             uid = number
             primary = UInt32(entry[3])
@@ -35,7 +35,7 @@ public struct ImageUser: Sendable, Equatable {
                 gid = number
             } else {
                 guard let entry = group?.first(where: { $0.count > 2 && $0[0] == parts[1] }), let number = UInt32(entry[2]) else {
-                    throw ImageError.launcher("group '\(parts[1])' is not in the image's /etc/group")
+                    throw ImageFormatError.user("group '\(parts[1])' is not in the image's /etc/group")
                 }
                 gid = number
             }
@@ -51,7 +51,7 @@ public struct ImageUser: Sendable, Equatable {
         let path = (root == "/" ? "" : root) + "/etc/\(file)"
         let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
         guard root == "/" || resolved.hasPrefix(root + "/"), let data = FileManager.default.contents(atPath: resolved) else {
-            throw ImageError.launcher("the image has no readable /etc/\(file)")
+            throw ImageFormatError.user("the image has no readable /etc/\(file)")
         }
         return String(decoding: data, as: UTF8.self).split(separator: "\n").map {
             $0.split(separator: ":", omittingEmptySubsequences: false).map(String.init)

@@ -46,9 +46,13 @@ public struct ImageRunConfig: Codable, Sendable, Equatable {
 
     public static func load(at path: String) throws -> ImageRunConfig {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw ImageError.io(path: path, reason: "cannot read the image's launch configuration")
+            throw ImageFormatError.unreadable(path: path, reason: "cannot read the image's launch configuration")
         }
-        return try decode(ImageRunConfig.self, from: Array(data), what: path)
+        do {
+            return try JSONDecoder().decode(ImageRunConfig.self, from: data)
+        } catch {
+            throw ImageFormatError.malformed(what: path, reason: decodingFailure(error))
+        }
     }
 
     /// The environment as a dictionary (later entries win, as in `execve`).
