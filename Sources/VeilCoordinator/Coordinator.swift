@@ -425,11 +425,14 @@ public final class Coordinator: Sendable {
         }
     }
 
+    /// The sequence around the pure rules (``ActivationPolicy``): nonce, CSR and evidence
+    /// (which may fetch a VCEK), the decision, one transaction when state changes, rendering.
     private func checkAndIssue(_ request: API.ActivationRequest, snapshot: Snapshot, now: Date) async throws(CoordinatorError) -> API.ActivationResponse {
         guard let manifest = snapshot.manifest else { throw .noManifest }
         guard let nonce = Hex.decode(request.nonce) else { throw .badRequest("nonce must be hex") }
         try nonces.check(nonce, now: now)
-        guard let service = manifest.services[request.service] else { throw .unknownService(request.service) }
+        _ = try ActivationPolicy.service(request.service, in: manifest)
+        let presented = try Self.presentedProtectedFiles(request)
         let csr: CertificateSigningRequest
         do {
             csr = try CertificateAuthority.parseCSR(Array(request.csr.utf8))
@@ -439,29 +442,37 @@ public final class Coordinator: Sendable {
         let claims = try await verifyEvidence(request, csr: csr, nonce: nonce, manifest: manifest)
         // Only evidence that verified uses up its nonce: the used set cannot be flooded.
         try nonces.consume(nonce, now: now)
-        // Validation guarantees the package exists.
-        let package = manifest.packages[service.package]!
-        if let reason = package.mismatch(claims) {
-            logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(reason)"])
-            throw .packageMismatch(service: request.service, package: service.package, reason: reason)
+        let decision: ActivationDecision
+        do {
+            decision = try ActivationPolicy.evaluate(
+                service: request.service, claims: claims, protectedFiles: presented, manifest: manifest, secrets: snapshot.state.secrets)
+        } catch {
+            logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
+            throw error
         }
-        if !manifest.config.accepts(claims), let tcb = claims.tcb {
-            logger.warning("activation refused", metadata: ["service": "\(request.service)", "tcbStatus": "\(tcb.status.rawValue)"])
-            throw .tcbStatusNotAccepted(service: request.service, verdict: tcb)
-        }
-        let protectedFiles = try checkProtectedFiles(request, service: service, secrets: snapshot.state.secrets)
-
-        if service.maxActivations > 0 || !protectedFiles.isEmpty {
+        if decision.needsTransaction {
             try await transact { state, current throws(CoordinatorError) in
                 // The manifest may have changed since the checks: activate only against the one they used.
                 guard current.manifest?.digest == manifest.digest else { throw .manifestChanged }
-                try Self.record(request.service, limit: service.maxActivations, protectedFiles: protectedFiles, in: &state)
+                try Self.record(decision, in: &state)
                 return ((), [])
             }
         } else {
             unlimitedActivations.withLock { $0[request.service, default: 0] += 1 }
         }
-        return try render(request.service, service: service, claims: claims, csr: csr, now: now)
+        return try render(request.service, service: decision.service, claims: claims, csr: csr, now: now)
+    }
+
+    /// The wire's base64 headers as bytes.
+    static func presentedProtectedFiles(_ request: API.ActivationRequest) throws(CoordinatorError) -> [PresentedProtectedFile] {
+        var presented: [PresentedProtectedFile] = []
+        for file in request.protectedFiles ?? [] {
+            guard let bytes = Data(base64Encoded: file.header) else {
+                throw .badRequest("protected file header for '\(file.path)' is not base64")
+            }
+            presented.append(PresentedProtectedFile(path: file.path, header: Array(bytes)))
+        }
+        return presented
     }
 
     private func verifyEvidence(
@@ -492,17 +503,15 @@ public final class Coordinator: Sendable {
 
     /// Counts an activation of a limited service and records newer protected-file versions,
     /// refusing a quota overrun or a rollback.
-    static func record(
-        _ service: String, limit: Int, protectedFiles: [(key: String, path: String, record: CoordinatorState.ProtectedFileRecord)],
-        in state: inout CoordinatorState
-    ) throws(CoordinatorError) {
+    static func record(_ decision: ActivationDecision, in state: inout CoordinatorState) throws(CoordinatorError) {
+        let (service, limit) = (decision.serviceName, decision.service.maxActivations)
         if limit > 0 {
             let count = state.activations[service, default: 0]
             guard count < limit else { throw .activationLimitReached(service: service, limit: limit) }
             state.activations[service] = count + 1
         }
         var recorded = state.protectedFiles ?? [:]
-        for file in protectedFiles {
+        for file in decision.protectedFiles {
             if let previous = recorded[file.key] {
                 if file.record.version < previous.version {
                     throw .protectedFileRollback(path: file.path, recorded: previous.version, presented: file.record.version)
@@ -513,7 +522,7 @@ public final class Coordinator: Sendable {
             }
             recorded[file.key] = file.record
         }
-        if !protectedFiles.isEmpty { state.protectedFiles = recorded }
+        if !decision.protectedFiles.isEmpty { state.protectedFiles = recorded }
     }
 
     private func render(
@@ -561,37 +570,6 @@ public final class Coordinator: Sendable {
         if claims.simulated { metadata["warning"] = "\(simulationWarning)" }
         logger.info("activated", metadata: metadata)
         return response
-    }
-
-    /// Verifies each presented protected-file header with the service's key (so only headers
-    /// the key holder wrote can move the recorded version) and returns what to record.
-    private func checkProtectedFiles(
-        _ request: API.ActivationRequest, service: Manifest.Service, secrets: [String: SecretValue]
-    ) throws(CoordinatorError) -> [(key: String, path: String, record: CoordinatorState.ProtectedFileRecord)] {
-        let presented = request.protectedFiles ?? []
-        guard !presented.isEmpty else { return [] }
-        guard let keyName = service.protectedFilesKey else {
-            throw .protectedFileRejected(path: presented[0].path, reason: "service '\(request.service)' has no ProtectedFilesKey")
-        }
-        guard let keyBytes = secrets[keyName]?.bytes else {
-            throw .renderFailed(service: request.service, reason: "\(RenderError.secretNotSet(keyName))")
-        }
-        let secret = SymmetricKey(data: keyBytes)
-        var result: [(key: String, path: String, record: CoordinatorState.ProtectedFileRecord)] = []
-        for file in presented {
-            guard file.path.hasPrefix("/"), !file.path.contains("\0"), let bytes = Data(base64Encoded: file.header) else {
-                throw .badRequest("protected file header for '\(file.path)' is not base64 or the path is not absolute")
-            }
-            let header: ProtectedFile.Header
-            do {
-                header = try ProtectedFile.readHeader(Array(bytes), path: file.path, secret: secret).0
-            } catch {
-                logger.warning("activation refused", metadata: ["service": "\(request.service)", "protectedFile": "\(file.path)", "reason": "\(error)"])
-                throw .protectedFileRejected(path: file.path, reason: "\(error)")
-            }
-            result.append(("\(keyName)\0\(file.path)", file.path, CoordinatorState.ProtectedFileRecord(version: header.version, root: header.root)))
-        }
-        return result
     }
 }
 
