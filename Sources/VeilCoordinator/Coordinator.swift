@@ -3,7 +3,6 @@ import Foundation
 import Logging
 import Synchronization
 import VeilAttestation
-import VeilImageFormat
 import VeilManifest
 import X509
 
@@ -72,7 +71,7 @@ public final class Coordinator: Sendable {
     private let snapshot: Mutex<Snapshot>
     private let transactions = AsyncLock()
     /// Activations of unlimited services: counted per replica, in memory (status only).
-    private let unlimitedActivations = Mutex<[String: Int]>([:])
+    let unlimitedActivations = Mutex<[String: Int]>([:])
 
     private init(
         authority: CertificateAuthority, snapshot: Snapshot, store: any StateStore, vault: StateVault,
@@ -404,173 +403,6 @@ public final class Coordinator: Sendable {
 
     /// Issues a fresh activation nonce (stateless: see ``NonceIssuer``).
     public func issueNonce(now: Date = Date()) -> [UInt8] { nonces.issue(now: now) }
-
-    /// Verifies an activation and returns what the service gets, as a pipeline: pure checks
-    /// (nonce, CSR, evidence, package, TCB, protected-file headers), then one transaction
-    /// where the service has a quota or protected files moved forward, then rendering.
-    /// Nothing is issued unless every step passed.
-    public func activate(_ request: API.ActivationRequest, now: Date = Date()) async throws(CoordinatorError) -> API.ActivationResponse {
-        let started = ContinuousClock.now
-        let snapshot = current
-        // Only services the manifest lists become label values: a client cannot add series.
-        let serviceLabel = snapshot.manifest?.services[request.service] != nil ? request.service : CoordinatorMetrics.unlistedService
-        defer { metrics.activationDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
-        do {
-            let response = try await checkAndIssue(request, snapshot: snapshot, now: now)
-            metrics.countActivation(service: serviceLabel, outcome: "activated")
-            return response
-        } catch {
-            metrics.countActivation(service: serviceLabel, outcome: error.code)
-            throw error
-        }
-    }
-
-    /// The sequence around the pure rules (``ActivationPolicy``): nonce, CSR and evidence
-    /// (which may fetch a VCEK), the decision, one transaction when state changes, rendering.
-    private func checkAndIssue(_ request: API.ActivationRequest, snapshot: Snapshot, now: Date) async throws(CoordinatorError) -> API.ActivationResponse {
-        guard let manifest = snapshot.manifest else { throw .noManifest }
-        guard let nonce = Hex.decode(request.nonce) else { throw .badRequest("nonce must be hex") }
-        try nonces.check(nonce, now: now)
-        _ = try ActivationPolicy.service(request.service, in: manifest)
-        let presented = try Self.presentedProtectedFiles(request)
-        let csr: CertificateSigningRequest
-        do {
-            csr = try CertificateAuthority.parseCSR(Array(request.csr.utf8))
-        } catch {
-            throw .badRequest(error.description)
-        }
-        let claims = try await verifyEvidence(request, csr: csr, nonce: nonce, manifest: manifest)
-        // Only evidence that verified uses up its nonce: the used set cannot be flooded.
-        try nonces.consume(nonce, now: now)
-        let decision: ActivationDecision
-        do {
-            decision = try ActivationPolicy.evaluate(
-                service: request.service, claims: claims, protectedFiles: presented, manifest: manifest, secrets: snapshot.state.secrets)
-        } catch {
-            logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
-            throw error
-        }
-        if decision.needsTransaction {
-            try await transact { state, current throws(CoordinatorError) in
-                // The manifest may have changed since the checks: activate only against the one they used.
-                guard current.manifest?.digest == manifest.digest else { throw .manifestChanged }
-                try Self.record(decision, in: &state)
-                return ((), [])
-            }
-        } else {
-            unlimitedActivations.withLock { $0[request.service, default: 0] += 1 }
-        }
-        return try render(request.service, service: decision.service, claims: claims, csr: csr, now: now)
-    }
-
-    /// The wire's base64 headers as bytes.
-    static func presentedProtectedFiles(_ request: API.ActivationRequest) throws(CoordinatorError) -> [PresentedProtectedFile] {
-        var presented: [PresentedProtectedFile] = []
-        for file in request.protectedFiles ?? [] {
-            guard let bytes = Data(base64Encoded: file.header) else {
-                throw .badRequest("protected file header for '\(file.path)' is not base64")
-            }
-            presented.append(PresentedProtectedFile(path: file.path, header: Array(bytes)))
-        }
-        return presented
-    }
-
-    private func verifyEvidence(
-        _ request: API.ActivationRequest, csr: CertificateSigningRequest, nonce: [UInt8], manifest: Manifest
-    ) async throws(CoordinatorError) -> Claims {
-        let evidence: Evidence
-        do {
-            evidence = try await SNPEvidence.endorsed(request.evidence, by: verification.snpEndorsements)
-        } catch {
-            logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
-            throw .evidenceRejected(.endorsementUnavailable("\(error)"))
-        }
-        let verifier = Verifier(
-            policy: VerificationPolicy(
-                allowSimulation: manifest.config.allowSimulation, simulationKey: verification.simulationKey, dcap: verification.dcap,
-                allowSNP: manifest.packages.values.contains { $0.kind == .snp }, snpCRLs: verification.snpCRLs))
-        let started = ContinuousClock.now
-        defer { metrics.verificationDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
-        do {
-            return try verifier.verify(evidence, binding: try csr.publicKey.subjectPublicKeyInfoDER, nonce: nonce)
-        } catch let error as AttestationError {
-            logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
-            throw .evidenceRejected(error)
-        } catch {
-            throw .evidenceRejected(.malformedEvidence("\(error)"))
-        }
-    }
-
-    /// Counts an activation of a limited service and records newer protected-file versions,
-    /// refusing a quota overrun or a rollback.
-    static func record(_ decision: ActivationDecision, in state: inout CoordinatorState) throws(CoordinatorError) {
-        let (service, limit) = (decision.serviceName, decision.service.maxActivations)
-        if limit > 0 {
-            let count = state.activations[service, default: 0]
-            guard count < limit else { throw .activationLimitReached(service: service, limit: limit) }
-            state.activations[service] = count + 1
-        }
-        var recorded = state.protectedFiles ?? [:]
-        for file in decision.protectedFiles {
-            if let previous = recorded[file.key] {
-                if file.record.version < previous.version {
-                    throw .protectedFileRollback(path: file.path, recorded: previous.version, presented: file.record.version)
-                }
-                if file.record.version == previous.version && file.record.root != previous.root {
-                    throw .protectedFileForked(path: file.path, version: previous.version)
-                }
-            }
-            recorded[file.key] = file.record
-        }
-        if !decision.protectedFiles.isEmpty { state.protectedFiles = recorded }
-    }
-
-    private func render(
-        _ name: String, service: Manifest.Service, claims: Claims, csr: CertificateSigningRequest, now: Date
-    ) throws(CoordinatorError) -> API.ActivationResponse {
-        let leafDER: [UInt8]
-        do {
-            leafDER = try authority.issueServiceLeaf(publicKey: csr.publicKey, service: name, validFor: 365 * 86400, now: now).derBytes
-        } catch {
-            throw .storage("issuing certificate: \(error)")
-        }
-        let secrets = current.state.secrets
-        let authority = self.authority
-        let resolve = { (reference: Template.Reference) throws -> ReferenceValue in
-            switch reference {
-            case .secret(let name, let part):
-                guard let value = secrets[name] else { throw RenderError.unknownSecret(name) }
-                return try value.value(for: part, name: name)
-            case .rootCACert: return .der(authority.rootDER, pemLabel: "CERTIFICATE")
-            case .intermediateCACert: return .der(authority.intermediateDER, pemLabel: "CERTIFICATE")
-            case .serviceCert: return .der(leafDER, pemLabel: "CERTIFICATE")
-            case .servicePrivateKey: preconditionFailure("the service private key is rendered by the launcher")
-            }
-        }
-        var response: API.ActivationResponse
-        do {
-            let parameters = service.parameters
-            response = API.ActivationResponse(
-                certificateChain: PEM.encode(leafDER, label: "CERTIFICATE") + PEM.encode(authority.intermediateDER, label: "CERTIFICATE"),
-                rootCertificate: rootCertificatePEM,
-                files: try parameters.files.mapValues { try $0.render(resolve) },
-                env: try parameters.env.mapValues { try $0.render(resolve) },
-                argv: try parameters.argv?.map { try $0.render(resolve) },
-                simulated: claims.simulated,
-                protectedFilesKey: try service.protectedFilesKey.map { name in
-                    guard let bytes = secrets[name]?.bytes else { throw RenderError.secretNotSet(name) }
-                    return Data(bytes).base64EncodedString()
-                })
-            if service.allowDiskFiles { response.allowDiskFiles = true }
-            response.mesh = service.mesh
-        } catch {
-            throw .renderFailed(service: name, reason: "\(error)")
-        }
-        var metadata: Logger.Metadata = ["service": "\(name)", "measurement": "\(Hex.encode(claims.measurement))"]
-        if claims.simulated { metadata["warning"] = "\(simulationWarning)" }
-        logger.info("activated", metadata: metadata)
-        return response
-    }
 }
 
 extension Coordinator.Snapshot {
