@@ -45,9 +45,29 @@ public struct ImageConverter {
 
     public init(options: Options) { self.options = options }
 
-    /// Converts `source` and writes the result into the layout at `destination`, tagged `tag`.
+    /// Converts `source` and writes the result into the layout at `destination`, tagged `tag`:
+    /// scan every layer (in parallel), merge them through the tree, seal the paths to encrypt,
+    /// rewrite the layers that held them, then add the Veil layer, config and manifest.
     public func convert(_ source: SourceImage, to destination: LayoutWriter, tag: String) throws -> Result {
         guard !options.service.isEmpty else { throw ImageError.launcher("a service name is required") }
+        let roots = try encryptionRoots()
+        let isProtected: @Sendable (String) -> Bool = { path in roots.contains { path == $0 || path.hasPrefix($0 + "/") } }
+        var merged = try Self.merge(try scanLayers(source, into: destination, isProtected: isProtected), source: source, isProtected: isProtected)
+        let protectedFiles = try seal(roots, in: &merged)
+
+        // Pass 2: rewrite the layers that held encrypted paths, without them.
+        for index in merged.affected.sorted() {
+            let (descriptor, diffID) = try filterLayer(source, index: index, into: destination) { entry in
+                isProtected(entry.path) || Self.whiteoutTarget(entry).map(isProtected) == true
+            }
+            merged.layers[index] = descriptor
+            merged.diffIDs[index] = diffID
+        }
+        return try finish(source, merged: &merged, protectedFiles: protectedFiles, roots: roots, into: destination, tag: tag)
+    }
+
+    /// The paths to encrypt, normalized; never the root, /veil or a runtime directory.
+    private func encryptionRoots() throws -> [String] {
         let roots = try options.encrypt.map { path -> String in
             guard path.hasPrefix("/") else { throw ImageError.encryptPathNotFound(path) }
             let normalized = try TarEntry.normalize(String(path.dropFirst()))
@@ -57,19 +77,13 @@ public struct ImageConverter {
             return normalized
         }
         if !roots.isEmpty && options.key == nil { throw ImageError.launcher("--encrypt needs a key") }
-        func protectedRoot(_ path: String) -> String? { roots.first { path == $0 || path.hasPrefix($0 + "/") } }
+        return roots
+    }
 
-        let total = source.layers.reduce(0) { $0 + $1.size }
-        let progress = ProgressCounter(total: total, report: options.progress)
-        var tree = RootfsTree()
-        var plaintexts: [String: [UInt8]] = [:]
-        var affected: Set<Int> = []
-        var layers: [Descriptor] = []
-        var diffIDs: [BlobDigest] = []
-
-        // Pass 1, in parallel: verify, copy and hash every layer, and the launcher layer, which
-        // depends on nothing in the image (so registries store it once for all images).
-        let isProtected: @Sendable (String) -> Bool = { path in roots.contains { path == $0 || path.hasPrefix($0 + "/") } }
+    /// Pass 1, in parallel: verify, copy and hash every layer, and the launcher layer, which
+    /// depends on nothing in the image (so registries store it once for all images).
+    private func scanLayers(_ source: SourceImage, into destination: LayoutWriter, isProtected: @escaping @Sendable (String) -> Bool) throws -> [LayerScan] {
+        let progress = ProgressCounter(total: source.layers.reduce(0) { $0 + $1.size }, report: options.progress)
         let launcherFiles = options.launcher
         let jobs = source.layers.count + 1
         let results = ParallelResults<LayerScan>(count: jobs)
@@ -80,44 +94,63 @@ public struct ImageConverter {
                     : try Self.writeLauncherLayer(launcherFiles, into: destination)
             }
         }
-        let scans = try results.values()
+        return try results.values()
+    }
 
-        // Then in order: every entry through the tree, which validates it and applies whiteouts.
+    /// The layers merged so far, and what the later steps need of them.
+    struct MergedLayers {
+        var tree = RootfsTree()
+        /// Contents of files under paths to encrypt (hard links included), by path.
+        var plaintexts: [String: [UInt8]] = [:]
+        /// Layers that hold a path to encrypt (rewritten in pass 2).
+        var affected: Set<Int> = []
+        var layers: [Descriptor] = []
+        var diffIDs: [BlobDigest] = []
+    }
+
+    /// In order: every entry through the tree, which validates it and applies whiteouts.
+    private static func merge(_ scans: [LayerScan], source: SourceImage, isProtected: (String) -> Bool) throws -> MergedLayers {
+        var merged = MergedLayers()
         for (index, scan) in scans.enumerated() {
             var next = 0
             for item in scan.entries {
-                try tree.apply(item.entry, layer: index) { _ in
+                try merged.tree.apply(item.entry, layer: index) { _ in
                     if item.entry.kind == .hardlink, isProtected(item.entry.path) {
-                        guard let bytes = plaintexts[item.entry.linkTarget] else {
+                        guard let bytes = merged.plaintexts[item.entry.linkTarget] else {
                             throw ImageError.unsupportedEntry(path: item.entry.path, reason: "hard link from an encrypted path to '\(item.entry.linkTarget)' outside it")
                         }
-                        plaintexts[item.entry.path] = bytes
+                        merged.plaintexts[item.entry.path] = bytes
                     }
                     return item.content
                 }
                 if item.keptPlaintext {
-                    plaintexts[item.entry.path] = scan.plaintexts[next]
+                    merged.plaintexts[item.entry.path] = scan.plaintexts[next]
                     next += 1
                 }
             }
-            if scan.affected { affected.insert(index) }
-            layers.append(scan.descriptor)
-            diffIDs.append(index < source.layers.count ? source.config.diffIDs[index] : scan.descriptor.digest)
+            if scan.affected { merged.affected.insert(index) }
+            merged.layers.append(scan.descriptor)
+            merged.diffIDs.append(index < source.layers.count ? source.config.diffIDs[index] : scan.descriptor.digest)
         }
-        // The encrypted paths leave the original layers; collect what replaces them.
+        return merged
+    }
+
+    /// Seals every regular file under `roots` and takes the roots out of the tree: the
+    /// encrypted paths leave the original layers, and this is what replaces them.
+    private func seal(_ roots: [String], in merged: inout MergedLayers) throws -> [(entry: ImageRunConfig.ProtectedEntry, sealed: [UInt8])] {
         var protectedFiles: [(entry: ImageRunConfig.ProtectedEntry, sealed: [UInt8])] = []
         for root in roots {
-            guard let node = tree.nodes[root], node.kind == .file || node.kind == .directory else {
+            guard let node = merged.tree.nodes[root], node.kind == .file || node.kind == .directory else {
                 throw ImageError.encryptPathNotFound("/" + root)
             }
-            for path in tree.subtree(root) {
-                let node = tree.nodes[path]!
+            for path in merged.tree.subtree(root) {
+                let node = merged.tree.nodes[path]!
                 switch node.kind {
                 case .directory: continue
                 case .file: break
                 default: throw ImageError.unsupportedEntry(path: "/" + path, reason: "only regular files and directories can be encrypted")
                 }
-                guard let plaintext = plaintexts[path], ContentDigest.of(plaintext) == node.contentDigest else {
+                guard let plaintext = merged.plaintexts[path], ContentDigest.of(plaintext) == node.contentDigest else {
                     throw ImageError.protectedFile(path: "/" + path, reason: "content changed while reading the image")
                 }
                 let logical = "/" + path
@@ -130,36 +163,35 @@ public struct ImageConverter {
                         plaintext: ImageMeasurement.plaintextRoot + logical, mode: node.mode),
                     sealed))
             }
-            tree.remove(subtree: root)
+            merged.tree.remove(subtree: root)
         }
-        plaintexts = [:]
+        merged.plaintexts = [:]
+        return protectedFiles
+    }
 
-        // Pass 2: rewrite the layers that held encrypted paths, without them.
-        for index in affected.sorted() {
-            let (descriptor, diffID) = try filterLayer(source, index: index, into: destination) { entry in
-                protectedRoot(entry.path) != nil || Self.whiteoutTarget(entry).flatMap(protectedRoot) != nil
-            }
-            layers[index] = descriptor
-            diffIDs[index] = diffID
-        }
-
-        // The image's own Veil layer: launch configuration, protected files, their symlinks.
+    /// The image's own Veil layer (launch configuration, protected files, their symlinks),
+    /// then the measurement, the config and the manifest, tagged.
+    private func finish(
+        _ source: SourceImage, merged: inout MergedLayers, protectedFiles: [(entry: ImageRunConfig.ProtectedEntry, sealed: [UInt8])],
+        roots: [String], into destination: LayoutWriter, tag: String
+    ) throws -> Result {
         let command = source.config.command
         guard !command.isEmpty else { throw ImageError.launcher("the image has no Entrypoint or Cmd to wrap") }
         let runConfig = ImageRunConfig(
             service: options.service, command: command, env: source.config.env, workingDir: source.config.workingDir,
             protectedFiles: protectedFiles.map(\.entry), user: source.config.user.isEmpty ? nil : source.config.user)
-        let configLayer = try writeConfigLayer(runConfig, protected: protectedFiles, roots: roots, tree: &tree, layer: layers.count, into: destination)
-        layers.append(configLayer)
-        diffIDs.append(configLayer.digest)
+        let configLayer = try writeConfigLayer(
+            runConfig, protected: protectedFiles, roots: roots, tree: &merged.tree, layer: merged.layers.count, into: destination)
+        merged.layers.append(configLayer)
+        merged.diffIDs.append(configLayer.digest)
 
-        let rootfsDigest = tree.digest()
+        let rootfsDigest = merged.tree.digest()
         let measurement = ImageMeasurement.measurement(rootfsDigest: rootfsDigest)
         let wrapped = options.launcher.entrypoint + ["launch", "--image", ImageRunConfig.path]
-        let configBytes = try rewriteConfig(source.configBytes, entrypoint: wrapped, diffIDs: diffIDs, measurement: measurement)
+        let configBytes = try rewriteConfig(source.configBytes, entrypoint: wrapped, diffIDs: merged.diffIDs, measurement: measurement)
         let config = try destination.put(configBytes, mediaType: MediaType.config)
         let manifest = ImageManifest(
-            schemaVersion: 2, mediaType: MediaType.manifest, config: config, layers: layers, annotations: source.manifest.annotations)
+            schemaVersion: 2, mediaType: MediaType.manifest, config: config, layers: merged.layers, annotations: source.manifest.annotations)
         let manifestDescriptor = try destination.put(canonicalJSON(manifest), mediaType: MediaType.manifest)
         try destination.tag(manifestDescriptor, as: tag)
         return Result(
