@@ -111,44 +111,9 @@ struct VerifyCommand: AsyncParsableCommand {
         if let requested, let reported = report.product, requested != reported {
             throw CommandError("--product \(requested.rawValue) contradicts the report, whose CPUID is a \(reported.rawValue) chip")
         }
-        var vcekBytes: [UInt8]
-        let chainText: String
-        var crlBytes = try crl.map { path -> [UInt8] in
-            guard let data = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read --crl \(path)") }
-            return Array(data)
-        }
-        var product = requested ?? report.product
-        if let vcek, let chain {
-            guard let data = FileManager.default.contents(atPath: vcek), let text = try? String(contentsOfFile: chain, encoding: .utf8) else {
-                throw CommandError("cannot read \(vcek) or \(chain)")
-            }
-            (vcekBytes, chainText) = (Array(data), text)
-            product = product ?? SNPEvidence.product(ofCertificate: vcekBytes)
-        } else {
-            guard let known = product else {
-                throw ValidationError("a version \(report.version) report names no product: pass --product to fetch its certificates")
-            }
-            let kdsClient = KDSClient(baseURL: kds, cacheDirectory: (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/veil/kds")
-            (vcekBytes, chainText) = try await kdsClient.certificates(for: report, product: known)
-            if crlBytes == nil { crlBytes = try await kdsClient.crl(for: known) }
-        }
-        guard let product else {
-            throw ValidationError("neither the report (version \(report.version)) nor the VCEK names the product: pass --product Milan|Genoa|Turin")
-        }
-        let requiredVMPL: UInt32?
-        if vmpl == "any" {
-            requiredVMPL = nil
-        } else {
-            guard let level = UInt32(vmpl), level <= 3 else { throw ValidationError("--vmpl must be 0-3 or any, not '\(vmpl)'") }
-            requiredVMPL = level
-        }
-        var policy = SNPRequirements(minimumTCB: .any, vmpl: requiredVMPL, allowDebug: true)
-        if let minimumTCB {
-            guard let version = SNPReport.TCBVersion(components: minimumTCB) else {
-                throw ValidationError("--minimum-tcb must be BOOTLOADER:TEE:SNP:MICROCODE (plus :FMC on Turin), numbers 0-255")
-            }
-            policy.minimumTCB = .atLeast(version)
-        }
+        let policy = try snpRequirements()
+        let (product, vcekBytes, chainText, crlBytes) = try await snpEndorsement(for: report, product: requested ?? report.product)
+        let requiredVMPL = policy.vmpl
         let verifier = SNPVerifier(product: product, policy: policy)
         let endorsement = try verifier.verifyChain(vcek: vcekBytes, chainPEM: chainText, crl: crlBytes, at: time)
         let (_, claims) = try verifier.verify(report: report, bytes: bytes, vcek: endorsement, at: time)
@@ -181,6 +146,53 @@ struct VerifyCommand: AsyncParsableCommand {
             for note in notes { print("note: \(note)") }
             for (name, value) in fields { print("\(name): \(value)") }
         }
+    }
+
+    /// The VCEK/VLEK, its chain and a CRL: from files, else fetched from AMD KDS (the CRL too).
+    private func snpEndorsement(
+        for report: SNPReport, product known: AMDProduct?
+    ) async throws -> (product: AMDProduct, vcek: [UInt8], chain: String, crl: [UInt8]?) {
+        var crlBytes = try crl.map { path -> [UInt8] in
+            guard let data = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read --crl \(path)") }
+            return Array(data)
+        }
+        var product = known
+        let vcekBytes: [UInt8]
+        let chainText: String
+        if let vcek, let chain {
+            guard let data = FileManager.default.contents(atPath: vcek), let text = try? String(contentsOfFile: chain, encoding: .utf8) else {
+                throw CommandError("cannot read \(vcek) or \(chain)")
+            }
+            (vcekBytes, chainText) = (Array(data), text)
+            product = product ?? SNPEvidence.product(ofCertificate: vcekBytes)
+        } else {
+            guard let known = product else {
+                throw ValidationError("a version \(report.version) report names no product: pass --product to fetch its certificates")
+            }
+            let kdsClient = KDSClient(baseURL: kds, cacheDirectory: (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/veil/kds")
+            (vcekBytes, chainText) = try await kdsClient.certificates(for: report, product: known)
+            if crlBytes == nil { crlBytes = try await kdsClient.crl(for: known) }
+        }
+        guard let product else {
+            throw ValidationError("neither the report (version \(report.version)) nor the VCEK names the product: pass --product Milan|Genoa|Turin")
+        }
+        return (product, vcekBytes, chainText, crlBytes)
+    }
+
+    /// `--vmpl` and `--minimum-tcb` as the one SNP policy; debug is decided after, by `--allow-debug`.
+    private func snpRequirements() throws -> SNPRequirements {
+        var requirements = SNPRequirements(minimumTCB: .any, vmpl: nil, allowDebug: true)
+        if vmpl != "any" {
+            guard let level = UInt32(vmpl), level <= 3 else { throw ValidationError("--vmpl must be 0-3 or any, not '\(vmpl)'") }
+            requirements.vmpl = level
+        }
+        if let minimumTCB {
+            guard let version = SNPReport.TCBVersion(components: minimumTCB) else {
+                throw ValidationError("--minimum-tcb must be BOOTLOADER:TEE:SNP:MICROCODE (plus :FMC on Turin), numbers 0-255")
+            }
+            requirements.minimumTCB = .atLeast(version)
+        }
+        return requirements
     }
 
     private func loadCollateral(_ collateral: String) throws -> DCAPCollateral {
