@@ -19,6 +19,17 @@ public enum JSONValue: Sendable, Equatable {
         return try parser.document()
     }
 
+    /// Parses `bytes` as strictly as ``parse(_:)`` and returns where each member's value of
+    /// the top-level object lies in `bytes`: for signed documents whose signature covers the
+    /// exact bytes of a member (Intel's `tcbInfo`, `enclaveIdentity`). Not an object → error.
+    public static func topLevelMemberRanges(_ bytes: [UInt8]) throws(JSONParseError) -> [String: Range<Int>] {
+        var parser = StrictJSONParser(bytes)
+        guard case .object = try parser.document() else {
+            throw JSONParseError(offset: 0, reason: "the document is not an object", path: "$")
+        }
+        return parser.topLevelRanges
+    }
+
     /// Deepest nesting of arrays and objects accepted.
     public static let maximumDepth = 64
 
@@ -80,6 +91,8 @@ private struct StrictJSONParser {
     let bytes: [UInt8]
     var offset = 0
     var path: [String] = []
+    /// Byte ranges of the values of the top-level object's members.
+    var topLevelRanges: [String: Range<Int>] = [:]
 
     init(_ bytes: [UInt8]) { self.bytes = bytes }
 
@@ -143,7 +156,10 @@ private struct StrictJSONParser {
             guard offset < bytes.count, bytes[offset] == UInt8(ascii: ":") else { throw fail("expected ':' after key '\(key)'") }
             offset += 1
             path.append("." + key)
+            skipWhitespace()
+            let start = offset
             fields[key] = try value(depth: depth)
+            if depth == 1 { topLevelRanges[key] = start..<offset }
             path.removeLast()
             skipWhitespace()
             guard offset < bytes.count else { throw fail("unterminated object") }

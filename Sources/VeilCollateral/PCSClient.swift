@@ -146,77 +146,16 @@ public struct PCSClient: Sendable {
         return Hex.decode(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? bytes
     }
 
-    /// The exact bytes of the JSON value of top-level `key` in `json` (what Intel signed).
+    /// The exact bytes of the JSON value of top-level `key` in `json` (what Intel signed),
+    /// through the strict parser: nil unless `json` is one valid JSON object without
+    /// repeated keys (two `tcbInfo` members could otherwise verify one and use the other).
     static func rawValue(of key: String, in json: [UInt8]) -> [UInt8]? {
-        guard let range = valueRange(of: key, in: json) else { return nil }
+        guard let range = (try? JSONValue.topLevelMemberRanges(json))?[key] else { return nil }
         return Array(json[range])
     }
 
     static func stringValue(of key: String, in json: [UInt8]) -> String? {
         guard let raw = rawValue(of: key, in: json) else { return nil }
-        return try? JSONDecoder().decode(String.self, from: Data(raw))
-    }
-
-    /// Scans the top-level object, honouring strings and nesting.
-    static func valueRange(of key: String, in json: [UInt8]) -> Range<Int>? {
-        var index = 0
-        func skipSpace() { while index < json.count, [0x20, 0x09, 0x0a, 0x0d].contains(json[index]) { index += 1 } }
-        func skipValue() -> Bool {
-            skipSpace()
-            guard index < json.count else { return false }
-            var depth = 0
-            var inString = false
-            while index < json.count {
-                let c = json[index]
-                if inString {
-                    if c == UInt8(ascii: "\\") { index += 2; continue }
-                    if c == UInt8(ascii: "\"") { inString = false; if depth == 0 { index += 1; return true } }
-                } else {
-                    switch c {
-                    case UInt8(ascii: "\""): inString = true
-                    case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
-                    case UInt8(ascii: "}"), UInt8(ascii: "]"):
-                        if depth == 0 { return true }
-                        depth -= 1
-                        if depth == 0 { index += 1; return true }
-                    case UInt8(ascii: ","): if depth == 0 { return true }
-                    default: break
-                    }
-                }
-                index += 1
-            }
-            return depth == 0 && !inString
-        }
-        skipSpace()
-        guard index < json.count, json[index] == UInt8(ascii: "{") else { return nil }
-        index += 1
-        while index < json.count {
-            skipSpace()
-            guard index < json.count, json[index] == UInt8(ascii: "\"") else { return nil }
-            let keyStart = index
-            index += 1
-            guard skipValueOfString() else { return nil }
-            let name = try? JSONDecoder().decode(String.self, from: Data(json[keyStart..<index]))
-            skipSpace()
-            guard index < json.count, json[index] == UInt8(ascii: ":") else { return nil }
-            index += 1
-            skipSpace()
-            let start = index
-            guard skipValue() else { return nil }
-            if name == key { return start..<index }
-            skipSpace()
-            guard index < json.count else { return nil }
-            if json[index] == UInt8(ascii: ",") { index += 1 } else { return nil }
-        }
-        return nil
-
-        func skipValueOfString() -> Bool {
-            while index < json.count {
-                if json[index] == UInt8(ascii: "\\") { index += 2; continue }
-                if json[index] == UInt8(ascii: "\"") { index += 1; return true }
-                index += 1
-            }
-            return false
-        }
+        return (try? JSONValue.parse(raw))?.stringValue
     }
 }

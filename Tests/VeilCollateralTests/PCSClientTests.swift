@@ -150,4 +150,20 @@ import VeilAttestation
         #expect(PCSClient.rawValue(of: "missing", in: json) == nil)
         #expect(PCSClient.rawValue(of: "a", in: Array("not json".utf8)) == nil)
     }
+
+    /// The signed member is read by the strict parser: a repeated key (one copy verified, the
+    /// other used by a lax reader), trailing content or broken JSON elsewhere yields nothing.
+    @Test func signedMembersComeOnlyFromStrictJSON() {
+        for bad in [
+            #"{"tcbInfo": {"a": 1}, "tcbInfo": {"a": 2}, "signature": "ab"}"#,
+            #"{"tcbInfo": {"a": 1}, "signature": "ab"} trailing"#,
+            #"{"tcbInfo": {"a": 1}, "signature": "ab", "x": [1,]}"#,
+            #"{"tcbInfo": {"a": 1, "a": 2}, "signature": "ab"}"#,
+            #"["tcbInfo"]"#,
+        ] {
+            #expect(PCSClient.rawValue(of: "tcbInfo", in: Array(bad.utf8)) == nil, "\(bad)")
+        }
+        // Nested members named like a top-level key are not it.
+        #expect(PCSClient.rawValue(of: "k", in: Array(#"{"tcbInfo": {"k": 1}}"#.utf8)) == nil)
+    }
 }
