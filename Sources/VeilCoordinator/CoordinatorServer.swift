@@ -291,17 +291,24 @@ public struct CoordinatorServer {
         } else {
             logger.warning("waiting for a peer replica to hand over the state key (the manifest names no recovery keys)")
         }
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
+        // Returns only once the group itself has ended: cancelling it while a graceful
+        // shutdown still drains a connection tears that connection's writer down unfinished,
+        // which NIO treats as a programming error (the process traps).
+        try await withThrowingTaskGroup(of: Bool.self) { tasks in
+            tasks.addTask {
+                try await group.run()
+                return true
+            }
             tasks.addTask {
                 for await _ in signal {
                     // Let the answer to the last share reach its client first.
                     try? await Task.sleep(for: .milliseconds(200))
                     await group.triggerGracefulShutdown()
-                    return
+                    break
                 }
+                return false
             }
-            try await tasks.next()
+            while let groupEnded = try await tasks.next(), !groupEnded {}
             continuation.finish()
             tasks.cancelAll()
         }

@@ -58,6 +58,11 @@ import Testing
         for (name, value) in [("veil_recovery_mode", 1.0), ("veil_recovery_shares_received", 1), ("veil_recovery_shares_required", 2), ("veil_simulated", 1)] {
             #expect(prometheusSample(metrics.1, name) == value, "\(name) in \(metrics.1)")
         }
+        // A client holding a kept-alive connection while the last share arrives: the recovery
+        // listener drains it on shutdown instead of tearing it down (which trapped the process).
+        let holder = try Spawned("/usr/bin/python3", ["-c", Self.keepAliveClient, coordinator.clientAddress], scratch: scratch)
+        defer { holder.stopInBackground() }
+        #expect(await eventually(within: 10) { holder.stdout.contains("held") }, "\(holder.stderr)")
         let second = try await recover("ec")
         #expect(second.status == 0 && second.stdout.contains("recovered"), "\(second.stdout)\(second.stderr)")
 
@@ -71,5 +76,20 @@ import Testing
         #expect(try await coordinator.veil(["manifest", "get"]).stdout == before)
         let attest = try await coordinator.veil(["attest", "--allow-simulation", "--simulation-key", coordinator.simulationKey])
         #expect(attest.status == 0 && attest.stdout.contains("history: 2 entries verified"), "\(attest.stdout)\(attest.stderr)")
+        #expect(coordinator.process?.isRunning == true && !(coordinator.process?.stderr.contains("Fatal error") ?? true))
     }
+
+    /// One request over TLS, then the connection held open (keep-alive) for 20 s.
+    static let keepAliveClient = """
+        import socket, ssl, sys, time
+        host, port = sys.argv[1].rsplit(":", 1)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        connection = context.wrap_socket(socket.create_connection((host, int(port))))
+        connection.sendall(b"GET /api/v1/status HTTP/1.1\\r\\nHost: veil\\r\\n\\r\\n")
+        connection.recv(65536)
+        print("held", flush=True)
+        time.sleep(20)
+        """
 }

@@ -58,6 +58,10 @@ final class Spawned {
         // it starts run as they would anywhere.
         var inherited = ProcessInfo.processInfo.environment
         inherited["LIBDISPATCH_COOPERATIVE_POOL_STRICT"] = nil
+        // A crashing child is reported with unsymbolicated frames: symbolicating a debug
+        // binary on a busy 2-core runner once took 17 minutes, with the crashed process
+        // suspended (its sockets accepting, never answering) the whole time.
+        if inherited["SWIFT_BACKTRACE"] == nil { inherited["SWIFT_BACKTRACE"] = "enable=yes,symbolicate=off,interactive=no" }
         process.environment = inherited.merging(environment) { $1 }
         process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
