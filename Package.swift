@@ -143,7 +143,7 @@ let package = Package(
         ),
         .target(
             name: "VeilRuntime",
-            dependencies: ["VeilImage", "VeilImageFormat"],
+            dependencies: ["VeilAttestation", "VeilImage", "VeilImageFormat"],
             swiftSettings: strict
         ),
         .target(

@@ -12,7 +12,7 @@ public struct SimulationPlatformKey: Sendable {
     public var fingerprint: String { Self.fingerprint(of: publicKey) }
 
     /// The environment variable naming the key file when no flag does.
-    public static let environmentVariable = "VEIL_SIMULATION_KEY"
+    public static let environmentVariable = VeilEnvironment.simulationKey
     /// The key file's name inside a coordinator data directory.
     public static let defaultFileName = "simulation-platform-key.pem"
 

@@ -2,8 +2,8 @@ import Crypto
 import Foundation
 import VeilAttestation
 import VeilImage
-import VeilManifest
 import VeilImageFormat
+import VeilManifest
 
 /// Every parser that takes bytes from outside, as a libFuzzer target.
 ///
@@ -150,7 +150,7 @@ struct Fixtures: Sendable {
 
     /// `VEIL_TESTDATA`, else `../shared/testdata/attestation` from the working directory.
     static func testdataRoot() -> String {
-        ProcessInfo.processInfo.environment["VEIL_TESTDATA"] ?? FileManager.default.currentDirectoryPath + "/../shared/testdata/attestation"
+        ProcessInfo.processInfo.environment[VeilEnvironment.testdata] ?? FileManager.default.currentDirectoryPath + "/../shared/testdata/attestation"
     }
 
     init(root: String) throws {

@@ -1,6 +1,7 @@
 import CISAL
 import CZlib
 import Glibc
+import VeilAttestation
 
 /// Decompresses a gzip stream (concatenated members included) as it is read: with Intel
 /// ISA-L's igzip (several times zlib's inflate speed) unless `VEIL_GUNZIP=zlib` asks for
@@ -12,7 +13,7 @@ public final class GunzipStream: ByteStream {
 
         /// ISA-L, or zlib when the environment sets `VEIL_GUNZIP=zlib`.
         public static var preferred: Engine {
-            getenv("VEIL_GUNZIP").map { String(cString: $0) } == "zlib" ? .zlib : .isal
+            getenv(VeilEnvironment.gunzip).map { String(cString: $0) } == "zlib" ? .zlib : .isal
         }
     }
 

@@ -165,10 +165,10 @@ public struct PodMutator: Sendable {
         _ container: JSONValue, at path: String, service: String, tee: PodTEE, memoryPaths: [String], into patch: inout JSONPatchBuilder
     ) -> Bool {
         var env: [(String, JSONValue)] = [
-            ("VEIL_SERVICE", service), ("VEIL_COORDINATOR", policy.coordinator), ("VEIL_ROOT_CA", Paths.root + "/root.pem"), ("VEIL_TEE", tee.launcherTEE),
+            (VeilEnvironment.service, service), (VeilEnvironment.coordinator, policy.coordinator), (VeilEnvironment.rootCA, Paths.root + "/root.pem"), (VeilEnvironment.tee, tee.launcherTEE),
         ].map { ($0.0, .object(["name": .string($0.0), "value": .string($0.1)])) }
         if tee == .simulated {
-            env.append(("VEIL_SIMULATION_KEY", .object(["name": .string("VEIL_SIMULATION_KEY"), "value": .string(Paths.simulationKey + "/key.pem")])))
+            env.append((VeilEnvironment.simulationKey, .object(["name": .string(VeilEnvironment.simulationKey), "value": .string(Paths.simulationKey + "/key.pem")])))
         }
         patch.appendMissing(to: path + "/env", existing: container["env"], key: "name", items: env)
 

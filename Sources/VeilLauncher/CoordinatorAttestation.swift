@@ -250,7 +250,7 @@ extension CoordinatorAttestation {
 /// commands pin them without flags (like SSH's known_hosts).
 public enum PinnedRoots {
     public static func directory(environment: [String: String]) -> String {
-        if let dir = environment["VEIL_CONFIG_DIR"] { return dir }
+        if let dir = environment[VeilEnvironment.configDirectory] { return dir }
         let base = environment["XDG_CONFIG_HOME"] ?? ((environment["HOME"] ?? "/root") + "/.config")
         return base + "/veil/coordinators"
     }

@@ -150,10 +150,7 @@ public struct OpenedProgram: Sendable {
 /// The launcher: attest, activate, provision, exec.
 public enum Launcher {
     /// Environment variables that configure the launcher and are not passed to the app.
-    public static let ownVariables = [
-        "VEIL_SIMULATION_KEY", "VEIL_TEE", "VEIL_COORDINATOR", "VEIL_SERVICE", "VEIL_ROOT_CA", "VEIL_TSM_ROOT", "VEIL_DROP_TEE_ACCESS", "VEIL_GRAMINE_ROOT",
-        "VEIL_LAUNCH_TRACE",
-    ]
+    public static let ownVariables = VeilEnvironment.launcherOwned
 
     /// Activates with the coordinator and returns the ready-to-exec plan. Nothing is written
     /// or executed until activation succeeded.

@@ -19,7 +19,7 @@ import VeilAttestation
 /// given to the container.
 public enum TEEAccess {
     /// The environment variable `veil run` sets to ask for this.
-    public static let environmentVariable = "VEIL_DROP_TEE_ACCESS"
+    public static let environmentVariable = VeilEnvironment.dropTEEAccess
 
     public struct DropFailed: Error, CustomStringConvertible {
         public let step: String
@@ -35,7 +35,7 @@ public enum TEEAccess {
     /// (``environmentVariable`` is `1`); nothing otherwise. Call before any thread starts.
     public static func detachIfAsked(environment: [String: String]) throws(DropFailed) {
         guard environment[environmentVariable] == "1" else { return }
-        guard let tsmRoot = environment["VEIL_TSM_ROOT"] else { throw DropFailed(step: "VEIL_TSM_ROOT is not set", errno: 0) }
+        guard let tsmRoot = environment[VeilEnvironment.tsmRoot] else { throw DropFailed(step: "VEIL_TSM_ROOT is not set", errno: 0) }
         let threads = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? 0
         guard threads == 1 else { throw DropFailed(step: "\(threads) threads run already; capabilities are per thread", errno: 0) }
         let fd = open(tsmRoot, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -51,6 +51,6 @@ public enum TEEAccess {
         guard environment[environmentVariable] == "1" else { return nil }
         let fd = detached.load(ordering: .sequentiallyConsistent)
         guard fd >= 0 else { throw DropFailed(step: "only veil-launcher detaches the report directory, at its start", errno: 0) }
-        return ConfigfsTSMProvider(descriptor: fd, root: environment["VEIL_TSM_ROOT"] ?? "", expectedProvider: expectedProvider)
+        return ConfigfsTSMProvider(descriptor: fd, root: environment[VeilEnvironment.tsmRoot] ?? "", expectedProvider: expectedProvider)
     }
 }

@@ -49,7 +49,7 @@ public struct LaunchCommand: AsyncParsableCommand {
 
     private func launch(signals: SignalDispositions) async throws -> Never {
         let environment = ProcessInfo.processInfo.environment
-        let trace = LaunchTrace(enabled: environment["VEIL_LAUNCH_TRACE"] == "1")
+        let trace = LaunchTrace(enabled: environment[VeilEnvironment.launchTrace] == "1")
         var command = self.command
         var appEnvironment = environment
         var imageLaunch: ImageLaunch?

@@ -48,21 +48,21 @@ public struct LaunchTrustOptions: ParsableArguments {
     var allowCoordinatorMRTDOnly = false
 
     func address(_ environment: [String: String]) -> String {
-        coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:2001"
+        coordinator ?? environment[VeilEnvironment.coordinator] ?? VeilDefaults.meshAddress
     }
 
-    func serviceName(_ environment: [String: String]) -> String? { service ?? environment["VEIL_SERVICE"] }
+    func serviceName(_ environment: [String: String]) -> String? { service ?? environment[VeilEnvironment.service] }
 
     /// The TEE named by `--tee`/`VEIL_TEE`; simulation only when asked for, with its key.
     func teeChoice(_ environment: [String: String]) throws -> TEEChoice {
-        let teeName = tee ?? environment["VEIL_TEE"] ?? TEESelection.auto.rawValue
+        let teeName = tee ?? environment[VeilEnvironment.tee] ?? TEESelection.auto.rawValue
         guard let selection = TEESelection(rawValue: teeName) else {
             throw ValidationError("--tee '\(teeName)' is not one of \(TEESelection.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard selection == .simulated else {
             let provider = try selection.hardwareProvider(
-                tsmRoot: environment["VEIL_TSM_ROOT"] ?? ConfigfsTSMProvider.defaultRoot,
-                gramineRoot: environment["VEIL_GRAMINE_ROOT"] ?? GramineProvider.defaultRoot)
+                tsmRoot: environment[VeilEnvironment.tsmRoot] ?? ConfigfsTSMProvider.defaultRoot,
+                gramineRoot: environment[VeilEnvironment.gramineRoot] ?? GramineProvider.defaultRoot)
             // In `veil run`'s container the report directory was detached at start (TEEAccess).
             if let tsm = provider as? ConfigfsTSMProvider,
                 let detached = try TEEAccess.detachedProvider(environment: environment, expectedProvider: tsm.expectedProvider) {
@@ -80,7 +80,7 @@ public struct LaunchTrustOptions: ParsableArguments {
     /// the given policy. A simulated launcher trusts simulated coordinator evidence under its
     /// own platform key and nothing else.
     func rootCertificatePEM(_ environment: [String: String], choice: TEEChoice) async throws -> String {
-        if let path = rootCA ?? environment["VEIL_ROOT_CA"] {
+        if let path = rootCA ?? environment[VeilEnvironment.rootCA] {
             guard let data = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read root certificate \(path)") }
             return String(decoding: data, as: UTF8.self)
         }

@@ -1,4 +1,5 @@
 import Foundation
+import VeilAttestation
 import VeilImage
 import VeilImageFormat
 
@@ -82,17 +83,17 @@ public enum RunPlan {
             switch connection.tee {
             case .simulated(let key):
                 spec.readOnlyFiles.append((key, "\(hostDirectory)/simulation-platform-key.pem"))
-                spec.env += ["VEIL_TEE=simulated", "VEIL_SIMULATION_KEY=\(hostDirectory)/simulation-platform-key.pem"]
+                spec.env += ["\(VeilEnvironment.tee)=simulated", "\(VeilEnvironment.simulationKey)=\(hostDirectory)/simulation-platform-key.pem"]
             case .confidentialVM(let guest):
                 spec.confidentialVM = guest
-                spec.env += ["VEIL_TEE=\(guest.kind.rawValue)", "VEIL_TSM_ROOT=\(ConfidentialVMDevices.containerTSMRoot)", "VEIL_DROP_TEE_ACCESS=1"]
+                spec.env += ["\(VeilEnvironment.tee)=\(guest.kind.rawValue)", "\(VeilEnvironment.tsmRoot)=\(ConfidentialVMDevices.containerTSMRoot)", "\(VeilEnvironment.dropTEEAccess)=1"]
             }
-            spec.env.append("VEIL_COORDINATOR=\(connection.coordinator)")
+            spec.env.append("\(VeilEnvironment.coordinator)=\(connection.coordinator)")
             if let rootCA = connection.rootCA {
                 spec.readOnlyFiles.append((rootCA, "\(hostDirectory)/root.pem"))
-                spec.env.append("VEIL_ROOT_CA=\(hostDirectory)/root.pem")
+                spec.env.append("\(VeilEnvironment.rootCA)=\(hostDirectory)/root.pem")
             }
-            if connection.traceLaunch { spec.env.append("VEIL_LAUNCH_TRACE=1") }
+            if connection.traceLaunch { spec.env.append("\(VeilEnvironment.launchTrace)=1") }
         }
         return spec
     }

@@ -40,7 +40,7 @@ struct BenchAttestCommand: AsyncParsableCommand {
         try await coordinator.setManifest(String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self))
 
         var environment = ProcessInfo.processInfo.environment
-        environment["VEIL_CONFIG_DIR"] = work + "/config"
+        environment[VeilEnvironment.configDirectory] = work + "/config"
         let attest = [veil, "attest", "--coordinator", coordinator.client, "--allow-simulation", "--simulation-key", coordinator.keyPath]
         let short = try (0..<runs).map { _ in try Bench.time(attest, environment: environment) }
 

@@ -32,7 +32,7 @@ struct AttestCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
-        let address = coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:4433"
+        let address = coordinator ?? environment[VeilEnvironment.coordinator] ?? VeilDefaults.clientAddress
         let policy = try trust.build(environment: environment)
         if policy.measurements.isEmpty && policy.verification.allowSimulation {
             warn("warning: no expected measurement given (--expect/--policy): any simulated coordinator signed by the simulation key is accepted")

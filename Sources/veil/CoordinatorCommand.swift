@@ -48,10 +48,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var tlsValidity: Double = ServerIdentity.defaultValidity
 
     @Option(help: ArgumentHelp("Client API address (users, `veil attest`).", valueName: "host:port"))
-    var clientAddr = "127.0.0.1:4433"
+    var clientAddr = VeilDefaults.clientAddress
 
     @Option(help: ArgumentHelp("Mesh API address (launchers' activations).", valueName: "host:port"))
-    var meshAddr = "127.0.0.1:2001"
+    var meshAddr = VeilDefaults.meshAddress
 
     @Option(help: ArgumentHelp(
         "TEE to run in (env VEIL_TEE): auto (configfs-tsm or Gramine; never simulation), snp, tdx, sgx-gramine, or simulated (development only, no confidentiality). Required.",
@@ -84,7 +84,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
-        guard let teeName = tee ?? environment["VEIL_TEE"] else {
+        guard let teeName = tee ?? environment[VeilEnvironment.tee] else {
             throw ValidationError("--tee is required: auto, snp, tdx or sgx-gramine in a TEE; simulated for development (NO confidentiality)")
         }
         guard let selection = TEESelection(rawValue: teeName) else {
@@ -99,10 +99,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if selection != .simulated {
             // The device paths: for guests that put them elsewhere (and for tests' doubles).
             var paths = HardwareTEEPaths(selection: selection)
-            if let root = environment["VEIL_TSM_ROOT"] { paths.tsmRoot = root }
-            if let root = environment["VEIL_GRAMINE_ROOT"] { paths.gramineRoot = root }
-            if let keys = environment["VEIL_GRAMINE_KEYS"] { paths.gramineKeys = keys }
-            if let device = environment["VEIL_SEV_GUEST"] { paths.sevGuest = device }
+            if let root = environment[VeilEnvironment.tsmRoot] { paths.tsmRoot = root }
+            if let root = environment[VeilEnvironment.gramineRoot] { paths.gramineRoot = root }
+            if let keys = environment[VeilEnvironment.gramineKeys] { paths.gramineKeys = keys }
+            if let device = environment[VeilEnvironment.sevGuest] { paths.sevGuest = device }
             configuration.tee = .hardware(paths)
             configuration.simulationKeyPath = simulationKey
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VeilAttestation
 import VeilLauncher
 import VeilLauncherCommands
 
@@ -23,7 +24,7 @@ struct ConnectionOptions: ParsableArguments {
 
     /// The user's client credentials, when given.
     func identity() throws -> ClientIdentity? {
-        let cert = userCert ?? environment["VEIL_USER_CERT"], key = userKey ?? environment["VEIL_USER_KEY"]
+        let cert = userCert ?? environment[VeilEnvironment.userCertificate], key = userKey ?? environment[VeilEnvironment.userKey]
         guard let cert else {
             if key != nil { throw ValidationError("--user-key needs --user-cert") }
             return nil
@@ -34,8 +35,8 @@ struct ConnectionOptions: ParsableArguments {
         return ClientIdentity(certificatePEM: String(decoding: certificate, as: UTF8.self), privateKeyPEM: String(decoding: privateKey, as: UTF8.self))
     }
 
-    func address(default fallback: String = "127.0.0.1:4433") -> String {
-        coordinator ?? environment["VEIL_COORDINATOR"] ?? fallback
+    func address(default fallback: String = VeilDefaults.clientAddress) -> String {
+        coordinator ?? environment[VeilEnvironment.coordinator] ?? fallback
     }
 
     /// Runs `body` with a client that only trusts the pinned root.
@@ -46,7 +47,7 @@ struct ConnectionOptions: ParsableArguments {
     /// The root certificate (PEM) this connection pins.
     func pinnedRoot() throws -> String {
         let address = address()
-        let path = rootCA ?? environment["VEIL_ROOT_CA"]
+        let path = rootCA ?? environment[VeilEnvironment.rootCA]
         let pem: String
         if let path {
             guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {

@@ -33,7 +33,7 @@ struct RecoverCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
-        let address = coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:4433"
+        let address = coordinator ?? environment[VeilEnvironment.coordinator] ?? VeilDefaults.clientAddress
         guard let pem = FileManager.default.contents(atPath: key) else { throw CommandError("cannot read \(key)") }
         let privateKey = try RecoveryPrivateKey(pem: String(decoding: pem, as: UTF8.self))
 

@@ -72,7 +72,7 @@ struct RunCommand: ParsableCommand {
         var connection: LauncherConnection?
         if source.config.labels[RunPlan.serviceLabel] != nil {
             let containerTEE: ContainerTEE
-            switch tee ?? environment["VEIL_TEE"] {
+            switch tee ?? environment[VeilEnvironment.tee] {
             case "simulated":
                 guard let key = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] else {
                     throw ValidationError("--tee simulated needs --simulation-key FILE or \(SimulationPlatformKey.environmentVariable)")
@@ -82,14 +82,14 @@ struct RunCommand: ParsableCommand {
             case let name? where ConfidentialVMDevices.Kind(rawValue: name) != nil:
                 // VEIL_TSM_ROOT: for guests whose configfs is mounted elsewhere.
                 containerTEE = .confidentialVM(try ConfidentialVMDevices.detect(
-                    ConfidentialVMDevices.Kind(rawValue: name)!, tsmRoot: environment["VEIL_TSM_ROOT"] ?? ConfidentialVMDevices.defaultTSMRoot))
+                    ConfidentialVMDevices.Kind(rawValue: name)!, tsmRoot: environment[VeilEnvironment.tsmRoot] ?? ConfidentialVMDevices.defaultTSMRoot))
             case let name:
                 throw ValidationError("\(image) is a Veil image: pass --tee snp or tdx (in such a guest) or simulated (development only)\(name.map { "; '\($0)' is none of them" } ?? "")")
             }
             connection = LauncherConnection(
-                coordinator: coordinator ?? environment["VEIL_COORDINATOR"] ?? "127.0.0.1:2001", tee: containerTEE,
-                rootCA: (rootCA ?? environment["VEIL_ROOT_CA"]).map { URL(fileURLWithPath: $0).standardizedFileURL.path },
-                traceLaunch: environment["VEIL_LAUNCH_TRACE"] == "1")
+                coordinator: coordinator ?? environment[VeilEnvironment.coordinator] ?? VeilDefaults.meshAddress, tee: containerTEE,
+                rootCA: (rootCA ?? environment[VeilEnvironment.rootCA]).map { URL(fileURLWithPath: $0).standardizedFileURL.path },
+                traceLaunch: environment[VeilEnvironment.launchTrace] == "1")
         }
         let stateDirectory = URL(fileURLWithPath: stateDir).standardizedFileURL.path
         let cache = BundleCache(directory: stateDirectory)
