@@ -10,29 +10,30 @@ public enum TEEKind: String, Codable, Sendable, CaseIterable {
 
 /// The normalized result of verifying evidence.
 ///
-/// Invariant: a `Claims` value only exists after its evidence verified; the verifier is the
-/// only producer outside tests.
-public struct Claims: Codable, Sendable, Equatable {
-    public var tee: TEEKind
+/// Invariant: a `Claims` value only exists after its evidence verified. Outside this package
+/// nothing can make or change one (the initializer and setters are `package`, and it is
+/// `Encodable` only): verifiers produce claims, everyone else reads them.
+public struct Claims: Encodable, Sendable, Equatable {
+    public package(set) var tee: TEEKind
     /// Primary measurement (simulated: `SHA-256` launch measurement; SGX: MRENCLAVE; TDX: MRTD; SNP: MEASUREMENT).
-    public var measurement: [UInt8]
+    public package(set) var measurement: [UInt8]
     /// Signer identity (SGX MRSIGNER), empty when the TEE has none.
-    public var signer: [UInt8]
-    public var productID: UInt16
-    public var securityVersion: UInt16
+    public package(set) var signer: [UInt8]
+    public package(set) var productID: UInt16
+    public package(set) var securityVersion: UInt16
     /// The 64 bytes the TEE bound on the requester's behalf.
-    public var reportData: [UInt8]
-    public var debug: Bool
+    public package(set) var reportData: [UInt8]
+    public package(set) var debug: Bool
     /// `true` for simulated evidence: such claims give **no confidentiality or integrity**.
-    public var simulated: Bool
+    public package(set) var simulated: Bool
     /// Intel TCB status and advisories (SGX/TDX); `nil` for TEEs without one.
-    public var tcb: TCBVerdict?
+    public package(set) var tcb: TCBVerdict?
     /// TDX only: the TD's other measurement registers.
-    public var tdx: TDXMeasurements?
+    public package(set) var tdx: TDXMeasurements?
     /// SEV-SNP only: host data and the reported TCB.
-    public var snp: SNPClaims?
+    public package(set) var snp: SNPClaims?
 
-    public init(
+    package init(
         tee: TEEKind, measurement: [UInt8], signer: [UInt8] = [], productID: UInt16 = 0,
         securityVersion: UInt16 = 0, reportData: [UInt8], debug: Bool = false, simulated: Bool, tcb: TCBVerdict? = nil
     ) {
@@ -67,14 +68,14 @@ public let simulationWarning =
     "SIMULATED TEE: this evidence gives NO confidentiality and NO integrity; use for development only"
 
 /// The measurement registers of a TD besides MRTD.
-public struct TDXMeasurements: Codable, Sendable, Equatable {
-    public var rtmrs: [[UInt8]]
-    public var mrConfigID: [UInt8]
-    public var mrOwner: [UInt8]
-    public var mrOwnerConfig: [UInt8]
-    public var mrSeam: [UInt8]
+public struct TDXMeasurements: Encodable, Sendable, Equatable {
+    public package(set) var rtmrs: [[UInt8]]
+    public package(set) var mrConfigID: [UInt8]
+    public package(set) var mrOwner: [UInt8]
+    public package(set) var mrOwnerConfig: [UInt8]
+    public package(set) var mrSeam: [UInt8]
 
-    public init(rtmrs: [[UInt8]], mrConfigID: [UInt8], mrOwner: [UInt8], mrOwnerConfig: [UInt8], mrSeam: [UInt8]) {
+    package init(rtmrs: [[UInt8]], mrConfigID: [UInt8], mrOwner: [UInt8], mrOwnerConfig: [UInt8], mrSeam: [UInt8]) {
         self.rtmrs = rtmrs
         self.mrConfigID = mrConfigID
         self.mrOwner = mrOwner
@@ -84,14 +85,14 @@ public struct TDXMeasurements: Codable, Sendable, Equatable {
 }
 
 /// SEV-SNP fields besides the launch measurement.
-public struct SNPClaims: Codable, Sendable, Equatable {
-    public var hostData: [UInt8]
-    public var idKeyDigest: [UInt8]
-    public var reportedTCB: UInt64
-    public var turinTCBLayout: Bool
-    public var policy: UInt64
+public struct SNPClaims: Encodable, Sendable, Equatable {
+    public package(set) var hostData: [UInt8]
+    public package(set) var idKeyDigest: [UInt8]
+    public package(set) var reportedTCB: UInt64
+    public package(set) var turinTCBLayout: Bool
+    public package(set) var policy: UInt64
     /// The VMPL the report was requested from (0 the most privileged); nil in claims recorded before it was kept.
-    public var vmpl: UInt32?
+    public package(set) var vmpl: UInt32?
 
     public var tcb: SNPReport.TCBVersion { SNPReport.TCBVersion(raw: reportedTCB, turin: turinTCBLayout) }
 }
