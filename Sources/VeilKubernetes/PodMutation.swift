@@ -131,6 +131,21 @@ public struct PodMutator: Sendable {
             let path = "/spec/containers/\(index)"
             wrapsCommand = addContainerChanges(container, at: path, service: service, tee: tee, memoryPaths: memoryPaths, into: &patch) || wrapsCommand
         }
+        let volumes = podVolumes(tee: tee, memoryPaths: memoryPaths, launcher: wrapsCommand || containsInitContainer(spec))
+        patch.appendMissing(to: "/spec/volumes", existing: spec["volumes"], key: "name", items: volumes)
+        if wrapsCommand && !containsInitContainer(spec) {
+            patch.appendMissing(to: "/spec/initContainers", existing: spec["initContainers"], key: "name", items: [(Paths.initContainer, launcherInstaller)])
+        }
+        if tee == .confidentialVM && spec["runtimeClassName"] == nil {
+            patch.add("/spec/runtimeClassName", .string(policy.runtimeClass))
+        }
+        return patch.operations.isEmpty ? .unchanged : .patch(patch.operations)
+    }
+
+    /// The volumes an injected pod needs: the root certificate, the launcher's memory
+    /// directories, the simulation key or the TSM interface, and the launcher binary when a
+    /// command is wrapped.
+    func podVolumes(tee: PodTEE, memoryPaths: [String], launcher: Bool) -> [(String, JSONValue)] {
         var volumes: [(String, JSONValue)] = [
             ("veil-root", .object(["name": .string("veil-root"), "configMap": .object(["name": .string(policy.rootConfigMap)])])),
             ("veil-run", memoryVolume("veil-run")),
@@ -148,15 +163,8 @@ public struct PodMutator: Sendable {
             ])))
         }
         for index in memoryPaths.indices { volumes.append(("veil-memory-\(index)", memoryVolume("veil-memory-\(index)"))) }
-        if wrapsCommand || containsInitContainer(spec) { volumes.append(("veil-launcher", memoryVolume("veil-launcher"))) }
-        patch.appendMissing(to: "/spec/volumes", existing: spec["volumes"], key: "name", items: volumes)
-        if wrapsCommand && !containsInitContainer(spec) {
-            patch.appendMissing(to: "/spec/initContainers", existing: spec["initContainers"], key: "name", items: [(Paths.initContainer, launcherInstaller)])
-        }
-        if tee == .confidentialVM && spec["runtimeClassName"] == nil {
-            patch.add("/spec/runtimeClassName", .string(policy.runtimeClass))
-        }
-        return patch.operations.isEmpty ? .unchanged : .patch(patch.operations)
+        if launcher { volumes.append(("veil-launcher", memoryVolume("veil-launcher"))) }
+        return volumes
     }
 
     /// Env, mounts, resources and the wrapped command of one container; returns whether its

@@ -118,9 +118,22 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.peerAddress = peerAddress
         guard tlsValidity >= 1 else { throw ValidationError("--tls-validity must be at least 1 second") }
         configuration.tlsValidity = tlsValidity
+        if let store = try etcdStore() { configuration.store = store }
+        do {
+            try await CoordinatorServer.run(configuration, logger: logger)
+        } catch let error as CoordinatorStartError {
+            throw CommandError("coordinator not started: \(error)")
+        }
+    }
+}
+
+extension CoordinatorCommand {
+    /// `--store etcd` with its endpoints and TLS files; nil for `--store file`.
+    func etcdStore() throws -> CoordinatorServer.StoreChoice? {
         switch store {
         case "file":
             guard etcdEndpoints == nil else { throw ValidationError("--etcd-endpoints needs --store etcd") }
+            return nil
         case "etcd":
             guard let etcdEndpoints else { throw ValidationError("--store etcd needs --etcd-endpoints https://HOST:PORT,…") }
             let endpoints = etcdEndpoints.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
@@ -135,14 +148,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
             } else if endpoints.contains(where: { $0.hasPrefix("https://") }) {
                 throw ValidationError("https etcd endpoints need --etcd-ca (and usually --etcd-cert/--etcd-key)")
             }
-            configuration.store = .etcd(endpoints: endpoints, prefix: etcdPrefix, tls: tls)
+            return .etcd(endpoints: endpoints, prefix: etcdPrefix, tls: tls)
         default:
             throw ValidationError("--store must be file or etcd")
-        }
-        do {
-            try await CoordinatorServer.run(configuration, logger: logger)
-        } catch let error as CoordinatorStartError {
-            throw CommandError("coordinator not started: \(error)")
         }
     }
 }
