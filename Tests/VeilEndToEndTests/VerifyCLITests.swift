@@ -85,5 +85,16 @@ import Testing
         let strict = try await run(veilBinary, base + ["--vmpl", "1"], scratch: scratch)
         #expect(strict.status != 0)
         #expect(strict.stderr.contains("VMPL 1 is required"))
+        // VMPL 0 unless `any` is said; "any" is noted like every other unchecked rule.
+        #expect(!ok.stdout.contains("--vmpl any"))
+        let anyVMPL = try await run(veilBinary, base + ["--vmpl", "any"], scratch: scratch)
+        #expect(anyVMPL.status == 0 && anyVMPL.stdout.contains("--vmpl any: a report from any VMPL was accepted"), "\(anyVMPL.stdout)")
+        let badVMPL = try await run(veilBinary, base + ["--vmpl", "4"], scratch: scratch)
+        #expect(badVMPL.status != 0 && badVMPL.stderr.contains("--vmpl must be 0-3 or any"), "\(badVMPL.stderr)")
+        // The minimum TCB: above the report's is refused and named, at or below it passes.
+        let above = try await run(veilBinary, base + ["--minimum-tcb", "255:0:0:0"], scratch: scratch)
+        #expect(above.status != 0 && above.stderr.contains("is below the minimum"), "\(above.stderr)")
+        let atZero = try await run(veilBinary, base + ["--minimum-tcb", "0:0:0:0"], scratch: scratch)
+        #expect(atZero.status == 0 && !atZero.stdout.contains("any firmware TCB was accepted"), "\(atZero.stdout)\(atZero.stderr)")
     }
 }
