@@ -10,12 +10,12 @@ public struct LaunchCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "launch",
         abstract: "Attest, activate as a service, provision files/env/argv, then exec the program.",
-        discussion: """
+        discussion: helpText("""
             The program becomes this process (same PID, signals and exit code). On any failure
             the program is not started and veil exits 125 with one line on stderr (as `docker run`
             does for its own failures), so a launch failure is told apart from the program's exit.
             Exit codes: 0 and the program's own; 64 usage; 125 could not launch.
-            """)
+            """))
 
     /// The exit status of a launch that failed before the program started (docker run's 125).
     public static let couldNotLaunch: Int32 = 125

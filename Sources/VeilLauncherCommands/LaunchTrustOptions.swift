@@ -8,8 +8,7 @@ import VeilLauncher
 public struct LaunchTrustOptions: ParsableArguments {
     public init() {}
 
-    @Option(help: ArgumentHelp("Coordinator mesh API as HOST:PORT, or several replicas HOST:PORT,HOST:PORT (env VEIL_COORDINATOR).", valueName: "host:port"))
-    var coordinator: String?
+    @OptionGroup public var connection: CoordinatorConnectionOptions
 
     @Option(help: ArgumentHelp("Manifest service to activate as (env VEIL_SERVICE).", valueName: "name"))
     var service: String?
@@ -19,13 +18,6 @@ public struct LaunchTrustOptions: ParsableArguments {
         valueName: "tee"))
     var tee: String?
 
-    @Option(help: ArgumentHelp("Simulation platform key (env \(SimulationPlatformKey.environmentVariable)).", valueName: "file"))
-    var simulationKey: String?
-
-    @Option(help: ArgumentHelp(
-        "Coordinator root certificate to pin (env VEIL_ROOT_CA). Without it the launcher attests the coordinator first.",
-        valueName: "file"))
-    var rootCA: String?
 
     @Option(help: ArgumentHelp(
         "Expected coordinator identity when attesting it (as veil attest --expect takes it, repeatable); required when the coordinator's evidence is hardware evidence.",
@@ -47,9 +39,7 @@ public struct LaunchTrustOptions: ParsableArguments {
     @Flag(name: .customLong("allow-coordinator-mrtd-only"), help: "DANGEROUS: when attesting the coordinator, accept a TD pinned by MRTD alone.")
     var allowCoordinatorMRTDOnly = false
 
-    func address(_ environment: [String: String]) -> String {
-        coordinator ?? environment[VeilEnvironment.coordinator] ?? VeilDefaults.meshAddress
-    }
+    func address(_ environment: [String: String]) -> String { connection.address(environment) }
 
     func serviceName(_ environment: [String: String]) -> String? { service ?? environment[VeilEnvironment.service] }
 
@@ -70,7 +60,7 @@ public struct LaunchTrustOptions: ParsableArguments {
             }
             return .hardware(provider)
         }
-        guard let keyPath = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] else {
+        guard let keyPath = connection.simulationKeyPath(environment) else {
             throw ValidationError("--tee simulated needs the simulation platform key: --simulation-key FILE or \(SimulationPlatformKey.environmentVariable)")
         }
         return .simulated(try SimulationPlatformKey.load(at: keyPath))
@@ -80,7 +70,7 @@ public struct LaunchTrustOptions: ParsableArguments {
     /// the given policy. A simulated launcher trusts simulated coordinator evidence under its
     /// own platform key and nothing else.
     func rootCertificatePEM(_ environment: [String: String], choice: TEEChoice) async throws -> String {
-        if let path = rootCA ?? environment[VeilEnvironment.rootCA] {
+        if let path = connection.rootCAPath(environment) {
             guard let data = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read root certificate \(path)") }
             return String(decoding: data, as: UTF8.self)
         }

@@ -10,14 +10,14 @@ public struct MeshCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "mesh",
         abstract: "Run a service's mutual-TLS mesh proxy as a sidecar: attest, activate, then proxy.",
-        discussion: """
+        discussion: helpText("""
             `veil launch` starts the proxy itself for a service whose manifest entry has a Mesh;
             this command is for a sidecar container sharing the app's network (a pod). The sidecar
             is measured as this veil binary with the one argument `mesh`:
               veil measure --service NAME --mesh-sidecar
             It writes the service's Files like the launcher (into a memory volume the app shares)
             and ignores Env and Argv. SIGTERM or SIGINT stops it.
-            """)
+            """))
 
     @OptionGroup var trust: LaunchTrustOptions
 

@@ -14,7 +14,7 @@ struct BenchMeshCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mesh",
         abstract: "Mesh proxy vs stunnel4 on the same path: bulk throughput, and request rate with p50/p99 latency.",
-        discussion: """
+        discussion: helpText("""
             Each tunnel is two processes, as in a deployment: the client's side (plain in, TLS out)
             and the server's side (TLS in, plain out), with the same P-256 certificates under one
             CA, TLS 1.3 with TLS_AES_128_GCM_SHA256 (checked with openssl s_client) and TCP_NODELAY.
@@ -22,7 +22,7 @@ struct BenchMeshCommand: AsyncParsableCommand {
             GET, --clients connections, 64-byte values) to one plain redis-server. Rounds alternate
             the tunnels; medians are reported. stunnel checks the chain only; the mesh also
             authorizes the peer's service name. Needs stunnel4, redis-server, redis-benchmark, openssl.
-            """)
+            """))
 
     @Option(help: "MiB carried through each tunnel per bulk run.") var mebibytes = 1024
     @Option(help: "redis-benchmark requests per test.") var requests = 200_000

@@ -8,14 +8,14 @@ struct AttestCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "attest",
         abstract: "Verify the coordinator's evidence and pin its root certificate.",
-        discussion: """
+        discussion: helpText("""
             Fetches the coordinator's evidence for a fresh random nonce, verifies it, checks that it
             binds the root certificate, the head of the coordinator's history and the nonce, checks
             the measurement against --expect or --policy (required for hardware coordinators),
             verifies the history (hash chain, root-key signatures, the attested head), refuses a
             history shorter than or forked from one seen before for this root (rollback), and saves
             the root so later commands pin it.
-            """)
+            """))
 
     @Option(help: ArgumentHelp("Coordinator client API as HOST:PORT[,HOST:PORT…] (env VEIL_COORDINATOR).", valueName: "host:port"))
     var coordinator: String?

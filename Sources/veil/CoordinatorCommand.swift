@@ -10,12 +10,12 @@ import VeilLauncherCommands
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "coordinator", abstract: "Run the coordinator (client API and mesh API over TLS).",
-        discussion: """
+        discussion: helpText("""
             One replica of the coordinator. With the default --store file its state is one sealed file in
             --data-dir. With --store etcd several replicas (each with its own --data-dir, where it keeps
             the state key sealed under its own sealing key) share the state in etcd; a replica without
             the state key gets it from a peer by mutual attestation. See docs/ha.md.
-            """)
+            """))
 
     @Option(help: ArgumentHelp("Directory for this replica's sealed keys (and the state with --store file).", valueName: "dir"))
     var dataDir: String

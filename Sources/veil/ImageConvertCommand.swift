@@ -11,7 +11,7 @@ struct ImageConvertCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
         abstract: "Add the launcher to an image, wrap its entrypoint, encrypt paths, and print its measurement.",
-        discussion: """
+        discussion: helpText("""
             The result runs unmodified under `veil run` (or any OCI runtime): the launcher measures the
             whole root filesystem, activates with the coordinator, unlocks protected files into /run,
             then executes the original Entrypoint+Cmd. Paths given with --encrypt are removed from the
@@ -20,7 +20,7 @@ struct ImageConvertCommand: ParsableCommand {
 
             The output is deterministic: the same input, options and launcher give the same bytes
             and measurement. A manifest snippet for the image is printed on stdout.
-            """)
+            """))
 
     @Option(help: ArgumentHelp("Source image: oci:DIR[:TAG], docker-archive:FILE or oci-archive:FILE.", valueName: "image"))
     var from: String

@@ -11,13 +11,13 @@ struct ImageSelfCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "self",
         abstract: "Build Veil's own image (veil and veil-launcher with their loader and libraries; no base image).",
-        discussion: """
+        discussion: helpText("""
             The coordinator, the injector and the injector's init container run from this image. The
             same executables always give the same image digest. Prints the image digest, the reference
             to give `veil kubernetes render --image` once the image is pushed (skopeo copy
             oci:DIR:TAG docker://REGISTRY/veil:TAG), and the measurement a simulated coordinator
             started from it reports (for `veil attest --expect` and Config.CoordinatorPackages).
-            """)
+            """))
 
     @Option(help: ArgumentHelp("Where to write the image: oci:DIR:TAG.", valueName: "image"))
     var to: String

@@ -8,14 +8,14 @@ struct InjectorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "injector",
         abstract: "Run the Kubernetes mutating admission webhook that makes labelled pods Veil services.",
-        discussion: """
+        discussion: helpText("""
             Pods labelled \(PodKeys.service)=NAME get what the launcher needs: the coordinator address,
             the service name and the pinned root (ConfigMap veil-root, key root.pem), memory-backed
             volumes, TEE resources or runtime class, and — for containers with an explicit command —
             an init container that copies the launcher and a command rewritten to run through it.
             Other pods pass unchanged. A pod asking for the simulated TEE (no confidentiality) outside
             --simulation-namespaces is denied. See docs/kubernetes.md.
-            """)
+            """))
 
     @Option(help: ArgumentHelp("HTTPS address to listen on.", valueName: "host:port"))
     var listen = "0.0.0.0:8443"

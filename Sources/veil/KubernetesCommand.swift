@@ -11,13 +11,13 @@ struct KubernetesCommand: ParsableCommand {
     struct Render: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print every Kubernetes object a Veil deployment needs (kubectl apply -f -).",
-            discussion: """
+            discussion: helpText("""
                 Namespace, service accounts and RBAC, an etcd StatefulSet, the coordinator replicas on
                 it with their Services, disruption budgets and network policies, and the injector with
                 its TLS Secret and MutatingWebhookConfiguration. The injector's CA and serving key, etcd's
                 CA with member and client certificates (etcd runs mutual TLS) and the simulation
                 platform key are made fresh on every run unless --without-secrets leaves them out. See docs/kubernetes.md.
-                """)
+                """))
 
         @Option(help: ArgumentHelp("TEE of workload pods: \(PodTEE.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "tee"))
         var tee = "simulated"

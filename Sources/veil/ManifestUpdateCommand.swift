@@ -13,12 +13,12 @@ struct ManifestUpdateCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "apply",
             abstract: "Raise package security versions at once, or propose a whole new manifest.",
-            discussion: """
+            discussion: helpText("""
                 A file {"Packages": {NAME: {"SecurityVersion": N}}} raises versions immediately (role with
                 UpdatePackage on each package; versions never go down). Any other file is a complete new
                 manifest: it is proposed (role with UpdateManifest) and applies only when the number of
                 users the current manifest requires acknowledged it (`veil manifest update acknowledge`).
-                """)
+                """))
         @OptionGroup var connection: ConnectionOptions
         @Argument(help: ArgumentHelp("Package update or complete manifest (JSON).", valueName: "file")) var file: String
 

@@ -25,10 +25,10 @@ struct ProtectCommand: ParsableCommand {
     struct Seal: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Encrypt a file as a protected file (seal-back: --previous bumps the version of an existing one).",
-            discussion: """
+            discussion: helpText("""
                 The coordinator records the newest version it sees at activation; from then on older
                 versions of the file are refused, so write updated data back with --previous.
-                """)
+                """))
         @OptionGroup var keyOptions: KeyOptions
         @Option(help: ArgumentHelp("The current protected file: its version + 1 is written (it must open with the key).", valueName: "file"))
         var previous: String?

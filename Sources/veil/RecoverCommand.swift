@@ -9,13 +9,13 @@ struct RecoverCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "recover",
         abstract: "Help a coordinator in recovery rebuild its state key with your recovery key.",
-        discussion: """
+        discussion: helpText("""
             Attests the coordinator first (its evidence binds the temporary root it serves during
             recovery), fetches the share encrypted to your key, decrypts it here, and sends it back
             over the attested connection. The private key never leaves this machine. Once the
             manifest's RecoveryThreshold shares arrived, the coordinator seals its state key under its
             current sealing key and starts normally.
-            """)
+            """))
 
     @Option(help: ArgumentHelp("Your recovery private key (PEM, RSA or P-256).", valueName: "file"))
     var key: String

@@ -9,7 +9,7 @@ struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run an OCI image with runc on this machine (the embedded single-machine runtime).",
-        discussion: """
+        discussion: helpText("""
             The image is unpacked once into the state directory (verified against its digests) and
             reused read-only by later runs; /run and /tmp are fresh memory filesystems per run. The
             container shares the host's network (loopback included). Its output and exit status are
@@ -24,22 +24,15 @@ struct RunCommand: ParsableCommand {
 
             Exit codes: the container's own; 64 usage; 125 Veil could not run it (the image, runc,
             or the launcher inside could not launch: activation refused, no evidence, …).
-            """)
+            """))
 
     @Argument(help: ArgumentHelp("Image: oci:DIR[:TAG].", valueName: "image"))
     var image: String
 
-    @Option(help: ArgumentHelp("Coordinator mesh API as HOST:PORT (or replicas HOST:PORT,HOST:PORT), for Veil images (env VEIL_COORDINATOR).", valueName: "host:port"))
-    var coordinator: String?
-
     @Option(help: ArgumentHelp("TEE for Veil images: snp or tdx (this machine is such a guest), or simulated (development only, no confidentiality). Env VEIL_TEE.", valueName: "tee"))
     var tee: String?
 
-    @Option(help: ArgumentHelp("Simulation platform key (env \(SimulationPlatformKey.environmentVariable)).", valueName: "file"))
-    var simulationKey: String?
-
-    @Option(help: ArgumentHelp("Coordinator root certificate the launcher pins (env VEIL_ROOT_CA); without it the launcher attests the coordinator.", valueName: "file"))
-    var rootCA: String?
+    @OptionGroup var coordinatorOptions: CoordinatorConnectionOptions
 
     @Option(help: ArgumentHelp("Where unpacked images and run bundles live.", valueName: "dir"))
     var stateDir = "/var/lib/veil/run"
@@ -74,7 +67,7 @@ struct RunCommand: ParsableCommand {
             let containerTEE: ContainerTEE
             switch tee ?? environment[VeilEnvironment.tee] {
             case "simulated":
-                guard let key = simulationKey ?? environment[SimulationPlatformKey.environmentVariable] else {
+                guard let key = coordinatorOptions.simulationKeyPath(environment) else {
                     throw ValidationError("--tee simulated needs --simulation-key FILE or \(SimulationPlatformKey.environmentVariable)")
                 }
                 containerTEE = .simulated(simulationKey: URL(fileURLWithPath: key).standardizedFileURL.path)
@@ -87,8 +80,8 @@ struct RunCommand: ParsableCommand {
                 throw ValidationError("\(image) is a Veil image: pass --tee snp or tdx (in such a guest) or simulated (development only)\(name.map { "; '\($0)' is none of them" } ?? "")")
             }
             connection = LauncherConnection(
-                coordinator: coordinator ?? environment[VeilEnvironment.coordinator] ?? VeilDefaults.meshAddress, tee: containerTEE,
-                rootCA: (rootCA ?? environment[VeilEnvironment.rootCA]).map { URL(fileURLWithPath: $0).standardizedFileURL.path },
+                coordinator: coordinatorOptions.address(environment), tee: containerTEE,
+                rootCA: coordinatorOptions.rootCAPath(environment).map { URL(fileURLWithPath: $0).standardizedFileURL.path },
                 traceLaunch: environment[VeilEnvironment.launchTrace] == "1")
         }
         let stateDirectory = URL(fileURLWithPath: stateDir).standardizedFileURL.path

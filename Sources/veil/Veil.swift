@@ -7,11 +7,11 @@ struct Veil: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "veil",
         abstract: "Run unmodified container applications as attested confidential services.",
-        discussion: """
+        discussion: helpText("""
             A coordinator holds a manifest of which measured software may run and which secrets
             it gets; launchers prove what they run by remote attestation before they receive
             certificates and secrets. The simulated TEE (development only) gives no confidentiality.
-            """,
+            """),
         version: VeilVersion.current,
         subcommands: [
             CoordinatorCommand.self, ManifestCommand.self, StatusCommand.self, CertificateCommand.self,

@@ -8,12 +8,12 @@ struct VerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
         abstract: "Verify an Intel SGX/TDX DCAP quote or an AMD SEV-SNP report and print its claims.",
-        discussion: """
+        discussion: helpText("""
             Exit status 0 only when the quote verifies: PCK chain to the Intel SGX Root CA, CRLs,
             TCB info and QE identity signatures and validity at --at, QE report, quote signature,
             QE identity, TCB level. A non-UpToDate status still verifies; judge it by policy.
             Debug evidence of any TEE is refused unless --allow-debug.
-            """)
+            """))
 
     @Argument(help: ArgumentHelp("Quote or SNP report file (binary).", valueName: "quote")) var quote: String
     @Option(help: ArgumentHelp(

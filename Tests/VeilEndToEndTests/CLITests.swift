@@ -185,6 +185,32 @@ import Testing
         #expect(sourced.status == 0 && sourced.stdout.contains("veil"), "\(sourced.stdout) \(sourced.stderr)")
     }
 
+    /// Every command's help, nested ones included: paragraphs are wrapped by the parser
+    /// alone, so no line inside a paragraph ends short (ragged source line breaks).
+    @Test func helpTextsWrapCleanly() async throws {
+        let scratch = try Scratch()
+        var pending: [[String]] = [[]]
+        var checked = 0
+        while let path = pending.popLast() {
+            let help = try await run(veilBinary, path + ["--help"], scratch: scratch)
+            #expect(help.status == 0, "\(path): \(help.stderr)")
+            checked += 1
+            let lines = help.stdout.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+            // The prose before USAGE: a short line followed by more text of the same paragraph is ragged.
+            let prose = lines.prefix { !$0.hasPrefix("USAGE:") }
+            for (line, next) in zip(prose, prose.dropFirst()) where !line.isEmpty && line.count < 50 && !next.isEmpty && !next.hasPrefix("- ") && !next.hasPrefix(" ") {
+                Issue.record("veil \(path.joined(separator: " ")) --help: ragged line '\(line)' before '\(next)'")
+            }
+            // Subcommands: "  name   description" lines after SUBCOMMANDS:.
+            guard let start = lines.firstIndex(of: "SUBCOMMANDS:") else { continue }
+            for line in lines[(start + 1)...] where line.hasPrefix("  ") && !line.hasPrefix("   ") {
+                guard let name = line.split(separator: " ").first, name != "help", !name.hasPrefix("See") else { continue }
+                pending.append(path + [String(name).replacingOccurrences(of: " (default)", with: "")])
+            }
+        }
+        #expect(checked > 30, "\(checked) commands")
+    }
+
     /// `--log-format json`: every line of the coordinator's log is one JSON object.
     @Test func jsonLogsAreOneObjectPerLine() async throws {
         let scratch = try Scratch()
