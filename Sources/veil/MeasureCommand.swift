@@ -14,12 +14,24 @@ struct MeasureCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Service the launch activates as.", valueName: "name")) var service: String?
     @Flag(help: "Measure this veil binary as a coordinator (for `veil attest --expect`).") var coordinator = false
     @Flag(help: "Measure this veil binary as the `veil mesh` sidecar of --service.") var meshSidecar = false
+    @Option(name: .shortAndLong, help: "Output format: text (the measurement alone) or json.") var output: OutputFormat = .text
     @Argument(parsing: .postTerminator, help: "The program and its arguments, exactly as given to `veil launch`.")
     var command: [String] = []
 
+    /// `{"measurement": "sha256:…", "of": "coordinator" | "service", "service": NAME}` in JSON.
+    private func report(_ measurement: [UInt8], service: String?) throws {
+        let text = "sha256:" + Hex.encode(measurement)
+        switch output {
+        case .text: print(text)
+        case .json:
+            struct Output: Encodable { var measurement: String; var of: String; var service: String? }
+            try printJSON(Output(measurement: text, of: service == nil ? "coordinator" : meshSidecar ? "mesh-sidecar" : "service", service: service))
+        }
+    }
+
     func run() throws {
         if coordinator {
-            print("sha256:" + Hex.encode(try CoordinatorServer.selfMeasurement()))
+            try report(try CoordinatorServer.selfMeasurement(), service: nil)
             return
         }
         let command = meshSidecar ? MeshSidecar.command : self.command
@@ -30,6 +42,6 @@ struct MeasureCommand: ParsableCommand {
         let opened = try OpenedProgram.open(program, path: ProcessInfo.processInfo.environment["PATH"])
         let measurement = try LaunchMeasurement.measure(
             programFD: opened.descriptor, config: .init(service: service, arguments: Array(command.dropFirst())))
-        print("sha256:" + Hex.encode(measurement))
+        try report(measurement, service: service)
     }
 }

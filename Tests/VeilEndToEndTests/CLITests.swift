@@ -185,6 +185,18 @@ import Testing
         #expect(sourced.status == 0 && sourced.stdout.contains("veil"), "\(sourced.stdout) \(sourced.stderr)")
     }
 
+    /// `veil measure -o json` carries the same measurement as the text output, and says of what.
+    @Test func measureHasJSONOutput() async throws {
+        let scratch = try Scratch()
+        let text = try await run(veilBinary, ["measure", "--service", "web", "--", "/bin/true"], scratch: scratch)
+        let json = try await run(veilBinary, ["measure", "--service", "web", "-o", "json", "--", "/bin/true"], scratch: scratch)
+        let object = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
+        #expect(object?["measurement"] as? String == text.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "\(json.stdout)")
+        #expect(object?["of"] as? String == "service" && object?["service"] as? String == "web")
+        let coordinator = try await run(veilBinary, ["measure", "--coordinator", "--output", "json"], scratch: scratch)
+        #expect((try JSONSerialization.jsonObject(with: Data(coordinator.stdout.utf8)) as? [String: Any])?["of"] as? String == "coordinator")
+    }
+
     /// Every command's help, nested ones included: paragraphs are wrapped by the parser
     /// alone, so no line inside a paragraph ends short (ragged source line breaks).
     @Test func helpTextsWrapCleanly() async throws {
