@@ -123,7 +123,7 @@ let package = Package(
         // files) read: apart from the converter, so neither links tar, zlib or ISA-L.
         .target(
             name: "VeilImageFormat",
-            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["VeilAttestation", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .target(

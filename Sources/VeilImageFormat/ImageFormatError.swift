@@ -1,4 +1,5 @@
 import FoundationEssentials
+import VeilAttestation
 
 /// Why a file of a converted image that the launcher reads at start (the launch
 /// configuration, the image's /etc/passwd and /etc/group) is unusable.
@@ -17,14 +18,7 @@ public enum ImageFormatError: Error, Equatable, Sendable, CustomStringConvertibl
     }
 }
 
-/// A `DecodingError` as one line: the JSON path, then what was wrong there.
+/// A decoding failure as one line (``DecodingError/explanation`` for decoding errors).
 package func decodingFailure(_ error: any Error) -> String {
-    guard let error = error as? DecodingError else { return "\(error)" }
-    switch error {
-    case .dataCorrupted(let context), .keyNotFound(_, let context), .typeMismatch(_, let context), .valueNotFound(_, let context):
-        let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-        return (path.isEmpty ? "" : "\(path): ") + context.debugDescription
-    @unknown default:
-        return "\(error)"
-    }
+    (error as? DecodingError)?.explanation ?? "\(error)"
 }

@@ -151,15 +151,7 @@ struct JSONErrorMiddleware<Context: RequestContext>: RouterMiddleware {
 
     static var tooLarge: ErrorBody { ErrorBody(status: 413, code: "http413", message: "request body is larger than \(API.maximumBodySize) bytes") }
 
-    static func describe(_ error: DecodingError) -> String {
-        switch error {
-        case .dataCorrupted(let context), .keyNotFound(_, let context), .typeMismatch(_, let context), .valueNotFound(_, let context):
-            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-            return (path.isEmpty ? "" : "\(path): ") + context.debugDescription
-        @unknown default:
-            return "\(error)"
-        }
-    }
+    static func describe(_ error: DecodingError) -> String { error.explanation }
 }
 
 extension Request {
