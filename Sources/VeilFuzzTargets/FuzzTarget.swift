@@ -13,6 +13,9 @@ import VeilManifest
 /// sanitizer report, a hang or a leak is a finding. Each finding becomes an input under
 /// `Tests/Fuzz/regressions/TARGET/`, replayed by the test suite.
 public enum FuzzTarget: String, CaseIterable, Sendable {
+    /// The variable that selects the target of the libFuzzer binary (veil-fuzz built with VEIL_FUZZ).
+    public static let environmentVariable = VeilEnvironment.fuzzTarget
+
     /// SGX and TDX quotes (v3, v4, v5), verified against real Intel collateral.
     case dcapQuote = "dcap-quote"
     /// The collateral bundle (PCS JSON as Veil caches it), prepared for verification.

@@ -27,7 +27,7 @@ public func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> In
 @main
 struct VeilFuzz {
     static func main() {
-        let name = ProcessInfo.processInfo.environment[VeilEnvironment.fuzzTarget] ?? ""
+        let name = ProcessInfo.processInfo.environment[FuzzTarget.environmentVariable] ?? ""
         guard let target = FuzzTarget(rawValue: name) else {
             FileHandle.standardError.write(Data("veil-fuzz: set VEIL_FUZZ_TARGET to one of \(FuzzTarget.allCases.map(\.rawValue).joined(separator: ", "))\n".utf8))
             exit(2)
