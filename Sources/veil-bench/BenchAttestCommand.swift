@@ -15,6 +15,7 @@ struct BenchAttestCommand: AsyncParsableCommand {
 
     @Option(help: "History entries to create.") var entries = 1000
     @Option(help: "Runs of veil attest to time (median reported).") var runs = 10
+    @OptionGroup var record: RecordOption
 
     func run() async throws {
         let (veil, work) = try Bench.setUp("attest")
@@ -56,5 +57,9 @@ struct BenchAttestCommand: AsyncParsableCommand {
         print("veil attest end to end (new process, evidence + history verification), median of \(runs); simulated TEE, no confidentiality:")
         print(String(format: "  history of 1 entry (peer)          %8.1f ms", shortMedian * 1000))
         print(String(format: "  history of %5d entries           %8.1f ms   %.2fx", entries, longMedian * 1000, longMedian / shortMedian))
+        var results = BenchRecord(benchmark: "attest")
+        results.add(
+            "`veil attest`, \(entries)-entry history", longMedian * 1000, "ms", better: .lower, peer: "the same with a 1-entry history", shortMedian * 1000)
+        try record.keep(results)
     }
 }

@@ -13,7 +13,7 @@ import VeilManifest
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "veil-bench", abstract: "Veil's benchmarks: each prints ratios against a peer measured in the same run.",
-        subcommands: [BenchCoordinatorCommand.self, BenchLoadCommand.self, BenchHACommand.self, BenchDCAPCommand.self, BenchSNPCommand.self, BenchProtectedCommand.self, BenchImageCommand.self, BenchAttestCommand.self, BenchMeshCommand.self], defaultSubcommand: BenchCoordinatorCommand.self)
+        subcommands: [BenchCoordinatorCommand.self, BenchSummaryCommand.self, BenchLoadCommand.self, BenchHACommand.self, BenchDCAPCommand.self, BenchSNPCommand.self, BenchProtectedCommand.self, BenchImageCommand.self, BenchAttestCommand.self, BenchMeshCommand.self], defaultSubcommand: BenchCoordinatorCommand.self)
 }
 
 struct BenchCoordinatorCommand: AsyncParsableCommand {
@@ -25,6 +25,7 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Launches to time (median reported).") var launches = 20
     @Option(help: "Concurrent activation clients.") var concurrency = 8
     @Option(help: "Seconds per throughput phase.") var seconds = 5.0
+    @OptionGroup var record: RecordOption
 
     func run() async throws {
         let (veil, work) = try Bench.setUp("coordinator")
@@ -58,11 +59,15 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
         let viaVeil = try (0..<launches).map { _ in try Bench.time([veil] + options, environment: environment) }
         let viaLauncher = try (0..<launches).map { _ in try Bench.time([launcher] + options, environment: environment) }
         let directMedian = Bench.median(direct)
+        var results = BenchRecord(benchmark: "coordinator")
         print("")
         print("launch overhead (median of \(launches)):")
         print(String(format: "  /bin/true                              %8.2f ms", directMedian * 1000))
         for (name, times) in [("veil launch -- /bin/true", viaVeil), ("veil-launcher launch -- /bin/true", viaLauncher)] {
             let median = Bench.median(times)
+            results.add(
+                "`\(name)`", median * 1000, "ms", better: .lower, peer: "`/bin/true`", directMedian * 1000,
+                goal: "overhead ≤ 10 ms", met: median - directMedian <= 0.010)
             print(String(format: "  %@ %8.2f ms  overhead %6.2f ms (goal <= 10 ms: %@)", name.padding(toLength: 38, withPad: " ", startingAt: 0), median * 1000,
                          (median - directMedian) * 1000, median - directMedian <= 0.010 ? "met" : "NOT met"))
         }
@@ -74,6 +79,10 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
         print(String(format: "  GET /healthz (peer)             %8.0f req/s", healthz))
         print(String(format: "  activations (nonce+activation)  %8.0f /s  (goal >= 500/s: %@)", activations, activations >= 500 ? "met" : "NOT met"))
         print(String(format: "  ratio activations / healthz     %8.2f", activations / healthz))
+        results.add(
+            "activations/s, \(concurrency) clients, keep-alive TLS", activations, "/s", better: .higher, peer: "`GET /healthz`", healthz,
+            goal: "≥ 500/s", met: activations >= 500)
+        try record.keep(results)
     }
 
     private func measureThroughput(mesh: String, root: String, key keyPath: String, measurement benchMeasurement: [UInt8]) async throws -> (Double, Double) {

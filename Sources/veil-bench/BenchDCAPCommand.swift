@@ -14,7 +14,10 @@ struct BenchDCAPCommand: ParsableCommand {
     var vectors = "../shared/testdata/attestation/dcap-qvl"
     @Option(help: "Verifications per measurement.") var iterations = 2000
 
+    @OptionGroup var record: RecordOption
+
     func run() throws {
+        var results = BenchRecord(benchmark: "dcap")
         struct Expected: Decodable { var collateral: String; var verify_at_unix: Int; var status: String? }
         guard let data = FileManager.default.contents(atPath: vectors + "/EXPECTED.json"),
             let expected = try? JSONDecoder().decode([String: Expected].self, from: data)
@@ -36,6 +39,8 @@ struct BenchDCAPCommand: ParsableCommand {
             let cached = try measure { _ = try verifier.verify(quote, prepared: prepared, at: time) }
             let reference = try dcapQvl(quote: "\(vectors)/\(name)", collateral: "\(vectors)/\(vector.collateral)", at: vector.verify_at_unix)
             print(String(format: "%-14@ %11.1f   %12.1f   %5.2fx   %14.1f   %5.2fx", name as NSString, reference, full, full / reference, cached, cached / reference))
+            results.add("DCAP `\(name)`, full verification", full, "µs", better: .lower, peer: "dcap-qvl", reference, goal: "≤ 0.5× dcap-qvl", met: full <= reference / 2)
+            results.add("DCAP `\(name)`, prepared collateral", cached, "µs", better: .lower, peer: "dcap-qvl", reference, goal: "≤ 200 µs", met: cached <= 200)
         }
         print("ratio = Veil time / dcap-qvl time (goal: full <= 0.5x; cached <= 200 µs)")
         let key = P256.Signing.PrivateKey()
@@ -43,6 +48,7 @@ struct BenchDCAPCommand: ParsableCommand {
         let signature = try key.signature(for: message)
         let ecdsa = try measure { _ = key.publicKey.isValidSignature(signature, for: message) }
         print(String(format: "one ECDSA P-256 verification (swift-crypto/BoringSSL): %.1f µs", ecdsa))
+        try record.keep(results)
     }
 
     private func measure(_ body: () throws -> Void) throws -> Double {

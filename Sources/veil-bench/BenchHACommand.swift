@@ -19,6 +19,7 @@ struct BenchHACommand: AsyncParsableCommand {
 
     @Option(help: "Activations per throughput phase.") var activations = 1000
     @Option(help: "Concurrent clients.") var concurrency = 8
+    @OptionGroup var record: RecordOption
 
     static let measurement = [UInt8](repeating: 0xab, count: 32)
     static let manifest = """
@@ -66,6 +67,12 @@ struct BenchHACommand: AsyncParsableCommand {
             print("  " + name.padding(toLength: 30, withPad: " ", startingAt: 0) + String(format: "%8.0f     %8.0f", rate.free, rate.counted))
         }
         print(String(format: "  ratio 3 replicas / file store  %6.2fx     %6.2fx", threeRates.free / fileRates.free, threeRates.counted / fileRates.counted))
+        var results = BenchRecord(benchmark: "ha")
+        let clients = "\(concurrency) clients"
+        results.add("activations/s, 3 replicas on etcd, no quota, \(clients)", threeRates.free, "/s", better: .higher, peer: "file store", fileRates.free)
+        results.add(
+            "activations/s, 3 replicas on etcd, `MaxActivations`, \(clients)", threeRates.counted, "/s", better: .higher, peer: "file store", fileRates.counted)
+        results.add("activations/s, file store, `MaxActivations`, \(clients)", fileRates.counted, "/s", better: .higher, peer: "no quota", fileRates.free)
 
         // 3. Failover: the replica a client uses is SIGKILLed.
         let first = replicas[0]
@@ -83,6 +90,9 @@ struct BenchHACommand: AsyncParsableCommand {
         print("failover (longest wait for a successful activation from the kill on, one client):")
         print(String(format: "  replica SIGKILLed                %8.0f ms  (goal <= 1000 ms: %@)", replicaGap * 1000, replicaGap <= 1 ? "met" : "NOT met"))
         print(String(format: "  etcd leader killed (writes)      %8.0f ms  (goal <= 3000 ms: %@)", leaderGap * 1000, leaderGap <= 3 ? "met" : "NOT met"))
+        results.add("failover: the replica in use SIGKILLed", replicaGap * 1000, "ms", better: .lower, peer: nil, nil, goal: "≤ 1 s", met: replicaGap <= 1)
+        results.add("failover: etcd leader killed under writes", leaderGap * 1000, "ms", better: .lower, peer: nil, nil, goal: "≤ 3 s", met: leaderGap <= 3)
+        try record.keep(results)
     }
 
     private func load(_ replicas: [BenchCoordinator], service: String, count: Int, concurrency: Int) throws -> ActivationLoad {

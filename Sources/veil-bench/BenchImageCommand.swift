@@ -20,12 +20,14 @@ struct BenchImageCommand: AsyncParsableCommand {
     @Option(help: "Payload size limit in MiB.") var megabytes = 256
     @Option(help: "Repetitions for conversion (best is reported).") var repetitions = 3
     @Option(help: "Container starts to time (median reported).") var starts = 10
+    @OptionGroup var record: RecordOption
 
     func run() async throws {
         let (veil, work) = try Bench.setUp("image")
         defer { try? FileManager.default.removeItem(atPath: work) }
         let launcher = try LauncherFiles.resolve(executable: try LauncherFiles.besideThisExecutable())
         print("veil-bench image: \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        var results = BenchRecord(benchmark: "image")
 
         // 1. Conversion throughput, for gzip layers (the usual) and uncompressed layers.
         let files = try payloadFiles()
@@ -51,10 +53,14 @@ struct BenchImageCommand: AsyncParsableCommand {
             print(String(format: "  sha256sum (peer)        %8.0f MB/s", megabytesRead / sha256sum))
             print(String(format: "  veil image convert      %8.0f MB/s   %.2fx sha256sum (goal >= 0.7x: %@)", megabytesRead / convert,
                          sha256sum / convert, sha256sum / convert >= 0.7 ? "met" : "NOT met"))
+            results.add(
+                String(format: "`veil image convert`, %@ layers, %.0f MB read", gzip ? "gzip" : "uncompressed", megabytesRead), megabytesRead / convert, "MB/s",
+                better: .higher, peer: "`sha256sum` of the same files", megabytesRead / sha256sum, goal: "≥ 0.7×", met: sha256sum / convert >= 0.7)
         }
 
         // 2. Container start.
-        try await benchStart(veil: veil, work: work, launcher: launcher)
+        try await benchStart(veil: veil, work: work, launcher: launcher, results: &results)
+        try record.keep(results)
     }
 
     private func best(_ body: () throws -> Double) throws -> Double {
@@ -63,7 +69,7 @@ struct BenchImageCommand: AsyncParsableCommand {
         return fastest
     }
 
-    private func benchStart(veil: String, work: String, launcher: LauncherFiles) async throws {
+    private func benchStart(veil: String, work: String, launcher: LauncherFiles, results: inout BenchRecord) async throws {
         // /bin/true and the libraries as ldd names them (the loader at its ABI path).
         let ldd = Process()
         let pipe = Pipe()
@@ -107,6 +113,9 @@ struct BenchImageCommand: AsyncParsableCommand {
         print(String(format: "  runc run, original (peer)        %8.1f ms", runcMedian * 1000))
         print(String(format: "  veil run, converted              %8.1f ms   %.1fx runc run", veilMedian * 1000, veilMedian / runcMedian))
         print(String(format: "  of which: attestation + measuring %.0f MB of root filesystem per start", Double(try rootfsBytes(launcher)) / 1e6))
+        results.add(
+            "start of a `/bin/true` image: `veil run` (converted)", veilMedian * 1000, "ms", better: .lower, peer: "`runc run` (original)", runcMedian * 1000,
+            goal: "≤ 2×", met: veilMedian <= 2 * runcMedian)
     }
 
     private func rootfsBytes(_ launcher: LauncherFiles) throws -> UInt64 {

@@ -30,6 +30,7 @@ struct BenchMeshCommand: AsyncParsableCommand {
     @Option(help: "Rounds (medians reported).") var rounds = 3
     @Option(help: ArgumentHelp("Also write the report as JSON here.", valueName: "file")) var json: String?
     @Flag(help: "Set up both tunnels, print their entry ports and wait (to try other clients); Ctrl-C ends.") var serve = false
+    @OptionGroup var record: RecordOption
 
     func run() async throws {
         for tool in ["stunnel4", "redis-server", "redis-benchmark", "openssl"] where which(tool) == nil {
@@ -73,6 +74,7 @@ struct BenchMeshCommand: AsyncParsableCommand {
             mebibytes: mebibytes, requests: requests, clients: clients, rounds: rounds,
             veil: .median(of: results["veil mesh"]!), stunnel: .median(of: results["stunnel4"]!), direct: baseline)
         print(report.table)
+        try record.keep(report.record)
         if let json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -218,6 +220,19 @@ struct Measurement: Codable {
 }
 
 struct MeshBenchReport: Codable {
+    /// The rows README quotes: each figure against stunnel4, latencies against its p99.
+    var record: BenchRecord {
+        var results = BenchRecord(benchmark: "mesh")
+        let tls = "TLS 1.3 AES-128-GCM, 2 processes per tunnel, median of \(rounds) rounds"
+        results.add("mesh, \(mebibytes) MiB over one connection (\(tls))", veil.bulkMiBPerSecond, "MiB/s", better: .higher, peer: "stunnel4", stunnel.bulkMiBPerSecond)
+        for (name, ours, theirs) in [("SET", veil.set, stunnel.set), ("GET", veil.get, stunnel.get)] {
+            let label = "mesh, redis-benchmark \(name), \(clients) connections"
+            results.add(label, ours.perSecond, "/s", better: .higher, peer: "stunnel4", theirs.perSecond)
+            results.add(label + ", p99 latency", ours.p99Milliseconds, "ms", better: .lower, peer: "stunnel4", theirs.p99Milliseconds)
+        }
+        return results
+    }
+
     var mebibytes: Int
     var requests: Int
     var clients: Int

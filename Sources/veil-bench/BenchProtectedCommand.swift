@@ -13,6 +13,7 @@ struct BenchProtectedCommand: ParsableCommand {
 
     @Option(help: "Plaintext size in MiB.") var megabytes = 256
     @Option(help: "Repetitions (best is reported).") var repetitions = 5
+    @OptionGroup var record: RecordOption
 
     func run() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("veil-bench-pf-\(UUID().uuidString.prefix(8))").path
@@ -46,6 +47,11 @@ struct BenchProtectedCommand: ParsableCommand {
         print(String(format: "  plain read           %7.2f GB/s", gb / plain))
         print(String(format: "  protected read       %7.2f GB/s   %.2fx plain (goal >= 0.6x and >= 1 GB/s)", gb / protected, plain / protected))
         print(String(format: "  of which decryption  %7.2f GB/s (bytes already in memory)", gb / decryptOnly))
+        var results = BenchRecord(benchmark: "protected")
+        results.add(
+            "protected file read, \(megabytes) MiB (parallel pread + decrypt)", gb / protected, "GB/s", better: .higher, peer: "plain read(2)", gb / plain,
+            goal: "≥ 0.6× and ≥ 1 GB/s", met: plain / protected >= 0.6 && gb / protected >= 1)
+        try record.keep(results)
     }
 
     static func readFile(_ path: String) throws -> [UInt8] {

@@ -13,6 +13,8 @@ struct BenchSNPCommand: ParsableCommand {
     var vectors = "../shared/testdata/attestation/go-sev-guest"
     @Option(help: "Verifications per measurement.") var iterations = 2000
 
+    @OptionGroup var record: RecordOption
+
     func run() throws {
         guard let report = FileManager.default.contents(atPath: "\(vectors)/snp_report_milan.bin").map(Array.init),
             let vcek = FileManager.default.contents(atPath: "\(vectors)/vcek_milan.der").map(Array.init),
@@ -30,6 +32,11 @@ struct BenchSNPCommand: ParsableCommand {
         print(String(format: "  Python cryptography, P-384 signature only   %9.0f /s", python))
         print(String(format: "  Veil, full (ARK→ASK→VCEK RSA-PSS + report)  %9.0f /s   %.2fx python", full, full / python))
         print(String(format: "  Veil, chain cached (report checks + P-384)  %9.0f /s   %.2fx python", cached, cached / python))
+        var results = BenchRecord(benchmark: "snp")
+        let peer = "Python cryptography, P-384 signature only"
+        results.add("SNP report, full chain (ARK→ASK→VCEK) + report", full, "/s", better: .higher, peer: peer, python)
+        results.add("SNP report, chain cached", cached, "/s", better: .higher, peer: peer, python)
+        try record.keep(results)
     }
 
     private func rate(_ body: () throws -> Void) throws -> Double {
