@@ -124,7 +124,14 @@ public final class Coordinator: Sendable {
                 do {
                     opened = try vault.open(stored.bytes)
                 } catch let error where error == .noStateKey || error == .wrongStateKey {
-                    let recovery = StateEnvelope.header(stored.bytes)?.recovery.flatMap { try? JSONDecoder().decode(RecoveryData.self, from: Data($0)) }
+                    var recovery: RecoveryData?
+                    if let bytes = StateEnvelope.header(stored.bytes)?.recovery {
+                        do {
+                            recovery = try RecoveryData.parse(bytes)
+                        } catch {
+                            logger.error("recovery data unusable: only a peer replica can provide the state key", metadata: ["reason": "\(error)"])
+                        }
+                    }
                     throw OpenError.needsStateKey(reason: error, recovery: recovery)
                 } catch {
                     throw OpenError.refused(error)

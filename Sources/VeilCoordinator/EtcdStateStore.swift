@@ -24,7 +24,7 @@ public struct EtcdTLS: Sendable {
 /// applies exactly once across replicas; replicas register under `PREFIX/replicas/ID`.
 ///
 /// Calls go to the endpoints in turn, skipping one that cannot be reached, until
-/// ``retryWindow`` has passed (an etcd leader election takes about a second). A write whose
+/// ``retryWindow`` has passed (an etcd leader election takes one to a few seconds). A write whose
 /// outcome is unknown (the connection broke after sending) is resolved by reading the key
 /// back: the sealed bytes are unique, so finding them means the write happened.
 public final class EtcdStateStore: StateStore, PeerDirectory {
@@ -33,7 +33,7 @@ public final class EtcdStateStore: StateStore, PeerDirectory {
     let http: HTTPClient
     let logger: Logger
     let stateKey: String
-    /// How long a call keeps trying other endpoints (etcd elects a new leader in about a second).
+    /// How long a call keeps trying other endpoints (etcd elects a new leader within one to a few seconds).
     public let retryWindow: Duration
     private let next = Mutex(0)
 
@@ -72,26 +72,11 @@ public final class EtcdStateStore: StateStore, PeerDirectory {
 
     public var description: String { "etcd \(prefix) at \(endpoints.joined(separator: ","))" }
 
-    // MARK: - Wire
+    // MARK: - Wire (answers are read by EtcdReplies)
 
-    struct KeyValue: Decodable {
-        var key: String
-        var value: String?
-        var mod_revision: String?
-    }
-    struct Header: Decodable { var revision: String? }
-    struct RangeResponse: Decodable {
-        var header: Header?
-        var kvs: [KeyValue]?
-    }
-    struct TxnResponse: Decodable {
-        var header: Header?
-        var succeeded: Bool?
-    }
-    struct ErrorResponse: Decodable {
-        var error: String?
-        var message: String?
-    }
+    /// The largest watch line read: a call's answer is limited to 8 MiB, a streamed value
+    /// base64-encodes it inside JSON.
+    static let longestWatchLine = 16 << 20
 
     static func base64(_ text: String) -> String { Data(text.utf8).base64EncodedString() }
 
@@ -126,7 +111,7 @@ public final class EtcdStateStore: StateStore, PeerDirectory {
                 let response = try await http.execute(request, deadline: .now() + attemptTimeout)
                 let bytes = Array(try await response.body.collect(upTo: 8 << 20).readableBytesView)
                 if response.status == .ok { return bytes }
-                let reason = (try? JSONDecoder().decode(ErrorResponse.self, from: Data(bytes))).flatMap { $0.message ?? $0.error } ?? "HTTP \(response.status.code)"
+                let reason = EtcdReplies.reason(bytes, status: response.status.code)
                 // Leader changes, lost quorum and timeouts are transient: try again.
                 if response.status.code >= 500 || reason.contains("leader") || reason.contains("timed out") || reason.contains("unavailable") {
                     lastError = "\(endpoints[index]): \(reason)"
@@ -152,14 +137,6 @@ public final class EtcdStateStore: StateStore, PeerDirectory {
             || text.contains("connect(descriptor") || text.contains("ECONNREFUSED")
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) throws(StateStoreError) -> T {
-        do {
-            return try JSONDecoder().decode(type, from: Data(bytes))
-        } catch {
-            throw .corrupt("etcd answered \(String(decoding: bytes.prefix(200), as: UTF8.self))")
-        }
-    }
-
     private func unavailable(_ error: CallError) -> StateStoreError {
         switch error {
         case .unreachable(let why): return .unavailable("no etcd endpoint reachable (\(why))")
@@ -176,15 +153,7 @@ public final class EtcdStateStore: StateStore, PeerDirectory {
         } catch {
             throw unavailable(error)
         }
-        return try stored(from: try decode(RangeResponse.self, bytes))
-    }
-
-    private func stored(from range: RangeResponse) throws(StateStoreError) -> StoredState? {
-        guard let kv = range.kvs?.first else { return nil }
-        guard let value = kv.value.flatMap({ Data(base64Encoded: $0) }), let revision = kv.mod_revision.flatMap(Int64.init) else {
-            throw .corrupt("the etcd key \(stateKey) holds no base64 value")
-        }
-        return StoredState(bytes: Array(value), revision: revision)
+        return try EtcdReplies.storedState(range: bytes, key: stateKey)
     }
 
     public func write(_ bytes: [UInt8], expecting expected: Int64?) async throws(StateStoreError) -> Int64 {
@@ -209,10 +178,7 @@ public final class EtcdStateStore: StateStore, PeerDirectory {
         } catch {
             throw unavailable(error)
         }
-        let txn = try decode(TxnResponse.self, answer)
-        guard txn.succeeded == true else { throw .conflict }
-        guard let revision = txn.header?.revision.flatMap(Int64.init) else { throw .corrupt("etcd txn answer has no revision") }
-        return revision
+        return try EtcdReplies.committedRevision(txn: answer)
     }
 
     public func changes(after revision: Int64) -> AsyncStream<StoredState> {
@@ -241,13 +207,6 @@ public final class EtcdStateStore: StateStore, PeerDirectory {
     /// Streams watch events of the state key from `start` until the stream breaks; returns the
     /// revision to resume from.
     private func watch(from start: Int64, _ yield: (StoredState) -> Void) async throws -> Int64 {
-        struct Event: Decodable { var kv: KeyValue? }
-        struct Result: Decodable {
-            var header: Header?
-            var events: [Event]?
-            var canceled: Bool?
-        }
-        struct Message: Decodable { var result: Result? }
         let index = next.withLock { value -> Int in
             defer { value += 1 }
             return value % endpoints.count
@@ -265,17 +224,18 @@ public final class EtcdStateStore: StateStore, PeerDirectory {
             buffer += chunk.readableBytesView
             // The gateway streams one JSON object per line.
             while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-                let line = Array(buffer[..<newline])
+                let message = EtcdReplies.watchLine(buffer[..<newline])
                 buffer.removeSubrange(...newline)
-                guard let message = try? JSONDecoder().decode(Message.self, from: Data(line)), let result = message.result else { continue }
-                if result.canceled == true { return resume }
-                for event in result.events ?? [] {
-                    guard let kv = event.kv, let value = kv.value.flatMap({ Data(base64Encoded: $0) }),
-                        let revision = kv.mod_revision.flatMap(Int64.init)
-                    else { continue }
-                    yield(StoredState(bytes: Array(value), revision: revision))
-                    resume = revision + 1
+                guard let message else { continue }
+                if message.canceled { return resume }
+                for state in message.states {
+                    yield(state)
+                    resume = state.revision + 1
                 }
+            }
+            // A line longer than any state (a sealed state is a few MB at most) is not etcd's.
+            guard buffer.count <= Self.longestWatchLine else {
+                throw StateStoreError.corrupt("etcd watch sent more than \(Self.longestWatchLine >> 20) MiB without a line end")
             }
         }
         return resume
@@ -309,14 +269,6 @@ public final class EtcdStateStore: StateStore, PeerDirectory {
         } catch {
             throw unavailable(error)
         }
-        struct Entry: Decodable { var peer: String }
-        var result: [String: String] = [:]
-        for kv in try decode(RangeResponse.self, bytes).kvs ?? [] {
-            guard let key = Data(base64Encoded: kv.key).map({ String(decoding: $0, as: UTF8.self) }),
-                let value = kv.value.flatMap({ Data(base64Encoded: $0) }), let entry = try? JSONDecoder().decode(Entry.self, from: value)
-            else { continue }
-            result[String(key.dropFirst(start.count))] = entry.peer
-        }
-        return result
+        return try EtcdReplies.peers(range: bytes, start: start)
     }
 }

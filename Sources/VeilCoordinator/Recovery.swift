@@ -28,6 +28,47 @@ public struct RecoveryData: Codable, Sendable, Equatable {
     /// share must come over a connection authenticated by one of them.
     public var recoverers: [String]
 
+    /// Recovery data as read back from a store. It sits beside the sealed state without
+    /// authentication (it must be readable when the state cannot be opened), so whoever can
+    /// write the store can alter it: nothing of it is used before it is well-formed. Altered
+    /// but well-formed data can only make recovery fail — a rebuilt key must still open the
+    /// authenticated state.
+    public static func parse(_ bytes: [UInt8]) throws(RecoveryDataError) -> RecoveryData {
+        let data: RecoveryData
+        do {
+            data = try JSONDecoder().decode(RecoveryData.self, from: Data(bytes))
+        } catch let error as DecodingError {
+            throw .notRecoveryData(error.explanation)
+        } catch {
+            throw .notRecoveryData("\(error)")
+        }
+        guard data.format == 1 else { throw .unsupportedFormat(data.format) }
+        guard (1...255).contains(data.shares.count), (1...data.shares.count).contains(data.threshold) else {
+            throw .threshold(data.threshold, shares: data.shares.count)
+        }
+        var names = Set<String>()
+        for share in data.shares {
+            guard !share.name.isEmpty, names.insert(share.name).inserted else { throw .share(share.name, "its name is empty or repeated") }
+            guard Hex.decode(share.commitment)?.count == 32 else { throw .share(share.name, "commitment is not 32 bytes of hex") }
+            guard Hex.decode(share.keyFingerprint) != nil else { throw .share(share.name, "keyFingerprint is not hex") }
+            guard let ciphertext = Data(base64Encoded: share.ciphertext), !ciphertext.isEmpty, Data(base64Encoded: share.encapsulatedKey) != nil else {
+                throw .share(share.name, "ciphertext or encapsulatedKey is not base64")
+            }
+        }
+        guard data.recoverers.allSatisfy({ Hex.decode($0)?.count == 32 }) else { throw .recoverers }
+        return data
+    }
+
+    /// The 32-byte state key `threshold` of `shares` (each x ‖ y) rebuild, nil when there are
+    /// fewer, or they are malformed or do not combine to a key.
+    package func stateKey(from shares: [[UInt8]]) -> [UInt8]? {
+        let parsed = shares.compactMap(Shamir.Share.init(bytes:))
+        guard parsed.count == shares.count, parsed.count >= threshold, threshold >= 1,
+            let key = Shamir.combine(Array(parsed.prefix(threshold))), key.count == 32
+        else { return nil }
+        return key
+    }
+
     static func commitment(_ share: [UInt8]) -> String {
         Hex.encode(SHA256.hash(data: Array("veil-recovery-share-v1\0".utf8) + share))
     }
@@ -48,6 +89,25 @@ public struct RecoveryData: Codable, Sendable, Equatable {
         let recoverers = manifest.users.values.filter { manifest.allows($0, .recover, on: nil) }
             .map { Hex.encode(SHA256.hash(data: $0.certificateDER)) }.sorted()
         return RecoveryData(threshold: threshold, shares: encrypted, recoverers: recoverers)
+    }
+}
+
+/// Why recovery data read back from a store is not used.
+public enum RecoveryDataError: Error, Equatable, Sendable, CustomStringConvertible {
+    case notRecoveryData(String)
+    case unsupportedFormat(Int)
+    case threshold(Int, shares: Int)
+    case share(String, String)
+    case recoverers
+
+    public var description: String {
+        switch self {
+        case .notRecoveryData(let why): return "the recovery data is not Veil recovery JSON: \(why)"
+        case .unsupportedFormat(let format): return "the recovery data has format \(format); this coordinator reads format 1"
+        case .threshold(let threshold, let shares): return "the recovery data needs \(threshold) of \(shares) shares (1 to 255 shares, threshold 1 to their number)"
+        case .share(let name, let why): return "recovery share '\(name)': \(why)"
+        case .recoverers: return "the recovery data's recoverers are not SHA-256 certificate digests"
+        }
     }
 }
 
@@ -138,7 +198,7 @@ public final class RecoveryCoordinator: Sendable {
         logger.info("recovery share accepted", metadata: ["key": "\(name)", "received": "\(shares.count)", "threshold": "\(data.threshold)"])
         var status = API.RecoveryStatus(received: shares.count, threshold: data.threshold, recovered: alreadyRecovered)
         guard !alreadyRecovered, shares.count >= data.threshold else { return status }
-        guard let key = Shamir.combine(Array(shares.prefix(data.threshold))), key.count == 32 else {
+        guard let key = data.stateKey(from: shares.map(\.bytes)) else {
             throw .recoveryRejected("the shares do not rebuild a state key")
         }
         let names = received.withLock { $0.shares.keys.sorted() }
