@@ -157,7 +157,10 @@ let package = Package(
         ),
         .target(
             name: "VeilFuzzTargets",
-            dependencies: ["VeilImageFormat", "VeilAttestation", "VeilManifest", "VeilImage", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "VeilImageFormat", "VeilAttestation", "VeilCoordinator", "VeilManifest", "VeilImage", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+            ],
             swiftSettings: strict
         ),
         // docs/fuzzing.md: built normally it lists targets, writes seeds and replays inputs;

@@ -209,3 +209,44 @@ public final class StateVault: Sendable {
         return (state, header.recovery)
     }
 }
+
+/// Everything a replica does with bytes read back from its store, up to a state it can run
+/// on, in one place for the fuzz target `state-envelope`: the bytes come from a disk or an
+/// etcd cluster outside the TEE, so none of these steps may trap on any input.
+package enum StoredStateReader {
+    /// Framing, the recovery data beside the state, decryption under `vault`'s key, then the
+    /// state and what is built from it (certificate authority, manifest).
+    package static func read(_ bytes: [UInt8], vault: StateVault) {
+        if let recovery = StateEnvelope.header(bytes)?.recovery { _ = try? RecoveryData.parse(recovery) }
+        guard let opened = try? vault.open(bytes) else { return }
+        _ = try? build(opened.state)
+    }
+
+    /// An authentic envelope (generation 1) around `plaintext` as the state, so a fuzzer's
+    /// bytes reach the steps after decryption.
+    package static func envelope(aroundState plaintext: [UInt8], key: SymmetricKey) -> [UInt8] {
+        guard let box = try? AES.GCM.seal(plaintext, using: key, authenticating: StateEnvelope.additionalData(generation: 1)), let combined = box.combined
+        else { return [] }
+        return StateEnvelope.encode(generation: 1, box: Array(combined), recovery: nil)
+    }
+
+    /// A fresh coordinator's state as JSON (what the vault encrypts), with `manifest` set.
+    package static func sampleState(manifest: [UInt8]?) throws -> [UInt8] {
+        var state = CoordinatorState(authority: try CertificateAuthority.generate())
+        state.manifest = manifest
+        state.generation = 1
+        return state.encoded()
+    }
+
+    /// The envelope of `plaintext` with `recovery` beside it, as a store holds it.
+    package static func envelope(aroundState plaintext: [UInt8], key: SymmetricKey, recovery: [UInt8]) -> [UInt8] {
+        let sealed = envelope(aroundState: plaintext, key: key)
+        guard let header = StateEnvelope.header(sealed) else { return sealed }
+        return StateEnvelope.encode(generation: header.generation, box: Array(header.box), recovery: recovery)
+    }
+
+    private static func build(_ state: CoordinatorState) throws {
+        _ = try state.authority()
+        _ = try Coordinator.parseStored(state.manifest)
+    }
+}

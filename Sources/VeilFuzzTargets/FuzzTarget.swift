@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import VeilAttestation
+import VeilCoordinator
 import VeilImage
 import VeilImageFormat
 import VeilManifest
@@ -38,6 +39,15 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case protectedFile = "protected-file"
     /// Coordinator API request bodies; an activation's evidence goes on to the verifier.
     case apiRequest = "api-request"
+    /// The state a replica reads back from disk or etcd: the envelope, the recovery data
+    /// beside it, and (inside an authentic envelope) the state, its CA and manifest.
+    case stateEnvelope = "state-envelope"
+    /// Recovery data read back from a store, and rebuilding a key from shares under it.
+    case recoveryData = "recovery-data"
+    /// etcd JSON gateway answers: range, transaction, watch lines, replica registry.
+    case etcdReply = "etcd-reply"
+    /// The activation's certificate signing request (PEM or DER), then issuing from it.
+    case activationCSR = "activation-csr"
 
     /// Loads the fixtures and runs every seed once, so one-time allocations (fixtures, Swift
     /// runtime metadata caches) happen before libFuzzer starts counting leaks per input.
@@ -61,6 +71,12 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .ociJSON: Self.ociJSON(data)
         case .protectedFile: Self.protectedFile(data)
         case .apiRequest: Self.apiRequest(data)
+        case .stateEnvelope:
+            StoredStateReader.read(data, vault: Fixtures.vault)
+            StoredStateReader.read(StoredStateReader.envelope(aroundState: data, key: Fixtures.stateKey), vault: Fixtures.vault)
+        case .recoveryData: Self.recoveryData(data)
+        case .etcdReply: Self.etcdReply(data)
+        case .activationCSR: Self.activationCSR(data)
         }
     }
 
@@ -125,6 +141,26 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     }
 }
 
+extension FuzzTarget {
+    private static func recoveryData(_ data: [UInt8]) {
+        guard let recovery = try? RecoveryData.parse(data) else { return }
+        // Shares as a submitter would send them, taken from the data's own bytes.
+        _ = recovery.stateKey(from: recovery.shares.compactMap { Hex.decode($0.commitment) })
+    }
+
+    private static func etcdReply(_ data: [UInt8]) {
+        _ = try? EtcdReplies.storedState(range: data, key: "/veil/state")
+        _ = try? EtcdReplies.committedRevision(txn: data)
+        _ = try? EtcdReplies.peers(range: data, start: "/veil/replicas/")
+        for line in data.split(separator: UInt8(ascii: "\n")) { _ = EtcdReplies.watchLine(line) }
+    }
+
+    private static func activationCSR(_ data: [UInt8]) {
+        guard let csr = try? CertificateAuthority.parseCSR(data), let authority = Fixtures.authority else { return }
+        _ = try? authority.issueServiceLeaf(publicKey: csr.publicKey, service: "app", validFor: 3600, now: Fixtures.issueTime)
+    }
+}
+
 /// Real attestation material the targets verify against (from `../shared/testdata`, or the
 /// directory in `VEIL_TESTDATA`), loaded once.
 struct Fixtures: Sendable {
@@ -141,6 +177,15 @@ struct Fixtures: Sendable {
     static let protectedPath = "/srv/data/records.csv"
     static let protectedKey = SymmetricKey(data: [UInt8](repeating: 0x5a, count: 32))
     static let simulationKey = SimulationPlatformKey(privateKey: P256.Signing.PrivateKey())
+    static let stateKey = SymmetricKey(data: [UInt8](repeating: 0x17, count: 32))
+    /// A vault holding `stateKey` in memory (no sealing key: nothing is written to disk).
+    static let vault: StateVault = {
+        let vault = StateVault(directory: "/nonexistent/veil-fuzz", sealingKey: nil)
+        try? vault.adopt(stateKey: stateKey)
+        return vault
+    }()
+    static let authority = try? CertificateAuthority.generate(now: issueTime)
+    static let issueTime = Date(timeIntervalSince1970: 1_790_000_000)
 
     static let shared: Fixtures? = {
         do {

@@ -1,9 +1,11 @@
 import Crypto
 import Foundation
 import VeilAttestation
+import VeilCoordinator
 import VeilImage
 import VeilManifest
 import VeilImageFormat
+import X509
 
 /// Seed inputs per target: the real attestation vectors of `../shared/testdata`, and small
 /// valid instances of every other format made with Veil's own writers, so the fuzzer starts
@@ -80,6 +82,20 @@ public enum SeedCorpus {
                 Array(try encoder.encode(API.ManifestSetRequest(manifest: Data(minimalManifest.utf8).base64EncodedString(), secrets: ["k": "AAEC"]))),
                 Array(try encoder.encode(API.SecretSetRequest(value: "c2VjcmV0"))),
             ]
+        case .stateEnvelope:
+            let state = try StoredStateReader.sampleState(manifest: Array(minimalManifest.utf8))
+            return [state, StoredStateReader.envelope(aroundState: state, key: Fixtures.stateKey, recovery: recoveryData)]
+        case .recoveryData:
+            return [recoveryData]
+        case .etcdReply:
+            return etcdReplies
+        case .activationCSR:
+            let key = P256.Signing.PrivateKey()
+            let csr = try CertificateSigningRequest(
+                version: .v1, subject: try DistinguishedName { CommonName("app") }, privateKey: .init(key), attributes: .init(),
+                signatureAlgorithm: .ecdsaWithSHA256)
+            let pem = try csr.serializeAsPEM()
+            return [Array(pem.pemString.utf8), pem.derBytes]
         }
     }
 
@@ -142,6 +158,37 @@ public enum SeedCorpus {
                       "api": {"Package": "a", "Mesh": {"Egress": [{"Listen": "127.0.0.1:9000", "Service": "web", "Address": "web:8443"}]}}},
          "Config": {"AllowSimulation": true}}
         """
+
+    /// Two of three shares needed; the target reads the commitments as submitted shares, so
+    /// the seed reaches the key rebuild.
+    static let recoveryData: [UInt8] = {
+        let shares = ["a", "b", "c"].enumerated().map { index, name in
+            """
+            {"name": "\(name)", "keyFingerprint": "\(String(repeating: "0\(index)", count: 32))", "kind": "hpke-p256-sha256-aes256gcm",
+             "encapsulatedKey": "QUJD", "ciphertext": "REVG", "commitment": "\(String(repeating: "0\(index + 1)", count: 32))"}
+            """
+        }
+        return Array("""
+            {"format": 1, "threshold": 2, "shares": [\(shares.joined(separator: ","))], "recoverers": ["\(String(repeating: "ef", count: 32))"]}
+            """.utf8)
+    }()
+
+    /// etcd gateway answers as etcd 3.4 writes them (range with a value, committed and failed
+    /// transactions, watch lines, the replica registry).
+    static let etcdReplies: [[UInt8]] = {
+        let value = Data("VEILSTATE3\n".utf8).base64EncodedString()
+        let key = Data("/veil/state".utf8).base64EncodedString()
+        let replica = Data("/veil/replicas/r1".utf8).base64EncodedString()
+        let peer = Data(#"{"peer":"10.0.0.2:7443"}"#.utf8).base64EncodedString()
+        return [
+            #"{"header":{"cluster_id":"1","member_id":"2","revision":"7","raft_term":"2"},"kvs":[{"key":"\#(key)","create_revision":"2","mod_revision":"7","version":"3","value":"\#(value)"}],"count":"1"}"#,
+            #"{"header":{"revision":"8"},"succeeded":true,"responses":[{"response_put":{"header":{"revision":"8"}}}]}"#,
+            #"{"header":{"revision":"8"}}"#,
+            #"{"result":{"header":{"revision":"9"},"created":true}}"# + "\n"
+                + #"{"result":{"header":{"revision":"10"},"events":[{"kv":{"key":"\#(key)","mod_revision":"10","value":"\#(value)"}}]}}"# + "\n",
+            #"{"header":{"revision":"11"},"kvs":[{"key":"\#(replica)","mod_revision":"11","value":"\#(peer)"}],"count":"1"}"#,
+        ].map { Array($0.utf8) }
+    }()
 
     static let ociConfig = Array("""
         {"architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/bin/app"], "Cmd": ["--port", "1"], "Env": ["PATH=/bin"],
