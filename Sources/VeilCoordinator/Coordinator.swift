@@ -410,6 +410,13 @@ public final class Coordinator: Sendable {
 
     /// Issues a fresh activation nonce (stateless: see ``NonceIssuer``).
     public func issueNonce(now: Date = Date()) -> [UInt8] { nonces.issue(now: now) }
+
+    /// The files `service`'s activation would write under the current manifest, nil when the
+    /// manifest does not list it (or none is set).
+    public func provisioningTargets(of service: String) -> API.ProvisioningTargets? {
+        guard let entry = manifest?.services[service] else { return nil }
+        return API.ProvisioningTargets(files: entry.parameters.files.keys.sorted(), allowDiskFiles: entry.allowDiskFiles)
+    }
 }
 
 extension Coordinator.Snapshot {

@@ -9,7 +9,24 @@ public enum API {
     /// `POST /api/v1/activation/nonce` response: a single-use nonce the launcher binds into its evidence.
     public struct NonceResponse: Codable, Sendable {
         public var nonce: String
-        public init(nonce: String) { self.nonce = nonce }
+        /// Where the service asked for (`?service=NAME`) gets files, so its launcher can check
+        /// them before it activates; absent for an unknown service or before a manifest. The
+        /// manifest is public, so this tells nothing new.
+        public var provisioning: ProvisioningTargets?
+        public init(nonce: String, provisioning: ProvisioningTargets? = nil) {
+            self.nonce = nonce
+            self.provisioning = provisioning
+        }
+    }
+
+    /// The paths a service's activation writes, and whether they may be on disk.
+    public struct ProvisioningTargets: Codable, Sendable, Equatable {
+        public var files: [String]
+        public var allowDiskFiles: Bool
+        public init(files: [String], allowDiskFiles: Bool) {
+            self.files = files
+            self.allowDiskFiles = allowDiskFiles
+        }
     }
 
     /// `POST /api/v1/activation` request.

@@ -43,6 +43,73 @@ import Testing
         #expect(try await coordinator.curl("GET", mesh, "/healthz").0 == 200)
     }
 
+    /// One operation of docs/openapi.yaml (which RouteTableTests proves equal to the routes served).
+    struct Operation: CustomStringConvertible {
+        var method: String
+        var path: String
+        var tags: Set<String>
+        var takesBody: Bool
+        var needsUser: Bool
+        var description: String { "\(method) \(path)" }
+
+        static func documented() async throws -> [Operation] {
+            let script = """
+                import sys, yaml
+                for path, item in yaml.safe_load(open(sys.argv[1]))["paths"].items():
+                    for method, op in item.items():
+                        print(method.upper(), path, ",".join(op.get("tags", [])), int("requestBody" in op), int("security" in op))
+                """
+            let result = try await run("/usr/bin/python3", ["-c", script, OpenAPITests.document], scratch: try Scratch())
+            return result.stdout.split(separator: "\n").map { line in
+                let fields = line.split(separator: " ").map(String.init)
+                return Operation(
+                    method: fields[0], path: fields[1].replacingOccurrences(of: "{name}", with: "x"), tags: Set(fields[2].split(separator: ",").map(String.init)),
+                    takesBody: fields[3] == "1", needsUser: fields[4] == "1")
+            }
+        }
+    }
+
+    /// The 2 MiB limit on every documented operation of both listeners, and in recovery: a
+    /// body announced larger is refused with 413 before anything else (authentication too);
+    /// one streamed in chunks is refused with 413 by every operation that takes a body (user
+    /// operations refuse before reading it), and ignored by those that take none.
+    @Test func everyEndpointRefusesABodyOverTheLimit() async throws {
+        let scratch = try Scratch()
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let operations = try await Operation.documented()
+        #expect(operations.count >= 20, "\(operations)")
+        let huge = String(repeating: "x", count: 3 << 20)
+
+        func check(_ operation: Operation, at address: String, _ listener: String) async throws {
+            let announced = try await coordinator.curl(operation.method, address, operation.path, body: huge)
+            expectJSONError(announced, status: 413, "\(listener) \(operation): announced")
+            let streamed = try await coordinator.curl(operation.method, address, operation.path, body: huge, headers: ["Transfer-Encoding: chunked"])
+            if operation.takesBody {
+                // User operations refuse before reading: 401 without a certificate, 409 while no
+                // manifest (so no user) exists.
+                let refusedUnread = operation.needsUser && [401, 409].contains(streamed.0)
+                #expect(streamed.0 == 413 || refusedUnread, "\(listener) \(operation): streamed got \(streamed.0) \(streamed.1.prefix(200))")
+            } else {
+                #expect((200..<500).contains(streamed.0) && streamed.0 != 413, "\(listener) \(operation): streamed got \(streamed.0)")
+            }
+        }
+        var checked = 0
+        for operation in operations where operation.path != "/api/v1/peer/state-key" {
+            if operation.tags.contains("client") { try await check(operation, at: coordinator.clientAddress, "client"); checked += 1 }
+            if operation.tags.contains("mesh") { try await check(operation, at: coordinator.meshAddress, "mesh"); checked += 1 }
+        }
+        // A replica whose sealing key changed serves only recovery.
+        try Data((String(repeating: "5a", count: 32) + "\n").utf8).write(to: URL(fileURLWithPath: coordinator.dataDirectory + "/sealing-key.simulation-insecure"))
+        try await coordinator.restart(attest: false)
+        for operation in operations where operation.tags.contains("recovery") {
+            try await check(operation, at: coordinator.clientAddress, "recovery")
+            checked += 1
+        }
+        #expect(checked >= 25)
+        #expect(coordinator.process?.process.isRunning == true, "the coordinator died")
+        #expect(try await coordinator.curl("GET", coordinator.meshAddress, "/healthz").0 == 200)
+    }
+
     @Test func invalidManifestReturnsEveryProblem() async throws {
         let scratch = try Scratch()
         let coordinator = try await CoordinatorProcess(scratch: scratch)

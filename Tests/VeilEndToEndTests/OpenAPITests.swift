@@ -13,7 +13,8 @@ import Testing
     /// accepted: a manifest's rules (packages that exist, names that do not collide) and
     /// base64 contents are more than a JSON schema states, and refusing them is the point.
     func schemathesis(
-        _ base: String, tag: String, coordinator: CoordinatorProcess, root: String? = nil, certificate: (String, String)? = nil, excluding: [String] = []
+        _ base: String, tag: String, coordinator: CoordinatorProcess, root: String? = nil, certificate: (String, String)? = nil, excluding: [String] = [],
+        only: String? = nil
     ) async throws -> RunResult {
         let st = try #require(which("st"), "schemathesis (pip install schemathesis) must be installed")
         var arguments = [
@@ -22,6 +23,7 @@ import Testing
             "--max-examples", "25", "--workers", "2", "--request-timeout", "10", "--no-color",
         ]
         for path in excluding { arguments += ["--exclude-path", path] }
+        if let only { arguments += ["--include-path", only] }
         if let (cert, key) = certificate { arguments += ["--request-cert", cert, "--request-cert-key", key] }
         // Hypothesis keeps its example database in the working directory: the scratch one.
         return try await run("/bin/sh", ["-c", "cd \"$0\" && exec \"$@\"", coordinator.scratch.path, st] + arguments, scratch: coordinator.scratch, timeout: 300)
@@ -56,7 +58,7 @@ import Testing
         #expect(set.status == 0, "\(set.stderr)")
 
         try await expectPassedAndUp(try schemathesis(coordinator.clientAddress, tag: "client", coordinator: coordinator, certificate: (cert, key)), coordinator, address: coordinator.clientAddress, "client API")
-        // The peer endpoint exists only with the etcd store.
+        // The peer endpoint exists only with the etcd store: thePeerEndpointConformsOnAnEtcdReplica.
         try await expectPassedAndUp(
             try schemathesis(coordinator.meshAddress, tag: "mesh", coordinator: coordinator, excluding: ["/api/v1/peer/state-key"]), coordinator,
             address: coordinator.meshAddress, "mesh API")
@@ -70,6 +72,24 @@ import Testing
         try await expectPassedAndUp(
             try schemathesis(coordinator.clientAddress, tag: "recovery", coordinator: coordinator, root: temporaryRoot), coordinator,
             address: coordinator.clientAddress, "recovery")
+    }
+
+    /// The peer endpoint, served only by replicas on etcd: a single-member cluster (TLS with
+    /// client certificates) behind one replica; schemathesis's requests carry no valid evidence,
+    /// so every answer is a documented refusal, and the peer body limit holds.
+    @Test func thePeerEndpointConformsOnAnEtcdReplica() async throws {
+        let scratch = try Scratch()
+        let etcd = try await EtcdCluster(scratch: scratch, size: 1)
+        defer { etcd.stopAll() }
+        let coordinator = try await CoordinatorProcess(scratch: scratch, arguments: etcd.storeArguments(prefix: "/veil/openapi"))
+        let path = "/api/v1/peer/state-key"
+        try await expectPassedAndUp(
+            try schemathesis(coordinator.meshAddress, tag: "mesh", coordinator: coordinator, only: path), coordinator,
+            address: coordinator.meshAddress, "peer endpoint")
+        #expect(try await coordinator.curl("POST", coordinator.meshAddress, path, body: String(repeating: "x", count: 3 << 20)).0 == 413)
+        let streamed = try await coordinator.curl(
+            "POST", coordinator.meshAddress, path, body: String(repeating: "x", count: 3 << 20), headers: ["Transfer-Encoding: chunked"])
+        #expect(streamed.0 == 413, "\(streamed)")
     }
 
     /// The 405 the document's unknown-method check relies on, and the control: an unknown path stays 404.

@@ -302,8 +302,9 @@ final class CoordinatorProcess {
     }
 
     /// `curl -k` against the coordinator: returns (HTTP status, body).
-    func curl(_ method: String, _ address: String, _ path: String, body: String? = nil) async throws -> (Int, String) {
-        var arguments = ["-sk", "-o", "-", "-w", "\n%{http_code}", "-X", method, "https://\(address)\(path)"]
+    /// `headers` as curl's `-H` takes them (`Transfer-Encoding: chunked` streams the body).
+    func curl(_ method: String, _ address: String, _ path: String, body: String? = nil, headers: [String] = []) async throws -> (Int, String) {
+        var arguments = ["-sk", "-o", "-", "-w", "\n%{http_code}", "-X", method, "https://\(address)\(path)"] + headers.flatMap { ["-H", $0] }
         if let body { arguments += ["--data-binary", "@" + (try scratch.write(body, to: "body-\(UUID().uuidString.prefix(6))"))] }
         let result = try await run(which("curl") ?? "/usr/bin/curl", arguments, scratch: scratch)
         let lines = result.stdout.split(separator: "\n", omittingEmptySubsequences: false)

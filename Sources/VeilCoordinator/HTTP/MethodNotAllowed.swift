@@ -19,6 +19,16 @@ final class RouteTable: Sendable {
         }
     }
 
+    /// Every route noted, as `METHOD /path/{parameter}` (OpenAPI's spelling), sorted.
+    var operations: [String] {
+        routes.withLock { routes in
+            routes.flatMap { route in
+                let path = "/" + route.segments.map { $0.hasPrefix(":") ? "{\($0.dropFirst())}" : String($0) }.joined(separator: "/")
+                return route.methods.map { "\($0.rawValue) \(path)" }
+            }
+        }.sorted()
+    }
+
     /// The methods served at `path`, empty when no route matches it.
     func methods(at path: String) -> Set<HTTPRequest.Method> {
         let requested = Self.segments(path)
@@ -80,9 +90,8 @@ struct MethodNotAllowed<Context: RequestContext>: RouterMiddleware {
 
 extension Router {
     /// Routes whose paths answer 405 for other methods: adds the middleware (innermost so far)
-    /// and returns the noting view to register routes through.
-    func notingRoutes() -> NotedRoutes<Context> {
-        let table = RouteTable()
+    /// and returns the view that notes routes in `table` as it registers them.
+    func notingRoutes(in table: RouteTable) -> NotedRoutes<Context> {
         add(middleware: MethodNotAllowed<Context>(table: table))
         return NotedRoutes(router: self, table: table)
     }

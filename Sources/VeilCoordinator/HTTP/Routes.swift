@@ -14,9 +14,14 @@ public enum HTTPAPI {
     /// certificate before any body is read.
     /// `/metrics` serves `exposition` (Prometheus text format) when given.
     public static func clientRouter(_ coordinator: Coordinator, metrics exposition: PrometheusExposition? = nil) -> Router<CoordinatorRequestContext> {
+        clientRouter(coordinator, metrics: exposition, noting: RouteTable())
+    }
+
+    /// The client router, its routes noted in `table` (tests read every route from it).
+    static func clientRouter(_ coordinator: Coordinator, metrics exposition: PrometheusExposition?, noting table: RouteTable) -> Router<CoordinatorRequestContext> {
         let router = Router(context: CoordinatorRequestContext.self)
         router.add(middleware: JSONErrorMiddleware(.client))
-        let routes = router.notingRoutes()
+        let routes = router.notingRoutes(in: table)
         routes.get("/healthz") { _, _ in JSON(["status": "ok"]) }
         addMetricsRoute(routes, exposition)
         let api = routes.group(RouterPath(API.prefix))
@@ -70,15 +75,22 @@ public enum HTTPAPI {
 
     /// The mesh API: launchers activating services (and peer replicas asking for the state key).
     public static func meshRouter(_ coordinator: Coordinator, peers: PeerKeyService? = nil) -> Router<CoordinatorRequestContext> {
+        meshRouter(coordinator, peers: peers, noting: RouteTable())
+    }
+
+    static func meshRouter(_ coordinator: Coordinator, peers: PeerKeyService?, noting table: RouteTable) -> Router<CoordinatorRequestContext> {
         let router = Router(context: CoordinatorRequestContext.self)
         router.add(middleware: JSONErrorMiddleware(.mesh))
-        let routes = router.notingRoutes()
+        let routes = router.notingRoutes(in: table)
         routes.get("/healthz") { _, _ in JSON(["status": "ok"]) }
         let api = routes.group(RouterPath(API.prefix))
         api.get("certificate/root") { _, _ in PEMBody(text: coordinator.rootCertificatePEM) }
         api.get("attestation") { request, _ in JSON(try coordinator.attestation(nonce: try request.nonceParameter())) }
         let activation = api.group("activation")
-        activation.post("nonce") { _, _ in JSON(API.NonceResponse(nonce: Hex.encode(coordinator.issueNonce()))) }
+        activation.post("nonce") { request, _ in
+            let service = request.uri.queryParameters.get("service")
+            return JSON(API.NonceResponse(nonce: Hex.encode(coordinator.issueNonce()), provisioning: service.flatMap(coordinator.provisioningTargets(of:))))
+        }
         activation.post { request, context in
             JSON(try await coordinator.activate(try await request.decode(as: API.ActivationRequest.self, context: context)))
         }
@@ -111,12 +123,18 @@ public enum HTTPAPI {
     public static func recoveryRouter(
         _ recovery: RecoveryCoordinator, metrics exposition: PrometheusExposition? = nil, onRecovered: @escaping @Sendable () -> Void
     ) -> Router<CoordinatorRequestContext> {
+        recoveryRouter(recovery, metrics: exposition, noting: RouteTable(), onRecovered: onRecovered)
+    }
+
+    static func recoveryRouter(
+        _ recovery: RecoveryCoordinator, metrics exposition: PrometheusExposition?, noting table: RouteTable, onRecovered: @escaping @Sendable () -> Void
+    ) -> Router<CoordinatorRequestContext> {
         let router = Router(context: CoordinatorRequestContext.self)
         router.add(middleware: JSONErrorMiddleware(.client))
         // Every other request: the coordinator is not serving yet (a known path with another
         // method still gets 405, from the inner middleware).
         router.add(middleware: RecoveryMode(reason: recovery.reason))
-        let routes = router.notingRoutes()
+        let routes = router.notingRoutes(in: table)
         routes.get("/healthz") { _, _ in JSON(["status": "recovery"]) }
         addMetricsRoute(routes, exposition)
         let api = routes.group(RouterPath(API.prefix))
