@@ -3,25 +3,46 @@ import FoundationEssentials
 import Glibc
 import VeilManifest
 
-/// What a launch on this host would refuse, checked before a manifest is set (`veil manifest
-/// validate --launch-host`): a manifest is set once and every failed launch still counts as an
-/// activation, so a provisioning target the launcher will refuse is better found now.
+/// What a launch on this host would refuse, found before it costs anything: the launcher
+/// checks its service's provisioning targets before it activates (a refused write after
+/// activation would have used one of the service's `MaxActivations`), and `veil manifest
+/// validate --launch-host` checks every service's before the set-once commit.
+///
+/// The rules are those ``SafeWriter`` enforces when it writes: no existing component of a
+/// target's path is a symlink (nothing is written through one), and, unless the service allows
+/// disk files, the nearest existing directory (the writer creates the rest inside it, on the
+/// same filesystem) is on tmpfs or ramfs.
 public enum LaunchHostCheck {
-    /// One line per problem, with the manifest path of the field: `Files` targets whose
-    /// directory (the nearest one that exists: the launcher creates the rest inside it) is on a
-    /// disk filesystem, for services without `AllowDiskFiles`.
+    /// One problem of one target, in words that name the fix.
+    public struct Problem: Equatable, Sendable, CustomStringConvertible {
+        public var path: String
+        public var reason: String
+        public var description: String { "\(path): \(reason)" }
+    }
+
+    /// Problems of writing `paths` here; `allowDisk` as the service's `AllowDiskFiles`.
+    public static func problems(paths: some Sequence<String>, allowDisk: Bool) -> [Problem] {
+        paths.sorted().compactMap { path in
+            if let link = firstSymlink(in: path) {
+                return Problem(path: path, reason: "\(link) is a symlink here; provisioned files are never written through symlinks — provision under a real directory")
+            }
+            guard !allowDisk else { return nil }
+            let directory = nearestExistingDirectory(of: path)
+            guard let type = filesystemType(directory), type != SafeWriter.tmpfsMagic, type != SafeWriter.ramfsMagic else { return nil }
+            return Problem(
+                path: path,
+                reason: "\(directory) is on a disk filesystem here (type 0x\(String(type, radix: 16))); the launcher refuses it — "
+                    + "provision under a memory filesystem (/dev/shm, /run) or set AllowDiskFiles")
+        }
+    }
+
+    /// One line per problem of every service in `manifest`, with the manifest path of the field.
     public static func problems(_ manifest: Manifest) -> [String] {
-        var problems: [String] = []
-        for (name, service) in manifest.services.sorted(by: { $0.key < $1.key }) where !service.allowDiskFiles {
-            for path in service.parameters.files.keys.sorted() {
-                let directory = nearestExistingDirectory(of: path)
-                guard let type = filesystemType(directory), type != SafeWriter.tmpfsMagic, type != SafeWriter.ramfsMagic else { continue }
-                problems.append(
-                    "$.Services.\(name).Parameters.Files[\"\(path)\"]: \(directory) is on a disk filesystem here (type 0x\(String(type, radix: 16))); "
-                        + "the launcher refuses it — provision under a memory filesystem (/dev/shm, /run) or set AllowDiskFiles")
+        manifest.services.sorted(by: { $0.key < $1.key }).flatMap { name, service in
+            problems(paths: service.parameters.files.keys, allowDisk: service.allowDiskFiles).map {
+                "$.Services.\(name).Parameters.Files[\"\($0.path)\"]: \($0.reason)"
             }
         }
-        return problems
     }
 
     static func nearestExistingDirectory(of path: String) -> String {
@@ -32,6 +53,18 @@ public enum LaunchHostCheck {
             if stat(directory, &info) == 0, info.st_mode & S_IFMT == S_IFDIR { return directory }
         } while directory != "/"
         return "/"
+    }
+
+    /// The first existing component of `path` (the target included) that is a symlink.
+    static func firstSymlink(in path: String) -> String? {
+        var walked = ""
+        for component in path.split(separator: "/") {
+            walked += "/" + component
+            var info = stat()
+            guard lstat(walked, &info) == 0 else { return nil }
+            if info.st_mode & S_IFMT == S_IFLNK { return walked }
+        }
+        return nil
     }
 
     static func filesystemType(_ directory: String) -> Int? {

@@ -162,15 +162,19 @@ public enum Launcher {
     public static func activate(
         _ options: LaunchOptions, program: OpenedProgram, client: CoordinatorClient, progress: (@Sendable (String) -> Void)? = nil
     ) async throws -> ExecPlan {
-        async let nonce = fetchNonce(client)
+        async let nonce = fetchNonce(client, service: options.service)
         let measurement = try options.image?.measurement() ?? LaunchMeasurement.measure(
             programFD: program.descriptor, config: .init(service: options.service, arguments: Array(options.command.dropFirst())))
         progress?(options.image == nil ? "program measured" : "root filesystem measured")
         let protected = try protectedHeaders(options.protectedEntries)
         let key = P256.Signing.PrivateKey()
         let csr = try certificateSigningRequest(service: options.service, key: key)
-        let fresh = try await nonce
+        let (fresh, targets) = try await nonce
         progress?("nonce received")
+        // A target the writer would refuse is found now, before the activation is used.
+        if let targets, let problem = LaunchHostCheck.problems(paths: targets.files, allowDisk: targets.allowDiskFiles).first {
+            throw LaunchError.provisioning(path: problem.path, reason: problem.reason + " (found before activating: no activation was used)")
+        }
         let provider = options.tee.provider(measurement: measurement)
         // In a confidential VM the hardware measured the VM, not this image: bind the image.
         let imageMeasurement = options.image != nil && provider.isConfidentialVM ? measurement : nil
@@ -225,11 +229,26 @@ public enum Launcher {
 
     /// A single-use nonce from the replica `client` talks to.
     static func fetchNonce(_ client: CoordinatorClient) async throws -> [UInt8] {
-        let response = try await client.call(.POST, "\(API.prefix)/activation/nonce", as: API.NonceResponse.self)
+        try await fetchNonce(client, service: nil).nonce
+    }
+
+    /// RFC 3986 unreserved characters as they are, every other byte as %XX.
+    static func percentEncoded(_ text: String) -> String {
+        text.utf8.map { byte in
+            let unreserved = (0x30...0x39).contains(byte) || (0x41...0x5a).contains(byte) || (0x61...0x7a).contains(byte) || "-._~".utf8.contains(byte)
+            return unreserved ? String(UnicodeScalar(byte)) : "%" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true)
+        }.joined()
+    }
+
+    /// A single-use nonce, and where `service` gets files (when the coordinator knows it).
+    static func fetchNonce(_ client: CoordinatorClient, service: String?) async throws -> (nonce: [UInt8], targets: API.ProvisioningTargets?) {
+        var path = "\(API.prefix)/activation/nonce"
+        if let service { path += "?service=" + percentEncoded(service) }
+        let response = try await client.call(.POST, path, as: API.NonceResponse.self)
         guard let nonce = Hex.decode(response.nonce) else {
             throw CoordinatorClientError.unexpectedResponse(status: 200, detail: "nonce is not hex")
         }
-        return nonce
+        return (nonce, response.provisioning)
     }
 
     /// The PKCS#10 request for `key`, PEM (its subject names the service).

@@ -173,6 +173,44 @@ import Testing
         #expect(checked.stderr.contains("1 problem") && !checked.stderr.contains("/dev/shm/veil-check") && !checked.stderr.contains("allowed"), "\(checked.stderr)")
     }
 
+    /// The launcher checks its service's provisioning targets before it activates: a target on
+    /// a disk filesystem or behind a symlink fails the launch (exit 125) naming the path, and
+    /// the service's `MaxActivations` is untouched; the one good service still launches.
+    @Test func theLauncherChecksItsTargetsBeforeActivating() async throws {
+        let scratch = try Scratch()
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let disk = repositoryRoot + "/.build/veil-launch-preflight-\(UUID().uuidString.prefix(6))"
+        let memory = "/dev/shm/veil-preflight-\(UUID().uuidString.prefix(6))"
+        try FileManager.default.createDirectory(atPath: memory, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: memory + "/link", withDestinationPath: "/dev/shm")
+        defer { try? FileManager.default.removeItem(atPath: memory) }
+        let command = ["/bin/true"]
+        var packages: [String] = [], services: [String] = []
+        for (name, target) in [("ondisk", disk + "/secret.txt"), ("linked", memory + "/link/secret.txt"), ("good", memory + "/ok/secret.txt")] {
+            let measurement = try await coordinator.measure(service: name, command: command)
+            packages.append(#""\#(name)": {"Kind": "simulated", "Measurement": "\#(measurement)"}"#)
+            services.append(#""\#(name)": {"Package": "\#(name)", "MaxActivations": 1, "Parameters": {"Files": {"\#(target)": "x"}}}"#)
+        }
+        let set = try await coordinator.setManifest("""
+            {"Packages": {\(packages.joined(separator: ","))}, "Services": {\(services.joined(separator: ","))}, "Config": {"AllowSimulation": true}}
+            """)
+        #expect(set.status == 0, "\(set.stderr)")
+
+        let ondisk = try await coordinator.veil(coordinator.launchArguments(service: "ondisk", command: command))
+        #expect(ondisk.status == 125, "\(ondisk.stderr)")
+        #expect(ondisk.stderr.contains(disk) && ondisk.stderr.contains("disk filesystem") && ondisk.stderr.contains("no activation was used"), "\(ondisk.stderr)")
+        let linked = try await coordinator.veil(coordinator.launchArguments(service: "linked", command: command))
+        #expect(linked.status == 125 && linked.stderr.contains("\(memory)/link is a symlink"), "\(linked.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: disk), "nothing was written")
+        let good = try await coordinator.veil(coordinator.launchArguments(service: "good", command: command))
+        #expect(good.status == 0, "\(good.stderr)")
+
+        let status = try await coordinator.veil(["status", "--output", "json"])
+        let activations = (try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])?["activations"] as? [String: Int]
+        #expect(activations?["ondisk"] ?? 0 == 0 && activations?["linked"] ?? 0 == 0, "refused launches used no activation: \(status.stdout)")
+        #expect(activations?["good"] == 1, "\(status.stdout) \(status.stderr)")
+    }
+
     /// `veil completion bash|zsh|fish` prints a script naming the subcommands; bash accepts it.
     @Test func completionScriptsAreGenerated() async throws {
         let scratch = try Scratch()
