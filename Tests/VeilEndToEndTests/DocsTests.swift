@@ -1,0 +1,38 @@
+import Foundation
+import Testing
+
+/// Figures in the docs come from recorded runs: README's benchmark table is `veil-bench
+/// summary docs/benchmarks` verbatim, and every record is a clean release run that names its
+/// machine, commit and peers.
+@Suite(.timeLimit(.minutes(2))) struct DocsTests {
+    static let records = repositoryRoot + "/docs/benchmarks"
+    static let begin = "<!-- begin: veil-bench summary docs/benchmarks -->\n"
+    static let end = "<!-- end: veil-bench summary -->"
+
+    @Test func readmeBenchmarkTableIsTheRecordedRuns() async throws {
+        let readme = try String(contentsOfFile: repositoryRoot + "/README.md", encoding: .utf8)
+        let start = try #require(readme.range(of: Self.begin), "README has no benchmark block").upperBound
+        let stop = try #require(readme.range(of: Self.end, range: start..<readme.endIndex)).lowerBound
+        let rendered = try await run(veilBenchBinary, ["summary", Self.records], scratch: try Scratch())
+        #expect(rendered.status == 0, "\(rendered.stderr)")
+        #expect(String(readme[start..<stop]) == rendered.stdout, "README's table differs from `veil-bench summary docs/benchmarks`:\n\(rendered.stdout)")
+    }
+
+    @Test func everyRecordIsACleanReleaseRunWithPeersOrGoals() throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: Self.records).filter { $0.hasSuffix(".json") }
+        #expect(Set(names) == Set(["coordinator", "dcap", "snp", "protected", "image", "attest", "ha", "mesh"].map { $0 + ".json" }), "\(names)")
+        for name in names {
+            let data = try Data(contentsOf: URL(fileURLWithPath: "\(Self.records)/\(name)"))
+            let record = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(name)")
+            let commit = record["commit"] as? String ?? ""
+            #expect(commit.count == 12 && !commit.contains("+"), "\(name): recorded at \(commit), not a clean commit")
+            #expect(record["build"] as? String == "release", "\(name)")
+            #expect((record["machine"] as? [String: Any])?["cores"] as? Int ?? 0 > 0, "\(name)")
+            let rows = record["rows"] as? [[String: Any]] ?? []
+            #expect(!rows.isEmpty, "\(name)")
+            for row in rows {
+                #expect(row["peerValue"] as? Double != nil || row["goal"] is String, "\(name): \(row["name"] ?? "?") has neither a peer nor a goal")
+            }
+        }
+    }
+}
