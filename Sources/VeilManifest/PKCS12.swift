@@ -1,19 +1,21 @@
 import Crypto
 import FoundationEssentials
+import SwiftASN1
 import _CryptoExtras
 
 /// PKCS#12 (RFC 7292) key stores and trust stores, the files Java programs (Spark, Kafka,
-/// Tomcat…) read their TLS keys and trusted roots from.
-///
-/// The layout is the one OpenSSL 3 and Java 17 write by default, so both read it:
+/// Tomcat…) read their TLS keys and trusted roots from. OpenSSL 3 and Java 17 both read them
+/// (KeyStoreTests), though neither writes exactly this by default (OpenSSL 3.0 uses 2,048
+/// iterations and encrypts certificates; keytool encrypts them too):
 /// - the private key in a `pkcs8ShroudedKeyBag`, encrypted with PBES2 (PBKDF2-HMAC-SHA256,
 ///   AES-256-CBC, random salt and IV);
 /// - certificates in unencrypted `certBag`s (they are public); in a trust store each carries
 ///   Java's trusted-usage attribute, without which Java ignores a certificate that has no key;
-/// - an HMAC-SHA256 integrity MAC keyed by the RFC 7292 appendix B KDF.
+/// - an HMAC-SHA256 integrity MAC keyed by the RFC 7292 appendix B KDF, 10,000 iterations.
 ///
-/// The password protects the file at rest; inside Veil the file is written to memory only, and
-/// the password is a coordinator secret rendered into the program's configuration beside it.
+/// The structures below are written with swift-asn1's DER serializer (lengths, SET OF order
+/// and tags are its job). The password protects the file at rest; inside Veil the file is
+/// written to memory only, and the password is a coordinator secret rendered beside it.
 public enum PKCS12 {
     /// PBKDF2 and MAC-KDF iterations (Java 17's default for new key stores).
     public static let iterations = 10_000
@@ -22,75 +24,65 @@ public enum PKCS12 {
     public static func keyStore(privateKeyDER: [UInt8], chain: [[UInt8]], password: [UInt8], alias: String) throws -> [UInt8] {
         precondition(!chain.isEmpty, "a key entry needs its certificate")
         // Links the key to its certificate, as RFC 7292 section 4.2 suggests.
-        let localKeyID = Array(SHA256.hash(data: chain[0]))
-        let keyAttributes = DERWriter.set([
-            attribute(Self.friendlyName, DERWriter.bmpString(alias)),
-            attribute(Self.localKeyID, DERWriter.octetString(localKeyID)),
-        ])
-        let keyBag = DERWriter.sequence(
-            DERWriter.oid(Self.shroudedKeyBag),
-            DERWriter.explicit(0, try encryptedPrivateKeyInfo(privateKeyDER, password: password)),
-            keyAttributes)
-        let certificateBags = chain.enumerated().map { index, certificate in
-            certificateBag(certificate, attributes: index == 0 ? keyAttributes : nil)
+        let keyAttributes = [
+            try BagAttribute(.friendlyName, ASN1BMPString(contentBytes: bmp(alias))),
+            try BagAttribute(.localKeyID, ASN1OctetString(contentBytes: ArraySlice(SHA256.hash(data: chain[0])))),
+        ]
+        let key = SafeBag(value: .shroudedKey(try EncryptedPrivateKeyInfo(privateKeyDER, password: password)), attributes: keyAttributes)
+        let certificates = chain.enumerated().map { index, certificate in
+            SafeBag(value: .certificate(certificate), attributes: index == 0 ? keyAttributes : nil)
         }
-        return try pfx(safeContents: [DERWriter.sequence(keyBag), DERWriter.sequence(of: certificateBags)], password: password)
+        return try pfx(safeContents: [[key], certificates], password: password)
     }
 
     /// A trust store: each certificate a trusted entry (Java: `trustedCertEntry`).
     public static func trustStore(certificates: [[UInt8]], password: [UInt8], alias: String) throws -> [UInt8] {
-        let bags = certificates.enumerated().map { index, certificate in
+        let bags = try certificates.enumerated().map { index, certificate in
             let name = certificates.count == 1 ? alias : "\(alias)-\(index + 1)"
-            return certificateBag(certificate, attributes: DERWriter.set([
-                attribute(Self.friendlyName, DERWriter.bmpString(name)),
-                attribute(Self.javaTrustedKeyUsage, DERWriter.oid(Self.anyExtendedKeyUsage)),
-            ]))
+            return SafeBag(value: .certificate(certificate), attributes: [
+                try BagAttribute(.friendlyName, ASN1BMPString(contentBytes: bmp(name))),
+                try BagAttribute(.javaTrustedKeyUsage, ASN1ObjectIdentifier.anyExtendedKeyUsage),
+            ])
         }
-        return try pfx(safeContents: [DERWriter.sequence(of: bags)], password: password)
+        return try pfx(safeContents: [bags], password: password)
     }
 
     // MARK: - Structure
 
-    private static func pfx(safeContents: [[UInt8]], password: [UInt8]) throws -> [UInt8] {
-        let authenticatedSafe = DERWriter.sequence(of: safeContents.map(dataContentInfo))
+    /// `PFX ::= SEQUENCE { version 3, authSafe ContentInfo, macData MacData }`; the MAC covers
+    /// the DER of the AuthenticatedSafe (a SEQUENCE OF data ContentInfo, one per SafeContents).
+    private static func pfx(safeContents: [[SafeBag]], password: [UInt8]) throws -> [UInt8] {
+        let authenticatedSafe = try der { coder in
+            try coder.serializeSequenceOf(try safeContents.map { bags in DataContentInfo(content: try der { try $0.serializeSequenceOf(bags) }) })
+        }
         let salt = randomBytes(16)
         let macKey = derive(id: 3, password: password, salt: salt, iterations: iterations, count: 32)
         let mac = Array(HMAC<SHA256>.authenticationCode(for: authenticatedSafe, using: SymmetricKey(data: macKey)))
-        let macData = DERWriter.sequence(
-            DERWriter.sequence(DERWriter.sequence(DERWriter.oid(Self.sha256), DERWriter.null), DERWriter.octetString(mac)),
-            DERWriter.octetString(salt),
-            DERWriter.integer(iterations))
-        return DERWriter.sequence(DERWriter.integer(3), dataContentInfo(authenticatedSafe), macData)
+        return try der { coder in
+            try coder.appendConstructedNode(identifier: .sequence) { coder in
+                try coder.serialize(3)
+                try coder.serialize(DataContentInfo(content: authenticatedSafe))
+                try coder.appendConstructedNode(identifier: .sequence) { coder in
+                    try coder.appendConstructedNode(identifier: .sequence) { coder in
+                        try coder.serialize(AlgorithmIdentifier(.sha256, parameters: ASN1Null()))
+                        try coder.serialize(ASN1OctetString(contentBytes: mac[...]))
+                    }
+                    try coder.serialize(ASN1OctetString(contentBytes: salt[...]))
+                    try coder.serialize(iterations)
+                }
+            }
+        }
     }
 
-    private static func dataContentInfo(_ content: [UInt8]) -> [UInt8] {
-        DERWriter.sequence(DERWriter.oid(Self.data), DERWriter.explicit(0, DERWriter.octetString(content)))
+    static func der(_ body: (inout DER.Serializer) throws -> Void) throws -> [UInt8] {
+        var coder = DER.Serializer()
+        try body(&coder)
+        return coder.serializedBytes
     }
 
-    private static func certificateBag(_ certificate: [UInt8], attributes: [UInt8]?) -> [UInt8] {
-        let value = DERWriter.sequence(DERWriter.oid(Self.x509Certificate), DERWriter.explicit(0, DERWriter.octetString(certificate)))
-        return DERWriter.sequence(DERWriter.oid(Self.certBag), DERWriter.explicit(0, value), attributes ?? [])
-    }
-
-    private static func attribute(_ oid: String, _ value: [UInt8]) -> [UInt8] {
-        DERWriter.sequence(DERWriter.oid(oid), DERWriter.set([value]))
-    }
-
-    /// PBES2 (RFC 8018): PBKDF2-HMAC-SHA256 → AES-256-CBC over the PKCS#8 bytes.
-    private static func encryptedPrivateKeyInfo(_ privateKeyDER: [UInt8], password: [UInt8]) throws -> [UInt8] {
-        let salt = randomBytes(16)
-        let iv = AES._CBC.IV()
-        let key = try KDF.Insecure.PBKDF2.deriveKey(
-            from: password, salt: salt, using: .sha256, outputByteCount: 32, unsafeUncheckedRounds: iterations)
-        let ciphertext = try AES._CBC.encrypt(privateKeyDER, using: key, iv: iv)
-        let parameters = DERWriter.sequence(
-            DERWriter.sequence(
-                DERWriter.oid(Self.pbkdf2),
-                DERWriter.sequence(
-                    DERWriter.octetString(salt), DERWriter.integer(iterations),
-                    DERWriter.sequence(DERWriter.oid(Self.hmacWithSHA256), DERWriter.null))),
-            DERWriter.sequence(DERWriter.oid(Self.aes256CBC), DERWriter.octetString(Array(iv))))
-        return DERWriter.sequence(DERWriter.sequence(DERWriter.oid(Self.pbes2), parameters), DERWriter.octetString(Array(ciphertext)))
+    /// BMPString content: UTF-16 big-endian.
+    static func bmp(_ text: String) -> ArraySlice<UInt8> {
+        ArraySlice(text.utf16.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xff)] })
     }
 
     /// The RFC 7292 appendix B.2 key derivation with SHA-256 (u = 32, v = 64); the password is
@@ -124,74 +116,140 @@ public enum PKCS12 {
         return Array(output.prefix(count))
     }
 
-    private static func randomBytes(_ count: Int) -> [UInt8] {
+    static func randomBytes(_ count: Int) -> [UInt8] {
         var generator = SystemRandomNumberGenerator()
         return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
     }
-
-    static let data = "1.2.840.113549.1.7.1"
-    static let shroudedKeyBag = "1.2.840.113549.1.12.10.1.2"
-    static let certBag = "1.2.840.113549.1.12.10.1.3"
-    static let x509Certificate = "1.2.840.113549.1.9.22.1"
-    static let friendlyName = "1.2.840.113549.1.9.20"
-    static let localKeyID = "1.2.840.113549.1.9.21"
-    static let javaTrustedKeyUsage = "2.16.840.1.113894.746875.1.1"
-    static let anyExtendedKeyUsage = "2.5.29.37.0"
-    static let pbes2 = "1.2.840.113549.1.5.13"
-    static let pbkdf2 = "1.2.840.113549.1.5.12"
-    static let hmacWithSHA256 = "1.2.840.113549.2.9"
-    static let aes256CBC = "2.16.840.1.101.3.4.1.42"
-    static let sha256 = "2.16.840.1.101.3.4.2.1"
 }
 
-/// Just enough DER to write PKCS#12: every function returns one complete encoding.
-enum DERWriter {
-    static func tlv(_ tag: UInt8, _ content: [UInt8]) -> [UInt8] {
-        var out = [tag]
-        if content.count < 0x80 {
-            out.append(UInt8(content.count))
-        } else {
-            var length = content.count
-            var bytes: [UInt8] = []
-            while length > 0 { bytes.insert(UInt8(length & 0xff), at: 0); length >>= 8 }
-            out.append(0x80 | UInt8(bytes.count))
-            out += bytes
+extension ASN1ObjectIdentifier {
+    static let data: Self = "1.2.840.113549.1.7.1"
+    static let shroudedKeyBag: Self = "1.2.840.113549.1.12.10.1.2"
+    static let certBag: Self = "1.2.840.113549.1.12.10.1.3"
+    static let x509Certificate: Self = "1.2.840.113549.1.9.22.1"
+    static let friendlyName: Self = "1.2.840.113549.1.9.20"
+    static let localKeyID: Self = "1.2.840.113549.1.9.21"
+    static let javaTrustedKeyUsage: Self = "2.16.840.1.113894.746875.1.1"
+    static let anyExtendedKeyUsage: Self = "2.5.29.37.0"
+    static let pbes2: Self = "1.2.840.113549.1.5.13"
+    static let pbkdf2: Self = "1.2.840.113549.1.5.12"
+    static let hmacWithSHA256: Self = "1.2.840.113549.2.9"
+    static let aes256CBC: Self = "2.16.840.1.101.3.4.1.42"
+    static let sha256: Self = "2.16.840.1.101.3.4.2.1"
+}
+
+/// `ContentInfo` of type `data`: `SEQUENCE { OID data, [0] EXPLICIT OCTET STRING }`.
+struct DataContentInfo: DERSerializable {
+    var content: [UInt8]
+
+    func serialize(into coder: inout DER.Serializer) throws {
+        try coder.appendConstructedNode(identifier: .sequence) { coder in
+            try coder.serialize(ASN1ObjectIdentifier.data)
+            try coder.serialize(ASN1OctetString(contentBytes: content[...]), explicitlyTaggedWithTagNumber: 0, tagClass: .contextSpecific)
         }
-        return out + content
+    }
+}
+
+/// `AlgorithmIdentifier ::= SEQUENCE { algorithm OID, parameters ANY }`.
+struct AlgorithmIdentifier<Parameters: DERSerializable>: DERSerializable {
+    var algorithm: ASN1ObjectIdentifier
+    var parameters: Parameters
+
+    init(_ algorithm: ASN1ObjectIdentifier, parameters: Parameters) {
+        self.algorithm = algorithm
+        self.parameters = parameters
     }
 
-    static func sequence(_ parts: [UInt8]...) -> [UInt8] { tlv(0x30, parts.flatMap { $0 }) }
-    static func sequence(of elements: [[UInt8]]) -> [UInt8] { tlv(0x30, elements.flatMap { $0 }) }
-    /// A SET OF: DER orders the elements by their encodings.
-    static func set(_ elements: [[UInt8]]) -> [UInt8] { tlv(0x31, elements.sorted { $0.lexicographicallyPrecedes($1) }.flatMap { $0 }) }
-    static func explicit(_ number: UInt8, _ content: [UInt8]) -> [UInt8] { tlv(0xa0 | number, content) }
-    static func octetString(_ bytes: [UInt8]) -> [UInt8] { tlv(0x04, bytes) }
-    static let null: [UInt8] = [0x05, 0x00]
+    func serialize(into coder: inout DER.Serializer) throws {
+        try coder.appendConstructedNode(identifier: .sequence) { coder in
+            try coder.serialize(algorithm)
+            try coder.serialize(parameters)
+        }
+    }
+}
 
-    static func integer(_ value: Int) -> [UInt8] {
-        precondition(value >= 0)
-        var bytes: [UInt8] = []
-        var rest = value
-        repeat { bytes.insert(UInt8(rest & 0xff), at: 0); rest >>= 8 } while rest > 0
-        if bytes[0] & 0x80 != 0 { bytes.insert(0, at: 0) }
-        return tlv(0x02, bytes)
+/// `PKCS12Attribute ::= SEQUENCE { attrId OID, attrValues SET OF ANY }` with one value.
+struct BagAttribute: DERSerializable {
+    var id: ASN1ObjectIdentifier
+    var value: ASN1Any
+
+    init(_ id: ASN1ObjectIdentifier, _ value: some DERSerializable) throws {
+        self.id = id
+        self.value = try ASN1Any(erasing: value)
     }
 
-    static func bmpString(_ text: String) -> [UInt8] {
-        tlv(0x1e, text.utf16.flatMap { [UInt8($0 >> 8), UInt8($0 & 0xff)] })
+    func serialize(into coder: inout DER.Serializer) throws {
+        try coder.appendConstructedNode(identifier: .sequence) { coder in
+            try coder.serialize(id)
+            try coder.serializeSetOf([value])
+        }
+    }
+}
+
+/// `SafeBag ::= SEQUENCE { bagId OID, bagValue [0] EXPLICIT ANY, bagAttributes SET OF … OPTIONAL }`.
+struct SafeBag: DERSerializable {
+    enum Value {
+        case shroudedKey(EncryptedPrivateKeyInfo)
+        /// `CertBag ::= SEQUENCE { x509Certificate OID, [0] EXPLICIT OCTET STRING (the DER) }`.
+        case certificate([UInt8])
     }
 
-    static func oid(_ dotted: String) -> [UInt8] {
-        let arcs = dotted.split(separator: ".").map { UInt64($0)! }
-        var content = base128(arcs[0] * 40 + arcs[1])
-        for arc in arcs.dropFirst(2) { content += base128(arc) }
-        return tlv(0x06, content)
+    var value: Value
+    var attributes: [BagAttribute]?
+
+    func serialize(into coder: inout DER.Serializer) throws {
+        try coder.appendConstructedNode(identifier: .sequence) { coder in
+            switch value {
+            case .shroudedKey(let info):
+                try coder.serialize(ASN1ObjectIdentifier.shroudedKeyBag)
+                try coder.serialize(info, explicitlyTaggedWithTagNumber: 0, tagClass: .contextSpecific)
+            case .certificate(let der):
+                try coder.serialize(ASN1ObjectIdentifier.certBag)
+                try coder.serialize(explicitlyTaggedWithTagNumber: 0, tagClass: .contextSpecific) { coder in
+                    try coder.appendConstructedNode(identifier: .sequence) { coder in
+                        try coder.serialize(ASN1ObjectIdentifier.x509Certificate)
+                        try coder.serialize(ASN1OctetString(contentBytes: der[...]), explicitlyTaggedWithTagNumber: 0, tagClass: .contextSpecific)
+                    }
+                }
+            }
+            if let attributes { try coder.serializeSetOf(attributes) }
+        }
+    }
+}
+
+/// PBES2 (RFC 8018): PBKDF2-HMAC-SHA256 → AES-256-CBC over the PKCS#8 bytes, as
+/// `EncryptedPrivateKeyInfo ::= SEQUENCE { AlgorithmIdentifier, OCTET STRING }`.
+struct EncryptedPrivateKeyInfo: DERSerializable {
+    var salt: [UInt8]
+    var iv: [UInt8]
+    var ciphertext: [UInt8]
+
+    init(_ privateKeyDER: [UInt8], password: [UInt8]) throws {
+        salt = PKCS12.randomBytes(16)
+        let iv = AES._CBC.IV()
+        let key = try KDF.Insecure.PBKDF2.deriveKey(
+            from: password, salt: salt, using: .sha256, outputByteCount: 32, unsafeUncheckedRounds: PKCS12.iterations)
+        ciphertext = Array(try AES._CBC.encrypt(privateKeyDER, using: key, iv: iv))
+        self.iv = Array(iv)
     }
 
-    private static func base128(_ value: UInt64) -> [UInt8] {
-        var bytes = [UInt8(value & 0x7f)]
-        var rest = value >> 7
-        while rest > 0 { bytes.insert(UInt8(rest & 0x7f) | 0x80, at: 0); rest >>= 7 }
-        return bytes
+    func serialize(into coder: inout DER.Serializer) throws {
+        try coder.appendConstructedNode(identifier: .sequence) { coder in
+            try coder.appendConstructedNode(identifier: .sequence) { coder in
+                try coder.serialize(ASN1ObjectIdentifier.pbes2)
+                try coder.appendConstructedNode(identifier: .sequence) { coder in
+                    try coder.appendConstructedNode(identifier: .sequence) { coder in
+                        try coder.serialize(ASN1ObjectIdentifier.pbkdf2)
+                        try coder.appendConstructedNode(identifier: .sequence) { coder in
+                            try coder.serialize(ASN1OctetString(contentBytes: salt[...]))
+                            try coder.serialize(PKCS12.iterations)
+                            try coder.serialize(AlgorithmIdentifier(.hmacWithSHA256, parameters: ASN1Null()))
+                        }
+                    }
+                    try coder.serialize(AlgorithmIdentifier(.aes256CBC, parameters: ASN1OctetString(contentBytes: iv[...])))
+                }
+            }
+            try coder.serialize(ASN1OctetString(contentBytes: ciphertext[...]))
+        }
     }
 }
