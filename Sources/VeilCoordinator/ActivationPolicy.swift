@@ -51,7 +51,11 @@ enum ActivationPolicy {
         let service = try service(name, in: manifest)
         // Validation guarantees the package exists.
         let package = manifest.packages[service.package]!
-        if let reason = package.mismatch(claims) { throw .packageMismatch(service: name, package: service.package, reason: reason) }
+        do {
+            try package.check(claims)
+        } catch {
+            throw .packageMismatch(service: name, package: service.package, reason: error.description)
+        }
         if !manifest.config.accepts(claims), let tcb = claims.tcb { throw .tcbStatusNotAccepted(service: name, verdict: tcb) }
         let changes = try protectedFileChanges(presented, service: service, name: name, secrets: secrets)
         return ActivationDecision(serviceName: name, service: service, protectedFiles: changes)

@@ -102,49 +102,6 @@ public struct Package: Sendable, Equatable {
         self.securityVersion = securityVersion
         self.debug = debug
     }
-
-    /// Why claims do not match this package, or `nil` when they do.
-    public func mismatch(_ claims: Claims) -> String? {
-        if claims.tee != kind { return "TEE kind is \(claims.tee.rawValue), package requires \(kind.rawValue)" }
-        if let measurement, claims.measurement != measurement {
-            return "measurement \(Hex.encode(claims.measurement)) is not the package's \(Hex.encode(measurement))"
-        }
-        if let signerID, claims.signer != signerID { return "signer \(Hex.encode(claims.signer)) is not the package's \(Hex.encode(signerID))" }
-        if let productID, claims.productID != productID { return "product id \(claims.productID) is not the package's \(productID)" }
-        if let securityVersion, claims.securityVersion < securityVersion {
-            return "security version \(claims.securityVersion) is below the package's minimum \(securityVersion)"
-        }
-        if claims.debug && !debug { return "debug TEE, and the package does not allow debug" }
-        if let imageMeasurement {
-            guard let bound = claims.imageMeasurement else {
-                return "the evidence binds no container image measurement; the package requires image \(Hex.encode(imageMeasurement)) (launch the converted image)"
-            }
-            if bound != imageMeasurement { return "container image measurement \(Hex.encode(bound)) is not the package's \(Hex.encode(imageMeasurement))" }
-        }
-        if kind == .snp {
-            guard let guest = claims.snp, let requirements = snp else { return "SNP claims without SNP fields" }
-            do {
-                try requirements.check(guest)
-            } catch {
-                return error.description(requiredBy: "the package")
-            }
-        }
-        if kind == .tdx {
-            guard let tdx = claims.tdx else { return "TDX claims without TD registers" }
-            // A register the package names is always compared: claims without it do not match.
-            for (index, expected) in rtmrs.enumerated() {
-                guard let expected else { continue }
-                guard index < tdx.rtmrs.count else { return "the claims carry no RTMR\(index), the package requires \(Hex.encode(expected))" }
-                if tdx.rtmrs[index] != expected {
-                    return "RTMR\(index) \(Hex.encode(tdx.rtmrs[index])) is not the package's \(Hex.encode(expected))"
-                }
-            }
-            if let mrConfigID, tdx.mrConfigID != mrConfigID { return "MRCONFIGID \(Hex.encode(tdx.mrConfigID)) is not the package's" }
-            if let mrOwner, tdx.mrOwner != mrOwner { return "MROWNER \(Hex.encode(tdx.mrOwner)) is not the package's" }
-            if let mrSeam, tdx.mrSeam != mrSeam { return "MRSEAM \(Hex.encode(tdx.mrSeam)) is not the package's" }
-        }
-        return nil
-    }
 }
 
 /// How a secret is made and what it holds.

@@ -168,6 +168,23 @@ let validManifest = """
         sgxClaims.tee = .sgx
         #expect(package.mismatch(sgxClaims)?.contains("TEE kind") == true)
     }
+
+    /// The typed value names the broken rule with both sides; the first rule broken wins.
+    @Test func eachRuleThrowsItsOwnCase() {
+        #expect(throws: PackageMismatch.measurement(reported: [1, 3], required: [1, 2])) { try package.check(claims(measurement: [1, 3])) }
+        #expect(throws: PackageMismatch.signer(reported: [8], required: [9])) { try package.check(claims(signer: [8])) }
+        #expect(throws: PackageMismatch.productID(reported: 5, required: 4)) { try package.check(claims(product: 5)) }
+        #expect(throws: PackageMismatch.securityVersion(reported: 4, minimum: 5)) { try package.check(claims(svn: 4)) }
+        #expect(throws: PackageMismatch.debug) { try package.check(claims(debug: true)) }
+        #expect(throws: PackageMismatch.measurement(reported: [7], required: [1, 2])) { try package.check(claims(measurement: [7], debug: true)) }
+        var sgx = claims()
+        sgx.tee = .sgx
+        #expect(throws: PackageMismatch.teeKind(reported: .sgx, required: .simulated)) { try package.check(sgx) }
+        var imaged = package
+        imaged.imageMeasurement = [5]
+        #expect(throws: PackageMismatch.imageMeasurementMissing(required: [5])) { try imaged.check(claims()) }
+        #expect(throws: Never.self) { try package.check(claims()) }
+    }
 }
 
 @Suite struct TemplateTests {
