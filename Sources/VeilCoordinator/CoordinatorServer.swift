@@ -48,6 +48,8 @@ public struct CoordinatorServer {
         public var reset = false
         /// Validity of each TLS certificate the coordinator issues itself (renewed at two thirds).
         public var tlsValidity: TimeInterval = ServerIdentity.defaultValidity
+        /// Deadlines and caps for connections on both listeners.
+        public var connectionLimits = ConnectionLimits()
 
         public init(
             dataDirectory: String, clientAddress: (host: String, port: Int), meshAddress: (host: String, port: Int),
@@ -81,6 +83,10 @@ public struct CoordinatorServer {
         var replicaID: String
         /// One exposition for the replica's whole life: counters survive recovery.
         var metrics = PrometheusExposition()
+
+        func connectionGate(_ configuration: Configuration, logger: Logger) -> ConnectionGate {
+            ConnectionGate(limits: configuration.connectionLimits, metrics: metrics.metrics, logger: logger)
+        }
     }
 
     static func environment(_ configuration: Configuration, logger: Logger) async throws -> Environment {
@@ -219,9 +225,11 @@ public struct CoordinatorServer {
                     "generation": "\(coordinator.generation)", "replica": "\(environment.replicaID)",
                 ])
         }
+        // One gate for both listeners: the caps count a peer's connections on either.
+        let gate = environment.connectionGate(configuration, logger: logger)
         let client = Application(
             router: HTTPAPI.clientRouter(coordinator, metrics: environment.metrics),
-            server: try .tls(.http1(), configuration: .init(tlsConfiguration: try identity.tlsConfiguration(clientCertificates: true)) { _, promise in
+            server: try .tls(gate.http1(), configuration: .init(tlsConfiguration: try identity.tlsConfiguration(clientCertificates: true)) { _, promise in
                 promise.succeed(.certificateVerified)
             }),
             configuration: .init(address: .hostname(configuration.clientAddress.host, port: configuration.clientAddress.port)),
@@ -229,7 +237,7 @@ public struct CoordinatorServer {
         let peers = store is any PeerDirectory ? PeerKeyService(coordinator: coordinator, policy: environment.replicaPolicy) : nil
         let mesh = Application(
             router: HTTPAPI.meshRouter(coordinator, peers: peers),
-            server: try .tls(.http1(), tlsConfiguration: try identity.tlsConfiguration(clientCertificates: false)),
+            server: try .tls(gate.http1(), tlsConfiguration: try identity.tlsConfiguration(clientCertificates: false)),
             configuration: .init(address: .hostname(configuration.meshAddress.host, port: configuration.meshAddress.port)),
             onServerRunning: { _ in listeners.running("mesh API") }, logger: logger)
         let background = BackgroundWork(logger: logger) {
@@ -271,10 +279,11 @@ public struct CoordinatorServer {
         environment.metrics.report { recovery.metricsSnapshot(certificateExpiry: identity.notAfter) }
         let router = HTTPAPI.recoveryRouter(recovery, metrics: environment.metrics) { continuation.yield() }
         var services: [any Service] = []
+        let gate = environment.connectionGate(configuration, logger: logger)
         for address in [configuration.clientAddress, configuration.meshAddress] {
             services.append(Application(
                 router: router,
-                server: try .tls(.http1(), configuration: .init(tlsConfiguration: try identity.tlsConfiguration(clientCertificates: true)) { _, promise in
+                server: try .tls(gate.http1(), configuration: .init(tlsConfiguration: try identity.tlsConfiguration(clientCertificates: true)) { _, promise in
                     promise.succeed(.certificateVerified)
                 }),
                 configuration: .init(address: .hostname(address.host, port: address.port)), logger: logger))

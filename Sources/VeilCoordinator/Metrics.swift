@@ -27,6 +27,8 @@ public struct CoordinatorMetrics: Sendable {
         public static let recoverySharesReceived = "veil_recovery_shares_received"
         public static let recoverySharesRequired = "veil_recovery_shares_required"
         public static let simulated = "veil_simulated"
+        public static let connectionsRefused = "veil_connections_refused_total"
+        public static let connectionsWithoutRequest = "veil_connections_without_request_total"
     }
 
     let factory: any MetricsFactory
@@ -45,6 +47,16 @@ public struct CoordinatorMetrics: Sendable {
     /// Counts one activation attempt that reached the coordinator's checks.
     func countActivation(service: String, outcome: String) {
         CoreMetrics.Counter(label: Name.activations, dimensions: [("service", service), ("outcome", outcome)], factory: factory).increment()
+    }
+
+    /// Counts one connection closed on arrival because a connection cap was reached.
+    func countConnectionRefused(reason: String) {
+        CoreMetrics.Counter(label: Name.connectionsRefused, dimensions: [("reason", reason)], factory: factory).increment()
+    }
+
+    /// Counts one connection that ended without an answer written on it.
+    func countConnectionWithoutRequest() {
+        CoreMetrics.Counter(label: Name.connectionsWithoutRequest, factory: factory).increment()
     }
 
     /// Values read from the coordinator when scraped rather than pushed on every change.
@@ -124,6 +136,8 @@ struct DocumentedPrometheusFactory: MetricsFactory {
         Name.recoverySharesReceived: "Recovery shares accepted so far in the current recovery.",
         Name.recoverySharesRequired: "Recovery shares needed to recover the state key (0 outside recovery).",
         Name.simulated: "1 when this coordinator runs on the simulated TEE, which gives no confidentiality.",
+        Name.connectionsRefused: "Connections closed on arrival because a cap on open connections (per peer address or in total) was reached.",
+        Name.connectionsWithoutRequest: "Connections that ended without an answer: closed by the idle deadline (no complete request head in time), scans, failed TLS handshakes.",
     ]
     static let buckets: [Duration] = [
         .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10),

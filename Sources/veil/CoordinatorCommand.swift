@@ -47,6 +47,17 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Lifetime of the coordinator's own TLS certificates in seconds (renewed at two thirds; default 30 days).", valueName: "seconds"))
     var tlsValidity: Double = ServerIdentity.defaultValidity
 
+    @Option(help: ArgumentHelp(
+        "Seconds a connection may take to deliver a request head (TLS handshake included) after it opens or after its last answer, or pause within a request body, before it is closed.",
+        valueName: "seconds"))
+    var idleTimeout: Double = 10
+
+    @Option(help: ArgumentHelp("Open connections allowed from one peer address (both listeners together).", valueName: "n"))
+    var maxConnectionsPerPeer = ConnectionLimits().perPeer
+
+    @Option(help: ArgumentHelp("Open connections allowed in total (both listeners together).", valueName: "n"))
+    var maxConnections = ConnectionLimits().total
+
     @Option(help: ArgumentHelp("Client API address (users, `veil attest`).", valueName: "host:port"))
     var clientAddr = VeilDefaults.clientAddress
 
@@ -118,6 +129,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.peerAddress = peerAddress
         guard tlsValidity >= 1 else { throw ValidationError("--tls-validity must be at least 1 second") }
         configuration.tlsValidity = tlsValidity
+        configuration.connectionLimits = try connectionLimits()
         if let store = try etcdStore() { configuration.store = store }
         do {
             try await CoordinatorServer.run(configuration, logger: logger)
@@ -160,4 +172,18 @@ func parseAddress(_ text: String) throws -> (host: String, port: Int) {
         throw ValidationError("address '\(text)' must be HOST:PORT")
     }
     return (String(text[..<colon]), port)
+}
+
+extension CoordinatorCommand {
+    func connectionLimits() throws -> ConnectionLimits {
+        guard idleTimeout >= 0.1 else { throw ValidationError("--idle-timeout must be at least 0.1 seconds") }
+        guard maxConnectionsPerPeer >= 1, maxConnections >= maxConnectionsPerPeer else {
+            throw ValidationError("--max-connections-per-peer must be at least 1 and at most --max-connections (\(maxConnections))")
+        }
+        var limits = ConnectionLimits()
+        limits.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        limits.perPeer = maxConnectionsPerPeer
+        limits.total = maxConnections
+        return limits
+    }
 }
