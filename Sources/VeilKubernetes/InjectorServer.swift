@@ -38,6 +38,10 @@ public enum InjectorServer {
         return router
     }
 
+    /// A connection that delivers no complete request head within this time of opening (the
+    /// TLS handshake included) or of its last answer is closed.
+    public static let idleTimeout: Duration = .seconds(10)
+
     /// Serves on `host:port` with the certificate chain and key (PEM files) until SIGINT/SIGTERM.
     public static func run(mutator: PodMutator, host: String, port: Int, certificatePath: String, keyPath: String, logger: Logger) async throws {
         let chain: [NIOSSLCertificateSource]
@@ -55,7 +59,7 @@ public enum InjectorServer {
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
         tls.minimumTLSVersion = .tlsv12
         let application = Application(
-            router: router(mutator: mutator, logger: logger), server: try .tls(.http1(), tlsConfiguration: tls),
+            router: router(mutator: mutator, logger: logger), server: try .tls(.http1(configuration: .init(idleTimeout: .init(idleTimeout))), tlsConfiguration: tls),
             configuration: .init(address: .hostname(host, port: port)), logger: logger)
         try await application.runService()
     }

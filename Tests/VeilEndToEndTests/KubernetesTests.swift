@@ -233,5 +233,16 @@ import Testing
         #expect(bad.stdout == "400")
         #expect(injector.process.isRunning)
         await #expect(try admit(original, namespace: "dev", url: url, ca: cert, scratch: scratch).patched)
+
+        // A connection that never speaks is closed by the idle deadline (10 s), not kept.
+        let silent = try await run("/usr/bin/python3", ["-c", """
+            import socket, time
+            s = socket.create_connection(("127.0.0.1", \(port)))
+            s.settimeout(30)
+            start = time.monotonic()
+            print(len(s.recv(1)), round(time.monotonic() - start))
+            """], scratch: scratch, timeout: 40)
+        let closed = silent.stdout.split(separator: " ").map { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1 }
+        #expect(closed.count == 2 && closed[0] == 0 && (9...15).contains(closed[1]), "closed after: \(silent.stdout) \(silent.stderr)")
     }
 }
