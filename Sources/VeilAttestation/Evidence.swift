@@ -18,17 +18,13 @@ public struct Evidence: Codable, Sendable, Equatable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         format = try container.decode(String.self, forKey: .format)
-        let encoded = try container.decode(String.self, forKey: .data)
-        guard let bytes = Data(base64Encoded: encoded) else {
-            throw DecodingError.dataCorruptedError(forKey: .data, in: container, debugDescription: "not base64")
-        }
-        data = Array(bytes)
+        data = try container.decode(Base64Bytes.self, forKey: .data).bytes
     }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(format, forKey: .format)
-        try container.encode(Data(data).base64EncodedString(), forKey: .data)
+        try container.encode(Base64Bytes(data), forKey: .data)
     }
 }
 

@@ -32,7 +32,7 @@ extension Coordinator {
         guard let nonce = Hex.decode(request.nonce) else { throw .badRequest("nonce must be hex") }
         try nonces.check(nonce, now: now)
         _ = try ActivationPolicy.service(request.service, in: manifest)
-        let presented = try Self.presentedProtectedFiles(request)
+        let presented = Self.presentedProtectedFiles(request)
         let csr: CertificateSigningRequest
         do {
             csr = try CertificateAuthority.parseCSR(Array(request.csr.utf8))
@@ -63,16 +63,9 @@ extension Coordinator {
         return try render(request.service, service: decision.service, claims: claims, csr: csr, now: now)
     }
 
-    /// The wire's base64 headers as bytes.
-    static func presentedProtectedFiles(_ request: API.ActivationRequest) throws(CoordinatorError) -> [PresentedProtectedFile] {
-        var presented: [PresentedProtectedFile] = []
-        for file in request.protectedFiles ?? [] {
-            guard let bytes = Data(base64Encoded: file.header) else {
-                throw .badRequest("protected file header for '\(file.path)' is not base64")
-            }
-            presented.append(PresentedProtectedFile(path: file.path, header: Array(bytes)))
-        }
-        return presented
+    /// The presented protected-file headers (decoded from base64 at the edge).
+    static func presentedProtectedFiles(_ request: API.ActivationRequest) -> [PresentedProtectedFile] {
+        (request.protectedFiles ?? []).map { PresentedProtectedFile(path: $0.path, header: $0.header.bytes) }
     }
 
     func verifyEvidence(
@@ -159,7 +152,7 @@ extension Coordinator {
                 simulated: claims.simulated,
                 protectedFilesKey: try service.protectedFilesKey.map { name in
                     guard let bytes = secrets[name]?.bytes else { throw RenderError.secretNotSet(name) }
-                    return Data(bytes).base64EncodedString()
+                    return Base64Bytes(bytes)
                 })
             if service.allowDiskFiles { response.allowDiskFiles = true }
             response.mesh = service.mesh

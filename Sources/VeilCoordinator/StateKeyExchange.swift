@@ -92,12 +92,13 @@ public final class PeerKeyService: Sendable {
     }
 
     func answer(_ request: API.StateKeyRequest) async throws(CoordinatorError) -> API.StateKeyResponse {
-        guard let publicKeyBytes = Data(base64Encoded: request.publicKey), let nonce = Data(base64Encoded: request.nonce), nonce.count == 32,
-            let recipient = try? P256.KeyAgreement.PublicKey(x963Representation: publicKeyBytes)
-        else { throw .badRequest("publicKey must be a base64 P-256 key (x9.63) and nonce 32 base64 bytes") }
+        let (publicKeyBytes, nonce) = (request.publicKey.bytes, request.nonce.bytes)
+        guard nonce.count == 32, let recipient = try? P256.KeyAgreement.PublicKey(x963Representation: publicKeyBytes) else {
+            throw .badRequest("publicKey must be a P-256 key (x9.63) and nonce 32 bytes")
+        }
         let claims: Claims
         do {
-            claims = try policy.check(request.evidence, binding: ReplicaPolicy.requestBinding(publicKey: Array(publicKeyBytes), nonce: Array(nonce)), manifest: coordinator.manifest)
+            claims = try policy.check(request.evidence, binding: ReplicaPolicy.requestBinding(publicKey: publicKeyBytes, nonce: nonce), manifest: coordinator.manifest)
         } catch {
             coordinator.logger.warning("state key refused to a peer", metadata: ["reason": "\(error)"])
             throw error
@@ -108,10 +109,9 @@ public final class PeerKeyService: Sendable {
             let ciphertext = Array(try sender.seal(stateKey.withUnsafeBytes { Array($0) }))
             let encapsulated = Array(sender.encapsulatedKey)
             let evidence = try coordinator.evidenceProvider.evidence(
-                reportData: ReplicaPolicy.responseBinding(publicKey: Array(publicKeyBytes), nonce: Array(nonce), encapsulatedKey: encapsulated, ciphertext: ciphertext))
+                reportData: ReplicaPolicy.responseBinding(publicKey: publicKeyBytes, nonce: nonce, encapsulatedKey: encapsulated, ciphertext: ciphertext))
             coordinator.logger.info("state key handed to an attested peer replica", metadata: ["measurement": "\(Hex.encode(claims.measurement))"])
-            return API.StateKeyResponse(
-                encapsulatedKey: Data(encapsulated).base64EncodedString(), ciphertext: Data(ciphertext).base64EncodedString(), evidence: evidence)
+            return API.StateKeyResponse(encapsulatedKey: Base64Bytes(encapsulated), ciphertext: Base64Bytes(ciphertext), evidence: evidence)
         } catch {
             throw .storage("cannot seal the state key: \(error)")
         }
@@ -127,8 +127,7 @@ public enum PeerKeyClient {
         let publicKey = Array(ephemeral.publicKey.x963Representation)
         let nonce = Array(SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) })
         let evidence = try provider.evidence(reportData: ReplicaPolicy.requestBinding(publicKey: publicKey, nonce: nonce))
-        let body = try JSONEncoder().encode(API.StateKeyRequest(
-            publicKey: Data(publicKey).base64EncodedString(), nonce: Data(nonce).base64EncodedString(), evidence: evidence))
+        let body = try JSONEncoder().encode(API.StateKeyRequest(publicKey: Base64Bytes(publicKey), nonce: Base64Bytes(nonce), evidence: evidence))
         var request = HTTPClientRequest(url: "https://\(peer)\(API.prefix)/peer/state-key")
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
@@ -139,17 +138,17 @@ public enum PeerKeyClient {
             let message = (try? JSONDecoder().decode(API.ErrorResponse.self, from: Data(bytes.readableBytesView)))?.error.message
             throw CoordinatorError.stateUnavailable("peer \(peer) refused (\(response.status.code)): \(message ?? "no reason given")")
         }
-        let answer = try JSONDecoder().decode(API.StateKeyResponse.self, from: Data(bytes.readableBytesView))
-        guard let encapsulated = Data(base64Encoded: answer.encapsulatedKey), let ciphertext = Data(base64Encoded: answer.ciphertext) else {
+        guard let answer = try? JSONDecoder().decode(API.StateKeyResponse.self, from: Data(bytes.readableBytesView)) else {
             throw CoordinatorError.stateUnavailable("peer \(peer) answered malformed JSON")
         }
+        let (encapsulated, ciphertext) = (answer.encapsulatedKey.bytes, answer.ciphertext.bytes)
         // The peer must be a replica the policy trusts, answering this very request.
         _ = try policy.check(
             answer.evidence,
-            binding: ReplicaPolicy.responseBinding(publicKey: publicKey, nonce: nonce, encapsulatedKey: Array(encapsulated), ciphertext: Array(ciphertext)),
+            binding: ReplicaPolicy.responseBinding(publicKey: publicKey, nonce: nonce, encapsulatedKey: encapsulated, ciphertext: ciphertext),
             manifest: nil)
         var recipient = try HPKE.Recipient(
-            privateKey: ephemeral, ciphersuite: .P256_SHA256_AES_GCM_256, info: ReplicaPolicy.hpkeInfo, encapsulatedKey: encapsulated)
+            privateKey: ephemeral, ciphersuite: .P256_SHA256_AES_GCM_256, info: ReplicaPolicy.hpkeInfo, encapsulatedKey: Data(encapsulated))
         let key = try recipient.open(ciphertext)
         guard key.count == 32 else { throw CoordinatorError.stateUnavailable("peer \(peer) sent a key of \(key.count) bytes") }
         return SymmetricKey(data: key)

@@ -75,12 +75,12 @@ public enum SeedCorpus {
             let activation = API.ActivationRequest(
                 service: "app", nonce: String(repeating: "ab", count: 32), csr: "-----BEGIN CERTIFICATE REQUEST-----\nMA==\n-----END CERTIFICATE REQUEST-----\n",
                 evidence: try provider.evidence(reportData: [UInt8](repeating: 1, count: 64)),
-                protectedFiles: [API.ProtectedFileHeader(path: "/srv/a", header: "AAAA")])
+                protectedFiles: [API.ProtectedFileHeader(path: "/srv/a", header: [0, 0, 0])])
             let encoder = JSONEncoder()
             return [
                 Array(try encoder.encode(activation)),
-                Array(try encoder.encode(API.ManifestSetRequest(manifest: Data(minimalManifest.utf8).base64EncodedString(), secrets: ["k": "AAEC"]))),
-                Array(try encoder.encode(API.SecretSetRequest(value: "c2VjcmV0"))),
+                Array(try encoder.encode(API.ManifestSetRequest(manifest: Base64Bytes(minimalManifest.utf8), secrets: ["k": [0, 1, 2]]))),
+                Array(try encoder.encode(API.SecretSetRequest(value: Base64Bytes("secret".utf8)))),
             ]
         case .stateEnvelope:
             let state = try StoredStateReader.sampleState(manifest: Array(minimalManifest.utf8))

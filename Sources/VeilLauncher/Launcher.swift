@@ -181,13 +181,13 @@ public enum Launcher {
         var request = try activationRequest(
             service: options.service, nonce: fresh, key: key, csr: csr, provider: provider, imageMeasurement: imageMeasurement)
         if !protected.isEmpty {
-            request.protectedFiles = protected.map { API.ProtectedFileHeader(path: $0.entry.path, header: Data($0.header).base64EncodedString()) }
+            request.protectedFiles = protected.map { API.ProtectedFileHeader(path: $0.entry.path, header: Base64Bytes($0.header)) }
         }
         let response = try await client.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
         progress?("activation answered")
         var plan = try ExecPlan(response: response, options: options, program: program, privateKeyDER: Array(key.derRepresentation))
         if !protected.isEmpty {
-            guard let text = response.protectedFilesKey, let keyBytes = Data(base64Encoded: text) else {
+            guard let keyBytes = response.protectedFilesKey?.bytes else {
                 throw LaunchError.protectedFile(protected[0].entry.path, reason: "the coordinator released no key (set ProtectedFilesKey for the service)")
             }
             plan.files += try unlock(protected, secret: SymmetricKey(data: keyBytes))

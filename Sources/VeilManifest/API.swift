@@ -55,10 +55,10 @@ public enum API {
     public struct ProtectedFileHeader: Codable, Sendable, Equatable {
         /// The file's logical (absolute) path.
         public var path: String
-        /// Base64 of the file's header bytes.
-        public var header: String
+        /// The file's header bytes (base64 on the wire).
+        public var header: Base64Bytes
 
-        public init(path: String, header: String) {
+        public init(path: String, header: Base64Bytes) {
             self.path = path
             self.header = header
         }
@@ -67,12 +67,12 @@ public enum API {
     /// `POST /api/v1/manifest/with-secrets`: the manifest plus the initial values of its
     /// `UserDefined` secrets, set together and once.
     public struct ManifestSetRequest: Codable, Sendable {
-        /// Base64 of the manifest's exact bytes.
-        public var manifest: String
-        /// Secret name → base64 value.
-        public var secrets: [String: String]
+        /// The manifest's exact bytes.
+        public var manifest: Base64Bytes
+        /// Secret name → value.
+        public var secrets: [String: Base64Bytes]
 
-        public init(manifest: String, secrets: [String: String]) {
+        public init(manifest: Base64Bytes, secrets: [String: Base64Bytes]) {
             self.manifest = manifest
             self.secrets = secrets
         }
@@ -81,13 +81,13 @@ public enum API {
     /// `POST /api/v1/peer/state-key` (mesh listener): a replica without the state key asks a
     /// peer for it. Its evidence binds `"veil-peer-request\0" ‖ publicKey` and `nonce`.
     public struct StateKeyRequest: Codable, Sendable {
-        /// Base64 of the requester's ephemeral P-256 key (x9.63), the HPKE recipient.
-        public var publicKey: String
-        /// Base64 of 32 random bytes.
-        public var nonce: String
+        /// The requester's ephemeral P-256 key (x9.63), the HPKE recipient.
+        public var publicKey: Base64Bytes
+        /// 32 random bytes.
+        public var nonce: Base64Bytes
         public var evidence: Evidence
 
-        public init(publicKey: String, nonce: String, evidence: Evidence) {
+        public init(publicKey: Base64Bytes, nonce: Base64Bytes, evidence: Evidence) {
             self.publicKey = publicKey
             self.nonce = nonce
             self.evidence = evidence
@@ -98,11 +98,11 @@ public enum API {
     /// and the answering replica's evidence binding `"veil-peer-response\0" ‖ SHA-256(publicKey)
     /// ‖ encapsulatedKey ‖ ciphertext` and the request's nonce: mutual attestation.
     public struct StateKeyResponse: Codable, Sendable {
-        public var encapsulatedKey: String
-        public var ciphertext: String
+        public var encapsulatedKey: Base64Bytes
+        public var ciphertext: Base64Bytes
         public var evidence: Evidence
 
-        public init(encapsulatedKey: String, ciphertext: String, evidence: Evidence) {
+        public init(encapsulatedKey: Base64Bytes, ciphertext: Base64Bytes, evidence: Evidence) {
             self.encapsulatedKey = encapsulatedKey
             self.ciphertext = ciphertext
             self.evidence = evidence
@@ -119,8 +119,8 @@ public enum API {
         public var argv: [RenderedValue]?
         /// `true` when the activation was accepted on simulated evidence.
         public var simulated: Bool
-        /// Base64 of the key that opens the service's protected files, when it has one.
-        public var protectedFilesKey: String?
+        /// The key that opens the service's protected files, when it has one.
+        public var protectedFilesKey: Base64Bytes?
         /// The manifest lets this service's files go to disk filesystems (`AllowDiskFiles`);
         /// otherwise the launcher writes them only to memory filesystems.
         public var allowDiskFiles: Bool?
@@ -129,7 +129,7 @@ public enum API {
 
         public init(
             certificateChain: String, rootCertificate: String, files: [String: RenderedValue], env: [String: RenderedValue],
-            argv: [RenderedValue]?, simulated: Bool, protectedFilesKey: String? = nil
+            argv: [RenderedValue]?, simulated: Bool, protectedFilesKey: Base64Bytes? = nil
         ) {
             self.protectedFilesKey = protectedFilesKey
             self.certificateChain = certificateChain
@@ -191,9 +191,8 @@ public enum API {
 
     /// `PUT /api/v1/secrets/{name}` request.
     public struct SecretSetRequest: Codable, Sendable {
-        /// Base64 of the value.
-        public var value: String
-        public init(value: String) { self.value = value }
+        public var value: Base64Bytes
+        public init(value: Base64Bytes) { self.value = value }
     }
 
     /// One secret in a `GET /api/v1/secrets?name=…` response: `value` for plain and
@@ -263,10 +262,10 @@ public enum API {
     /// `POST /api/v1/recovery` request: a decrypted share.
     public struct RecoverySubmission: Codable, Sendable {
         public var name: String
-        /// Base64 of the decrypted share.
-        public var share: String
+        /// The decrypted share.
+        public var share: Base64Bytes
 
-        public init(name: String, share: String) {
+        public init(name: String, share: Base64Bytes) {
             self.name = name
             self.share = share
         }

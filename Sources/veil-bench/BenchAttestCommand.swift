@@ -48,7 +48,7 @@ struct BenchAttestCommand: AsyncParsableCommand {
         let identity = ClientIdentity(certificatePEM: pem, privateKeyPEM: userKey.pemRepresentation)
         try await CoordinatorClient.with(address: coordinator.client, trust: .pinnedRoot(coordinator.attested.rootCertificatePEM), identity: identity) { client in
             for index in 1..<entries {
-                let body = Array(try JSONEncoder().encode(API.SecretSetRequest(value: Data("value \(index)".utf8).base64EncodedString())))
+                let body = Array(try JSONEncoder().encode(API.SecretSetRequest(value: Base64Bytes("value \(index)".utf8))))
                 _ = try await client.call(.PUT, "\(API.prefix)/secrets/value", body: body)
             }
         }

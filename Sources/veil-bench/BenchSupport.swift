@@ -123,8 +123,7 @@ final class BenchCoordinator: @unchecked Sendable {
     }
 
     func setManifest(_ text: String, secrets: [String: [UInt8]] = [:]) async throws {
-        let request = API.ManifestSetRequest(
-            manifest: Data(text.utf8).base64EncodedString(), secrets: secrets.mapValues { Data($0).base64EncodedString() })
+        let request = API.ManifestSetRequest(manifest: Base64Bytes(text.utf8), secrets: secrets.mapValues { Base64Bytes($0) })
         _ = try await CoordinatorClient.with(address: client, trust: .pinnedRoot(attested.rootCertificatePEM)) {
             try await $0.call(.POST, "\(API.prefix)/manifest/with-secrets", json: request, as: API.ManifestSetResponse.self)
         }

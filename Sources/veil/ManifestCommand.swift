@@ -21,16 +21,16 @@ struct ManifestCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard let data = FileManager.default.contents(atPath: file) else { throw CommandError("cannot read \(file)") }
-            var values: [String: String] = [:]
+            var values: [String: Base64Bytes] = [:]
             for assignment in secrets {
                 guard let equals = assignment.firstIndex(of: "="), equals != assignment.startIndex else {
                     throw ValidationError("--secret '\(assignment)' is not NAME=FILE")
                 }
                 let path = String(assignment[assignment.index(after: equals)...])
                 guard let value = FileManager.default.contents(atPath: path) else { throw CommandError("cannot read secret file \(path)") }
-                values[String(assignment[..<equals])] = value.base64EncodedString()
+                values[String(assignment[..<equals])] = Base64Bytes(value)
             }
-            let request = API.ManifestSetRequest(manifest: data.base64EncodedString(), secrets: values)
+            let request = API.ManifestSetRequest(manifest: Base64Bytes(data), secrets: values)
             let response = try await connection.withPinnedClient { client in
                 values.isEmpty
                     ? try await client.call(.POST, "\(API.prefix)/manifest", body: Array(data), as: API.ManifestSetResponse.self)

@@ -57,7 +57,7 @@ struct RecoverCommand: AsyncParsableCommand {
                 throw CommandError("the coordinator sent a malformed share")
             }
             let plaintext = try privateKey.decrypt(encapsulatedKey: Array(encapsulated), ciphertext: Array(ciphertext))
-            let submission = API.RecoverySubmission(name: share.name, share: Data(plaintext).base64EncodedString())
+            let submission = API.RecoverySubmission(name: share.name, share: Base64Bytes(plaintext))
             return try await client.call(.POST, "\(API.prefix)/recovery", json: submission, as: API.RecoveryStatus.self)
         }
         if status.recovered {

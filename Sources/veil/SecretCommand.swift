@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VeilLauncherCommands
+import VeilAttestation
 import VeilManifest
 
 struct SecretCommand: AsyncParsableCommand {
@@ -29,7 +30,7 @@ struct SecretCommand: AsyncParsableCommand {
             } else {
                 value = Data(fromLiteral!.utf8)
             }
-            let body = Array(try JSONEncoder().encode(API.SecretSetRequest(value: value.base64EncodedString())))
+            let body = Array(try JSONEncoder().encode(API.SecretSetRequest(value: Base64Bytes(value))))
             _ = try await connection.withPinnedClient { try await $0.call(.PUT, "\(API.prefix)/secrets/\(name)", body: body) }
             print("secret \(name) set")
         }

@@ -26,7 +26,7 @@ import VeilImageFormat
 
     func header(version: UInt64, content: String = "rows", key: SymmetricKey? = nil, path: String? = nil) throws -> API.ProtectedFileHeader {
         let sealed = try ProtectedFile.seal(Array(content.utf8), path: path ?? self.path, secret: key ?? self.key, version: version)
-        return API.ProtectedFileHeader(path: self.path, header: Data(sealed.prefix(ProtectedFile.headerSize)).base64EncodedString())
+        return API.ProtectedFileHeader(path: self.path, header: Base64Bytes(sealed.prefix(ProtectedFile.headerSize)))
     }
 
     func activate(_ coordinator: Coordinator, _ fixture: Fixture, _ files: [API.ProtectedFileHeader]) async throws -> API.ActivationResponse {
@@ -42,7 +42,7 @@ import VeilImageFormat
         var coordinator = try await fixture.coordinator()
         try await coordinator.setManifest(manifest(fixture), userDefinedSecrets: ["filesKey": keyBytes()])
         let response = try await activate(coordinator, fixture, [try header(version: 2)])
-        #expect(response.protectedFilesKey.flatMap { Data(base64Encoded: $0) } == Data(keyBytes()))
+        #expect(response.protectedFilesKey?.bytes == keyBytes())
 
         coordinator = try await fixture.coordinator()  // restart: the record is sealed state
         await #expect(throws: CoordinatorError.protectedFileRollback(path: path, recorded: 2, presented: 1)) {
@@ -66,9 +66,7 @@ import VeilImageFormat
         }
         await #expect(throws: CoordinatorError.self) { try await activate(coordinator, fixture, [try header(version: 9, path: "/other")]) }
         var tampered = try header(version: 1)
-        var bytes = Array(Data(base64Encoded: tampered.header)!)
-        bytes[15] = 99  // version field
-        tampered.header = Data(bytes).base64EncodedString()
+        tampered.header.bytes[15] = 99  // version field
         await #expect(throws: CoordinatorError.protectedFileRejected(path: path, reason: "\(ProtectedFile.Error.headerTampered)")) {
             try await activate(coordinator, fixture, [tampered])
         }

@@ -35,13 +35,8 @@ public enum HTTPAPI {
         }
         api.post("manifest/with-secrets") { request, context in
             let set = try await request.decode(as: API.ManifestSetRequest.self, context: context)
-            guard let manifest = Data(base64Encoded: set.manifest) else { throw CoordinatorError.badRequest("manifest must be base64") }
-            var secrets: [String: [UInt8]] = [:]
-            for (name, value) in set.secrets {
-                guard let bytes = Data(base64Encoded: value) else { throw CoordinatorError.invalidSecretValue(name: name, reason: "value is not base64") }
-                secrets[name] = Array(bytes)
-            }
-            return JSON(API.ManifestSetResponse(digest: Hex.encode(try await coordinator.setManifest(Array(manifest), userDefinedSecrets: secrets))))
+            let digest = try await coordinator.setManifest(set.manifest.bytes, userDefinedSecrets: set.secrets.mapValues(\.bytes))
+            return JSON(API.ManifestSetResponse(digest: Hex.encode(digest)))
         }
         api.get("certificate/chain") { _, _ in PEMBody(text: coordinator.chainPEM) }
         // The manifest's history: digests and names only, readable like the manifest itself.
@@ -63,8 +58,7 @@ public enum HTTPAPI {
         secrets.put(":name") { request, context -> Response in
             let name = try context.parameters.require("name")
             let set = try await request.decode(as: API.SecretSetRequest.self, context: context)
-            guard let value = Data(base64Encoded: set.value) else { throw CoordinatorError.badRequest("value must be base64") }
-            try await coordinator.setSecret(name, value: Array(value), by: try context.requireUser())
+            try await coordinator.setSecret(name, value: set.value.bytes, by: try context.requireUser())
             return Response(status: .noContent)
         }
         secrets.get { request, context in
@@ -147,8 +141,7 @@ public enum HTTPAPI {
             let certificate = await context.clientCertificateDER()
             try recovery.authorizeSubmitter(certificate)
             let submission = try await request.decode(as: API.RecoverySubmission.self, context: context)
-            guard let share = Data(base64Encoded: submission.share) else { throw CoordinatorError.badRequest("share must be base64") }
-            let status = try await recovery.submit(name: submission.name, share: Array(share), by: certificate)
+            let status = try await recovery.submit(name: submission.name, share: submission.share.bytes, by: certificate)
             if status.recovered { onRecovered() }
             return JSON(status)
         }
