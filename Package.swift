@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "VeilAttestation", targets: ["VeilAttestation"]),
         .library(name: "VeilManifest", targets: ["VeilManifest"]),
         .library(name: "VeilCoordinator", targets: ["VeilCoordinator"]),
+        .library(name: "VeilClient", targets: ["VeilClient"]),
         .library(name: "VeilLauncher", targets: ["VeilLauncher"]),
         .library(name: "VeilImage", targets: ["VeilImage"]),
         .library(name: "VeilMesh", targets: ["VeilMesh"]),
@@ -83,14 +84,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The coordinator's client side: attestation, pinned roots, history marks, the TLS client.
         .target(
-            name: "VeilLauncher",
+            name: "VeilClient",
             dependencies: [
-                "VeilImageFormat",
-                "CVeilSys",
                 "VeilAttestation",
                 "VeilManifest",
-                "VeilMesh",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -98,6 +97,20 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "VeilLauncher",
+            dependencies: [
+                "VeilImageFormat",
+                "CVeilSys",
+                "VeilAttestation",
+                "VeilClient",
+                "VeilManifest",
+                "VeilMesh",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: strict
         ),
@@ -151,7 +164,7 @@ let package = Package(
         .target(
             name: "VeilLauncherCommands",
             dependencies: [
-                "VeilAttestation", "VeilLauncher", "VeilImageFormat", "VeilManifest", "VeilMesh",
+                "VeilAttestation", "VeilClient", "VeilLauncher", "VeilImageFormat", "VeilManifest", "VeilMesh",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -202,7 +215,7 @@ let package = Package(
             name: "veil-bench",
             dependencies: [
                 "VeilImageFormat", .product(name: "SwiftASN1", package: "swift-asn1"), .product(name: "X509", package: "swift-certificates"),
-                "VeilAttestation", "VeilManifest", "VeilCoordinator", "VeilLauncher", "VeilImage", "VeilRuntime",
+                "VeilAttestation", "VeilManifest", "VeilCoordinator", "VeilClient", "VeilLauncher", "VeilImage", "VeilRuntime",
                 "VeilMesh", "VeilLauncherCommands", "VeilHostTools", "CVeilSys",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -216,6 +229,7 @@ let package = Package(
                 "VeilAttestation",
                 "VeilManifest",
                 "VeilCoordinator",
+                "VeilClient",
                 "VeilLauncher",
                 "VeilCollateral",
                 "VeilImage",
@@ -246,7 +260,7 @@ let package = Package(
             name: "VeilCoordinatorTests",
             dependencies: [
                 "VeilImageFormat", .product(name: "Crypto", package: "swift-crypto"),
-                "VeilCoordinator", "VeilLauncher", "VeilManifest", "VeilAttestation", "VeilImage",
+                "VeilCoordinator", "VeilClient", "VeilLauncher", "VeilManifest", "VeilAttestation", "VeilImage",
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),

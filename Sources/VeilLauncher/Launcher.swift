@@ -3,6 +3,7 @@ import FoundationEssentials
 import Glibc
 import Synchronization
 import VeilAttestation
+import VeilClient
 import VeilImageFormat
 import VeilManifest
 import X509

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FoundationEssentials
 import Synchronization
+import VeilClient
 import VeilAttestation
 import VeilImageFormat
 import VeilLauncher

@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import VeilClient
 import VeilAttestation
 import VeilLauncher
 

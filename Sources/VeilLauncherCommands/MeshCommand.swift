@@ -2,6 +2,7 @@ import ArgumentParser
 import FoundationEssentials
 import Glibc
 import Logging
+import VeilClient
 import VeilAttestation
 import VeilLauncher
 import VeilMesh

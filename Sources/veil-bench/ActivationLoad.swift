@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Synchronization
+import VeilClient
 import VeilAttestation
 import VeilLauncher
 import VeilManifest

@@ -2,6 +2,7 @@ import ArgumentParser
 import Crypto
 import Foundation
 import Glibc
+import VeilClient
 import VeilAttestation
 import VeilLauncher
 import VeilManifest

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import VeilClient
 import VeilAttestation
 import VeilLauncher
 import VeilLauncherCommands

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VeilClient
 import VeilManifest
 
 struct CertificateCommand: AsyncParsableCommand {

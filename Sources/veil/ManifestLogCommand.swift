@@ -1,6 +1,7 @@
 import ArgumentParser
 import Crypto
 import Foundation
+import VeilClient
 import VeilAttestation
 import VeilLauncherCommands
 import VeilManifest

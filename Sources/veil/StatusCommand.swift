@@ -1,4 +1,5 @@
 import ArgumentParser
+import VeilClient
 import VeilAttestation
 import VeilManifest
 

@@ -1,7 +1,7 @@
 import Foundation
 import Glibc
 import Testing
-@testable import VeilLauncher
+@testable import VeilClient
 
 /// A server that accepts connections but never answers must not hang a command.
 @Suite struct CoordinatorClientTimeoutTests {

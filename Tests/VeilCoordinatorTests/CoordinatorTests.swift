@@ -3,6 +3,7 @@ import _CryptoExtras
 import Foundation
 import Logging
 import Testing
+import VeilClient
 import VeilAttestation
 import VeilCoordinator
 import VeilLauncher

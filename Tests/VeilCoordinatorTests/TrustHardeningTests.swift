@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Logging
 import Testing
+@testable import VeilClient
 import VeilAttestation
 @testable import VeilCoordinator
 @testable import VeilLauncher

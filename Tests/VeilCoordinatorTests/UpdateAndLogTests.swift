@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import Testing
+import VeilClient
 import VeilAttestation
 import VeilCoordinator
 import VeilLauncher
