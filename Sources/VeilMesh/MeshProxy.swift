@@ -55,9 +55,13 @@ public final class MeshProxy: Sendable {
     let coordinatorID: String
     let serverContext: NIOSSLContext
     let clientContext: NIOSSLContext
+    /// How long a TLS handshake may take, on an ingress or towards an egress peer, before the
+    /// connection is closed: a peer that connects and never speaks holds nothing for long.
+    let handshakeTimeout: TimeAmount
     private let channels = Mutex<[any Channel]>([])
 
-    public init(credentials: MeshCredentials, policy: MeshPolicy, logger: Logger) throws {
+    public init(credentials: MeshCredentials, policy: MeshPolicy, logger: Logger, handshakeTimeout: Duration = .seconds(10)) throws {
+        self.handshakeTimeout = TimeAmount(handshakeTimeout)
         self.credentials = credentials
         self.policy = policy
         self.logger = logger
@@ -118,14 +122,14 @@ public final class MeshProxy: Sendable {
 
     private func listen(ingress rule: MeshPolicy.Ingress) async throws {
         guard let forward = HostPort.parse(rule.forward) else { throw MeshError.listen(rule.listen, reason: "forward address is not HOST:PORT") }
-        let context = serverContext, allowed = rule.clients, verify = verification
+        let context = serverContext, allowed = rule.clients, verify = verification, deadline = handshakeTimeout
         try await accept(on: rule.listen, metadata: ["direction": "ingress", "listen": "\(rule.listen)", "forward": "\(rule.forward)"]) { channel, record in
             let ssl = NIOSSLServerHandler(context: context, customVerificationCallback: verify(record) { service in
                 allowed.contains(service) ? nil : .notAllowed(service: service, allowed: allowed)
             })
             let gate = HalfCloseGate(record: record)
             try channel.pipeline.syncOperations.addHandlers([
-                gate, ssl, HandshakeObserver(record: record, gate: gate),
+                gate, ssl, HandshakeObserver(record: record, gate: gate, deadline: deadline),
                 SpliceHandler(connect: { Self.connect(on: $0, to: forward) }, waitForHandshake: true, record: record),
             ])
         }
@@ -135,7 +139,7 @@ public final class MeshProxy: Sendable {
 
     private func listen(egress rule: MeshPolicy.Egress) async throws {
         guard let remote = HostPort.parse(rule.address) else { throw MeshError.listen(rule.listen, reason: "peer address is not HOST:PORT") }
-        let context = clientContext, expected = rule.service, verify = verification
+        let context = clientContext, expected = rule.service, verify = verification, deadline = handshakeTimeout
         let metadata: Logger.Metadata = ["direction": "egress", "listen": "\(rule.listen)", "service": "\(expected)", "address": "\(rule.address)"]
         try await accept(on: rule.listen, metadata: metadata) { channel, record in
             let connect: SpliceHandler.Connect = { eventLoop in
@@ -144,7 +148,7 @@ public final class MeshProxy: Sendable {
                         service == expected ? nil : .wrongService(presented: service, expected: expected)
                     })
                     let gate = HalfCloseGate(record: record)
-                    try outbound.pipeline.syncOperations.addHandlers([gate, ssl, HandshakeObserver(record: record, gate: gate)])
+                    try outbound.pipeline.syncOperations.addHandlers([gate, ssl, HandshakeObserver(record: record, gate: gate, deadline: deadline)])
                 }
             }
             try channel.pipeline.syncOperations.addHandler(SpliceHandler(connect: connect, waitForHandshake: false, record: record))
@@ -303,19 +307,39 @@ final class HalfCloseGate: ChannelInboundHandler {
 
 /// Behind the TLS handler: logs a handshake that failed around the verification callback (no
 /// client certificate, a peer that refused ours, a peer that is not TLS) with a readable
-/// reason, and opens the ``HalfCloseGate`` once the handshake completed.
+/// reason, closes the connection when the handshake has not completed by `deadline`, and opens
+/// the ``HalfCloseGate`` once the handshake completed.
 final class HandshakeObserver: ChannelInboundHandler {
     typealias InboundIn = NIOAny
     let record: ConnectionRecord
     let gate: HalfCloseGate
+    let deadline: TimeAmount
+    private var timeout: Scheduled<Void>?
 
-    init(record: ConnectionRecord, gate: HalfCloseGate) {
+    init(record: ConnectionRecord, gate: HalfCloseGate, deadline: TimeAmount) {
         self.record = record
         self.gate = gate
+        self.deadline = deadline
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let record = record, seconds = Double(deadline.nanoseconds) / 1e9
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        timeout = context.eventLoop.assumeIsolated().scheduleTask(in: deadline) {
+            record.handshakeFailed(reason: "no TLS handshake within \(seconds) s", level: .info)
+            bound.value.close(promise: nil)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timeout?.cancel()
+        timeout = nil
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? TLSUserEvent, case .handshakeCompleted = event {
+            timeout?.cancel()
+            timeout = nil
             // Next tick: the TLS handler is still delivering this event.
             let gate = NIOLoopBound(gate, eventLoop: context.eventLoop)
             context.eventLoop.execute { gate.value.open() }

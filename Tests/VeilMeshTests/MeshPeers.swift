@@ -167,6 +167,24 @@ func exchange(port: Int, payload: [UInt8], tls: (credentials: MeshCredentials?, 
     }
 }
 
+/// Connects to 127.0.0.1:`port` and says nothing; returns what the connection got once the
+/// peer closed it, or nil when it is still open after `seconds`.
+func silentConnection(port: Int, seconds: Double) async throws -> Exchange? {
+    let collector = Collector()
+    let channel = try await connect(port: port, collector: collector, tls: nil)
+    return try await withThrowingTaskGroup(of: Exchange?.self) { group in
+        group.addTask { try await collector.result.futureResult.get() }
+        group.addTask {
+            try await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+            return nil
+        }
+        defer { group.cancelAll() }
+        let outcome = try await group.next() ?? nil
+        if outcome == nil { channel.close(promise: nil) }
+        return outcome
+    }
+}
+
 private func connect(port: Int, collector: Collector, tls: (credentials: MeshCredentials?, rootPEM: String)?) async throws -> any Channel {
     try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .channelOption(.allowRemoteHalfClosure, value: true)

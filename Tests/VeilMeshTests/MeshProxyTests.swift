@@ -24,6 +24,26 @@ import VeilMesh
         return (proxy, app, port)
     }
 
+    /// A connection that never starts TLS is closed at the handshake deadline and logged; the
+    /// ingress still serves a listed client afterwards.
+    @Test func aSilentConnectionIsClosedAtTheHandshakeDeadline() async throws {
+        let logs = LogCapture()
+        let app = try await EchoApp.start()
+        let port = try freePort()
+        let policy = MeshPolicy(ingress: [.init(listen: "127.0.0.1:\(port)", forward: "127.0.0.1:\(app.port)", clients: ["web"])])
+        let proxy = try MeshProxy(credentials: try authority.credentials("cache"), policy: policy, logger: logs.logger, handshakeTimeout: .milliseconds(500))
+        try await proxy.start()
+        defer { Task { await proxy.stop(); await app.stop() } }
+        let start = ContinuousClock.now
+        let outcome = try await silentConnection(port: port, seconds: 10)
+        #expect(outcome == .received([]), "closed by the proxy, nothing sent: \(String(describing: outcome))")
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(await logs.contains("no TLS handshake within 0.5 s"))
+        #expect(app.connections == 0, "nothing reached the app")
+        let served = try await exchange(port: port, payload: Array("ping".utf8), tls: (try authority.credentials("web"), authority.rootPEM))
+        #expect(served == .received(Array("ping".utf8)))
+    }
+
     @Test func listedServiceReachesTheAppWithEveryByte() async throws {
         let logs = LogCapture()
         let (proxy, app, port) = try await cacheIngress(logs: logs)
