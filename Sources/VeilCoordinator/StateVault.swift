@@ -224,10 +224,11 @@ package enum StoredStateReader {
 
     /// An authentic envelope (generation 1) around `plaintext` as the state, so a fuzzer's
     /// bytes reach the steps after decryption.
-    package static func envelope(aroundState plaintext: [UInt8], key: SymmetricKey) -> [UInt8] {
+    /// `recovery` is stored beside it, as a store holds recovery data.
+    package static func envelope(aroundState plaintext: [UInt8], key: SymmetricKey, recovery: [UInt8]? = nil) -> [UInt8] {
         guard let box = try? AES.GCM.seal(plaintext, using: key, authenticating: StateEnvelope.additionalData(generation: 1)), let combined = box.combined
         else { return [] }
-        return StateEnvelope.encode(generation: 1, box: Array(combined), recovery: nil)
+        return StateEnvelope.encode(generation: 1, box: Array(combined), recovery: recovery)
     }
 
     /// A fresh coordinator's state as JSON (what the vault encrypts), with `manifest` set.
@@ -236,13 +237,6 @@ package enum StoredStateReader {
         state.manifest = manifest
         state.generation = 1
         return state.encoded()
-    }
-
-    /// The envelope of `plaintext` with `recovery` beside it, as a store holds it.
-    package static func envelope(aroundState plaintext: [UInt8], key: SymmetricKey, recovery: [UInt8]) -> [UInt8] {
-        let sealed = envelope(aroundState: plaintext, key: key)
-        guard let header = StateEnvelope.header(sealed) else { return sealed }
-        return StateEnvelope.encode(generation: header.generation, box: Array(header.box), recovery: recovery)
     }
 
     private static func build(_ state: CoordinatorState) throws {

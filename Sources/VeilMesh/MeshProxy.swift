@@ -324,10 +324,10 @@ final class HandshakeObserver: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         let record = record, seconds = Double(deadline.nanoseconds) / 1e9
-        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        // Isolated to the channel's event loop: the task may hold the (non-Sendable) context.
         timeout = context.eventLoop.assumeIsolated().scheduleTask(in: deadline) {
             record.handshakeFailed(reason: "no TLS handshake within \(seconds) s", level: .info)
-            bound.value.close(promise: nil)
+            context.close(promise: nil)
         }
     }
 
