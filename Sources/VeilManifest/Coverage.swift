@@ -8,11 +8,13 @@ extension Manifest {
     /// included: allowed when stated, and said here.
     public var coverageWarnings: [String] {
         packages.sorted { $0.key < $1.key }.compactMap { name, package in
-            if package.snp?.minimumTCB == .any {
+            switch package {
+            case .snp(let guest) where guest.requirements.minimumTCB == .any:
                 return "package '\(name)' (snp) accepts any firmware TCB (MinimumTCB \"any\"): guests on firmware with known "
                     + "vulnerabilities match it; state the lowest TCB to accept"
+            case .tdx(let td) where td.rtmrs.allSatisfy({ $0 == nil }) && td.mrConfigID == nil: break
+            default: return nil
             }
-            guard package.kind == .tdx, package.rtmrs.allSatisfy({ $0 == nil }), package.mrConfigID == nil else { return nil }
             return "package '\(name)' (tdx) pins no RTMR and no MRConfigID: MRTD covers only the TD firmware, so any kernel, "
                 + "command line, initrd and root filesystem booted from the same firmware matches it; pin RTMR1 and RTMR2 "
                 + "(kernel, command line, initrd) or MRConfigID"

@@ -69,41 +69,6 @@ public struct Manifest: Sendable, Equatable {
     }
 }
 
-/// An acceptable identity for a TEE.
-public struct Package: Sendable, Equatable {
-    public var kind: TEEKind
-    /// Required exact measurement, when set.
-    public var measurement: [UInt8]?
-    /// Required signer, when set.
-    public var signerID: [UInt8]?
-    public var productID: UInt16?
-    /// Minimum security version.
-    public var securityVersion: UInt16?
-    /// Whether debug TEEs are acceptable. Default `false`.
-    public var debug: Bool
-    /// TDX only: required values of the TD's other registers (each optional).
-    public var rtmrs: [[UInt8]?] = [nil, nil, nil, nil]
-    public var mrConfigID: [UInt8]?
-    public var mrOwner: [UInt8]?
-    public var mrSeam: [UInt8]?
-    /// SEV-SNP only: the guest policy, VMPL, TCB and HOST_DATA rules (the one SNP validator).
-    public var snp: SNPRequirements?
-    /// SEV-SNP and TDX: the container image measurement (what `veil image convert` prints) the
-    /// launcher inside the VM must have bound into its report data. The VM's own launch
-    /// measurement (required beside it) covers firmware, kernel and initrd — and so the
-    /// software that measured the image.
-    public var imageMeasurement: [UInt8]?
-
-    public init(kind: TEEKind, measurement: [UInt8]? = nil, signerID: [UInt8]? = nil, productID: UInt16? = nil, securityVersion: UInt16? = nil, debug: Bool = false) {
-        self.kind = kind
-        self.measurement = measurement
-        self.signerID = signerID
-        self.productID = productID
-        self.securityVersion = securityVersion
-        self.debug = debug
-    }
-}
-
 /// How a secret is made and what it holds.
 public struct SecretSpec: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable {

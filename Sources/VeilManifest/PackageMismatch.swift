@@ -50,39 +50,11 @@ extension Package {
     /// Checks `claims` against every rule of this package; the first rule broken is thrown.
     public func check(_ claims: Claims) throws(PackageMismatch) {
         if claims.tee != kind { throw .teeKind(reported: claims.tee, required: kind) }
-        if let measurement, claims.measurement != measurement { throw .measurement(reported: claims.measurement, required: measurement) }
-        if let signerID, claims.signer != signerID { throw .signer(reported: claims.signer, required: signerID) }
-        if let productID, claims.productID != productID { throw .productID(reported: claims.productID, required: productID) }
-        if let securityVersion, claims.securityVersion < securityVersion {
-            throw .securityVersion(reported: claims.securityVersion, minimum: securityVersion)
+        switch self {
+        case .simulated(let enclave), .sgx(let enclave): try enclave.check(claims)
+        case .tdx(let td): try td.check(claims)
+        case .snp(let guest): try guest.check(claims)
         }
-        if claims.debug && !debug { throw .debug }
-        if let imageMeasurement {
-            guard let bound = claims.imageMeasurement else { throw .imageMeasurementMissing(required: imageMeasurement) }
-            if bound != imageMeasurement { throw .imageMeasurement(reported: bound, required: imageMeasurement) }
-        }
-        if kind == .snp {
-            guard let guest = claims.snp, let requirements = snp else { throw .snpFieldsMissing }
-            do {
-                try requirements.check(guest)
-            } catch {
-                throw .snp(error)
-            }
-        }
-        if kind == .tdx { try checkTDRegisters(claims) }
-    }
-
-    /// A register the package names is always compared: claims without it do not match.
-    private func checkTDRegisters(_ claims: Claims) throws(PackageMismatch) {
-        guard let tdx = claims.tdx else { throw .tdRegistersMissing }
-        for (index, expected) in rtmrs.enumerated() {
-            guard let expected else { continue }
-            guard index < tdx.rtmrs.count else { throw .rtmrMissing(index: index, required: expected) }
-            if tdx.rtmrs[index] != expected { throw .rtmr(index: index, reported: tdx.rtmrs[index], required: expected) }
-        }
-        if let mrConfigID, tdx.mrConfigID != mrConfigID { throw .mrConfigID(reported: tdx.mrConfigID) }
-        if let mrOwner, tdx.mrOwner != mrOwner { throw .mrOwner(reported: tdx.mrOwner) }
-        if let mrSeam, tdx.mrSeam != mrSeam { throw .mrSeam(reported: tdx.mrSeam) }
     }
 
     /// Why claims do not match this package (the broken rule's sentence), or `nil` when they do.
@@ -94,4 +66,56 @@ extension Package {
             return error.description
         }
     }
+}
+
+extension EnclaveIdentity {
+    func check(_ claims: Claims) throws(PackageMismatch) {
+        if let measurement, claims.measurement != measurement { throw .measurement(reported: claims.measurement, required: measurement) }
+        if let signerID, claims.signer != signerID { throw .signer(reported: claims.signer, required: signerID) }
+        if let productID, claims.productID != productID { throw .productID(reported: claims.productID, required: productID) }
+        if let securityVersion, claims.securityVersion < securityVersion {
+            throw .securityVersion(reported: claims.securityVersion, minimum: securityVersion)
+        }
+        if claims.debug && !allowDebug { throw .debug }
+    }
+}
+
+extension TDIdentity {
+    /// A register the package names is always compared: claims without it do not match.
+    func check(_ claims: Claims) throws(PackageMismatch) {
+        if claims.measurement != mrtd { throw .measurement(reported: claims.measurement, required: mrtd) }
+        if claims.debug && !allowDebug { throw .debug }
+        try checkImage(imageMeasurement, claims)
+        guard let tdx = claims.tdx else { throw .tdRegistersMissing }
+        for (index, expected) in rtmrs.enumerated() {
+            guard let expected else { continue }
+            guard index < tdx.rtmrs.count else { throw .rtmrMissing(index: index, required: expected) }
+            if tdx.rtmrs[index] != expected { throw .rtmr(index: index, reported: tdx.rtmrs[index], required: expected) }
+        }
+        if let mrConfigID, tdx.mrConfigID != mrConfigID { throw .mrConfigID(reported: tdx.mrConfigID) }
+        if let mrOwner, tdx.mrOwner != mrOwner { throw .mrOwner(reported: tdx.mrOwner) }
+        if let mrSeam, tdx.mrSeam != mrSeam { throw .mrSeam(reported: tdx.mrSeam) }
+    }
+}
+
+extension SNPIdentity {
+    func check(_ claims: Claims) throws(PackageMismatch) {
+        if claims.measurement != measurement { throw .measurement(reported: claims.measurement, required: measurement) }
+        if let idKeyDigest, claims.signer != idKeyDigest { throw .signer(reported: claims.signer, required: idKeyDigest) }
+        if claims.debug && !requirements.allowDebug { throw .debug }
+        try checkImage(imageMeasurement, claims)
+        guard let guest = claims.snp else { throw .snpFieldsMissing }
+        do {
+            try requirements.check(guest)
+        } catch {
+            throw .snp(error)
+        }
+    }
+}
+
+/// Confidential VMs: the image the launcher inside measured, when the package pins one.
+private func checkImage(_ required: [UInt8]?, _ claims: Claims) throws(PackageMismatch) {
+    guard let required else { return }
+    guard let bound = claims.imageMeasurement else { throw .imageMeasurementMissing(required: required) }
+    if bound != required { throw .imageMeasurement(reported: bound, required: required) }
 }

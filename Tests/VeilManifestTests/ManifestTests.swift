@@ -27,8 +27,8 @@ let validManifest = """
 @Suite struct ManifestParsingTests {
     @Test func parsesAValidManifest() throws {
         let manifest = try Manifest.parse(Array(validManifest.utf8))
-        #expect(manifest.packages["redis"]?.measurement == Hex.decode(measurementHex))
-        #expect(manifest.packages["signed"]?.productID == 7)
+        #expect(manifest.packages["redis"]?.enclave?.measurement == Hex.decode(measurementHex))
+        #expect(manifest.packages["signed"]?.enclave?.productID == 7)
         #expect(manifest.services["cache"]?.maxActivations == 2)
         #expect(manifest.services["cache"]?.parameters.argv?.count == 3)
         #expect(manifest.secrets["cacheCert"]?.size == 384)
@@ -149,7 +149,7 @@ let validManifest = """
 }
 
 @Suite struct PackageMatchingTests {
-    let package = Package(kind: .simulated, measurement: [1, 2], signerID: [9], productID: 4, securityVersion: 5, debug: false)
+    let package = Package.simulated(EnclaveIdentity(measurement: [1, 2], signerID: [9], productID: 4, securityVersion: 5, allowDebug: false))
 
     func claims(measurement: [UInt8] = [1, 2], signer: [UInt8] = [9], product: UInt16 = 4, svn: UInt16 = 5, debug: Bool = false) -> Claims {
         Claims(tee: .simulated, measurement: measurement, signer: signer, productID: product, securityVersion: svn,
@@ -180,9 +180,12 @@ let validManifest = """
         var sgx = claims()
         sgx.tee = .sgx
         #expect(throws: PackageMismatch.teeKind(reported: .sgx, required: .simulated)) { try package.check(sgx) }
-        var imaged = package
-        imaged.imageMeasurement = [5]
-        #expect(throws: PackageMismatch.imageMeasurementMissing(required: [5])) { try imaged.check(claims()) }
+        // Only confidential VMs' packages can pin an image (the type has no such field for enclaves).
+        var td = TDIdentity(mrtd: [1, 2])
+        td.imageMeasurement = [5]
+        var tdClaims = claims()
+        tdClaims.tee = .tdx
+        #expect(throws: PackageMismatch.imageMeasurementMissing(required: [5])) { try Package.tdx(td).check(tdClaims) }
         #expect(throws: Never.self) { try package.check(claims()) }
     }
 }

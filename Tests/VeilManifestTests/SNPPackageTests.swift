@@ -30,17 +30,33 @@ import VeilAttestation
 
     @Test func anyIsAcceptedAndWarnedAbout() throws {
         let manifest = try parse(#"{"Kind": "snp", "Measurement": "\#(Self.measurement)", "MinimumTCB": "any"}"#)
-        #expect(manifest.packages["p"]?.snp?.minimumTCB == .any)
+        #expect(manifest.packages["p"]?.snpRequirements?.minimumTCB == .any)
         #expect(manifest.coverageWarnings.contains { $0.contains("package 'p' (snp) accepts any firmware TCB") })
         let stated = try parse(#"{"Kind": "snp", "Measurement": "\#(Self.measurement)", "MinimumTCB": {"Bootloader": 1, "TEE": 2, "SNP": 3, "Microcode": 4, "FMC": 5}}"#)
-        #expect(stated.packages["p"]?.snp?.minimumTCB == .atLeast(SNPReport.TCBVersion(bootloader: 1, tee: 2, snp: 3, microcode: 4, fmc: 5)))
+        #expect(stated.packages["p"]?.snpRequirements?.minimumTCB == .atLeast(SNPReport.TCBVersion(bootloader: 1, tee: 2, snp: 3, microcode: 4, fmc: 5)))
         #expect(stated.coverageWarnings.isEmpty)
     }
 
     @Test func vmplDefaultsToZeroAndDebugFollowsThePackage() throws {
         let plain = try parse(#"{"Kind": "snp", "Measurement": "\#(Self.measurement)", "MinimumTCB": "any"}"#)
-        #expect(plain.packages["p"]?.snp == SNPRequirements(minimumTCB: .any, vmpl: 0, allowDebug: false, allowMigrationAgent: false))
+        #expect(plain.packages["p"]?.snpRequirements == SNPRequirements(minimumTCB: .any, vmpl: 0, allowDebug: false, allowMigrationAgent: false))
         let stated = try parse(#"{"Kind": "snp", "Measurement": "\#(Self.measurement)", "MinimumTCB": "any", "VMPL": 2, "Debug": true, "AllowMigrationAgent": true}"#)
-        #expect(stated.packages["p"]?.snp == SNPRequirements(minimumTCB: .any, vmpl: 2, allowDebug: true, allowMigrationAgent: true))
+        #expect(stated.packages["p"]?.snpRequirements == SNPRequirements(minimumTCB: .any, vmpl: 2, allowDebug: true, allowMigrationAgent: true))
+    }
+}
+
+extension Package {
+    /// The SNP rules of an snp package (nil for the other TEEs).
+    var snpRequirements: SNPRequirements? {
+        guard case .snp(let guest) = self else { return nil }
+        return guest.requirements
+    }
+
+    /// The rules of an SGX or simulated package (nil for confidential VMs).
+    var enclave: EnclaveIdentity? {
+        switch self {
+        case .simulated(let enclave), .sgx(let enclave): return enclave
+        case .tdx, .snp: return nil
+        }
     }
 }
