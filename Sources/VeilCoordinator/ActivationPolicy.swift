@@ -6,9 +6,14 @@ import VeilManifest
 
 /// A protected file's header as a launcher presents it: the path it was sealed for and the
 /// header bytes (decoded from the wire at the edge).
-struct PresentedProtectedFile: Sendable, Equatable {
-    var path: String
-    var header: [UInt8]
+public struct PresentedProtectedFile: Sendable, Equatable {
+    public var path: String
+    public var header: [UInt8]
+
+    public init(path: String, header: [UInt8]) {
+        self.path = path
+        self.header = header
+    }
 }
 
 /// A protected-file version to record once the activation commits.

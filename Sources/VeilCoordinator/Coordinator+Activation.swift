@@ -9,16 +9,16 @@ extension Coordinator {
     /// (nonce, CSR, evidence, package, TCB, protected-file headers), then one transaction
     /// where the service has a quota or protected files moved forward, then rendering.
     /// Nothing is issued unless every step passed.
-    public func activate(_ request: API.ActivationRequest, now: Date = Date()) async throws(CoordinatorError) -> API.ActivationResponse {
+    public func activate(_ request: ActivationAttempt, now: Date = Date()) async throws(CoordinatorError) -> Activation {
         let started = ContinuousClock.now
         let snapshot = current
         // Only services the manifest lists become label values: a client cannot add series.
         let serviceLabel = snapshot.manifest?.services[request.service] != nil ? request.service : CoordinatorMetrics.unlistedService
         defer { metrics.activationDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
         do {
-            let response = try await checkAndIssue(request, snapshot: snapshot, now: now)
+            let activation = try await checkAndIssue(request, snapshot: snapshot, now: now)
             metrics.countActivation(service: serviceLabel, outcome: "activated")
-            return response
+            return activation
         } catch {
             metrics.countActivation(service: serviceLabel, outcome: error.code)
             throw error
@@ -27,15 +27,14 @@ extension Coordinator {
 
     /// The sequence around the pure rules (``ActivationPolicy``): nonce, CSR and evidence
     /// (which may fetch a VCEK), the decision, one transaction when state changes, rendering.
-    func checkAndIssue(_ request: API.ActivationRequest, snapshot: Snapshot, now: Date) async throws(CoordinatorError) -> API.ActivationResponse {
+    func checkAndIssue(_ request: ActivationAttempt, snapshot: Snapshot, now: Date) async throws(CoordinatorError) -> Activation {
         guard let manifest = snapshot.manifest else { throw .noManifest }
-        guard let nonce = Hex.decode(request.nonce) else { throw .badRequest("nonce must be hex") }
+        let nonce = request.nonce
         try nonces.check(nonce, now: now)
         _ = try ActivationPolicy.service(request.service, in: manifest)
-        let presented = Self.presentedProtectedFiles(request)
         let csr: CertificateSigningRequest
         do {
-            csr = try CertificateAuthority.parseCSR(Array(request.csr.utf8))
+            csr = try CertificateAuthority.parseCSR(request.csrPEM)
         } catch {
             throw .badRequest(error.description)
         }
@@ -45,7 +44,7 @@ extension Coordinator {
         let decision: ActivationDecision
         do {
             decision = try ActivationPolicy.evaluate(
-                service: request.service, claims: claims, protectedFiles: presented, manifest: manifest, secrets: snapshot.state.secrets)
+                service: request.service, claims: claims, protectedFiles: request.protectedFiles, manifest: manifest, secrets: snapshot.state.secrets)
         } catch {
             logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
             throw error
@@ -63,13 +62,8 @@ extension Coordinator {
         return try render(request.service, service: decision.service, claims: claims, csr: csr, now: now)
     }
 
-    /// The presented protected-file headers (decoded from base64 at the edge).
-    static func presentedProtectedFiles(_ request: API.ActivationRequest) -> [PresentedProtectedFile] {
-        (request.protectedFiles ?? []).map { PresentedProtectedFile(path: $0.path, header: $0.header.bytes) }
-    }
-
     func verifyEvidence(
-        _ request: API.ActivationRequest, csr: CertificateSigningRequest, nonce: [UInt8], manifest: Manifest
+        _ request: ActivationAttempt, csr: CertificateSigningRequest, nonce: [UInt8], manifest: Manifest
     ) async throws(CoordinatorError) -> Claims {
         let evidence: Evidence
         do {
@@ -120,7 +114,7 @@ extension Coordinator {
 
     func render(
         _ name: String, service: Manifest.Service, claims: Claims, csr: CertificateSigningRequest, now: Date
-    ) throws(CoordinatorError) -> API.ActivationResponse {
+    ) throws(CoordinatorError) -> Activation {
         let leafDER: [UInt8]
         do {
             leafDER = try authority.issueServiceLeaf(publicKey: csr.publicKey, service: name, validFor: 365 * 86400, now: now).derBytes
@@ -140,28 +134,21 @@ extension Coordinator {
             case .servicePrivateKey: preconditionFailure("the service private key is rendered by the launcher")
             }
         }
-        var response: API.ActivationResponse
+        let activation: Activation
         do {
-            let parameters = service.parameters
-            response = API.ActivationResponse(
-                certificateChain: PEM.encode(leafDER, label: "CERTIFICATE") + PEM.encode(authority.intermediateDER, label: "CERTIFICATE"),
-                rootCertificate: rootCertificatePEM,
-                files: try parameters.files.mapValues { try $0.render(resolve) },
-                env: try parameters.env.mapValues { try $0.render(resolve) },
-                argv: try parameters.argv?.map { try $0.render(resolve) },
-                simulated: claims.simulated,
-                protectedFilesKey: try service.protectedFilesKey.map { name in
-                    guard let bytes = secrets[name]?.bytes else { throw RenderError.secretNotSet(name) }
-                    return Base64Bytes(bytes)
-                })
-            if service.allowDiskFiles { response.allowDiskFiles = true }
-            response.mesh = service.mesh
+            let protectedFilesKey = try service.protectedFilesKey.map { name in
+                guard let bytes = secrets[name]?.bytes else { throw RenderError.secretNotSet(name) }
+                return bytes
+            }
+            activation = try Activation(
+                name: name, claims: claims, certificateChain: [leafDER, authority.intermediateDER], rootCertificate: authority.rootDER,
+                service: service, render: { try $0.render(resolve) }, protectedFilesKey: protectedFilesKey)
         } catch {
             throw .renderFailed(service: name, reason: "\(error)")
         }
         var metadata: Logger.Metadata = ["service": "\(name)", "measurement": "\(Hex.encode(claims.measurement))"]
         if claims.simulated { metadata["warning"] = "\(simulationWarning)" }
         logger.info("activated", metadata: metadata)
-        return response
+        return activation
     }
 }

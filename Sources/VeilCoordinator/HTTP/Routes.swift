@@ -86,7 +86,8 @@ public enum HTTPAPI {
             return JSON(API.NonceResponse(nonce: Hex.encode(coordinator.issueNonce()), provisioning: service.flatMap(coordinator.provisioningTargets(of:))))
         }
         activation.post { request, context in
-            JSON(try await coordinator.activate(try await request.decode(as: API.ActivationRequest.self, context: context)))
+            let wire = try await request.decode(as: API.ActivationRequest.self, context: context)
+            return JSON(API.ActivationResponse(try await coordinator.activate(ActivationAttempt(wire))))
         }
         if let peers {
             api.post("peer/state-key") { request, context in
