@@ -72,7 +72,7 @@ extension Coordinator {
         for name in names {
             let value = snapshot.state.secrets[name]
             result[name] = API.SecretContent(
-                value: value?.bytes.map { Data($0).base64EncodedString() },
+                value: value?.bytes.map(Base64Bytes.init),
                 certificate: value?.certificate.map { PEM.encode($0, label: "CERTIFICATE") },
                 privateKey: value?.privateKey.map { PEM.encode($0, label: "PRIVATE KEY") },
                 publicKey: value?.publicKey.map { PEM.encode($0, label: "PUBLIC KEY") })

@@ -168,8 +168,12 @@ public final class RecoveryCoordinator: Sendable {
         let names = received.withLock { $0.shares.keys.sorted() }
         return API.RecoveryInfo(
             threshold: data.threshold, received: names,
-            shares: data.shares.map { .init(name: $0.name, keyFingerprint: $0.keyFingerprint, kind: $0.kind.rawValue,
-                                            encapsulatedKey: $0.encapsulatedKey, ciphertext: $0.ciphertext) })
+            shares: data.shares.map {
+                // RecoveryData.parse refused shares whose fields are not base64.
+                .init(name: $0.name, keyFingerprint: $0.keyFingerprint, kind: $0.kind.rawValue,
+                      encapsulatedKey: Base64Bytes(Data(base64Encoded: $0.encapsulatedKey) ?? Data()),
+                      ciphertext: Base64Bytes(Data(base64Encoded: $0.ciphertext) ?? Data()))
+            })
     }
 
     /// Whether `certificateDER` may submit shares; checked before the body is read.

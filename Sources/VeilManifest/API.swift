@@ -199,12 +199,12 @@ public enum API {
     /// symmetric-key secrets (base64; absent while a UserDefined secret is unset), PEM parts
     /// for certificate secrets.
     public struct SecretContent: Codable, Sendable, Equatable {
-        public var value: String?
+        public var value: Base64Bytes?
         public var certificate: String?
         public var privateKey: String?
         public var publicKey: String?
 
-        public init(value: String?, certificate: String?, privateKey: String?, publicKey: String?) {
+        public init(value: Base64Bytes?, certificate: String?, privateKey: String?, publicKey: String?) {
             self.value = value
             self.certificate = certificate
             self.privateKey = privateKey
@@ -236,10 +236,11 @@ public enum API {
             public var name: String
             public var keyFingerprint: String
             public var kind: String
-            public var encapsulatedKey: String
-            public var ciphertext: String
+            /// Empty for RSA.
+            public var encapsulatedKey: Base64Bytes
+            public var ciphertext: Base64Bytes
 
-            public init(name: String, keyFingerprint: String, kind: String, encapsulatedKey: String, ciphertext: String) {
+            public init(name: String, keyFingerprint: String, kind: String, encapsulatedKey: Base64Bytes, ciphertext: Base64Bytes) {
                 self.name = name
                 self.keyFingerprint = keyFingerprint
                 self.kind = kind

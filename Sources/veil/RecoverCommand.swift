@@ -54,10 +54,7 @@ struct RecoverCommand: AsyncParsableCommand {
             guard let share = info.shares.first(where: { $0.keyFingerprint == privateKey.publicKey.fingerprint }) else {
                 throw CommandError("this key is not one of the coordinator's recovery keys (\(info.shares.map(\.name).joined(separator: ", ")))")
             }
-            guard let encapsulated = Data(base64Encoded: share.encapsulatedKey), let ciphertext = Data(base64Encoded: share.ciphertext) else {
-                throw CommandError("the coordinator sent a malformed share")
-            }
-            let plaintext = try privateKey.decrypt(encapsulatedKey: Array(encapsulated), ciphertext: Array(ciphertext))
+            let plaintext = try privateKey.decrypt(encapsulatedKey: share.encapsulatedKey.bytes, ciphertext: share.ciphertext.bytes)
             let submission = API.RecoverySubmission(name: share.name, share: Base64Bytes(plaintext))
             return try await client.call(.POST, "\(API.prefix)/recovery", json: submission, as: API.RecoveryStatus.self)
         }
