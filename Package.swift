@@ -10,8 +10,10 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "veil", targets: ["veil"]),
+        .library(name: "VeilCore", targets: ["VeilCore"]),
         .library(name: "VeilAttestation", targets: ["VeilAttestation"]),
         .library(name: "VeilManifest", targets: ["VeilManifest"]),
+        .library(name: "VeilAPI", targets: ["VeilAPI"]),
         .library(name: "VeilCoordinator", targets: ["VeilCoordinator"]),
         .library(name: "VeilClient", targets: ["VeilClient"]),
         .library(name: "VeilLauncher", targets: ["VeilLauncher"]),
@@ -37,9 +39,11 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
+        .target(name: "VeilCore", swiftSettings: strict),
         .target(
             name: "VeilAttestation",
             dependencies: [
+                "VeilCore",
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -50,6 +54,7 @@ let package = Package(
         .target(
             name: "VeilManifest",
             dependencies: [
+                "VeilCore",
                 "VeilAttestation",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
@@ -58,9 +63,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(name: "VeilAPI", dependencies: ["VeilCore", "VeilAttestation", "VeilManifest"], swiftSettings: strict),
         .target(
             name: "VeilCoordinator",
             dependencies: [
+                "VeilAPI",
+                "VeilCore",
                 "VeilImageFormat",
                 "CVeilSys",
                 "VeilAttestation",
@@ -88,6 +96,8 @@ let package = Package(
         .target(
             name: "VeilClient",
             dependencies: [
+                "VeilAPI",
+                "VeilCore",
                 "VeilAttestation",
                 "VeilManifest",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -103,6 +113,8 @@ let package = Package(
         .target(
             name: "VeilLauncher",
             dependencies: [
+                "VeilAPI",
+                "VeilCore",
                 "VeilImageFormat",
                 "CVeilSys",
                 "VeilAttestation",
@@ -117,6 +129,7 @@ let package = Package(
         .target(
             name: "VeilCollateral",
             dependencies: [
+                "VeilCore",
                 "VeilAttestation",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -131,19 +144,20 @@ let package = Package(
         .target(name: "CVeilSys"),
         .target(
             name: "VeilImage",
-            dependencies: ["VeilAttestation", "VeilImageFormat", "CZlib", "CISAL", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["VeilCore", "VeilAttestation", "VeilImageFormat", "CZlib", "CISAL", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         // What a converted image holds that the launcher (and the coordinator, for protected
         // files) read: apart from the converter, so neither links tar, zlib or ISA-L.
         .target(
             name: "VeilImageFormat",
-            dependencies: ["VeilAttestation", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["VeilCore", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         .target(
             name: "VeilMesh",
             dependencies: [
+                "VeilCore",
                 "CVeilSys",
                 "VeilManifest",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -158,12 +172,13 @@ let package = Package(
         ),
         .target(
             name: "VeilRuntime",
-            dependencies: ["VeilAttestation", "VeilImage", "VeilImageFormat"],
+            dependencies: ["VeilCore", "VeilAttestation", "VeilImage", "VeilImageFormat"],
             swiftSettings: strict
         ),
         .target(
             name: "VeilLauncherCommands",
             dependencies: [
+                "VeilCore",
                 "VeilAttestation", "VeilClient", "VeilLauncher", "VeilImageFormat", "VeilManifest", "VeilMesh",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -173,6 +188,8 @@ let package = Package(
         .target(
             name: "VeilFuzzTargets",
             dependencies: [
+                "VeilAPI",
+                "VeilCore",
                 "VeilImageFormat", "VeilAttestation", "VeilCoordinator", "VeilManifest", "VeilImage", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
             ],
@@ -184,6 +201,7 @@ let package = Package(
         .target(
             name: "VeilKubernetes",
             dependencies: [
+                "VeilCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 "VeilAttestation",
                 "VeilManifest",
@@ -200,7 +218,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "veil-launcher",
-            dependencies: ["VeilAttestation", "VeilLauncher", "VeilLauncherCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VeilCore", "VeilAttestation", "VeilLauncher", "VeilLauncherCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict,
             // The Swift runtime and FoundationEssentials linked in: every start skips loading and
             // relocating ~30 MB of shared libraries, and images carry (and measure) fewer bytes.
@@ -208,12 +226,14 @@ let package = Package(
         ),
         .target(
             name: "VeilHostTools",
-            dependencies: ["VeilImage"],
+            dependencies: ["VeilCore", "VeilImage"],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "veil-bench",
             dependencies: [
+                "VeilAPI",
+                "VeilCore",
                 "VeilImageFormat", .product(name: "SwiftASN1", package: "swift-asn1"), .product(name: "X509", package: "swift-certificates"),
                 "VeilAttestation", "VeilManifest", "VeilCoordinator", "VeilClient", "VeilLauncher", "VeilImage", "VeilRuntime",
                 "VeilMesh", "VeilLauncherCommands", "VeilHostTools", "CVeilSys",
@@ -225,6 +245,8 @@ let package = Package(
         .executableTarget(
             name: "veil",
             dependencies: [
+                "VeilAPI",
+                "VeilCore",
                 "VeilImageFormat", .product(name: "NIOCore", package: "swift-nio"), .product(name: "X509", package: "swift-certificates"),
                 "VeilAttestation",
                 "VeilManifest",
@@ -247,6 +269,7 @@ let package = Package(
         .testTarget(
             name: "VeilAttestationTests",
             dependencies: [
+                "VeilCore",
                 "VeilAttestation",
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
@@ -254,11 +277,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "VeilManifestTests", dependencies: ["VeilAttestation", "VeilManifest"], swiftSettings: strict),
+        .testTarget(name: "VeilManifestTests", dependencies: ["VeilCore", "VeilAttestation", "VeilManifest"], swiftSettings: strict),
         .testTarget(name: "VeilFuzzTests", dependencies: ["VeilImageFormat", "VeilFuzzTargets", "VeilImage", "VeilManifest"], swiftSettings: strict),
         .testTarget(
             name: "VeilCoordinatorTests",
             dependencies: [
+                "VeilAPI",
+                "VeilCore",
                 "VeilImageFormat", .product(name: "Crypto", package: "swift-crypto"),
                 "VeilCoordinator", "VeilClient", "VeilLauncher", "VeilManifest", "VeilAttestation", "VeilImage",
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
@@ -271,6 +296,7 @@ let package = Package(
         .testTarget(
             name: "VeilCollateralTests",
             dependencies: [
+                "VeilCore",
                 "VeilCollateral", "VeilAttestation",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -284,6 +310,7 @@ let package = Package(
         .testTarget(
             name: "VeilMeshTests",
             dependencies: [
+                "VeilCore",
                 "VeilMesh", "VeilCoordinator", "VeilManifest",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -294,7 +321,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "VeilKubernetesTests", dependencies: ["VeilKubernetes", "VeilAttestation"], swiftSettings: strict),
-        .testTarget(name: "VeilEndToEndTests", dependencies: [.product(name: "Crypto", package: "swift-crypto"), "VeilAttestation"], swiftSettings: strict),
+        .testTarget(name: "VeilKubernetesTests", dependencies: ["VeilCore", "VeilKubernetes"], swiftSettings: strict),
+        .testTarget(name: "VeilEndToEndTests", dependencies: ["VeilAPI", "VeilCore", .product(name: "Crypto", package: "swift-crypto"), "VeilAttestation"], swiftSettings: strict),
     ]
 )

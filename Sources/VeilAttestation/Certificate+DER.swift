@@ -1,4 +1,5 @@
 import SwiftASN1
+import VeilCore
 import X509
 
 extension Certificate {

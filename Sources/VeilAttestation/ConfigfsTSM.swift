@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import VeilCore
 
 /// Linux configfs-tsm (`/sys/kernel/config/tsm/report`): SEV-SNP and TDX guests.
 ///

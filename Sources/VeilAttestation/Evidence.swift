@@ -1,4 +1,5 @@
 import FoundationEssentials
+import VeilCore
 
 /// Evidence as it travels between Veil components: a format name and the format's bytes.
 ///

@@ -1,6 +1,7 @@
 import Crypto
 import FoundationEssentials
 import Glibc
+import VeilCore
 
 /// The simulated TEE's measurement of a launch: what the program is and how it is launched.
 ///
@@ -75,10 +76,8 @@ public enum LaunchMeasurement {
     }
 
     private static func canonical(_ config: Config) -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         // Encoding two strings and a string array cannot fail.
-        return Array(try! encoder.encode(config))
+        try! CanonicalJSON.encode(config)
     }
 
     private static func bigEndianBytes(_ value: UInt64) -> [UInt8] {

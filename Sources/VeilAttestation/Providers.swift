@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import VeilCore
 
 /// Why a hardware evidence provider could not produce evidence.
 public enum ProviderError: Error, Equatable, Sendable, CustomStringConvertible {

@@ -1,5 +1,6 @@
 import Crypto
 import FoundationEssentials
+import VeilCore
 
 /// Veil's simulated evidence: a JSON report signed by a ``SimulationPlatformKey``.
 ///

@@ -1,5 +1,6 @@
 import Crypto
 import FoundationEssentials
+import VeilCore
 
 /// The per-installation key that signs simulated evidence.
 ///

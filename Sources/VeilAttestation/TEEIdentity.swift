@@ -1,4 +1,5 @@
 import FoundationEssentials
+import VeilCore
 
 /// What identifies the software a TEE runs, beyond its primary measurement: for a TD the RTMRs
 /// (firmware configuration, kernel and command line, initrd and what the guest extends) and

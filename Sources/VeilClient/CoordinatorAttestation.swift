@@ -1,6 +1,8 @@
 import Crypto
 import FoundationEssentials
+import VeilAPI
 import VeilAttestation
+import VeilCore
 import VeilManifest
 import X509
 

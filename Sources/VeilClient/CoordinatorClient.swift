@@ -5,7 +5,8 @@ import NIOHTTP1
 import NIOPosix
 import NIOSSL
 import Synchronization
-import VeilAttestation
+import VeilAPI
+import VeilCore
 import VeilManifest
 import X509
 

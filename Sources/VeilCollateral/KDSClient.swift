@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import NIOCore
 import VeilAttestation
+import VeilCore
 
 /// Fetches AMD SEV-SNP certificates from the AMD Key Distribution Service (KDS), with an
 /// on-disk cache (a VCEK for a given chip and TCB never changes; neither does a product's chain).

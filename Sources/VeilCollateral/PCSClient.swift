@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import VeilAttestation
+import VeilCore
 import X509
 
 /// Fetches DCAP collateral from Intel PCS (API v4) or a PCCS with the same API, with an

@@ -1,7 +1,6 @@
 import Crypto
 import Foundation
 import SwiftASN1
-import VeilAttestation
 import VeilManifest
 import X509
 

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import VeilAttestation
+import VeilCore
 import VeilManifest
 import X509
 

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
-import VeilAttestation
+import VeilAPI
+import VeilCore
 import VeilManifest
 
 extension Coordinator {

@@ -1,5 +1,6 @@
 import Foundation
-import VeilAttestation
+import VeilAPI
+import VeilCore
 import VeilManifest
 import X509
 

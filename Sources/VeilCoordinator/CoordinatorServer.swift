@@ -9,6 +9,7 @@ import NIOCore
 import NIOSSL
 import ServiceLifecycle
 import VeilAttestation
+import VeilCore
 import VeilManifest
 
 /// Runs a coordinator replica: opens (or creates) the state in its store, obtains the state key

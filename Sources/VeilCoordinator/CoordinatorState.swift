@@ -1,6 +1,5 @@
 import Crypto
 import Foundation
-import VeilAttestation
 import VeilManifest
 import X509
 

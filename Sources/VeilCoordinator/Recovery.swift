@@ -2,7 +2,9 @@ import Crypto
 import Foundation
 import Logging
 import Synchronization
+import VeilAPI
 import VeilAttestation
+import VeilCore
 import VeilManifest
 import X509
 

@@ -2,6 +2,7 @@ import CVeilSys
 import Crypto
 import Foundation
 import VeilAttestation
+import VeilCore
 
 /// Where a replica's sealing key comes from: a key only this TEE, running this code, can derive.
 /// It seals the state key and the highest state generation the replica has seen

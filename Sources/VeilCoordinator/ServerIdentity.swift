@@ -4,7 +4,6 @@ import Logging
 import NIOCore
 import NIOSSL
 import Synchronization
-import VeilAttestation
 import VeilManifest
 
 /// The coordinator's TLS certificate: issued by the coordinator TLS CA at start and renewed

@@ -4,7 +4,9 @@ import Foundation
 import Logging
 import NIOCore
 import NIOSSL
+import VeilAPI
 import VeilAttestation
+import VeilCore
 import VeilManifest
 
 /// Which replicas may hold the state key: evidence that verifies under ``verification`` and

@@ -1,6 +1,6 @@
 import Foundation
 import Synchronization
-import VeilAttestation
+import VeilCore
 
 /// One stored version of the coordinator's state: opaque bytes (a ``StateEnvelope``, encrypted
 /// under the state key) and the store's revision of them.

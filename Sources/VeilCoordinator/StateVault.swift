@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Synchronization
 import VeilAttestation
+import VeilCore
 
 /// The bytes a store holds: the state encrypted under the state key, its generation in the
 /// clear but authenticated, and the recovery data, written together in one atomic step.

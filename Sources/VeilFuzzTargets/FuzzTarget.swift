@@ -1,7 +1,9 @@
 import Crypto
 import Foundation
+import VeilAPI
 import VeilAttestation
 import VeilCoordinator
+import VeilCore
 import VeilImage
 import VeilImageFormat
 import VeilManifest

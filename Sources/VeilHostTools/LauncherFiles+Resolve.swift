@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import VeilCore
 import VeilImage
 
 /// Finding the launcher's files on this host: `ldd` and `strip` run here, at conversion time,

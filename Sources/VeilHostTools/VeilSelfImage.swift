@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import VeilCore
 import VeilImage
 
 /// Veil's own container image (`veil image self`): `veil` and `veil-launcher` with their
@@ -100,9 +101,7 @@ public struct VeilSelfImage: Sendable {
     }
 
     static func json(_ value: some Encodable) throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Array(try encoder.encode(value))
+        try CanonicalJSON.encode(value)
     }
 
     struct ImageConfigDocument: Encodable {

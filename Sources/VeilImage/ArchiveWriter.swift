@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import VeilAttestation
+import VeilCore
 
 /// Writes an image from an OCI layout as a `docker save` archive (`docker load`, `skopeo`
 /// and Veil read it), streaming every blob; the archive appears atomically under its name.

@@ -1,4 +1,4 @@
-import VeilAttestation
+import VeilCore
 
 /// A `sha256:<hex>` content digest. Invariant: 32 bytes; other algorithms are refused.
 public struct BlobDigest: Hashable, Sendable, Codable, CustomStringConvertible {

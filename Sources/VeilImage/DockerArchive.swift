@@ -1,6 +1,7 @@
 import Crypto
 import FoundationEssentials
 import Glibc
+import VeilCore
 
 /// `docker save` archives: legacy (`manifest.json` + `<id>/layer.tar`) and the OCI-flavoured
 /// archives Docker 25+ writes (an OCI layout inside the tar).
@@ -69,9 +70,7 @@ enum DockerArchive {
         }
         let manifest = ImageManifest(schemaVersion: 2, mediaType: MediaType.manifest, config: config, layers: layers, annotations: nil)
         let configData = try ConfinedFile.read(paths[config.digest]!, under: directory)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let manifestBytes = Array((try? encoder.encode(manifest)) ?? Data())
+        let manifestBytes = (try? CanonicalJSON.encode(manifest)) ?? []
         let resolved = paths
         return try SourceImage(
             manifestDigest: BlobDigest(sha256: Array(SHA256.hash(data: manifestBytes))), manifest: manifest, configBytes: configData,

@@ -1,7 +1,7 @@
 import CISAL
 import CZlib
 import Glibc
-import VeilAttestation
+import VeilCore
 
 /// Decompresses a gzip stream (concatenated members included) as it is read: with Intel
 /// ISA-L's igzip (several times zlib's inflate speed) unless `VEIL_GUNZIP=zlib` asks for

@@ -3,7 +3,7 @@ import Dispatch
 import FoundationEssentials
 import Glibc
 import Synchronization
-import VeilAttestation
+import VeilCore
 import VeilImageFormat
 
 /// Turns an image into a Veil image: the launcher under `/veil/`, the entrypoint wrapped,

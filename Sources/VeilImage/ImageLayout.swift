@@ -1,7 +1,7 @@
 import Crypto
 import FoundationEssentials
 import Glibc
-import VeilAttestation
+import VeilCore
 import VeilImageFormat
 
 /// Where an image is: `oci:DIR[:TAG]` (an OCI image layout) or `docker-archive:TAR`

@@ -1,7 +1,7 @@
 import Crypto
 import FoundationEssentials
 import Glibc
-import VeilAttestation
+import VeilCore
 
 /// Writes blobs into an OCI image layout and tags images in its `index.json`.
 ///
@@ -108,8 +108,6 @@ public struct LayoutWriter: Sendable {
 
 /// JSON with sorted keys and unescaped slashes: the same value always gives the same bytes.
 func canonicalJSON(_ value: some Encodable) -> [UInt8] {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     // Encoding the image model's strings, numbers and dictionaries cannot fail.
-    return Array(try! encoder.encode(value))
+    try! CanonicalJSON.encode(value)
 }

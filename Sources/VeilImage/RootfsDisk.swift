@@ -2,7 +2,7 @@ import Crypto
 import Dispatch
 import FoundationEssentials
 import Glibc
-import VeilAttestation
+import VeilCore
 import VeilImageFormat
 
 /// Applies layers to a directory exactly as ``RootfsTree`` applies them in memory: each

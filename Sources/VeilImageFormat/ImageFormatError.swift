@@ -1,5 +1,5 @@
 import FoundationEssentials
-import VeilAttestation
+import VeilCore
 
 /// Why a file of a converted image that the launcher reads at start (the launch
 /// configuration, the image's /etc/passwd and /etc/group) is unusable.

@@ -1,5 +1,6 @@
 import FoundationEssentials
 import VeilAttestation
+import VeilCore
 
 /// `admission.k8s.io/v1` AdmissionReview: the request the API server sends a mutating webhook
 /// and the response it expects. Only what the injector reads is modelled; the wire shape

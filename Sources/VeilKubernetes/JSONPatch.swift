@@ -1,4 +1,4 @@
-import VeilAttestation
+import VeilCore
 
 /// RFC 6901 pointers.
 public enum JSONPointer {

@@ -1,4 +1,5 @@
 import VeilAttestation
+import VeilCore
 import VeilManifest
 
 /// What the injector adds to pods, as configured for one deployment (`veil injector` flags).

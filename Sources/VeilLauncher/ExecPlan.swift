@@ -2,7 +2,8 @@ import CVeilSys
 import Crypto
 import FoundationEssentials
 import Glibc
-import VeilAttestation
+import VeilAPI
+import VeilCore
 import VeilImageFormat
 import VeilManifest
 import VeilMesh

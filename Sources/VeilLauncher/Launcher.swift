@@ -2,8 +2,10 @@ import Crypto
 import FoundationEssentials
 import Glibc
 import Synchronization
+import VeilAPI
 import VeilAttestation
 import VeilClient
+import VeilCore
 import VeilImageFormat
 import VeilManifest
 import X509

@@ -3,6 +3,7 @@ import FoundationEssentials
 import Glibc
 import Synchronization
 import VeilAttestation
+import VeilCore
 
 /// Takes the TEE's report interface away from the application. In a container of a
 /// confidential VM the launcher needs configfs-tsm for its reports, but an application running

@@ -1,5 +1,5 @@
 import ArgumentParser
-import VeilAttestation
+import VeilCore
 
 /// Where a launcher's coordinator is and how it is trusted, with their environment variables:
 /// one declaration for `veil launch`, `veil mesh` and `veil run`, so the flags mean the same.

@@ -3,6 +3,7 @@ import FoundationEssentials
 import Synchronization
 import VeilClient
 import VeilAttestation
+import VeilCore
 import VeilImageFormat
 import VeilLauncher
 import VeilManifest

@@ -2,6 +2,7 @@ import ArgumentParser
 import FoundationEssentials
 import VeilClient
 import VeilAttestation
+import VeilCore
 import VeilLauncher
 
 /// How a launcher (`veil launch`, `veil mesh`) reaches and trusts its coordinator and which

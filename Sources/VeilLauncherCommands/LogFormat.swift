@@ -3,6 +3,7 @@ import FoundationEssentials
 import Glibc
 import Logging
 import Synchronization
+import VeilCore
 
 /// `--log-format` of the long-running commands (coordinator, injector, mesh): swift-log's text
 /// lines, or one JSON object per line for log collectors.
@@ -47,9 +48,7 @@ public struct JSONLogHandler: LogHandler {
         let line = Line(
             time: Date().formatted(.iso8601), level: event.level.rawValue, label: label, message: "\(event.message)", source: event.source,
             metadata: merged.isEmpty ? nil : merged.mapValues { "\($0)" })
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        guard var bytes = try? encoder.encode(line) else { return }
+        guard var bytes = try? CanonicalJSON.encode(line) else { return }
         bytes.append(0x0A)
         Self.output.withLock { _ in
             _ = bytes.withUnsafeBytes { Glibc.write(2, $0.baseAddress, $0.count) }

@@ -1,5 +1,4 @@
 import Crypto
-import VeilAttestation
 
 /// What a user may do. Each action applies to one resource type.
 public enum Action: String, Sendable, CaseIterable {

@@ -2,7 +2,7 @@ import Crypto
 import Dispatch
 import FoundationEssentials
 import Synchronization
-import VeilAttestation
+import VeilCore
 
 /// One change to the coordinator's manifest, secrets or state, as recorded in its history.
 ///
@@ -48,11 +48,9 @@ public struct LogEntry: Codable, Sendable, Equatable {
         if (version ?? 1) >= 2 { return Array(SHA256.hash(data: canonicalEncoding)) }
         var unsigned = self
         unsigned.signature = ""
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         // Strings, integers and a string dictionary always encode.
-        let body = try! encoder.encode(unsigned)
-        return Array(SHA256.hash(data: Array("veil-log-v1\0".utf8) + Array(body)))
+        let body = try! CanonicalJSON.encode(unsigned)
+        return Array(SHA256.hash(data: Array("veil-log-v1\0".utf8) + body))
     }
 
     /// A defined byte encoding of every field but the signature, independent of any JSON

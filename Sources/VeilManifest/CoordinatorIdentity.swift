@@ -1,5 +1,5 @@
 import Crypto
-import VeilAttestation
+import VeilCore
 import X509
 
 /// How the coordinator's TLS identity is told apart from every workload's.

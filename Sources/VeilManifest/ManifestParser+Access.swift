@@ -1,4 +1,4 @@
-import VeilAttestation
+import VeilCore
 import X509
 
 extension ManifestParser {

@@ -1,4 +1,5 @@
 import VeilAttestation
+import VeilCore
 
 extension ManifestParser {
     /// One `Packages` entry: its `Kind`, then the fields that kind allows (every problem is

@@ -1,4 +1,5 @@
 import VeilAttestation
+import VeilCore
 
 extension ManifestParser {
     /// `MinimumTCB` of an snp package: required, either the lowest firmware TCB to accept —

@@ -1,4 +1,4 @@
-import VeilAttestation
+import VeilCore
 
 extension ManifestParser {
     mutating func secret(_ value: JSONValue, _ path: String) -> SecretSpec? {

@@ -1,4 +1,4 @@
-import VeilAttestation
+import VeilCore
 
 extension ManifestParser {
     mutating func service(

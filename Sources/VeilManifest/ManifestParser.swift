@@ -1,5 +1,6 @@
 import Glibc
 import VeilAttestation
+import VeilCore
 import X509
 
 /// One thing wrong with a manifest, at a JSON path such as `$.Services.web.Package`.

@@ -1,4 +1,5 @@
 import VeilAttestation
+import VeilCore
 
 /// Why verified claims do not match a manifest package: one case per rule, naming the field,
 /// what the evidence reported and what the package requires. `description` is the sentence

@@ -1,7 +1,7 @@
 import Crypto
 import FoundationEssentials
-import VeilAttestation
 import _CryptoExtras
+import VeilCore
 
 /// A manifest recovery key: the public half of a key whose holder can help restore a
 /// coordinator that can no longer unseal its state. RSA (≥ 2048 bits, OAEP-SHA256) or P-256

@@ -1,5 +1,5 @@
 import FoundationEssentials
-import VeilAttestation
+import VeilCore
 
 /// A value template: literal text with `{{ FILTER .REFERENCE }}` substitutions.
 ///
@@ -157,14 +157,6 @@ public enum ReferenceValue: Sendable {
         case (.hex, .bytes(let bytes)), (.hex, .der(let bytes, _)): return Array(Hex.encode(bytes).utf8)
         case (.base64, .bytes(let bytes)), (.base64, .der(let bytes, _)): return Array(Data(bytes).base64EncodedString().utf8)
         }
-    }
-}
-
-/// PEM text encoding (RFC 7468), 64-column base64.
-public enum PEM {
-    public static func encode(_ der: [UInt8], label: String) -> String {
-        let base64 = Data(der).base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
-        return "-----BEGIN \(label)-----\n\(base64)\n-----END \(label)-----\n"
     }
 }
 

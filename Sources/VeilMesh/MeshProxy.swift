@@ -5,6 +5,7 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import Synchronization
+import VeilCore
 import VeilManifest
 import X509
 

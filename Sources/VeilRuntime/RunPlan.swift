@@ -1,5 +1,6 @@
 import Foundation
 import VeilAttestation
+import VeilCore
 import VeilImage
 import VeilImageFormat
 

@@ -1,8 +1,10 @@
 import ArgumentParser
 import Crypto
 import Foundation
+import VeilAPI
 import VeilClient
 import VeilAttestation
+import VeilCore
 import VeilLauncher
 import VeilManifest
 import X509

@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 import VeilClient
 import VeilAttestation
+import VeilCore
 import VeilLauncher
 import VeilManifest
 

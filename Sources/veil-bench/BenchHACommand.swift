@@ -4,6 +4,7 @@ import Foundation
 import Glibc
 import SwiftASN1
 import VeilAttestation
+import VeilCore
 import VeilLauncher
 import VeilLauncherCommands
 import VeilManifest

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import VeilAttestation
+import VeilCore
 import VeilLauncherCommands
 
 /// `veil-bench load`: a given number of activations from concurrent clients, failing over

@@ -5,6 +5,7 @@ import Foundation
 import Glibc
 import Synchronization
 import VeilCoordinator
+import VeilCore
 import VeilLauncherCommands
 import VeilManifest
 import VeilMesh

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import VeilAttestation
+import VeilCore
 import VeilLauncherCommands
 
 /// One benchmark run's results as kept under `docs/benchmarks/` (`--record DIR`): the

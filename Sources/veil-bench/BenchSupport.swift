@@ -1,7 +1,9 @@
 import Foundation
 import Glibc
+import VeilAPI
 import VeilClient
 import VeilAttestation
+import VeilCore
 import VeilLauncher
 import VeilLauncherCommands
 import VeilManifest

@@ -2,6 +2,7 @@ import ArgumentParser
 import FoundationEssentials
 import Glibc
 import VeilAttestation
+import VeilCore
 import VeilLauncher
 import VeilLauncherCommands
 

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import VeilAPI
 import VeilClient
 import VeilManifest
 

@@ -5,6 +5,7 @@ import NIOCore
 import VeilAttestation
 import VeilCollateral
 import VeilCoordinator
+import VeilCore
 import VeilLauncherCommands
 
 struct CoordinatorCommand: AsyncParsableCommand {

@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Glibc
 import VeilAttestation
+import VeilCore
 import VeilHostTools
 import VeilImage
 import VeilLauncherCommands

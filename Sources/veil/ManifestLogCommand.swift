@@ -1,8 +1,9 @@
 import ArgumentParser
 import Crypto
 import Foundation
+import VeilAPI
 import VeilClient
-import VeilAttestation
+import VeilCore
 import VeilLauncherCommands
 import VeilManifest
 import X509

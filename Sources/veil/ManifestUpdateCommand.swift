@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
+import VeilAPI
 import VeilClient
-import VeilAttestation
+import VeilCore
 import VeilLauncherCommands
 import VeilManifest
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VeilAttestation
 import VeilCoordinator
+import VeilCore
 import VeilLauncher
 import VeilMesh
 

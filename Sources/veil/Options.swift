@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import VeilClient
-import VeilAttestation
+import VeilCore
 import VeilLauncher
 import VeilLauncherCommands
 

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Crypto
 import Foundation
-import VeilAttestation
+import VeilCore
 import VeilImage
 import VeilLauncherCommands
 import VeilImageFormat

@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
+import VeilAPI
 import VeilClient
 import VeilAttestation
+import VeilCore
 import VeilLauncher
 import VeilLauncherCommands
 import VeilManifest

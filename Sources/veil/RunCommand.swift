@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import VeilAPI
 import VeilAttestation
+import VeilCore
 import VeilImage
 import VeilLauncherCommands
 import VeilRuntime

@@ -1,8 +1,9 @@
 import ArgumentParser
 import Foundation
+import VeilAPI
 import VeilClient
+import VeilCore
 import VeilLauncherCommands
-import VeilAttestation
 import VeilManifest
 
 struct SecretCommand: AsyncParsableCommand {

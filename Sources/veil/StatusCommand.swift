@@ -1,6 +1,7 @@
 import ArgumentParser
+import VeilAPI
 import VeilClient
-import VeilAttestation
+import VeilCore
 import VeilManifest
 
 struct StatusCommand: AsyncParsableCommand {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import VeilAttestation
+import VeilCore
 import VeilLauncherCommands
 
 @main

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VeilAttestation
 import VeilCollateral
+import VeilCore
 import VeilLauncherCommands
 
 struct VerifyCommand: AsyncParsableCommand {

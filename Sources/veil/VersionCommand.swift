@@ -1,5 +1,5 @@
 import ArgumentParser
-import VeilAttestation
+import VeilCore
 
 /// `veil version`: the same as `veil --version`, as a command (scripts, `veil help`).
 struct VersionCommand: ParsableCommand {

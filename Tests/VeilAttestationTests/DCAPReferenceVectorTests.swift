@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import VeilAttestation
+import VeilCore
 
 /// The real SGX/TDX quotes of dcap-rs, go-tdx-guest and trustee (../shared/testdata/attestation,
 /// each directory's SOURCE.md names its origin, licence and the reference verdicts). Expected

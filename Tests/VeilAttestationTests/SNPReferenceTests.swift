@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import VeilAttestation
+import VeilCore
 
 /// Real SEV-SNP captures beyond go-sev-guest's Milan report: Veraison's configfs-tsm capture
 /// from a Genoa guest (report v3, certificate table with RFC 4122 GUIDs and PEM payloads) and

@@ -105,4 +105,5 @@ import Testing
 }
 
 import Crypto
+import VeilCore
 private func SHA256Digest(_ bytes: [UInt8]) -> [UInt8] { Array(SHA256.hash(data: bytes)) }

@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import Testing
 import VeilAttestation
+import VeilCore
 
 @Suite struct SimulatedEvidenceTests {
     let key = SimulationPlatformKey(privateKey: P256.Signing.PrivateKey())

@@ -7,6 +7,7 @@ import Synchronization
 import Testing
 import VeilAttestation
 @testable import VeilCollateral
+import VeilCore
 
 /// The KDS client against a local server that answers like AMD KDS with go-sev-guest's real
 /// Milan VCEK and chain, and only for the exact hwID and TCB the report names.

@@ -7,6 +7,7 @@ import Synchronization
 import Testing
 import VeilAttestation
 @testable import VeilCollateral
+import VeilCore
 
 /// The PCS client against a local server that answers like Intel PCS v4 with the shared
 /// vectors' collateral (the real Intel documents, re-served; nothing is made up).

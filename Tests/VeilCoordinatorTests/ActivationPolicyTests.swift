@@ -5,6 +5,7 @@ import Testing
 @testable import VeilCoordinator
 import VeilImageFormat
 import VeilManifest
+import VeilCore
 
 /// The activation rules without a running coordinator: one test per rejection reason.
 @Suite struct ActivationPolicyTests {

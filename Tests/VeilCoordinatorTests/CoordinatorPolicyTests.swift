@@ -1,8 +1,10 @@
 import Crypto
 import Foundation
 import Testing
+import VeilAPI
 import VeilClient
 import VeilAttestation
+import VeilCore
 import VeilLauncher
 import VeilManifest
 import X509

@@ -3,9 +3,11 @@ import _CryptoExtras
 import Foundation
 import Logging
 import Testing
+import VeilAPI
 import VeilClient
 import VeilAttestation
 import VeilCoordinator
+import VeilCore
 import VeilLauncher
 import VeilManifest
 import SwiftASN1

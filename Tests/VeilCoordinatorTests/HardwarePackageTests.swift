@@ -6,6 +6,7 @@ import VeilAttestation
 @testable import VeilCoordinator
 import VeilLauncher
 import VeilManifest
+import VeilCore
 
 /// SGX/TDX packages in the manifest, matched against claims from the real shared quotes.
 @Suite struct HardwarePackageTests {

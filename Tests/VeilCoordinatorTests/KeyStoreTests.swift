@@ -3,6 +3,7 @@ import Foundation
 import Testing
 import VeilAttestation
 import VeilCoordinator
+import VeilCore
 import VeilManifest
 import SwiftASN1
 import X509

@@ -1,8 +1,10 @@
 import Crypto
 import Foundation
 import Testing
+import VeilAPI
 import VeilAttestation
 import VeilCoordinator
+import VeilCore
 import VeilImage
 import VeilManifest
 import VeilImageFormat

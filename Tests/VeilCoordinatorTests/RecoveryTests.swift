@@ -1,10 +1,12 @@
 import Crypto
 import Foundation
 import Testing
+import VeilAPI
 import VeilAttestation
 @testable import VeilCoordinator
 import VeilManifest
 import _CryptoExtras
+import VeilCore
 
 @Suite struct ShamirTests {
     @Test func anyThresholdSubsetRebuildsTheSecretAndFewerDoNot() async throws {

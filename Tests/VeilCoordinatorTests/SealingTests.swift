@@ -1,7 +1,6 @@
 import Crypto
 import Foundation
 import Testing
-import VeilAttestation
 import VeilCoordinator
 
 /// An SEV-SNP firmware double built from the firmware ABI specification's MSG_KEY_REQ and

@@ -5,6 +5,7 @@ import VeilClient
 import VeilAttestation
 @testable import VeilCoordinator
 import VeilLauncher
+import VeilCore
 
 /// A TD's identity is MRTD *and* its RTMRs (and MRCONFIGID): MRTD covers only the TD firmware,
 /// so a TD booted from the same TDVF with another kernel or program has the coordinator's MRTD.

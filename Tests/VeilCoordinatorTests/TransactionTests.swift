@@ -6,6 +6,7 @@ import VeilAttestation
 @testable import VeilCoordinator
 import VeilLauncher
 import VeilManifest
+import VeilCore
 
 /// The transaction primitive on the embedded file store: exact quotas under concurrency,
 /// updates applied once, recovery data written with the state, rollback and deletion refused.

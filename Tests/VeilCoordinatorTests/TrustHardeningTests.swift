@@ -8,6 +8,7 @@ import VeilAttestation
 @testable import VeilLauncher
 import VeilManifest
 import X509
+import VeilCore
 
 /// Coordinator identity, stateless nonces, mandatory policies and the history encoding.
 @Suite struct TrustHardeningTests {

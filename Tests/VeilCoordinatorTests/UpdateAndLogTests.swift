@@ -1,9 +1,11 @@
 import Crypto
 import Foundation
 import Testing
+import VeilAPI
 import VeilClient
 import VeilAttestation
 import VeilCoordinator
+import VeilCore
 import VeilLauncher
 import VeilManifest
 import X509

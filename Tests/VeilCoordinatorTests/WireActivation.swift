@@ -1,4 +1,5 @@
 import Foundation
+import VeilAPI
 import VeilCoordinator
 import VeilManifest
 

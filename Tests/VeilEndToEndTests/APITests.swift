@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VeilAPI
 
 /// Hostile input on every endpoint: a 4xx JSON error, and the server stays up.
 @Suite(.timeLimit(.minutes(5))) struct APITests {

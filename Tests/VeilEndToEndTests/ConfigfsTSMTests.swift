@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VeilAttestation
+import VeilCore
 
 /// `ConfigfsTSMProvider` against a configfs-tsm double that behaves like the kernel's
 /// (``TSMDouble``), serving real captured reports: a Genoa guest's (Veraison) and a TD's

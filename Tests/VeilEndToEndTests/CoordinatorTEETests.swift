@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VeilAttestation
+import VeilCore
 
 /// `veil coordinator --tee sgx-gramine|tdx|snp|auto` against device doubles built from the
 /// specifications and real captured evidence: Gramine's `/dev/attestation` (a real SGX quote

@@ -1,6 +1,6 @@
 import Testing
-import VeilAttestation
 @testable import VeilKubernetes
+import VeilCore
 
 /// The injector's decisions, pod by pod; the patches themselves are applied with a standard
 /// JSONPatch library against real AdmissionReviews in KubernetesTests.

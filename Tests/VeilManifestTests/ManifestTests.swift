@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VeilAttestation
+import VeilCore
 import VeilManifest
 
 let measurementHex = String(repeating: "ab", count: 32)

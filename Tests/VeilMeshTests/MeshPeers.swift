@@ -7,6 +7,7 @@ import NIOSSL
 import Synchronization
 import Testing
 import VeilCoordinator
+import VeilCore
 import VeilManifest
 import VeilMesh
 import X509

@@ -1,4 +1,5 @@
 import FoundationEssentials
+import VeilCore
 
 /// What verifying a DCAP quote needs besides the quote: TCB info, QE identity, their signing
 /// chains and signatures, and the two CRLs. The PCK chain travels inside the quote.

@@ -2,6 +2,7 @@ import Crypto
 import FoundationEssentials
 import Glibc
 import Synchronization
+import VeilCore
 
 /// Evidence format name for a raw Intel DCAP quote (SGX or TDX) in ``Evidence/data``.
 public enum DCAPEvidence {

@@ -2,6 +2,7 @@ import Crypto
 import FoundationEssentials
 import SwiftASN1
 import Synchronization
+import VeilCore
 import X509
 
 /// The outcome of verifying a DCAP quote.

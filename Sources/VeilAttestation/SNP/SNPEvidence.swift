@@ -1,5 +1,6 @@
 import FoundationEssentials
 import SwiftASN1
+import VeilCore
 
 /// Evidence format `amd-snp-report`: a JSON object `{"report": BASE64, "vcek": BASE64 DER,
 /// "chain": PEM (ASK then ARK, optional)}`; built from configfs-tsm's outblob and auxblob.

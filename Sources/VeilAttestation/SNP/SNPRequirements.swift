@@ -1,3 +1,4 @@
+import VeilCore
 /// The firmware TCB an SEV-SNP guest's reported TCB must reach — or, stated explicitly, any.
 ///
 /// There is no implicit default: whoever verifies for release (a manifest package, `veil

@@ -1,4 +1,5 @@
-import VeilAttestation
+import VeilAPI
+import VeilCore
 import VeilManifest
 
 /// The activation endpoint's mapping between the wire (API.*) and the core's values.

@@ -3,7 +3,9 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import NIOSSL
+import VeilAPI
 import VeilAttestation
+import VeilCore
 import VeilManifest
 
 /// Request context of every coordinator listener: carries the connection, so the
@@ -58,10 +60,8 @@ struct JSON<Body: Encodable & Sendable>: ResponseGenerator {
     }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Response(
-            status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try encoder.encode(body))))
+        Response(
+            status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try CanonicalJSON.encode(body))))
     }
 }
 

@@ -2,7 +2,8 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
-import VeilAttestation
+import VeilAPI
+import VeilCore
 import VeilManifest
 
 /// Routes of the coordinator's listeners. Handlers are thin: decode, call the coordinator,

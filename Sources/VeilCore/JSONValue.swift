@@ -59,9 +59,7 @@ public enum JSONValue: Sendable, Equatable {
 
     /// UTF-8 JSON with keys sorted and slashes unescaped (integral numbers without a fraction).
     public func serialized() throws -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Array(try encoder.encode(self))
+        try CanonicalJSON.encode(self)
     }
 
     /// "a string", "an object", …: for error messages.

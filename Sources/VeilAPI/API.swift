@@ -1,4 +1,6 @@
 import VeilAttestation
+import VeilCore
+import VeilManifest
 
 /// JSON bodies of the coordinator's HTTP API (`/api/v1/…`), shared by server and clients.
 public enum API {
