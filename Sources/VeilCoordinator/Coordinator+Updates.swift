@@ -1,18 +1,17 @@
 import Crypto
 import Foundation
-import VeilAPI
 import VeilCore
 import VeilManifest
 
 extension Coordinator {
     /// The pending manifest update and who acknowledged it.
-    public func updateStatus() -> API.UpdateStatus {
+    public func updateStatus() -> UpdateProgress {
         Self.updateStatus(current.state, manifest: current.manifest)
     }
 
-    static func updateStatus(_ state: CoordinatorState, manifest: Manifest?) -> API.UpdateStatus {
-        API.UpdateStatus(
-            pending: state.pendingUpdate.map { Hex.encode(SHA256.hash(data: $0.manifest)) },
+    static func updateStatus(_ state: CoordinatorState, manifest: Manifest?) -> UpdateProgress {
+        UpdateProgress(
+            pendingDigest: state.pendingUpdate.map { Array(SHA256.hash(data: $0.manifest)) },
             acknowledgedBy: state.pendingUpdate?.acknowledgedBy ?? [],
             required: manifest.map(requiredAcknowledgements) ?? 0, applied: false)
     }
@@ -80,12 +79,12 @@ extension Coordinator {
 
     /// Proposes a new manifest (user with `UpdateManifest`); it applies once the required
     /// number of such users acknowledged it, the proposer counting as the first.
-    public func proposeUpdate(_ bytes: [UInt8], by user: AuthenticatedUser) async throws(CoordinatorError) -> API.UpdateStatus {
+    public func proposeUpdate(_ bytes: [UInt8], by user: AuthenticatedUser) async throws(CoordinatorError) -> UpdateProgress {
         try await acknowledgementStep(bytes, by: user, proposing: true)
     }
 
     /// Acknowledges the pending update; `bytes` must be exactly the proposed manifest.
-    public func acknowledgeUpdate(_ bytes: [UInt8], by user: AuthenticatedUser) async throws(CoordinatorError) -> API.UpdateStatus {
+    public func acknowledgeUpdate(_ bytes: [UInt8], by user: AuthenticatedUser) async throws(CoordinatorError) -> UpdateProgress {
         try await acknowledgementStep(bytes, by: user, proposing: false)
     }
 
@@ -93,7 +92,7 @@ extension Coordinator {
     /// acknowledgements, the update itself: two concurrent acknowledgements cannot both apply it.
     /// Secrets the update adds or changes are generated beforehand (outside the transaction)
     /// against the manifest the step saw; if that manifest changed meanwhile, the step starts over.
-    private func acknowledgementStep(_ bytes: [UInt8], by user: AuthenticatedUser, proposing: Bool) async throws(CoordinatorError) -> API.UpdateStatus {
+    private func acknowledgementStep(_ bytes: [UInt8], by user: AuthenticatedUser, proposing: Bool) async throws(CoordinatorError) -> UpdateProgress {
         for _ in 0..<Self.maximumAttempts {
             guard let base = current.manifest else { throw .noManifest }
             let proposed = try Self.checkUpdate(bytes, against: base)
@@ -136,7 +135,7 @@ extension Coordinator {
                         "digest": Hex.encode(next.digest), "previous": Hex.encode(manifest.digest),
                         "acknowledgedBy": pending.acknowledgedBy.joined(separator: ","),
                     ]))
-                    status.pending = nil
+                    status.pendingDigest = nil
                     status.applied = true
                     return (status, events)
                 }

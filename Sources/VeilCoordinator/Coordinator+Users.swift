@@ -1,5 +1,4 @@
 import Foundation
-import VeilAPI
 import VeilCore
 import VeilManifest
 import X509
@@ -61,23 +60,17 @@ extension Coordinator {
         logger.info("secret set", metadata: ["user": "\(user.name)", "secret": "\(name)"])
     }
 
-    /// The values of `names` for a user with `ReadSecret` on each of them (all or nothing).
-    public func readSecrets(_ names: [String], by user: AuthenticatedUser) throws(CoordinatorError) -> [String: API.SecretContent] {
+    /// The values of `names` for a user with `ReadSecret` on each of them (all or nothing); a
+    /// user-defined secret not set yet has no parts.
+    public func secrets(_ names: [String], by user: AuthenticatedUser) throws(CoordinatorError) -> [String: SecretValue] {
         guard !names.isEmpty else { throw .badRequest("name at least one secret: ?name=A&name=B") }
         let snapshot = current
         for name in names {
             try authorize(user, .readSecret, on: name, in: snapshot.manifest)
             guard snapshot.manifest?.secrets[name] != nil else { throw .unknownSecret(name) }
         }
-        var result: [String: API.SecretContent] = [:]
-        for name in names {
-            let value = snapshot.state.secrets[name]
-            result[name] = API.SecretContent(
-                value: value?.bytes.map(Base64Bytes.init),
-                certificate: value?.certificate.map { PEM.encode($0, label: "CERTIFICATE") },
-                privateKey: value?.privateKey.map { PEM.encode($0, label: "PRIVATE KEY") },
-                publicKey: value?.publicKey.map { PEM.encode($0, label: "PUBLIC KEY") })
-        }
+        var result: [String: SecretValue] = [:]
+        for name in names { result[name] = snapshot.state.secrets[name] ?? SecretValue() }
         logger.info("secrets read", metadata: ["user": "\(user.name)", "secrets": "\(names)"])
         return result
     }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Synchronization
 import VeilAttestation
+import VeilCore
 import VeilManifest
 import X509
 
@@ -19,7 +20,7 @@ import X509
 /// async lock; verification, certificate issuance and rendering run outside both, so
 /// activations proceed in parallel on all cores.
 public final class Coordinator: Sendable {
-    public enum Phase: String, Sendable { case awaitingManifest, accepting }
+    public typealias Phase = CoordinatorStatus.Phase
 
     /// What this replica last read or wrote.
     struct Snapshot: Sendable {
@@ -112,6 +113,11 @@ public final class Coordinator: Sendable {
         store: any StateStore, vault: StateVault, evidenceProvider: any EvidenceProvider, verification: Verification, logger: Logger,
         metrics: CoordinatorMetrics = .disabled, about: About = About()
     ) async throws -> Coordinator {
+        let make = { (authority: CertificateAuthority, snapshot: Snapshot) in
+            Coordinator(
+                authority: authority, snapshot: snapshot, store: store, vault: vault, evidenceProvider: evidenceProvider,
+                verification: verification, logger: logger, metrics: metrics, about: about)
+        }
         while true {
             let stored: StoredState?
             do {
@@ -119,63 +125,71 @@ public final class Coordinator: Sendable {
             } catch {
                 throw OpenError.store(error)
             }
-            if let stored {
-                let opened: (state: CoordinatorState, recovery: [UInt8]?)
-                do {
-                    opened = try vault.open(stored.bytes)
-                } catch let error where error == .noStateKey || error == .wrongStateKey {
-                    var recovery: RecoveryData?
-                    if let bytes = StateEnvelope.header(stored.bytes)?.recovery {
-                        do {
-                            recovery = try RecoveryData.parse(bytes)
-                        } catch {
-                            logger.error("recovery data unusable: only a peer replica can provide the state key", metadata: ["reason": "\(error)"])
-                        }
-                    }
-                    throw OpenError.needsStateKey(reason: error, recovery: recovery)
-                } catch {
-                    throw OpenError.refused(error)
-                }
-                let (authority, addedCA) = try opened.state.authority()
-                let coordinator = Coordinator(
-                    authority: authority, snapshot: try Snapshot(stored: stored, opened: opened), store: store, vault: vault,
-                    evidenceProvider: evidenceProvider, verification: verification, logger: logger, metrics: metrics, about: about)
-                try vault.note(generation: opened.state.generation)
-                if addedCA || StateEnvelope.isLegacy(stored.bytes) {
-                    // Rewrite in the current format, with the coordinator TLS CA the state lacked.
-                    try await coordinator.transact { state, _ in
-                        state.coordinatorCAKey = Array(authority.coordinatorCAKey.rawRepresentation)
-                        state.coordinatorCACertificate = authority.coordinatorCADER
-                        state.format = 2
-                        return ((), [])
-                    }
-                }
-                return coordinator
-            }
+            if let stored { return try await openStored(stored, vault: vault, logger: logger, make: make) }
             if vault.hasLocalTraces {
                 throw OpenError.refused(.stateMissing(detail: vault.stateKey != nil ? "a sealed state key" : "generation \(vault.highestGeneration) seen"))
             }
-            let authority = try CertificateAuthority.generate()
-            var state = CoordinatorState(authority: authority)
-            state.generation = 1
-            let stateKey = SymmetricKey(size: .bits256)
-            try vault.adopt(stateKey: stateKey)
-            let bytes = try vault.seal(state, recovery: nil)
-            do {
-                let revision = try await store.write(bytes, expecting: nil)
-                try vault.note(generation: 1)
-                logger.info("new coordinator state created", metadata: ["store": "\(store.description)"])
-                return Coordinator(
-                    authority: authority, snapshot: Snapshot(state: state, revision: revision, recovery: nil, manifest: nil), store: store,
-                    vault: vault, evidenceProvider: evidenceProvider, verification: verification, logger: logger, metrics: metrics, about: about)
-            } catch StateStoreError.conflict {
-                // Another replica created the state first: use theirs (its key comes from a peer).
-                vault.reset()
-                continue
-            } catch let error as StateStoreError {
-                vault.reset()
-                throw OpenError.store(error)
+            if let created = try await create(store: store, vault: vault, logger: logger, make: make) { return created }
+            // Another replica created the state first: read theirs (its key comes from a peer).
+        }
+    }
+
+    /// A coordinator over the stored state, rewritten in the current format when it is older.
+    private static func openStored(
+        _ stored: StoredState, vault: StateVault, logger: Logger, make: (CertificateAuthority, Snapshot) -> Coordinator
+    ) async throws -> Coordinator {
+        let opened: (state: CoordinatorState, recovery: [UInt8]?)
+        do {
+            opened = try vault.open(stored.bytes)
+        } catch let error where error == .noStateKey || error == .wrongStateKey {
+            var recovery: RecoveryData?
+            if let bytes = StateEnvelope.header(stored.bytes)?.recovery {
+                do {
+                    recovery = try RecoveryData.parse(bytes)
+                } catch {
+                    logger.error("recovery data unusable: only a peer replica can provide the state key", metadata: ["reason": "\(error)"])
+                }
             }
+            throw OpenError.needsStateKey(reason: error, recovery: recovery)
+        } catch {
+            throw OpenError.refused(error)
+        }
+        let (authority, addedCA) = try opened.state.authority()
+        let coordinator = make(authority, try Snapshot(stored: stored, opened: opened))
+        try vault.note(generation: opened.state.generation)
+        if addedCA || StateEnvelope.isLegacy(stored.bytes) {
+            // Rewrite in the current format, with the coordinator TLS CA the state lacked.
+            try await coordinator.transact { state, _ in
+                state.coordinatorCAKey = Array(authority.coordinatorCAKey.rawRepresentation)
+                state.coordinatorCACertificate = authority.coordinatorCADER
+                state.format = 2
+                return ((), [])
+            }
+        }
+        return coordinator
+    }
+
+    /// A new coordinator (fresh CA, fresh state key) written to the empty store; `nil` when
+    /// another replica wrote its state first.
+    private static func create(
+        store: any StateStore, vault: StateVault, logger: Logger, make: (CertificateAuthority, Snapshot) -> Coordinator
+    ) async throws -> Coordinator? {
+        let authority = try CertificateAuthority.generate()
+        var state = CoordinatorState(authority: authority)
+        state.generation = 1
+        try vault.adopt(stateKey: SymmetricKey(size: .bits256))
+        let bytes = try vault.seal(state, recovery: nil)
+        do {
+            let revision = try await store.write(bytes, expecting: nil)
+            try vault.note(generation: 1)
+            logger.info("new coordinator state created", metadata: ["store": "\(store.description)"])
+            return make(authority, Snapshot(state: state, revision: revision, recovery: nil, manifest: nil))
+        } catch StateStoreError.conflict {
+            vault.reset()
+            return nil
+        } catch let error as StateStoreError {
+            vault.reset()
+            throw OpenError.store(error)
         }
     }
 
@@ -191,14 +205,13 @@ public final class Coordinator: Sendable {
     /// The history of changes, oldest first.
     public var log: [LogEntry] { current.state.log ?? [] }
 
-    public func status() -> API.StatusResponse {
+    public func status() -> CoordinatorStatus {
         let snapshot = current
         var activations = unlimitedActivations.withLock { $0 }
         for (service, count) in snapshot.state.activations { activations[service] = count }
-        var status = API.StatusResponse(
-            state: (snapshot.manifest == nil ? Phase.awaitingManifest : .accepting).rawValue,
-            manifestDigest: snapshot.manifest.map { Hex.encode($0.digest) }, simulated: isSimulated,
-            warning: isSimulated ? simulationWarning : nil, activations: activations)
+        var status = CoordinatorStatus(
+            phase: snapshot.manifest == nil ? .awaitingManifest : .accepting, manifestDigest: snapshot.manifest?.digest,
+            simulated: isSimulated, activations: activations)
         status.generation = snapshot.state.generation
         status.historyLength = snapshot.state.log?.count ?? 0
         status.version = about.version
@@ -389,15 +402,13 @@ public final class Coordinator: Sendable {
 
     /// The coordinator's own evidence binding its root certificate, the head of its history
     /// and `nonce`: report data `SHA-256(root DER ‖ log head ‖ nonce)`.
-    public func attestation(nonce: [UInt8]) throws(CoordinatorError) -> API.AttestationResponse {
+    public func evidence(nonce: [UInt8]) throws(CoordinatorError) -> CoordinatorEvidence {
         guard (1...64).contains(nonce.count) else { throw .badRequest("nonce must be 1 to 64 bytes of hex") }
         // Only the newest entry is needed: no copy of the whole history per request.
         let head = snapshot.withLock { $0.state.log?.last?.hash } ?? AuditLog.emptyHead
         do {
             let evidence = try evidenceProvider.evidence(reportData: ReportData.binding(authority.rootDER + head, nonce: nonce))
-            return API.AttestationResponse(
-                evidence: evidence, rootCertificate: rootCertificatePEM, logHead: Hex.encode(head), simulated: isSimulated,
-                warning: isSimulated ? simulationWarning : nil)
+            return CoordinatorEvidence(evidence: evidence, rootCertificate: authority.rootDER, logHead: head, simulated: isSimulated)
         } catch {
             throw .storage("cannot produce evidence: \(error)")
         }
@@ -411,11 +422,10 @@ public final class Coordinator: Sendable {
     /// Issues a fresh activation nonce (stateless: see ``NonceIssuer``).
     public func issueNonce(now: Date = Date()) -> [UInt8] { nonces.issue(now: now) }
 
-    /// The files `service`'s activation would write under the current manifest, nil when the
-    /// manifest does not list it (or none is set).
-    public func provisioningTargets(of service: String) -> API.ProvisioningTargets? {
-        guard let entry = manifest?.services[service] else { return nil }
-        return API.ProvisioningTargets(files: entry.parameters.files.keys.sorted(), allowDiskFiles: entry.allowDiskFiles)
+    /// What `service`'s activation would provision under the current manifest (its files and
+    /// whether they may go to disk), nil when the manifest does not list it (or none is set).
+    public func provisioning(of service: String) -> Manifest.Service? {
+        manifest?.services[service]
     }
 }
 

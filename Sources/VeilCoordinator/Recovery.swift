@@ -2,7 +2,6 @@ import Crypto
 import Foundation
 import Logging
 import Synchronization
-import VeilAPI
 import VeilAttestation
 import VeilCore
 import VeilManifest
@@ -144,38 +143,26 @@ public final class RecoveryCoordinator: Sendable {
     var note: HistoryEvent? { received.withLock { $0.note } }
     var receivedShareCount: Int { received.withLock { $0.shares.count } }
 
-    public func status() -> API.StatusResponse {
-        var status = API.StatusResponse(
-            state: isRecovered ? "recovered" : "recovery", manifestDigest: nil, simulated: evidenceProvider.isSimulated,
-            warning: evidenceProvider.isSimulated ? simulationWarning : nil, activations: [:])
-        status.reason = reason
-        return status
+    public func status() -> CoordinatorStatus {
+        CoordinatorStatus(phase: isRecovered ? .recovered : .recovery, simulated: evidenceProvider.isSimulated, reason: reason)
     }
 
     /// Evidence binding the temporary root and an empty history (the real one is sealed).
-    public func attestation(nonce: [UInt8]) throws(CoordinatorError) -> API.AttestationResponse {
+    public func evidence(nonce: [UInt8]) throws(CoordinatorError) -> CoordinatorEvidence {
         guard (1...64).contains(nonce.count) else { throw .badRequest("nonce must be 1 to 64 bytes of hex") }
         do {
             let evidence = try evidenceProvider.evidence(reportData: ReportData.binding(authority.rootDER + AuditLog.emptyHead, nonce: nonce))
-            return API.AttestationResponse(
-                evidence: evidence, rootCertificate: rootCertificatePEM, logHead: Hex.encode(AuditLog.emptyHead),
-                simulated: evidenceProvider.isSimulated, warning: evidenceProvider.isSimulated ? simulationWarning : nil)
+            return CoordinatorEvidence(
+                evidence: evidence, rootCertificate: authority.rootDER, logHead: AuditLog.emptyHead, simulated: evidenceProvider.isSimulated)
         } catch {
             throw .storage("cannot produce evidence: \(error)")
         }
     }
 
-    public func info() throws(CoordinatorError) -> API.RecoveryInfo {
+    public func offer() throws(CoordinatorError) -> RecoveryOffer {
         guard let data else { throw .recoveryRejected("the stored state has no recovery data (the manifest names no RecoveryKeys): only a peer replica can provide the state key") }
         let names = received.withLock { $0.shares.keys.sorted() }
-        return API.RecoveryInfo(
-            threshold: data.threshold, received: names,
-            shares: data.shares.map {
-                // RecoveryData.parse refused shares whose fields are not base64.
-                .init(name: $0.name, keyFingerprint: $0.keyFingerprint, kind: $0.kind.rawValue,
-                      encapsulatedKey: Base64Bytes(Data(base64Encoded: $0.encapsulatedKey) ?? Data()),
-                      ciphertext: Base64Bytes(Data(base64Encoded: $0.ciphertext) ?? Data()))
-            })
+        return RecoveryOffer(threshold: data.threshold, received: names, shares: data.shares)
     }
 
     /// Whether `certificateDER` may submit shares; checked before the body is read.
@@ -189,7 +176,7 @@ public final class RecoveryCoordinator: Sendable {
 
     /// Accepts one decrypted share; rebuilds the state key once enough arrived, checks it opens
     /// the stored state and seals it under this replica's sealing key.
-    public func submit(name: String, share bytes: [UInt8], by certificateDER: [UInt8]?) async throws(CoordinatorError) -> API.RecoveryStatus {
+    public func submit(name: String, share bytes: [UInt8], by certificateDER: [UInt8]?) async throws(CoordinatorError) -> RecoveryProgress {
         try authorizeSubmitter(certificateDER)
         guard let data else { throw .recoveryRejected("the stored state has no recovery data") }
         guard let entry = data.shares.first(where: { $0.name == name }) else { throw .recoveryRejected("no recovery key is named '\(name)'") }
@@ -202,7 +189,7 @@ public final class RecoveryCoordinator: Sendable {
             return (Array(state.shares.values), state.recovered)
         }
         logger.info("recovery share accepted", metadata: ["key": "\(name)", "received": "\(shares.count)", "threshold": "\(data.threshold)"])
-        var status = API.RecoveryStatus(received: shares.count, threshold: data.threshold, recovered: alreadyRecovered)
+        var status = RecoveryProgress(received: shares.count, threshold: data.threshold, recovered: alreadyRecovered)
         guard !alreadyRecovered, shares.count >= data.threshold else { return status }
         guard let key = data.stateKey(from: shares.map(\.bytes)) else {
             throw .recoveryRejected("the shares do not rebuild a state key")

@@ -91,32 +91,7 @@ public struct RootfsTree: Sendable {
             removeSubtree(target)
             return
         }
-        var node: RootfsNode
-        switch entry.kind {
-        case .directory:
-            node = RootfsNode(kind: .directory, mode: entry.mode, uid: entry.uid, gid: entry.gid)
-        case .file:
-            node = RootfsNode(kind: .file, mode: entry.mode, uid: entry.uid, gid: entry.gid, size: entry.size)
-        case .symlink:
-            guard !entry.linkTarget.isEmpty, !entry.linkTarget.contains("\0") else {
-                throw ImageError.unsafeEntry(path: entry.path, reason: "empty symlink target")
-            }
-            if Self.escapesRoot(link: entry.linkTarget, at: entry.path) {
-                throw ImageError.unsafeEntry(path: entry.path, reason: "symlink target '\(entry.linkTarget)' climbs above the image root")
-            }
-            node = RootfsNode(kind: .symlink, mode: 0o777, uid: entry.uid, gid: entry.gid, linkTarget: entry.linkTarget)
-        case .hardlink:
-            guard let target = nodes[entry.linkTarget], target.kind == .file else {
-                throw ImageError.unsafeEntry(path: entry.path, reason: "hard link to '\(entry.linkTarget)', which is not a file in the image")
-            }
-            guard entry.linkTarget != entry.path else { throw ImageError.unsafeEntry(path: entry.path, reason: "hard link to itself") }
-            node = target
-        case .fifo:
-            node = RootfsNode(kind: .fifo, mode: entry.mode, uid: entry.uid, gid: entry.gid)
-        case .characterDevice, .blockDevice:
-            node = RootfsNode(kind: entry.kind == .characterDevice ? .characterDevice : .blockDevice, mode: entry.mode,
-                              uid: entry.uid, gid: entry.gid, deviceMajor: entry.deviceMajor, deviceMinor: entry.deviceMinor)
-        }
+        var node = try Self.node(for: entry, existing: nodes)
         node.layer = layer
         var removed: [String] = []
         if let existing = nodes[entry.path], !(existing.kind == .directory && node.kind == .directory) {
@@ -128,6 +103,35 @@ public struct RootfsTree: Sendable {
         }
         if !removed.isEmpty { removeSubtree(entry.path) }
         nodes[entry.path] = node
+    }
+
+    /// The node a (non-whiteout) entry adds; a hard link takes its target's node.
+    private static func node(for entry: TarEntry, existing nodes: [String: RootfsNode]) throws -> RootfsNode {
+        switch entry.kind {
+        case .directory:
+            return RootfsNode(kind: .directory, mode: entry.mode, uid: entry.uid, gid: entry.gid)
+        case .file:
+            return RootfsNode(kind: .file, mode: entry.mode, uid: entry.uid, gid: entry.gid, size: entry.size)
+        case .symlink:
+            guard !entry.linkTarget.isEmpty, !entry.linkTarget.contains("\0") else {
+                throw ImageError.unsafeEntry(path: entry.path, reason: "empty symlink target")
+            }
+            if escapesRoot(link: entry.linkTarget, at: entry.path) {
+                throw ImageError.unsafeEntry(path: entry.path, reason: "symlink target '\(entry.linkTarget)' climbs above the image root")
+            }
+            return RootfsNode(kind: .symlink, mode: 0o777, uid: entry.uid, gid: entry.gid, linkTarget: entry.linkTarget)
+        case .hardlink:
+            guard let target = nodes[entry.linkTarget], target.kind == .file else {
+                throw ImageError.unsafeEntry(path: entry.path, reason: "hard link to '\(entry.linkTarget)', which is not a file in the image")
+            }
+            guard entry.linkTarget != entry.path else { throw ImageError.unsafeEntry(path: entry.path, reason: "hard link to itself") }
+            return target
+        case .fifo:
+            return RootfsNode(kind: .fifo, mode: entry.mode, uid: entry.uid, gid: entry.gid)
+        case .characterDevice, .blockDevice:
+            return RootfsNode(kind: entry.kind == .characterDevice ? .characterDevice : .blockDevice, mode: entry.mode,
+                              uid: entry.uid, gid: entry.gid, deviceMajor: entry.deviceMajor, deviceMinor: entry.deviceMinor)
+        }
     }
 
     /// Every ancestor must be a directory (created implicitly, 0755 root, when missing).

@@ -61,19 +61,7 @@ struct BenchHACommand: AsyncParsableCommand {
         defer { replicas.forEach { $0.stop() } }
         let threeRates = try await rates(replicas)
 
-        print("")
-        print("activations/s, \(concurrency) clients, \(activations) each (simulated evidence):")
-        print("                                 no quota     MaxActivations (one transaction each)")
-        for (name, rate) in [("file store (1 coordinator)", fileRates), ("etcd, 1 replica", oneRates), ("etcd, 3 replicas", threeRates)] {
-            print("  " + name.padding(toLength: 30, withPad: " ", startingAt: 0) + String(format: "%8.0f     %8.0f", rate.free, rate.counted))
-        }
-        print(String(format: "  ratio 3 replicas / file store  %6.2fx     %6.2fx", threeRates.free / fileRates.free, threeRates.counted / fileRates.counted))
-        var results = BenchRecord(benchmark: "ha")
-        let clients = "\(concurrency) clients"
-        results.add("activations/s, 3 replicas on etcd, no quota, \(clients)", threeRates.free, "/s", better: .higher, peer: "file store", fileRates.free)
-        results.add(
-            "activations/s, 3 replicas on etcd, `MaxActivations`, \(clients)", threeRates.counted, "/s", better: .higher, peer: "file store", fileRates.counted)
-        results.add("activations/s, file store, `MaxActivations`, \(clients)", fileRates.counted, "/s", better: .higher, peer: "no quota", fileRates.free)
+        var results = rateReport(file: fileRates, oneReplica: oneRates, threeReplicas: threeRates)
 
         // 3. Failover: the replica a client uses is SIGKILLed.
         let first = replicas[0]
@@ -96,6 +84,24 @@ struct BenchHACommand: AsyncParsableCommand {
         try record.keep(results)
     }
 
+    /// Prints the activation rates and returns them as the run's first records.
+    private func rateReport(file: ActivationRates, oneReplica: ActivationRates, threeReplicas: ActivationRates) -> BenchRecord {
+        print("")
+        print("activations/s, \(concurrency) clients, \(activations) each (simulated evidence):")
+        print("                                 no quota     MaxActivations (one transaction each)")
+        for (name, rate) in [("file store (1 coordinator)", file), ("etcd, 1 replica", oneReplica), ("etcd, 3 replicas", threeReplicas)] {
+            print("  " + name.padding(toLength: 30, withPad: " ", startingAt: 0) + String(format: "%8.0f     %8.0f", rate.free, rate.counted))
+        }
+        print(String(format: "  ratio 3 replicas / file store  %6.2fx     %6.2fx", threeReplicas.free / file.free, threeReplicas.counted / file.counted))
+        var results = BenchRecord(benchmark: "ha")
+        let clients = "\(concurrency) clients"
+        results.add("activations/s, 3 replicas on etcd, no quota, \(clients)", threeReplicas.free, "/s", better: .higher, peer: "file store", file.free)
+        results.add(
+            "activations/s, 3 replicas on etcd, `MaxActivations`, \(clients)", threeReplicas.counted, "/s", better: .higher, peer: "file store", file.counted)
+        results.add("activations/s, file store, `MaxActivations`, \(clients)", file.counted, "/s", better: .higher, peer: "no quota", file.free)
+        return results
+    }
+
     private func load(_ replicas: [BenchCoordinator], service: String, count: Int, concurrency: Int) throws -> ActivationLoad {
         ActivationLoad(
             addresses: replicas.map(\.mesh), rootPEM: replicas[0].attested.rootCertificatePEM,
@@ -103,7 +109,10 @@ struct BenchHACommand: AsyncParsableCommand {
             service: service, count: count, concurrency: concurrency)
     }
 
-    private func rates(_ replicas: [BenchCoordinator]) async throws -> (free: Double, counted: Double) {
+    /// Activations per second without and with a quota.
+    typealias ActivationRates = (free: Double, counted: Double)
+
+    private func rates(_ replicas: [BenchCoordinator]) async throws -> ActivationRates {
         let free = try await load(replicas, service: "free", count: activations, concurrency: concurrency).run()
         let counted = try await load(replicas, service: "counted", count: activations, concurrency: concurrency).run()
         guard free.succeeded == activations, counted.succeeded == activations else {

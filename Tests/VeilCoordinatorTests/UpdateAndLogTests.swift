@@ -91,7 +91,7 @@ import X509
         let after = try coordinator.readSecrets(["kept", "tls"], by: coordinator.user(carol))
         #expect(after["kept"] == before["kept"], "unchanged secrets keep their values")
         #expect(after["tls"]?.certificate != before["tls"]?.certificate, "a changed certificate is reissued")
-        #expect(coordinator.updateStatus().pending == nil)
+        #expect(coordinator.updateStatus().pendingDigest == nil)
     }
 
     @Test func proposalsLoweringAVersionOrInvalidAreRefused() async throws {

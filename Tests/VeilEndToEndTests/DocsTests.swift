@@ -18,6 +18,25 @@ import Testing
         #expect(String(readme[start..<stop]) == rendered.stdout, "README's table differs from `veil-bench summary docs/benchmarks`:\n\(rendered.stdout)")
     }
 
+    /// docs/architecture.md names files and modules; each must exist as named.
+    @Test func theArchitecturePageNamesFilesAndModulesThatExist() throws {
+        let page = try String(contentsOfFile: repositoryRoot + "/docs/architecture.md", encoding: .utf8)
+        let sources = try FileManager.default.subpathsOfDirectory(atPath: repositoryRoot + "/Sources")
+        let files = Set(page.matches(of: /[A-Za-z+\/]+\.swift/).map { String($0.0) })
+        #expect(files.count >= 6, "\(files)")
+        for file in files {
+            let exists = sources.contains { $0 == file || $0.hasSuffix("/" + file) } || FileManager.default.fileExists(atPath: repositoryRoot + "/" + file)
+            #expect(exists, "docs/architecture.md names \(file), which is neither under Sources/ nor at the top")
+        }
+        let table = page.split(separator: "\n").filter { $0.hasPrefix("| Veil") }
+        #expect(table.count >= 9)
+        let targets = try FileManager.default.contentsOfDirectory(atPath: repositoryRoot + "/Sources")
+        for row in table {
+            let module = String(row.dropFirst(2).prefix { $0 != " " })
+            #expect(targets.contains(module), "the module table lists \(module), which is not a target")
+        }
+    }
+
     @Test func everyRecordIsACleanReleaseRunWithPeersOrGoals() throws {
         let names = try FileManager.default.contentsOfDirectory(atPath: Self.records).filter { $0.hasSuffix(".json") }
         #expect(Set(names) == Set(["coordinator", "dcap", "snp", "protected", "image", "attest", "ha", "mesh"].map { $0 + ".json" }), "\(names)")

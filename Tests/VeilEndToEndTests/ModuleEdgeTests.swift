@@ -11,6 +11,20 @@ import Testing
         #expect(check.stdout.contains("0 difference(s)"))
     }
 
+    /// Wire types belong to the HTTP edge: the coordinator's core takes and returns domain
+    /// values, and only `HTTP/` (routes, the wire mapping, the peer client) touches `API`.
+    @Test func theCoordinatorCoreUsesNoWireTypes() throws {
+        let core = repositoryRoot + "/Sources/VeilCoordinator"
+        let files = try #require(FileManager.default.subpathsOfDirectory(atPath: core).filter { $0.hasSuffix(".swift") })
+        #expect(files.contains("HTTP/WireMapping.swift") && files.contains("Coordinator+Activation.swift"))
+        var offenders: [String] = []
+        for file in files where !file.hasPrefix("HTTP/") {
+            let text = try String(contentsOfFile: core + "/" + file, encoding: .utf8)
+            if text.contains("import VeilAPI") || text.range(of: #"(?<![A-Za-z])API\."#, options: .regularExpression) != nil { offenders.append(file) }
+        }
+        #expect(offenders.isEmpty, "outside HTTP/: \(offenders)")
+    }
+
     @Test func theLauncherLinksNoCompressionLibrary() async throws {
         let scratch = try Scratch()
         let launcher = URL(fileURLWithPath: veilBinary).deletingLastPathComponent().appendingPathComponent("veil-launcher").path

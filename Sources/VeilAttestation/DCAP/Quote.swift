@@ -125,6 +125,44 @@ public struct DCAPQuote: Sendable, Equatable {
     /// Parses `bytes`; any truncation, length mismatch or trailing byte is a ``QuoteParseError``.
     public init(_ bytes: [UInt8]) throws(QuoteParseError) {
         var reader = ByteReader(bytes)
+        header = try Self.header(&reader)
+        body = try Self.body(&reader, header: header)
+        signedLength = reader.offset
+
+        let signatureDataLength = Int(try reader.u32("signature_data_len"))
+        // TDX quote buffers are fixed-size, so zero padding may follow; anything else may not.
+        guard signatureDataLength <= reader.remaining else {
+            throw .truncated(field: "signature data", offset: reader.offset, needed: signatureDataLength, available: reader.remaining)
+        }
+        let end = reader.offset + signatureDataLength
+        if let garbage = bytes[end...].firstIndex(where: { $0 != 0 }) {
+            throw .trailingBytes(field: "signature data", count: bytes.count - garbage)
+        }
+        reader = ByteReader(Array(bytes[..<end]), offset: reader.offset)
+        signature = try reader.read(64, "signature")
+        attestationKey = try reader.read(64, "attestation_key")
+
+        var qe = reader
+        if header.version >= 4 {
+            let type = try reader.u16("certification_data.type")
+            guard type == Self.certificationDataQEReport else { throw .unsupportedCertificationDataType(type) }
+            let size = Int(try reader.u32("certification_data.size"))
+            guard size == reader.remaining else { throw .lengthMismatch(field: "QE report certification data", declared: size, actual: reader.remaining) }
+            qe = ByteReader(try reader.read(size, "certification_data"))
+        }
+        qeReportBytes = try qe.read(EnclaveReport.size, "qe_report")
+        qeReport = try EnclaveReport(qeReportBytes)
+        qeReportSignature = try qe.read(64, "qe_report_signature")
+        let authLength = Int(try qe.u16("qe_auth_data.size"))
+        qeAuthData = try qe.read(authLength, "qe_auth_data")
+        let certType = try qe.u16("pck_certification_data.type")
+        guard certType == Self.certificationDataPCKChain else { throw .unsupportedCertificationDataType(certType) }
+        let certSize = Int(try qe.u32("pck_certification_data.size"))
+        guard certSize == qe.remaining else { throw .lengthMismatch(field: "PCK certification data", declared: certSize, actual: qe.remaining) }
+        pckChainPEM = try qe.read(certSize, "pck_certification_data")
+    }
+
+    private static func header(_ reader: inout ByteReader) throws(QuoteParseError) -> Header {
         let version = try reader.u16("header.version")
         guard (3...5).contains(version) else { throw .unsupportedVersion(version) }
         let keyType = try reader.u16("header.att_key_type")
@@ -142,58 +180,27 @@ public struct DCAPQuote: Sendable, Equatable {
             tee = parsed
         }
         guard keyType == Self.attestationKeyTypeECDSAP256 else { throw .unsupportedAttestationKeyType(keyType) }
-        header = Header(version: version, attestationKeyType: keyType, tee: tee, qeSVN: qeSVN, pceSVN: pceSVN, qeVendorID: vendor, userData: userData)
+        return Header(version: version, attestationKeyType: keyType, tee: tee, qeSVN: qeSVN, pceSVN: pceSVN, qeVendorID: vendor, userData: userData)
+    }
 
-        if version == 5 {
-            let bodyType = try reader.u16("body.type")
-            let bodySize = try reader.u32("body.size")
-            let expected: Int
-            switch (bodyType, tee) {
-            case (1, .sgx): expected = EnclaveReport.size
-            case (2, .tdx): expected = TDReport.size10
-            case (3, .tdx): expected = TDReport.size15
-            default: throw .unsupportedBodyType(bodyType)
-            }
-            guard Int(bodySize) == expected else { throw .bodySizeMismatch(expected: expected, declared: bodySize) }
-            let raw = try reader.read(expected, "body")
-            body = tee == .sgx ? .sgx(try EnclaveReport(raw)) : .td(try TDReport(raw))
-        } else if tee == .sgx {
-            body = .sgx(try EnclaveReport(try reader.read(EnclaveReport.size, "body")))
-        } else {
-            body = .td(try TDReport(try reader.read(TDReport.size10, "body")))
+    /// The report body: typed and sized in v5, implied by the TEE before.
+    private static func body(_ reader: inout ByteReader, header: Header) throws(QuoteParseError) -> Body {
+        let tee = header.tee
+        guard header.version == 5 else {
+            if tee == .sgx { return .sgx(try EnclaveReport(try reader.read(EnclaveReport.size, "body"))) }
+            return .td(try TDReport(try reader.read(TDReport.size10, "body")))
         }
-        signedLength = reader.offset
-
-        let signatureDataLength = Int(try reader.u32("signature_data_len"))
-        // TDX quote buffers are fixed-size, so zero padding may follow; anything else may not.
-        guard signatureDataLength <= reader.remaining else {
-            throw .truncated(field: "signature data", offset: reader.offset, needed: signatureDataLength, available: reader.remaining)
+        let bodyType = try reader.u16("body.type")
+        let bodySize = try reader.u32("body.size")
+        let expected: Int
+        switch (bodyType, tee) {
+        case (1, .sgx): expected = EnclaveReport.size
+        case (2, .tdx): expected = TDReport.size10
+        case (3, .tdx): expected = TDReport.size15
+        default: throw .unsupportedBodyType(bodyType)
         }
-        let end = reader.offset + signatureDataLength
-        if let garbage = bytes[end...].firstIndex(where: { $0 != 0 }) {
-            throw .trailingBytes(field: "signature data", count: bytes.count - garbage)
-        }
-        reader = ByteReader(Array(bytes[..<end]), offset: reader.offset)
-        signature = try reader.read(64, "signature")
-        attestationKey = try reader.read(64, "attestation_key")
-
-        var qe = reader
-        if version >= 4 {
-            let type = try reader.u16("certification_data.type")
-            guard type == Self.certificationDataQEReport else { throw .unsupportedCertificationDataType(type) }
-            let size = Int(try reader.u32("certification_data.size"))
-            guard size == reader.remaining else { throw .lengthMismatch(field: "QE report certification data", declared: size, actual: reader.remaining) }
-            qe = ByteReader(try reader.read(size, "certification_data"))
-        }
-        qeReportBytes = try qe.read(EnclaveReport.size, "qe_report")
-        qeReport = try EnclaveReport(qeReportBytes)
-        qeReportSignature = try qe.read(64, "qe_report_signature")
-        let authLength = Int(try qe.u16("qe_auth_data.size"))
-        qeAuthData = try qe.read(authLength, "qe_auth_data")
-        let certType = try qe.u16("pck_certification_data.type")
-        guard certType == Self.certificationDataPCKChain else { throw .unsupportedCertificationDataType(certType) }
-        let certSize = Int(try qe.u32("pck_certification_data.size"))
-        guard certSize == qe.remaining else { throw .lengthMismatch(field: "PCK certification data", declared: certSize, actual: qe.remaining) }
-        pckChainPEM = try qe.read(certSize, "pck_certification_data")
+        guard Int(bodySize) == expected else { throw .bodySizeMismatch(expected: expected, declared: bodySize) }
+        let raw = try reader.read(expected, "body")
+        return tee == .sgx ? .sgx(try EnclaveReport(raw)) : .td(try TDReport(raw))
     }
 }

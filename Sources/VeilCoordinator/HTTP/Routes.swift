@@ -42,17 +42,17 @@ public enum HTTPAPI {
         api.get("certificate/chain") { _, _ in PEMBody(text: coordinator.chainPEM) }
         // The manifest's history: digests and names only, readable like the manifest itself.
         api.get("log") { _, _ in JSON(coordinator.log) }
-        api.get("update") { _, _ in JSON(coordinator.updateStatus()) }
+        api.get("update") { _, _ in JSON(API.UpdateStatus(coordinator.updateStatus())) }
 
         let update = api.group("update").add(middleware: RequireUser(coordinator: coordinator))
         update.post("packages") { request, context in
             JSON(API.ManifestSetResponse(digest: Hex.encode(try await coordinator.updatePackages(try await request.bytes(), by: try context.requireUser()))))
         }
         update.post("manifest") { request, context in
-            JSON(try await coordinator.proposeUpdate(try await request.bytes(), by: try context.requireUser()))
+            JSON(API.UpdateStatus(try await coordinator.proposeUpdate(try await request.bytes(), by: try context.requireUser())))
         }
         update.post("acknowledge") { request, context in
-            JSON(try await coordinator.acknowledgeUpdate(try await request.bytes(), by: try context.requireUser()))
+            JSON(API.UpdateStatus(try await coordinator.acknowledgeUpdate(try await request.bytes(), by: try context.requireUser())))
         }
 
         let secrets = api.group("secrets").add(middleware: RequireUser(coordinator: coordinator))
@@ -63,7 +63,7 @@ public enum HTTPAPI {
             return Response(status: .noContent)
         }
         secrets.get { request, context in
-            JSON(try coordinator.readSecrets(request.uri.queryParameters.getAll("name").map { String($0) }, by: try context.requireUser()))
+            JSON(try coordinator.secrets(request.uri.queryParameters.getAll("name").map { String($0) }, by: try context.requireUser()).mapValues(API.SecretContent.init))
         }
         return router
     }
@@ -80,11 +80,11 @@ public enum HTTPAPI {
         routes.get("/healthz") { _, _ in JSON(["status": "ok"]) }
         let api = routes.group(RouterPath(API.prefix))
         api.get("certificate/root") { _, _ in PEMBody(text: coordinator.rootCertificatePEM) }
-        api.get("attestation") { request, _ in JSON(try coordinator.attestation(nonce: try request.nonceParameter())) }
+        api.get("attestation") { request, _ in JSON(API.AttestationResponse(try coordinator.evidence(nonce: try request.nonceParameter()))) }
         let activation = api.group("activation")
         activation.post("nonce") { request, _ in
             let service = request.uri.queryParameters.get("service")
-            return JSON(API.NonceResponse(nonce: Hex.encode(coordinator.issueNonce()), provisioning: service.flatMap(coordinator.provisioningTargets(of:))))
+            return JSON(API.NonceResponse(nonce: Hex.encode(coordinator.issueNonce()), provisioning: service.flatMap(coordinator.provisioning(of:)).map(API.ProvisioningTargets.init)))
         }
         activation.post { request, context in
             let wire = try await request.decode(as: API.ActivationRequest.self, context: context)
@@ -92,7 +92,8 @@ public enum HTTPAPI {
         }
         if let peers {
             api.post("peer/state-key") { request, context in
-                JSON(try await peers.answer(try await request.decode(as: API.StateKeyRequest.self, context: context)))
+                let wire = try await request.decode(as: API.StateKeyRequest.self, context: context)
+                return JSON(API.StateKeyResponse(try await peers.answer(publicKey: wire.publicKey.bytes, nonce: wire.nonce.bytes, evidence: wire.evidence)))
             }
         }
         return router
@@ -109,8 +110,8 @@ public enum HTTPAPI {
     }
 
     static func addPublicRoutes(_ api: RouterGroup<CoordinatorRequestContext>, _ coordinator: Coordinator) {
-        api.get("status") { _, _ in JSON(coordinator.status()) }
-        api.get("attestation") { request, _ in JSON(try coordinator.attestation(nonce: try request.nonceParameter())) }
+        api.get("status") { _, _ in JSON(API.StatusResponse(coordinator.status())) }
+        api.get("attestation") { request, _ in JSON(API.AttestationResponse(try coordinator.evidence(nonce: try request.nonceParameter()))) }
         api.get("certificate/root") { _, _ in PEMBody(text: coordinator.rootCertificatePEM) }
     }
 
@@ -134,18 +135,18 @@ public enum HTTPAPI {
         routes.get("/healthz") { _, _ in JSON(["status": "recovery"]) }
         addMetricsRoute(routes, exposition)
         let api = routes.group(RouterPath(API.prefix))
-        api.get("status") { _, _ in JSON(recovery.status()) }
-        api.get("attestation") { request, _ in JSON(try recovery.attestation(nonce: try request.nonceParameter())) }
+        api.get("status") { _, _ in JSON(API.StatusResponse(recovery.status())) }
+        api.get("attestation") { request, _ in JSON(API.AttestationResponse(try recovery.evidence(nonce: try request.nonceParameter()))) }
         api.get("certificate/root") { _, _ in PEMBody(text: recovery.rootCertificatePEM) }
         api.get("log") { _, _ in JSON([LogEntry]()) }
-        api.get("recovery") { _, _ in JSON(try recovery.info()) }
+        api.get("recovery") { _, _ in JSON(API.RecoveryInfo(try recovery.offer())) }
         api.post("recovery") { request, context in
             let certificate = await context.clientCertificateDER()
             try recovery.authorizeSubmitter(certificate)
             let submission = try await request.decode(as: API.RecoverySubmission.self, context: context)
             let status = try await recovery.submit(name: submission.name, share: submission.share.bytes, by: certificate)
             if status.recovered { onRecovered() }
-            return JSON(status)
+            return JSON(API.RecoveryStatus(status))
         }
         return router
     }
