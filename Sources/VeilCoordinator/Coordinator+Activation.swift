@@ -51,12 +51,8 @@ extension Coordinator {
             throw error
         }
         if decision.needsTransaction {
-            try await transact { state, current throws(CoordinatorError) in
-                // The manifest may have changed since the checks: activate only against the one they used.
-                guard current.manifest?.digest == manifest.digest else { throw .manifestChanged }
-                try Self.record(decision, in: &state)
-                return ((), [])
-            }
+            // Group-committed with the activations that arrive meanwhile (ActivationCommits).
+            try await commits.commit(decision, checkedAgainst: manifest.digest, in: self)
         } else {
             unlimitedActivations.withLock { $0[request.service, default: 0] += 1 }
         }

@@ -71,6 +71,7 @@ public final class Coordinator: Sendable {
     let nonces = NonceIssuer()
     private let snapshot: Mutex<Snapshot>
     private let transactions = AsyncLock()
+    let commits = ActivationCommits()
     /// Activations of unlimited services: counted per replica, in memory (status only).
     let unlimitedActivations = Mutex<[String: Int]>([:])
 
