@@ -88,7 +88,7 @@ struct BenchHACommand: AsyncParsableCommand {
     private func rateReport(file: ActivationRates, oneReplica: ActivationRates, threeReplicas: ActivationRates) -> BenchRecord {
         print("")
         print("activations/s, \(concurrency) clients, \(activations) each (simulated evidence):")
-        print("                                 no quota     MaxActivations (one transaction each)")
+        print("                                 no quota     MaxActivations (group-committed)")
         for (name, rate) in [("file store (1 coordinator)", file), ("etcd, 1 replica", oneReplica), ("etcd, 3 replicas", threeReplicas)] {
             print("  " + name.padding(toLength: 30, withPad: " ", startingAt: 0) + String(format: "%8.0f     %8.0f", rate.free, rate.counted))
         }

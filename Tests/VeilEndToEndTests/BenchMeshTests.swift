@@ -5,7 +5,7 @@ import Testing
 /// scripts/install-deps.sh) come up with the same TLS 1.3 cipher, carry every byte and
 /// redis-benchmark's requests, and nothing is left running afterwards.
 @Suite(.timeLimit(.minutes(10))) struct BenchMeshTests {
-    @Test func benchMeshComparesBothTunnelsAndCleansUp() async throws {
+    @Test func benchMeshComparesEveryTunnelAndCleansUp() async throws {
         let scratch = try Scratch()
         let report = scratch.path + "/mesh.json"
         let result = try await run(
