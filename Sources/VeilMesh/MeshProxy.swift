@@ -201,7 +201,7 @@ public final class MeshProxy: Sendable {
             { certificates, promise in
                 let chain = certificates.compactMap { try? $0.toDERBytes() }
                 record.startVerifying()
-                Task {
+                Task(executorPreference: VerificationExecutor.shared) {
                     do throws(PeerIdentity.Refusal) {
                         let service = try await PeerIdentity.service(of: chain, root: root, knownIntermediates: intermediates, coordinatorID: coordinatorID)
                         record.peer = service

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import VeilManifest
-import VeilMesh
+@testable import VeilMesh
 
 /// The mesh proxy in process, against certificates issued exactly as activations issue them:
 /// who gets through an ingress, what an egress accepts, and that bytes arrive intact.
@@ -54,6 +54,17 @@ import VeilMesh
         let outcome = try await exchange(port: port, payload: payload, tls: (try authority.credentials("web"), authority.rootPEM))
         #expect(outcome == .received(payload), "the echo of 1 MiB through the ingress, half-close carried; proxy log: \(logs.text)")
         #expect(app.connections == 1)
+    }
+
+    /// The peer's certificate is judged on the verification executor's threads, not on the
+    /// cooperative pool (which other work in the process can keep busy past the deadline).
+    @Test func peerVerificationRunsOnItsOwnExecutor() async throws {
+        let (proxy, app, port) = try await cacheIngress(logs: LogCapture())
+        defer { Task { await proxy.stop(); await app.stop() } }
+        let before = VerificationExecutor.shared.jobsRun
+        let outcome = try await exchange(port: port, payload: Array("ping".utf8), tls: (try authority.credentials("web"), authority.rootPEM))
+        #expect(outcome == .received(Array("ping".utf8)))
+        #expect(VerificationExecutor.shared.jobsRun > before, "the verification ran no job on its executor")
     }
 
     @Test func egressToIngressCarriesPlainBytesBothWays() async throws {
