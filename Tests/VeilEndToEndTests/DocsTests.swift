@@ -37,6 +37,19 @@ import Testing
         }
     }
 
+    /// README's module table names every Swift target under Sources/ and nothing else.
+    @Test func theReadmeModuleTableIsEveryTarget() throws {
+        let readme = try String(contentsOfFile: repositoryRoot + "/README.md", encoding: .utf8)
+        let section = try #require(readme.range(of: "| module | job |")).upperBound
+        let table = readme[section...].split(separator: "\n", omittingEmptySubsequences: false).dropFirst(2).prefix { $0.hasPrefix("| `") }
+        let listed = Set(table.flatMap { row in
+            String(row.dropFirst(2).prefix { $0 != "|" }).matches(of: /`([A-Za-z-]+)`/).map { String($0.1) }
+        })
+        let sources = try FileManager.default.contentsOfDirectory(atPath: repositoryRoot + "/Sources")
+        let swiftTargets = Set(sources.filter { !$0.hasPrefix("C") && !$0.hasPrefix(".") })
+        #expect(listed == swiftTargets, "README lists \(listed.subtracting(swiftTargets).sorted()) that are not targets and omits \(swiftTargets.subtracting(listed).sorted())")
+    }
+
     @Test func everyRecordIsACleanReleaseRunWithPeersOrGoals() throws {
         let names = try FileManager.default.contentsOfDirectory(atPath: Self.records).filter { $0.hasSuffix(".json") }
         #expect(Set(names) == Set(["coordinator", "dcap", "snp", "protected", "image", "attest", "ha", "mesh"].map { $0 + ".json" }), "\(names)")
