@@ -112,19 +112,42 @@ struct Tunnel {
     let entries: [Upstream: Int]
     let serverEntry: Int
 
-    static func veil(pki: BenchPKI, upstreams: [Upstream: Int], veil: String, processes: BenchProcesses) throws -> Tunnel {
-        var ingress: [MeshPolicy.Ingress] = [], egress: [MeshPolicy.Egress] = []
-        var entries: [Upstream: Int] = [:], serverEntry = 0
-        for (upstream, port) in upstreams.sorted(by: { $0.value < $1.value }) {
-            let tlsPort = try BenchPorts.free(), plainPort = try BenchPorts.free()
-            ingress.append(.init(listen: "127.0.0.1:\(tlsPort)", forward: "127.0.0.1:\(port)", clients: ["client"]))
-            egress.append(.init(listen: "127.0.0.1:\(plainPort)", service: "server", address: "127.0.0.1:\(tlsPort)"))
-            entries[upstream] = plainPort
-            if upstream == .sink { serverEntry = tlsPort }
+    /// One upstream's path through a tunnel: clients enter plain at `plainPort`, the client
+    /// side connects with TLS to `tlsPort`, the server side forwards plain to `target`.
+    struct Leg {
+        let name: String
+        let upstream: Upstream
+        let target: Int
+        let tlsPort: Int
+        let plainPort: Int
+    }
+
+    /// Fresh ports for every upstream, in a fixed order (every contender lays out the same way).
+    static func legs(_ upstreams: [Upstream: Int]) throws -> [Leg] {
+        try upstreams.sorted(by: { $0.value < $1.value }).enumerated().map { index, entry in
+            Leg(name: "upstream\(index)", upstream: entry.key, target: entry.value, tlsPort: try BenchPorts.free(), plainPort: try BenchPorts.free())
         }
+    }
+
+    init(name: String, entries: [Upstream: Int], serverEntry: Int) {
+        self.name = name
+        self.entries = entries
+        self.serverEntry = serverEntry
+    }
+
+    init(name: String, legs: [Leg]) {
+        self.init(
+            name: name, entries: Dictionary(uniqueKeysWithValues: legs.map { ($0.upstream, $0.plainPort) }),
+            serverEntry: legs.first { $0.upstream == .sink }?.tlsPort ?? 0)
+    }
+
+    static func veil(pki: BenchPKI, upstreams: [Upstream: Int], veil: String, processes: BenchProcesses) throws -> Tunnel {
+        let legs = try legs(upstreams)
+        let ingress = legs.map { MeshPolicy.Ingress(listen: "127.0.0.1:\($0.tlsPort)", forward: "127.0.0.1:\($0.target)", clients: ["client"]) }
+        let egress = legs.map { MeshPolicy.Egress(listen: "127.0.0.1:\($0.plainPort)", service: "server", address: "127.0.0.1:\($0.tlsPort)") }
         processes.adopt(try MeshHandover.spawn(MeshConfiguration(credentials: pki.server, policy: MeshPolicy(ingress: ingress)), executable: veil, link: .polling))
         processes.adopt(try MeshHandover.spawn(MeshConfiguration(credentials: pki.client, policy: MeshPolicy(egress: egress)), executable: veil, link: .polling))
-        return Tunnel(name: "veil mesh", entries: entries, serverEntry: serverEntry)
+        return Tunnel(name: "veil mesh", legs: legs)
     }
 
     static func stunnel(pki: BenchPKI, upstreams: [Upstream: Int], work: String, processes: BenchProcesses) throws -> Tunnel {
@@ -142,22 +165,18 @@ struct Tunnel {
             """
         var server = common + "cert = \(pki.serverChainFile)\nkey = \(pki.serverKeyFile)\n"
         var client = common + "client = yes\ncert = \(pki.clientChainFile)\nkey = \(pki.clientKeyFile)\n"
-        var entries: [Upstream: Int] = [:], serverEntry = 0, listening: [Int] = []
-        for (index, (upstream, port)) in upstreams.sorted(by: { $0.value < $1.value }).enumerated() {
-            let tlsPort = try BenchPorts.free(), plainPort = try BenchPorts.free()
-            server += "\n[upstream\(index)]\naccept = 127.0.0.1:\(tlsPort)\nconnect = 127.0.0.1:\(port)\n"
-            client += "\n[upstream\(index)]\naccept = 127.0.0.1:\(plainPort)\nconnect = 127.0.0.1:\(tlsPort)\n"
-            entries[upstream] = plainPort
-            if upstream == .sink { serverEntry = tlsPort }
-            listening += [tlsPort, plainPort]
+        let legs = try legs(upstreams)
+        for leg in legs {
+            server += "\n[\(leg.name)]\naccept = 127.0.0.1:\(leg.tlsPort)\nconnect = 127.0.0.1:\(leg.target)\n"
+            client += "\n[\(leg.name)]\naccept = 127.0.0.1:\(leg.plainPort)\nconnect = 127.0.0.1:\(leg.tlsPort)\n"
         }
         for (name, text) in [("server", server), ("client", client)] {
             let path = work + "/stunnel-\(name).conf"
             try text.write(toFile: path, atomically: true, encoding: .utf8)
             processes.spawn([which("stunnel4")!, path], log: work + "/stunnel-\(name).log")
         }
-        for port in listening { try BenchPorts.waitListening(port, what: "stunnel4") }
-        return Tunnel(name: "stunnel4", entries: entries, serverEntry: serverEntry)
+        for leg in legs { for port in [leg.tlsPort, leg.plainPort] { try BenchPorts.waitListening(port, what: "stunnel4") } }
+        return Tunnel(name: "stunnel4", legs: legs)
     }
 
     /// What the TLS server side negotiates with a client holding the client credentials and

@@ -21,27 +21,19 @@ enum EnvoyTunnel {
     }
 
     static func start(envoy: String, pki: BenchPKI, upstreams: [Upstream: Int], work: String, processes: BenchProcesses) throws -> Tunnel {
-        var serverListeners: [Any] = [], clientListeners: [Any] = [], clusters: (server: [Any], client: [Any]) = ([], [])
-        var entries: [Upstream: Int] = [:], serverEntry = 0, listening: [Int] = []
-        for (index, (upstream, port)) in upstreams.sorted(by: { $0.value < $1.value }).enumerated() {
-            let tlsPort = try BenchPorts.free(), plainPort = try BenchPorts.free()
-            let name = "upstream\(index)"
-            serverListeners.append(listener(name, port: tlsPort, cluster: name, tls: downstreamTLS(pki)))
-            clusters.server.append(cluster(name, port: port, tls: nil))
-            clientListeners.append(listener(name, port: plainPort, cluster: name, tls: nil))
-            clusters.client.append(cluster(name, port: tlsPort, tls: upstreamTLS(pki)))
-            entries[upstream] = plainPort
-            if upstream == .sink { serverEntry = tlsPort }
-            listening += [tlsPort, plainPort]
-        }
-        for (side, listeners, sideClusters) in [("server", serverListeners, clusters.server), ("client", clientListeners, clusters.client)] {
+        let legs = try Tunnel.legs(upstreams)
+        let serverListeners = legs.map { listener($0.name, port: $0.tlsPort, cluster: $0.name, tls: downstreamTLS(pki)) }
+        let serverClusters = legs.map { cluster($0.name, port: $0.target, tls: nil) }
+        let clientListeners = legs.map { listener($0.name, port: $0.plainPort, cluster: $0.name, tls: nil) }
+        let clientClusters = legs.map { cluster($0.name, port: $0.tlsPort, tls: upstreamTLS(pki)) }
+        for (side, listeners, sideClusters) in [("server", serverListeners, serverClusters), ("client", clientListeners, clientClusters)] {
             let config: [String: Any] = ["static_resources": ["listeners": listeners, "clusters": sideClusters]]
             let path = work + "/envoy-\(side).json"
             try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: path))
             processes.spawn([envoy, "-c", path, "--disable-hot-restart", "--log-level", "error"], log: work + "/envoy-\(side).log")
         }
-        for port in listening { try BenchPorts.waitListening(port, what: "envoy") }
-        return Tunnel(name: "envoy", entries: entries, serverEntry: serverEntry)
+        for leg in legs { for port in [leg.tlsPort, leg.plainPort] { try BenchPorts.waitListening(port, what: "envoy") } }
+        return Tunnel(name: "envoy", legs: legs)
     }
 
     /// TLS 1.3 only (its suites are not configurable in BoringSSL; the negotiation is checked).
