@@ -63,6 +63,16 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // JOSE for the protocols others speak: base64url, RFC 8785 JCS, JWE to RSA/EC keys, ES256 JWTs.
+        .target(
+            name: "VeilJOSE",
+            dependencies: [
+                "VeilCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         .target(name: "VeilAPI", dependencies: ["VeilCore", "VeilAttestation", "VeilManifest"], swiftSettings: strict),
         .target(
             name: "VeilCoordinator",
@@ -70,6 +80,7 @@ let package = Package(
                 "VeilAPI",
                 "VeilCore",
                 "VeilImageFormat",
+                "VeilJOSE",
                 "CVeilSys",
                 "VeilAttestation",
                 "VeilManifest",
@@ -277,6 +288,10 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "VeilJOSETests",
+            dependencies: ["VeilCore", "VeilJOSE", .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")],
+            swiftSettings: strict),
         .testTarget(name: "VeilManifestTests", dependencies: ["VeilCore", "VeilAttestation", "VeilManifest"], swiftSettings: strict),
         .testTarget(name: "VeilFuzzTests", dependencies: ["VeilImageFormat", "VeilFuzzTargets", "VeilImage", "VeilManifest"], swiftSettings: strict),
         .testTarget(
@@ -285,7 +300,7 @@ let package = Package(
                 "VeilAPI",
                 "VeilCore",
                 "VeilImageFormat", .product(name: "Crypto", package: "swift-crypto"),
-                "VeilCoordinator", "VeilClient", "VeilLauncher", "VeilManifest", "VeilAttestation", "VeilImage",
+                "VeilCoordinator", "VeilClient", "VeilLauncher", "VeilManifest", "VeilAttestation", "VeilImage", "VeilJOSE",
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
