@@ -58,6 +58,8 @@ public struct Manifest: Sendable, Equatable {
         public var allowDiskFiles = false
         /// Mutual-TLS proxying in front of and out of the app (nil: none).
         public var mesh: MeshPolicy? = nil
+        /// Access over the Confidential Containers key-broker protocol (nil: none).
+        public var kbs: KBSAccess? = nil
     }
 
     public struct Parameters: Sendable, Equatable {

@@ -5,7 +5,7 @@ extension ManifestParser {
         _ value: JSONValue, _ path: String, packageNames: Set<String>, secrets: [String: SecretSpec], secretNames: Set<String>,
         serviceNames: Set<String>
     ) -> Manifest.Service? {
-        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters", "ProtectedFilesKey", "AllowDiskFiles", "Mesh"]) else { return nil }
+        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters", "ProtectedFilesKey", "AllowDiskFiles", "Mesh", "KBS"]) else { return nil }
         let before = problems.count
         let package = string(fields["Package"], "\(path).Package")
         if let package, !packageNames.contains(package) {
@@ -55,10 +55,11 @@ extension ManifestParser {
             }
         }
         let mesh = fields["Mesh"].map { self.mesh($0, "\(path).Mesh", serviceNames: serviceNames) } ?? nil
+        let kbs = fields["KBS"].map { kbsAccess($0, "\(path).KBS", secrets: secrets, secretNames: secretNames) } ?? nil
         guard problems.count == before, let package else { return nil }
         return Manifest.Service(
             package: package, maxActivations: maxActivations, parameters: parameters, protectedFilesKey: protectedFilesKey,
-            allowDiskFiles: bool(fields["AllowDiskFiles"], "\(path).AllowDiskFiles") ?? false, mesh: mesh)
+            allowDiskFiles: bool(fields["AllowDiskFiles"], "\(path).AllowDiskFiles") ?? false, mesh: mesh, kbs: kbs)
     }
 
     /// `{"Ingress": [{"Listen", "Forward", "Clients"}], "Egress": [{"Listen", "Service", "Address"}]}`.

@@ -144,6 +144,7 @@ struct ManifestParser {
                 services[name] = service
             }
         }
+        checkKBSPackages(services, packages: packages)
 
         var manifest = Manifest(packages: packages, services: services, secrets: secrets, config: config, raw: raw)
         manifest.roles = roles(root["Roles"], secretNames: secretNames, packageNames: packageNames)
