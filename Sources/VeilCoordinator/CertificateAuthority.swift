@@ -162,6 +162,14 @@ public struct CertificateAuthority: Sendable {
             issuerKey: coordinatorCAKey)
     }
 
+    /// A signing certificate for the coordinator's own statements (KBS attestation tokens),
+    /// from the coordinator TLS CA, named by `uri` alone.
+    public func issueCoordinatorSigner(publicKey: Certificate.PublicKey, uri: String, validFor: TimeInterval, now: Date = Date()) throws -> Certificate {
+        try Self.leaf(
+            publicKey: publicKey, commonName: "Veil Coordinator token signer", organization: nil, names: Self.names([], [], [uri]),
+            validFor: validFor, now: now, issuer: coordinatorCA, issuerKey: coordinatorCAKey)
+    }
+
     static func names(_ dnsNames: [String], _ ipAddresses: [[UInt8]], _ uris: [String]) -> [GeneralName] {
         dnsNames.map { .dnsName($0) } + ipAddresses.map { .ipAddress(ASN1OctetString(contentBytes: $0[...])) } + uris.map { .uniformResourceIdentifier($0) }
     }

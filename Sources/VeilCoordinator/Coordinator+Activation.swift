@@ -69,10 +69,7 @@ extension Coordinator {
             logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
             throw .evidenceRejected(.endorsementUnavailable("\(error)"))
         }
-        let verifier = Verifier(
-            policy: VerificationPolicy(
-                allowSimulation: manifest.config.allowSimulation, simulationKey: verification.simulationKey, dcap: verification.dcap,
-                allowSNP: manifest.packages.values.contains { $0.kind == .snp }, snpCRLs: verification.snpCRLs))
+        let verifier = evidenceVerifier(for: manifest)
         let started = ContinuousClock.now
         defer { metrics.verificationDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
         do {
@@ -83,6 +80,15 @@ extension Coordinator {
         } catch {
             throw .evidenceRejected(.malformedEvidence("\(error)"))
         }
+    }
+
+    /// What this coordinator trusts under `manifest`: simulation only when it allows it, SNP
+    /// only when it has an SNP package.
+    func evidenceVerifier(for manifest: Manifest) -> VeilAttestation.Verifier {
+        VeilAttestation.Verifier(
+            policy: VerificationPolicy(
+                allowSimulation: manifest.config.allowSimulation, simulationKey: verification.simulationKey, dcap: verification.dcap,
+                allowSNP: manifest.packages.values.contains { $0.kind == .snp }, snpCRLs: verification.snpCRLs))
     }
 
     /// Counts an activation of a limited service and records newer protected-file versions,

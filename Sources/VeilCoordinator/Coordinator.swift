@@ -72,6 +72,8 @@ public final class Coordinator: Sendable {
     private let snapshot: Mutex<Snapshot>
     private let transactions = AsyncLock()
     let commits = ActivationCommits()
+    /// Sessions and the token signer of the key-broker protocol (Coordinator+KBS).
+    let kbs = KBSBroker()
     /// Activations of unlimited services: counted per replica, in memory (status only).
     let unlimitedActivations = Mutex<[String: Int]>([:])
 

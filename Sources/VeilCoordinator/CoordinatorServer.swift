@@ -49,6 +49,8 @@ public struct CoordinatorServer {
         public var reset = false
         /// Validity of each TLS certificate the coordinator issues itself (renewed at two thirds).
         public var tlsValidity: TimeInterval = ServerIdentity.defaultValidity
+        /// Lifetimes of key-broker (KBS) sessions and tokens.
+        public var kbs = KBSSettings()
         /// Deadlines and caps for connections on both listeners.
         public var connectionLimits = ConnectionLimits()
 
@@ -212,6 +214,7 @@ public struct CoordinatorServer {
         _ coordinator: Coordinator, store: any StateStore, environment: Environment, configuration: Configuration, logger: Logger
     ) async throws {
         let identity = try ServerIdentity(authority: coordinator.authority, dnsNames: configuration.dnsNames, validity: configuration.tlsValidity, logger: logger)
+        coordinator.configureKBS(configuration.kbs)
         environment.metrics.report { coordinator.metricsSnapshot(certificateExpiry: identity.notAfter) }
         // Users authenticate with client certificates matched against the manifest, not against
         // a CA: any presented certificate passes the handshake (which proves its key), and the

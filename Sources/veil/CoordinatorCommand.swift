@@ -48,6 +48,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Lifetime of the coordinator's own TLS certificates in seconds (renewed at two thirds; default 30 days).", valueName: "seconds"))
     var tlsValidity: Double = ServerIdentity.defaultValidity
 
+    @Option(help: ArgumentHelp("Seconds a key-broker (KBS) session lasts after /kbs/v0/auth, and a KBS attestation token after /kbs/v0/attest (default 300).", valueName: "seconds"))
+    var kbsSessionLifetime: Double = KBSSettings().sessionLifetime
+
     @Option(help: ArgumentHelp(
         "Seconds a connection may take to deliver a request head (TLS handshake included) after it opens or after its last answer, or pause within a request body, before it is closed.",
         valueName: "seconds"))
@@ -131,6 +134,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard tlsValidity >= 1 else { throw ValidationError("--tls-validity must be at least 1 second") }
         configuration.tlsValidity = tlsValidity
         configuration.connectionLimits = try connectionLimits()
+        guard kbsSessionLifetime >= 1 else { throw ValidationError("--kbs-session-lifetime must be at least 1 second") }
+        configuration.kbs = KBSSettings(sessionLifetime: kbsSessionLifetime, tokenLifetime: kbsSessionLifetime)
         if let store = try etcdStore() { configuration.store = store }
         do {
             try await CoordinatorServer.run(configuration, logger: logger)

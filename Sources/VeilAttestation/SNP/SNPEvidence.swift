@@ -40,6 +40,23 @@ public enum SNPEvidence {
         return encode(Body(report: Data(report).base64EncodedString(), vcek: vcek.map { Data($0).base64EncodedString() }, chain: chain))
     }
 
+    /// Evidence from a report and, when the attester had them, its VCEK or VLEK (DER) and the
+    /// ASK and ARK (DER).
+    public static func make(report: [UInt8], endorsementKey: [UInt8]?, ask: [UInt8]? = nil, ark: [UInt8]? = nil) -> Evidence {
+        var chain: String?
+        if endorsementKey != nil, let ask, let ark { chain = pem(ask) + pem(ark) }
+        return encode(Body(report: Data(report).base64EncodedString(), vcek: endorsementKey.map { Data($0).base64EncodedString() }, chain: chain))
+    }
+
+    /// The report of SNP evidence that carries a VCEK but no ASK/ARK chain (parsed, not
+    /// verified), or nil: such evidence needs the product's chain (KDS `cert_chain`) to verify.
+    public static func reportNeedingChain(_ evidence: Evidence) -> SNPReport? {
+        guard evidence.format == format, let body = try? JSONDecoder().decode(Body.self, from: Data(evidence.data)), body.vcek != nil,
+            body.chain == nil, let report = Data(base64Encoded: body.report)
+        else { return nil }
+        return try? SNPReport(Array(report))
+    }
+
     static func encode(_ body: Body) -> Evidence {
         // Three optional strings: encoding cannot fail.
         Evidence(format: format, data: Array((try? JSONEncoder().encode(body)) ?? Data()))
