@@ -165,11 +165,28 @@ public final class CoordinatorClient: Sendable {
 
     /// Sends a request and returns the body of a 2xx response; error bodies become ``CoordinatorClientError/refused``.
     public func call(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil) async throws -> [UInt8] {
+        let response = try await exchange(method, path, body: body)
+        guard (200..<300).contains(response.status) else {
+            if let error = try? JSONDecoder().decode(API.ErrorResponse.self, from: Data(response.body)) {
+                throw CoordinatorClientError.refused(
+                    status: response.status, code: error.error.code, message: error.error.message, problems: error.error.problems ?? [])
+            }
+            throw CoordinatorClientError.unexpectedResponse(status: response.status, detail: String(decoding: response.body.prefix(200), as: UTF8.self))
+        }
+        return response.body
+    }
+
+    /// Sends a request with extra `headers` and returns the response whatever its status: for
+    /// protocols other than Veil's API on the same listeners (the key-broker protocol's cookies).
+    public func exchange(
+        _ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, headers: [(String, String)] = []
+    ) async throws -> (status: Int, headers: [(String, String)], body: [UInt8]) {
         let response = try await lock.run { () async throws -> NIOHTTPClientResponseFull in
             var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
             head.headers.add(name: "Host", value: address)
             head.headers.add(name: "Content-Length", value: "\(body?.count ?? 0)")
             if body != nil { head.headers.add(name: "Content-Type", value: "application/json") }
+            for (name, value) in headers { head.headers.add(name: name, value: value) }
             let (channel, reused) = try await connection()
             do {
                 return try await Self.send(head, body: body, on: channel, timeout: responseTimeout)
@@ -185,15 +202,7 @@ public final class CoordinatorClient: Sendable {
                 throw failure(error)
             }
         }
-        let data = response.body.map { Array($0.readableBytesView) } ?? []
-        guard (200..<300).contains(response.head.status.code) else {
-            if let error = try? JSONDecoder().decode(API.ErrorResponse.self, from: Data(data)) {
-                throw CoordinatorClientError.refused(
-                    status: Int(response.head.status.code), code: error.error.code, message: error.error.message, problems: error.error.problems ?? [])
-            }
-            throw CoordinatorClientError.unexpectedResponse(status: Int(response.head.status.code), detail: String(decoding: data.prefix(200), as: UTF8.self))
-        }
-        return data
+        return (Int(response.head.status.code), response.head.headers.map { ($0.name, $0.value) }, response.body.map { Array($0.readableBytesView) } ?? [])
     }
 
     public func call<Response: Decodable>(_ method: HTTPMethod, _ path: String, body: [UInt8]? = nil, as type: Response.Type) async throws -> Response {

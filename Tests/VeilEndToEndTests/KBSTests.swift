@@ -145,4 +145,17 @@ import Testing
         #expect(log.stdout.components(separatedBy: "kbsResourceReleased").count - 1 == 2, "\(log.stdout)")
         #expect(log.stdout.contains("default/key/db") && log.stdout.contains("counted"))
     }
+
+    /// `veil-bench kbs`, small: every KBS handshake and release succeeds (it stops at the first
+    /// refusal) and both rates come out beside the activation rate of the same run.
+    @Test func benchKBSRunsEveryOperationAgainstActivations() async throws {
+        let scratch = try Scratch()
+        let result = try await run(veilBenchBinary, ["kbs", "--count", "40", "--concurrency", "4"], scratch: scratch, timeout: 180)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        for row in ["activations (peer)", "KBS handshakes (auth+attest+resource)", "KBS releases on a bearer token"] {
+            let line = result.stdout.split(separator: "\n").first { $0.contains(row) }
+            let rate = line.flatMap { $0.split(separator: " ").compactMap { Double($0) }.first }
+            #expect((rate ?? 0) > 0, "\(row): \(result.stdout)")
+        }
+    }
 }
