@@ -68,6 +68,7 @@ extension Coordinator {
         do throws(CoordinatorError) {
             return try await transact { state, current throws(CoordinatorError) in
                 var results: [Result<Void, CoordinatorError>] = []
+                var history: [HistoryEvent] = []
                 for pending in batch {
                     // The manifest may have changed since the checks: activate only against the one they used.
                     guard current.manifest?.digest == pending.manifestDigest else {
@@ -78,12 +79,13 @@ extension Coordinator {
                     do throws(CoordinatorError) {
                         try Self.record(pending.decision, in: &next)
                         state = next
+                        history += pending.decision.history
                         results.append(.success(()))
                     } catch {
                         results.append(.failure(error))
                     }
                 }
-                return (results, [])
+                return (results, history)
             }
         } catch {
             return Array(repeating: .failure(error), count: batch.count)

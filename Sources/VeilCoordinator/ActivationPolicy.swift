@@ -24,15 +24,17 @@ struct ProtectedFileChange: Sendable, Equatable {
     var record: CoordinatorState.ProtectedFileRecord
 }
 
-/// What an activation that passed every rule goes on to: the quota and versions to commit,
-/// then rendering.
+/// What an activation (or a KBS release) that passed every rule goes on to: the quota,
+/// versions and history entries to commit, then rendering.
 struct ActivationDecision: Sendable {
     var serviceName: String
     var service: Manifest.Service
     var protectedFiles: [ProtectedFileChange]
+    /// Entries for the signed history, written only if this decision commits (KBS releases).
+    var history: [HistoryEvent] = []
 
-    /// Whether the activation changes stored state (a quota to count, versions to record).
-    var needsTransaction: Bool { service.maxActivations > 0 || !protectedFiles.isEmpty }
+    /// Whether the activation changes stored state (a quota to count, versions or history to record).
+    var needsTransaction: Bool { service.maxActivations > 0 || !protectedFiles.isEmpty || !history.isEmpty }
 }
 
 /// The activation rules on verified evidence, as a pure function: no I/O, logging, metrics or

@@ -69,7 +69,7 @@ extension Coordinator {
         return try kbs.sessions.grant(sessionID, now: now)
     }
 
-    /// `GET /kbs/v0/resource/REPO/TYPE/TAG`: the resource's bytes, after one transaction that
+    /// `GET /kbs/v0/resource/REPO/TYPE/TAG`: the resource's bytes, after the transaction that
     /// counts the release against the service's `MaxActivations` and records it in the history.
     /// The manifest is read again here: a service, package or resource removed since the
     /// attestation releases nothing more.
@@ -77,17 +77,12 @@ extension Coordinator {
         let snapshot = current
         guard let manifest = snapshot.manifest else { throw .noManifest }
         let template = try Self.kbsResource(resource, for: grant, in: manifest)
+        // Group-committed with activations and other releases (ActivationCommits): counted
+        // against MaxActivations, and signed into the history only if it commits.
+        let event = HistoryEvent("kbsResourceReleased", detail: ["service": grant.service, "resource": resource, "tee": grant.tee])
+        let decision = ActivationDecision(serviceName: grant.service, service: manifest.services[grant.service]!, protectedFiles: [], history: [event])
         do throws(CoordinatorError) {
-            try await transact { state, latest throws(CoordinatorError) in
-                guard latest.manifest?.digest == manifest.digest else { throw .manifestChanged }
-                let limit = manifest.services[grant.service]?.maxActivations ?? 0
-                if limit > 0 {
-                    let count = state.activations[grant.service, default: 0]
-                    guard count < limit else { throw .activationLimitReached(service: grant.service, limit: limit) }
-                    state.activations[grant.service] = count + 1
-                }
-                return ((), [HistoryEvent("kbsResourceReleased", detail: ["service": grant.service, "resource": resource, "tee": grant.tee])])
-            }
+            try await commits.commit(decision, checkedAgainst: manifest.digest, in: self)
         } catch {
             logger.warning("KBS release refused", metadata: ["service": "\(grant.service)", "resource": "\(resource)", "reason": "\(error)"])
             throw .releaseRefused(error)
