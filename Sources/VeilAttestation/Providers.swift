@@ -94,10 +94,14 @@ public struct GramineProvider: EvidenceProvider {
 /// Which TEE a launcher gets evidence from.
 public enum TEESelection: String, Sendable, CaseIterable {
     case auto, simulated, snp, tdx, sgxGramine = "sgx-gramine"
+    /// A Confidential Containers pod (SNP or TDX): evidence from the guest API (``GuestAPIProvider``).
+    case coco
 
-    /// The hardware provider for this selection; `auto` detects one and never falls back to simulation.
+    /// The hardware provider for this selection; `auto` detects one and never falls back to
+    /// simulation (nor to the guest API, which is chosen by name).
     public func hardwareProvider(
-        tsmRoot: String = ConfigfsTSMProvider.defaultRoot, gramineRoot: String = GramineProvider.defaultRoot
+        tsmRoot: String = ConfigfsTSMProvider.defaultRoot, gramineRoot: String = GramineProvider.defaultRoot,
+        guestAPI: String = GuestAPIProvider.defaultURL
     ) throws(ProviderError) -> any EvidenceProvider {
         let expected: String? = self == .snp ? "sev_guest" : self == .tdx ? "tdx_guest" : nil
         let tsm = ConfigfsTSMProvider(root: tsmRoot, expectedProvider: expected)
@@ -118,6 +122,8 @@ public enum TEESelection: String, Sendable, CaseIterable {
             throw .unavailable(
                 "--tee auto found no TEE: neither \(tsmRoot) (SEV-SNP/TDX guest) nor \(gramineRoot)/quote (Gramine SGX); "
                     + "for development pass --tee simulated (no confidentiality)")
+        case .coco:
+            return try GuestAPIProvider(url: guestAPI)
         case .simulated:
             throw .unavailable("simulated is not a hardware TEE")
         }

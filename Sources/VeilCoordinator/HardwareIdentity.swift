@@ -22,6 +22,7 @@ public struct HardwareTEEPaths: Sendable {
     public var gramineRoot = GramineProvider.defaultRoot
     public var gramineKeys = GramineSealing.defaultRoot
     public var sevGuest = SEVGuestDevice.defaultPath
+    public var guestAPI = GuestAPIProvider.defaultURL
 
     public init(selection: TEESelection) {
         precondition(selection != .simulated, "simulation is not a hardware TEE")
@@ -56,7 +57,7 @@ struct HardwareIdentity {
     /// `endorsements` supplies the VCEK when the host hands SNP reports out without
     /// certificates; the provider then adds it to every report it makes.
     static func detect(_ paths: HardwareTEEPaths, endorsements: (any SNPEndorsementSource)?, logger: Logger) async throws -> HardwareIdentity {
-        var provider = try paths.selection.hardwareProvider(tsmRoot: paths.tsmRoot, gramineRoot: paths.gramineRoot)
+        var provider = try paths.selection.hardwareProvider(tsmRoot: paths.tsmRoot, gramineRoot: paths.gramineRoot, guestAPI: paths.guestAPI)
         let evidence = try provider.evidence(reportData: [UInt8](repeating: 0, count: ReportData.size))
         if SNPEvidence.reportNeedingEndorsement(evidence) != nil {
             guard let endorsements else { throw HardwareIdentityError.noEndorsement }
@@ -70,12 +71,14 @@ struct HardwareIdentity {
         switch evidence.format {
         case SNPEvidence.format:
             let report = try SNPEvidence.unverifiedReport(in: evidence)
+            // In a Confidential Containers pod the attestation agent owns the TEE device: no
+            // derived key here, the state key comes from peers or recovery (docs/kbs.md).
+            let sealing: any SealingKeyProvider = paths.selection == .coco ? NoSealing() : SNPDerivedKeySealing(
+                device: SEVGuestDevice(path: paths.sevGuest), vmpl: report.vmpl,
+                keySelection: .init(firmwareMajor: report.currentFirmware.major, minor: report.currentFirmware.minor))
             return HardwareIdentity(
                 provider: SerializedEvidenceProvider(provider),
-                sealing: SNPDerivedKeySealing(
-                    device: SEVGuestDevice(path: paths.sevGuest), vmpl: report.vmpl,
-                    keySelection: .init(firmwareMajor: report.currentFirmware.major, minor: report.currentFirmware.minor)),
-                tee: .snp, identity: TEEIdentity(tee: .snp, measurement: report.measurement, hostData: report.hostData))
+                sealing: sealing, tee: .snp, identity: TEEIdentity(tee: .snp, measurement: report.measurement, hostData: report.hostData))
         case DCAPEvidence.format:
             let quote = try DCAPQuote(evidence.data)
             switch quote.body {

@@ -15,6 +15,8 @@ public enum VeilEnvironment {
     public static let gramineRoot = "VEIL_GRAMINE_ROOT"
     public static let gramineKeys = "VEIL_GRAMINE_KEYS"
     public static let sevGuest = "VEIL_SEV_GUEST"
+    /// The Confidential Containers guest API (`--tee coco`; default http://127.0.0.1:8006).
+    public static let guestAPI = "VEIL_GUEST_API"
     /// `1`: the launcher prints how long each of its steps took.
     public static let launchTrace = "VEIL_LAUNCH_TRACE"
     /// `1`: the launcher detaches the TEE's report interface before it execs the app.
@@ -30,7 +32,7 @@ public enum VeilEnvironment {
     public static let testdata = "VEIL_TESTDATA"
 
     /// What configures the launcher and is removed before the app starts.
-    public static let launcherOwned = [simulationKey, tee, coordinator, service, rootCA, tsmRoot, dropTEEAccess, gramineRoot, launchTrace]
+    public static let launcherOwned = [simulationKey, tee, coordinator, service, rootCA, tsmRoot, dropTEEAccess, gramineRoot, launchTrace, guestAPI]
 }
 
 /// Default listen and connect addresses: the coordinator's client API (users, `veil attest`)

@@ -16,7 +16,7 @@ public struct LaunchTrustOptions: ParsableArguments {
     var service: String?
 
     @Option(help: ArgumentHelp(
-        "TEE providing evidence (env VEIL_TEE): auto (default: configfs-tsm or Gramine, never simulation), snp, tdx, sgx-gramine, or simulated (development only, no confidentiality).",
+        "TEE providing evidence (env VEIL_TEE): auto (default: configfs-tsm or Gramine, never simulation), snp, tdx, sgx-gramine, coco (a Confidential Containers pod: evidence from its guest API, env VEIL_GUEST_API, default http://127.0.0.1:8006), or simulated (development only, no confidentiality).",
         valueName: "tee"))
     var tee: String?
 
@@ -54,7 +54,8 @@ public struct LaunchTrustOptions: ParsableArguments {
         guard selection == .simulated else {
             let provider = try selection.hardwareProvider(
                 tsmRoot: environment[VeilEnvironment.tsmRoot] ?? ConfigfsTSMProvider.defaultRoot,
-                gramineRoot: environment[VeilEnvironment.gramineRoot] ?? GramineProvider.defaultRoot)
+                gramineRoot: environment[VeilEnvironment.gramineRoot] ?? GramineProvider.defaultRoot,
+                guestAPI: environment[VeilEnvironment.guestAPI] ?? GuestAPIProvider.defaultURL)
             // In `veil run`'s container the report directory was detached at start (TEEAccess).
             if let tsm = provider as? ConfigfsTSMProvider,
                 let detached = try TEEAccess.detachedProvider(environment: environment, expectedProvider: tsm.expectedProvider) {

@@ -69,7 +69,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var meshAddr = VeilDefaults.meshAddress
 
     @Option(help: ArgumentHelp(
-        "TEE to run in (env VEIL_TEE): auto (configfs-tsm or Gramine; never simulation), snp, tdx, sgx-gramine, or simulated (development only, no confidentiality). Required.",
+        "TEE to run in (env VEIL_TEE): auto (configfs-tsm or Gramine; never simulation), snp, tdx, sgx-gramine, coco (a Confidential Containers pod: evidence from its guest API, env VEIL_GUEST_API, default http://127.0.0.1:8006; no sealing key: the state key comes from peers or recovery), or simulated (development only, no confidentiality). Required.",
         valueName: "tee"))
     var tee: String?
 
@@ -100,7 +100,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
         guard let teeName = tee ?? environment[VeilEnvironment.tee] else {
-            throw ValidationError("--tee is required: auto, snp, tdx or sgx-gramine in a TEE; simulated for development (NO confidentiality)")
+            throw ValidationError("--tee is required: auto, snp, tdx or sgx-gramine in a TEE, coco in a Confidential Containers pod; simulated for development (NO confidentiality)")
         }
         guard let selection = TEESelection(rawValue: teeName) else {
             throw ValidationError("--tee '\(teeName)' is not one of \(TEESelection.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -118,6 +118,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             if let root = environment[VeilEnvironment.gramineRoot] { paths.gramineRoot = root }
             if let keys = environment[VeilEnvironment.gramineKeys] { paths.gramineKeys = keys }
             if let device = environment[VeilEnvironment.sevGuest] { paths.sevGuest = device }
+            if let url = environment[VeilEnvironment.guestAPI] { paths.guestAPI = url }
             configuration.tee = .hardware(paths)
             configuration.simulationKeyPath = simulationKey
         }

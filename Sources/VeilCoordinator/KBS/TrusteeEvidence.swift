@@ -2,15 +2,9 @@ import FoundationEssentials
 import VeilAttestation
 import VeilCore
 
-/// The `primary_evidence` shapes Confidential Containers' attesters send (guest-components'
-/// `attester` crate), turned into Veil's own evidence formats so Veil's verifiers check them.
-///
-/// | KBS `tee` | `primary_evidence` | becomes |
-/// | --- | --- | --- |
-/// | `snp` | `{"attestation_report": {…serde of the sev crate's report…}, "cert_chain": [{"cert_type": "VCEK"/"VLEK", "data": [DER bytes]}]}` | `amd-snp-report` (the 1184-byte report rebuilt field by field) |
-/// | `tdx` | `{"quote": BASE64, "cc_eventlog": BASE64 or null}` | `intel-dcap-quote` (the event log is not replayed: RTMRs are checked against the package) |
-/// | `sgx` | `{"quote": BASE64}` | `intel-dcap-quote` |
-/// | `veil-simulated` | Veil's simulated report envelope `{"report", "signature"}` | `veil-simulated-v1` |
+/// The KBS `tee` names Veil verifies and their `primary_evidence`: Confidential Containers'
+/// attester shapes for `snp`, `tdx` and `sgx` (``CoCoEvidence``), and Veil's simulated report
+/// envelope `{"report", "signature"}` under `veil-simulated`.
 ///
 /// Every other TEE (`az-snp-vtpm`, `az-tdx-vtpm`, `tpm`, `cca`, `se`, `csv`, `sample`) is refused
 /// by name: Veil has no verifier for it.
@@ -21,141 +15,17 @@ enum TrusteeEvidence {
     static let supportedTEEs: Set<String> = ["snp", "tdx", "sgx", simulatedTEE]
 
     static func evidence(tee: String, primary: JSONValue) throws(KBSError) -> Evidence {
-        switch tee {
-        case "snp": return try snp(primary)
-        case "tdx", "sgx":
-            guard let text = primary["quote"]?.stringValue, let quote = Data(base64Encoded: text) else {
-                throw .malformedEvidence("\(tee) evidence needs \"quote\": the base64 DCAP quote")
-            }
-            return Evidence(format: DCAPEvidence.format, data: Array(quote))
-        case simulatedTEE:
+        if tee == simulatedTEE {
             guard primary["report"]?.stringValue != nil, primary["signature"]?.stringValue != nil, let bytes = try? CanonicalJSON.encode(primary) else {
                 throw .malformedEvidence("veil-simulated evidence is Veil's simulated report envelope {\"report\", \"signature\"}")
             }
             return Evidence(format: SimulatedReport.format, data: bytes)
-        default:
-            throw .unsupportedTEE(tee)
         }
-    }
-
-    static func snp(_ primary: JSONValue) throws(KBSError) -> Evidence {
-        guard let report = primary["attestation_report"] else { throw .malformedEvidence("snp evidence needs \"attestation_report\"") }
-        let bytes: [UInt8]
+        guard let kind = CoCoEvidence.Kind(rawValue: tee) else { throw .unsupportedTEE(tee) }
         do {
-            bytes = try SNPReportSerde.binary(report)
+            return try CoCoEvidence.evidence(primary, kind: kind)
         } catch {
-            throw .malformedEvidence("snp attestation_report: \(error.reason)")
+            throw .malformedEvidence("\(error)")
         }
-        var certificates: [String: [UInt8]] = [:]
-        for (index, entry) in (primary["cert_chain"]?.arrayValue ?? []).enumerated() {
-            guard let type = entry["cert_type"]?.stringValue, let data = entry["data"] else {
-                throw .malformedEvidence("snp cert_chain[\(index)] needs cert_type and data")
-            }
-            do {
-                certificates[type] = try SNPReportSerde.byteList(data, count: nil, field: "cert_chain[\(index)].data")
-            } catch {
-                throw .malformedEvidence(error.reason)
-            }
-        }
-        // Without a VCEK/VLEK, or without the ASK and ARK, the coordinator fetches them from
-        // AMD KDS, as for its own launchers; whatever is used is checked against the compiled-in ARK.
-        return SNPEvidence.make(report: bytes, endorsementKey: certificates["VCEK"] ?? certificates["VLEK"], ask: certificates["ASK"], ark: certificates["ARK"])
-    }
-}
-
-/// The sev crate's serde form of an SNP attestation report (byte arrays as JSON lists of
-/// integers, TCB versions as objects) rebuilt into the report's 1184 bytes, so the signature
-/// is checked over exactly what the firmware signed.
-enum SNPReportSerde {
-    struct Problem: Error {
-        let reason: String
-    }
-
-    static func binary(_ report: JSONValue) throws(Problem) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: SNPReport.size)
-        func put(_ bytes: [UInt8], at offset: Int) { out.replaceSubrange(offset..<offset + bytes.count, with: bytes) }
-        func integer(_ name: String, bytes count: Int, at offset: Int) throws(Problem) {
-            guard let value = report[name]?.numberValue, value >= 0, value == value.rounded(), value < 0x1p64 else {
-                throw Problem(reason: "\(name) must be a non-negative integer")
-            }
-            let raw = UInt64(value)
-            guard count == 8 || raw >> (8 * UInt64(count)) == 0 else { throw Problem(reason: "\(name) does not fit in \(count) bytes") }
-            put((0..<count).map { UInt8(truncatingIfNeeded: raw >> (8 * UInt64($0))) }, at: offset)
-        }
-        func list(_ name: String, _ count: Int, at offset: Int) throws(Problem) {
-            guard let value = report[name] else { throw Problem(reason: "\(name) is missing") }
-            put(try byteList(value, count: count, field: name), at: offset)
-        }
-        func tcb(_ name: String, at offset: Int) throws(Problem) {
-            guard let fields = report[name] else { throw Problem(reason: "\(name) is missing") }
-            func part(_ key: String) throws(Problem) -> UInt8? {
-                guard let value = fields[key], value != .null else { return nil }
-                guard let number = value.numberValue, number >= 0, number <= 255, number == number.rounded() else {
-                    throw Problem(reason: "\(name).\(key) must be a byte")
-                }
-                return UInt8(number)
-            }
-            guard let bootloader = try part("bootloader"), let tee = try part("tee"), let snp = try part("snp"), let microcode = try part("microcode") else {
-                throw Problem(reason: "\(name) needs bootloader, tee, snp and microcode")
-            }
-            let version = SNPReport.TCBVersion(bootloader: bootloader, tee: tee, snp: snp, microcode: microcode, fmc: try part("fmc"))
-            put((0..<8).map { UInt8(truncatingIfNeeded: version.raw >> (8 * UInt64($0))) }, at: offset)
-        }
-        func firmware(_ name: String, at offset: Int) throws(Problem) {
-            guard let fields = report[name], let major = fields["major"]?.numberValue, let minor = fields["minor"]?.numberValue,
-                let build = fields["build"]?.numberValue, [major, minor, build].allSatisfy({ (0...255).contains($0) && $0 == $0.rounded() })
-            else { throw Problem(reason: "\(name) needs major, minor and build bytes") }
-            put([UInt8(build), UInt8(minor), UInt8(major)], at: offset)
-        }
-        try integer("version", bytes: 4, at: 0x00)
-        try integer("guest_svn", bytes: 4, at: 0x04)
-        try integer("policy", bytes: 8, at: 0x08)
-        try list("family_id", 16, at: 0x10)
-        try list("image_id", 16, at: 0x20)
-        try integer("vmpl", bytes: 4, at: 0x30)
-        try integer("sig_algo", bytes: 4, at: 0x34)
-        try tcb("current_tcb", at: 0x38)
-        try integer("plat_info", bytes: 8, at: 0x40)
-        try integer("key_info", bytes: 4, at: 0x48)
-        try list("report_data", 64, at: 0x50)
-        try list("measurement", 48, at: 0x90)
-        try list("host_data", 32, at: 0xC0)
-        try list("id_key_digest", 48, at: 0xE0)
-        try list("author_key_digest", 48, at: 0x110)
-        try list("report_id", 32, at: 0x140)
-        try list("report_id_ma", 32, at: 0x160)
-        try tcb("reported_tcb", at: 0x180)
-        if report["cpuid_fam_id"] != nil {
-            try integer("cpuid_fam_id", bytes: 1, at: 0x188)
-            try integer("cpuid_mod_id", bytes: 1, at: 0x189)
-            try integer("cpuid_step", bytes: 1, at: 0x18A)
-        }
-        try list("chip_id", 64, at: 0x1A0)
-        try tcb("committed_tcb", at: 0x1E0)
-        try firmware("current", at: 0x1E8)
-        try firmware("committed", at: 0x1EC)
-        try tcb("launch_tcb", at: 0x1F0)
-        guard let signature = report["signature"], let r = signature["r"], let s = signature["s"] else {
-            throw Problem(reason: "signature needs r and s")
-        }
-        put(try byteList(r, count: 72, field: "signature.r"), at: SNPReport.signedLength)
-        put(try byteList(s, count: 72, field: "signature.s"), at: SNPReport.signedLength + 72)
-        return out
-    }
-
-    /// A JSON list of integers 0…255 (`count` of them when given).
-    static func byteList(_ value: JSONValue, count: Int?, field: String) throws(Problem) -> [UInt8] {
-        guard let items = value.arrayValue, count.map({ items.count == $0 }) ?? true else {
-            throw Problem(reason: "\(field) must be a list of \(count.map(String.init) ?? "") bytes")
-        }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(items.count)
-        for item in items {
-            guard let number = item.numberValue, number >= 0, number <= 255, number == number.rounded() else {
-                throw Problem(reason: "\(field) holds a value that is not a byte")
-            }
-            bytes.append(UInt8(number))
-        }
-        return bytes
     }
 }
