@@ -37,7 +37,8 @@ public enum PodTEE: String, Sendable, CaseIterable {
     case simulated
     /// Intel SGX through Gramine, EPC from Intel's device plugin.
     case sgx
-    /// A confidential VM pod (SEV-SNP, TDX) whose evidence comes from configfs-tsm.
+    /// A confidential VM pod (Kata with Confidential Containers, SEV-SNP or TDX) whose evidence
+    /// comes from the guest API inside the VM: no host path into the node.
     case confidentialVM = "confidential-vm"
 
     /// The launcher's `VEIL_TEE`.
@@ -45,7 +46,7 @@ public enum PodTEE: String, Sendable, CaseIterable {
         switch self {
         case .simulated: return "simulated"
         case .sgx: return "sgx-gramine"
-        case .confidentialVM: return "auto"
+        case .confidentialVM: return "coco"
         }
     }
 }
@@ -158,11 +159,6 @@ public struct PodMutator: Sendable {
                 "name": .string("veil-simulation-key"), "secret": .object(["secretName": .string(policy.simulationKeySecret), "optional": .bool(false)]),
             ])))
         }
-        if tee == .confidentialVM {
-            volumes.append(("veil-tsm", .object([
-                "name": .string("veil-tsm"), "hostPath": .object(["path": .string("/sys/kernel/config/tsm"), "type": .string("Directory")]),
-            ])))
-        }
         for index in memoryPaths.indices { volumes.append(("veil-memory-\(index)", memoryVolume("veil-memory-\(index)"))) }
         if launcher { volumes.append(("veil-launcher", memoryVolume("veil-launcher"))) }
         return volumes
@@ -191,7 +187,6 @@ public struct PodMutator: Sendable {
             (Paths.run, mount("veil-run", Paths.run, readOnly: false)),
         ]
         if tee == .simulated { mounts.append((Paths.simulationKey, mount("veil-simulation-key", Paths.simulationKey, readOnly: true))) }
-        if tee == .confidentialVM { mounts.append(("/sys/kernel/config/tsm", mount("veil-tsm", "/sys/kernel/config/tsm", readOnly: false))) }
         for (index, memoryPath) in memoryPaths.enumerated() { mounts.append((memoryPath, mount("veil-memory-\(index)", memoryPath, readOnly: false))) }
         if wraps { mounts.append((Paths.launcher, mount("veil-launcher", Paths.launcher, readOnly: true))) }
         patch.appendMissing(to: path + "/volumeMounts", existing: container["volumeMounts"], key: "mountPath", items: mounts)

@@ -187,7 +187,7 @@ public struct DeploymentRender: Sendable {
 
     func coordinator() -> [YAMLNode] {
         var arguments: [YAMLNode] = [
-            "coordinator", "--tee", "simulated", "--data-dir", "/var/lib/veil", "--store", "etcd", .string("--etcd-endpoints"), .string(etcdEndpoints),
+            "coordinator", "--tee", tee == .confidentialVM ? "coco" : "simulated", "--data-dir", "/var/lib/veil", "--store", "etcd", .string("--etcd-endpoints"), .string(etcdEndpoints),
             "--etcd-prefix", .string("/veil/\(namespace)"), "--client-addr", "0.0.0.0:4433", "--mesh-addr", "0.0.0.0:2001",
             "--peer-address", .string("$(POD_NAME).veil-coordinator-peers.\(namespace).svc:2001"),
             "--dns-name", .string("veil-coordinator.\(namespace).svc"), "--dns-name", .string("veil-coordinator.\(namespace).svc.cluster.local"),
@@ -197,11 +197,15 @@ public struct DeploymentRender: Sendable {
             .map([("name", "data"), ("mountPath", "/var/lib/veil")]), .map([("name", "etcd-tls"), ("mountPath", "/etcd-tls"), ("readOnly", true)]),
         ]
         var volumes: [YAMLNode] = [.map([("name", "etcd-tls"), ("secret", .map([("secretName", "veil-coordinator-etcd-tls")]))])]
-        arguments += ["--simulation-key", "/veil-simulation-key/key.pem"]
-        mounts.append(.map([("name", "simulation-key"), ("mountPath", "/veil-simulation-key"), ("readOnly", true)]))
-        volumes.append(.map([("name", "simulation-key"), ("secret", .map([("secretName", "veil-simulation-key")]))]))
+        // In confidential-VM pods the coordinator itself runs confidential: evidence from the
+        // guest API, no simulation key (``requirements`` says what the cluster must provide).
+        if tee != .confidentialVM {
+            arguments += ["--simulation-key", "/veil-simulation-key/key.pem"]
+            mounts.append(.map([("name", "simulation-key"), ("mountPath", "/veil-simulation-key"), ("readOnly", true)]))
+            volumes.append(.map([("name", "simulation-key"), ("secret", .map([("secretName", "veil-simulation-key")]))]))
+        }
         var documents: [YAMLNode] = []
-        if let simulationKeyPEM {
+        if let simulationKeyPEM, tee != .confidentialVM {
             documents.append(object("v1", "Secret", metadata("veil-simulation-key"), [
                 ("type", "Opaque"), ("stringData", .map([("key.pem", .string(simulationKeyPEM))])),
             ]))
@@ -215,7 +219,7 @@ public struct DeploymentRender: Sendable {
             ]))]),
             object("apps/v1", "StatefulSet", metadata("veil-coordinator"), [("spec", .map([
                 ("serviceName", "veil-coordinator-peers"), ("replicas", .integer(replicas)), ("podManagementPolicy", "Parallel"), ("selector", selector("veil-coordinator")),
-                ("template", .map([("metadata", podLabels("veil-coordinator")), ("spec", .map([
+                ("template", .map([("metadata", podLabels("veil-coordinator")), ("spec", .map(runtimeClassField + [
                     ("serviceAccountName", "veil-coordinator"), ("automountServiceAccountToken", false),
                     ("securityContext", Self.podSecurity),
                     ("containers", [.map([
@@ -242,6 +246,25 @@ public struct DeploymentRender: Sendable {
             ]))]),
         ]
         return documents
+    }
+
+    /// `runtimeClassName` for pods that run in confidential VMs.
+    var runtimeClassField: [(String, YAMLNode)] { tee == .confidentialVM ? [("runtimeClassName", .string(runtimeClass))] : [] }
+
+    /// What the cluster must provide for these objects, besides what they create.
+    public var requirements: [String] {
+        var needs = ["a default StorageClass for the coordinator's and etcd's volume claims"]
+        switch tee {
+        case .simulated:
+            needs.append("nothing confidential: the coordinator and labelled pods run SIMULATED (no confidentiality), only in --simulation-namespaces")
+        case .sgx:
+            needs.append("Intel's SGX device plugin (sgx.intel.com/epc, sgx.intel.com/enclave) on the nodes of labelled pods; the coordinator itself runs simulated")
+        case .confidentialVM:
+            needs.append("a RuntimeClass '\(runtimeClass)' whose pods are SEV-SNP or TDX guests with Confidential Containers' guest components (api-server-rest on 127.0.0.1:8006): the coordinator replicas and labelled pods run in it")
+            needs.append("AMD KDS (kdsintf.amd.com) reachable from the coordinator for SEV-SNP evidence without a host certificate chain, or Intel PCS collateral (--dcap-collateral) for TDX")
+            needs.append("recovery keys in the manifest (RecoveryKeys): replicas in confidential-VM pods keep no sealing key, so when every replica restarts at once the state key comes back only through recovery")
+        }
+        return needs
     }
 
     func injector() -> [YAMLNode] {

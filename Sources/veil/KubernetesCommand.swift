@@ -59,6 +59,7 @@ struct KubernetesCommand: ParsableCommand {
                 render.etcdTLS = try EtcdTLS.generate(namespace: namespace)
             }
             print(render.yaml(), terminator: "")
+            for need in render.requirements { FileHandle.standardError.write(Data("needs from the cluster: \(need)\n".utf8)) }
         }
     }
 }

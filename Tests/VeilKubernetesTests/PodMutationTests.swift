@@ -78,6 +78,27 @@ import VeilCore
         #expect(!sgx.contains { $0["path"]?.stringValue?.contains("simulation") == true })
         let cvm = operations(mutator.decide(pod: pod(labels: [PodKeys.service: "cache"], annotations: [PodKeys.tee: "confidential-vm"]), namespace: "prod"))
         #expect(cvm.contains { $0["path"]?.stringValue == "/spec/runtimeClassName" && $0["value"]?.stringValue == "kata-cc-isolation" })
+        // Evidence comes from the guest API inside the VM: VEIL_TEE coco, no host path into the node.
+        let text = String(decoding: (try? JSONValue.array(cvm).serialized()) ?? [], as: UTF8.self)
+        #expect(text.contains(#"{"name":"VEIL_TEE","value":"coco"}"#), "\(text)")
+        #expect(!text.contains("hostPath") && !text.contains("/sys/kernel/config/tsm"))
+    }
+
+    /// In confidential-VM clusters the coordinator itself runs in the confidential runtime class,
+    /// on the guest API, without the simulation key; the render says what the cluster must provide.
+    @Test func confidentialVMRenderRunsTheCoordinatorConfidentially() {
+        var render = DeploymentRender(tee: .confidentialVM, image: "registry.invalid/veil@sha256:" + String(repeating: "0", count: 64))
+        render.simulationKeyPEM = "-----BEGIN PRIVATE KEY-----\nnot used\n-----END PRIVATE KEY-----\n"
+        let yaml = render.yaml()
+        let coordinator = String(yaml[yaml.range(of: "kind: StatefulSet\nmetadata:\n  name: veil-coordinator")!.lowerBound...])
+        #expect(coordinator.contains("runtimeClassName: kata-cc-isolation") && coordinator.contains("- \"--tee\"\n        - coco"), "\(coordinator.prefix(1500))")
+        #expect(!yaml.contains("simulation-key") && !yaml.contains("PRIVATE KEY"))
+        #expect(render.requirements.contains { $0.contains("RuntimeClass 'kata-cc-isolation'") && $0.contains("127.0.0.1:8006") })
+        #expect(render.requirements.contains { $0.contains("RecoveryKeys") })
+        var simulated = DeploymentRender(tee: .simulated, image: "registry.invalid/veil@sha256:" + String(repeating: "0", count: 64))
+        simulated.simulationKeyPEM = "KEY"
+        #expect(simulated.yaml().contains("- \"--tee\"\n        - simulated") && simulated.yaml().contains("simulation-key"))
+        #expect(!simulated.yaml().contains("runtimeClassName"))
     }
 
     @Test func yamlQuotesWhatWouldChangeMeaning() {
