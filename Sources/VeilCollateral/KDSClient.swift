@@ -74,4 +74,12 @@ extension KDSClient: SNPEndorsementSource {
         }
         return try await certificates(for: report, product: product)
     }
+
+    /// The product's `cert_chain` alone (VLEK-signed reports too: the chain is per product).
+    public func chain(for report: SNPReport) async throws -> String {
+        guard let product = report.product else {
+            throw PCSClient.FetchError.cannotFetch("the SNP report (version \(report.version)) names no product, so its ASK/ARK chain cannot be fetched from AMD KDS")
+        }
+        return String(decoding: try await fetch("\(baseURL)/vcek/v1/\(product.rawValue)/cert_chain", http: .shared), as: UTF8.self)
+    }
 }

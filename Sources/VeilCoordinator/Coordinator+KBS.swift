@@ -40,8 +40,16 @@ extension Coordinator {
         guard let manifest = current.manifest else { throw .noManifest }
         let attestation = try KBSAttestation(try Self.kbsObject(body, "Attestation"))
         guard attestation.nonce == session.nonce else { throw .nonceMismatch }
-        let evidence = try TrusteeEvidence.evidence(tee: session.tee, primary: attestation.primaryEvidence)
-        let claims = try await verifyKBSEvidence(evidence, reportData: attestation.expectedReportData, manifest: manifest)
+        let claims: Claims
+        if session.tee == TrusteeEvidence.azureSNPTEE {
+            guard attestation.initData == nil else {
+                throw .initDataRejected("az-snp-vtpm binds init-data in vTPM PCR 8, which Veil does not check: none is accepted")
+            }
+            claims = try await verifyAzureEvidence(attestation.primaryEvidence, binding: attestation.runtimeDataHash, manifest: manifest)
+        } else {
+            let evidence = try TrusteeEvidence.evidence(tee: session.tee, primary: attestation.primaryEvidence)
+            claims = try await verifyKBSEvidence(evidence, reportData: attestation.expectedReportData, manifest: manifest)
+        }
         let (name, service) = try Self.kbsService(for: claims, in: manifest)
         var initData: InitData?
         if let presented = attestation.initData { initData = try InitData(format: presented.format, body: presented.body) }
@@ -121,9 +129,9 @@ extension Coordinator {
         do {
             endorsed = try await SNPEvidence.endorsed(evidence, by: verification.snpEndorsements)
             // Attesters send the VCEK alone: the product's ASK/ARK come from the same source.
-            if let source = verification.snpEndorsements, let report = SNPEvidence.reportNeedingChain(endorsed) {
-                let (vcek, chain) = try await source.endorsement(for: report)
-                endorsed = try SNPEvidence.withEndorsement(endorsed, vcek: vcek, chain: chain)
+            if let source = verification.snpEndorsements, let report = SNPEvidence.reportNeedingChain(endorsed),
+                let vcek = SNPEvidence.endorsementKey(in: endorsed) {
+                endorsed = try SNPEvidence.withEndorsement(endorsed, vcek: vcek, chain: try await source.chain(for: report))
             }
         } catch {
             throw .evidenceRejected(.endorsementUnavailable("\(error)"))
@@ -136,6 +144,38 @@ extension Coordinator {
         } catch {
             throw .evidenceRejected(.malformedEvidence("\(error)"))
         }
+    }
+
+    /// Azure SNP vTPM evidence: everything verified (``AzureVTPMEvidence``), then the quote's
+    /// qualifying data — and from version 2 the HCL's user-data — must be the runtime-data hash.
+    func verifyAzureEvidence(_ primary: JSONValue, binding hash: [UInt8], manifest: Manifest) async throws(KBSError) -> Claims {
+        guard manifest.packages.values.contains(where: { $0.kind == .snp }) else {
+            throw .evidenceRejected(.unsupportedFormat("az-snp-vtpm (the manifest has no SNP package)"))
+        }
+        let verified: AzureVTPMEvidence.Verified
+        do {
+            let report = try AzureVTPMEvidence.snpReport(primary)
+            // The attester sends the VCEK alone: the product's ASK/ARK come from the KDS source.
+            guard let source = verification.snpEndorsements else {
+                throw AttestationError.endorsementUnavailable("no KDS source (--kds) for the ASK/ARK chain")
+            }
+            let chain: String
+            do {
+                chain = try await source.chain(for: report)
+            } catch {
+                throw AttestationError.endorsementUnavailable("\(error)")
+            }
+            verified = try AzureVTPMEvidence.verify(primary, chain: chain, crls: verification.snpCRLs)
+        } catch let error as AttestationError {
+            logger.warning("KBS attestation refused", metadata: ["reason": "\(error)"])
+            throw .evidenceRejected(error)
+        } catch {
+            throw .evidenceRejected(.malformedEvidence("\(error)"))
+        }
+        guard verified.nonce == hash, verified.userData.map({ $0.starts(with: hash) }) ?? true else {
+            throw .evidenceRejected(.reportDataMismatch)
+        }
+        return verified.claims
     }
 
     /// The one KBS service whose package the claims match (validation gives each package at
@@ -197,9 +237,11 @@ struct KBSAttestation {
     let teeKey: JWEPublicKey
     let primaryEvidence: JSONValue
     let initData: (format: String, body: String)?
-    /// `SHA-384(JCS({"tee-pubkey", "nonce", "additional-evidence"}))`, zero-padded to 64 bytes:
-    /// what guest-components' attesters put in the report data.
-    let expectedReportData: [UInt8]
+    /// `SHA-384(JCS({"tee-pubkey", "nonce", "additional-evidence"}))`.
+    let runtimeDataHash: [UInt8]
+    /// ``runtimeDataHash`` zero-padded to 64 bytes: what guest-components' attesters put in the
+    /// report data (Azure's vTPM quotes carry the hash itself).
+    var expectedReportData: [UInt8] { runtimeDataHash + [UInt8](repeating: 0, count: ReportData.size - runtimeDataHash.count) }
 
     init(_ payload: JSONValue) throws(KBSError) {
         guard let runtime = payload["runtime-data"], let nonce = runtime["nonce"]?.stringValue, let jwk = runtime["tee-pubkey"] else {
@@ -225,7 +267,7 @@ struct KBSAttestation {
         }
         let bound = JSONValue.object(["tee-pubkey": jwk, "nonce": .string(nonce), "additional-evidence": additional])
         do {
-            expectedReportData = Array(SHA384.hash(data: try JCS.encode(bound))) + [UInt8](repeating: 0, count: ReportData.size - SHA384.byteCount)
+            runtimeDataHash = Array(SHA384.hash(data: try JCS.encode(bound)))
         } catch {
             throw .malformedRequest("runtime-data: \(error)")
         }

@@ -246,6 +246,23 @@ class Scenarios:
         flipped = problem(*kbs.request("POST", "/kbs/v0/attest", attestation(public, challenge["nonce"], fixture))[:2])
         return {"genuine": genuine, "flippedMeasurement": flipped}
 
+    def azure_evidence(self):
+        """Azure SNP vTPM fixtures (made for another nonce): verified up to the binding."""
+        outcomes = {}
+        for name in ("evidence-v1.json", "evidence-v2.json"):
+            fixture = json.load(open(self.args.azure_fixtures + "/" + name))
+            kbs = self.client()
+            status, challenge, _ = kbs.auth(tee="az-snp-vtpm")
+            if status != 200:
+                return problem(status, challenge)
+            _, public = tee_key("ec")
+            outcomes[name] = problem(*kbs.request("POST", "/kbs/v0/attest", attestation(public, challenge["nonce"], fixture))[:2])
+        fixture["tpm_quote"]["pcrs"][0] = "11" * 32
+        kbs = self.client()
+        _, challenge, _ = kbs.auth(tee="az-snp-vtpm")
+        outcomes["changedPCR"] = problem(*kbs.request("POST", "/kbs/v0/attest", attestation(public, challenge["nonce"], fixture))[:2])
+        return outcomes
+
     def releases(self):
         """Releases on one session until the first refusal (at most --count)."""
         kbs, key, _, _, status, body = self.attested("ec")
@@ -271,6 +288,7 @@ def main():
     parser.add_argument("--other-resource", default="")
     parser.add_argument("--other-service", default="")
     parser.add_argument("--snp-fixture", default="")
+    parser.add_argument("--azure-fixtures", default="")
     parser.add_argument("--session-lifetime", type=float, default=0)
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("scenarios", nargs="+")

@@ -17,26 +17,16 @@ import Testing
         let kds: KDSStub
         let coordinator: CoordinatorProcess
 
-        init() async throws {
+        /// `azure`: the KDS stub serves the Milan chain of Trustee's Azure SNP vTPM fixtures instead.
+        init(azure: Bool = false) async throws {
             scratch = try Scratch()
-            let evidence = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: KBSTests.fixtures + "/evidence/snp/evidence.json"))) as! [String: Any]
-            let report = evidence["attestation_report"] as! [String: Any]
-            // The stub reads the chip ID where a raw report has it (0x1A0).
-            var raw = [UInt8](repeating: 0, count: 0x4A0)
-            raw.replaceSubrange(0x1A0..<0x1E0, with: (report["chip_id"] as! [Int]).map(UInt8.init))
-            let reportPath = scratch.path + "/chip-report.bin"
-            try Data(raw).write(to: URL(fileURLWithPath: reportPath))
-            let vcek = ((evidence["cert_chain"] as! [[String: Any]])[0]["data"] as! [Int]).map(UInt8.init)
-            let vcekPath = scratch.path + "/vcek.der"
-            try Data(vcek).write(to: URL(fileURLWithPath: vcekPath))
-            // KDS's cert_chain is the ASK then the ARK (the fixture file adds the ASVK).
-            let pem = try String(contentsOfFile: KBSTests.fixtures + "/evidence/snp/genoa_ask_ark_asvk.pem", encoding: .utf8)
-            let blocks = pem.components(separatedBy: "-----END CERTIFICATE-----").prefix(2).map { $0 + "-----END CERTIFICATE-----\n" }
-            let chain = try scratch.write(blocks.joined(), to: "chain.pem")
-            kds = try await KDSStub(scratch: scratch, product: "Genoa", report: reportPath, vcek: vcekPath, chain: chain)
+            let (reportPath, vcekPath, chainPEM, snpMeasurement) = azure ? try Self.azureFixture(scratch) : try Self.snpFixture(scratch)
+            // KDS's cert_chain is the ASK then the ARK (the fixture files add the ASVK).
+            let blocks = try String(contentsOfFile: chainPEM, encoding: .utf8).components(separatedBy: "-----END CERTIFICATE-----").prefix(2)
+            let chain = try scratch.write(blocks.map { $0 + "-----END CERTIFICATE-----\n" }.joined(), to: "chain.pem")
+            kds = try await KDSStub(scratch: scratch, product: azure ? "Milan" : "Genoa", report: reportPath, vcek: vcekPath, chain: chain)
             coordinator = try await CoordinatorProcess(
                 scratch: scratch, arguments: ["--kbs-session-lifetime", "\(KBSTests.sessionLifetime)", "--kds", kds.url])
-            let snpMeasurement = (report["measurement"] as! [Int]).map { String(format: "%02x", $0) }.joined()
             let secret = try scratch.write("the database key", to: "dbkey")
             let manifest = """
                 {"Packages": {"pod": {"Kind": "simulated", "Measurement": "\(KBSTests.podMeasurement)"},
@@ -56,13 +46,45 @@ import Testing
             guard set.status == 0 else { throw CoordinatorProcess.CoordinatorStartError(log: set.stderr) }
         }
 
+        /// Trustee's SNP attester evidence: a raw report holding its chip ID (what the stub reads), its VCEK, the Genoa chain, its measurement.
+        static func snpFixture(_ scratch: Scratch) throws -> (String, String, String, String) {
+            let evidence = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: KBSTests.fixtures + "/evidence/snp/evidence.json"))) as! [String: Any]
+            let report = evidence["attestation_report"] as! [String: Any]
+            var raw = [UInt8](repeating: 0, count: 0x4A0)
+            raw.replaceSubrange(0x1A0..<0x1E0, with: (report["chip_id"] as! [Int]).map(UInt8.init))
+            let reportPath = scratch.path + "/chip-report.bin"
+            try Data(raw).write(to: URL(fileURLWithPath: reportPath))
+            let vcekPath = scratch.path + "/vcek.der"
+            try Data(((evidence["cert_chain"] as! [[String: Any]])[0]["data"] as! [Int]).map(UInt8.init)).write(to: URL(fileURLWithPath: vcekPath))
+            let measurement = (report["measurement"] as! [Int]).map { String(format: "%02x", $0) }.joined()
+            return (reportPath, vcekPath, KBSTests.fixtures + "/evidence/snp/genoa_ask_ark_asvk.pem", measurement)
+        }
+
+        /// Trustee's Azure SNP vTPM evidence: the SNP report inside its HCL report, its VCEK, the Milan chain, its measurement.
+        static func azureFixture(_ scratch: Scratch) throws -> (String, String, String, String) {
+            let evidence = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: KBSTests.fixtures + "/evidence/az-snp-vtpm/evidence-v2.json"))) as! [String: Any]
+            func base64URL(_ text: String) -> Data {
+                var standard = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/").replacingOccurrences(of: "=", with: "")
+                standard += String(repeating: "=", count: (4 - standard.count % 4) % 4)
+                return Data(base64Encoded: standard)!
+            }
+            let report = base64URL(evidence["hcl_report"] as! String).subdata(in: 0x20..<(0x20 + 0x4A0))
+            let reportPath = scratch.path + "/azure-report.bin"
+            try report.write(to: URL(fileURLWithPath: reportPath))
+            let vcekPath = scratch.path + "/azure-vcek.der"
+            try base64URL(evidence["vcek"] as! String).write(to: URL(fileURLWithPath: vcekPath))
+            let measurement = report.subdata(in: 0x90..<0xC0).map { String(format: "%02x", $0) }.joined()
+            return (reportPath, vcekPath, repositoryRoot + "/../shared/testdata/attestation/trustee/upstream/milan_ask_ark_asvk.pem", measurement)
+        }
+
         /// Runs the client's scenarios; one result object per scenario, by name.
         func client(_ scenarios: [String], measurement: String = KBSTests.podMeasurement, resource: String = "default/key/db", count: Int = 1) async throws -> [String: [String: Any]] {
             let arguments = [
                 repositoryRoot + "/Tests/Scripts/kbs_client.py", "--url", "https://\(coordinator.meshAddress)", "--cacert", coordinator.rootPath,
                 "--simulation-key", coordinator.simulationKey, "--measurement", measurement, "--other-measurement", KBSTests.otherMeasurement,
                 "--resource", resource, "--other-resource", "other/key/x", "--other-service", "other",
-                "--snp-fixture", KBSTests.fixtures + "/evidence/snp/evidence.json", "--session-lifetime", "\(KBSTests.sessionLifetime)",
+                "--snp-fixture", KBSTests.fixtures + "/evidence/snp/evidence.json", "--azure-fixtures", KBSTests.fixtures + "/evidence/az-snp-vtpm",
+                "--session-lifetime", "\(KBSTests.sessionLifetime)",
                 "--count", "\(count)",
             ] + scenarios
             let result = try await run(which("python3") ?? "/usr/bin/python3", arguments, scratch: scratch, timeout: 120)
@@ -131,6 +153,21 @@ import Testing
         #expect((snp["flippedMeasurement"] as? [String: Any])?["detail"] as? String == "evidence rejected: SEV-SNP report rejected: report signature does not verify with the VCEK")
         #expect(setup.kds.requests.contains { $0.hasSuffix("/cert_chain") })
         #expect(Self.refusal(outcomes["expired-cookie"]) == "401 SessionExpired")
+    }
+
+    /// Azure's paravisor SNP VMs: the SNP report, the HCL binding, the vTPM quote's signature and
+    /// PCR digest verify (versions 1 and 2); the fixtures were made for another nonce, so the
+    /// binding is what fails; a changed PCR fails before it.
+    @Test func azureSNPVTPMEvidenceVerifiesUpToItsBinding() async throws {
+        let setup = try await Setup(azure: true)
+        let outcomes = try await setup.client(["azure-evidence"])
+        let azure = try #require(outcomes["azure-evidence"])
+        for name in ["evidence-v1.json", "evidence-v2.json"] {
+            #expect(Self.refusal(azure[name] as? [String: Any]) == "401 ReportDataMismatch", "\(name): \(azure)")
+        }
+        let changed = azure["changedPCR"] as? [String: Any]
+        #expect(Self.refusal(changed) == "401 AttestationFailed" && (changed?["detail"] as? String)?.contains("PCR values do not match") == true, "\(azure)")
+        #expect(setup.kds.requests.contains("/vcek/v1/Milan/cert_chain"), "\(setup.kds.requests)")
     }
 
     @Test func releasesAreCountedAgainstMaxActivationsAndSignedIntoTheHistory() async throws {

@@ -6,6 +6,12 @@ import FoundationEssentials
 /// verification checks it against the compiled-in ARK and the report.
 public protocol SNPEndorsementSource: Sendable {
     func endorsement(for report: SNPReport) async throws -> (vcek: [UInt8], chain: String)
+    /// The ASK and ARK (PEM) of the report's product, for evidence that carries its VCEK.
+    func chain(for report: SNPReport) async throws -> String
+}
+
+extension SNPEndorsementSource {
+    public func chain(for report: SNPReport) async throws -> String { try await endorsement(for: report).chain }
 }
 
 extension SNPEvidence {

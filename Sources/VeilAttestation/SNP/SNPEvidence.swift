@@ -48,6 +48,12 @@ public enum SNPEvidence {
         return encode(Body(report: Data(report).base64EncodedString(), vcek: endorsementKey.map { Data($0).base64EncodedString() }, chain: chain))
     }
 
+    /// The VCEK or VLEK (DER) SNP evidence carries, if any.
+    public static func endorsementKey(in evidence: Evidence) -> [UInt8]? {
+        guard evidence.format == format, let body = try? JSONDecoder().decode(Body.self, from: Data(evidence.data)) else { return nil }
+        return body.vcek.flatMap { Data(base64Encoded: $0) }.map(Array.init)
+    }
+
     /// The report of SNP evidence that carries a VCEK but no ASK/ARK chain (parsed, not
     /// verified), or nil: such evidence needs the product's chain (KDS `cert_chain`) to verify.
     public static func reportNeedingChain(_ evidence: Evidence) -> SNPReport? {

@@ -6,13 +6,15 @@ import VeilCore
 /// attester shapes for `snp`, `tdx` and `sgx` (``CoCoEvidence``), and Veil's simulated report
 /// envelope `{"report", "signature"}` under `veil-simulated`.
 ///
-/// Every other TEE (`az-snp-vtpm`, `az-tdx-vtpm`, `tpm`, `cca`, `se`, `csv`, `sample`) is refused
+/// `az-snp-vtpm` is verified apart (``Coordinator/verifyAzureEvidence``). Every other TEE (`az-tdx-vtpm`, `tpm`, `cca`, `se`, `csv`, `sample`) is refused
 /// by name: Veil has no verifier for it.
 enum TrusteeEvidence {
     /// Veil's simulated TEE under a name of its own: never `sample`, which Trustee accepts
     /// without any signature.
     static let simulatedTEE = "veil-simulated"
-    static let supportedTEEs: Set<String> = ["snp", "tdx", "sgx", simulatedTEE]
+    /// Azure's paravisor SNP VMs: verified apart (``AzureVTPMEvidence``), the binding in a vTPM quote.
+    static let azureSNPTEE = "az-snp-vtpm"
+    static let supportedTEEs: Set<String> = ["snp", "tdx", "sgx", azureSNPTEE, simulatedTEE]
 
     static func evidence(tee: String, primary: JSONValue) throws(KBSError) -> Evidence {
         if tee == simulatedTEE {
