@@ -263,6 +263,15 @@ class Scenarios:
         outcomes["changedPCR"] = problem(*kbs.request("POST", "/kbs/v0/attest", attestation(public, challenge["nonce"], fixture))[:2])
         return outcomes
 
+    def token(self):
+        """auth → attest; the token and the TEE key (private JWK), for a later fetch-bearer."""
+        _, key, _, token, status, body = self.attested("ec")
+        return {"token": token, "key": key.export(), "status": status} if status == 200 else problem(status, body)
+
+    def fetch_bearer(self):
+        """One release with --token and the key in --key-jwk, no session."""
+        return self.fetch(self.client(), jwk.JWK.from_json(self.args.key_jwk), self.args.resource, bearer=self.args.token, cookie=False)
+
     def releases(self):
         """Releases on one session until the first refusal (at most --count)."""
         kbs, key, _, _, status, body = self.attested("ec")
@@ -289,6 +298,8 @@ def main():
     parser.add_argument("--other-service", default="")
     parser.add_argument("--snp-fixture", default="")
     parser.add_argument("--azure-fixtures", default="")
+    parser.add_argument("--token", default="")
+    parser.add_argument("--key-jwk", default="")
     parser.add_argument("--session-lifetime", type=float, default=0)
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("scenarios", nargs="+")

@@ -16,6 +16,9 @@ import Testing
         let scratch: Scratch
         let kds: KDSStub
         let coordinator: CoordinatorProcess
+        /// A manifest user allowed to update the manifest, and the manifest as set.
+        let alice: (cert: String, key: String)
+        let manifest: String
 
         /// `azure`: the KDS stub serves the Milan chain of Trustee's Azure SNP vTPM fixtures instead.
         init(azure: Bool = false) async throws {
@@ -28,7 +31,10 @@ import Testing
             coordinator = try await CoordinatorProcess(
                 scratch: scratch, arguments: ["--kbs-session-lifetime", "\(KBSTests.sessionLifetime)", "--kds", kds.url])
             let secret = try scratch.write("the database key", to: "dbkey")
-            let manifest = """
+            let alice = try await UserCLITests().makeUser("alice", in: scratch)
+            self.alice = alice
+            let aliceCert = String(decoding: try JSONEncoder().encode(try String(contentsOfFile: alice.cert, encoding: .utf8)), as: UTF8.self)
+            manifest = """
                 {"Packages": {"pod": {"Kind": "simulated", "Measurement": "\(KBSTests.podMeasurement)"},
                               "other": {"Kind": "simulated", "Measurement": "\(KBSTests.otherMeasurement)"},
                               "counted": {"Kind": "simulated", "Measurement": "\(KBSTests.countedMeasurement)"},
@@ -40,6 +46,8 @@ import Testing
                               "snp": {"Package": "snp", "KBS": {"Resources": {}}},
                               "launched": {"Package": "pod"}},
                  "Secrets": {"dbkey": {"Type": "plain", "UserDefined": true}, "tls": {"Type": "cert-ecdsa", "Cert": {"Subject": {"CommonName": "db"}}}},
+                 "Users": {"alice": {"Certificate": \(aliceCert), "Roles": ["admin"]}},
+                 "Roles": {"admin": {"ResourceType": "Manifest", "Actions": ["UpdateManifest"]}},
                  "Config": {"AllowSimulation": true}}
                 """
             let set = try await coordinator.veil(["manifest", "set", try scratch.write(manifest, to: "manifest.json"), "--secret", "dbkey=\(secret)"])
@@ -78,7 +86,9 @@ import Testing
         }
 
         /// Runs the client's scenarios; one result object per scenario, by name.
-        func client(_ scenarios: [String], measurement: String = KBSTests.podMeasurement, resource: String = "default/key/db", count: Int = 1) async throws -> [String: [String: Any]] {
+        func client(
+            _ scenarios: [String], measurement: String = KBSTests.podMeasurement, resource: String = "default/key/db", count: Int = 1, extra: [String] = []
+        ) async throws -> [String: [String: Any]] {
             let arguments = [
                 repositoryRoot + "/Tests/Scripts/kbs_client.py", "--url", "https://\(coordinator.meshAddress)", "--cacert", coordinator.rootPath,
                 "--simulation-key", coordinator.simulationKey, "--measurement", measurement, "--other-measurement", KBSTests.otherMeasurement,
@@ -86,7 +96,7 @@ import Testing
                 "--snp-fixture", KBSTests.fixtures + "/evidence/snp/evidence.json", "--azure-fixtures", KBSTests.fixtures + "/evidence/az-snp-vtpm",
                 "--session-lifetime", "\(KBSTests.sessionLifetime)",
                 "--count", "\(count)",
-            ] + scenarios
+            ] + extra + scenarios
             let result = try await run(which("python3") ?? "/usr/bin/python3", arguments, scratch: scratch, timeout: 120)
             #expect(result.status == 0, "\(result.stderr)")
             var outcomes: [String: [String: Any]] = [:]
@@ -168,6 +178,23 @@ import Testing
         let changed = azure["changedPCR"] as? [String: Any]
         #expect(Self.refusal(changed) == "401 AttestationFailed" && (changed?["detail"] as? String)?.contains("PCR values do not match") == true, "\(azure)")
         #expect(setup.kds.requests.contains("/vcek/v1/Milan/cert_chain"), "\(setup.kds.requests)")
+    }
+
+    /// A bearer token from before a manifest update that removes the resource gets nothing after it.
+    @Test func aManifestUpdateThatRemovesTheResourceRefusesTheNextRelease() async throws {
+        let setup = try await Setup()
+        let issued = try #require(try await setup.client(["token"])["token"])
+        let (token, key) = (try #require(issued["token"] as? String), try #require(issued["key"] as? String))
+        let before = try await setup.client(["fetch-bearer"], extra: ["--token", token, "--key-jwk", key])
+        #expect(before["fetch-bearer"]?["plaintext"] as? String == "the database key", "\(before)")
+
+        let removed = setup.manifest.replacingOccurrences(of: #""default/key/db": "{{ raw .Secrets.dbkey }}", "#, with: "")
+        #expect(removed != setup.manifest)
+        let update = try await setup.coordinator.veil(
+            ["manifest", "update", try setup.scratch.write(removed, to: "removed.json")], environment: ["VEIL_USER_CERT": setup.alice.cert, "VEIL_USER_KEY": setup.alice.key])
+        #expect(update.status == 0, "\(update.stderr)")
+        let after = try await setup.client(["fetch-bearer"], extra: ["--token", token, "--key-jwk", key])
+        #expect(Self.refusal(after["fetch-bearer"]) == "403 PolicyDeny", "\(after)")
     }
 
     @Test func releasesAreCountedAgainstMaxActivationsAndSignedIntoTheHistory() async throws {
