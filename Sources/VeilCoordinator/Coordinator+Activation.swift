@@ -82,6 +82,27 @@ extension Coordinator {
         }
     }
 
+    /// How templates read the stored secrets and the CA certificates. `.Veil.Service.Cert` is
+    /// `serviceCertificate` (an activation's leaf; KBS clients have none); `.Veil.Service.Private`
+    /// is never resolved here — the launcher fills it in, and validation keeps it out of KBS
+    /// resources.
+    func referenceResolver(secrets: [String: SecretValue], serviceCertificate: [UInt8]?) -> (Template.Reference) throws -> ReferenceValue {
+        let authority = self.authority
+        return { reference in
+            switch reference {
+            case .secret(let name, let part):
+                guard let value = secrets[name] else { throw RenderError.unknownSecret(name) }
+                return try value.value(for: part, name: name)
+            case .rootCACert: return .der(authority.rootDER, pemLabel: "CERTIFICATE")
+            case .intermediateCACert: return .der(authority.intermediateDER, pemLabel: "CERTIFICATE")
+            case .serviceCert:
+                guard let serviceCertificate else { throw RenderError.unknownSecret(".Veil.Service.Cert") }
+                return .der(serviceCertificate, pemLabel: "CERTIFICATE")
+            case .servicePrivateKey: throw RenderError.unknownSecret(".Veil.Service.Private")
+            }
+        }
+    }
+
     /// What this coordinator trusts under `manifest`: simulation only when it allows it, SNP
     /// only when it has an SNP package.
     func evidenceVerifier(for manifest: Manifest) -> VeilAttestation.Verifier {
@@ -125,18 +146,7 @@ extension Coordinator {
             throw .storage("issuing certificate: \(error)")
         }
         let secrets = current.state.secrets
-        let authority = self.authority
-        let resolve = { (reference: Template.Reference) throws -> ReferenceValue in
-            switch reference {
-            case .secret(let name, let part):
-                guard let value = secrets[name] else { throw RenderError.unknownSecret(name) }
-                return try value.value(for: part, name: name)
-            case .rootCACert: return .der(authority.rootDER, pemLabel: "CERTIFICATE")
-            case .intermediateCACert: return .der(authority.intermediateDER, pemLabel: "CERTIFICATE")
-            case .serviceCert: return .der(leafDER, pemLabel: "CERTIFICATE")
-            case .servicePrivateKey: preconditionFailure("the service private key is rendered by the launcher")
-            }
-        }
+        let resolve = referenceResolver(secrets: secrets, serviceCertificate: leafDER)
         let activation: Activation
         do {
             let protectedFilesKey = try service.protectedFilesKey.map { name in

@@ -95,19 +95,8 @@ extension Coordinator {
             logger.warning("KBS release refused", metadata: ["service": "\(grant.service)", "resource": "\(resource)", "reason": "\(error)"])
             throw .releaseRefused(error)
         }
-        let secrets = current.state.secrets
-        let authority = self.authority
         do {
-            return try template.render { reference in
-                switch reference {
-                case .secret(let name, let part):
-                    guard let value = secrets[name] else { throw RenderError.unknownSecret(name) }
-                    return try value.value(for: part, name: name)
-                case .rootCACert: return .der(authority.rootDER, pemLabel: "CERTIFICATE")
-                case .intermediateCACert: return .der(authority.intermediateDER, pemLabel: "CERTIFICATE")
-                case .serviceCert, .servicePrivateKey: throw RenderError.unknownSecret(".Veil.Service")
-                }
-            }.assemble(servicePrivateKeyDER: [])
+            return try template.render(referenceResolver(secrets: current.state.secrets, serviceCertificate: nil)).assemble(servicePrivateKeyDER: [])
         } catch {
             throw .releaseRefused(.renderFailed(service: grant.service, reason: "\(error)"))
         }
