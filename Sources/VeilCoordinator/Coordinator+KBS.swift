@@ -20,17 +20,19 @@ extension Coordinator {
         kbs.configure(settings)
     }
 
-    /// `POST /kbs/v0/auth`: a session for `tee` and its challenge nonce.
-    public func kbsAuth(_ body: [UInt8], now: Date = Date()) throws(KBSError) -> (sessionID: String, nonce: String) {
+    /// `POST /kbs/v0/auth`: a session for `tee`, its challenge nonce and, when the client listed
+    /// the hash algorithms it supports, the one chosen for the runtime data.
+    public func kbsAuth(_ body: [UInt8], now: Date = Date()) throws(KBSError) -> (sessionID: String, nonce: String, selectedHash: String?) {
         let request = try Self.kbsObject(body, "Request")
         guard let version = request["version"]?.stringValue, let tee = request["tee"]?.stringValue else {
             throw .malformedRequest("a Request has string members version and tee")
         }
         guard version == Self.kbsProtocolVersion else { throw .unsupportedVersion(version) }
         guard TrusteeEvidence.supportedTEEs.contains(tee) else { throw .unsupportedTEE(tee) }
+        let negotiated = try RuntimeDataHash.negotiate(request["extra-params"])
         guard current.manifest != nil else { throw .noManifest }
-        let session = try kbs.sessions.open(tee: tee, lifetime: kbs.settings.sessionLifetime, now: now)
-        return (session.id, session.nonce)
+        let session = try kbs.sessions.open(tee: tee, hash: negotiated ?? .sha384, lifetime: kbs.settings.sessionLifetime, now: now)
+        return (session.id, session.nonce, negotiated?.rawValue)
     }
 
     /// `POST /kbs/v0/attest`: verifies the evidence bound to the session's nonce and the
@@ -38,7 +40,7 @@ extension Coordinator {
     public func kbsAttest(sessionID: String?, body: [UInt8], now: Date = Date()) async throws(KBSError) -> (grant: KBSGrant, token: String) {
         let session = try kbs.sessions.answer(sessionID, now: now)
         guard let manifest = current.manifest else { throw .noManifest }
-        let attestation = try KBSAttestation(try Self.kbsObject(body, "Attestation"))
+        let attestation = try KBSAttestation(try Self.kbsObject(body, "Attestation"), hash: session.hash)
         guard attestation.nonce == session.nonce else { throw .nonceMismatch }
         let claims: Claims
         if session.tee == TrusteeEvidence.azureSNPTEE {
@@ -226,13 +228,13 @@ struct KBSAttestation {
     let teeKey: JWEPublicKey
     let primaryEvidence: JSONValue
     let initData: (format: String, body: String)?
-    /// `SHA-384(JCS({"tee-pubkey", "nonce", "additional-evidence"}))`.
+    /// `SHA-384(JCS({"tee-pubkey", "nonce", "additional-evidence"}))`, or the negotiated hash.
     let runtimeDataHash: [UInt8]
     /// ``runtimeDataHash`` zero-padded to 64 bytes: what guest-components' attesters put in the
     /// report data (Azure's vTPM quotes carry the hash itself).
     var expectedReportData: [UInt8] { runtimeDataHash + [UInt8](repeating: 0, count: ReportData.size - runtimeDataHash.count) }
 
-    init(_ payload: JSONValue) throws(KBSError) {
+    init(_ payload: JSONValue, hash: RuntimeDataHash = .sha384) throws(KBSError) {
         guard let runtime = payload["runtime-data"], let nonce = runtime["nonce"]?.stringValue, let jwk = runtime["tee-pubkey"] else {
             throw .malformedRequest("runtime-data needs nonce and tee-pubkey")
         }
@@ -256,7 +258,7 @@ struct KBSAttestation {
         }
         let bound = JSONValue.object(["tee-pubkey": jwk, "nonce": .string(nonce), "additional-evidence": additional])
         do {
-            runtimeDataHash = Array(SHA384.hash(data: try JCS.encode(bound)))
+            runtimeDataHash = hash.digest(try JCS.encode(bound))
         } catch {
             throw .malformedRequest("runtime-data: \(error)")
         }

@@ -59,9 +59,9 @@ class KBS:
             parsed = {"unparsed": data.decode(errors="replace")}
         return response.status, parsed, response.getheader("Content-Type")
 
-    def auth(self, tee=SIMULATED_TEE, version=PROTOCOL_VERSION):
+    def auth(self, tee=SIMULATED_TEE, version=PROTOCOL_VERSION, extra_params=""):
         self.cookie = None
-        return self.request("POST", "/kbs/v0/auth", {"version": version, "tee": tee, "extra-params": ""})
+        return self.request("POST", "/kbs/v0/auth", {"version": version, "tee": tee, "extra-params": extra_params})
 
 
 def tee_key(kind, alg=None):
@@ -74,9 +74,9 @@ def tee_key(kind, alg=None):
     return key, public
 
 
-def runtime_data_hash(public_key, nonce, additional=""):
-    """SHA-384 of the RFC 8785 form of {tee-pubkey, nonce, additional-evidence}, padded to 64."""
-    digest = hashlib.sha384(rfc8785.dumps({"tee-pubkey": public_key, "nonce": nonce, "additional-evidence": additional})).digest()
+def runtime_data_hash(public_key, nonce, additional="", algorithm="sha384"):
+    """The hash (SHA-384 unless negotiated) of the RFC 8785 form of {tee-pubkey, nonce, additional-evidence}, padded to 64."""
+    digest = hashlib.new(algorithm, rfc8785.dumps({"tee-pubkey": public_key, "nonce": nonce, "additional-evidence": additional})).digest()
     return digest + bytes(64 - len(digest))
 
 
@@ -271,6 +271,21 @@ class Scenarios:
     def fetch_bearer(self):
         """One release with --token and the key in --key-jwk, no session."""
         return self.fetch(self.client(), jwk.JWK.from_json(self.args.key_jwk), self.args.resource, bearer=self.args.token, cookie=False)
+
+    def negotiated_hash(self):
+        """supported-hash-algorithms [sha512]: the challenge selects it and the evidence binds a SHA-512 hash; [md5] is refused."""
+        kbs = self.client()
+        status, challenge, _ = kbs.auth(extra_params={"supported-hash-algorithms": ["sha512"]})
+        if status != 200:
+            return problem(status, challenge)
+        selected = (challenge.get("extra-params") or {}).get("selected-hash-algorithm")
+        key, public = tee_key("ec")
+        evidence = simulated_evidence(self.platform_key, self.args.measurement, runtime_data_hash(public, challenge["nonce"], algorithm="sha512"))
+        status, body, _ = kbs.request("POST", "/kbs/v0/attest", attestation(public, challenge["nonce"], evidence))
+        result = self.fetch(kbs, key, self.args.resource) if status == 200 else problem(status, body)
+        result["selected"] = selected
+        result["unsupported"] = problem(*self.client().auth(extra_params={"supported-hash-algorithms": ["md5"]})[:2])
+        return result
 
     def releases(self):
         """Releases on one session until the first refusal (at most --count)."""

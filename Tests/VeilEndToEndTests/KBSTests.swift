@@ -118,6 +118,7 @@ import Testing
         let outcomes = try await setup.client([
             "release-rsa", "release-ec", "bearer-only", "tampered-token", "unlisted-resource", "unknown-resource", "wrong-service",
             "unknown-measurement", "missing-cookie", "replayed-attestation", "unbound-key", "rsa1_5", "wrong-version", "sample-tee",
+            "negotiated-hash",
         ])
         let rsa = try #require(outcomes["release-rsa"])
         #expect(rsa["status"] as? Int == 200 && rsa["plaintext"] as? String == "the database key" && rsa["alg"] as? String == "RSA-OAEP-256", "\(rsa)")
@@ -146,6 +147,9 @@ import Testing
         #expect((outcomes["rsa1_5"]?["detail"] as? String)?.contains("RSA1_5") == true)
         #expect(Self.refusal(outcomes["wrong-version"]) == "401 ProtocolVersion")
         #expect(Self.refusal(outcomes["sample-tee"]) == "401 UnsupportedTee")
+        let negotiated = try #require(outcomes["negotiated-hash"])
+        #expect(negotiated["selected"] as? String == "sha512" && negotiated["plaintext"] as? String == "the database key", "\(negotiated)")
+        #expect(Self.refusal(negotiated["unsupported"] as? [String: Any]) == "401 HashAlgorithm")
 
         // A certificate secret's private key as a resource.
         let key = try await setup.client(["release-ec"], resource: "default/tls/key")

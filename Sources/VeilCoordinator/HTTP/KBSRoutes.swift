@@ -17,7 +17,8 @@ enum KBSRoutes {
         let kbs = router.group("kbs/v0").add(middleware: KBSProblemMiddleware())
         kbs.post("auth") { request, _ -> Response in
             let session = try coordinator.kbsAuth(try await request.bytes())
-            let challenge: JSONValue = .object(["nonce": .string(session.nonce), "extra-params": .string("")])
+            let extra: JSONValue = session.selectedHash.map { .object(["selected-hash-algorithm": .string($0)]) } ?? .string("")
+            let challenge: JSONValue = .object(["nonce": .string(session.nonce), "extra-params": extra])
             return try response(challenge, cookie: setCookie(session.sessionID, coordinator))
         }
         kbs.post("attest") { request, _ -> Response in

@@ -8,6 +8,7 @@ public enum KBSError: Error, Equatable, Sendable, CustomStringConvertible {
     case malformedRequest(String)
     case unsupportedVersion(String)
     case unsupportedTEE(String)
+    case noCommonHashAlgorithm([String])
     case noManifest
     /// No `kbs-session-id` cookie and no bearer token.
     case notAuthenticated
@@ -30,7 +31,7 @@ public enum KBSError: Error, Equatable, Sendable, CustomStringConvertible {
     public var status: Int {
         switch self {
         case .malformedRequest, .malformedEvidence, .teeKeyRefused: return 400
-        case .unsupportedVersion, .unsupportedTEE, .notAuthenticated, .sessionExpired, .challengeUsed, .sessionNotAttested, .nonceMismatch,
+        case .unsupportedVersion, .unsupportedTEE, .noCommonHashAlgorithm, .notAuthenticated, .sessionExpired, .challengeUsed, .sessionNotAttested, .nonceMismatch,
             .evidenceRejected, .noMatchingService, .initDataRejected, .tokenInvalid:
             return 401
         case .resourceNotAllowed: return 403
@@ -46,6 +47,7 @@ public enum KBSError: Error, Equatable, Sendable, CustomStringConvertible {
         case .malformedRequest: return "MalformedRequest"
         case .unsupportedVersion: return "ProtocolVersion"
         case .unsupportedTEE: return "UnsupportedTee"
+        case .noCommonHashAlgorithm: return "HashAlgorithm"
         case .noManifest: return "NoManifest"
         case .notAuthenticated: return "NotAuthenticated"
         case .sessionExpired: return "SessionExpired"
@@ -72,6 +74,7 @@ public enum KBSError: Error, Equatable, Sendable, CustomStringConvertible {
         case .unsupportedVersion(let version): return "KBS protocol version '\(version)' is not supported (0.4.0)"
         case .unsupportedTEE(let tee):
             return "TEE '\(tee)' is not supported: Veil verifies snp, tdx, sgx and (with AllowSimulation) \(TrusteeEvidence.simulatedTEE)"
+        case .noCommonHashAlgorithm(let listed): return "none of the client's hash algorithms \(listed) is sha384, sha512 or sha256"
         case .noManifest: return "the coordinator has no manifest yet"
         case .notAuthenticated: return "no kbs-session-id cookie and no bearer token: authenticate with /kbs/v0/auth and /kbs/v0/attest first"
         case .sessionExpired: return "the session is unknown or expired: start again with /kbs/v0/auth"
