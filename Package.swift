@@ -201,7 +201,7 @@ let package = Package(
             dependencies: [
                 "VeilAPI",
                 "VeilCore",
-                "VeilImageFormat", "VeilAttestation", "VeilCoordinator", "VeilManifest", "VeilImage", .product(name: "Crypto", package: "swift-crypto"),
+                "VeilImageFormat", "VeilAttestation", "VeilCoordinator", "VeilManifest", "VeilImage", "VeilJOSE", .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: strict

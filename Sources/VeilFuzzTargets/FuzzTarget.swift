@@ -6,6 +6,7 @@ import VeilCoordinator
 import VeilCore
 import VeilImage
 import VeilImageFormat
+import VeilJOSE
 import VeilManifest
 
 /// Every parser that takes bytes from outside, as a libFuzzer target.
@@ -50,6 +51,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case etcdReply = "etcd-reply"
     /// The activation's certificate signing request (PEM or DER), then issuing from it.
     case activationCSR = "activation-csr"
+    /// What KBS clients send: attester evidence (SNP serde, DCAP shapes, Azure SNP vTPM, verified
+    /// against its real chain), `tee-pubkey` JWKs, bearer tokens, and the JCS of any JSON.
+    case kbs
 
     /// Loads the fixtures and runs every seed once, so one-time allocations (fixtures, Swift
     /// runtime metadata caches) happen before libFuzzer starts counting leaks per input.
@@ -79,6 +83,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .recoveryData: Self.recoveryData(data)
         case .etcdReply: Self.etcdReply(data)
         case .activationCSR: Self.activationCSR(data)
+        case .kbs: Self.kbs(data)
         }
     }
 
@@ -157,6 +162,15 @@ extension FuzzTarget {
         for line in data.split(separator: UInt8(ascii: "\n")) { _ = EtcdReplies.watchLine(line) }
     }
 
+    private static func kbs(_ data: [UInt8]) {
+        _ = try? JWT.verified(String(decoding: data, as: UTF8.self), key: Fixtures.simulationKey.publicKey)
+        guard let value = try? JSONValue.parse(data) else { return }
+        _ = try? JCS.encode(value)
+        _ = try? JWEPublicKey(jwk: value)
+        if let kind = CoCoEvidence.kind(of: value) { _ = try? CoCoEvidence.evidence(value, kind: kind) }
+        if let chain = Fixtures.shared?.milanChain { _ = try? AzureVTPMEvidence.verify(value, chain: chain, at: Fixtures.issueTime) }
+    }
+
     private static func activationCSR(_ data: [UInt8]) {
         guard let csr = try? CertificateAuthority.parseCSR(data), let authority = Fixtures.authority else { return }
         _ = try? authority.issueServiceLeaf(publicKey: csr.publicKey, service: "app", validFor: 3600, now: Fixtures.issueTime)
@@ -175,6 +189,8 @@ struct Fixtures: Sendable {
     let tdxCollateral: Prepared
     let sgxQuote: [UInt8]
     let milanVCEK: SNPVerifier.VerifiedVCEK
+    /// AMD's Milan ASK and ARK (PEM), for Azure's Milan vTPM evidence.
+    let milanChain: String
 
     static let protectedPath = "/srv/data/records.csv"
     static let protectedKey = SymmetricKey(data: [UInt8](repeating: 0x5a, count: 32))
@@ -216,5 +232,6 @@ struct Fixtures: Sendable {
         let chain = String(decoding: try bytes("virtee-sev/chain_milan.pem"), as: UTF8.self)
         milanVCEK = try SNPVerifier(product: .milan, policy: .init(minimumTCB: .any, allowDebug: true)).verifyChain(
             vcek: try bytes("virtee-sev/vcek_milan.der"), chainPEM: chain, at: Date(timeIntervalSince1970: 1_704_067_200))
+        milanChain = chain
     }
 }

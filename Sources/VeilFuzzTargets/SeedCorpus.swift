@@ -7,6 +7,7 @@ import VeilCore
 import VeilImage
 import VeilManifest
 import VeilImageFormat
+import VeilJOSE
 import X509
 
 /// Seed inputs per target: the real attestation vectors of `../shared/testdata`, and small
@@ -91,6 +92,12 @@ public enum SeedCorpus {
             return [recoveryData]
         case .etcdReply:
             return etcdReplies
+        case .kbs:
+            let key = P256.Signing.PrivateKey()
+            let jwk = #"{"kty":"EC","crv":"P-256","alg":"ECDH-ES+A256KW","x":"\#(Base64URL.encode(key.publicKey.rawRepresentation.prefix(32)))","y":"\#(Base64URL.encode(key.publicKey.rawRepresentation.suffix(32)))"}"#
+            let token = try JWT.sign(claims: ["tee": .string("snp"), "exp": .number(1)], extraHeader: ["x5c": .array([])], with: Fixtures.simulationKey.privateKey)
+            return try testdata(["../kbs/evidence/snp/evidence.json", "../kbs/evidence/az-snp-vtpm/evidence-v1.json", "../kbs/evidence/az-snp-vtpm/evidence-v2.json"])
+                + [Array(jwk.utf8), Array(token.utf8), Array(#"{"quote":"AAAA","cc_eventlog":null}"#.utf8)]
         case .activationCSR:
             let key = P256.Signing.PrivateKey()
             let csr = try CertificateSigningRequest(
