@@ -259,6 +259,7 @@ let package = Package(
                 "VeilAPI",
                 "VeilCore",
                 "VeilImageFormat", .product(name: "NIOCore", package: "swift-nio"), .product(name: "X509", package: "swift-certificates"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 "VeilAttestation",
                 "VeilManifest",
                 "VeilCoordinator",

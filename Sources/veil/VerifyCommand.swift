@@ -1,5 +1,7 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
+import NIOSSL
 import VeilAttestation
 import VeilCollateral
 import VeilCore
@@ -34,6 +36,10 @@ struct VerifyCommand: AsyncParsableCommand {
     var minimumTCB: String?
     @Flag(help: "Accept debug evidence (SGX debug enclave, TDX debug TD, SNP guest policy allowing debug): no confidentiality.")
     var allowDebug = false
+    @Option(help: ArgumentHelp(
+        "CA certificate(s) (PEM) trusted for an https --collateral or --kds server besides the system's roots: a PCCS with a certificate of its own CA. Documents are still verified against Intel's and AMD's roots.",
+        valueName: "file"))
+    var collateralCa: String?
     @Option(help: ArgumentHelp("SNP: AMD KDS base URL used when --vcek/--chain are not given.", valueName: "url"))
     var kds = KDSClient.amdKDS
     @Option(help: ArgumentHelp("Cache for documents fetched from a PCS/PCCS (default ~/.cache/veil/pcs).", valueName: "dir"))
@@ -64,7 +70,9 @@ struct VerifyCommand: AsyncParsableCommand {
             } catch {
                 throw DCAPError.malformedQuote(error)
             }
-            collateral = try await PCSClient(baseURL: source, cacheDirectory: cache).collateral(for: quote, at: time)
+            collateral = try await withCollateralHTTP { http in
+                try await PCSClient(baseURL: source, cacheDirectory: cache).collateral(for: quote, at: time, http: http)
+            }
         } else {
             collateral = try loadCollateral(source)
         }
@@ -93,6 +101,31 @@ struct VerifyCommand: AsyncParsableCommand {
             print("  platform: \(result.platformVerdict.status.rawValue), QE: \(result.qeVerdict.status.rawValue)")
             if result.claims.debug { print("warning: DEBUG \(result.claims.tee == .sgx ? "enclave" : "TD"): no confidentiality") }
             for (name, value) in fields { print("\(name): \(value)") }
+        }
+    }
+
+    /// The HTTP client for collateral servers: the shared one (system roots), or one that also
+    /// trusts --collateral-ca, shut down afterwards. Trusting it only opens the connection: what
+    /// it serves is verified against Intel's and AMD's roots like any collateral.
+    private func withCollateralHTTP<T>(_ body: (HTTPClient) async throws -> T) async throws -> T {
+        guard let collateralCa else { return try await body(.shared) }
+        let roots: [NIOSSLCertificate]
+        do {
+            roots = try NIOSSLCertificate.fromPEMFile(collateralCa)
+        } catch {
+            throw CommandError("--collateral-ca \(collateralCa): not a PEM certificate file (\(error))")
+        }
+        guard !roots.isEmpty else { throw CommandError("--collateral-ca \(collateralCa) holds no certificate") }
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.additionalTrustRoots = [.certificates(roots)]
+        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+        do {
+            let result = try await body(client)
+            try await client.shutdown()
+            return result
+        } catch {
+            try? await client.shutdown()
+            throw error
         }
     }
 
@@ -171,8 +204,12 @@ struct VerifyCommand: AsyncParsableCommand {
                 throw ValidationError("a version \(report.version) report names no product: pass --product to fetch its certificates")
             }
             let kdsClient = KDSClient(baseURL: kds, cacheDirectory: (ProcessInfo.processInfo.environment["HOME"] ?? "/root") + "/.cache/veil/kds")
-            (vcekBytes, chainText) = try await kdsClient.certificates(for: report, product: known)
-            if crlBytes == nil { crlBytes = try await kdsClient.crl(for: known) }
+            let given = crlBytes
+            (vcekBytes, chainText, crlBytes) = try await withCollateralHTTP { http in
+                let (vcek, chain) = try await kdsClient.certificates(for: report, product: known, http: http)
+                if let given { return (vcek, chain, given) }
+                return (vcek, chain, try await kdsClient.crl(for: known, http: http))
+            }
         }
         guard let product else {
             throw ValidationError("neither the report (version \(report.version)) nor the VCEK names the product: pass --product Milan|Genoa|Turin")

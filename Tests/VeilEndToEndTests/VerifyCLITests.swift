@@ -97,4 +97,47 @@ import Testing
         let atZero = try await run(veilBinary, base + ["--minimum-tcb", "0:0:0:0"], scratch: scratch)
         #expect(atZero.status == 0 && !atZero.stdout.contains("any firmware TCB was accepted"), "\(atZero.stdout)\(atZero.stderr)")
     }
+
+    /// A PCCS behind a certificate of its own CA (the usual installation): refused under the
+    /// system's roots, reached with --collateral-ca; what it serves is still verified against
+    /// Intel's roots, so a broken signature is refused although the server is trusted.
+    @Test func aPCCSWithItsOwnCAIsTrustedOnlyWhenNamed() async throws {
+        let scratch = try Scratch()
+        let openssl = which("openssl") ?? "/usr/bin/openssl"
+        let (ca, caKey, cert, key, csr) = (scratch.path + "/pccs-ca.pem", scratch.path + "/pccs-ca-key.pem", scratch.path + "/pccs.pem", scratch.path + "/pccs-key.pem", scratch.path + "/pccs.csr")
+        for arguments in [
+            ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", caKey, "-out", ca, "-subj", "/CN=PCCS test CA", "-days", "2"],
+            ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+            ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", caKey, "-CAcreateserial", "-out", cert, "-days", "2",
+             "-extfile", try scratch.write("subjectAltName=IP:127.0.0.1\n", to: "san.cnf")],
+        ] {
+            let made = try await run(openssl, arguments, scratch: scratch)
+            try #require(made.status == 0, "\(made.stderr)")
+        }
+        func pccs(tamper: Bool) async throws -> (Spawned, String) {
+            let port = freePort()
+            let process = try Spawned(
+                which("python3") ?? "/usr/bin/python3",
+                [repositoryRoot + "/Tests/Scripts/pcs_stub.py", "\(port)", "--collateral", "\(vectors)/tdx_quote_collateral.json", "--cert", cert, "--key", key]
+                    + (tamper ? ["--tamper-signature"] : []), scratch: scratch)
+            try #require(await eventually(within: 20) { isListening(port: port) || !process.isRunning } && isListening(port: port), "\(process.stderr)")
+            return (process, "https://127.0.0.1:\(port)")
+        }
+        let (server, url) = try await pccs(tamper: false)
+        defer { server.kill9() }
+        func verify(_ url: String, _ extra: [String], cache: String) async throws -> RunResult {
+            try await run(veilBinary, ["verify", "\(vectors)/tdx_quote", "--collateral", url, "--at", "2025-06-19T11:16:03Z", "--cache-dir", scratch.path + "/" + cache] + extra, scratch: scratch)
+        }
+        let untrusted = try await verify(url, [], cache: "c1")
+        #expect(untrusted.status != 0 && untrusted.stderr.uppercased().contains("CERTIFICATE"), "\(untrusted.stderr)")
+        let trusted = try await verify(url, ["--collateral-ca", ca], cache: "c2")
+        #expect(trusted.status == 0 && trusted.stdout.contains("tcb status: UpToDate"), "\(trusted.stdout)\(trusted.stderr)")
+
+        let (tampering, tamperedURL) = try await pccs(tamper: true)
+        defer { tampering.kill9() }
+        let tampered = try await verify(tamperedURL, ["--collateral-ca", ca], cache: "c3")
+        #expect(tampered.status != 0 && tampered.stderr.lowercased().contains("signature"), "\(tampered.stderr)")
+        let notPEM = try await verify(url, ["--collateral-ca", try scratch.write("not a certificate", to: "bad.pem")], cache: "c4")
+        #expect(notPEM.status != 0 && notPEM.stderr.contains("--collateral-ca"), "\(notPEM.stderr)")
+    }
 }
