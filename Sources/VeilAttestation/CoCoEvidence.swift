@@ -64,10 +64,53 @@ package enum SNPReportSerde {
         package let reason: String
     }
 
+    /// The report's fields at their offsets (AMD SEV-SNP ABI, ATTESTATION_REPORT, version 3).
     package static func binary(_ report: JSONValue) throws(Problem) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: SNPReport.size)
-        func put(_ bytes: [UInt8], at offset: Int) { out.replaceSubrange(offset..<offset + bytes.count, with: bytes) }
-        func integer(_ name: String, bytes count: Int, at offset: Int) throws(Problem) {
+        var out = ReportWriter(report: report)
+        try out.integer("version", bytes: 4, at: 0x00)
+        try out.integer("guest_svn", bytes: 4, at: 0x04)
+        try out.integer("policy", bytes: 8, at: 0x08)
+        try out.list("family_id", 16, at: 0x10)
+        try out.list("image_id", 16, at: 0x20)
+        try out.integer("vmpl", bytes: 4, at: 0x30)
+        try out.integer("sig_algo", bytes: 4, at: 0x34)
+        try out.tcb("current_tcb", at: 0x38)
+        try out.integer("plat_info", bytes: 8, at: 0x40)
+        try out.integer("key_info", bytes: 4, at: 0x48)
+        try out.list("report_data", 64, at: 0x50)
+        try out.list("measurement", 48, at: 0x90)
+        try out.list("host_data", 32, at: 0xC0)
+        try out.list("id_key_digest", 48, at: 0xE0)
+        try out.list("author_key_digest", 48, at: 0x110)
+        try out.list("report_id", 32, at: 0x140)
+        try out.list("report_id_ma", 32, at: 0x160)
+        try out.tcb("reported_tcb", at: 0x180)
+        if report["cpuid_fam_id"] != nil {
+            try out.integer("cpuid_fam_id", bytes: 1, at: 0x188)
+            try out.integer("cpuid_mod_id", bytes: 1, at: 0x189)
+            try out.integer("cpuid_step", bytes: 1, at: 0x18A)
+        }
+        try out.list("chip_id", 64, at: 0x1A0)
+        try out.tcb("committed_tcb", at: 0x1E0)
+        try out.firmware("current", at: 0x1E8)
+        try out.firmware("committed", at: 0x1EC)
+        try out.tcb("launch_tcb", at: 0x1F0)
+        guard let signature = report["signature"], let r = signature["r"], let s = signature["s"] else {
+            throw Problem(reason: "signature needs r and s")
+        }
+        out.put(try byteList(r, count: 72, field: "signature.r"), at: SNPReport.signedLength)
+        out.put(try byteList(s, count: 72, field: "signature.s"), at: SNPReport.signedLength + 72)
+        return out.bytes
+    }
+
+    /// Little-endian fields of a serde report written into the 1184 bytes.
+    struct ReportWriter {
+        let report: JSONValue
+        var bytes = [UInt8](repeating: 0, count: SNPReport.size)
+
+        mutating func put(_ field: [UInt8], at offset: Int) { bytes.replaceSubrange(offset..<offset + field.count, with: field) }
+
+        mutating func integer(_ name: String, bytes count: Int, at offset: Int) throws(Problem) {
             guard let value = report[name]?.numberValue, value >= 0, value == value.rounded(), value < 0x1p64 else {
                 throw Problem(reason: "\(name) must be a non-negative integer")
             }
@@ -75,11 +118,14 @@ package enum SNPReportSerde {
             guard count == 8 || raw >> (8 * UInt64(count)) == 0 else { throw Problem(reason: "\(name) does not fit in \(count) bytes") }
             put((0..<count).map { UInt8(truncatingIfNeeded: raw >> (8 * UInt64($0))) }, at: offset)
         }
-        func list(_ name: String, _ count: Int, at offset: Int) throws(Problem) {
+
+        mutating func list(_ name: String, _ count: Int, at offset: Int) throws(Problem) {
             guard let value = report[name] else { throw Problem(reason: "\(name) is missing") }
-            put(try byteList(value, count: count, field: name), at: offset)
+            put(try SNPReportSerde.byteList(value, count: count, field: name), at: offset)
         }
-        func tcb(_ name: String, at offset: Int) throws(Problem) {
+
+        /// A TCB version object (`fmc` present only on Turin).
+        mutating func tcb(_ name: String, at offset: Int) throws(Problem) {
             guard let fields = report[name] else { throw Problem(reason: "\(name) is missing") }
             func part(_ key: String) throws(Problem) -> UInt8? {
                 guard let value = fields[key], value != .null else { return nil }
@@ -94,46 +140,14 @@ package enum SNPReportSerde {
             let version = SNPReport.TCBVersion(bootloader: bootloader, tee: tee, snp: snp, microcode: microcode, fmc: try part("fmc"))
             put((0..<8).map { UInt8(truncatingIfNeeded: version.raw >> (8 * UInt64($0))) }, at: offset)
         }
-        func firmware(_ name: String, at offset: Int) throws(Problem) {
+
+        /// A firmware version `{major, minor, build}`, stored build first.
+        mutating func firmware(_ name: String, at offset: Int) throws(Problem) {
             guard let fields = report[name], let major = fields["major"]?.numberValue, let minor = fields["minor"]?.numberValue,
                 let build = fields["build"]?.numberValue, [major, minor, build].allSatisfy({ (0...255).contains($0) && $0 == $0.rounded() })
             else { throw Problem(reason: "\(name) needs major, minor and build bytes") }
             put([UInt8(build), UInt8(minor), UInt8(major)], at: offset)
         }
-        try integer("version", bytes: 4, at: 0x00)
-        try integer("guest_svn", bytes: 4, at: 0x04)
-        try integer("policy", bytes: 8, at: 0x08)
-        try list("family_id", 16, at: 0x10)
-        try list("image_id", 16, at: 0x20)
-        try integer("vmpl", bytes: 4, at: 0x30)
-        try integer("sig_algo", bytes: 4, at: 0x34)
-        try tcb("current_tcb", at: 0x38)
-        try integer("plat_info", bytes: 8, at: 0x40)
-        try integer("key_info", bytes: 4, at: 0x48)
-        try list("report_data", 64, at: 0x50)
-        try list("measurement", 48, at: 0x90)
-        try list("host_data", 32, at: 0xC0)
-        try list("id_key_digest", 48, at: 0xE0)
-        try list("author_key_digest", 48, at: 0x110)
-        try list("report_id", 32, at: 0x140)
-        try list("report_id_ma", 32, at: 0x160)
-        try tcb("reported_tcb", at: 0x180)
-        if report["cpuid_fam_id"] != nil {
-            try integer("cpuid_fam_id", bytes: 1, at: 0x188)
-            try integer("cpuid_mod_id", bytes: 1, at: 0x189)
-            try integer("cpuid_step", bytes: 1, at: 0x18A)
-        }
-        try list("chip_id", 64, at: 0x1A0)
-        try tcb("committed_tcb", at: 0x1E0)
-        try firmware("current", at: 0x1E8)
-        try firmware("committed", at: 0x1EC)
-        try tcb("launch_tcb", at: 0x1F0)
-        guard let signature = report["signature"], let r = signature["r"], let s = signature["s"] else {
-            throw Problem(reason: "signature needs r and s")
-        }
-        put(try byteList(r, count: 72, field: "signature.r"), at: SNPReport.signedLength)
-        put(try byteList(s, count: 72, field: "signature.s"), at: SNPReport.signedLength + 72)
-        return out
     }
 
     /// A JSON list of integers 0…255 (`count` of them when given).

@@ -93,11 +93,7 @@ public enum SeedCorpus {
         case .etcdReply:
             return etcdReplies
         case .kbs:
-            let key = P256.Signing.PrivateKey()
-            let jwk = #"{"kty":"EC","crv":"P-256","alg":"ECDH-ES+A256KW","x":"\#(Base64URL.encode(key.publicKey.rawRepresentation.prefix(32)))","y":"\#(Base64URL.encode(key.publicKey.rawRepresentation.suffix(32)))"}"#
-            let token = try JWT.sign(claims: ["tee": .string("snp"), "exp": .number(1)], extraHeader: ["x5c": .array([])], with: Fixtures.simulationKey.privateKey)
-            return try testdata(["../kbs/evidence/snp/evidence.json", "../kbs/evidence/az-snp-vtpm/evidence-v1.json", "../kbs/evidence/az-snp-vtpm/evidence-v2.json"])
-                + [Array(jwk.utf8), Array(token.utf8), Array(#"{"quote":"AAAA","cc_eventlog":null}"#.utf8)]
+            return try kbsSeeds()
         case .activationCSR:
             let key = P256.Signing.PrivateKey()
             let csr = try CertificateSigningRequest(
@@ -106,6 +102,15 @@ public enum SeedCorpus {
             let pem = try csr.serializeAsPEM()
             return [Array(pem.pemString.utf8), pem.derBytes]
         }
+    }
+
+    /// Trustee's SNP and Azure evidence, a `tee-pubkey` JWK, a token, a TDX shape.
+    private static func kbsSeeds() throws -> [[UInt8]] {
+        let key = P256.Signing.PrivateKey().publicKey.rawRepresentation
+        let jwk = #"{"kty":"EC","crv":"P-256","alg":"ECDH-ES+A256KW","x":"\#(Base64URL.encode(key.prefix(32)))","y":"\#(Base64URL.encode(key.suffix(32)))"}"#
+        let token = try JWT.sign(claims: ["tee": .string("snp"), "exp": .number(1)], extraHeader: ["x5c": .array([])], with: Fixtures.simulationKey.privateKey)
+        return try testdata(["../kbs/evidence/snp/evidence.json", "../kbs/evidence/az-snp-vtpm/evidence-v1.json", "../kbs/evidence/az-snp-vtpm/evidence-v2.json"])
+            + [Array(jwk.utf8), Array(token.utf8), Array(#"{"quote":"AAAA","cc_eventlog":null}"#.utf8)]
     }
 
     private static func testdata(_ names: [String]) throws -> [[UInt8]] {

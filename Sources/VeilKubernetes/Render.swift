@@ -197,19 +197,10 @@ public struct DeploymentRender: Sendable {
             .map([("name", "data"), ("mountPath", "/var/lib/veil")]), .map([("name", "etcd-tls"), ("mountPath", "/etcd-tls"), ("readOnly", true)]),
         ]
         var volumes: [YAMLNode] = [.map([("name", "etcd-tls"), ("secret", .map([("secretName", "veil-coordinator-etcd-tls")]))])]
+        var documents: [YAMLNode] = []
         // In confidential-VM pods the coordinator itself runs confidential: evidence from the
         // guest API, no simulation key (``requirements`` says what the cluster must provide).
-        if tee != .confidentialVM {
-            arguments += ["--simulation-key", "/veil-simulation-key/key.pem"]
-            mounts.append(.map([("name", "simulation-key"), ("mountPath", "/veil-simulation-key"), ("readOnly", true)]))
-            volumes.append(.map([("name", "simulation-key"), ("secret", .map([("secretName", "veil-simulation-key")]))]))
-        }
-        var documents: [YAMLNode] = []
-        if let simulationKeyPEM, tee != .confidentialVM {
-            documents.append(object("v1", "Secret", metadata("veil-simulation-key"), [
-                ("type", "Opaque"), ("stringData", .map([("key.pem", .string(simulationKeyPEM))])),
-            ]))
-        }
+        if tee != .confidentialVM { addSimulationKey(arguments: &arguments, mounts: &mounts, volumes: &volumes, documents: &documents) }
         let ports: [YAMLNode] = [.map([("name", "client"), ("port", 4433), ("targetPort", 4433)]), .map([("name", "mesh"), ("port", 2001), ("targetPort", 2001)])]
         documents += [
             object("v1", "Service", metadata("veil-coordinator"), [("spec", .map([("selector", .map([(Self.labelKey, .string("veil-coordinator"))])), ("ports", .list(ports))]))]),
@@ -246,6 +237,18 @@ public struct DeploymentRender: Sendable {
             ]))]),
         ]
         return documents
+    }
+
+    /// The simulated coordinator's platform key: its flag, mount, volume and (with keys) Secret.
+    func addSimulationKey(arguments: inout [YAMLNode], mounts: inout [YAMLNode], volumes: inout [YAMLNode], documents: inout [YAMLNode]) {
+        arguments += ["--simulation-key", "/veil-simulation-key/key.pem"]
+        mounts.append(.map([("name", "simulation-key"), ("mountPath", "/veil-simulation-key"), ("readOnly", true)]))
+        volumes.append(.map([("name", "simulation-key"), ("secret", .map([("secretName", "veil-simulation-key")]))]))
+        if let simulationKeyPEM {
+            documents.append(object("v1", "Secret", metadata("veil-simulation-key"), [
+                ("type", "Opaque"), ("stringData", .map([("key.pem", .string(simulationKeyPEM))])),
+            ]))
+        }
     }
 
     /// `runtimeClassName` for pods that run in confidential VMs.
