@@ -9,7 +9,8 @@ import Testing
     static let podMeasurement = String(repeating: "01", count: 32)
     static let otherMeasurement = String(repeating: "02", count: 32)
     static let countedMeasurement = String(repeating: "03", count: 32)
-    static let sessionLifetime = 6
+    /// Long enough for a loaded CI machine between two client runs; the expiry test sets a short one.
+    static let sessionLifetime = 300
 
     /// A coordinator with KBS services, its KDS stub (for the SNP fixture's ASK/ARK) and the client's arguments.
     final class Setup {
@@ -19,17 +20,19 @@ import Testing
         /// A manifest user allowed to update the manifest, and the manifest as set.
         let alice: (cert: String, key: String)
         let manifest: String
+        let sessionLifetime: Int
 
         /// `azure`: the KDS stub serves the Milan chain of Trustee's Azure SNP vTPM fixtures instead.
-        init(azure: Bool = false) async throws {
+        init(azure: Bool = false, sessionLifetime: Int = KBSTests.sessionLifetime) async throws {
             scratch = try Scratch()
+            self.sessionLifetime = sessionLifetime
             let (reportPath, vcekPath, chainPEM, snpMeasurement) = azure ? try Self.azureFixture(scratch) : try Self.snpFixture(scratch)
             // KDS's cert_chain is the ASK then the ARK (the fixture files add the ASVK).
             let blocks = try String(contentsOfFile: chainPEM, encoding: .utf8).components(separatedBy: "-----END CERTIFICATE-----").prefix(2)
             let chain = try scratch.write(blocks.map { $0 + "-----END CERTIFICATE-----\n" }.joined(), to: "chain.pem")
             kds = try await KDSStub(scratch: scratch, product: azure ? "Milan" : "Genoa", report: reportPath, vcek: vcekPath, chain: chain)
             coordinator = try await CoordinatorProcess(
-                scratch: scratch, arguments: ["--kbs-session-lifetime", "\(KBSTests.sessionLifetime)", "--kds", kds.url])
+                scratch: scratch, arguments: ["--kbs-session-lifetime", "\(sessionLifetime)", "--kds", kds.url])
             let secret = try scratch.write("the database key", to: "dbkey")
             let alice = try await UserCLITests().makeUser("alice", in: scratch)
             self.alice = alice
@@ -94,7 +97,7 @@ import Testing
                 "--simulation-key", coordinator.simulationKey, "--measurement", measurement, "--other-measurement", KBSTests.otherMeasurement,
                 "--resource", resource, "--other-resource", "other/key/x", "--other-service", "other",
                 "--snp-fixture", KBSTests.fixtures + "/evidence/snp/evidence.json", "--azure-fixtures", KBSTests.fixtures + "/evidence/az-snp-vtpm",
-                "--session-lifetime", "\(KBSTests.sessionLifetime)",
+                "--session-lifetime", "\(sessionLifetime)",
                 "--count", "\(count)",
             ] + extra + scenarios
             let result = try await run(which("python3") ?? "/usr/bin/python3", arguments, scratch: scratch, timeout: 120)
@@ -157,7 +160,8 @@ import Testing
     }
 
     @Test func realSNPEvidenceVerifiesUpToReportDataBindingAndCookiesExpire() async throws {
-        let setup = try await Setup()
+        // Sessions of 3 s: the client waits 4 s before fetching with its cookie.
+        let setup = try await Setup(sessionLifetime: 3)
         let outcomes = try await setup.client(["real-snp-evidence", "expired-cookie"])
         let snp = try #require(outcomes["real-snp-evidence"])
         // The fixture's signature, VCEK and chain verify (the ASK/ARK came from the KDS stub);
