@@ -351,6 +351,15 @@ public final class Coordinator: Sendable {
         try await transact { _, _ in ((), [note]) }
     }
 
+    /// Records in the history that `replica` moved its SNP sealing pin.
+    public func record(_ move: SealingPinMove, replica: String) async throws(CoordinatorError) {
+        try await transact { _, _ in
+            ((), [HistoryEvent("sealingTCBAdvanced", detail: [
+                "replica": replica, "from": move.from.map(SealingPinMove.hex) ?? "unpinned", "to": SealingPinMove.hex(move.to), "reason": move.reason.rawValue,
+            ])])
+        }
+    }
+
     // MARK: - Manifest
 
     /// Sets the manifest once. Setting the identical bytes again is a no-op; a different

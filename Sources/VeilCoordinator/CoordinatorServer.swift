@@ -47,6 +47,8 @@ public struct CoordinatorServer {
         public var peerAddress: String?
         /// Delete the stored state and this replica's key first: a new coordinator.
         public var reset = false
+        /// SEV-SNP: seal the state key again at the chip's committed TCB (`--advance-sealing-tcb`).
+        public var advanceSealingTCB = false
         /// Validity of each TLS certificate the coordinator issues itself (renewed at two thirds).
         public var tlsValidity: TimeInterval = ServerIdentity.defaultValidity
         /// Lifetimes of key-broker (KBS) sessions and tokens.
@@ -84,6 +86,8 @@ public struct CoordinatorServer {
         var verification: Coordinator.Verification
         var replicaPolicy: ReplicaPolicy
         var replicaID: String
+        /// The SNP sealing pin moved at this start: recorded in the history once the state is open.
+        var pinMove: SealingPinMove?
         /// One exposition for the replica's whole life: counters survive recovery.
         var metrics = PrometheusExposition()
 
@@ -135,20 +139,25 @@ public struct CoordinatorServer {
                     """)
             }
         }
-        let sealingKey: SymmetricKey?
+        let opened: OpenedVault
         do {
-            sealingKey = try sealing.sealingKey()
+            opened = try sealing.openVault(in: configuration.dataDirectory, advancePin: configuration.advanceSealingTCB)
         } catch {
-            throw CoordinatorStartError(description: "\(error)")
+            throw CoordinatorStartError(description: configuration.advanceSealingTCB ? "--advance-sealing-tcb: \(error)" : "\(error)")
+        }
+        if let move = opened.pinMove {
+            logger.warning("the SNP sealing pin moved: the state key is sealed again at the chip's committed TCB; keys of the older TCB open nothing here", metadata: [
+                "from": "\(move.from.map(SealingPinMove.hex) ?? "none (unpinned first format)")", "to": "\(SealingPinMove.hex(move.to))", "reason": "\(move.reason.rawValue)",
+            ])
         }
         return Environment(
-            vault: StateVault(directory: configuration.dataDirectory, sealingKey: sealingKey), provider: provider,
+            vault: opened.vault, provider: provider,
             verification: .init(simulationKey: simulationKey, dcap: dcap, snpCRLs: crls, snpEndorsements: configuration.snpEndorsements),
             replicaPolicy: ReplicaPolicy(
                 ownIdentity: ownIdentity ?? TEEIdentity(tee: .simulated, measurement: ownMeasurement),
                 verification: VerificationPolicy(
                     allowSimulation: simulationKey != nil, simulationKey: simulationKey, dcap: dcap, allowSNP: true, snpCRLs: crls)),
-            replicaID: try replicaID(configuration.dataDirectory))
+            replicaID: try replicaID(configuration.dataDirectory), pinMove: opened.pinMove)
     }
 
     /// A stable ID for this replica (created once in its data directory).
@@ -205,6 +214,7 @@ public struct CoordinatorServer {
                 continue
             }
             if let recovered { try await coordinator.recordRecovery(recovered) }
+            if let move = environment.pinMove { try await coordinator.record(move, replica: environment.replicaID) }
             try await serve(coordinator, store: store, environment: environment, configuration: configuration, logger: logger)
             return
         }

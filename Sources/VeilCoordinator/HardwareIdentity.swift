@@ -73,9 +73,10 @@ struct HardwareIdentity {
             let report = try SNPEvidence.unverifiedReport(in: evidence)
             // In a Confidential Containers pod the attestation agent owns the TEE device: no
             // derived key here, the state key comes from peers or recovery (docs/kbs.md).
-            let sealing: any SealingKeyProvider = paths.selection == .coco ? NoSealing() : SNPDerivedKeySealing(
+            let sealing: any SealingKeyProvider = paths.selection == .coco ? NoSealing() : PinnedSNPSealing(
                 device: SEVGuestDevice(path: paths.sevGuest), vmpl: report.vmpl,
-                keySelection: .init(firmwareMajor: report.currentFirmware.major, minor: report.currentFirmware.minor))
+                keySelection: .init(firmwareMajor: report.currentFirmware.major, minor: report.currentFirmware.minor),
+                committedTCB: report.committedTCB, turin: report.product == .turin)
             return HardwareIdentity(
                 provider: SerializedEvidenceProvider(provider),
                 sealing: sealing, tee: .snp, identity: TEEIdentity(tee: .snp, measurement: report.measurement, hostData: report.hostData))

@@ -14,6 +14,23 @@ public protocol SealingKeyProvider: Sendable {
     /// The key, or `nil` for a TEE without one (TDX): the state key then comes only from a
     /// peer replica (mutual attestation) or from recovery.
     func sealingKey() throws(SealingError) -> SymmetricKey?
+    /// The replica's vault in `directory`, opened under this provider's key; `advancePin`
+    /// asks a provider whose key is pinned to a firmware version (SEV-SNP) to move the pin to
+    /// the current one.
+    func openVault(in directory: String, advancePin: Bool) throws(SealingError) -> OpenedVault
+}
+
+/// A vault as a replica opened it, and the pin move that happened on the way (SEV-SNP).
+public struct OpenedVault: Sendable {
+    public let vault: StateVault
+    public let pinMove: SealingPinMove?
+}
+
+extension SealingKeyProvider {
+    public func openVault(in directory: String, advancePin: Bool) throws(SealingError) -> OpenedVault {
+        guard !advancePin else { throw .unavailable("only an SEV-SNP replica's sealing key is pinned to a firmware version (\(binding))") }
+        return OpenedVault(vault: StateVault(directory: directory, sealingKey: try sealingKey()), pinMove: nil)
+    }
 }
 
 public enum SealingError: Error, Equatable, CustomStringConvertible {
@@ -81,9 +98,15 @@ public struct NoSealing: SealingKeyProvider {
 /// VCEK; 2: the VLEK); `0x04` reserved; `0x08` GUEST_FIELD_SELECT (bit 0 guest policy, 1 image
 /// ID, 2 family ID, 3 measurement, 4 guest SVN, 5 TCB version); `0x10` VMPL; `0x14` GUEST_SVN;
 /// `0x18` TCB_VERSION. The response (MSG_KEY_RSP, 64 bytes): `0x00` STATUS, `0x20` the key.
+///
+/// With `tcbPin` the request also selects TCB_VERSION (bit 5) and names that version, which the
+/// firmware accepts only up to the chip's committed TCB: the key then stays the same across
+/// firmware updates until the pin is moved (``PinnedSNPSealing``). Without it the key follows
+/// the chip's current TCB, so a firmware update changes it.
 public struct SNPDerivedKeySealing: SealingKeyProvider {
-    /// Guest policy and launch measurement.
+    /// Guest policy and launch measurement (and, with a pin, bit 5: TCB version).
     public static let guestFieldSelect: UInt64 = 1 << 0 | 1 << 3
+    public static let tcbVersionField: UInt64 = 1 << 5
     static let label = Array("veil-coordinator-sealing-v1 snp".utf8)
 
     /// How the request names the VCEK: explicitly (firmware ABI 1.55+, where 0 would mean "the
@@ -104,21 +127,26 @@ public struct SNPDerivedKeySealing: SealingKeyProvider {
     /// The VMPL to derive for: the replica's own (a lower one is refused by the firmware).
     public let vmpl: UInt32
     public let keySelection: KeySelection
+    /// The raw TCB_VERSION the key is derived at, or `nil` for the chip's current TCB.
+    public let tcbPin: UInt64?
 
     public var binding: String {
-        "the SNP chip's VCEK, the guest's launch measurement and policy, VMPL \(vmpl) — the coordinator itself only if the measurement covers its binary"
+        "the SNP chip's VCEK" + (tcbPin.map { " at TCB 0x\(Hex.encode(withUnsafeBytes(of: $0.bigEndian, Array.init)))" } ?? "")
+            + ", the guest's launch measurement and policy, VMPL \(vmpl) — the coordinator itself only if the measurement covers its binary"
     }
 
-    public init(device: any SNPGuestDevice = SEVGuestDevice(), vmpl: UInt32, keySelection: KeySelection = .vcek) {
+    public init(device: any SNPGuestDevice = SEVGuestDevice(), vmpl: UInt32, keySelection: KeySelection = .vcek, tcbPin: UInt64? = nil) {
         self.device = device
         self.vmpl = vmpl
         self.keySelection = keySelection
+        self.tcbPin = tcbPin
     }
 
     /// The MSG_KEY_REQ this provider sends.
     public var request: [UInt8] {
         func le<T: FixedWidthInteger>(_ value: T) -> [UInt8] { withUnsafeBytes(of: value.littleEndian, Array.init) }
-        return le(keySelection.word) + le(UInt32(0)) + le(Self.guestFieldSelect) + le(vmpl) + le(UInt32(0)) + le(UInt64(0))
+        let fields = Self.guestFieldSelect | (tcbPin == nil ? 0 : Self.tcbVersionField)
+        return le(keySelection.word) + le(UInt32(0)) + le(fields) + le(vmpl) + le(UInt32(0)) + le(tcbPin ?? 0)
     }
 
     public func sealingKey() throws(SealingError) -> SymmetricKey? {

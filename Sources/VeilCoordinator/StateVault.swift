@@ -109,32 +109,69 @@ public enum VaultError: Error, Equatable, Sendable, CustomStringConvertible {
 /// the state key (`state-key.sealed`) and the highest generation it has seen
 /// (`generation.sealed`, rollback protection). The state key never leaves the replica except
 /// sealed, to a recovery key holder's share, or to an attested peer.
+///
+/// A *sealing context* names, in the clear, the parameters the sealing key was derived with
+/// (an SEV-SNP replica's pinned TCB version, ``PinnedSNPSealing``): a restarted replica must
+/// read it before it can ask its TEE for the same key. The context is authenticated as part of
+/// each file's additional data, and the key itself depends on it, so a changed context opens
+/// nothing. Without a context the files keep their first format:
+/// `"VEILKEY1\n"` ‖ AES-256-GCM box (additional data = magic); with one:
+/// `"VEILKEY2\n"` ‖ u8 n ‖ context (n bytes) ‖ box (additional data = everything before it);
+/// likewise `VEILGEN1`/`VEILGEN2`.
 public final class StateVault: Sendable {
     public static let keyFileName = "state-key.sealed"
     public static let generationFileName = "generation.sealed"
     static let keyMagic = Array("VEILKEY1\n".utf8)
     static let generationMagic = Array("VEILGEN1\n".utf8)
+    static let keyMagicWithContext = Array("VEILKEY2\n".utf8)
+    static let generationMagicWithContext = Array("VEILGEN2\n".utf8)
 
+    let directory: String
     let keyPath: String
     let generationPath: String
     /// nil on TEEs without a sealing key (TDX): the state key then lives only in memory.
     let sealingKey: SymmetricKey?
+    /// The parameters `sealingKey` was derived with, written beside each sealed file.
+    public let sealingContext: [UInt8]
     private let key: Mutex<SymmetricKey?>
     private let highWater: Mutex<UInt64>
 
-    public init(directory: String, sealingKey: SymmetricKey?) {
+    public init(directory: String, sealingKey: SymmetricKey?, sealingContext: [UInt8] = []) {
+        precondition(sealingContext.count <= 255, "a sealing context is at most 255 bytes")
+        self.directory = directory
         keyPath = (directory as NSString).appendingPathComponent(Self.keyFileName)
         generationPath = (directory as NSString).appendingPathComponent(Self.generationFileName)
         self.sealingKey = sealingKey
+        self.sealingContext = sealingContext
         let open = { (path: String, magic: [UInt8]) -> [UInt8]? in
-            guard let sealingKey, let bytes = FileManager.default.contents(atPath: path).map(Array.init), bytes.starts(with: magic),
-                let box = try? AES.GCM.SealedBox(combined: bytes[magic.count...]),
-                let plain = try? AES.GCM.open(box, using: sealingKey, authenticating: magic)
+            let header = Self.fileHeader(magic: magic, context: sealingContext)
+            guard let sealingKey, let bytes = FileManager.default.contents(atPath: path).map(Array.init), bytes.starts(with: header),
+                let box = try? AES.GCM.SealedBox(combined: bytes[header.count...]),
+                let plain = try? AES.GCM.open(box, using: sealingKey, authenticating: header)
             else { return nil }
             return Array(plain)
         }
         key = Mutex(open(keyPath, Self.keyMagic).flatMap { $0.count == 32 ? SymmetricKey(data: $0) : nil })
         highWater = Mutex(open(generationPath, Self.generationMagic).flatMap { $0.count == 8 ? $0.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } : nil } ?? 0)
+    }
+
+    /// The sealing context the sealed state key in `directory` names: `nil` when there is no
+    /// sealed key, empty for the first format, or what is unreadable as either.
+    public static func storedSealingContext(in directory: String) -> [UInt8]? {
+        let path = (directory as NSString).appendingPathComponent(keyFileName)
+        guard let bytes = FileManager.default.contents(atPath: path).map(Array.init) else { return nil }
+        guard bytes.starts(with: keyMagicWithContext), bytes.count > keyMagicWithContext.count else { return [] }
+        let length = Int(bytes[keyMagicWithContext.count])
+        let start = keyMagicWithContext.count + 1
+        guard bytes.count >= start + length else { return [] }
+        return Array(bytes[start..<start + length])
+    }
+
+    /// The clear part of a sealed file, which is also its additional data.
+    static func fileHeader(magic: [UInt8], context: [UInt8]) -> [UInt8] {
+        guard !context.isEmpty else { return magic }
+        let versioned = magic == keyMagic ? keyMagicWithContext : generationMagicWithContext
+        return versioned + [UInt8(context.count)] + context
     }
 
     public var stateKey: SymmetricKey? { key.withLock { $0 } }
@@ -147,10 +184,7 @@ public final class StateVault: Sendable {
 
     /// Takes `stateKey` as this replica's, sealing it to disk when a sealing key exists.
     public func adopt(stateKey: SymmetricKey) throws {
-        if let sealingKey {
-            let box = try AES.GCM.seal(stateKey.withUnsafeBytes { Array($0) }, using: sealingKey, authenticating: Self.keyMagic)
-            try AtomicFile.write(Self.keyMagic + Array(box.combined!), to: keyPath, mode: 0o600)
-        }
+        if let sealingKey { try write(stateKey.withUnsafeBytes { Array($0) }, magic: Self.keyMagic, to: keyPath, under: sealingKey) }
         key.withLock { $0 = stateKey }
     }
 
@@ -162,11 +196,31 @@ public final class StateVault: Sendable {
             return true
         }
         guard raised, let sealingKey else { return }
-        var plain: [UInt8] = []
-        withUnsafeBytes(of: generation.bigEndian) { plain += $0 }
-        let box = try AES.GCM.seal(plain, using: sealingKey, authenticating: Self.generationMagic)
-        try AtomicFile.write(Self.generationMagic + Array(box.combined!), to: generationPath, mode: 0o600)
+        try write(Self.bigEndian(generation), magic: Self.generationMagic, to: generationPath, under: sealingKey)
     }
+
+    /// This vault's state key and generation mark sealed again under `newKey` with `context`
+    /// (each file replaced atomically), as the vault that now opens them. The key file is
+    /// written last: a crash between the two leaves a replica that still opens its state key
+    /// and re-raises its generation mark from the store.
+    public func resealed(under newKey: SymmetricKey, context: [UInt8]) throws -> StateVault {
+        let next = StateVault(directory: directory, sealingKey: newKey, sealingContext: context)
+        let generation = highestGeneration
+        if generation > 0 {
+            try next.write(Self.bigEndian(generation), magic: Self.generationMagic, to: generationPath, under: newKey)
+            next.highWater.withLock { $0 = generation }
+        }
+        if let stateKey { try next.adopt(stateKey: stateKey) }
+        return next
+    }
+
+    private func write(_ plain: [UInt8], magic: [UInt8], to path: String, under sealingKey: SymmetricKey) throws {
+        let header = Self.fileHeader(magic: magic, context: sealingContext)
+        let box = try AES.GCM.seal(plain, using: sealingKey, authenticating: header)
+        try AtomicFile.write(header + Array(box.combined!), to: path, mode: 0o600)
+    }
+
+    private static func bigEndian(_ value: UInt64) -> [UInt8] { withUnsafeBytes(of: value.bigEndian, Array.init) }
 
     /// Forgets the key and the generation mark (`--reset`).
     public func reset() {

@@ -45,6 +45,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Delete the stored state and this replica's state key, and start a new coordinator (new root CA, all secrets lost).")
     var reset = false
 
+    @Flag(help: ArgumentHelp(
+        "SEV-SNP: seal this replica's state key again at the chip's committed TCB, after a firmware update (TCB recovery); keys of the older TCB then open nothing here. Recorded in the history.",
+        discussion: "A replica pins the TCB version it first sealed at, so firmware updates keep its state key until this step."))
+    var advanceSealingTCB = false
+
     @Option(help: ArgumentHelp("Lifetime of the coordinator's own TLS certificates in seconds (renewed at two thirds; default 30 days).", valueName: "seconds"))
     var tlsValidity: Double = ServerIdentity.defaultValidity
 
@@ -131,6 +136,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             configuration.snpEndorsements = client
         }
         configuration.reset = reset
+        configuration.advanceSealingTCB = advanceSealingTCB
         configuration.peerAddress = peerAddress
         guard tlsValidity >= 1 else { throw ValidationError("--tls-validity must be at least 1 second") }
         configuration.tlsValidity = tlsValidity

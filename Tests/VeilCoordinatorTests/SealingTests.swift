@@ -8,7 +8,9 @@ import VeilCoordinator
 /// refuses what the firmware refuses with INVALID_PARAM (0x16), and derives a key from a chip
 /// secret and exactly the guest fields the request selects. From ABI 1.55 bits 2:1 of the first
 /// word are KEY_SEL (0: the VLEK if installed, else the VCEK; 1: VCEK; 2: VLEK); before, they
-/// are reserved and must be zero.
+/// are reserved and must be zero. TCB_VERSION (bit 5 of GUEST_FIELD_SELECT) may name any
+/// version up to the chip's CommittedTcb, component by component; unselected, the key follows
+/// the committed TCB, as the VCEK does — so a firmware update changes it.
 struct SpecSNPFirmware: SNPGuestDevice {
     var chipSecret = SymmetricKey(data: [UInt8](repeating: 0xc1, count: 32))
     /// A cloud provider's key, installed by the host (1.55+), which it can replace.
@@ -18,6 +20,8 @@ struct SpecSNPFirmware: SNPGuestDevice {
     var policy: UInt64 = 0x30000
     var measurement = [UInt8](repeating: 0x4d, count: 48)
     var familyID = [UInt8](repeating: 0x0f, count: 16)
+    /// Milan layout: bootloader 3, TEE 0, SNP 8, microcode 115.
+    var committedTCB: UInt64 = 0x7308_0000_0000_0003
     static let invalidParam: UInt32 = 0x16
 
     func derivedKey(request: [UInt8]) throws(SealingError) -> [UInt8] {
@@ -42,11 +46,18 @@ struct SpecSNPFirmware: SNPGuestDevice {
             root = vlekSecret
         default: return Self.response(status: Self.invalidParam, key: nil)
         }
+        let requestedTCB = u64(0x18)
+        let tcbSelected = fieldSelect & 1 << 5 != 0
+        let components = { (tcb: UInt64) in (0..<8).map { UInt8(truncatingIfNeeded: tcb >> (8 * UInt64($0))) } }
+        if tcbSelected, zip(components(requestedTCB), components(committedTCB)).contains(where: { $0 > $1 }) {
+            return Self.response(status: Self.invalidParam, key: nil)
+        }
         var mixed = Array("root-\(rootKeySelect & 1)-vmpl-\(vmpl)".utf8)
         if fieldSelect & 1 << 0 != 0 { mixed += withUnsafeBytes(of: policy.littleEndian, Array.init) }
         if fieldSelect & 1 << 2 != 0 { mixed += familyID }
         if fieldSelect & 1 << 3 != 0 { mixed += measurement }
-        mixed += withUnsafeBytes(of: u32(0x14).littleEndian, Array.init) + withUnsafeBytes(of: u64(0x18).littleEndian, Array.init)
+        mixed += withUnsafeBytes(of: u32(0x14).littleEndian, Array.init)
+        mixed += withUnsafeBytes(of: (tcbSelected ? requestedTCB : committedTCB).littleEndian, Array.init)
         return Self.response(status: 0, key: Array(HMAC<SHA256>.authenticationCode(for: mixed, using: root)))
     }
 

@@ -211,6 +211,18 @@ import VeilCore
                 "\(launch.stderr)")
     }
 
+    /// Only an SEV-SNP replica's sealing key is pinned to a firmware version: asking another
+    /// to move the pin stops it with that reason instead of starting as if nothing was asked.
+    @Test func movingTheSealingPinIsRefusedWhereThereIsNone() async throws {
+        let scratch = try Scratch()
+        let simulated = try await Replica(scratch: scratch, tee: "simulated", environment: [:], arguments: ["--advance-sealing-tcb"]).start()
+        #expect(simulated?.contains("--advance-sealing-tcb: no sealing key: only an SEV-SNP replica's sealing key is pinned") == true, "\(simulated ?? "it started")")
+        let (double, environment) = try await tsm(scratch, provider: "tdx_guest", outblob: "dcap-qvl/tdx_quote")
+        defer { withExtendedLifetime(double) {} }
+        let tdx = try await Replica(scratch: scratch, tee: "tdx", environment: environment, arguments: ["--advance-sealing-tcb", "--data-dir", scratch.path + "/d2"]).start()
+        #expect(tdx?.contains("only an SEV-SNP replica's sealing key is pinned") == true, "\(tdx ?? "it started")")
+    }
+
     @Test func hardwareSelectionNeverFallsBackToSimulation() async throws {
         let scratch = try Scratch()
         let none = ["VEIL_TSM_ROOT": scratch.path + "/no-tsm", "VEIL_GRAMINE_ROOT": scratch.path + "/no-gramine"]
