@@ -63,7 +63,9 @@ enum ActivationPolicy {
         } catch {
             throw .packageMismatch(service: name, package: service.package, reason: error.description)
         }
-        if !manifest.config.accepts(claims), let tcb = claims.tcb { throw .tcbStatusNotAccepted(service: name, verdict: tcb) }
+        if let refusal = manifest.tcbRefusal(of: claims, package: service.package) {
+            throw .tcbStatusNotAccepted(service: name, package: service.package, refusal: refusal)
+        }
         let changes = try protectedFileChanges(presented, service: service, name: name, secrets: secrets)
         return ActivationDecision(serviceName: name, service: service, protectedFiles: changes)
     }

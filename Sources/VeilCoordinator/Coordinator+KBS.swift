@@ -178,8 +178,8 @@ extension Coordinator {
             guard let service = manifest.services[name], service.kbs != nil, let package = manifest.packages[service.package] else { continue }
             if let mismatch = package.mismatch(claims) {
                 reasons.append("\(name): \(mismatch)")
-            } else if !manifest.config.accepts(claims), let tcb = claims.tcb {
-                reasons.append("\(name): TCB status \(tcb.status) is not accepted")
+            } else if let refusal = manifest.tcbRefusal(of: claims, package: service.package) {
+                reasons.append("\(name): \(refusal)")
             } else {
                 matches.append((name, service))
             }

@@ -13,7 +13,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     case evidenceRejected(AttestationError)
     case packageMismatch(service: String, package: String, reason: String)
     case activationLimitReached(service: String, limit: Int)
-    case tcbStatusNotAccepted(service: String, verdict: TCBVerdict)
+    case tcbStatusNotAccepted(service: String, package: String, refusal: TCBRefusal)
     case renderFailed(service: String, reason: String)
     case storage(String)
     case invalidSecretValue(name: String, reason: String)
@@ -107,10 +107,8 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
             return "service '\(service)' refused: evidence does not match package '\(package)': \(reason)"
         case .activationLimitReached(let service, let limit):
             return "service '\(service)' reached its MaxActivations (\(limit))"
-        case .tcbStatusNotAccepted(let service, let verdict):
-            return "service '\(service)' refused: TCB status \(verdict.status.rawValue)"
-                + (verdict.advisoryIDs.isEmpty ? "" : " (\(verdict.advisoryIDs.joined(separator: ", ")))")
-                + " is not in the manifest's Config.AcceptedTCBStatuses"
+        case .tcbStatusNotAccepted(let service, let package, let refusal):
+            return "service '\(service)' refused: \(refusal) for package '\(package)' (its own fields, else the manifest's Config)"
         case .renderFailed(let service, let reason): return "cannot render parameters of service '\(service)': \(reason)"
         case .storage(let why): return "state storage failed: \(why)"
         case .invalidSecretValue(let name, let reason): return "secret '\(name)': \(reason)"

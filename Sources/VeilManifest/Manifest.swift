@@ -25,8 +25,9 @@ public struct Manifest: Sendable, Equatable {
     public struct Config: Sendable, Equatable {
         /// Accept simulated evidence. Development only: simulation gives no confidentiality.
         public var allowSimulation: Bool = false
-        /// Intel TCB statuses an SGX/TDX activation may have (default: `UpToDate` only).
-        public var acceptedTCBStatuses: Set<TCBStatus> = [.upToDate]
+        /// Intel TCB verdicts an SGX/TDX activation may have unless its package says otherwise
+        /// (default: `UpToDate` only, any advisories).
+        public internal(set) var tcb = TCBAcceptance()
         /// Users (with `UpdateManifest`) who must acknowledge a manifest update before it
         /// applies; nil means all of them.
         public var updateAcknowledgements: Int?
@@ -37,10 +38,10 @@ public struct Manifest: Sendable, Equatable {
         /// version joins a running deployment.
         public var coordinatorPackages: [String] = []
 
-        /// `true` when claims carry no TCB status or one the manifest accepts.
+        /// `true` when claims carry no TCB status or one the manifest's default accepts.
         public func accepts(_ claims: Claims) -> Bool {
-            guard let tcb = claims.tcb else { return true }
-            return acceptedTCBStatuses.contains(tcb.status)
+            guard let verdict = claims.tcb else { return true }
+            return tcb.refusal(of: verdict) == nil
         }
     }
 

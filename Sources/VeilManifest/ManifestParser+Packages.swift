@@ -27,8 +27,10 @@ extension ManifestParser {
         let kind = declared ?? .simulated
         let allowed: Set<String>
         switch kind {
-        case .sgx: allowed = ["Kind", "UniqueID", "SignerID", "ProductID", "SecurityVersion", "Debug"]
-        case .tdx: allowed = ["Kind", "MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3", "MRConfigID", "MROwner", "MRSeam", "ImageMeasurement", "Debug"]
+        case .sgx: allowed = ["Kind", "UniqueID", "SignerID", "ProductID", "SecurityVersion", "Debug", "AcceptedTCBStatuses", "AcceptedAdvisories"]
+        case .tdx:
+            allowed = ["Kind", "MRTD", "RTMR0", "RTMR1", "RTMR2", "RTMR3", "MRConfigID", "MROwner", "MRSeam", "ImageMeasurement", "Debug",
+                       "AcceptedTCBStatuses", "AcceptedAdvisories"]
         case .snp: allowed = ["Kind", "Measurement", "HostData", "IDKeyDigest", "MinimumTCB", "AllowMigrationAgent", "VMPL", "ImageMeasurement", "Debug"]
         case .simulated: allowed = ["Kind", "Measurement", "SignerID", "ProductID", "SecurityVersion", "Debug"]
         }
@@ -37,8 +39,14 @@ extension ManifestParser {
         let package: Package
         switch kind {
         case .snp: package = .snp(snpIdentity(fields, path, allowDebug: allowDebug))
-        case .tdx: package = .tdx(tdIdentity(fields, path, allowDebug: allowDebug))
-        case .sgx: package = .sgx(enclaveIdentity(fields, path, kind: kind, allowDebug: allowDebug))
+        case .tdx:
+            var td = tdIdentity(fields, path, allowDebug: allowDebug)
+            td.tcb = tcbAcceptanceFields(fields, path)
+            package = .tdx(td)
+        case .sgx:
+            var enclave = enclaveIdentity(fields, path, kind: kind, allowDebug: allowDebug)
+            enclave.tcb = tcbAcceptanceFields(fields, path)
+            package = .sgx(enclave)
         case .simulated: package = .simulated(enclaveIdentity(fields, path, kind: kind, allowDebug: allowDebug))
         }
         guard problems.count == before else { return nil }

@@ -161,26 +161,48 @@ struct ManifestParser {
 
     mutating func config(_ value: JSONValue?) -> Manifest.Config {
         var config = Manifest.Config()
-        let allowed: Set<String> = ["AllowSimulation", "AcceptedTCBStatuses", "UpdateAcknowledgements", "RecoveryThreshold", "CoordinatorPackages"]
+        let allowed: Set<String> = ["AllowSimulation", "AcceptedTCBStatuses", "AcceptedAdvisories", "UpdateAcknowledgements", "RecoveryThreshold", "CoordinatorPackages"]
         guard let fields = object(value, "$.Config", allowed: allowed) else { return config }
         config.coordinatorPackages = stringArray(fields["CoordinatorPackages"], "$.Config.CoordinatorPackages")
         config.allowSimulation = bool(fields["AllowSimulation"], "$.Config.AllowSimulation") ?? false
         config.updateAcknowledgements = integer(fields["UpdateAcknowledgements"], "$.Config.UpdateAcknowledgements", in: 1...1000)
         config.recoveryThreshold = integer(fields["RecoveryThreshold"], "$.Config.RecoveryThreshold", in: 1...255)
+        let tcb = tcbAcceptanceFields(fields, "$.Config")
+        if let statuses = tcb.statuses { config.tcb.statuses = statuses }
+        config.tcb.advisories = tcb.advisories
+        return config
+    }
+
+    /// `AcceptedTCBStatuses` (not empty, never `Revoked`) and `AcceptedAdvisories` (Intel
+    /// advisory IDs, `INTEL-SA-NNNNN`) of `Config` or an SGX/TDX package.
+    mutating func tcbAcceptanceFields(_ fields: [String: JSONValue], _ path: String) -> TCBAcceptanceFields {
+        var result = TCBAcceptanceFields()
         if fields["AcceptedTCBStatuses"] != nil {
             var accepted = Set<TCBStatus>()
-            for (index, name) in stringArray(fields["AcceptedTCBStatuses"], "$.Config.AcceptedTCBStatuses").enumerated() {
+            for (index, name) in stringArray(fields["AcceptedTCBStatuses"], "\(path).AcceptedTCBStatuses").enumerated() {
                 if let status = TCBStatus(rawValue: name), status != .revoked {
                     accepted.insert(status)
                 } else {
-                    problem("$.Config.AcceptedTCBStatuses[\(index)]",
+                    problem("\(path).AcceptedTCBStatuses[\(index)]",
                             "'\(name)' is not an acceptable TCB status (\(TCBStatus.allCases.filter { $0 != .revoked }.map(\.rawValue).joined(separator: ", ")))")
                 }
             }
-            if accepted.isEmpty { problem("$.Config.AcceptedTCBStatuses", "must name at least one status") }
-            config.acceptedTCBStatuses = accepted
+            if accepted.isEmpty { problem("\(path).AcceptedTCBStatuses", "must name at least one status") }
+            result.statuses = accepted
         }
-        return config
+        if fields["AcceptedAdvisories"] != nil {
+            var advisories = Set<String>()
+            for (index, id) in stringArray(fields["AcceptedAdvisories"], "\(path).AcceptedAdvisories").enumerated() {
+                let digits = id.dropFirst("INTEL-SA-".count)
+                if id.hasPrefix("INTEL-SA-"), digits.count == 5, digits.allSatisfy({ $0.isASCII && $0.isNumber }) {
+                    advisories.insert(id)
+                } else {
+                    problem("\(path).AcceptedAdvisories[\(index)]", "'\(id)' is not an Intel advisory ID (INTEL-SA-NNNNN)")
+                }
+            }
+            result.advisories = advisories
+        }
+        return result
     }
 
     /// `RecoveryKeys`: distinct keys, at most 255, and enough of them for the threshold.

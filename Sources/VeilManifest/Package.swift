@@ -51,6 +51,8 @@ public struct EnclaveIdentity: Sendable, Equatable {
     public var securityVersion: UInt16?
     /// Whether debug enclaves are acceptable. Default `false`.
     public var allowDebug: Bool
+    /// SGX: the package's own accepted TCB statuses and advisories.
+    public internal(set) var tcb = TCBAcceptanceFields()
 
     public init(measurement: [UInt8]? = nil, signerID: [UInt8]? = nil, productID: UInt16? = nil, securityVersion: UInt16? = nil, allowDebug: Bool = false) {
         self.measurement = measurement
@@ -73,6 +75,8 @@ public struct TDIdentity: Sendable, Equatable {
     /// The container image measurement the launcher inside the TD must have bound.
     public var imageMeasurement: [UInt8]?
     public var allowDebug = false
+    /// The package's own accepted TCB statuses and advisories.
+    public internal(set) var tcb = TCBAcceptanceFields()
 
     public init(mrtd: [UInt8]) { self.mrtd = mrtd }
 }

@@ -68,6 +68,7 @@ struct ManifestCommand: AsyncParsableCommand {
             guard let data = FileManager.default.contents(atPath: file) else { throw CommandError("cannot read \(file)") }
             let manifest = try Manifest.parse(Array(data))
             for warning in manifest.coverageWarnings { warn("warning: \(warning)") }
+            for line in manifest.tcbExplanations { print("tcb: \(line)") }
             if launchHost {
                 let problems = LaunchHostCheck.problems(manifest)
                 if !problems.isEmpty {

@@ -18,10 +18,13 @@ import VeilCore
     init() throws {
         manifest = try Manifest.parse(Array(#"""
             {"Packages": {"app": {"Kind": "simulated", "Measurement": "\#(Hex.encode(Self.measurement))"},
-                          "sgx": {"Kind": "sgx", "UniqueID": "\#(Hex.encode(Self.measurement))"}},
+                          "sgx": {"Kind": "sgx", "UniqueID": "\#(Hex.encode(Self.measurement))"},
+                          "hardened": {"Kind": "sgx", "UniqueID": "\#(Hex.encode(Self.measurement))",
+                                       "AcceptedTCBStatuses": ["UpToDate", "SWHardeningNeeded"], "AcceptedAdvisories": ["INTEL-SA-00615"]}},
              "Services": {"web": {"Package": "app", "ProtectedFilesKey": "filesKey", "MaxActivations": 2},
                           "plain": {"Package": "app"},
-                          "enclave": {"Package": "sgx"}},
+                          "enclave": {"Package": "sgx"},
+                          "mitigated": {"Package": "hardened"}},
              "Secrets": {"filesKey": {"Type": "symmetric-key", "Size": 256}, "unset": {"Type": "symmetric-key", "Size": 256, "UserDefined": true}},
              "Config": {"AllowSimulation": true}}
             """#.utf8))
@@ -62,10 +65,29 @@ import VeilCore
 
     @Test func aTCBStatusTheManifestDoesNotAcceptIsRefused() {
         let outOfDate = TCBVerdict(status: .outOfDate, advisoryIDs: ["INTEL-SA-00001"])
-        #expect(throws: CoordinatorError.tcbStatusNotAccepted(service: "enclave", verdict: outOfDate)) {
+        #expect(throws: CoordinatorError.tcbStatusNotAccepted(service: "enclave", package: "sgx", refusal: .status(.outOfDate, accepted: [.upToDate]))) {
             try evaluate("enclave", claims: claims(tee: .sgx, tcb: outOfDate))
         }
         #expect(throws: Never.self) { try evaluate("enclave", claims: claims(tee: .sgx, tcb: TCBVerdict(status: .upToDate, advisoryIDs: []))) }
+    }
+
+    /// A package's own AcceptedTCBStatuses replace the Config default for it alone, and its
+    /// AcceptedAdvisories admit only the advisories it lists.
+    @Test func aPackageAcceptsTheStatusesAndAdvisoriesItLists() {
+        let hardening = TCBVerdict(status: .swHardeningNeeded, advisoryIDs: ["INTEL-SA-00615"])
+        #expect(throws: Never.self) { try evaluate("mitigated", claims: claims(tee: .sgx, tcb: hardening)) }
+        #expect(throws: CoordinatorError.tcbStatusNotAccepted(service: "enclave", package: "sgx", refusal: .status(.swHardeningNeeded, accepted: [.upToDate])),
+                "the same verdict under the default package") {
+            try evaluate("enclave", claims: claims(tee: .sgx, tcb: hardening))
+        }
+        let another = TCBVerdict(status: .swHardeningNeeded, advisoryIDs: ["INTEL-SA-00615", "INTEL-SA-00657"])
+        #expect(throws: CoordinatorError.tcbStatusNotAccepted(service: "mitigated", package: "hardened", refusal: .advisories(["INTEL-SA-00657"], status: .swHardeningNeeded))) {
+            try evaluate("mitigated", claims: claims(tee: .sgx, tcb: another))
+        }
+        let outOfDate = TCBVerdict(status: .outOfDate, advisoryIDs: ["INTEL-SA-00615"])
+        #expect(throws: CoordinatorError.tcbStatusNotAccepted(service: "mitigated", package: "hardened", refusal: .status(.outOfDate, accepted: [.upToDate, .swHardeningNeeded]))) {
+            try evaluate("mitigated", claims: claims(tee: .sgx, tcb: outOfDate))
+        }
     }
 
     @Test func protectedFilesForAServiceWithoutAKeyAreRefused() throws {

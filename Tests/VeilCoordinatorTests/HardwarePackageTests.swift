@@ -79,6 +79,45 @@ import VeilCore
         #expect(try manifest("{}", config: #"{"AcceptedTCBStatuses": ["UpToDate"]}"#).config.accepts(try Self.claims("tdx_quote", at: Self.tdxTime)))
     }
 
+    /// dcap-qvl's real SGX quote verifies to ConfigurationAndSWHardeningNeeded with
+    /// INTEL-SA-00289 and INTEL-SA-00615: a package accepts it only with that status and, when it
+    /// lists advisories, both of them; the Config default stays for other packages.
+    @Test func aPackagesOwnTCBAcceptanceDecidesForTheRealQuote() async throws {
+        let claims = try Self.claims("sgx_quote", at: Self.sgxTime)
+        #expect(claims.tcb?.advisoryIDs == ["INTEL-SA-00289", "INTEL-SA-00615"])
+        let unique = Hex.encode(claims.measurement)
+        func refusal(_ fields: String, config: String = "{}") throws -> TCBRefusal? {
+            let manifest = try manifest(#"{"p": {"Kind": "sgx", "UniqueID": "\#(unique)"\#(fields)}, "q": {"Kind": "sgx", "UniqueID": "\#(unique)"}}"#, config: config)
+            #expect(manifest.tcbRefusal(of: claims, package: "q") != nil, "the package without fields of its own keeps the default")
+            return manifest.tcbRefusal(of: claims, package: "p")
+        }
+        #expect(try refusal("") == .status(.configurationAndSWHardeningNeeded, accepted: [.upToDate]))
+        let status = #", "AcceptedTCBStatuses": ["UpToDate", "ConfigurationAndSWHardeningNeeded"]"#
+        #expect(try refusal(status) == nil)
+        #expect(try refusal(status + #", "AcceptedAdvisories": ["INTEL-SA-00289", "INTEL-SA-00615"]"#) == nil)
+        #expect(try refusal(status + #", "AcceptedAdvisories": ["INTEL-SA-00615"]"#) == .advisories(["INTEL-SA-00289"], status: .configurationAndSWHardeningNeeded))
+        #expect(try refusal(status + #", "AcceptedAdvisories": []"#) == .advisories(["INTEL-SA-00289", "INTEL-SA-00615"], status: .configurationAndSWHardeningNeeded))
+        #expect(try refusal(status, config: #"{"AcceptedAdvisories": ["INTEL-SA-00289"]}"#) == .advisories(["INTEL-SA-00615"], status: .configurationAndSWHardeningNeeded),
+                "Config's advisories apply to a package that states only statuses")
+        let defaults = try manifest(#"{"q": {"Kind": "sgx", "UniqueID": "\#(unique)"}}"#, config: #"{"AcceptedTCBStatuses": ["ConfigurationAndSWHardeningNeeded"]}"#)
+        #expect(defaults.tcbRefusal(of: claims, package: "q") == nil, "Config's statuses for a package without its own")
+    }
+
+    @Test func malformedTCBAcceptanceIsListedWithItsPath() async throws {
+        let text = #"""
+            {"Packages": {"a": {"Kind": "sgx", "UniqueID": "\#(String(repeating: "11", count: 32))", "AcceptedTCBStatuses": ["Revoked"], "AcceptedAdvisories": ["SA-1", 5]},
+                          "b": {"Kind": "tdx", "MRTD": "\#(String(repeating: "11", count: 48))", "AcceptedTCBStatuses": []},
+                          "c": {"Kind": "snp", "Measurement": "\#(String(repeating: "11", count: 48))", "MinimumTCB": "any", "AcceptedTCBStatuses": ["UpToDate"]}},
+             "Services": {}, "Config": {"AcceptedAdvisories": ["intel-sa-00615"]}}
+            """#
+        let error = try #require(throws: ManifestValidationError.self) { try Manifest.parse(Array(text.utf8)) }
+        let paths = Set(error.problems.map(\.path))
+        for path in ["$.Packages.a.AcceptedTCBStatuses[0]", "$.Packages.a.AcceptedAdvisories[0]", "$.Packages.a.AcceptedAdvisories[1]",
+                     "$.Packages.b.AcceptedTCBStatuses", "$.Packages.c.AcceptedTCBStatuses", "$.Config.AcceptedAdvisories[0]"] {
+            #expect(paths.contains(path), "\(path) in \(paths.sorted())")
+        }
+    }
+
     @Test func invalidHardwarePackagesAreListed() async throws {
         let text = #"""
             {"Packages": {"a": {"Kind": "sgx", "UniqueID": "abcd", "MRTD": "00"},

@@ -173,6 +173,25 @@ import Testing
         #expect(checked.stderr.contains("1 problem") && !checked.stderr.contains("/dev/shm/veil-check") && !checked.stderr.contains("allowed"), "\(checked.stderr)")
     }
 
+    /// `veil manifest validate` says, per SGX/TDX package, which TCB statuses and advisories it
+    /// accepts, and warns about a package that accepts out-of-date platforms.
+    @Test func validateExplainsEachPackagesTCBAcceptance() async throws {
+        let scratch = try Scratch()
+        let manifest = try scratch.write(#"""
+            {"Packages": {"strict": {"Kind": "sgx", "UniqueID": "\#(String(repeating: "11", count: 32))"},
+                          "lenient": {"Kind": "tdx", "MRTD": "\#(String(repeating: "22", count: 48))", "RTMR1": "\#(String(repeating: "33", count: 48))",
+                                      "AcceptedTCBStatuses": ["UpToDate", "OutOfDate"], "AcceptedAdvisories": ["INTEL-SA-00615"]}},
+             "Services": {}}
+            """#, to: "manifest.json")
+        let result = try await run(veilBinary, ["manifest", "validate", manifest], scratch: scratch)
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("tcb: package 'strict' (sgx) accepts UpToDate (the platform is at Intel's latest TCB); any advisories"), "\(result.stdout)")
+        #expect(result.stdout.contains("tcb: package 'lenient' (tdx) accepts UpToDate (") && result.stdout.contains("OutOfDate (microcode, firmware")
+                && result.stdout.contains("only advisories INTEL-SA-00615"), "\(result.stdout)")
+        #expect(result.stderr.contains("warning: package 'lenient' (tdx) accepts OutOfDate: platforms behind Intel's latest TCB recovery"), "\(result.stderr)")
+        #expect(!result.stderr.contains("'strict'"), "\(result.stderr)")
+    }
+
     /// The launcher checks its service's provisioning targets before it activates: a target on
     /// a disk filesystem or behind a symlink fails the launch (exit 125) naming the path, and
     /// the service's `MaxActivations` is untouched; the one good service still launches.
