@@ -152,13 +152,64 @@ public enum API {
         public var logHead: String
         public var simulated: Bool
         public var warning: String?
+        /// Intel's collateral for SGX/TDX evidence, when the coordinator holds it: signed by
+        /// Intel, verified by the client against Intel's root like collateral from anywhere.
+        public var collateral: DCAPCollateralDocument?
 
-        public init(evidence: Evidence, rootCertificate: String, logHead: String, simulated: Bool, warning: String?) {
+        public init(evidence: Evidence, rootCertificate: String, logHead: String, simulated: Bool, warning: String?, collateral: DCAPCollateralDocument? = nil) {
             self.evidence = evidence
             self.rootCertificate = rootCertificate
             self.logHead = logHead
             self.simulated = simulated
             self.warning = warning
+            self.collateral = collateral
+        }
+    }
+
+    /// DCAP collateral in the layout Intel PCS/PCCS deliver and the shared vectors store:
+    /// `tcb_info` and `qe_identity` are the exact JSON text Intel signed, signatures and CRLs
+    /// hex, issuer chains PEM.
+    public struct DCAPCollateralDocument: Codable, Sendable {
+        public var tcbInfo: String
+        public var tcbInfoSignature: String
+        public var tcbInfoIssuerChain: String
+        public var qeIdentity: String
+        public var qeIdentitySignature: String
+        public var qeIdentityIssuerChain: String
+        public var rootCACRL: String
+        public var pckCRL: String
+        public var pckCRLIssuerChain: String
+
+        enum CodingKeys: String, CodingKey {
+            case tcbInfo = "tcb_info", tcbInfoSignature = "tcb_info_signature", tcbInfoIssuerChain = "tcb_info_issuer_chain"
+            case qeIdentity = "qe_identity", qeIdentitySignature = "qe_identity_signature", qeIdentityIssuerChain = "qe_identity_issuer_chain"
+            case rootCACRL = "root_ca_crl", pckCRL = "pck_crl", pckCRLIssuerChain = "pck_crl_issuer_chain"
+        }
+
+        public init(_ collateral: DCAPCollateral) {
+            func text(_ bytes: [UInt8]) -> String { String(decoding: bytes, as: UTF8.self) }
+            tcbInfo = text(collateral.tcbInfo)
+            tcbInfoSignature = Hex.encode(collateral.tcbInfoSignature)
+            tcbInfoIssuerChain = text(collateral.tcbInfoIssuerChain)
+            qeIdentity = text(collateral.qeIdentity)
+            qeIdentitySignature = Hex.encode(collateral.qeIdentitySignature)
+            qeIdentityIssuerChain = text(collateral.qeIdentityIssuerChain)
+            rootCACRL = Hex.encode(collateral.rootCACRL)
+            pckCRL = Hex.encode(collateral.pckCRL)
+            pckCRLIssuerChain = text(collateral.pckCRLIssuerChain)
+        }
+
+        /// The collateral, or why the document is malformed (hex fields that are not hex).
+        public func collateral() throws(DCAPError) -> DCAPCollateral {
+            func hex(_ text: String, _ field: String) throws(DCAPError) -> [UInt8] {
+                guard let bytes = Hex.decode(text) else { throw .malformedCollateral("collateral field '\(field)' is not hex") }
+                return bytes
+            }
+            return DCAPCollateral(
+                tcbInfo: Array(tcbInfo.utf8), tcbInfoSignature: try hex(tcbInfoSignature, "tcb_info_signature"),
+                tcbInfoIssuerChain: Array(tcbInfoIssuerChain.utf8), qeIdentity: Array(qeIdentity.utf8),
+                qeIdentitySignature: try hex(qeIdentitySignature, "qe_identity_signature"), qeIdentityIssuerChain: Array(qeIdentityIssuerChain.utf8),
+                rootCACRL: try hex(rootCACRL, "root_ca_crl"), pckCRL: try hex(pckCRL, "pck_crl"), pckCRLIssuerChain: Array(pckCRLIssuerChain.utf8))
         }
     }
 

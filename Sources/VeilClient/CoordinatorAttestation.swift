@@ -223,7 +223,7 @@ public enum CoordinatorAttestation {
         }
         let claims: Claims
         do {
-            claims = try Verifier(policy: policy.verification).verify(response.evidence)
+            claims = try Verifier(policy: try verification(for: response, under: policy)).verify(response.evidence)
         } catch let error as AttestationError {
             throw CoordinatorAttestationError.evidence(error)
         }
@@ -234,6 +234,20 @@ public enum CoordinatorAttestation {
             throw CoordinatorAttestationError.evidence(.reportDataMismatch)
         }
         return AttestedCoordinator(rootCertificatePEM: response.rootCertificate, claims: claims, logHead: head, warnings: warnings)
+    }
+
+    /// The policy's verification, taking Intel's collateral from the coordinator's answer when
+    /// the user named none: the documents are verified against Intel's root all the same, so a
+    /// coordinator (or a man in the middle) serving changed ones is refused.
+    static func verification(for response: API.AttestationResponse, under policy: CoordinatorPolicy) throws(AttestationError) -> VerificationPolicy {
+        var verification = policy.verification
+        guard verification.dcap == nil, let document = response.collateral else { return verification }
+        do {
+            verification.dcap = DCAPEvidenceVerifier(source: FixedDCAPCollateralSource(try document.collateral()))
+        } catch {
+            throw .dcap(error)
+        }
+        return verification
     }
 }
 

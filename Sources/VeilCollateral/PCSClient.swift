@@ -59,8 +59,13 @@ public struct PCSClient: Sendable {
 
     /// Collateral for `quote`: FMSPC and PCK CA type come from the quote's PCK certificate.
     public func collateral(for quote: DCAPQuote, at time: Date = Date(), http: HTTPClient = .shared) async throws -> DCAPCollateral {
-        let (fmspc, ca) = try Self.platform(of: quote)
-        let tee = quote.header.tee == .sgx ? "sgx" : "tdx"
+        let platform: DCAPPlatform
+        do {
+            platform = try DCAPPlatform(of: quote)
+        } catch {
+            throw FetchError.notAPCKCertificate("\(error)")
+        }
+        let (fmspc, ca, tee) = (platform.fmspc, platform.ca, platform.tee)
         let crl = try await fetch("\(baseURL)/sgx/certification/v4/pckcrl?ca=\(ca)&encoding=der", chainHeaders: ["SGX-PCK-CRL-Issuer-Chain"], at: time, http: http) {
             DCAPCollateral.nextUpdate(ofCRL: Self.derOrHex($0))
         }
@@ -129,19 +134,6 @@ public struct PCSClient: Sendable {
         return document
     }
 
-    /// FMSPC (hex, upper case) and PCK CA type (`processor` or `platform`) of the quote's PCK certificate.
-    static func platform(of quote: DCAPQuote) throws -> (String, String) {
-        let text = String(decoding: quote.pckChainPEM.prefix(while: { $0 != 0 }), as: UTF8.self)
-        guard let leaf = try? Certificate(pemEncoded: String(text[..<(text.range(of: "-----END CERTIFICATE-----")?.upperBound ?? text.endIndex)])) else {
-            throw FetchError.notAPCKCertificate("the quote's certification data has no PEM certificate")
-        }
-        guard let fmspc = DCAPVerifier.fmspc(of: leaf) else { throw FetchError.notAPCKCertificate("the PCK certificate has no FMSPC") }
-        let issuer = "\(leaf.issuer)"
-        let ca = issuer.contains("Platform CA") ? "platform" : issuer.contains("Processor CA") ? "processor" : nil
-        guard let ca else { throw FetchError.notAPCKCertificate("issuer '\(issuer)' is neither the PCK Processor nor Platform CA") }
-        return (Hex.encode(fmspc).uppercased(), ca)
-    }
-
     static func derOrHex(_ bytes: [UInt8]) -> [UInt8] {
         if bytes.first == 0x30 { return bytes }
         return Hex.decode(String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? bytes
@@ -158,5 +150,21 @@ public struct PCSClient: Sendable {
     static func stringValue(of key: String, in json: [UInt8]) -> String? {
         guard let raw = rawValue(of: key, in: json) else { return nil }
         return (try? JSONValue.parse(raw))?.stringValue
+    }
+}
+
+/// A PCS/PCCS as a cache's source (the coordinator's `--collateral`), over `http`.
+public struct PCSCollateralFetcher: DCAPCollateralFetcher {
+    public let client: PCSClient
+    public let http: HTTPClient
+    public var origin: String { client.baseURL }
+
+    public init(client: PCSClient, http: HTTPClient = .shared) {
+        self.client = client
+        self.http = http
+    }
+
+    public func collateral(for quote: DCAPQuote) async throws -> DCAPCollateral {
+        try await client.collateral(for: quote, http: http)
     }
 }

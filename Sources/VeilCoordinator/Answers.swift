@@ -10,6 +10,8 @@ public struct CoordinatorEvidence: Sendable {
     public let logHead: [UInt8]
     /// `true` when the evidence is simulated (no confidentiality).
     public let simulated: Bool
+    /// Intel's collateral for the evidence, when the coordinator holds it (`--collateral`).
+    public let collateral: DCAPCollateral?
 }
 
 /// What a replica reports about itself.

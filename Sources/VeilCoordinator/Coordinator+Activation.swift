@@ -69,6 +69,7 @@ extension Coordinator {
             logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
             throw .evidenceRejected(.endorsementUnavailable("\(error)"))
         }
+        await verification.collateralCache?.prefetch(for: evidence)
         let verifier = evidenceVerifier(for: manifest)
         let started = ContinuousClock.now
         defer { metrics.verificationDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }

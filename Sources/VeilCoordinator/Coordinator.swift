@@ -40,15 +40,19 @@ public final class Coordinator: Sendable {
         public var snpCRLs: [AMDProduct: [UInt8]]
         /// VCEKs for SEV-SNP evidence sent without one (the host supplied no certificates).
         public var snpEndorsements: (any SNPEndorsementSource)?
+        /// Intel collateral fetched from a PCS/PCCS (`--collateral`): `dcap` reads from it, and
+        /// the coordinator's own attestation answer carries what it holds for its own quote.
+        public var collateralCache: DCAPCollateralCache?
 
         public init(
             simulationKey: P256.Signing.PublicKey?, dcap: DCAPEvidenceVerifier? = nil, snpCRLs: [AMDProduct: [UInt8]] = [:],
-            snpEndorsements: (any SNPEndorsementSource)? = nil
+            snpEndorsements: (any SNPEndorsementSource)? = nil, collateralCache: DCAPCollateralCache? = nil
         ) {
             self.simulationKey = simulationKey
-            self.dcap = dcap
+            self.dcap = dcap ?? collateralCache.map { DCAPEvidenceVerifier(source: $0) }
             self.snpCRLs = snpCRLs
             self.snpEndorsements = snpEndorsements
+            self.collateralCache = collateralCache
         }
     }
 
@@ -420,9 +424,40 @@ public final class Coordinator: Sendable {
         let head = snapshot.withLock { $0.state.log?.last?.hash } ?? AuditLog.emptyHead
         do {
             let evidence = try evidenceProvider.evidence(reportData: ReportData.binding(authority.rootDER + head, nonce: nonce))
-            return CoordinatorEvidence(evidence: evidence, rootCertificate: authority.rootDER, logHead: head, simulated: isSimulated)
+            return CoordinatorEvidence(
+                evidence: evidence, rootCertificate: authority.rootDER, logHead: head, simulated: isSimulated, collateral: heldCollateral(for: evidence))
         } catch {
             throw .storage("cannot produce evidence: \(error)")
+        }
+    }
+
+    /// ``evidence(nonce:)`` with the collateral for it fetched first when none is held (the
+    /// first request after start, or after the cached documents ran out).
+    public func evidenceWithCollateral(nonce: [UInt8]) async throws(CoordinatorError) -> CoordinatorEvidence {
+        let answer = try evidence(nonce: nonce)
+        guard answer.collateral == nil, let cache = verification.collateralCache, answer.evidence.format == DCAPEvidence.format else { return answer }
+        await cache.prefetch(for: answer.evidence)
+        return CoordinatorEvidence(
+            evidence: answer.evidence, rootCertificate: answer.rootCertificate, logHead: answer.logHead, simulated: answer.simulated,
+            collateral: heldCollateral(for: answer.evidence))
+    }
+
+    /// The collateral held for the coordinator's own DCAP quote, which clients verify against
+    /// Intel's root as from any source.
+    func heldCollateral(for evidence: Evidence) -> DCAPCollateral? {
+        guard let cache = verification.collateralCache, evidence.format == DCAPEvidence.format, let quote = try? DCAPQuote(evidence.data) else { return nil }
+        return cache.held(for: quote)
+    }
+
+    /// Keeps the collateral of the coordinator's own quote fetched (every 10 minutes a cheap
+    /// check; a fetch only within the cache's refresh window), until cancelled.
+    public func keepOwnCollateralFresh() async {
+        guard let cache = verification.collateralCache else { return }
+        while !Task.isCancelled {
+            if let evidence = try? evidenceProvider.evidence(reportData: [UInt8](repeating: 0, count: ReportData.size)) {
+                await cache.prefetch(for: evidence)
+            }
+            try? await Task.sleep(for: .seconds(600))
         }
     }
 

@@ -42,6 +42,9 @@ public struct CoordinatorServer {
         /// Where VCEKs come from for SEV-SNP reports the host sent without certificates (this
         /// replica's own, and launchers'); nil leaves such evidence unverifiable.
         public var snpEndorsements: (any SNPEndorsementSource)?
+        /// Intel PCS or a PCCS the coordinator fetches DCAP collateral from and caches
+        /// (`--collateral`); exclusive with ``dcapCollateralPath``.
+        public var collateralFetcher: (any DCAPCollateralFetcher)?
         public var store: StoreChoice = .file
         /// The mesh address peers reach this replica at (default: the mesh address).
         public var peerAddress: String?
@@ -98,7 +101,9 @@ public struct CoordinatorServer {
 
     static func environment(_ configuration: Configuration, logger: Logger) async throws -> Environment {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
+        let collateralCache = configuration.collateralFetcher.map { DCAPCollateralCache(fetcher: $0) }
         let dcap = try configuration.dcapCollateralPath.map { DCAPEvidenceVerifier(source: try FileDCAPCollateralSource(path: $0)) }
+            ?? collateralCache.map { DCAPEvidenceVerifier(source: $0) }
         var crls: [AMDProduct: [UInt8]] = [:]
         for path in configuration.amdCRLPaths {
             guard let bytes = FileManager.default.contents(atPath: path).map(Array.init) else { throw CoordinatorError.storage("cannot read AMD CRL \(path)") }
@@ -152,7 +157,8 @@ public struct CoordinatorServer {
         }
         return Environment(
             vault: opened.vault, provider: provider,
-            verification: .init(simulationKey: simulationKey, dcap: dcap, snpCRLs: crls, snpEndorsements: configuration.snpEndorsements),
+            verification: .init(
+                simulationKey: simulationKey, dcap: dcap, snpCRLs: crls, snpEndorsements: configuration.snpEndorsements, collateralCache: collateralCache),
             replicaPolicy: ReplicaPolicy(
                 ownIdentity: ownIdentity ?? TEEIdentity(tee: .simulated, measurement: ownMeasurement),
                 verification: VerificationPolicy(
@@ -258,6 +264,7 @@ public struct CoordinatorServer {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await identity.keepRenewed() }
                 group.addTask { await coordinator.followChanges() }
+                group.addTask { await coordinator.keepOwnCollateralFresh() }
                 if let directory = store as? any PeerDirectory {
                     group.addTask {
                         do {

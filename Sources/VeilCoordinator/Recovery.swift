@@ -153,7 +153,8 @@ public final class RecoveryCoordinator: Sendable {
         do {
             let evidence = try evidenceProvider.evidence(reportData: ReportData.binding(authority.rootDER + AuditLog.emptyHead, nonce: nonce))
             return CoordinatorEvidence(
-                evidence: evidence, rootCertificate: authority.rootDER, logHead: AuditLog.emptyHead, simulated: evidenceProvider.isSimulated)
+                evidence: evidence, rootCertificate: authority.rootDER, logHead: AuditLog.emptyHead, simulated: evidenceProvider.isSimulated,
+                collateral: nil)
         } catch {
             throw .storage("cannot produce evidence: \(error)")
         }

@@ -89,6 +89,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Intel DCAP collateral (JSON file or directory) for SGX/TDX activations.", valueName: "file|dir"))
     var dcapCollateral: String?
 
+    @Option(help: ArgumentHelp(
+        "Intel PCS or a PCCS base URL (https://…) to fetch DCAP collateral from, for SGX/TDX activations and for the coordinator's own quote, which its attestation answer then carries (clients need no collateral file); kept in memory until each document's nextUpdate and on disk in DIR/collateral-cache. Instead of --dcap-collateral.",
+        valueName: "url"))
+    var collateral: String?
+
+    @Option(help: ArgumentHelp("CA certificate(s) (PEM) trusted for an https --collateral server besides the system's roots (a PCCS with its own CA). Documents are still verified against Intel's root.", valueName: "file"))
+    var collateralCa: String?
+
     @Option(name: .customLong("amd-crl"), help: ArgumentHelp("AMD CRL (DER, KDS /vcek/v1/PRODUCT/crl) checked for SEV-SNP activations (repeatable, one per product).", valueName: "file"))
     var amdCRLs: [String] = []
 
@@ -128,6 +136,19 @@ struct CoordinatorCommand: AsyncParsableCommand {
             configuration.simulationKeyPath = simulationKey
         }
         configuration.dcapCollateralPath = dcapCollateral
+        if let collateral {
+            guard dcapCollateral == nil else { throw ValidationError("--collateral and --dcap-collateral: give one source of Intel collateral") }
+            var client = PCSClient(baseURL: collateral, cacheDirectory: dataDir + "/collateral-cache")
+            // An activation should not hang on an unreachable PCS/PCCS.
+            client.timeout = .seconds(10)
+            do {
+                configuration.collateralFetcher = PCSCollateralFetcher(client: client, http: try CollateralHTTP.longLived(trusting: collateralCa))
+            } catch {
+                throw ValidationError("\(error)")
+            }
+        } else if collateralCa != nil {
+            throw ValidationError("--collateral-ca applies to an https --collateral server")
+        }
         configuration.amdCRLPaths = amdCRLs
         if kds != "none" {
             var client = KDSClient(baseURL: kds, cacheDirectory: dataDir + "/kds-cache")

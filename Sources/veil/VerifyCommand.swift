@@ -109,16 +109,12 @@ struct VerifyCommand: AsyncParsableCommand {
     /// it serves is verified against Intel's and AMD's roots like any collateral.
     private func withCollateralHTTP<T>(_ body: (HTTPClient) async throws -> T) async throws -> T {
         guard let collateralCa else { return try await body(.shared) }
-        let roots: [NIOSSLCertificate]
+        let client: HTTPClient
         do {
-            roots = try NIOSSLCertificate.fromPEMFile(collateralCa)
+            client = try CollateralHTTP.client(trusting: collateralCa)
         } catch {
-            throw CommandError("--collateral-ca \(collateralCa): not a PEM certificate file (\(error))")
+            throw CommandError(error.description)
         }
-        guard !roots.isEmpty else { throw CommandError("--collateral-ca \(collateralCa) holds no certificate") }
-        var tls = TLSConfiguration.makeClientConfiguration()
-        tls.additionalTrustRoots = [.certificates(roots)]
-        let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
         do {
             let result = try await body(client)
             try await client.shutdown()

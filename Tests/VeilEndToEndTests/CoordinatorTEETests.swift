@@ -211,6 +211,49 @@ import VeilCore
                 "\(launch.stderr)")
     }
 
+    /// A coordinator started with `--collateral` (a PCCS with its own CA) fetches Intel's
+    /// documents for its own quote and hands them out beside it: `veil attest` needs no
+    /// collateral flag and verifies them against Intel's root (the real documents ran out in
+    /// 2026, and the client says which one). What it hands out is exactly what the PCCS served:
+    /// verified at the vectors' time it passes, and documents with a broken signature from the
+    /// PCCS are refused although the coordinator handed them out.
+    @Test func aCoordinatorWithCollateralServesItsOwnAndClientsVerifyIt() async throws {
+        let scratch = try Scratch()
+        let stub = try await PCCSStub(scratch: scratch)
+        let fixture = "\(Self.testdata)/dcap-qvl/sgx_quote_collateral.json"
+        func served(by replica: Replica) async throws -> String {
+            let attestation = await replica.get("/api/v1/attestation?nonce=\(String(repeating: "ab", count: 32))")
+            let collateral = try #require(attestation["collateral"] as? [String: Any], "\(attestation.keys.sorted())")
+            return try scratch.write(String(decoding: try JSONSerialization.data(withJSONObject: collateral), as: UTF8.self), to: "served-\(UUID().uuidString).json")
+        }
+        func verify(_ collateral: String) async throws -> RunResult {
+            try await run(veilBinary, ["verify", "\(Self.testdata)/dcap-qvl/sgx_quote", "--collateral", collateral, "--at", "2025-06-19T11:56:11Z"], scratch: scratch)
+        }
+        let (server, url) = try await stub.start(collateral: fixture, scratch: scratch)
+        defer { server.kill9() }
+        let replica = await Replica(scratch: scratch, tee: "sgx-gramine", environment: try gramine(scratch, key: 1), arguments: ["--collateral", url, "--collateral-ca", stub.ca])
+        try #require(try await replica.start() == nil)
+        let clean = try await verify(try await served(by: replica))
+        #expect(clean.status == 0 && clean.stdout.contains("tcb status: ConfigurationAndSWHardeningNeeded"), "\(clean.stdout)\(clean.stderr)")
+
+        let log = replica.process?.stderr ?? ""
+        let mrenclave = try #require(log.firstRange(of: "measurement=").map { String(log[$0.upperBound...].prefix(64)) })
+        let config = ["VEIL_CONFIG_DIR": scratch.path + "/config"]
+        let attest = try await run(veilBinary, ["attest", "--coordinator", replica.clientAddress, "--expect", mrenclave], environment: config, scratch: scratch)
+        #expect(attest.status != 0 && !attest.stderr.contains("--dcap-collateral") && attest.stderr.contains("expired at its nextUpdate"),
+                "verified with the served documents: \(attest.stderr)")
+
+        let (tampering, tamperedURL) = try await stub.start(collateral: fixture, tamper: true, scratch: scratch)
+        defer { tampering.kill9() }
+        let second = await Replica(scratch: scratch, tee: "sgx-gramine", environment: try gramine(scratch, key: 1),
+                                   arguments: ["--collateral", tamperedURL, "--collateral-ca", stub.ca, "--data-dir", scratch.path + "/d2"])
+        try #require(try await second.start() == nil)
+        let tampered = try await verify(try await served(by: second))
+        #expect(tampered.status != 0 && tampered.stderr.contains("TCB info signature does not verify"), "\(tampered.stderr)")
+        let both = try await run(veilBinary, ["coordinator", "--tee", "simulated", "--collateral", url, "--dcap-collateral", fixture, "--data-dir", scratch.path + "/d3"], scratch: scratch)
+        #expect(both.status != 0 && both.stderr.contains("give one source of Intel collateral"), "\(both.stderr)")
+    }
+
     /// Only an SEV-SNP replica's sealing key is pinned to a firmware version: asking another
     /// to move the pin stops it with that reason instead of starting as if nothing was asked.
     @Test func movingTheSealingPinIsRefusedWhereThereIsNone() async throws {

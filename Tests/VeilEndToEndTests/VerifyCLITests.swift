@@ -103,25 +103,10 @@ import Testing
     /// Intel's roots, so a broken signature is refused although the server is trusted.
     @Test func aPCCSWithItsOwnCAIsTrustedOnlyWhenNamed() async throws {
         let scratch = try Scratch()
-        let openssl = which("openssl") ?? "/usr/bin/openssl"
-        let (ca, caKey, cert, key, csr) = (scratch.path + "/pccs-ca.pem", scratch.path + "/pccs-ca-key.pem", scratch.path + "/pccs.pem", scratch.path + "/pccs-key.pem", scratch.path + "/pccs.csr")
-        for arguments in [
-            ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", caKey, "-out", ca, "-subj", "/CN=PCCS test CA", "-days", "2"],
-            ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
-            ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", caKey, "-CAcreateserial", "-out", cert, "-days", "2",
-             "-extfile", try scratch.write("subjectAltName=IP:127.0.0.1\n", to: "san.cnf")],
-        ] {
-            let made = try await run(openssl, arguments, scratch: scratch)
-            try #require(made.status == 0, "\(made.stderr)")
-        }
+        let stub = try await PCCSStub(scratch: scratch)
+        let ca = stub.ca
         func pccs(tamper: Bool) async throws -> (Spawned, String) {
-            let port = freePort()
-            let process = try Spawned(
-                which("python3") ?? "/usr/bin/python3",
-                [repositoryRoot + "/Tests/Scripts/pcs_stub.py", "\(port)", "--collateral", "\(vectors)/tdx_quote_collateral.json", "--cert", cert, "--key", key]
-                    + (tamper ? ["--tamper-signature"] : []), scratch: scratch)
-            try #require(await eventually(within: 20) { isListening(port: port) || !process.isRunning } && isListening(port: port), "\(process.stderr)")
-            return (process, "https://127.0.0.1:\(port)")
+            try await stub.start(collateral: "\(vectors)/tdx_quote_collateral.json", tamper: tamper, scratch: scratch)
         }
         let (server, url) = try await pccs(tamper: false)
         defer { server.kill9() }

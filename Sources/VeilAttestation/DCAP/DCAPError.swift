@@ -12,6 +12,8 @@ public enum DCAPError: Error, Equatable, Sendable, CustomStringConvertible {
     case crlInvalid(String)
     case collateralNotYetValid(what: String, issueDate: Date)
     case collateralExpired(what: String, nextUpdate: Date)
+    /// A cache holds no usable collateral and could not fetch it.
+    case collateralUnavailable(String)
     case tcbInfoSignatureInvalid
     case qeIdentitySignatureInvalid
     case qeReportSignatureInvalid
@@ -41,6 +43,7 @@ public enum DCAPError: Error, Equatable, Sendable, CustomStringConvertible {
         case .crlInvalid(let why): return "CRL invalid: \(why)"
         case .collateralNotYetValid(let what, let date): return "\(what) is not valid before its issueDate \(date)"
         case .collateralExpired(let what, let date): return "\(what) expired at its nextUpdate \(date)"
+        case .collateralUnavailable(let why): return "no usable collateral: \(why)"
         case .tcbInfoSignatureInvalid: return "TCB info signature does not verify"
         case .qeIdentitySignatureInvalid: return "QE identity signature does not verify"
         case .qeReportSignatureInvalid: return "QE report signature by the PCK key does not verify"

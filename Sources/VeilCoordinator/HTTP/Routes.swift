@@ -80,7 +80,7 @@ public enum HTTPAPI {
         routes.get("/healthz") { _, _ in JSON(["status": "ok"]) }
         let api = routes.group(RouterPath(API.prefix))
         api.get("certificate/root") { _, _ in PEMBody(text: coordinator.rootCertificatePEM) }
-        api.get("attestation") { request, _ in JSON(API.AttestationResponse(try coordinator.evidence(nonce: try request.nonceParameter()))) }
+        api.get("attestation") { request, _ in JSON(API.AttestationResponse(try await coordinator.evidenceWithCollateral(nonce: try request.nonceParameter()))) }
         let activation = api.group("activation")
         activation.post("nonce") { request, _ in
             let service = request.uri.queryParameters.get("service")
@@ -113,7 +113,7 @@ public enum HTTPAPI {
 
     static func addPublicRoutes(_ api: RouterGroup<CoordinatorRequestContext>, _ coordinator: Coordinator) {
         api.get("status") { _, _ in JSON(API.StatusResponse(coordinator.status())) }
-        api.get("attestation") { request, _ in JSON(API.AttestationResponse(try coordinator.evidence(nonce: try request.nonceParameter()))) }
+        api.get("attestation") { request, _ in JSON(API.AttestationResponse(try await coordinator.evidenceWithCollateral(nonce: try request.nonceParameter()))) }
         api.get("certificate/root") { _, _ in PEMBody(text: coordinator.rootCertificatePEM) }
     }
 

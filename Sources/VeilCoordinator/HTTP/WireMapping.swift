@@ -32,7 +32,8 @@ extension API.AttestationResponse {
     public init(_ answer: CoordinatorEvidence) {
         self.init(
             evidence: answer.evidence, rootCertificate: PEM.encode(answer.rootCertificate, label: "CERTIFICATE"),
-            logHead: Hex.encode(answer.logHead), simulated: answer.simulated, warning: answer.simulated ? simulationWarning : nil)
+            logHead: Hex.encode(answer.logHead), simulated: answer.simulated, warning: answer.simulated ? simulationWarning : nil,
+            collateral: answer.collateral.map { API.DCAPCollateralDocument($0) })
     }
 }
 

@@ -1,0 +1,82 @@
+import Foundation
+import Synchronization
+import Testing
+import VeilAttestation
+
+/// The coordinator's collateral cache with the real dcap-qvl vectors, a fetcher double that
+/// counts and can fail, and a clock the test moves: it fetches once per platform, serves from
+/// memory until the documents' nextUpdate (also when the source is down), then refuses with
+/// both reasons; it adds no trust, so a changed document it holds fails verification.
+@Suite struct DCAPCollateralCacheTests {
+    final class Fetcher: DCAPCollateralFetcher {
+        let served: Mutex<DCAPCollateral?>
+        let fetches = Mutex(0)
+        var origin: String { "https://pcs.test" }
+
+        init(_ collateral: DCAPCollateral?) { served = Mutex(collateral) }
+
+        func collateral(for quote: DCAPQuote) async throws -> DCAPCollateral {
+            fetches.withLock { $0 += 1 }
+            guard let collateral = served.withLock({ $0 }) else { throw CancellationError() }
+            return collateral
+        }
+    }
+
+    final class Clock: Sendable {
+        let now: Mutex<Date>
+        init(_ date: Date) { now = Mutex(date) }
+        func read() -> Date { now.withLock { $0 } }
+        func set(_ date: Date) { now.withLock { $0 = date } }
+    }
+
+    @Test func fetchesOncePerPlatformAndServesUntilNextUpdateThenRefuses() async throws {
+        let vector = try Vectors.load("sgx_quote")
+        let quote = try DCAPQuote(vector.quote)
+        let validUntil = try #require(vector.collateral.validUntil)
+        let fetcher = Fetcher(vector.collateral)
+        let clock = Clock(vector.time)
+        let cache = DCAPCollateralCache(fetcher: fetcher, clock: { clock.read() })
+
+        let before = #expect(throws: DCAPError.self) { try cache.collateral(for: quote) }
+        #expect("\(before.map { "\($0)" } ?? "")".contains("no collateral for SGX FMSPC"), "nothing held before the first fetch")
+        await cache.prefetch(for: quote)
+        await cache.prefetch(for: quote)
+        #expect(fetcher.fetches.withLock { $0 } == 1, "held and fresh: fetched once")
+        let verifier = DCAPEvidenceVerifier(source: cache, clock: { clock.read() })
+        #expect(try verifier.verify(vector.quote).verdict.status.rawValue == vector.expected.status)
+
+        // The source goes away; within the refresh window the cache tries again, keeps its copy.
+        fetcher.served.withLock { $0 = nil }
+        clock.set(validUntil.addingTimeInterval(-60))
+        await cache.prefetch(for: quote)
+        #expect(fetcher.fetches.withLock { $0 } == 2, "an hour before nextUpdate it fetches again")
+        #expect(try cache.collateral(for: quote) == vector.collateral, "and serves what it holds until nextUpdate")
+
+        clock.set(validUntil.addingTimeInterval(1))
+        let expired = #expect(throws: DCAPError.self) { try cache.collateral(for: quote) }
+        let text = expired.map { "\($0)" } ?? ""
+        #expect(text.contains("expired at its nextUpdate") && text.contains("https://pcs.test") && text.contains("failed"), "\(text)")
+    }
+
+    @Test func aChangedDocumentItHoldsFailsVerification() async throws {
+        let vector = try Vectors.load("sgx_quote")
+        var changed = vector.collateral
+        changed.tcbInfoSignature[0] ^= 1
+        let cache = DCAPCollateralCache(fetcher: Fetcher(changed), clock: { vector.time })
+        await cache.prefetch(for: try DCAPQuote(vector.quote))
+        #expect(throws: DCAPError.tcbInfoSignatureInvalid) {
+            try DCAPEvidenceVerifier(source: cache, clock: { vector.time }).verify(vector.quote)
+        }
+    }
+
+    @Test func thePlatformIsWhatPCSIsAskedFor() throws {
+        let sgx = try DCAPPlatform(of: try DCAPQuote(try Vectors.load("sgx_quote").quote))
+        #expect(sgx.tee == "sgx" && sgx.fmspc.count == 12 && sgx.fmspc == sgx.fmspc.uppercased() && ["processor", "platform"].contains(sgx.ca))
+        let tdx = try DCAPPlatform(of: try DCAPQuote(try Vectors.load("tdx_quote").quote))
+        #expect(tdx.tee == "tdx" && tdx != sgx)
+        // The documents' own FMSPC is the one the PCK certificate names.
+        struct Info: Decodable { var fmspc: String }
+        let info = try JSONDecoder().decode(Info.self, from: Data(try Vectors.load("sgx_quote").collateral.tcbInfo))
+        #expect(info.fmspc.uppercased() == sgx.fmspc)
+    }
+}
