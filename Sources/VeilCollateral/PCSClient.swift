@@ -5,7 +5,6 @@ import NIOCore
 import NIOHTTP1
 import VeilAttestation
 import VeilCore
-import X509
 
 /// Fetches DCAP collateral from Intel PCS (API v4) or a PCCS with the same API, with an
 /// on-disk cache that serves each document until its own `nextUpdate`.

@@ -1,7 +1,6 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
-import NIOSSL
 import VeilAttestation
 import VeilCollateral
 import VeilCore
