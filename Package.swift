@@ -162,7 +162,9 @@ let package = Package(
         // files) read: apart from the converter, so neither links tar, zlib or ISA-L.
         .target(
             name: "VeilImageFormat",
-            dependencies: ["VeilCore", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "VeilCore", "VeilJOSE", .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
             swiftSettings: strict
         ),
         .target(
@@ -322,7 +324,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
-            name: "VeilImageTests", dependencies: ["VeilImageFormat", "VeilImage", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+            name: "VeilImageTests", dependencies: ["VeilImageFormat", "VeilImage", "VeilJOSE", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(
             name: "VeilMeshTests",
             dependencies: [

@@ -81,6 +81,7 @@ public enum JOSEError: Error, Equatable, Sendable, CustomStringConvertible {
     case malformedToken(String)
     case badSignature
     case encryptionFailed(String)
+    case decryptionFailed(String)
 
     public var description: String {
         switch self {
@@ -93,6 +94,7 @@ public enum JOSEError: Error, Equatable, Sendable, CustomStringConvertible {
         case .malformedToken(let why): return "malformed token: \(why)"
         case .badSignature: return "the token's signature does not verify"
         case .encryptionFailed(let why): return "encryption failed: \(why)"
+        case .decryptionFailed(let why): return "decryption failed: \(why)"
         }
     }
 }

@@ -55,7 +55,7 @@ struct BenchMeshCommand: AsyncParsableCommand {
         let pki = try BenchPKI(work: work)
         let upstreams = [Upstream.sink: sink.port, .redis: redisPort]
         var tunnels = [
-            try Tunnel.veil(pki: pki, upstreams: upstreams, veil: veil, processes: processes),
+            try BenchPorts.retryingTakenPorts { try Tunnel.veil(pki: pki, upstreams: upstreams, veil: veil, processes: processes) },
             try Tunnel.stunnel(pki: pki, upstreams: upstreams, work: work, processes: processes),
         ]
         if !noEnvoy {
@@ -285,6 +285,19 @@ final class BenchProcesses: Sendable {
 }
 
 enum BenchPorts {
+    /// `make` again with fresh ports (up to three tries) when a port found free was taken by
+    /// another process before the tunnel bound it — on a busy machine, tests in parallel.
+    static func retryingTakenPorts<T>(_ make: () throws -> T) throws -> T {
+        for _ in 1..<3 {
+            do {
+                return try make()
+            } catch where "\(error)".contains("already in use") {
+                continue
+            }
+        }
+        return try make()
+    }
+
     /// A loopback port free right now.
     static func free() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)

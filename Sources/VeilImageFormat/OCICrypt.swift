@@ -1,0 +1,158 @@
+import Crypto
+import FoundationEssentials
+import VeilCore
+import VeilJOSE
+import _CryptoExtras
+
+/// Layers encrypted by ocicrypt (skopeo, buildah, CoCo's tools): media type
+/// `…tar+gzip+encrypted`, the layer key wrapped in annotations, the content AES-256-CTR with an
+/// HMAC-SHA256 over the whole encrypted blob.
+///
+/// - `org.opencontainers.image.enc.keys.jwe`: standard base64 of a JWE (JSON serialization)
+///   whose plaintext is the layer's *private options*
+///   `{"symkey": B64(32), "digest": "sha256:…", "cipheroptions": {"nonce": B64(16)}}`;
+/// - `org.opencontainers.image.enc.keys.provider.NAME`: a key provider's packet (CoCo's
+///   `attestation-agent`: ``CoCoKeyPacket``) holding the same private options;
+/// - `org.opencontainers.image.enc.pubopts`: standard base64 of
+///   `{"cipher": "AES_256_CTR_HMAC_SHA256", "hmac": B64(32), "cipheroptions": {}}`.
+///
+/// Decryption checks the HMAC over every encrypted byte before decrypting any, then the
+/// plaintext's digest against the one the private options name (which the layer's writer
+/// bound under the key): a changed byte, a swapped layer or a wrong key is an error, never
+/// a partly decrypted layer.
+public enum OCICrypt {
+    public static let encryptedMediaTypeSuffix = "+encrypted"
+    public static let jweAnnotation = "org.opencontainers.image.enc.keys.jwe"
+    public static let providerAnnotationPrefix = "org.opencontainers.image.enc.keys.provider."
+    public static let publicOptionsAnnotation = "org.opencontainers.image.enc.pubopts"
+    static let cipher = "AES_256_CTR_HMAC_SHA256"
+
+    /// What opens a layer: its content key, counter block and plaintext digest.
+    public struct LayerKey: Sendable, Equatable {
+        public let symmetricKey: [UInt8]
+        public let nonce: [UInt8]
+        /// `sha256:HEX` of the plaintext (the plain, still compressed, layer).
+        public let digest: String
+
+        /// Parses the private options JSON.
+        public init(privateOptions json: [UInt8]) throws(OCICryptError) {
+            guard let object = (try? JSONValue.parse(json))?.objectValue else { throw .malformed("the private options are not a JSON object") }
+            guard let key = object["symkey"]?.stringValue.flatMap({ Data(base64Encoded: $0) }).map(Array.init), key.count == 32 else {
+                throw .malformed("private options 'symkey' is not base64 of 32 bytes")
+            }
+            guard let nonce = object["cipheroptions"]?.objectValue?["nonce"]?.stringValue.flatMap({ Data(base64Encoded: $0) }).map(Array.init),
+                nonce.count == 16
+            else { throw .malformed("private options 'cipheroptions.nonce' is not base64 of 16 bytes") }
+            guard let digest = object["digest"]?.stringValue, digest.hasPrefix("sha256:"), let hex = Hex.decode(String(digest.dropFirst(7))), hex.count == 32 else {
+                throw .malformed("private options 'digest' is not sha256:HEX")
+            }
+            (symmetricKey, self.nonce, self.digest) = (key, nonce, digest)
+        }
+    }
+
+    /// The layer key from the layer's JWE annotation, with the first of `keys` that opens it.
+    public static func layerKey(annotations: [String: String], keys: [JWEPrivateKey]) throws(OCICryptError) -> LayerKey {
+        guard let encoded = annotations[jweAnnotation] else {
+            let schemes = annotations.keys.filter { $0.hasPrefix("org.opencontainers.image.enc.keys.") }.sorted()
+            throw .noKeyFor(schemes.isEmpty ? "the layer names no wrapped key" : "the layer's key is wrapped only for \(schemes.joined(separator: ", "))")
+        }
+        // One JWE per annotation; ocicrypt would join several with commas.
+        var reasons: [String] = []
+        for part in encoded.split(separator: ",") {
+            guard let json = Data(base64Encoded: String(part)).map(Array.init) else { throw .malformed("\(jweAnnotation) is not standard base64") }
+            do {
+                return try LayerKey(privateOptions: try JWEDecryption.decrypt(json: json, with: keys))
+            } catch let error as OCICryptError {
+                throw error
+            } catch {
+                reasons.append("\(error)")
+            }
+        }
+        throw .noKeyFor("no given key opens the layer's JWE: \(reasons.joined(separator: "; "))")
+    }
+
+    /// The plain layer: HMAC checked over the whole blob first, then AES-256-CTR, then the
+    /// plaintext's digest against `key.digest`.
+    public static func decrypt(layer blob: [UInt8], annotations: [String: String], key: LayerKey) throws(OCICryptError) -> [UInt8] {
+        guard let encoded = annotations[publicOptionsAnnotation], let json = Data(base64Encoded: encoded).map(Array.init),
+            let options = (try? JSONValue.parse(json))?.objectValue
+        else { throw .malformed("\(publicOptionsAnnotation) is missing or not base64 of a JSON object") }
+        guard options["cipher"]?.stringValue == cipher else { throw .unsupportedCipher(options["cipher"]?.stringValue ?? "(none)") }
+        guard let expected = options["hmac"]?.stringValue.flatMap({ Data(base64Encoded: $0) }), expected.count == 32 else {
+            throw .malformed("public options 'hmac' is not base64 of 32 bytes")
+        }
+        let symmetric = SymmetricKey(data: key.symmetricKey)
+        guard HMAC<SHA256>.isValidAuthenticationCode(expected, authenticating: blob, using: symmetric) else { throw .hmacMismatch }
+        let plain: [UInt8]
+        do {
+            plain = Array(try AES._CTR.decrypt(blob, using: symmetric, nonce: AES._CTR.Nonce(nonceBytes: key.nonce)))
+        } catch {
+            throw .malformed("AES-CTR: \(error)")
+        }
+        let digest = "sha256:" + Hex.encode(SHA256.hash(data: plain))
+        guard digest == key.digest else { throw .digestMismatch(expected: key.digest, actual: digest) }
+        return plain
+    }
+}
+
+/// CoCo's key-provider packet (`…enc.keys.provider.attestation-agent`, standard base64 of
+/// JSON): the layer's private options wrapped with AES-256-GCM under a key-encryption key that
+/// the key broker releases as the resource `kid` names (`kbs:///REPOSITORY/TYPE/TAG`). Version
+/// 1 packets carry `kid`, `wrapped_data`, `iv`, `wrap_type`; version 2 adds `version`,
+/// `provider`, `provider_settings`, `annotations` (ignored here).
+public struct CoCoKeyPacket: Sendable, Equatable {
+    public let keyID: String
+    let wrapped: [UInt8]
+    let iv: [UInt8]
+
+    public init(json: [UInt8]) throws(OCICryptError) {
+        guard let object = (try? JSONValue.parse(json))?.objectValue else { throw .malformed("the key packet is not a JSON object") }
+        guard let kid = object["kid"]?.stringValue else { throw .malformed("the key packet names no 'kid'") }
+        let wrapType = object["wrap_type"]?.stringValue ?? "A256GCM"
+        guard wrapType == "A256GCM" else { throw .unsupportedCipher("key packet wrap_type \(wrapType)") }
+        guard let wrapped = object["wrapped_data"]?.stringValue.flatMap({ Data(base64Encoded: $0) }).map(Array.init), wrapped.count > 16,
+            let iv = object["iv"]?.stringValue.flatMap({ Data(base64Encoded: $0) }).map(Array.init), iv.count == 12
+        else { throw .malformed("the key packet's 'wrapped_data'/'iv' are not base64 (ciphertext ‖ 16-byte tag; 12-byte IV)") }
+        (keyID, self.wrapped, self.iv) = (kid, wrapped, iv)
+    }
+
+    /// The KBS resource path of the key-encryption key (`REPOSITORY/TYPE/TAG`), from a
+    /// `kbs:///…` key ID.
+    public var resourcePath: String? {
+        guard keyID.hasPrefix("kbs:///") else { return nil }
+        let path = String(keyID.dropFirst("kbs:///".count))
+        return path.split(separator: "/", omittingEmptySubsequences: false).count == 3 ? path : nil
+    }
+
+    /// The layer key, with the key-encryption key `kek` (32 bytes).
+    public func unwrap(kek: [UInt8]) throws(OCICryptError) -> OCICrypt.LayerKey {
+        guard kek.count == 32 else { throw .malformed("the key-encryption key is \(kek.count) bytes, not 32") }
+        let plain: [UInt8]
+        do {
+            let box = try AES.GCM.SealedBox(nonce: AES.GCM.Nonce(data: iv), ciphertext: wrapped.dropLast(16), tag: wrapped.suffix(16))
+            plain = Array(try AES.GCM.open(box, using: SymmetricKey(data: kek)))
+        } catch {
+            throw .noKeyFor("the key-encryption key for \(keyID) does not open the packet")
+        }
+        return try OCICrypt.LayerKey(privateOptions: plain)
+    }
+}
+
+/// Why an encrypted layer could not be opened.
+public enum OCICryptError: Error, Equatable, Sendable, CustomStringConvertible {
+    case malformed(String)
+    case unsupportedCipher(String)
+    case noKeyFor(String)
+    case hmacMismatch
+    case digestMismatch(expected: String, actual: String)
+
+    public var description: String {
+        switch self {
+        case .malformed(let why): return "malformed encrypted layer: \(why)"
+        case .unsupportedCipher(let name): return "unsupported layer cipher \(name) (AES_256_CTR_HMAC_SHA256)"
+        case .noKeyFor(let why): return "cannot unwrap the layer key: \(why)"
+        case .hmacMismatch: return "the encrypted layer's HMAC does not match: a byte of it was changed (nothing was decrypted)"
+        case .digestMismatch(let expected, let actual): return "the decrypted layer is \(actual), not the \(expected) its key names"
+        }
+    }
+}
