@@ -155,7 +155,7 @@ let package = Package(
         .target(name: "CVeilSys"),
         .target(
             name: "VeilImage",
-            dependencies: ["VeilCore", "VeilAttestation", "VeilImageFormat", "CZlib", "CISAL", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["VeilCore", "VeilAttestation", "VeilImageFormat", "VeilJOSE", "CZlib", "CISAL", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strict
         ),
         // What a converted image holds that the launcher (and the coordinator, for protected
@@ -269,6 +269,7 @@ let package = Package(
                 "VeilLauncher",
                 "VeilCollateral",
                 "VeilImage",
+                "VeilJOSE",
                 "VeilRuntime",
                 "VeilKubernetes",
                 "VeilMesh",

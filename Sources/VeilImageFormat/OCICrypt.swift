@@ -50,6 +50,44 @@ public enum OCICrypt {
         }
     }
 
+    /// An encrypted layer as ocicrypt writes it: a fresh 256-bit key and 128-bit counter block,
+    /// AES-256-CTR, the HMAC over the whole ciphertext, and the private options wrapped for every
+    /// recipient (one JWE each, comma-joined as ocicrypt reads them).
+    /// - Returns: the encrypted blob and the layer's annotations.
+    public static func encrypt(layer plain: [UInt8], to recipients: [JWEPublicKey]) throws(OCICryptError) -> (blob: [UInt8], annotations: [String: String]) {
+        guard !recipients.isEmpty else { throw .noKeyFor("no recipient to wrap the layer key for") }
+        let key = SymmetricKey(size: .bits256)
+        let nonce = Array(SymmetricKey(size: .bits128).withUnsafeBytes { Array($0) })
+        let blob: [UInt8]
+        do {
+            blob = Array(try AES._CTR.encrypt(plain, using: key, nonce: AES._CTR.Nonce(nonceBytes: nonce)))
+        } catch {
+            throw .malformed("AES-CTR: \(error)")
+        }
+        let keyBytes = key.withUnsafeBytes { Array($0) }
+        let privateOptions: [String: JSONValue] = [
+            "symkey": .string(Data(keyBytes).base64EncodedString()), "digest": .string("sha256:" + Hex.encode(SHA256.hash(data: plain))),
+            "cipheroptions": .object(["nonce": .string(Data(nonce).base64EncodedString())]),
+        ]
+        let publicOptions: [String: JSONValue] = [
+            "cipher": .string(cipher), "hmac": .string(Data(HMAC<SHA256>.authenticationCode(for: blob, using: key)).base64EncodedString()),
+            "cipheroptions": .object([:]),
+        ]
+        var wrapped: [String] = []
+        do {
+            let options = try CanonicalJSON.encode(JSONValue.object(privateOptions))
+            for recipient in recipients {
+                wrapped.append(Data(try CanonicalJSON.encode(try FlattenedJWE.encrypt(options, to: recipient))).base64EncodedString())
+            }
+            return (blob, [
+                jweAnnotation: wrapped.joined(separator: ","),
+                publicOptionsAnnotation: Data(try CanonicalJSON.encode(JSONValue.object(publicOptions))).base64EncodedString(),
+            ])
+        } catch {
+            throw .malformed("cannot wrap the layer key: \(error)")
+        }
+    }
+
     /// The layer key from the layer's JWE annotation, with the first of `keys` that opens it.
     public static func layerKey(annotations: [String: String], keys: [JWEPrivateKey]) throws(OCICryptError) -> LayerKey {
         guard let encoded = annotations[jweAnnotation] else {

@@ -63,6 +63,19 @@ public enum JWEPublicKey: Sendable {
         }
     }
 
+    /// A PEM public key (`PUBLIC KEY`, SubjectPublicKeyInfo): RSA (≥ 2048 bits) → RSA-OAEP-256,
+    /// P-256 → ECDH-ES+A256KW.
+    public init(pem: String) throws(JOSEError) {
+        if let key = try? _RSA.Encryption.PublicKey(unsafePEMRepresentation: pem) {
+            guard key.keySizeInBits >= 2048 else { throw .malformedKey("RSA keys under 2048 bits are refused (\(key.keySizeInBits))") }
+            self = .rsaOAEP256(spki: Array(key.derRepresentation))
+        } else if let key = try? P256.KeyAgreement.PublicKey(pemRepresentation: pem) {
+            self = .ecdhESA256KW(key)
+        } else {
+            throw .malformedKey("not an RSA or P-256 public key in PEM (SubjectPublicKeyInfo)")
+        }
+    }
+
     /// The public JWK of a P-256 key (how ECDH-ES headers carry their ephemeral key).
     public static func jwk(of key: P256.KeyAgreement.PublicKey) -> JSONValue {
         let raw = Array(key.rawRepresentation)

@@ -6,6 +6,7 @@ import VeilAttestation
 import VeilCore
 import VeilHostTools
 import VeilImage
+import VeilJOSE
 import VeilLauncherCommands
 
 struct ImageConvertCommand: ParsableCommand {
@@ -51,6 +52,11 @@ struct ImageConvertCommand: ParsableCommand {
     @Flag(help: "Ship the launcher with its symbol tables (by default it is stripped: smaller image, faster start).")
     var noStrip = false
 
+    @Option(help: ArgumentHelp(
+        "Encrypt every layer of the output with ocicrypt (skopeo/buildah/CoCo's format) for this recipient (repeatable): a public key in PEM (RSA ≥ 2048 bits: RSA-OAEP-256; P-256: ECDH-ES+A256KW) or a JWK file. The measurement stays that of the plaintext. Only with --to oci:.",
+        valueName: "file"))
+    var encryptLayersTo: [String] = []
+
     @Flag(help: "Do not print progress on standard error.")
     var quiet = false
 
@@ -74,6 +80,8 @@ struct ImageConvertCommand: ParsableCommand {
             tag = "latest"
         }
         defer { if archive != nil { try? FileManager.default.removeItem(atPath: directory) } }
+        if archive != nil && !encryptLayersTo.isEmpty { throw ValidationError("--encrypt-layers-to writes an OCI layout (--to oci:DIR[:TAG]): docker load cannot read encrypted layers") }
+        let recipients = try encryptLayersTo.map(Self.recipient)
         var options = ImageConverter.Options(
             service: service, launcher: try LauncherFiles.resolve(executable: launcher ?? LauncherFiles.besideThisExecutable(), strip: !noStrip))
         options.encrypt = encrypt
@@ -83,8 +91,12 @@ struct ImageConvertCommand: ParsableCommand {
             let progress = ProgressLine(label: "converting")
             options.progress = { done, total in progress.update(done, of: total) }
         }
-        let result = try ImageConverter(options: options).convert(source, to: try LayoutWriter(directory: directory), tag: tag ?? "latest")
+        var result = try ImageConverter(options: options).convert(source, to: try LayoutWriter(directory: directory), tag: tag ?? "latest")
         if !quiet { ProgressLine.finish() }
+        if !recipients.isEmpty {
+            result.manifest = try LayerEncryption.encryptLayers(in: directory, tag: tag ?? "latest", to: recipients)
+            warn("layers encrypted for \(recipients.count) recipient(s) (ocicrypt); the plaintext layers were removed from \(directory)")
+        }
         if let archive {
             try DockerArchiveWriter.write(layout: directory, tag: "latest", repoTag: "veil/\(service):latest", to: archive)
         }
@@ -107,6 +119,17 @@ struct ImageConvertCommand: ParsableCommand {
         warn("the package above is for the simulated TEE (development only, no confidentiality); in an SEV-SNP or TDX guest use "
             + "{\"Kind\": \"snp\", \"Measurement\": VM, \"MinimumTCB\": {…}, \"ImageMeasurement\": \"\(Hex.encode(result.measurement))\"} "
             + "(TDX: MRTD instead of Measurement and MinimumTCB)")
+    }
+
+    /// A layer-encryption recipient: a PEM public key, or a JWK (a file starting with `{`).
+    static func recipient(_ path: String) throws -> JWEPublicKey {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read --encrypt-layers-to \(path)") }
+        do {
+            if data.first == UInt8(ascii: "{") { return try JWEPublicKey(jwk: try JSONValue.parse(Array(data))) }
+            return try JWEPublicKey(pem: String(decoding: data, as: UTF8.self))
+        } catch {
+            throw ValidationError("--encrypt-layers-to \(path): \(error)")
+        }
     }
 
     static func loadOrCreateKey(_ path: String) throws -> SymmetricKey {
