@@ -162,7 +162,8 @@ public struct CoordinatorServer {
             replicaPolicy: ReplicaPolicy(
                 ownIdentity: ownIdentity ?? TEEIdentity(tee: .simulated, measurement: ownMeasurement),
                 verification: VerificationPolicy(
-                    allowSimulation: simulationKey != nil, simulationKey: simulationKey, dcap: dcap, allowSNP: true, snpCRLs: crls)),
+                    allowSimulation: simulationKey != nil, simulationKey: simulationKey, dcap: dcap, allowSNP: true, snpCRLs: crls),
+                collateralCache: collateralCache),
             replicaID: try replicaID(configuration.dataDirectory), pinMove: opened.pinMove)
     }
 

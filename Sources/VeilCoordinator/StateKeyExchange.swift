@@ -12,15 +12,26 @@ import VeilManifest
 public struct ReplicaPolicy: Sendable {
     public var ownIdentity: TEEIdentity
     public var verification: VerificationPolicy
+    /// Where `verification`'s Intel collateral comes from when the replica fetches it
+    /// (`--collateral`): a peer's SGX/TDX quote is prefetched for before it is checked.
+    public var collateralCache: DCAPCollateralCache?
 
-    public init(ownIdentity: TEEIdentity, verification: VerificationPolicy) {
+    public init(ownIdentity: TEEIdentity, verification: VerificationPolicy, collateralCache: DCAPCollateralCache? = nil) {
         self.ownIdentity = ownIdentity
         self.verification = verification
+        self.collateralCache = collateralCache
     }
 
     /// A simulated replica's policy: its own launch measurement.
     public init(ownMeasurement: [UInt8], verification: VerificationPolicy) {
         self.init(ownIdentity: TEEIdentity(tee: .simulated, measurement: ownMeasurement), verification: verification)
+    }
+
+    /// ``check(_:binding:manifest:)`` after fetching the collateral `evidence` needs, when
+    /// the replica fetches collateral.
+    func verifiedClaims(_ evidence: Evidence, binding reportData: [UInt8], manifest: Manifest?) async throws(CoordinatorError) -> Claims {
+        await collateralCache?.prefetch(for: evidence)
+        return try check(evidence, binding: reportData, manifest: manifest)
     }
 
     /// Why `evidence` is not a replica this policy trusts with the state key, or its claims.
@@ -96,7 +107,8 @@ public final class PeerKeyService: Sendable {
         }
         let claims: Claims
         do {
-            claims = try policy.check(evidence, binding: ReplicaPolicy.requestBinding(publicKey: publicKeyBytes, nonce: nonce), manifest: coordinator.manifest)
+            claims = try await policy.verifiedClaims(
+                evidence, binding: ReplicaPolicy.requestBinding(publicKey: publicKeyBytes, nonce: nonce), manifest: coordinator.manifest)
         } catch {
             coordinator.logger.warning("state key refused to a peer", metadata: ["reason": "\(error)"])
             throw error

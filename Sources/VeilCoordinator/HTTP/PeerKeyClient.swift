@@ -32,7 +32,7 @@ public enum PeerKeyClient {
         }
         let (encapsulated, ciphertext) = (answer.encapsulatedKey.bytes, answer.ciphertext.bytes)
         // The peer must be a replica the policy trusts, answering this very request.
-        _ = try policy.check(
+        _ = try await policy.verifiedClaims(
             answer.evidence,
             binding: ReplicaPolicy.responseBinding(publicKey: publicKey, nonce: nonce, encapsulatedKey: encapsulated, ciphertext: ciphertext),
             manifest: nil)
