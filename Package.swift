@@ -74,6 +74,12 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "VeilAPI", dependencies: ["VeilCore", "VeilAttestation", "VeilManifest"], swiftSettings: strict),
+        // Connection caps shared by every server (coordinator listeners, injector, mesh proxy).
+        .target(
+            name: "VeilConnections",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .target(
             name: "VeilCoordinator",
             dependencies: [
@@ -81,6 +87,7 @@ let package = Package(
                 "VeilCore",
                 "VeilImageFormat",
                 "VeilJOSE",
+                "VeilConnections",
                 "CVeilSys",
                 "VeilAttestation",
                 "VeilManifest",
@@ -171,6 +178,7 @@ let package = Package(
             name: "VeilMesh",
             dependencies: [
                 "VeilCore",
+                "VeilConnections",
                 "CVeilSys",
                 "VeilManifest",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -215,6 +223,7 @@ let package = Package(
             name: "VeilKubernetes",
             dependencies: [
                 "VeilCore",
+                "VeilConnections",
                 .product(name: "NIOCore", package: "swift-nio"),
                 "VeilAttestation",
                 "VeilManifest",
@@ -268,6 +277,7 @@ let package = Package(
                 "VeilClient",
                 "VeilLauncher",
                 "VeilCollateral",
+                "VeilConnections",
                 "VeilImage",
                 "VeilJOSE",
                 "VeilRuntime",
@@ -330,7 +340,7 @@ let package = Package(
             name: "VeilMeshTests",
             dependencies: [
                 "VeilCore",
-                "VeilMesh", "VeilCoordinator", "VeilManifest",
+                "VeilMesh", "VeilCoordinator", "VeilManifest", "VeilConnections",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -9,6 +9,7 @@ import NIOCore
 import NIOSSL
 import ServiceLifecycle
 import VeilAttestation
+import VeilConnections
 import VeilCore
 import VeilManifest
 
@@ -95,7 +96,10 @@ public struct CoordinatorServer {
         var metrics = PrometheusExposition()
 
         func connectionGate(_ configuration: Configuration, logger: Logger) -> ConnectionGate {
-            ConnectionGate(limits: configuration.connectionLimits, metrics: metrics.metrics, logger: logger)
+            let metrics = metrics.metrics
+            return ConnectionGate(
+                limits: configuration.connectionLimits, logger: logger, onRefusal: { metrics.countConnectionRefused(reason: $0.rawValue) },
+                onUnanswered: { metrics.countConnectionWithoutRequest() })
         }
     }
 

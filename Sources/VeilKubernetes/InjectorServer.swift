@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTLS
 import Logging
+import VeilConnections
 import NIOCore
 import NIOSSL
 
@@ -42,8 +43,12 @@ public enum InjectorServer {
     /// TLS handshake included) or of its last answer is closed.
     public static let idleTimeout: Duration = .seconds(10)
 
-    /// Serves on `host:port` with the certificate chain and key (PEM files) until SIGINT/SIGTERM.
-    public static func run(mutator: PodMutator, host: String, port: Int, certificatePath: String, keyPath: String, logger: Logger) async throws {
+    /// Serves on `host:port` with the certificate chain and key (PEM files) until SIGINT/SIGTERM;
+    /// `limits` caps open connections per peer address and in total (its idle timeout is
+    /// ``idleTimeout``).
+    public static func run(
+        mutator: PodMutator, host: String, port: Int, certificatePath: String, keyPath: String, limits: ConnectionLimits = ConnectionLimits(), logger: Logger
+    ) async throws {
         let chain: [NIOSSLCertificateSource]
         let key: NIOSSLPrivateKey
         do {
@@ -58,8 +63,10 @@ public enum InjectorServer {
         }
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key))
         tls.minimumTLSVersion = .tlsv12
+        let gate = ConnectionGate(limits: limits, logger: logger)
         let application = Application(
-            router: router(mutator: mutator, logger: logger), server: try .tls(.http1(configuration: .init(idleTimeout: .init(idleTimeout))), tlsConfiguration: tls),
+            router: router(mutator: mutator, logger: logger),
+            server: try .tls(.http1(configuration: .init(additionalChannelHandlers: [gate.handler()], idleTimeout: .init(idleTimeout))), tlsConfiguration: tls),
             configuration: .init(address: .hostname(host, port: port)), logger: logger)
         try await application.runService()
     }

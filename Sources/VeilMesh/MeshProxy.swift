@@ -5,6 +5,7 @@ import NIOPosix
 import NIOSSL
 import NIOTLS
 import Synchronization
+import VeilConnections
 import VeilCore
 import VeilManifest
 import X509
@@ -59,10 +60,17 @@ public final class MeshProxy: Sendable {
     /// How long a TLS handshake may take, on an ingress or towards an egress peer, before the
     /// connection is closed: a peer that connects and never speaks holds nothing for long.
     let handshakeTimeout: TimeAmount
+    /// Open ingress connections per peer address and in total, across every ingress listener
+    /// (egress connections come from the app itself and are not capped).
+    let ingressGate: ConnectionGate
     private let channels = Mutex<[any Channel]>([])
 
-    public init(credentials: MeshCredentials, policy: MeshPolicy, logger: Logger, handshakeTimeout: Duration = .seconds(10)) throws {
+    public init(
+        credentials: MeshCredentials, policy: MeshPolicy, logger: Logger, handshakeTimeout: Duration = .seconds(10),
+        ingressLimits: ConnectionLimits = ConnectionLimits()
+    ) throws {
         self.handshakeTimeout = TimeAmount(handshakeTimeout)
+        ingressGate = ConnectionGate(limits: ingressLimits, logger: logger)
         self.credentials = credentials
         self.policy = policy
         self.logger = logger
@@ -124,7 +132,7 @@ public final class MeshProxy: Sendable {
     private func listen(ingress rule: MeshPolicy.Ingress) async throws {
         guard let forward = HostPort.parse(rule.forward) else { throw MeshError.listen(rule.listen, reason: "forward address is not HOST:PORT") }
         let context = serverContext, allowed = rule.clients, verify = verification, deadline = handshakeTimeout
-        try await accept(on: rule.listen, metadata: ["direction": "ingress", "listen": "\(rule.listen)", "forward": "\(rule.forward)"]) { channel, record in
+        try await accept(on: rule.listen, gate: ingressGate, metadata: ["direction": "ingress", "listen": "\(rule.listen)", "forward": "\(rule.forward)"]) { channel, record in
             let ssl = NIOSSLServerHandler(context: context, customVerificationCallback: verify(record) { service in
                 allowed.contains(service) ? nil : .notAllowed(service: service, allowed: allowed)
             })
@@ -161,7 +169,7 @@ public final class MeshProxy: Sendable {
     /// Binds `address` and sets up each accepted connection with `setUp`, which gets the
     /// connection's log record.
     private func accept(
-        on address: String, metadata: Logger.Metadata,
+        on address: String, gate: ConnectionGate? = nil, metadata: Logger.Metadata,
         setUp: @escaping @Sendable (any Channel, ConnectionRecord) throws -> Void
     ) async throws {
         guard let listen = HostPort.parse(address) else { throw MeshError.listen(address, reason: "not HOST:PORT") }
@@ -171,7 +179,11 @@ public final class MeshProxy: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try setUp(channel, ConnectionRecord(logger: logger, metadata: metadata)) }
+                channel.eventLoop.makeCompletedFuture {
+                    // First in the pipeline: a connection over a cap is closed before its handshake.
+                    if let gate { try channel.pipeline.syncOperations.addHandler(gate.handler()) }
+                    try setUp(channel, ConnectionRecord(logger: logger, metadata: metadata))
+                }
             }
         do {
             let channel = try await bootstrap.bind(host: listen.host, port: listen.port).get()

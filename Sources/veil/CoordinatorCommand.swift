@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import VeilAttestation
 import VeilCollateral
+import VeilConnections
 import VeilCoordinator
 import VeilCore
 import VeilLauncherCommands

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import VeilConnections
 import VeilKubernetes
 import VeilLauncherCommands
 import VeilManifest
@@ -47,6 +48,12 @@ struct InjectorCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("EPC each container of an sgx pod requests.", valueName: "quantity"))
     var sgxEpc = "64Mi"
 
+    @Option(help: ArgumentHelp("Open connections allowed from one peer address; more are closed at once.", valueName: "n"))
+    var maxConnectionsPerPeer = ConnectionLimits().perPeer
+
+    @Option(help: ArgumentHelp("Open connections allowed in total.", valueName: "n"))
+    var maxConnections = ConnectionLimits().total
+
     @Option(help: ArgumentHelp("Log level (trace, debug, info, notice, warning, error, critical).", valueName: "level"))
     var logLevel = "info"
 
@@ -68,7 +75,12 @@ struct InjectorCommand: AsyncParsableCommand {
         if defaultTEE == .simulated || !policy.simulationNamespaces.isEmpty {
             logger.warning("simulated pods are admitted in namespaces \(policy.simulationNamespaces.sorted()): the simulated TEE gives NO confidentiality")
         }
+        guard maxConnectionsPerPeer >= 1, maxConnections >= maxConnectionsPerPeer else {
+            throw ValidationError("--max-connections-per-peer must be at least 1 and at most --max-connections (\(maxConnections))")
+        }
+        var limits = ConnectionLimits()
+        (limits.perPeer, limits.total) = (maxConnectionsPerPeer, maxConnections)
         try await InjectorServer.run(
-            mutator: PodMutator(policy: policy), host: host, port: port, certificatePath: tlsCert, keyPath: tlsKey, logger: logger)
+            mutator: PodMutator(policy: policy), host: host, port: port, certificatePath: tlsCert, keyPath: tlsKey, limits: limits, logger: logger)
     }
 }

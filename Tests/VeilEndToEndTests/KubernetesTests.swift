@@ -183,6 +183,7 @@ import Testing
         let injector = try Spawned(veilBinary, [
             "injector", "--listen", "127.0.0.1:\(port)", "--tls-cert", cert, "--tls-key", key, "--tee", "simulated",
             "--coordinator", "veil-coordinator.veil-system.svc:2001", "--launcher-image", "veil:test", "--simulation-namespaces", "dev",
+            "--max-connections-per-peer", "4",
         ], scratch: scratch)
         defer { injector.stopInBackground() }
         let deadline = Date().addingTimeInterval(20)
@@ -244,5 +245,30 @@ import Testing
             """], scratch: scratch, timeout: 70)
         let closed = silent.stdout.split(separator: " ").map { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1 }
         #expect(closed.count == 2 && closed[0] == 0 && (9...50).contains(closed[1]), "closed after: \(silent.stdout) \(silent.stderr)")
+
+        // Over the per-peer cap (4 here): a fifth open connection from the address is closed at
+        // once while the four stay open; once they close, the address is served again.
+        let capped = try await run("/usr/bin/python3", ["-c", """
+            import socket, time
+            held = [socket.create_connection(("127.0.0.1", \(port))) for _ in range(4)]
+            time.sleep(0.5)
+            extra = socket.create_connection(("127.0.0.1", \(port)))
+            extra.settimeout(5)
+            start = time.monotonic()
+            print(len(extra.recv(1)), round(time.monotonic() - start, 1))
+            for s in held:
+                s.setblocking(False)
+                try:
+                    print("closed" if s.recv(1) == b"" else "data")
+                except BlockingIOError:
+                    print("open")
+                s.close()
+            """], scratch: scratch, timeout: 30)
+        let lines = capped.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first.map { $0.hasPrefix("0 ") && (Double($0.dropFirst(2)) ?? 9) < 2 } == true && lines.dropFirst() == ["open", "open", "open", "open"],
+                "\(capped.stdout) \(capped.stderr)")
+        #expect(try await eventually(within: 10) {
+            (try? await self.admit(original, namespace: "dev", url: url, ca: cert, scratch: scratch).patched) == true
+        }, "served again once the held connections closed")
     }
 }

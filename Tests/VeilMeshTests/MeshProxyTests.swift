@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VeilConnections
 import VeilManifest
 @testable import VeilMesh
 
@@ -45,6 +46,34 @@ import VeilManifest
         #expect(outcome == .received([]), "closed by the proxy, nothing sent: \(String(describing: outcome))")
         #expect(await logs.contains("no TLS handshake within 0.5 s"))
         #expect(app.connections == 0, "nothing reached the app")
+    }
+
+    /// Over the per-peer cap (2 here) an ingress connection is closed at once, before any
+    /// handshake, while the held ones stay open; once they end, a listed peer is served again.
+    @Test func anIngressConnectionOverThePeerCapIsClosedAtOnce() async throws {
+        let logs = LogCapture()
+        let app = try await EchoApp.start()
+        let port = try freePort()
+        var limits = ConnectionLimits()
+        limits.perPeer = 2
+        let policy = MeshPolicy(ingress: [.init(listen: "127.0.0.1:\(port)", forward: "127.0.0.1:\(app.port)", clients: ["web"])])
+        let proxy = try MeshProxy(
+            credentials: try authority.credentials("cache"), policy: policy, logger: logs.logger, handshakeTimeout: Self.patient, ingressLimits: limits)
+        try await proxy.start()
+        defer { Task { await proxy.stop(); await app.stop() } }
+
+        async let first = silentConnection(port: port, seconds: 4)
+        async let second = silentConnection(port: port, seconds: 4)
+        let deadline = ContinuousClock.now + .seconds(10)
+        while proxy.ingressGate.openConnections < 2 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(proxy.ingressGate.openConnections == 2)
+        let third = try await silentConnection(port: port, seconds: 3)
+        #expect(third == .received([]), "the third connection from the address is closed by the proxy: \(String(describing: third))")
+        let held = try await [first, second]
+        #expect(held.allSatisfy { $0 == nil }, "the two within the cap stay open until they leave: \(held)")
+        #expect(await logs.contains("connections refused: too many open"))
+        let served = try await exchange(port: port, payload: Array("ping".utf8), tls: (try authority.credentials("web"), authority.rootPEM))
+        #expect(served == .received(Array("ping".utf8)), "a listed peer is served again once the held connections closed")
     }
 
     @Test func listedServiceReachesTheAppWithEveryByte() async throws {
