@@ -54,6 +54,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// What KBS clients send: attester evidence (SNP serde, DCAP shapes, Azure SNP vTPM, verified
     /// against its real chain), `tee-pubkey` JWKs, bearer tokens, and the JCS of any JSON.
     case kbs
+    /// ocicrypt layer annotations from a registry: JWEs (opened with the fixture's RSA and P-256
+    /// keys), public and private options, CoCo key packets, and decryption under what they name.
+    case ocicrypt
 
     /// Loads the fixtures and runs every seed once, so one-time allocations (fixtures, Swift
     /// runtime metadata caches) happen before libFuzzer starts counting leaks per input.
@@ -84,6 +87,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .etcdReply: Self.etcdReply(data)
         case .activationCSR: Self.activationCSR(data)
         case .kbs: Self.kbs(data)
+        case .ocicrypt: Self.ocicrypt(data)
         }
     }
 
@@ -171,6 +175,17 @@ extension FuzzTarget {
         if let chain = Fixtures.shared?.milanChain { _ = try? AzureVTPMEvidence.verify(value, chain: chain, at: Fixtures.issueTime) }
     }
 
+    private static func ocicrypt(_ data: [UInt8]) {
+        let keys = Fixtures.shared?.ocicryptKeys ?? []
+        _ = try? JWEDecryption.decrypt(json: data, with: keys)
+        _ = try? OCICrypt.LayerKey(privateOptions: data)
+        _ = try? CoCoKeyPacket(json: data).unwrap(kek: [UInt8](repeating: 0x4b, count: 32))
+        guard let annotations = (try? JSONValue.parse(data))?.objectValue?.compactMapValues(\.stringValue),
+            let key = try? OCICrypt.layerKey(annotations: annotations, keys: keys)
+        else { return }
+        _ = try? OCICrypt.decrypt(layer: Array(data.prefix(256)), annotations: annotations, key: key)
+    }
+
     private static func activationCSR(_ data: [UInt8]) {
         guard let csr = try? CertificateAuthority.parseCSR(data), let authority = Fixtures.authority else { return }
         _ = try? authority.issueServiceLeaf(publicKey: csr.publicKey, service: "app", validFor: 3600, now: Fixtures.issueTime)
@@ -191,6 +206,8 @@ struct Fixtures: Sendable {
     let milanVCEK: SNPVerifier.VerifiedVCEK
     /// AMD's Milan ASK and ARK (PEM), for Azure's Milan vTPM evidence.
     let milanChain: String
+    /// The skopeo fixture's RSA and P-256 private keys (ocicrypt layer keys).
+    let ocicryptKeys: [JWEPrivateKey]
 
     static let protectedPath = "/srv/data/records.csv"
     static let protectedKey = SymmetricKey(data: [UInt8](repeating: 0x5a, count: 32))
@@ -233,5 +250,8 @@ struct Fixtures: Sendable {
         milanVCEK = try SNPVerifier(product: .milan, policy: .init(minimumTCB: .any, allowDebug: true)).verifyChain(
             vcek: try bytes("virtee-sev/vcek_milan.der"), chainPEM: chain, at: Date(timeIntervalSince1970: 1_704_067_200))
         milanChain = chain
+        ocicryptKeys = try ["rsa2048-priv.pem", "ecp256-priv.pem"].map {
+            try JWEPrivateKey(pem: String(decoding: try bytes("../ocicrypt/skopeo-jwe/keys/\($0)"), as: UTF8.self))
+        }
     }
 }

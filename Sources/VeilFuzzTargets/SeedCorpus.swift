@@ -94,6 +94,8 @@ public enum SeedCorpus {
             return etcdReplies
         case .kbs:
             return try kbsSeeds()
+        case .ocicrypt:
+            return try ocicryptSeeds()
         case .activationCSR:
             let key = P256.Signing.PrivateKey()
             let csr = try CertificateSigningRequest(
@@ -111,6 +113,24 @@ public enum SeedCorpus {
         let token = try JWT.sign(claims: ["tee": .string("snp"), "exp": .number(1)], extraHeader: ["x5c": .array([])], with: Fixtures.simulationKey.privateKey)
         return try testdata(["../kbs/evidence/snp/evidence.json", "../kbs/evidence/az-snp-vtpm/evidence-v1.json", "../kbs/evidence/az-snp-vtpm/evidence-v2.json"])
             + [Array(jwk.utf8), Array(token.utf8), Array(#"{"quote":"AAAA","cc_eventlog":null}"#.utf8)]
+    }
+
+    /// skopeo's layer annotations (RSA, P-256, two recipients) as objects and their decoded
+    /// JWEs and public options, and CoCo's sample packet.
+    private static func ocicryptSeeds() throws -> [[UInt8]] {
+        let root = Fixtures.testdataRoot() + "/../ocicrypt"
+        var seeds = try testdata(["../ocicrypt/coco-annotation-packet/sample_kbc_annotation.json"])
+        for layout in ["enc-rsa", "enc-ec", "enc-multi"] {
+            let index = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: "\(root)/skopeo-jwe/\(layout)/index.json"))))
+            guard let digest = index["manifests"]?.arrayValue?.first?["digest"]?.stringValue else { continue }
+            let manifest = try JSONValue.parse(Array(try Data(contentsOf: URL(fileURLWithPath: "\(root)/skopeo-jwe/\(layout)/blobs/sha256/\(digest.dropFirst(7))"))))
+            guard let annotations = manifest["layers"]?.arrayValue?.first?["annotations"] else { continue }
+            seeds.append(try CanonicalJSON.encode(annotations))
+            for name in [OCICrypt.jweAnnotation, OCICrypt.publicOptionsAnnotation] {
+                if let text = annotations[name]?.stringValue, let decoded = Data(base64Encoded: text) { seeds.append(Array(decoded)) }
+            }
+        }
+        return seeds
     }
 
     private static func testdata(_ names: [String]) throws -> [[UInt8]] {
