@@ -46,6 +46,9 @@ public struct CoordinatorServer {
         /// Intel PCS or a PCCS the coordinator fetches DCAP collateral from and caches
         /// (`--collateral`); exclusive with ``dcapCollateralPath``.
         public var collateralFetcher: (any DCAPCollateralFetcher)?
+        /// How long past its `nextUpdate` fetched collateral is still used when the source is
+        /// unreachable (`--collateral-grace`; default none).
+        public var collateralGrace: Duration = .zero
         public var store: StoreChoice = .file
         /// The mesh address peers reach this replica at (default: the mesh address).
         public var peerAddress: String?
@@ -105,7 +108,13 @@ public struct CoordinatorServer {
 
     static func environment(_ configuration: Configuration, logger: Logger) async throws -> Environment {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
-        let collateralCache = configuration.collateralFetcher.map { DCAPCollateralCache(fetcher: $0) }
+        let collateralCache = configuration.collateralFetcher.map { fetcher in
+            DCAPCollateralCache(fetcher: fetcher, grace: configuration.collateralGrace, onStale: { platform, nextUpdate in
+                logger.warning("using Intel collateral past its nextUpdate within the grace period: the PCS/PCCS could not be reached", metadata: [
+                    "platform": "\(platform)", "nextUpdate": "\(nextUpdate)", "grace": "\(configuration.collateralGrace)", "source": "\(fetcher.origin)",
+                ])
+            })
+        }
         let dcap = try configuration.dcapCollateralPath.map { DCAPEvidenceVerifier(source: try FileDCAPCollateralSource(path: $0)) }
             ?? collateralCache.map { DCAPEvidenceVerifier(source: $0) }
         var crls: [AMDProduct: [UInt8]] = [:]

@@ -98,6 +98,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("CA certificate(s) (PEM) trusted for an https --collateral server besides the system's roots (a PCCS with its own CA). Documents are still verified against Intel's root.", valueName: "file"))
     var collateralCa: String?
 
+    @Option(help: ArgumentHelp(
+        "Seconds fetched collateral is still used past its nextUpdate while the --collateral server cannot be reached (verified as of that nextUpdate, with a warning); 0: never.",
+        valueName: "seconds"))
+    var collateralGrace: Int = 0
+
     @Option(name: .customLong("amd-crl"), help: ArgumentHelp("AMD CRL (DER, KDS /vcek/v1/PRODUCT/crl) checked for SEV-SNP activations (repeatable, one per product).", valueName: "file"))
     var amdCRLs: [String] = []
 
@@ -139,6 +144,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
         configuration.dcapCollateralPath = dcapCollateral
         if let collateral {
             guard dcapCollateral == nil else { throw ValidationError("--collateral and --dcap-collateral: give one source of Intel collateral") }
+            guard collateralGrace >= 0 else { throw ValidationError("--collateral-grace must be 0 or more seconds") }
+            configuration.collateralGrace = .seconds(collateralGrace)
             var client = PCSClient(baseURL: collateral, cacheDirectory: dataDir + "/collateral-cache")
             // An activation should not hang on an unreachable PCS/PCCS.
             client.timeout = .seconds(10)

@@ -58,6 +58,33 @@ import VeilAttestation
         #expect(text.contains("expired at its nextUpdate") && text.contains("https://pcs.test") && text.contains("failed"), "\(text)")
     }
 
+    /// With a grace period, held collateral past its nextUpdate (the source down) is still
+    /// used — verified as of that nextUpdate, reported as stale — and refused after the grace.
+    @Test func withinTheGraceStaleCollateralIsUsedAndReported() async throws {
+        let vector = try Vectors.load("sgx_quote")
+        let quote = try DCAPQuote(vector.quote)
+        let validUntil = try #require(vector.collateral.validUntil)
+        let fetcher = Fetcher(vector.collateral)
+        let clock = Clock(vector.time)
+        let stale = Mutex<[Date]>([])
+        let cache = DCAPCollateralCache(fetcher: fetcher, grace: .seconds(86_400), clock: { clock.read() }, onStale: { _, until in stale.withLock { $0.append(until) } })
+        await cache.prefetch(for: quote)
+        fetcher.served.withLock { $0 = nil }
+        let verifier = DCAPEvidenceVerifier(source: cache, clock: { clock.read() })
+
+        clock.set(validUntil.addingTimeInterval(3600))
+        await cache.prefetch(for: quote)
+        #expect(try verifier.verify(vector.quote).verdict.status.rawValue == vector.expected.status, "an hour past nextUpdate, within a day's grace")
+        #expect(stale.withLock { $0 } == [validUntil], "reported as stale, with the nextUpdate it was verified at")
+
+        clock.set(validUntil.addingTimeInterval(86_400 + 1))
+        let refused = #expect(throws: DCAPError.self) { try verifier.verify(vector.quote) }
+        #expect("\(refused.map { "\($0)" } ?? "")".contains("(grace 86400 s)"))
+        let strict = DCAPCollateralCache(fetcher: Fetcher(vector.collateral), clock: { validUntil.addingTimeInterval(1) })
+        await strict.prefetch(for: quote)
+        #expect(throws: DCAPError.self, "no grace by default") { try strict.collateral(for: quote) }
+    }
+
     @Test func aChangedDocumentItHoldsFailsVerification() async throws {
         let vector = try Vectors.load("sgx_quote")
         var changed = vector.collateral

@@ -46,8 +46,9 @@ public protocol DCAPCollateralFetcher: Sendable {
 ///
 /// ``prefetch(for:)`` is the only network step (async, called before a quote is verified);
 /// ``collateral(for:)`` answers from memory, as the synchronous verifier needs. A document
-/// past its `nextUpdate` is never served: when fetching it again fails, the quote is refused
-/// with both reasons.
+/// past its `nextUpdate` is served only within `grace` (default none), verified as of that
+/// `nextUpdate` and reported to `onStale`; past the grace, when fetching it again fails, the
+/// quote is refused with both reasons.
 public final class DCAPCollateralCache: DCAPCollateralSource {
     struct Entry {
         var collateral: DCAPCollateral
@@ -56,15 +57,25 @@ public final class DCAPCollateralCache: DCAPCollateralSource {
 
     public let fetcher: any DCAPCollateralFetcher
     public let refreshAhead: Duration
+    /// How long past its `nextUpdate` held collateral is still used (the source unreachable).
+    public let grace: Duration
     let clock: @Sendable () -> Date
+    let onStale: @Sendable (DCAPPlatform, Date) -> Void
     private let entries = Mutex<[DCAPPlatform: Entry]>([:])
     private let failures = Mutex<[DCAPPlatform: String]>([:])
 
-    public init(fetcher: any DCAPCollateralFetcher, refreshAhead: Duration = .seconds(3600), clock: @escaping @Sendable () -> Date = Date.init) {
+    public init(
+        fetcher: any DCAPCollateralFetcher, refreshAhead: Duration = .seconds(3600), grace: Duration = .zero,
+        clock: @escaping @Sendable () -> Date = Date.init, onStale: @escaping @Sendable (DCAPPlatform, Date) -> Void = { _, _ in }
+    ) {
         self.fetcher = fetcher
         self.refreshAhead = refreshAhead
+        self.grace = grace
         self.clock = clock
+        self.onStale = onStale
     }
+
+    var graceSeconds: TimeInterval { TimeInterval(grace.components.seconds) }
 
     /// Fetches the collateral `quote` needs unless a copy is good for longer than `refreshAhead`.
     /// A failed fetch keeps the copy held (valid until its own `nextUpdate`) and is remembered
@@ -95,12 +106,22 @@ public final class DCAPCollateralCache: DCAPCollateralSource {
         guard let held = entries.withLock({ $0[platform] }) else {
             throw DCAPError.collateralUnavailable("no collateral for \(platform) from \(fetcher.origin)" + (failure.map { ": \($0)" } ?? ""))
         }
-        guard clock() <= held.validUntil else {
+        let now = clock()
+        guard now <= held.validUntil.addingTimeInterval(graceSeconds) else {
             throw DCAPError.collateralUnavailable(
-                "the collateral held for \(platform) expired at its nextUpdate \(held.validUntil) and fetching it again from \(fetcher.origin) "
+                "the collateral held for \(platform) expired at its nextUpdate \(held.validUntil)"
+                    + (grace == .zero ? "" : " (grace \(Int(graceSeconds)) s)") + " and fetching it again from \(fetcher.origin) "
                     + (failure.map { "failed: \($0)" } ?? "has not succeeded"))
         }
+        if now > held.validUntil { onStale(platform, held.validUntil) }
         return held.collateral
+    }
+
+    /// Within the grace, held collateral is verified as of its `nextUpdate` (the last moment its
+    /// documents vouch for); otherwise at `now`.
+    public func verificationTime(for collateral: DCAPCollateral, now: Date) -> Date {
+        guard let until = collateral.validUntil, now > until, now <= until.addingTimeInterval(graceSeconds) else { return now }
+        return until
     }
 
     /// The collateral last fetched for `quote`'s platform, even past its `nextUpdate` (for

@@ -13,6 +13,13 @@ public enum DCAPEvidence {
 public protocol DCAPCollateralSource: Sendable {
     /// Collateral for `quote` (the FMSPC and TEE type select TCB info and QE identity).
     func collateral(for quote: DCAPQuote) throws -> DCAPCollateral
+    /// The time `collateral` is verified at: `now`, unless the source serves a document past
+    /// its `nextUpdate` within a stated grace period (then that `nextUpdate`).
+    func verificationTime(for collateral: DCAPCollateral, now: Date) -> Date
+}
+
+extension DCAPCollateralSource {
+    public func verificationTime(for collateral: DCAPCollateral, now: Date) -> Date { now }
 }
 
 /// Collateral from files in the shared vectors' JSON layout: one file, or a directory of
@@ -79,7 +86,7 @@ public final class DCAPEvidenceVerifier: Sendable {
         } catch {
             throw .malformedCollateral("\(error)")
         }
-        let now = clock()
+        let now = source.verificationTime(for: collateral, now: clock())
         let key = Array(SHA256.hash(data: collateral.tcbInfo + collateral.qeIdentity + collateral.pckCRL + collateral.rootCACRL))
         let cached = prepared.withLock { $0[key] }
         let ready: DCAPVerifier.PreparedCollateral
