@@ -108,21 +108,10 @@ public struct CoordinatorServer {
 
     static func environment(_ configuration: Configuration, logger: Logger) async throws -> Environment {
         try FileManager.default.createDirectory(atPath: configuration.dataDirectory, withIntermediateDirectories: true)
-        let collateralCache = configuration.collateralFetcher.map { fetcher in
-            DCAPCollateralCache(fetcher: fetcher, grace: configuration.collateralGrace, onStale: { platform, nextUpdate in
-                logger.warning("using Intel collateral past its nextUpdate within the grace period: the PCS/PCCS could not be reached", metadata: [
-                    "platform": "\(platform)", "nextUpdate": "\(nextUpdate)", "grace": "\(configuration.collateralGrace)", "source": "\(fetcher.origin)",
-                ])
-            })
-        }
+        let collateralCache = collateralCache(configuration, logger: logger)
         let dcap = try configuration.dcapCollateralPath.map { DCAPEvidenceVerifier(source: try FileDCAPCollateralSource(path: $0)) }
             ?? collateralCache.map { DCAPEvidenceVerifier(source: $0) }
-        var crls: [AMDProduct: [UInt8]] = [:]
-        for path in configuration.amdCRLPaths {
-            guard let bytes = FileManager.default.contents(atPath: path).map(Array.init) else { throw CoordinatorError.storage("cannot read AMD CRL \(path)") }
-            guard let product = SNPEvidence.product(ofCRL: bytes) else { throw CoordinatorError.storage("\(path) is not a CRL issued by an AMD ARK (Milan, Genoa, Turin)") }
-            crls[product] = bytes
-        }
+        let crls = try amdCRLs(configuration.amdCRLPaths)
         let simulationKeyPath = configuration.simulationKeyPath
             ?? (configuration.dataDirectory as NSString).appendingPathComponent(SimulationPlatformKey.defaultFileName)
         let provider: any EvidenceProvider
@@ -157,6 +146,32 @@ public struct CoordinatorServer {
                     """)
             }
         }
+        let opened = try openVault(sealing, configuration, logger: logger)
+        return Environment(
+            vault: opened.vault, provider: provider,
+            verification: .init(
+                simulationKey: simulationKey, dcap: dcap, snpCRLs: crls, snpEndorsements: configuration.snpEndorsements, collateralCache: collateralCache),
+            replicaPolicy: ReplicaPolicy(
+                ownIdentity: ownIdentity ?? TEEIdentity(tee: .simulated, measurement: ownMeasurement),
+                verification: VerificationPolicy(
+                    allowSimulation: simulationKey != nil, simulationKey: simulationKey, dcap: dcap, allowSNP: true, snpCRLs: crls),
+                collateralCache: collateralCache),
+            replicaID: try replicaID(configuration.dataDirectory), pinMove: opened.pinMove)
+    }
+
+    /// AMD CRLs by the product whose ARK issued each.
+    static func amdCRLs(_ paths: [String]) throws -> [AMDProduct: [UInt8]] {
+        var crls: [AMDProduct: [UInt8]] = [:]
+        for path in paths {
+            guard let bytes = FileManager.default.contents(atPath: path).map(Array.init) else { throw CoordinatorError.storage("cannot read AMD CRL \(path)") }
+            guard let product = SNPEvidence.product(ofCRL: bytes) else { throw CoordinatorError.storage("\(path) is not a CRL issued by an AMD ARK (Milan, Genoa, Turin)") }
+            crls[product] = bytes
+        }
+        return crls
+    }
+
+    /// The replica's vault under `sealing`'s key, the SNP pin moved when asked (and logged).
+    static func openVault(_ sealing: any SealingKeyProvider, _ configuration: Configuration, logger: Logger) throws -> OpenedVault {
         let opened: OpenedVault
         do {
             opened = try sealing.openVault(in: configuration.dataDirectory, advancePin: configuration.advanceSealingTCB)
@@ -168,16 +183,18 @@ public struct CoordinatorServer {
                 "from": "\(move.from.map(SealingPinMove.hex) ?? "none (unpinned first format)")", "to": "\(SealingPinMove.hex(move.to))", "reason": "\(move.reason.rawValue)",
             ])
         }
-        return Environment(
-            vault: opened.vault, provider: provider,
-            verification: .init(
-                simulationKey: simulationKey, dcap: dcap, snpCRLs: crls, snpEndorsements: configuration.snpEndorsements, collateralCache: collateralCache),
-            replicaPolicy: ReplicaPolicy(
-                ownIdentity: ownIdentity ?? TEEIdentity(tee: .simulated, measurement: ownMeasurement),
-                verification: VerificationPolicy(
-                    allowSimulation: simulationKey != nil, simulationKey: simulationKey, dcap: dcap, allowSNP: true, snpCRLs: crls),
-                collateralCache: collateralCache),
-            replicaID: try replicaID(configuration.dataDirectory), pinMove: opened.pinMove)
+        return opened
+    }
+
+    /// The cache of `--collateral`, logging each use of collateral within the grace period.
+    static func collateralCache(_ configuration: Configuration, logger: Logger) -> DCAPCollateralCache? {
+        configuration.collateralFetcher.map { fetcher in
+            DCAPCollateralCache(fetcher: fetcher, grace: configuration.collateralGrace, onStale: { platform, nextUpdate in
+                logger.warning("using Intel collateral past its nextUpdate within the grace period: the PCS/PCCS could not be reached", metadata: [
+                    "platform": "\(platform)", "nextUpdate": "\(nextUpdate)", "grace": "\(configuration.collateralGrace)", "source": "\(fetcher.origin)",
+                ])
+            })
+        }
     }
 
     /// A stable ID for this replica (created once in its data directory).

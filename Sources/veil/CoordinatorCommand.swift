@@ -142,21 +142,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             configuration.simulationKeyPath = simulationKey
         }
         configuration.dcapCollateralPath = dcapCollateral
-        if let collateral {
-            guard dcapCollateral == nil else { throw ValidationError("--collateral and --dcap-collateral: give one source of Intel collateral") }
-            guard collateralGrace >= 0 else { throw ValidationError("--collateral-grace must be 0 or more seconds") }
-            configuration.collateralGrace = .seconds(collateralGrace)
-            var client = PCSClient(baseURL: collateral, cacheDirectory: dataDir + "/collateral-cache")
-            // An activation should not hang on an unreachable PCS/PCCS.
-            client.timeout = .seconds(10)
-            do {
-                configuration.collateralFetcher = PCSCollateralFetcher(client: client, http: try CollateralHTTP.longLived(trusting: collateralCa))
-            } catch {
-                throw ValidationError("\(error)")
-            }
-        } else if collateralCa != nil {
-            throw ValidationError("--collateral-ca applies to an https --collateral server")
-        }
+        (configuration.collateralFetcher, configuration.collateralGrace) = try collateralSource()
         configuration.amdCRLPaths = amdCRLs
         if kds != "none" {
             var client = KDSClient(baseURL: kds, cacheDirectory: dataDir + "/kds-cache")
@@ -214,6 +200,27 @@ func parseAddress(_ text: String) throws -> (host: String, port: Int) {
         throw ValidationError("address '\(text)' must be HOST:PORT")
     }
     return (String(text[..<colon]), port)
+}
+
+extension CoordinatorCommand {
+    /// `--collateral` (with `--collateral-ca`, `--collateral-grace`) as the coordinator's fetcher.
+    func collateralSource() throws -> ((any DCAPCollateralFetcher)?, Duration) {
+        guard let collateral else {
+            if collateralCa != nil { throw ValidationError("--collateral-ca applies to an https --collateral server") }
+            return (nil, .zero)
+        }
+        guard dcapCollateral == nil else { throw ValidationError("--collateral and --dcap-collateral: give one source of Intel collateral") }
+        guard collateralGrace >= 0 else { throw ValidationError("--collateral-grace must be 0 or more seconds") }
+        var client = PCSClient(baseURL: collateral, cacheDirectory: dataDir + "/collateral-cache")
+        // An activation should not hang on an unreachable PCS/PCCS.
+        client.timeout = .seconds(10)
+        do {
+            return (PCSCollateralFetcher(client: client, http: try CollateralHTTP.longLived(trusting: collateralCa)), .seconds(collateralGrace))
+        } catch {
+            throw ValidationError("\(error)")
+        }
+    }
+
 }
 
 extension CoordinatorCommand {
