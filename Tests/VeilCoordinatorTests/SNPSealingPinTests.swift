@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 import Testing
-import VeilCoordinator
+@testable import VeilCoordinator
 
 /// SEV-SNP sealing across firmware updates, against the firmware double built from the ABI's
 /// MSG_KEY_REQ table (``SpecSNPFirmware``): a replica pins the TCB it first sealed at, so a
@@ -113,6 +113,17 @@ import VeilCoordinator
         #expect("\(error)".contains("does not open"), "\(error)")
         #expect(throws: SealingError.self) { try SimulatedSealing(directory: directory).openVault(in: directory, advancePin: true) }
         #expect(throws: SealingError.self) { try NoSealing().openVault(in: directory, advancePin: true) }
+    }
+
+    /// `--advance-sealing-tcb`'s move, once the state is open, is a signed history entry.
+    @Test func aMovedPinIsRecordedInTheHistory() async throws {
+        let coordinator = try await Fixture().coordinator()
+        try await coordinator.record(SealingPinMove(from: Self.before, to: Self.after, reason: .requested), replica: "r1")
+        let entry = try #require(coordinator.log.last)
+        #expect(entry.event == "sealingTCBAdvanced")
+        #expect(entry.detail == ["replica": "r1", "from": "7308000000000003", "to": "d516000000000003", "reason": "requested"])
+        try await coordinator.record(SealingPinMove(from: nil, to: Self.before, reason: .firstFormat), replica: "r2")
+        #expect(coordinator.log.last?.detail["from"] == "unpinned" && coordinator.log.last?.detail["reason"] == "firstFormat")
     }
 
     @Test func thePinnedRequestSelectsTheTCBVersionField() {
