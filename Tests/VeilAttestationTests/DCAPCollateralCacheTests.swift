@@ -85,6 +85,44 @@ import VeilAttestation
         #expect(throws: DCAPError.self, "no grace by default") { try strict.collateral(for: quote) }
     }
 
+    /// An unreachable source is asked once per `retryAfter`, not on every attestation.
+    @Test func aFailedFetchIsNotRetriedWithinTheBackOff() async throws {
+        let vector = try Vectors.load("sgx_quote")
+        let quote = try DCAPQuote(vector.quote)
+        let fetcher = Fetcher(nil)
+        let clock = Clock(vector.time)
+        let cache = DCAPCollateralCache(fetcher: fetcher, retryAfter: .seconds(30), clock: { clock.read() })
+        for _ in 0..<5 { await cache.prefetch(for: quote) }
+        #expect(fetcher.fetches.withLock { $0 } == 1)
+        clock.set(vector.time.addingTimeInterval(31))
+        fetcher.served.withLock { $0 = vector.collateral }
+        await cache.prefetch(for: quote)
+        #expect(fetcher.fetches.withLock { $0 } == 2 && (try? cache.collateral(for: quote)) == vector.collateral, "tried again after the back-off")
+    }
+
+    /// Intel's newer documents for the same platform (FMSPC 00A067110000: TCB evaluation 16 from
+    /// dcap-rs, then 17 from dcap-qvl) are a renewal the cache reports; the first fetch and a
+    /// fetch of the same documents are not.
+    @Test func newerDocumentsForAHeldPlatformAreARenewal() async throws {
+        let vector = try Vectors.load("sgx_quote")
+        let quote = try DCAPQuote(vector.quote)
+        let older = try DCAPCollateral.parseJSON(
+            Array(try Data(contentsOf: URL(fileURLWithPath: Vectors.directory + "/../dcap-rs/sgx_v3_00a067110000_collateral.json"))))
+        let olderUntil = try #require(older.validUntil)
+        let fetcher = Fetcher(older)
+        let clock = Clock(olderUntil.addingTimeInterval(-7 * 86_400))
+        let cache = DCAPCollateralCache(fetcher: fetcher, clock: { clock.read() })
+        #expect(await cache.prefetch(for: quote) == nil, "the first fetch replaces nothing")
+        #expect(try DCAPEvidenceVerifier(source: cache, clock: { clock.read() }).verify(vector.quote).verdict.status.rawValue == vector.expected.status)
+        clock.set(vector.time)
+        fetcher.served.withLock { $0 = vector.collateral }
+        let renewal = try #require(await cache.prefetch(for: quote))
+        let platform = try DCAPPlatform(of: quote)
+        #expect(renewal.previous == older && renewal.current == vector.collateral && renewal.platform == platform)
+        clock.set(vector.time.addingTimeInterval(30 * 86_400))
+        #expect(await cache.prefetch(for: quote) == nil, "the same documents again are no renewal")
+    }
+
     @Test func aChangedDocumentItHoldsFailsVerification() async throws {
         let vector = try Vectors.load("sgx_quote")
         var changed = vector.collateral

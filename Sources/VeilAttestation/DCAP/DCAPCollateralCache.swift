@@ -48,61 +48,88 @@ public protocol DCAPCollateralFetcher: Sendable {
 /// ``collateral(for:)`` answers from memory, as the synchronous verifier needs. A document
 /// past its `nextUpdate` is served only within `grace` (default none), verified as of that
 /// `nextUpdate` and reported to `onStale`; past the grace, when fetching it again fails, the
-/// quote is refused with both reasons.
+/// quote is refused with both reasons. A failed fetch is not tried again for `retryAfter`, so
+/// an unreachable source costs each attestation nothing but a lookup.
 public final class DCAPCollateralCache: DCAPCollateralSource {
     struct Entry {
         var collateral: DCAPCollateral
         var validUntil: Date
     }
 
+    struct Failure {
+        var reason: String
+        var at: Date
+    }
+
+    /// Collateral a fetch brought for a platform in place of different documents held before
+    /// (a TCB recovery at Intel: new TCB info or QE identity): what whoever verified quotes
+    /// with the old documents re-evaluates them with.
+    public struct Renewal: Sendable {
+        public let platform: DCAPPlatform
+        public let previous: DCAPCollateral
+        public let current: DCAPCollateral
+    }
+
     public let fetcher: any DCAPCollateralFetcher
     public let refreshAhead: Duration
     /// How long past its `nextUpdate` held collateral is still used (the source unreachable).
     public let grace: Duration
+    /// How long a failed fetch is not tried again.
+    public let retryAfter: Duration
     let clock: @Sendable () -> Date
     let onStale: @Sendable (DCAPPlatform, Date) -> Void
     private let entries = Mutex<[DCAPPlatform: Entry]>([:])
-    private let failures = Mutex<[DCAPPlatform: String]>([:])
+    private let failures = Mutex<[DCAPPlatform: Failure]>([:])
 
     public init(
-        fetcher: any DCAPCollateralFetcher, refreshAhead: Duration = .seconds(3600), grace: Duration = .zero,
+        fetcher: any DCAPCollateralFetcher, refreshAhead: Duration = .seconds(3600), grace: Duration = .zero, retryAfter: Duration = .seconds(30),
         clock: @escaping @Sendable () -> Date = Date.init, onStale: @escaping @Sendable (DCAPPlatform, Date) -> Void = { _, _ in }
     ) {
         self.fetcher = fetcher
         self.refreshAhead = refreshAhead
         self.grace = grace
+        self.retryAfter = retryAfter
         self.clock = clock
         self.onStale = onStale
     }
 
     var graceSeconds: TimeInterval { TimeInterval(grace.components.seconds) }
 
-    /// Fetches the collateral `quote` needs unless a copy is good for longer than `refreshAhead`.
-    /// A failed fetch keeps the copy held (valid until its own `nextUpdate`) and is remembered
-    /// for the refusal that follows once it runs out.
-    public func prefetch(for quote: DCAPQuote) async {
-        guard let platform = try? DCAPPlatform(of: quote) else { return }
+    /// Fetches the collateral `quote` needs unless a copy is good for longer than `refreshAhead`
+    /// or a fetch for its platform failed less than `retryAfter` ago. A failed fetch keeps the
+    /// copy held (valid until its own `nextUpdate`) and is remembered for the refusal that
+    /// follows once it runs out.
+    /// - Returns: the renewal, when the fetch replaced different documents held for the platform.
+    @discardableResult
+    public func prefetch(for quote: DCAPQuote) async -> Renewal? {
+        guard let platform = try? DCAPPlatform(of: quote) else { return nil }
         let now = clock()
-        let ahead = TimeInterval(refreshAhead.components.seconds)
-        if let held = entries.withLock({ $0[platform] }), held.validUntil.timeIntervalSince(now) > ahead { return }
+        let held = entries.withLock { $0[platform] }
+        if let held, held.validUntil.timeIntervalSince(now) > TimeInterval(refreshAhead.components.seconds) { return nil }
+        if let failed = failures.withLock({ $0[platform] }), now.timeIntervalSince(failed.at) < TimeInterval(retryAfter.components.seconds) { return nil }
+        let fetched: DCAPCollateral
         do {
-            let fetched = try await fetcher.collateral(for: quote)
-            entries.withLock { $0[platform] = Entry(collateral: fetched, validUntil: fetched.validUntil ?? now) }
-            failures.withLock { $0[platform] = nil }
+            fetched = try await fetcher.collateral(for: quote)
         } catch {
-            failures.withLock { $0[platform] = "\(error)" }
+            failures.withLock { $0[platform] = Failure(reason: "\(error)", at: now) }
+            return nil
         }
+        entries.withLock { $0[platform] = Entry(collateral: fetched, validUntil: fetched.validUntil ?? now) }
+        failures.withLock { $0[platform] = nil }
+        guard let previous = held?.collateral, previous.tcbInfo != fetched.tcbInfo || previous.qeIdentity != fetched.qeIdentity else { return nil }
+        return Renewal(platform: platform, previous: previous, current: fetched)
     }
 
     /// Prefetches for DCAP `evidence`; other evidence needs no Intel collateral.
-    public func prefetch(for evidence: Evidence) async {
-        guard evidence.format == DCAPEvidence.format, let quote = try? DCAPQuote(evidence.data) else { return }
-        await prefetch(for: quote)
+    @discardableResult
+    public func prefetch(for evidence: Evidence) async -> Renewal? {
+        guard evidence.format == DCAPEvidence.format, let quote = try? DCAPQuote(evidence.data) else { return nil }
+        return await prefetch(for: quote)
     }
 
     public func collateral(for quote: DCAPQuote) throws -> DCAPCollateral {
         let platform = try DCAPPlatform(of: quote)
-        let failure = failures.withLock { $0[platform] }
+        let failure = failures.withLock { $0[platform]?.reason }
         guard let held = entries.withLock({ $0[platform] }) else {
             throw DCAPError.collateralUnavailable("no collateral for \(platform) from \(fetcher.origin)" + (failure.map { ": \($0)" } ?? ""))
         }
