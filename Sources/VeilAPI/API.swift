@@ -232,6 +232,9 @@ public enum API {
         public var version: String?
         /// This replica's TEE identity as `--expect` takes it (measurement, RTMRs, …).
         public var identity: String?
+        /// Activated services that new Intel collateral makes their package refuse on their
+        /// platform: each is refused at its next activation (absent when there are none).
+        public var tcbWarnings: [String]?
 
         public init(state: String, manifestDigest: String?, simulated: Bool, warning: String?, activations: [String: Int]) {
             self.state = state

@@ -39,6 +39,9 @@ public struct CoordinatorStatus: Sendable {
     public var version: String?
     /// This replica's TEE identity as `--expect` takes it.
     public var identity: String?
+    /// Activated services that new Intel collateral makes their package refuse on their
+    /// platform (``TCBWatch``): each is refused at its next activation.
+    public var tcbWarnings: [String]?
 }
 
 /// The pending manifest update and who acknowledged it.

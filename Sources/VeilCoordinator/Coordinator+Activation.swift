@@ -50,6 +50,9 @@ extension Coordinator {
             logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
             throw error
         }
+        if verification.collateralCache != nil {
+            tcbWatch.remember(service: request.service, package: decision.service.package, evidence: request.evidence)
+        }
         if decision.needsTransaction {
             // Group-committed with the activations that arrive meanwhile (ActivationCommits).
             try await commits.commit(decision, checkedAgainst: manifest.digest, in: self)
@@ -69,7 +72,7 @@ extension Coordinator {
             logger.warning("activation refused", metadata: ["service": "\(request.service)", "reason": "\(error)"])
             throw .evidenceRejected(.endorsementUnavailable("\(error)"))
         }
-        await verification.collateralCache?.prefetch(for: evidence)
+        await refreshCollateral(for: evidence)
         let verifier = evidenceVerifier(for: manifest)
         let started = ContinuousClock.now
         defer { metrics.verificationDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }

@@ -127,7 +127,7 @@ extension Coordinator {
         } catch {
             throw .evidenceRejected(.endorsementUnavailable("\(error)"))
         }
-        await verification.collateralCache?.prefetch(for: endorsed)
+        await refreshCollateral(for: endorsed)
         do {
             return try evidenceVerifier(for: manifest).verify(endorsed, expectedReportData: reportData)
         } catch let error as AttestationError {

@@ -80,6 +80,10 @@ public final class Coordinator: Sendable {
     let kbs = KBSBroker()
     /// Activations of unlimited services: counted per replica, in memory (status only).
     let unlimitedActivations = Mutex<[String: Int]>([:])
+    /// Activated services' last DCAP quotes, reviewed when Intel's documents change (TCBReview).
+    let tcbWatch = TCBWatch()
+    /// The coordinator's own evidence, asked once, to keep its collateral fetched.
+    private let ownEvidence = Mutex<Evidence?>(nil)
 
     private init(
         authority: CertificateAuthority, snapshot: Snapshot, store: any StateStore, vault: StateVault,
@@ -223,6 +227,8 @@ public final class Coordinator: Sendable {
         status.historyLength = snapshot.state.log?.count ?? 0
         status.version = about.version
         status.identity = about.identity
+        let warnings = tcbWatch.warnings
+        status.tcbWarnings = warnings.isEmpty ? nil : warnings
         return status
     }
 
@@ -435,8 +441,8 @@ public final class Coordinator: Sendable {
     /// first request after start, or after the cached documents ran out).
     public func evidenceWithCollateral(nonce: [UInt8]) async throws(CoordinatorError) -> CoordinatorEvidence {
         let answer = try evidence(nonce: nonce)
-        guard answer.collateral == nil, let cache = verification.collateralCache, answer.evidence.format == DCAPEvidence.format else { return answer }
-        await cache.prefetch(for: answer.evidence)
+        guard answer.collateral == nil, verification.collateralCache != nil, answer.evidence.format == DCAPEvidence.format else { return answer }
+        await refreshCollateral(for: answer.evidence)
         return CoordinatorEvidence(
             evidence: answer.evidence, rootCertificate: answer.rootCertificate, logHead: answer.logHead, simulated: answer.simulated,
             collateral: heldCollateral(for: answer.evidence))
@@ -449,16 +455,25 @@ public final class Coordinator: Sendable {
         return cache.held(for: quote)
     }
 
-    /// Keeps the collateral of the coordinator's own quote fetched (every 10 minutes a cheap
-    /// check; a fetch only within the cache's refresh window), until cancelled.
+    /// Keeps the collateral of the coordinator's own quote and of every platform a service was
+    /// seen on fetched (``refreshHeldCollateral()`` every 10 minutes), until cancelled.
     public func keepOwnCollateralFresh() async {
-        guard let cache = verification.collateralCache else { return }
+        guard verification.collateralCache != nil else { return }
         while !Task.isCancelled {
-            if let evidence = try? evidenceProvider.evidence(reportData: [UInt8](repeating: 0, count: ReportData.size)) {
-                await cache.prefetch(for: evidence)
-            }
+            await refreshHeldCollateral()
             try? await Task.sleep(for: .seconds(600))
         }
+    }
+
+    /// Fetches the documents of the coordinator's own platform and of every platform a service
+    /// was seen on that are within the cache's refresh window (a cheap check otherwise), and
+    /// reviews the services on a platform whose documents changed (``review(_:)``).
+    public func refreshHeldCollateral() async {
+        if let evidence = ownEvidence.withLock({ $0 }) ?? (try? evidenceProvider.evidence(reportData: [UInt8](repeating: 0, count: ReportData.size))) {
+            ownEvidence.withLock { $0 = evidence }
+            await refreshCollateral(for: evidence)
+        }
+        await refreshWatchedPlatforms()
     }
 
     // MARK: - Activation

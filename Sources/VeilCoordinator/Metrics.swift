@@ -29,6 +29,7 @@ public struct CoordinatorMetrics: Sendable {
         public static let simulated = "veil_simulated"
         public static let connectionsRefused = "veil_connections_refused_total"
         public static let connectionsWithoutRequest = "veil_connections_without_request_total"
+        public static let tcbRefusalsAhead = "veil_tcb_refusals_ahead_total"
     }
 
     let factory: any MetricsFactory
@@ -52,6 +53,11 @@ public struct CoordinatorMetrics: Sendable {
     /// Counts one connection closed on arrival because a connection cap was reached.
     func countConnectionRefused(reason: String) {
         CoreMetrics.Counter(label: Name.connectionsRefused, dimensions: [("reason", reason)], factory: factory).increment()
+    }
+
+    /// Counts one service whose package new Intel collateral makes refuse its platform.
+    func tcbRefusalAhead(service: String) {
+        CoreMetrics.Counter(label: Name.tcbRefusalsAhead, dimensions: [("service", service)], factory: factory).increment()
     }
 
     /// Counts one connection that ended without an answer written on it.
@@ -137,6 +143,7 @@ struct DocumentedPrometheusFactory: MetricsFactory {
         Name.recoverySharesRequired: "Recovery shares needed to recover the state key (0 outside recovery).",
         Name.simulated: "1 when this coordinator runs on the simulated TEE, which gives no confidentiality.",
         Name.connectionsRefused: "Connections closed on arrival because a cap on open connections (per peer address or in total) was reached.",
+        Name.tcbRefusalsAhead: "Services whose platform new Intel collateral (a TCB recovery) made their package refuse, reported before the next activation is refused.",
         Name.connectionsWithoutRequest: "Connections that ended without an answer: closed by the idle deadline (no complete request head in time), scans, failed TLS handshakes.",
     ]
     static let buckets: [Duration] = [

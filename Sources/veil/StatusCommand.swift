@@ -26,6 +26,7 @@ struct StatusCommand: AsyncParsableCommand {
             if let reason = status.reason { print("reason: \(reason)") }
             for (service, count) in status.activations.sorted(by: { $0.key < $1.key }) { print("activations \(service): \(count)") }
             if let warning = status.warning { print("warning: \(warning)") }
+            for warning in status.tcbWarnings ?? [] { print("tcb warning: \(warning)") }
         }
     }
 }

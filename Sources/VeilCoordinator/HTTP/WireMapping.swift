@@ -47,6 +47,7 @@ extension API.StatusResponse {
         reason = status.reason
         version = status.version
         identity = status.identity
+        tcbWarnings = status.tcbWarnings
     }
 }
 
