@@ -35,6 +35,8 @@ if [ "$mode" = test ]; then
   /usr/bin/python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)
   # fusepy: the configfs-tsm double (Tests/Scripts/tsm_double.py) is a FUSE filesystem.
   [ -f /usr/lib/python3/dist-packages/fusepy.py ] || need+=(python3-fusepy)
+  # libfaketime: a coordinator and its launcher on the 2025 clock of the recorded Intel documents.
+  [ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || need+=(faketime)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"

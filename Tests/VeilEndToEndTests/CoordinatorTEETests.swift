@@ -242,6 +242,11 @@ import VeilCore
         let attest = try await run(veilBinary, ["attest", "--coordinator", replica.clientAddress, "--expect", mrenclave], environment: config, scratch: scratch)
         #expect(attest.status != 0 && !attest.stderr.contains("--dcap-collateral") && attest.stderr.contains("expired at its nextUpdate"),
                 "verified with the served documents: \(attest.stderr)")
+        // On the documents' own day the served documents verify, with no collateral flag: what
+        // stops the recorded quote then is only its report data, which binds another root and nonce.
+        let clock = try FakedClock(scratch: scratch, at: "2025-06-19 11:56:11")
+        let onTheDay = try await run(clock.veil, ["attest", "--coordinator", replica.clientAddress, "--expect", mrenclave], environment: config.merging(clock.environment) { $1 }, scratch: scratch)
+        #expect(onTheDay.status != 0 && onTheDay.stderr.contains("report data") && !onTheDay.stderr.contains("collateral"), "\(onTheDay.stderr)")
 
         let (tampering, tamperedURL) = try await stub.start(collateral: fixture, tamper: true, scratch: scratch)
         defer { tampering.kill9() }

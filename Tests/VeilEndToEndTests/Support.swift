@@ -211,6 +211,8 @@ final class CoordinatorProcess {
     var sharedSimulationKey: String?
     var rootPath: String { scratch.path + "/root.pem" }
     var environment: [String: String] { ["VEIL_CONFIG_DIR": scratch.path + "/config", "VEIL_COORDINATOR": clientAddress] }
+    /// Set for the coordinator process only (a faked clock).
+    let processEnvironment: [String: String]
 
     /// Extra `veil coordinator` arguments (store, TLS validity, …).
     var extraArguments: [String]
@@ -218,8 +220,12 @@ final class CoordinatorProcess {
     /// The `veil` executable the coordinator runs from (another build: another measurement).
     let binary: String
 
-    init(scratch: Scratch, arguments: [String] = [], dataDirectory: String? = nil, simulationKey: String? = nil, attest: Bool = true, binary: String? = nil) async throws {
+    init(
+        scratch: Scratch, arguments: [String] = [], dataDirectory: String? = nil, simulationKey: String? = nil, attest: Bool = true, binary: String? = nil,
+        environment: [String: String] = [:]
+    ) async throws {
         self.scratch = scratch
+        processEnvironment = environment
         self.binary = binary ?? veilBinary
         self.dataDirectory = dataDirectory ?? scratch.path + "/data"
         sharedSimulationKey = simulationKey
@@ -255,7 +261,7 @@ final class CoordinatorProcess {
             binary,
             ["coordinator", "--tee", "simulated", "--data-dir", dataDirectory, "--client-addr", clientAddress, "--mesh-addr", meshAddress]
                 + (sharedSimulationKey.map { ["--simulation-key", $0] } ?? []) + extraArguments,
-            scratch: scratch)
+            environment: processEnvironment, scratch: scratch)
         self.process = process
         let port = Int(clientAddress.split(separator: ":").last!)!
         // A listening port alone can be another test's server that took the port first (then
