@@ -47,7 +47,7 @@ public enum AttestationError: Error, Equatable, Sendable, CustomStringConvertibl
             let what = tee == .sgx ? "a debug enclave" : tee == .tdx ? "a debug TD" : tee == .snp ? "a guest whose policy allows debugging" : "debug"
             return "evidence from \(what) refused: the host can read its memory, so it gives no confidentiality (allow it explicitly for development)"
         case .endorsementUnavailable(let why): return "SEV-SNP report without a VCEK (the host supplied no certificates), and none could be fetched: \(why)"
-        case .noCollateral: return "Intel DCAP quote refused: no collateral to verify it with (pass --dcap-collateral FILE|DIR, or start the coordinator with --collateral URL so it serves its own)"
+        case .noCollateral: return "Intel DCAP quote refused: no collateral to verify it with (pass --dcap-collateral FILE|DIR or --collateral-url URL, or start the coordinator with --collateral URL so it serves its own)"
         }
     }
 }

@@ -29,6 +29,9 @@ public struct CoordinatorPolicy: Sendable {
     /// Accept a TD pinned by MRTD alone (never the default): MRTD covers only the TD's
     /// firmware, so any kernel and program booted from the same TDVF would pass.
     public var allowTDXFirmwareOnly = false
+    /// Where an SGX/TDX coordinator quote's Intel collateral is fetched from when no file is
+    /// given (`--collateral-url`), instead of the documents the coordinator hands out.
+    public var collateralFetcher: (any DCAPCollateralFetcher)?
 
     public init(expectations: [IdentityExpectation], verification: VerificationPolicy, acceptAnyMeasurement: Bool = false) {
         self.expectations = expectations
@@ -141,6 +144,8 @@ public enum CoordinatorAttestationError: Error, CustomStringConvertible {
     case malformedRoot
     case historyRolledBack(seen: Int, presented: Int)
     case historyForked(index: Int)
+    /// `--collateral-url` did not give the coordinator quote's collateral.
+    case collateralUnavailable(origin: String, reason: String)
 
     public var description: String {
         switch self {
@@ -168,6 +173,8 @@ public enum CoordinatorAttestationError: Error, CustomStringConvertible {
         case .malformedRoot: return "coordinator's root certificate or log head is malformed"
         case .historyRolledBack(let seen, let presented):
             return "coordinator history rolled back: it showed \(seen) entries before and now \(presented) (an old state was put back?)"
+        case .collateralUnavailable(let origin, let reason):
+            return "cannot fetch the Intel collateral of the coordinator's quote from \(origin): \(reason) (without --collateral-url the coordinator's own documents are used)"
         case .historyForked(let index):
             return "coordinator history forked: entry \(index) differs from the one seen before (a different state under the same root)"
         }
@@ -206,7 +213,22 @@ public enum CoordinatorAttestation {
         let response = try await CoordinatorClient.with(address: address, trust: .unverifiedForAttestation) { client in
             try await client.call(.GET, "\(API.prefix)/attestation?nonce=\(Hex.encode(nonce))", as: API.AttestationResponse.self)
         }
-        return try verify(response, nonce: nonce, policy: policy)
+        return try verify(response, nonce: nonce, policy: try await withFetchedCollateral(policy, for: response.evidence))
+    }
+
+    /// `policy` with the collateral of a DCAP `evidence` fetched from its ``CoordinatorPolicy/collateralFetcher``,
+    /// when it names no collateral file and the evidence could pass at all.
+    static func withFetchedCollateral(_ policy: CoordinatorPolicy, for evidence: Evidence) async throws(CoordinatorAttestationError) -> CoordinatorPolicy {
+        guard policy.verification.dcap == nil, let fetcher = policy.collateralFetcher, !policy.measurements.isEmpty || policy.acceptAnyMeasurement,
+            evidence.format == DCAPEvidence.format, let quote = try? DCAPQuote(evidence.data)
+        else { return policy }
+        var policy = policy
+        do {
+            policy.verification.dcap = DCAPEvidenceVerifier(source: FixedDCAPCollateralSource(try await fetcher.collateral(for: quote)))
+        } catch {
+            throw .collateralUnavailable(origin: fetcher.origin, reason: "\(error)")
+        }
+        return policy
     }
 
     public static func verify(_ response: API.AttestationResponse, nonce: [UInt8], policy: CoordinatorPolicy) throws -> AttestedCoordinator {

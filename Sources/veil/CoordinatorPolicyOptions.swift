@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VeilClient
 import VeilAttestation
+import VeilCollateral
 import VeilLauncher
 import VeilLauncherCommands
 
@@ -31,6 +32,14 @@ struct CoordinatorPolicyOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Intel DCAP collateral (JSON file or directory) to verify an SGX/TDX coordinator's quote.", valueName: "file|dir"))
     var dcapCollateral: String?
 
+    @Option(help: ArgumentHelp(
+        "Intel PCS or a PCCS base URL (https://…) to fetch an SGX/TDX coordinator quote's collateral from (default: the documents the coordinator serves beside its quote).",
+        valueName: "url"))
+    var collateralUrl: String?
+
+    @Option(help: ArgumentHelp("CA certificate (PEM) to trust for the --collateral-url server besides the system's roots (a PCCS with its own CA).", valueName: "file"))
+    var collateralCa: String?
+
     @Flag(help: "DANGEROUS: accept a coordinator in a debug TEE (the host can read its memory; development only).")
     var allowDebug = false
 
@@ -38,12 +47,25 @@ struct CoordinatorPolicyOptions: ParsableArguments {
     var allowMRTDOnly = false
 
     func build(environment: [String: String]) throws -> CoordinatorPolicy {
-        let policy = try CoordinatorPolicy.build(
+        var policy = try CoordinatorPolicy.build(
             expect: expect, policyFile: self.policy, allowSimulation: allowSimulation,
             simulationKey: simulationKey ?? environment[SimulationPlatformKey.environmentVariable], acceptAnyMeasurement: insecureAnyCoordinator,
             dcapCollateral: dcapCollateral, allowDebug: allowDebug, allowTDXFirmwareOnly: allowMRTDOnly)
+        policy.collateralFetcher = try collateralFetcher(environment: environment)
         if allowDebug { warn("warning: --allow-debug: a coordinator in a debug TEE is accepted; it protects nothing from the host") }
         if insecureAnyCoordinator { warn("warning: --insecure-any-coordinator: any coordinator code running in a genuine TEE is trusted") }
         return policy
+    }
+
+    /// The `--collateral-url` fetcher, caching as `veil verify` does (`~/.cache/veil/pcs`).
+    func collateralFetcher(environment: [String: String]) throws -> PCSCollateralFetcher? {
+        guard let collateralUrl else {
+            if collateralCa != nil { throw ValidationError("--collateral-ca applies to the --collateral-url server") }
+            return nil
+        }
+        guard dcapCollateral == nil else { throw ValidationError("--collateral-url and --dcap-collateral: give one source of Intel collateral") }
+        guard collateralUrl.hasPrefix("https://") else { throw ValidationError("--collateral-url must be an https:// URL (Intel PCS or a PCCS), not '\(collateralUrl)'") }
+        let cache = environment["HOME"].map { "\($0)/.cache/veil/pcs" }
+        return PCSCollateralFetcher(client: PCSClient(baseURL: collateralUrl, cacheDirectory: cache), http: try CollateralHTTP.longLived(trusting: collateralCa))
     }
 }

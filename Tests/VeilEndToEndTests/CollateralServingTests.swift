@@ -109,6 +109,41 @@ import Testing
     }
 }
 
+extension CollateralServingTests {
+    /// `veil attest --collateral-url` of an SGX coordinator that serves no collateral (a Gramine
+    /// double without `--collateral`): the documents come from the PCCS stub, on their day they
+    /// verify the quote (only the recorded report data stops it); a stub serving a broken
+    /// signature, an unreachable URL and a plain-HTTP URL are refused, each saying why.
+    @Test func attestFetchesTheCoordinatorsCollateralFromACollateralURL() async throws {
+        let scratch = try Scratch()
+        let stub = try await PCCSStub(scratch: scratch, since: "2025-06-01 00:00:00")
+        let fixture = "\(Self.vectors)/sgx_quote_collateral.json"
+        let (server, url) = try await stub.start(collateral: fixture, scratch: scratch)
+        defer { server.kill9() }
+        let (tampering, tamperedURL) = try await stub.start(collateral: fixture, tamper: true, scratch: scratch)
+        defer { tampering.kill9() }
+        let replica = await CoordinatorTEETests.Replica(scratch: scratch, tee: "sgx-gramine", environment: try CoordinatorTEETests().gramine(scratch, key: 1))
+        try #require(try await replica.start() == nil)
+        let clock = try FakedClock(scratch: scratch, at: "2025-06-19 11:56:11")
+        func attest(_ extra: [String], home: String) async throws -> RunResult {
+            try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
+            return try await run(
+                clock.veil, ["attest", "--coordinator", replica.clientAddress, "--insecure-any-coordinator"] + extra,
+                environment: clock.environment.merging(["VEIL_CONFIG_DIR": scratch.path + "/config", "HOME": home]) { $1 }, scratch: scratch)
+        }
+        let none = try await attest([], home: scratch.path + "/h0")
+        #expect(none.status != 0 && none.stderr.contains("no collateral"), "the coordinator serves none: \(none.stderr)")
+        let fetched = try await attest(["--collateral-url", url, "--collateral-ca", stub.ca], home: scratch.path + "/h1")
+        #expect(fetched.status != 0 && fetched.stderr.contains("report data does not bind"), "verified with the fetched documents: \(fetched.stderr)")
+        let tampered = try await attest(["--collateral-url", tamperedURL, "--collateral-ca", stub.ca], home: scratch.path + "/h2")
+        #expect(tampered.status != 0 && tampered.stderr.contains("TCB info signature does not verify"), "\(tampered.stderr)")
+        let unreachable = try await attest(["--collateral-url", "https://127.0.0.1:\(freePort())", "--collateral-ca", stub.ca], home: scratch.path + "/h3")
+        #expect(unreachable.status != 0 && unreachable.stderr.contains("cannot fetch the Intel collateral of the coordinator's quote from"), "\(unreachable.stderr)")
+        let plain = try await attest(["--collateral-url", "http://127.0.0.1:1"], home: scratch.path + "/h4")
+        #expect(plain.status != 0 && plain.stderr.contains("must be an https:// URL"), "\(plain.stderr)")
+    }
+}
+
 /// `veil` on a faked wall clock (libfaketime, Debian `faketime`; the monotonic clock stays real):
 /// the day recorded Intel documents were fetched, moved by ``set(_:)`` while the process runs.
 /// Started through a shell: a Swift program exec'd directly with libfaketime preloaded loses its
