@@ -73,6 +73,7 @@ extension Coordinator {
             throw .evidenceRejected(.endorsementUnavailable("\(error)"))
         }
         await refreshCollateral(for: evidence)
+        await refreshAMDCRL(for: evidence)
         let verifier = evidenceVerifier(for: manifest)
         let started = ContinuousClock.now
         defer { metrics.verificationDuration.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
@@ -113,7 +114,7 @@ extension Coordinator {
         VeilAttestation.Verifier(
             policy: VerificationPolicy(
                 allowSimulation: manifest.config.allowSimulation, simulationKey: verification.simulationKey, dcap: verification.dcap,
-                allowSNP: manifest.packages.values.contains { $0.kind == .snp }, snpCRLs: verification.snpCRLs))
+                allowSNP: manifest.packages.values.contains { $0.kind == .snp }, snpCRLs: verification.currentSNPCRLs))
     }
 
     /// Counts an activation of a limited service and records newer protected-file versions,

@@ -128,6 +128,7 @@ extension Coordinator {
             throw .evidenceRejected(.endorsementUnavailable("\(error)"))
         }
         await refreshCollateral(for: endorsed)
+        await refreshAMDCRL(for: endorsed)
         do {
             return try evidenceVerifier(for: manifest).verify(endorsed, expectedReportData: reportData)
         } catch let error as AttestationError {
@@ -157,7 +158,7 @@ extension Coordinator {
             } catch {
                 throw AttestationError.endorsementUnavailable("\(error)")
             }
-            verified = try AzureVTPMEvidence.verify(primary, chain: chain, crls: verification.snpCRLs)
+            verified = try AzureVTPMEvidence.verify(primary, chain: chain, crls: verification.currentSNPCRLs)
         } catch let error as AttestationError {
             logger.warning("KBS attestation refused", metadata: ["reason": "\(error)"])
             throw .evidenceRejected(error)

@@ -43,16 +43,25 @@ public final class Coordinator: Sendable {
         /// Intel collateral fetched from a PCS/PCCS (`--collateral`): `dcap` reads from it, and
         /// the coordinator's own attestation answer carries what it holds for its own quote.
         public var collateralCache: DCAPCollateralCache?
+        /// AMD CRLs fetched from KDS for products with no CRL file in ``snpCRLs``.
+        public var amdCRLCache: AMDCRLCache?
 
         public init(
             simulationKey: P256.Signing.PublicKey?, dcap: DCAPEvidenceVerifier? = nil, snpCRLs: [AMDProduct: [UInt8]] = [:],
-            snpEndorsements: (any SNPEndorsementSource)? = nil, collateralCache: DCAPCollateralCache? = nil
+            snpEndorsements: (any SNPEndorsementSource)? = nil, collateralCache: DCAPCollateralCache? = nil, amdCRLCache: AMDCRLCache? = nil
         ) {
             self.simulationKey = simulationKey
             self.dcap = dcap ?? collateralCache.map { DCAPEvidenceVerifier(source: $0) }
             self.snpCRLs = snpCRLs
             self.snpEndorsements = snpEndorsements
             self.collateralCache = collateralCache
+            self.amdCRLCache = amdCRLCache
+        }
+
+        /// The AMD CRLs to check now: the files given, else what was fetched.
+        var currentSNPCRLs: [AMDProduct: [UInt8]] {
+            guard let amdCRLCache else { return snpCRLs }
+            return snpCRLs.merging(amdCRLCache.held) { file, _ in file }
         }
     }
 

@@ -43,6 +43,8 @@ public struct CoordinatorServer {
         /// Where VCEKs come from for SEV-SNP reports the host sent without certificates (this
         /// replica's own, and launchers'); nil leaves such evidence unverifiable.
         public var snpEndorsements: (any SNPEndorsementSource)?
+        /// AMD CRLs fetched (from KDS) for products without a file in ``amdCRLPaths``.
+        public var amdCRLCache: AMDCRLCache?
         /// Intel PCS or a PCCS the coordinator fetches DCAP collateral from and caches
         /// (`--collateral`); exclusive with ``dcapCollateralPath``.
         public var collateralFetcher: (any DCAPCollateralFetcher)?
@@ -150,7 +152,8 @@ public struct CoordinatorServer {
         return Environment(
             vault: opened.vault, provider: provider,
             verification: .init(
-                simulationKey: simulationKey, dcap: dcap, snpCRLs: crls, snpEndorsements: configuration.snpEndorsements, collateralCache: collateralCache),
+                simulationKey: simulationKey, dcap: dcap, snpCRLs: crls, snpEndorsements: configuration.snpEndorsements, collateralCache: collateralCache,
+                amdCRLCache: configuration.amdCRLCache),
             replicaPolicy: ReplicaPolicy(
                 ownIdentity: ownIdentity ?? TEEIdentity(tee: .simulated, measurement: ownMeasurement),
                 verification: VerificationPolicy(

@@ -62,6 +62,20 @@ extension Coordinator {
         await review(renewal)
     }
 
+    /// Fetches AMD's CRL for the product of SNP `evidence` when the coordinator fetches CRLs
+    /// and no file gives it; says so when revocation goes unchecked for want of one.
+    func refreshAMDCRL(for evidence: Evidence) async {
+        guard let cache = verification.amdCRLCache, evidence.format == SNPEvidence.format,
+            let product = (try? SNPEvidence.unverifiedReport(in: evidence))?.product, verification.snpCRLs[product] == nil
+        else { return }
+        await cache.prefetch(for: product)
+        if cache.held[product] == nil, let reason = cache.failure(for: product) {
+            logger.warning("no AMD CRL: revocation of this SEV-SNP report's ASK/VCEK is not checked", metadata: [
+                "product": "\(product.rawValue)", "source": "\(cache.origin)", "reason": "\(reason)",
+            ])
+        }
+    }
+
     /// Re-evaluates the watched quotes on `renewal`'s platform with its new documents: each
     /// service its package would now refuse is logged, counted
     /// (`veil_tcb_refusals_ahead_total`), named in the status and recorded in the history

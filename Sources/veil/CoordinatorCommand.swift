@@ -107,7 +107,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     var amdCRLs: [String] = []
 
     @Option(help: ArgumentHelp(
-        "SEV-SNP: AMD KDS base URL for VCEKs of reports the host sent without certificates (this replica's and launchers'); cached in DIR/kds-cache. 'none' turns fetching off.",
+        "SEV-SNP: AMD KDS base URL for VCEKs of reports the host sent without certificates (this replica's and launchers'), cached in DIR/kds-cache, and for each product's CRL (without an --amd-crl file), kept until its nextUpdate. 'none' turns fetching off.",
         valueName: "url"))
     var kds = KDSClient.amdKDS
 
@@ -149,6 +149,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             // A start or an activation should not hang on an unreachable KDS.
             client.timeout = .seconds(10)
             configuration.snpEndorsements = client
+            let kdsClient = client
+            configuration.amdCRLCache = AMDCRLCache(origin: kds) { try await kdsClient.crl(for: $0) }
         }
         configuration.reset = reset
         configuration.advanceSealingTCB = advanceSealingTCB

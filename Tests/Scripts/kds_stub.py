@@ -2,9 +2,10 @@
 """AMD KDS on loopback for tests: serves one product's VCEK (for one chip ID) and cert_chain
 as https://kdsintf.amd.com does, over plain HTTP, and appends each request path to --log.
 
-usage: kds_stub.py PORT --product Genoa --chip-id HEX --vcek DER --chain PEM [--log FILE] [--delay-ms N]
+usage: kds_stub.py PORT --product Genoa --chip-id HEX --vcek DER --chain PEM [--crl DER] [--log FILE] [--delay-ms N]
 GET /vcek/v1/PRODUCT/CHIPID?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=.. -> the VCEK (DER)
-GET /vcek/v1/PRODUCT/cert_chain -> the ASK and ARK (PEM); anything else -> 404.
+GET /vcek/v1/PRODUCT/cert_chain -> the ASK and ARK (PEM)
+GET /vcek/v1/PRODUCT/crl -> the --crl file (DER), when given; anything else -> 404.
 """
 import argparse, http.server, time, urllib.parse
 
@@ -14,6 +15,7 @@ parser.add_argument("--product", required=True)
 parser.add_argument("--chip-id", required=True)
 parser.add_argument("--vcek", required=True)
 parser.add_argument("--chain", required=True)
+parser.add_argument("--crl")
 parser.add_argument("--log")
 parser.add_argument("--delay-ms", type=int, default=0, help="answer VCEK requests this late (a slow KDS)")
 options = parser.parse_args()
@@ -30,6 +32,8 @@ class KDS(http.server.BaseHTTPRequestHandler):
         body = None
         if url.path == f"/vcek/v1/{options.product}/cert_chain":
             body, kind = chain, "application/x-pem-file"
+        elif url.path == f"/vcek/v1/{options.product}/crl" and options.crl:
+            body, kind = open(options.crl, "rb").read(), "application/pkix-crl"
         elif url.path == f"/vcek/v1/{options.product}/{options.chip_id.lower()}" and all(k in query for k in ("blSPL", "teeSPL", "snpSPL", "ucodeSPL")):
             body, kind = vcek, "application/octet-stream"
             time.sleep(options.delay_ms / 1000)

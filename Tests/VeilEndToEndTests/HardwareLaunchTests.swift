@@ -23,8 +23,31 @@ import Testing
         let kds = try await KDSStub(scratch: scratch, product: "Genoa", report: upstream + "/outblob.bin", vcek: upstream + "/vcek.der", chain: upstream + "/chain_ask_ark_genoa.pem")
         try await launch(auxblob: nil, coordinatorArguments: ["--kds", kds.url])
         #expect(kds.requests.contains("/vcek/v1/Genoa/cert_chain"), "\(kds.requests)")
+        #expect(kds.requests.contains("/vcek/v1/Genoa/crl"), "the product's CRL is asked for (this stub has none): \(kds.requests)")
         let offline = try await launch(auxblob: nil, coordinatorArguments: ["--kds", "none"], expecting: "carries no VCEK or VLEK")
         #expect(offline.contains("AMD KDS"), "\(offline)")
+    }
+
+    /// The coordinator fetches the product's CRL from KDS too, and checks it against AMD's ARK:
+    /// a CRL issued in the name of AMD's ARK-Genoa but signed by another key (OpenSSL, here) refuses the
+    /// activation rather than passing revocation unchecked.
+    @Test func aCRLFromKDSNotSignedByAMDRefusesTheActivation() async throws {
+        let scratch = try Scratch()
+        let made = try await run("/bin/sh", ["-c", """
+            set -e; cd '\(scratch.path)'
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout ark.key -subj '/OU=Engineering/C=US/L=Santa Clara/ST=CA/O=Advanced Micro Devices/CN=ARK-Genoa' -days 30 -out ark.pem 2>/dev/null
+            touch index.txt && echo 01 > crlnumber
+            printf '[ca]\\ndefault_ca=d\\n[d]\\ndatabase=index.txt\\ncrlnumber=crlnumber\\ndefault_md=sha384\\ndefault_crl_days=30\\n' > ca.cnf
+            openssl ca -config ca.cnf -keyfile ark.key -cert ark.pem -gencrl -out forged.crl 2>/dev/null
+            openssl crl -in forged.crl -outform DER -out forged.der
+            """], scratch: scratch)
+        try #require(made.status == 0, "\(made.stderr)")
+        let upstream = veraison + "/upstream"
+        let kds = try await KDSStub(
+            scratch: scratch, product: "Genoa", report: upstream + "/outblob.bin", vcek: upstream + "/vcek.der", chain: upstream + "/chain_ask_ark_genoa.pem",
+            crl: scratch.path + "/forged.der")
+        try await launch(auxblob: nil, coordinatorArguments: ["--kds", kds.url], expecting: "signature does not verify with ARK-Genoa's key")
+        #expect(kds.requests.contains("/vcek/v1/Genoa/crl"), "\(kds.requests)")
     }
 
     /// `veil launch --tee snp` through a configfs-tsm double serving Veraison's capture; the

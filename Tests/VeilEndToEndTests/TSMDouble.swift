@@ -69,14 +69,16 @@ final class KDSStub {
     private let process: Spawned
 
     /// Serves the VCEK for the chip of `report` (a raw SNP report file).
-    init(scratch: Scratch, product: String, report: String, vcek: String, chain: String, delayMilliseconds: Int = 0) async throws {
+    /// - Parameter crl: the product's CRL (DER) to serve; without it `/crl` is a 404.
+    init(scratch: Scratch, product: String, report: String, vcek: String, chain: String, crl: String? = nil, delayMilliseconds: Int = 0) async throws {
         let chipID = Array(try Data(contentsOf: URL(fileURLWithPath: report)))[0x1A0..<0x1E0].map { String(format: "%02x", $0) }.joined()
         let port = freePort()
         url = "http://127.0.0.1:\(port)"
         logPath = scratch.path + "/kds-\(port).log"
         process = try Spawned(
             "/usr/bin/python3", [repositoryRoot + "/Tests/Scripts/kds_stub.py", "\(port)", "--product", product, "--chip-id", chipID,
-                                 "--vcek", vcek, "--chain", chain, "--log", logPath, "--delay-ms", "\(delayMilliseconds)"], scratch: scratch)
+                                 "--vcek", vcek, "--chain", chain, "--log", logPath, "--delay-ms", "\(delayMilliseconds)"] + (crl.map { ["--crl", $0] } ?? []),
+            scratch: scratch)
         let process = process
         guard await eventually(within: 20, { isListening(port: port) || !process.isRunning }), isListening(port: port) else {
             throw TSMDouble.DoubleFailed(what: "the KDS stub did not start: \(process.stderr)")
