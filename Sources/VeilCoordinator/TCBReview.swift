@@ -34,8 +34,14 @@ final class TCBWatch: Sendable {
         watched.withLock { $0.filter { $0.key.platform == platform }.map { ($0.key, $0.value) } }.sorted { $0.0.service < $1.0.service }
     }
 
-    func update(_ subject: Subject, refusal: String?) {
-        watched.withLock { $0[subject]?.refusal = refusal }
+    /// Sets `subject`'s verdict and says whether it changed, so that concurrent reviews of one
+    /// renewal report each change once.
+    func exchange(_ subject: Subject, refusal: String?) -> Bool {
+        watched.withLock { entries in
+            guard let held = entries[subject], held.refusal != refusal else { return false }
+            entries[subject]?.refusal = refusal
+            return true
+        }
     }
 
     /// One quote per platform, to keep each platform's documents fetched ahead of expiry.
@@ -91,9 +97,7 @@ extension Coordinator {
             } catch {
                 refusal = "\(error)"
             }
-            guard refusal != watched.refusal else { continue }
-            tcbWatch.update(subject, refusal: refusal)
-            guard let refusal else { continue }
+            guard tcbWatch.exchange(subject, refusal: refusal), let refusal else { continue }
             logger.warning("new Intel collateral: this service's next activation on this platform will be refused", metadata: [
                 "service": "\(subject.service)", "package": "\(watched.package)", "platform": "\(renewal.platform)", "reason": "\(refusal)",
                 "tcbEvaluation": "\(Self.evaluationNumber(renewal.previous)) → \(Self.evaluationNumber(renewal.current))",
