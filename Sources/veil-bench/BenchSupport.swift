@@ -84,8 +84,8 @@ enum Bench {
 /// attested and with its root written to `rootPath`.
 final class BenchCoordinator: @unchecked Sendable {
     let process = Process()
-    let client = "127.0.0.1:\(Int.random(in: 20000...40000))"
-    let mesh = "127.0.0.1:\(Int.random(in: 40001...60000))"
+    let client = "127.0.0.1:\((try? BenchPorts.free()) ?? Int.random(in: 20000...40000))"
+    let mesh = "127.0.0.1:\((try? BenchPorts.free()) ?? Int.random(in: 40001...60000))"
     let keyPath: String
     let rootPath: String
     private(set) var attested: AttestedCoordinator!
@@ -100,7 +100,22 @@ final class BenchCoordinator: @unchecked Sendable {
     ///   - arguments: extra arguments (a store);
     ///   - simulationKey: a platform key shared by replicas;
     ///   - root: a replica joining an existing coordinator waits until it serves that root.
+    /// A coordinator that exits before it is attested (a port found free was taken by another
+    /// process first, on a busy machine) is started again on fresh ports, up to three times.
     static func start(veil: String, work: String, name: String = "data", arguments: [String] = [], simulationKey: String? = nil, root: String? = nil) async throws -> BenchCoordinator {
+        for _ in 1..<3 {
+            if let started = try await startOnce(veil: veil, work: work, name: name, arguments: arguments, simulationKey: simulationKey, root: root) {
+                return started
+            }
+        }
+        guard let started = try await startOnce(veil: veil, work: work, name: name, arguments: arguments, simulationKey: simulationKey, root: root) else {
+            throw CommandError("benchmark coordinator exited before it was attested (three times)")
+        }
+        return started
+    }
+
+    /// The coordinator, attested; nil when its process exited first.
+    private static func startOnce(veil: String, work: String, name: String, arguments: [String], simulationKey: String?, root: String?) async throws -> BenchCoordinator? {
         let coordinator = BenchCoordinator(work: work, name: name, simulationKey: simulationKey)
         coordinator.process.executableURL = URL(fileURLWithPath: veil)
         coordinator.process.arguments = [
@@ -110,6 +125,7 @@ final class BenchCoordinator: @unchecked Sendable {
         try coordinator.process.run()
         for _ in 0..<300 where coordinator.attested == nil {
             try await Task.sleep(for: .milliseconds(100))
+            guard coordinator.process.isRunning else { return nil }
             guard let key = try? SimulationPlatformKey.loadPublicKey(at: coordinator.keyPath) else { continue }
             // A joining replica first serves recovery with a temporary root: wait for the real one.
             guard let attested = try? await CoordinatorAttestation.attest(
