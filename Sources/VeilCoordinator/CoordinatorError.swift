@@ -19,6 +19,8 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     case invalidSecretValue(name: String, reason: String)
     case unauthenticated(String)
     case forbidden(user: String, action: String, resource: String?)
+    /// A transit request the manifest does not allow, or whose ciphertext does not open.
+    case transitRefused(key: String, reason: String)
     case unknownSecret(String)
     case invalidUpdate(String)
     case securityVersionLowered(package: String, current: UInt16, proposed: UInt16)
@@ -38,7 +40,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     public var httpStatus: Int {
         switch self {
         case .invalidManifest, .badRequest, .unknownNonce, .invalidSecretValue: return 400
-        case .protectedFileRejected, .protectedFileRollback, .protectedFileForked, .forbidden: return 403
+        case .protectedFileRejected, .protectedFileRollback, .protectedFileForked, .forbidden, .transitRefused: return 403
         case .unauthenticated: return 401
         case .unknownSecret: return 404
         case .invalidUpdate, .securityVersionLowered: return 400
@@ -72,6 +74,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .invalidSecretValue: return "invalidSecretValue"
         case .unauthenticated: return "unauthenticated"
         case .forbidden: return "forbidden"
+        case .transitRefused: return "transitRefused"
         case .unknownSecret: return "unknownSecret"
         case .invalidUpdate: return "invalidUpdate"
         case .securityVersionLowered: return "securityVersionLowered"
@@ -113,6 +116,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .storage(let why): return "state storage failed: \(why)"
         case .invalidSecretValue(let name, let reason): return "secret '\(name)': \(reason)"
         case .unauthenticated(let why): return "authentication required: \(why)"
+        case .transitRefused(let key, let reason): return "transit key '\(key)': \(reason)"
         case .forbidden(let user, let action, let resource):
             return "user '\(user)' has no role allowing \(action)" + (resource.map { " on '\($0)'" } ?? "")
         case .unknownSecret(let name): return "the manifest has no secret '\(name)'"

@@ -28,6 +28,8 @@ struct CoordinatorState: Codable, Sendable, Equatable {
     var log: [LogEntry]?
     /// A proposed manifest waiting for acknowledgements.
     var pendingUpdate: PendingUpdate?
+    /// Transit keys by name: every version's 256-bit AES key, version 1 first (``Transit``).
+    var transitKeys: [String: [[UInt8]]]?
 
     struct PendingUpdate: Codable, Equatable, Sendable {
         var manifest: [UInt8]

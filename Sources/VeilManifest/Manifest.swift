@@ -61,6 +61,9 @@ public struct Manifest: Sendable, Equatable {
         public var mesh: MeshPolicy? = nil
         /// Access over the Confidential Containers key-broker protocol (nil: none).
         public var kbs: KBSAccess? = nil
+        /// Names of the coordinator's transit keys (Vault's transit API) this service may
+        /// encrypt and decrypt with, authenticated by its activation certificate.
+        public var transitKeys: [String] = []
     }
 
     public struct Parameters: Sendable, Equatable {

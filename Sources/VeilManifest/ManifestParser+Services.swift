@@ -5,7 +5,7 @@ extension ManifestParser {
         _ value: JSONValue, _ path: String, packageNames: Set<String>, secrets: [String: SecretSpec], secretNames: Set<String>,
         serviceNames: Set<String>
     ) -> Manifest.Service? {
-        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters", "ProtectedFilesKey", "AllowDiskFiles", "Mesh", "KBS"]) else { return nil }
+        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters", "ProtectedFilesKey", "AllowDiskFiles", "Mesh", "KBS", "TransitKeys"]) else { return nil }
         let before = problems.count
         let package = string(fields["Package"], "\(path).Package")
         if let package, !packageNames.contains(package) {
@@ -56,10 +56,14 @@ extension ManifestParser {
         }
         let mesh = fields["Mesh"].map { self.mesh($0, "\(path).Mesh", serviceNames: serviceNames) } ?? nil
         let kbs = fields["KBS"].map { kbsAccess($0, "\(path).KBS", secrets: secrets, secretNames: secretNames) } ?? nil
+        let transitKeys = stringArray(fields["TransitKeys"], "\(path).TransitKeys")
+        for (index, name) in transitKeys.enumerated() where !Manifest.isTransitKeyName(name) {
+            problem("\(path).TransitKeys[\(index)]", "a transit key name is 1-64 letters, digits, '.', '_' or '-' (not '.' or '..'), not '\(name)'")
+        }
         guard problems.count == before, let package else { return nil }
         return Manifest.Service(
             package: package, maxActivations: maxActivations, parameters: parameters, protectedFilesKey: protectedFilesKey,
-            allowDiskFiles: bool(fields["AllowDiskFiles"], "\(path).AllowDiskFiles") ?? false, mesh: mesh, kbs: kbs)
+            allowDiskFiles: bool(fields["AllowDiskFiles"], "\(path).AllowDiskFiles") ?? false, mesh: mesh, kbs: kbs, transitKeys: transitKeys)
     }
 
     /// `{"Ingress": [{"Listen", "Forward", "Clients"}], "Egress": [{"Listen", "Service", "Address"}]}`.
@@ -134,5 +138,21 @@ extension ManifestParser {
             return []
         }
         return items
+    }
+}
+
+extension Manifest {
+    /// Whether `name` can name a transit key (one URL path segment).
+    public static func isTransitKeyName(_ name: String) -> Bool {
+        guard (1...64).contains(name.utf8.count), name != ".", name != ".." else { return false }
+        return name.utf8.allSatisfy { byte in
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || Array("._-".utf8).contains(byte)
+        }
+    }
+
+    /// The services that may use transit key `name`.
+    public func transitUsers(of name: String) -> [String] {
+        services.filter { $0.value.transitKeys.contains(name) }.map(\.key).sorted()
     }
 }

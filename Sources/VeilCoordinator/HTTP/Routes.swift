@@ -90,8 +90,9 @@ public enum HTTPAPI {
             let wire = try await request.decode(as: API.ActivationRequest.self, context: context)
             return JSON(API.ActivationResponse(try await coordinator.activate(ActivationAttempt(wire))))
         }
-        // Trustee's API, not Veil's: outside the noted routes and docs/openapi.yaml (docs/kbs.md).
+        // Trustee's and Vault's APIs, not Veil's: outside the noted routes and docs/openapi.yaml (docs/kbs.md, docs/transit.md).
         KBSRoutes.add(to: router, coordinator)
+        TransitRoutes.add(to: router, coordinator)
         if let peers {
             api.post("peer/state-key") { request, context in
                 let wire = try await request.decode(as: API.StateKeyRequest.self, context: context)
