@@ -291,7 +291,11 @@ public struct CoordinatorServer {
         let peers = store is any PeerDirectory ? PeerKeyService(coordinator: coordinator, policy: environment.replicaPolicy) : nil
         let mesh = Application(
             router: HTTPAPI.meshRouter(coordinator, peers: peers),
-            server: try .tls(gate.http1(), tlsConfiguration: try identity.tlsConfiguration(clientCertificates: false)),
+            // Client certificates are asked for, not required: a service's activation certificate
+            // is its credential for the transit API; the handler verifies it (TransitRoutes).
+            server: try .tls(gate.http1(), configuration: .init(tlsConfiguration: try identity.tlsConfiguration(clientCertificates: true)) { _, promise in
+                promise.succeed(.certificateVerified)
+            }),
             configuration: .init(address: .hostname(configuration.meshAddress.host, port: configuration.meshAddress.port)),
             onServerRunning: { _ in listeners.running("mesh API") }, logger: logger)
         let background = BackgroundWork(logger: logger) {

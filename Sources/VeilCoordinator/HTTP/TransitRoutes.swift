@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import HTTPTypes
 import Hummingbird
 import NIOCore
 import VeilCore
@@ -14,22 +15,27 @@ enum TransitRoutes {
     struct DecryptRequest: Decodable { var ciphertext: String }
     struct DataKeyRequest: Decodable { var bits: Int? }
 
+    /// Vault's clients write with PUT, its documentation says POST: both are served.
     static func add(to router: Router<CoordinatorRequestContext>, _ coordinator: Coordinator) {
         let transit = router.group("v1/transit")
-        transit.post("encrypt/:name") { request, context -> Response in
+        for method in [HTTPRequest.Method.post, .put] { add(method, to: transit, coordinator) }
+    }
+
+    static func add(_ method: HTTPRequest.Method, to transit: RouterGroup<CoordinatorRequestContext>, _ coordinator: Coordinator) {
+        transit.on("encrypt/:name", method: method) { request, context -> Response in
             let name = try context.parameters.require("name")
             let body = try await request.decode(as: EncryptRequest.self, context: context)
             guard let plaintext = Data(base64Encoded: body.plaintext) else { throw CoordinatorError.badRequest("plaintext must be base64") }
             let sealed = try await coordinator.transitEncrypt(Array(plaintext), key: name, certificate: await context.clientCertificateDER())
             return try answer(["ciphertext": .string(sealed.ciphertext), "key_version": .number(Double(sealed.version))])
         }
-        transit.post("decrypt/:name") { request, context -> Response in
+        transit.on("decrypt/:name", method: method) { request, context -> Response in
             let name = try context.parameters.require("name")
             let body = try await request.decode(as: DecryptRequest.self, context: context)
             let plaintext = try coordinator.transitDecrypt(body.ciphertext, key: name, certificate: await context.clientCertificateDER())
             return try answer(["plaintext": .string(Data(plaintext).base64EncodedString())])
         }
-        transit.post("datakey/:kind/:name") { request, context -> Response in
+        transit.on("datakey/:kind/:name", method: method) { request, context -> Response in
             let (kind, name) = (try context.parameters.require("kind"), try context.parameters.require("name"))
             guard kind == "plaintext" || kind == "wrapped" else { throw CoordinatorError.badRequest("a data key is 'plaintext' or 'wrapped', not '\(kind)'") }
             let bits = (try? await request.decode(as: DataKeyRequest.self, context: context))?.bits ?? 256
@@ -40,7 +46,7 @@ enum TransitRoutes {
             if kind == "plaintext" { data["plaintext"] = .string(Data(key).base64EncodedString()) }
             return try answer(data)
         }
-        transit.post("keys/:name/rotate") { _, context -> Response in
+        transit.on("keys/:name/rotate", method: method) { _, context -> Response in
             let version = try await coordinator.transitRotate(key: try context.parameters.require("name"), certificate: await context.clientCertificateDER())
             return try answer(["latest_version": .number(Double(version))])
         }
