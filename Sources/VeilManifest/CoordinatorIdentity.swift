@@ -37,16 +37,29 @@ public enum CoordinatorIdentity {
         return Hex.encode(SHA256.hash(data: spki).prefix(16))
     }
 
-    /// `veil://COORDINATOR-ID/service/NAME`: a service's identity in its activation certificate.
+    /// The SPIFFE trust domain of a coordinator's services: `COORDINATOR-ID.veil`.
+    public static func trustDomain(coordinatorID: String) -> String { "\(coordinatorID)\(trustDomainSuffix)" }
+    static let trustDomainSuffix = ".veil"
+
+    /// `spiffe://COORDINATOR-ID.veil/service/NAME`: a service's identity in its activation
+    /// certificate, its only URI SAN, so the certificate is an X.509-SVID.
     public static func serviceURI(coordinatorID: String, service: String) -> String {
-        "veil://\(coordinatorID)/service/\(service)"
+        "spiffe://\(trustDomain(coordinatorID: coordinatorID))/service/\(service)"
     }
 
-    /// The coordinator ID and service name of a service identity URI, or nil.
+    /// The coordinator ID and service name of a service identity URI — a SPIFFE ID, or the
+    /// `veil://COORDINATOR-ID/service/NAME` of certificates issued before — or nil.
     public static func service(fromURI uri: String) -> (coordinatorID: String, service: String)? {
-        guard uri.hasPrefix("veil://") else { return nil }
-        let parts = uri.dropFirst("veil://".count).split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 3, parts[1] == "service", !parts[0].isEmpty, !parts[2].isEmpty else { return nil }
-        return (String(parts[0]), String(parts[2]))
+        for scheme in ["spiffe://", "veil://"] where uri.hasPrefix(scheme) {
+            let parts = uri.dropFirst(scheme.count).split(separator: "/", omittingEmptySubsequences: false)
+            guard parts.count == 3, parts[1] == "service", !parts[2].isEmpty else { return nil }
+            var authority = parts[0]
+            if scheme == "spiffe://" {
+                guard authority.hasSuffix(trustDomainSuffix) else { return nil }
+                authority = authority.dropLast(trustDomainSuffix.count)
+            }
+            return authority.isEmpty ? nil : (String(authority), String(parts[2]))
+        }
+        return nil
     }
 }

@@ -4,7 +4,8 @@ import VeilManifest
 import X509
 
 /// What a mesh peer proved in its TLS handshake: a chain to the coordinator's root and the
-/// identity URI `veil://COORDINATOR-ID/service/NAME` of one service of this coordinator.
+/// identity URI `spiffe://COORDINATOR-ID.veil/service/NAME` (or the `veil://COORDINATOR-ID/service/NAME`
+/// of certificates issued before) of one service of this coordinator.
 public enum PeerIdentity {
     /// Why a peer was refused; each names what failed, never a secret.
     public enum Refusal: Error, Equatable, CustomStringConvertible {
@@ -22,7 +23,7 @@ public enum PeerIdentity {
             case .notUnderRoot(let why): return "the peer's certificate is not from this coordinator's CA (\(why))"
             case .outsideValidity(let notBefore, let notAfter):
                 return "the peer's certificate is not valid now (valid \(notBefore.formatted(.iso8601)) to \(notAfter.formatted(.iso8601)))"
-            case .noServiceIdentity: return "the peer's certificate names no Veil service (veil://…/service/NAME)"
+            case .noServiceIdentity: return "the peer's certificate names no Veil service (spiffe://…/service/NAME)"
             case .otherCoordinator(let id): return "the peer is a service of another coordinator (\(id))"
             case .notAllowed(let service, let allowed): return "service '\(service)' is not among the allowed clients (\(allowed.joined(separator: ", ")))"
             case .wrongService(let presented, let expected): return "the peer is service '\(presented)', not '\(expected)'"

@@ -42,7 +42,7 @@ enum EnvoyTunnel {
     /// The peer's certificate: under the bench CA, with the mesh's URI SAN of `service`.
     static func validation(_ pki: BenchPKI, peer service: String) -> [String: Any] {
         ["trusted_ca": ["filename": pki.caFile],
-         "match_typed_subject_alt_names": [["san_type": "URI", "matcher": ["safe_regex": ["regex": "^veil://[^/]+/service/\(service)$"]]] as [String: Any]]]
+         "match_typed_subject_alt_names": [["san_type": "URI", "matcher": ["safe_regex": ["regex": "^spiffe://[^/]+/service/\(service)$"]]] as [String: Any]]]
     }
 
     static func downstreamTLS(_ pki: BenchPKI) -> [String: Any] {

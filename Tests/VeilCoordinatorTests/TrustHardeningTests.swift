@@ -37,8 +37,14 @@ import VeilCore
             if case .uniformResourceIdentifier(let uri) = name { return uri }
             return nil
         }
-        #expect(uris == ["veil://\(authority.coordinatorID)/service/cache"])
+        #expect(uris == ["spiffe://\(authority.coordinatorID).veil/service/cache"])
         #expect(CoordinatorIdentity.service(fromURI: uris[0])?.service == "cache")
+        #expect(CoordinatorIdentity.service(fromURI: uris[0])?.coordinatorID == authority.coordinatorID)
+        // Certificates issued before the SPIFFE IDs still name their service; other trust domains and shapes do not.
+        #expect(CoordinatorIdentity.service(fromURI: "veil://abc/service/cache")?.coordinatorID == "abc")
+        for other in ["spiffe://example.org/service/cache", "spiffe://.veil/service/cache", "spiffe://abc.veil/ns/cache", "spiffe://abc.veil/service/", "https://abc.veil/service/cache"] {
+            #expect(CoordinatorIdentity.service(fromURI: other) == nil, "\(other)")
+        }
     }
 
     @Test func aNonceFloodLeavesNoStateAndARealLauncherStillActivates() async throws {

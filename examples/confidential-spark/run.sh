@@ -94,7 +94,7 @@ step "the web UIs speak TLS 1.3 with the components' attested certificates"
 SERVED=$(openssl s_client -connect "127.0.0.1:$MASTER_UI_TLS" -servername spark-master -CAfile "$WORK/root.pem" -verify_return_error \
   -tls1_3 </dev/null 2>/dev/null) || fail "the master's UI certificate does not verify against the coordinator's root"
 SANS=$(openssl x509 -noout -ext subjectAltName <<<"$SERVED")
-grep -q "URI:veil://.*/service/spark-master" <<<"$SANS" || { echo "$SANS"; fail "the master's UI does not serve its activation certificate"; }
+grep -q "URI:spiffe://.*/service/spark-master" <<<"$SANS" || { echo "$SANS"; fail "the master's UI does not serve its activation certificate"; }
 echo "master UI: $(grep -o "New, TLSv1.3, Cipher is [A-Z0-9_]*" <<<"$SERVED" | head -1), $(grep -o "URI:[^,]*" <<<"$SANS")"
 REDIRECT=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "http://127.0.0.1:$MASTER_UI/")
 case "$REDIRECT" in 30[12]\ https://*) echo "plain HTTP on the UI port redirects: $REDIRECT";; *) fail "plain HTTP was served: $REDIRECT";; esac
@@ -102,7 +102,7 @@ WORKER_UI=$(master_ui /json/ | python3 -c 'import json,sys; print(json.load(sys.
 WORKER_UI_PORT=${WORKER_UI##*:}
 WORKER_SERVED=$(openssl s_client -connect "127.0.0.1:$WORKER_UI_PORT" -servername spark-worker -CAfile "$WORK/root.pem" -verify_return_error \
   </dev/null 2>/dev/null) || fail "the worker's UI ($WORKER_UI) does not verify against the coordinator's root"
-openssl x509 -noout -ext subjectAltName <<<"$WORKER_SERVED" | grep -q "URI:veil://.*/service/spark-worker" || fail "the worker's UI does not serve its certificate"
+openssl x509 -noout -ext subjectAltName <<<"$WORKER_SERVED" | grep -q "URI:spiffe://.*/service/spark-worker" || fail "the worker's UI does not serve its certificate"
 echo "worker UI $WORKER_UI: spark-worker's activation certificate"
 
 step "a worker started outside Veil, without the secret, cannot join"

@@ -1,0 +1,47 @@
+import Foundation
+import Testing
+
+/// Activation certificates are X.509-SVIDs: py-spiffe (pip `spiffe`, an implementation of the
+/// SPIFFE X.509-SVID rules with no Veil code) parses a launched service's provisioned
+/// certificate chain and key as an SVID — exactly one SPIFFE ID URI, not a CA, a signing key
+/// usage, CA intermediates — with the ID `spiffe://COORDINATOR-ID.veil/service/NAME`, and
+/// OpenSSL verifies the chain to the coordinator's root.
+@Suite(.timeLimit(.minutes(3))) struct SVIDTests {
+    @Test func aLaunchedServicesCertificateIsAnX509SVID() async throws {
+        let python = try #require(which("python3"))
+        let check = try await run(python, ["-c", "import spiffe"], scratch: try Scratch())
+        try #require(check.status == 0, "pip install spiffe (scripts/install-deps.sh test): \(check.stderr)")
+        let scratch = try Scratch(memory: true)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let command = ["/bin/true"]
+        let directory = scratch.path + "/svid"
+        let parameters = """
+            {"Files": {"\(directory)/chain.pem": "{{ pem .Veil.Service.Cert }}{{ pem .Veil.IntermediateCA.Cert }}",
+                       "\(directory)/key.pem": "{{ pem .Veil.Service.Private }}"}}
+            """
+        let manifest = """
+            {"Packages": {"app": {"Kind": "simulated", "Measurement": "\(try await coordinator.measure(service: "web.shop", command: command))"}},
+             "Services": {"web.shop": {"Package": "app", "Parameters": \(parameters)}}, "Config": {"AllowSimulation": true}}
+            """
+        let set = try await coordinator.setManifest(manifest)
+        try #require(set.status == 0, "\(set.stderr)")
+        let launched = try await coordinator.veil(coordinator.launchArguments(service: "web.shop", command: command))
+        try #require(launched.status == 0, "\(launched.stderr)")
+
+        let parsed = try await run(python, ["-c", """
+            import sys
+            from spiffe import X509Svid
+            svid = X509Svid.parse(open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read())
+            print(svid.spiffe_id, len(svid.cert_chain))
+            """, "\(directory)/chain.pem", "\(directory)/key.pem"], scratch: scratch)
+        #expect(parsed.status == 0, "\(parsed.stderr)")
+        let words = parsed.stdout.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        let id = try #require(words.first)
+        #expect(id.hasPrefix("spiffe://") && id.hasSuffix(".veil/service/web.shop") && words.last == "2", "\(parsed.stdout)")
+
+        let intermediate = try scratch.write(String(try String(contentsOfFile: "\(directory)/chain.pem", encoding: .utf8)
+            .components(separatedBy: "-----END CERTIFICATE-----").dropFirst().joined(separator: "-----END CERTIFICATE-----")), to: "intermediate.pem")
+        let verified = try await run("/usr/bin/openssl", ["verify", "-CAfile", coordinator.rootPath, "-untrusted", intermediate, "\(directory)/chain.pem"], scratch: scratch)
+        #expect(verified.status == 0 && verified.stdout.contains("OK"), "\(verified.stdout)\(verified.stderr)")
+    }
+}
