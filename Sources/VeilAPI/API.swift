@@ -8,6 +8,25 @@ public enum API {
     /// Largest request body any endpoint accepts.
     public static let maximumBodySize = 2 << 20
 
+    /// `POST /api/v1/svid/jwt` (mesh listener, the service's activation certificate as TLS client certificate).
+    public struct JWTSVIDRequest: Codable, Sendable {
+        public var audience: [String]
+        public init(audience: [String]) { self.audience = audience }
+    }
+
+    /// A JWT-SVID: `sub` the service's SPIFFE ID, `aud` the request's, ES256, five minutes.
+    public struct JWTSVIDResponse: Codable, Sendable {
+        public var token: String
+        public var spiffeID: String
+        /// RFC 3339.
+        public var expiresAt: String
+        public init(token: String, spiffeID: String, expiresAt: String) {
+            self.token = token
+            self.spiffeID = spiffeID
+            self.expiresAt = expiresAt
+        }
+    }
+
     /// `POST /api/v1/activation/nonce` response: a single-use nonce the launcher binds into its evidence.
     public struct NonceResponse: Codable, Sendable {
         public var nonce: String

@@ -40,8 +40,8 @@ enum Transit {
 extension Coordinator {
     /// The service a client certificate was issued to at activation: signed by the workload
     /// intermediate, valid now, naming this coordinator's `spiffe://…/service/NAME`.
-    func transitCaller(_ certificateDER: [UInt8]?, now: Date) throws(CoordinatorError) -> String {
-        guard let certificateDER else { throw .unauthenticated("the transit API needs a service's activation certificate as the TLS client certificate") }
+    func serviceCaller(_ certificateDER: [UInt8]?, now: Date, needing what: String) throws(CoordinatorError) -> String {
+        guard let certificateDER else { throw .unauthenticated("\(what) needs a service's activation certificate as the TLS client certificate") }
         guard let certificate = try? Certificate(derEncoded: certificateDER),
             authority.intermediate.publicKey.isValidSignature(certificate.signature, for: certificate), certificate.issuer == authority.intermediate.subject
         else { throw .unauthenticated("the client certificate was not issued by this coordinator at an activation") }
@@ -70,7 +70,7 @@ extension Coordinator {
 
     /// Encrypts under the latest version of key `name`, making version 1 at first use.
     public func transitEncrypt(_ plaintext: [UInt8], key name: String, certificate: [UInt8]?, now: Date = Date()) async throws(CoordinatorError) -> (ciphertext: String, version: Int) {
-        let service = try transitCaller(certificate, now: now)
+        let service = try serviceCaller(certificate, now: now, needing: "the transit API")
         try authorizeTransit(service, key: name)
         let versions = try await transitVersions(name, creatingFor: service)
         do {
@@ -81,7 +81,7 @@ extension Coordinator {
     }
 
     public func transitDecrypt(_ ciphertext: String, key name: String, certificate: [UInt8]?, now: Date = Date()) throws(CoordinatorError) -> [UInt8] {
-        let service = try transitCaller(certificate, now: now)
+        let service = try serviceCaller(certificate, now: now, needing: "the transit API")
         try authorizeTransit(service, key: name)
         guard let versions = current.state.transitKeys?[name] else { throw .transitRefused(key: name, reason: "no such key yet (it is made at the first encryption)") }
         return try Transit.open(ciphertext, versions: versions, name: name)
@@ -89,7 +89,7 @@ extension Coordinator {
 
     /// Adds a version to key `name` (new encryptions use it; older versions still decrypt).
     public func transitRotate(key name: String, certificate: [UInt8]?, now: Date = Date()) async throws(CoordinatorError) -> Int {
-        let service = try transitCaller(certificate, now: now)
+        let service = try serviceCaller(certificate, now: now, needing: "the transit API")
         try authorizeTransit(service, key: name)
         return try await transact { state, _ in
             var keys = state.transitKeys ?? [:]

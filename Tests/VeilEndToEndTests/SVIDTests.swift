@@ -5,7 +5,8 @@ import Testing
 /// SPIFFE X.509-SVID rules with no Veil code) parses a launched service's provisioned
 /// certificate chain and key as an SVID — exactly one SPIFFE ID URI, not a CA, a signing key
 /// usage, CA intermediates — with the ID `spiffe://COORDINATOR-ID.veil/service/NAME`, and
-/// OpenSSL verifies the chain to the coordinator's root.
+/// OpenSSL verifies the chain to the coordinator's root. A JWT-SVID it asks for with that
+/// certificate validates with py-spiffe against the coordinator's JWT bundle.
 @Suite(.timeLimit(.minutes(3))) struct SVIDTests {
     @Test func aLaunchedServicesCertificateIsAnX509SVID() async throws {
         let python = try #require(which("python3"))
@@ -43,5 +44,35 @@ import Testing
             .components(separatedBy: "-----END CERTIFICATE-----").dropFirst().joined(separator: "-----END CERTIFICATE-----")), to: "intermediate.pem")
         let verified = try await run("/usr/bin/openssl", ["verify", "-CAfile", coordinator.rootPath, "-untrusted", intermediate, "\(directory)/chain.pem"], scratch: scratch)
         #expect(verified.status == 0 && verified.stdout.contains("OK"), "\(verified.stdout)\(verified.stderr)")
+
+        // A JWT-SVID asked for with that certificate validates with py-spiffe against the
+        // coordinator's JWT bundle, for its audience only; without the certificate: 401.
+        let jwt = try await run(python, ["-c", """
+            import json, ssl, sys, urllib.request, urllib.error
+            from spiffe import JwtBundle, JwtSvid, TrustDomain
+            base, root, chain, key = sys.argv[1:5]
+            def post(context):
+                request = urllib.request.Request(base + "/api/v1/svid/jwt", data=json.dumps({"audience": ["billing"]}).encode(),
+                                                 headers={"Content-Type": "application/json"}, method="POST")
+                return json.load(urllib.request.urlopen(request, context=context))
+            context = ssl.create_default_context(cafile=root)
+            context.load_cert_chain(chain, key)
+            answer = post(context)
+            bundle_bytes = urllib.request.urlopen(base + "/api/v1/svid/jwt-bundle", context=ssl.create_default_context(cafile=root)).read()
+            bundle = JwtBundle.parse(TrustDomain(answer["spiffeID"].split("/")[2]), bundle_bytes)
+            print(JwtSvid.parse_and_validate(answer["token"], bundle, {"billing"}).spiffe_id)
+            try:
+                JwtSvid.parse_and_validate(answer["token"], bundle, {"someone-else"})
+                print("another audience: accepted")
+            except Exception:
+                print("another audience: refused")
+            try:
+                post(ssl.create_default_context(cafile=root))
+            except urllib.error.HTTPError as error:
+                print("without certificate:", error.code)
+            """, "https://\(coordinator.meshAddress)", coordinator.rootPath, "\(directory)/chain.pem", "\(directory)/key.pem"], scratch: scratch)
+        let lines = jwt.stdout.split(separator: "\n").map(String.init)
+        #expect(jwt.status == 0 && lines.count == 3, "\(jwt.stdout)\(jwt.stderr)")
+        #expect(lines.first == id && lines.dropFirst().first == "another audience: refused" && lines.last == "without certificate: 401", "\(lines)")
     }
 }

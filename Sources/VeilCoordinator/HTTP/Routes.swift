@@ -90,6 +90,14 @@ public enum HTTPAPI {
             let wire = try await request.decode(as: API.ActivationRequest.self, context: context)
             return JSON(API.ActivationResponse(try await coordinator.activate(ActivationAttempt(wire))))
         }
+        api.post("svid/jwt") { request, context in
+            let wire = try await request.decode(as: API.JWTSVIDRequest.self, context: context)
+            let svid = try coordinator.jwtSVID(audience: wire.audience, certificate: await context.clientCertificateDER())
+            return JSON(API.JWTSVIDResponse(token: svid.token, spiffeID: svid.spiffeID, expiresAt: svid.expiresAt.formatted(.iso8601)))
+        }
+        api.get("svid/jwt-bundle") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: try CanonicalJSON.encode(coordinator.jwtBundle))))
+        }
         // Trustee's and Vault's APIs, not Veil's: outside the noted routes and docs/openapi.yaml (docs/kbs.md, docs/transit.md).
         KBSRoutes.add(to: router, coordinator)
         TransitRoutes.add(to: router, coordinator)
