@@ -42,6 +42,10 @@ extension Coordinator {
             for (name, proposed) in versions.sorted(by: { $0.key < $1.key }) {
                 try authorize(user, .updatePackage, on: name, in: manifest)
                 guard let package = manifest.packages[name] else { throw .invalidUpdate("the manifest has no package '\(name)'") }
+                guard package.kind == .sgx || package.kind == .simulated else {
+                    throw .invalidUpdate(
+                        "package '\(name)' is \(package.kind.rawValue): only sgx and simulated packages have a SecurityVersion (a TD or an SEV-SNP guest is pinned by its measurements; change those with veil manifest update)")
+                }
                 let existing = package.securityVersion ?? 0
                 if proposed < existing { throw .securityVersionLowered(package: name, current: existing, proposed: proposed) }
                 if proposed == existing { throw .invalidUpdate("package '\(name)' already has SecurityVersion \(existing)") }

@@ -67,6 +67,24 @@ import X509
         #expect(String(decoding: restarted.manifest!.raw, as: UTF8.self).contains("\"SecurityVersion\" : 2"))
     }
 
+    /// A TD or SEV-SNP guest has no SecurityVersion: raising one is refused saying so, not by a
+    /// manifest that no longer validates.
+    @Test func aPackageWithoutSecurityVersionsCannotBeRaised() async throws {
+        let fixture = try Fixture()
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(Array("""
+            {"Packages": {"guest": {"Kind": "snp", "Measurement": "\(String(repeating: "ab", count: 48))", "MinimumTCB": "any"}},
+             "Services": {"vm": {"Package": "guest"}},
+             "Users": {"alice": {"Certificate": \(String(decoding: try JSONEncoder().encode(alice.pem), as: UTF8.self)), "Roles": ["updater"]}},
+             "Roles": {"updater": {"ResourceType": "Packages", "ResourceNames": ["guest"], "Actions": ["UpdatePackage"]}}}
+            """.utf8))
+        await #expect(throws: CoordinatorError.invalidUpdate(
+            "package 'guest' is snp: only sgx and simulated packages have a SecurityVersion (a TD or an SEV-SNP guest is pinned by its measurements; change those with veil manifest update)"
+        )) {
+            try await coordinator.updatePackages(Array(#"{"Packages": {"guest": {"SecurityVersion": 2}}}"#.utf8), by: coordinator.user(alice))
+        }
+    }
+
     @Test func fullUpdateWaitsForEveryRequiredAcknowledgement() async throws {
         let fixture = try Fixture()
         let coordinator = try await fixture.coordinator()
