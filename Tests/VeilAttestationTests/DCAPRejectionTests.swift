@@ -142,6 +142,22 @@ import X509
         #expect(throws: DCAPError.qeIdentitySignatureInvalid) { try verify(vector.quote, collateral: collateral) }
     }
 
+    /// Forged and stale at once: the forgery is what is reported, whichever window ran out.
+    @Test func aForgedDocumentIsReportedAsForgedEvenWhenStale() throws {
+        let tcbInfo = try JSONSerialization.jsonObject(with: Data(vector.collateral.tcbInfo)) as! [String: Any]
+        let next = try Date(tcbInfo["nextUpdate"] as! String, strategy: .iso8601)
+        var collateral = vector.collateral
+        collateral.tcbInfoSignature[3] ^= 1
+        // A week past nextUpdate the PCK CRL has expired too (it is checked first).
+        #expect(throws: DCAPError.tcbInfoSignatureInvalid) { try verify(vector.quote, collateral: collateral, at: next.addingTimeInterval(7 * 86_400)) }
+        collateral = vector.collateral
+        collateral.qeIdentitySignature[3] ^= 1
+        #expect(throws: DCAPError.qeIdentitySignatureInvalid) { try verify(vector.quote, collateral: collateral, at: next.addingTimeInterval(7 * 86_400)) }
+        // Unforged and stale: the date is what is reported.
+        let stale = #expect(throws: DCAPError.self) { try verify(vector.quote, at: next.addingTimeInterval(7 * 86_400)) }
+        #expect("\(stale.map { "\($0)" } ?? "")".contains("expired"), "\(String(describing: stale))")
+    }
+
     @Test func truncationAtEveryOffsetIsATypedError() {
         for length in 0..<vector.quote.count {
             #expect(throws: DCAPError.self) { try verify(Array(vector.quote.prefix(length))) }

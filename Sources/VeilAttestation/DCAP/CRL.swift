@@ -75,11 +75,21 @@ struct RevocationList: Sendable {
 
     /// Checks the CRL's signature by `issuer` and that `time` is inside its update window.
     func validate(issuedBy issuerCertificate: Certificate, at time: Date, name: String) throws(DCAPError) {
+        try verifySignature(issuedBy: issuerCertificate, name: name)
+        try checkWindow(at: time, name: name)
+    }
+
+    /// Checks the CRL's signature by `issuer`.
+    func verifySignature(issuedBy issuerCertificate: Certificate, name: String) throws(DCAPError) {
         guard issuerCertificate.subject == issuer else { throw .crlInvalid("\(name) is not issued by \(issuerCertificate.subject)") }
         guard let key = P256.Signing.PublicKey(issuerCertificate.publicKey),
             let ecdsa = try? P256.Signing.ECDSASignature(derRepresentation: signature),
             key.isValidSignature(ecdsa, for: tbsBytes)
         else { throw .crlInvalid("\(name) signature does not verify") }
+    }
+
+    /// Checks that `time` is inside the CRL's update window.
+    func checkWindow(at time: Date, name: String) throws(DCAPError) {
         guard time >= thisUpdate else { throw .crlInvalid("\(name) is not valid before \(thisUpdate)") }
         if let nextUpdate, time > nextUpdate { throw .crlInvalid("\(name) expired at its nextUpdate \(nextUpdate)") }
     }

@@ -50,23 +50,33 @@ public struct DCAPVerifier: Sendable {
         try verify(bytes, prepared: try prepare(collateral, at: time), at: time)
     }
 
-    /// Steps that depend only on the collateral.
+    /// Steps that depend only on the collateral. Every signature is checked before any update
+    /// window, so a document that is both forged and stale is reported as forged.
     public func prepare(_ collateral: DCAPCollateral, at time: Date) throws(DCAPError) -> PreparedCollateral {
+        var late: DCAPError?
+        func later(_ check: () throws(DCAPError) -> Void) {
+            do throws(DCAPError) { try check() } catch { late = late ?? error }
+        }
         let rootCRL = try RevocationList(derEncoded: collateral.rootCACRL)
-        try rootCRL.validate(issuedBy: trustedRoot, at: time, name: "root CA CRL")
+        try rootCRL.verifySignature(issuedBy: trustedRoot, name: "root CA CRL")
+        later { () throws(DCAPError) in try rootCRL.checkWindow(at: time, name: "root CA CRL") }
         let pckCRL = try RevocationList(derEncoded: collateral.pckCRL)
         var verified: [Certificate] = []
         let pckCRLChain = try verifyChain(
             Self.certificates(collateral.pckCRLIssuerChain, "PCK CRL issuer"), name: "PCK CRL issuer", at: time, rootCRL: rootCRL, pckCRL: nil,
             verified: &verified)
-        try pckCRL.validate(issuedBy: pckCRLChain[0], at: time, name: "PCK CRL")
+        try pckCRL.verifySignature(issuedBy: pckCRLChain[0], name: "PCK CRL")
+        later { () throws(DCAPError) in try pckCRL.checkWindow(at: time, name: "PCK CRL") }
 
-        let (tcbInfo, tcbChain, tcbUntil) = try verifySigned(
+        let (tcbInfo, tcbChain, tcbWindow) = try verifySigned(
             collateral.tcbInfo, signature: collateral.tcbInfoSignature, chain: collateral.tcbInfoIssuerChain, name: "TCB info",
             invalid: .tcbInfoSignatureInvalid, memo: ParseMemos.tcbInfo, at: time, rootCRL: rootCRL, pckCRL: pckCRL, verified: &verified)
-        let (qeIdentity, qeChain, qeUntil) = try verifySigned(
+        let (qeIdentity, qeChain, qeWindow) = try verifySigned(
             collateral.qeIdentity, signature: collateral.qeIdentitySignature, chain: collateral.qeIdentityIssuerChain, name: "QE identity",
             invalid: .qeIdentitySignatureInvalid, memo: ParseMemos.qeIdentity, at: time, rootCRL: rootCRL, pckCRL: pckCRL, verified: &verified)
+        if let late { throw late }
+        let tcbUntil = try tcbWindow.get()
+        let qeUntil = try qeWindow.get()
         let certificatesUntil = (tcbChain + qeChain + pckCRLChain).map(\.notValidAfter).min() ?? time
         let crlUntil = [rootCRL.nextUpdate, pckCRL.nextUpdate].compactMap { $0 }.min() ?? certificatesUntil
         return PreparedCollateral(
@@ -132,11 +142,12 @@ public struct DCAPVerifier: Sendable {
 
     /// A signed Intel JSON document: its signing chain to the root, its signature over the
     /// exact bytes, then its issueDate…nextUpdate window. Returns the document, the chain
-    /// and the end of the window.
+    /// and the end of the window or why `time` is outside it (for the caller to report after
+    /// every signature).
     func verifySigned<Document: SignedCollateralDocument>(
         _ bytes: [UInt8], signature: [UInt8], chain pem: [UInt8], name: String, invalid: DCAPError, memo: ParseMemo<Document>,
         at time: Date, rootCRL: RevocationList, pckCRL: RevocationList, verified: inout [Certificate]
-    ) throws(DCAPError) -> (Document, [Certificate], Date) {
+    ) throws(DCAPError) -> (Document, [Certificate], Result<Date, DCAPError>) {
         let chain = try verifyChain(
             Self.certificates(pem, name), name: "\(name) signing", at: time, rootCRL: rootCRL, pckCRL: pckCRL, verified: &verified)
         guard Self.verifyRaw(signature: signature, data: bytes, key: chain[0].publicKey) else { throw invalid }
@@ -147,7 +158,8 @@ public struct DCAPVerifier: Sendable {
                 throw .malformedCollateral("\(name) JSON: \(error)")
             }
         }
-        return (document, chain, try Self.window(issue: document.issueDate, next: document.nextUpdate, what: name, at: time))
+        let window = Result { () throws(DCAPError) -> Date in try Self.window(issue: document.issueDate, next: document.nextUpdate, what: name, at: time) }
+        return (document, chain, window)
     }
 
     /// The PCK chain from the quote, verified to the root with revocation by both CRLs, or
