@@ -16,10 +16,11 @@ public enum CollateralHTTP {
         }
     }
 
-    /// For a process that fetches for its whole life (the coordinator): the shared client, or
-    /// one per CA file made once and kept (never deinitialized, so never shut down too early).
+    /// For a process that fetches for its whole life (the coordinator): one client for the
+    /// system's roots, or one per CA file, made once and kept (never deinitialized, so never shut
+    /// down too early).
     public static func longLived(trusting caFile: String?) throws(Failure) -> HTTPClient {
-        guard let caFile else { return .shared }
+        guard let caFile else { return systemRoots }
         return try kept.withLock { clients throws(Failure) -> HTTPClient in
             if let made = clients[caFile] { return made }
             let made = try client(trusting: caFile)
@@ -29,6 +30,17 @@ public enum CollateralHTTP {
     }
 
     private static let kept = Mutex<[String: HTTPClient]>([:])
+
+    /// The system's roots, without retrying a connection that failed to establish: AsyncHTTPClient
+    /// would otherwise retry a refused TLS handshake (an untrusted PCCS certificate) until the
+    /// request's deadline, and the answer would come 30 s late. Callers retry on their own terms.
+    public static let systemRoots = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration(tls: .makeClientConfiguration()))
+
+    static func configuration(tls: TLSConfiguration) -> HTTPClient.Configuration {
+        var configuration = HTTPClient.Configuration(tlsConfiguration: tls)
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return configuration
+    }
 
     /// A client that trusts the certificates in `caFile` besides the system's roots (a PCCS
     /// with a certificate of its own CA); the caller shuts it down. Trusting it only opens the
@@ -43,6 +55,6 @@ public enum CollateralHTTP {
         guard !roots.isEmpty else { throw .emptyCA(path: caFile) }
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.additionalTrustRoots = [.certificates(roots)]
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration(tls: tls))
     }
 }

@@ -37,7 +37,10 @@ public struct PCSClient: Sendable {
         public var description: String {
             switch self {
             case .http(let url, let status): return "\(url): HTTP \(status)"
-            case .transport(let url, let reason): return "\(url): \(reason)"
+            case .transport(let url, let reason):
+                // A PCCS usually has a certificate of its own CA: say how to trust it.
+                let hint = reason.contains("CERTIFICATE_VERIFY_FAILED") ? " (the server's certificate is not trusted: for a PCCS with its own CA pass --collateral-ca FILE)" : ""
+                return "\(url): \(reason)\(hint)"
             case .malformed(let url, let reason): return "\(url): \(reason)"
             case .notAPCKCertificate(let why): return "cannot tell which collateral the quote needs: \(why)"
             case .cannotFetch(let why): return why

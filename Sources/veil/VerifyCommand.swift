@@ -107,7 +107,7 @@ struct VerifyCommand: AsyncParsableCommand {
     /// trusts --collateral-ca, shut down afterwards. Trusting it only opens the connection: what
     /// it serves is verified against Intel's and AMD's roots like any collateral.
     private func withCollateralHTTP<T>(_ body: (HTTPClient) async throws -> T) async throws -> T {
-        guard let collateralCa else { return try await body(.shared) }
+        guard let collateralCa else { return try await body(CollateralHTTP.systemRoots) }
         let client: HTTPClient
         do {
             client = try CollateralHTTP.client(trusting: collateralCa)
