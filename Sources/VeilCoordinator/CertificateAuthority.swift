@@ -144,10 +144,12 @@ public struct CertificateAuthority: Sendable {
     }
 
     /// The certificate of a service's activation: its name as common name and DNS name, and
-    /// its identity as the SPIFFE ID `spiffe://COORDINATOR-ID.veil/service/NAME` (an X.509-SVID).
-    public func issueServiceLeaf(publicKey: Certificate.PublicKey, service: String, validFor: TimeInterval, now: Date = Date()) throws -> Certificate {
-        try issueLeaf(
-            publicKey: publicKey, commonName: service, dnsNames: [service], uris: [CoordinatorIdentity.serviceURI(coordinatorID: coordinatorID, service: service)],
+    /// its identity as the SPIFFE ID `spiffe://TRUST-DOMAIN/service/NAME` (an X.509-SVID).
+    /// - Parameter trustDomain: the manifest's; nil: `COORDINATOR-ID.veil`.
+    public func issueServiceLeaf(publicKey: Certificate.PublicKey, service: String, trustDomain: String? = nil, validFor: TimeInterval, now: Date = Date()) throws -> Certificate {
+        let domain = trustDomain ?? CoordinatorIdentity.defaultTrustDomain(coordinatorID: coordinatorID)
+        return try issueLeaf(
+            publicKey: publicKey, commonName: service, dnsNames: [service], uris: [CoordinatorIdentity.serviceURI(trustDomain: domain, service: service)],
             validFor: validFor, now: now)
     }
 

@@ -146,7 +146,8 @@ extension Coordinator {
     ) throws(CoordinatorError) -> Activation {
         let leafDER: [UInt8]
         do {
-            leafDER = try authority.issueServiceLeaf(publicKey: csr.publicKey, service: name, validFor: 365 * 86400, now: now).derBytes
+            leafDER = try authority.issueServiceLeaf(
+                publicKey: csr.publicKey, service: name, trustDomain: manifest?.config.trustDomain, validFor: 365 * 86400, now: now).derBytes
         } catch {
             throw .storage("issuing certificate: \(error)")
         }

@@ -29,7 +29,7 @@ extension Coordinator {
         let service = try serviceCaller(certificate, now: now, needing: "a JWT-SVID")
         guard manifest?.services[service] != nil else { throw .unknownService(service) }
         guard !audience.isEmpty, audience.allSatisfy({ !$0.isEmpty }) else { throw .badRequest("a JWT-SVID needs a non-empty audience") }
-        let spiffeID = CoordinatorIdentity.serviceURI(coordinatorID: authority.coordinatorID, service: service)
+        let spiffeID = CoordinatorIdentity.serviceURI(trustDomain: trustDomain, service: service)
         let expiry = now.addingTimeInterval(Self.jwtSVIDLifetime)
         let key = jwtSVIDKey
         let claims: [String: JSONValue] = [

@@ -39,7 +39,7 @@ enum Transit {
 
 extension Coordinator {
     /// The service a client certificate was issued to at activation: signed by the workload
-    /// intermediate, valid now, naming this coordinator's `spiffe://…/service/NAME`.
+    /// intermediate, valid now, naming a service in the current trust domain (`spiffe://TRUST-DOMAIN/service/NAME`).
     func serviceCaller(_ certificateDER: [UInt8]?, now: Date, needing what: String) throws(CoordinatorError) -> String {
         guard let certificateDER else { throw .unauthenticated("\(what) needs a service's activation certificate as the TLS client certificate") }
         guard let certificate = try? Certificate(derEncoded: certificateDER),
@@ -52,8 +52,8 @@ extension Coordinator {
             if case .uniformResourceIdentifier(let uri) = name { return uri }
             return nil
         } ?? []
-        guard let identity = uris.compactMap(CoordinatorIdentity.service(fromURI:)).first(where: { $0.coordinatorID == authority.coordinatorID }) else {
-            throw .unauthenticated("the client certificate names no service of this coordinator")
+        guard let identity = uris.compactMap(CoordinatorIdentity.service(fromURI:)).first(where: { $0.trustDomain == trustDomain }) else {
+            throw .unauthenticated("the client certificate names no service in this coordinator's trust domain \(trustDomain)")
         }
         return identity.service
     }
@@ -110,6 +110,13 @@ extension Coordinator {
             state.transitKeys = keys
             return (keys[name]!, [HistoryEvent("transitKeyCreated", detail: ["key": name, "service": service])])
         }
+    }
+}
+
+extension Coordinator {
+    /// The services' SPIFFE trust domain: the manifest's `Config.TrustDomain`, else `COORDINATOR-ID.veil`.
+    var trustDomain: String {
+        manifest?.config.trustDomain ?? CoordinatorIdentity.defaultTrustDomain(coordinatorID: authority.coordinatorID)
     }
 }
 

@@ -37,29 +37,39 @@ public enum CoordinatorIdentity {
         return Hex.encode(SHA256.hash(data: spki).prefix(16))
     }
 
-    /// The SPIFFE trust domain of a coordinator's services: `COORDINATOR-ID.veil`.
-    public static func trustDomain(coordinatorID: String) -> String { "\(coordinatorID)\(trustDomainSuffix)" }
-    static let trustDomainSuffix = ".veil"
+    /// The SPIFFE trust domain of a coordinator's services unless the manifest names one
+    /// (`Config.TrustDomain`): `COORDINATOR-ID.veil`.
+    public static func defaultTrustDomain(coordinatorID: String) -> String { "\(coordinatorID).veil" }
 
-    /// `spiffe://COORDINATOR-ID.veil/service/NAME`: a service's identity in its activation
-    /// certificate, its only URI SAN, so the certificate is an X.509-SVID.
-    public static func serviceURI(coordinatorID: String, service: String) -> String {
-        "spiffe://\(trustDomain(coordinatorID: coordinatorID))/service/\(service)"
+    /// `spiffe://TRUST-DOMAIN/service/NAME`: a service's identity in its activation certificate,
+    /// its only URI SAN, so the certificate is an X.509-SVID.
+    public static func serviceURI(trustDomain: String, service: String) -> String {
+        "spiffe://\(trustDomain)/service/\(service)"
     }
 
-    /// The coordinator ID and service name of a service identity URI — a SPIFFE ID, or the
-    /// `veil://COORDINATOR-ID/service/NAME` of certificates issued before — or nil.
-    public static func service(fromURI uri: String) -> (coordinatorID: String, service: String)? {
+    /// ``serviceURI(trustDomain:service:)`` in the default trust domain.
+    public static func serviceURI(coordinatorID: String, service: String) -> String {
+        serviceURI(trustDomain: defaultTrustDomain(coordinatorID: coordinatorID), service: service)
+    }
+
+    /// The trust domain and service name of a service identity URI, or nil. The
+    /// `veil://COORDINATOR-ID/service/NAME` of certificates issued before SPIFFE IDs counts as
+    /// the coordinator's default trust domain.
+    public static func service(fromURI uri: String) -> (trustDomain: String, service: String)? {
         for scheme in ["spiffe://", "veil://"] where uri.hasPrefix(scheme) {
             let parts = uri.dropFirst(scheme.count).split(separator: "/", omittingEmptySubsequences: false)
-            guard parts.count == 3, parts[1] == "service", !parts[2].isEmpty else { return nil }
-            var authority = parts[0]
-            if scheme == "spiffe://" {
-                guard authority.hasSuffix(trustDomainSuffix) else { return nil }
-                authority = authority.dropLast(trustDomainSuffix.count)
-            }
-            return authority.isEmpty ? nil : (String(authority), String(parts[2]))
+            guard parts.count == 3, parts[1] == "service", !parts[2].isEmpty, !parts[0].isEmpty else { return nil }
+            let authority = String(parts[0])
+            if scheme == "veil://" { return (defaultTrustDomain(coordinatorID: authority), String(parts[2])) }
+            return isTrustDomain(authority) ? (authority, String(parts[2])) : nil
         }
         return nil
+    }
+
+    /// SPIFFE's trust domain rule: 1–255 of lowercase letters, digits, `.`, `-`, `_`.
+    public static func isTrustDomain(_ name: String) -> Bool {
+        (1...255).contains(name.utf8.count) && name.utf8.allSatisfy { byte in
+            (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || Array(".-_".utf8).contains(byte)
+        }
     }
 }

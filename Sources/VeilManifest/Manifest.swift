@@ -37,6 +37,8 @@ public struct Manifest: Sendable, Equatable {
         /// replica's own measurement) to be handed the state key: how a new coordinator
         /// version joins a running deployment.
         public var coordinatorPackages: [String] = []
+        /// The SPIFFE trust domain of the services' identities; nil: `COORDINATOR-ID.veil`.
+        public var trustDomain: String?
 
         /// `true` when claims carry no TCB status or one the manifest's default accepts.
         public func accepts(_ claims: Claims) -> Bool {

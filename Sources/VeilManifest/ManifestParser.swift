@@ -161,12 +161,16 @@ struct ManifestParser {
 
     mutating func config(_ value: JSONValue?) -> Manifest.Config {
         var config = Manifest.Config()
-        let allowed: Set<String> = ["AllowSimulation", "AcceptedTCBStatuses", "AcceptedAdvisories", "UpdateAcknowledgements", "RecoveryThreshold", "CoordinatorPackages"]
+        let allowed: Set<String> = ["AllowSimulation", "AcceptedTCBStatuses", "AcceptedAdvisories", "UpdateAcknowledgements", "RecoveryThreshold", "CoordinatorPackages", "TrustDomain"]
         guard let fields = object(value, "$.Config", allowed: allowed) else { return config }
         config.coordinatorPackages = stringArray(fields["CoordinatorPackages"], "$.Config.CoordinatorPackages")
         config.allowSimulation = bool(fields["AllowSimulation"], "$.Config.AllowSimulation") ?? false
         config.updateAcknowledgements = integer(fields["UpdateAcknowledgements"], "$.Config.UpdateAcknowledgements", in: 1...1000)
         config.recoveryThreshold = integer(fields["RecoveryThreshold"], "$.Config.RecoveryThreshold", in: 1...255)
+        config.trustDomain = string(fields["TrustDomain"], "$.Config.TrustDomain")
+        if let domain = config.trustDomain, !CoordinatorIdentity.isTrustDomain(domain) {
+            problem("$.Config.TrustDomain", "a SPIFFE trust domain is 1-255 lowercase letters, digits, '.', '-' or '_', not '\(domain)'")
+        }
         let tcb = tcbAcceptanceFields(fields, "$.Config")
         if let statuses = tcb.statuses { config.tcb.statuses = statuses }
         config.tcb.advisories = tcb.advisories

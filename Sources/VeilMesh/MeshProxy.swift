@@ -54,7 +54,8 @@ public final class MeshProxy: Sendable {
     /// The intermediates of this service's own chain: a peer of the same coordinator that
     /// sends only its leaf is completed with them.
     let intermediates: [Certificate]
-    let coordinatorID: String
+    /// The trust domain of this service's own certificate, which peers must share.
+    let trustDomain: String
     let serverContext: NIOSSLContext
     let clientContext: NIOSSLContext
     /// How long a TLS handshake may take, on an ingress or towards an egress peer, before the
@@ -74,9 +75,11 @@ public final class MeshProxy: Sendable {
         self.credentials = credentials
         self.policy = policy
         self.logger = logger
+        var leafDER: [UInt8]?
         do {
             root = try Certificate(pemEncoded: credentials.rootCertificatePEM.trimmingWhitespace)
             let ownChain = try NIOSSLCertificate.fromPEMBytes(Array(credentials.certificateChainPEM.utf8))
+            leafDER = try ownChain.first?.toDERBytes()
             intermediates = try ownChain.dropFirst().map { try Certificate(derEncoded: try $0.toDERBytes()) }
             let chain = ownChain.map { NIOSSLCertificateSource.certificate($0) }
             let key = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(bytes: Array(credentials.privateKeyPEM.utf8), format: .pem))
@@ -96,7 +99,16 @@ public final class MeshProxy: Sendable {
         } catch {
             throw MeshError.credentials("\(error)")
         }
-        coordinatorID = CoordinatorIdentity.coordinatorID(root: root)
+        trustDomain = leafDER.flatMap(Self.trustDomain(ofLeaf:)) ?? CoordinatorIdentity.defaultTrustDomain(coordinatorID: CoordinatorIdentity.coordinatorID(root: root))
+    }
+
+    /// The trust domain a certificate (DER) names as its service identity.
+    static func trustDomain(ofLeaf der: [UInt8]) -> String? {
+        guard let leaf = try? Certificate(derEncoded: der), let names = try? leaf.extensions.subjectAlternativeNames else { return nil }
+        return names.lazy.compactMap { name -> String? in
+            if case .uniformResourceIdentifier(let uri) = name { return CoordinatorIdentity.service(fromURI: uri)?.trustDomain }
+            return nil
+        }.first
     }
 
     /// Binds every listener; returns once all accept connections (or throws, binding nothing).
@@ -208,14 +220,14 @@ public final class MeshProxy: Sendable {
     /// A verification callback that accepts a peer proving a service of this coordinator that
     /// `authorize` finds no refusal for; a refusal is logged once with its reason.
     private var verification: @Sendable (ConnectionRecord, @escaping @Sendable (String) -> PeerIdentity.Refusal?) -> NIOSSLCustomVerificationCallback {
-        let root = self.root, intermediates = self.intermediates, coordinatorID = self.coordinatorID
+        let root = self.root, intermediates = self.intermediates, trustDomain = self.trustDomain
         return { record, authorize in
             { certificates, promise in
                 let chain = certificates.compactMap { try? $0.toDERBytes() }
                 record.startVerifying()
                 Task(executorPreference: VerificationExecutor.shared) {
                     do throws(PeerIdentity.Refusal) {
-                        let service = try await PeerIdentity.service(of: chain, root: root, knownIntermediates: intermediates, coordinatorID: coordinatorID)
+                        let service = try await PeerIdentity.service(of: chain, root: root, knownIntermediates: intermediates, trustDomain: trustDomain)
                         record.peer = service
                         if let refusal = authorize(service) { throw refusal }
                         promise.succeed(.certificateVerified)

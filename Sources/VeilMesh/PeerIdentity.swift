@@ -4,8 +4,8 @@ import VeilManifest
 import X509
 
 /// What a mesh peer proved in its TLS handshake: a chain to the coordinator's root and the
-/// identity URI `spiffe://COORDINATOR-ID.veil/service/NAME` (or the `veil://COORDINATOR-ID/service/NAME`
-/// of certificates issued before) of one service of this coordinator.
+/// identity URI `spiffe://TRUST-DOMAIN/service/NAME` (or the `veil://COORDINATOR-ID/service/NAME`
+/// of certificates issued before) of one service in this service's own trust domain.
 public enum PeerIdentity {
     /// Why a peer was refused; each names what failed, never a secret.
     public enum Refusal: Error, Equatable, CustomStringConvertible {
@@ -24,7 +24,7 @@ public enum PeerIdentity {
             case .outsideValidity(let notBefore, let notAfter):
                 return "the peer's certificate is not valid now (valid \(notBefore.formatted(.iso8601)) to \(notAfter.formatted(.iso8601)))"
             case .noServiceIdentity: return "the peer's certificate names no Veil service (spiffe://…/service/NAME)"
-            case .otherCoordinator(let id): return "the peer is a service of another coordinator (\(id))"
+            case .otherCoordinator(let domain): return "the peer is a service of another trust domain (\(domain))"
             case .notAllowed(let service, let allowed): return "service '\(service)' is not among the allowed clients (\(allowed.joined(separator: ", ")))"
             case .wrongService(let presented, let expected): return "the peer is service '\(presented)', not '\(expected)'"
             }
@@ -33,7 +33,9 @@ public enum PeerIdentity {
 
     /// The service a chain (DER, leaf first) proves, after checking it leads to `root`.
     /// `knownIntermediates` (this service's own) complete a peer that sends only its leaf.
-    static func service(of chain: [[UInt8]], root: Certificate, knownIntermediates: [Certificate] = [], coordinatorID: String) async throws(Refusal) -> String {
+    /// - Parameter trustDomain: the one this service's own certificate names: peers of the same
+    ///   coordinator and manifest share it.
+    static func service(of chain: [[UInt8]], root: Certificate, knownIntermediates: [Certificate] = [], trustDomain: String) async throws(Refusal) -> String {
         let certificates: [Certificate]
         do {
             certificates = try chain.map { try Certificate(derEncoded: $0) }
@@ -54,7 +56,7 @@ public enum PeerIdentity {
             return nil
         } ?? []
         guard let identity = uris.compactMap(CoordinatorIdentity.service(fromURI:)).first else { throw .noServiceIdentity }
-        guard identity.coordinatorID == coordinatorID else { throw .otherCoordinator(identity.coordinatorID) }
+        guard identity.trustDomain == trustDomain else { throw .otherCoordinator(identity.trustDomain) }
         return identity.service
     }
 }

@@ -79,6 +79,28 @@ import X509
         #expect(throws: CoordinatorError.self, "not vault:vN:") { try coordinator.transitDecrypt("garbage", key: "unseal", certificate: bao) }
     }
 
+    /// With `Config.TrustDomain`, certificates and JWT-SVIDs name it, and the transit API takes them.
+    @Test func theManifestsTrustDomainNamesTheServices() async throws {
+        let fixture = try Fixture()
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(Array("""
+            {"Packages": {"app": {"Kind": "simulated", "Measurement": "\(Hex.encode(fixture.measurement))"}},
+             "Services": {"bao": {"Package": "app", "TransitKeys": ["unseal"]}}, "Config": {"AllowSimulation": true, "TrustDomain": "vault.example"}}
+            """.utf8))
+        let (request, _) = try fixture.request(coordinator, service: "bao")
+        let chain = try await coordinator.activate(request).certificateChain
+        let leaf = try Certificate(derEncoded: try #require(try PEMDocument.parseMultiple(pemString: chain).first).derBytes)
+        #expect(try #require(try leaf.extensions.subjectAlternativeNames).contains(.uniformResourceIdentifier("spiffe://vault.example/service/bao")))
+        let (sealed, _) = try await coordinator.transitEncrypt([7], key: "unseal", certificate: try leaf.derBytes)
+        #expect(try coordinator.transitDecrypt(sealed, key: "unseal", certificate: try leaf.derBytes) == [7])
+        #expect(try coordinator.jwtSVID(audience: ["x"], certificate: try leaf.derBytes).spiffeID == "spiffe://vault.example/service/bao")
+
+        let invalid = #expect(throws: ManifestValidationError.self) {
+            try Manifest.parse(Array(#"{"Packages": {}, "Services": {}, "Config": {"TrustDomain": "Vault.Example"}}"#.utf8))
+        }
+        #expect("\(invalid.map { "\($0)" } ?? "")".contains("$.Config.TrustDomain"))
+    }
+
     @Test func transitKeyNamesAreValidated() {
         let manifest = """
             {"Packages": {"app": {"Kind": "simulated", "Measurement": "\(String(repeating: "ab", count: 32))"}},

@@ -39,10 +39,13 @@ import VeilCore
         }
         #expect(uris == ["spiffe://\(authority.coordinatorID).veil/service/cache"])
         #expect(CoordinatorIdentity.service(fromURI: uris[0])?.service == "cache")
-        #expect(CoordinatorIdentity.service(fromURI: uris[0])?.coordinatorID == authority.coordinatorID)
-        // Certificates issued before the SPIFFE IDs still name their service; other trust domains and shapes do not.
-        #expect(CoordinatorIdentity.service(fromURI: "veil://abc/service/cache")?.coordinatorID == "abc")
-        for other in ["spiffe://example.org/service/cache", "spiffe://.veil/service/cache", "spiffe://abc.veil/ns/cache", "spiffe://abc.veil/service/", "https://abc.veil/service/cache"] {
+        #expect(CoordinatorIdentity.service(fromURI: uris[0])?.trustDomain == "\(authority.coordinatorID).veil")
+        // Certificates issued before the SPIFFE IDs count as the default trust domain; other shapes name no service.
+        #expect(CoordinatorIdentity.service(fromURI: "veil://abc/service/cache")?.trustDomain == "abc.veil")
+        #expect(CoordinatorIdentity.service(fromURI: "spiffe://example.org/service/cache")?.trustDomain == "example.org")
+        let named = try authority.issueServiceLeaf(publicKey: .init(key.publicKey), service: "cache", trustDomain: "shop.example", validFor: 60)
+        #expect(try #require(try named.extensions.subjectAlternativeNames).contains(.uniformResourceIdentifier("spiffe://shop.example/service/cache")))
+        for other in ["spiffe://Example.org/service/cache", "spiffe:///service/cache", "spiffe://abc.veil/ns/cache", "spiffe://abc.veil/service/", "https://abc.veil/service/cache"] {
             #expect(CoordinatorIdentity.service(fromURI: other) == nil, "\(other)")
         }
     }

@@ -4,13 +4,14 @@ import Testing
 
 /// The mesh proxy as `veil launch` starts it and as the `veil mesh` sidecar: it comes up before
 /// the app, a launch whose proxy cannot start never starts the app, and the proxy leaves no
-/// listener behind once its app is gone.
+/// listener behind once its app is gone. These manifests name their own SPIFFE trust domain
+/// (`mesh.test`): the proxies match peers in it.
 @Suite(.timeLimit(.minutes(5))) struct MeshLaunchTests {
     func manifest(_ services: [(name: String, measurement: String, mesh: String, parameters: String)]) -> String {
         let packages = services.map { "\"\($0.name)\": {\"Kind\": \"simulated\", \"Measurement\": \"\($0.measurement)\"}" }
         let entries = services.map { "\"\($0.name)\": {\"Package\": \"\($0.name)\", \"Parameters\": \($0.parameters), \"Mesh\": \($0.mesh)}" }
         return """
-            {"Packages": {\(packages.joined(separator: ","))}, "Services": {\(entries.joined(separator: ","))}, "Config": {"AllowSimulation": true}}
+            {"Packages": {\(packages.joined(separator: ","))}, "Services": {\(entries.joined(separator: ","))}, "Config": {"AllowSimulation": true, "TrustDomain": "mesh.test"}}
             """
     }
 

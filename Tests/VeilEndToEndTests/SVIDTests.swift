@@ -4,7 +4,8 @@ import Testing
 /// Activation certificates are X.509-SVIDs: py-spiffe (pip `spiffe`, an implementation of the
 /// SPIFFE X.509-SVID rules with no Veil code) parses a launched service's provisioned
 /// certificate chain and key as an SVID — exactly one SPIFFE ID URI, not a CA, a signing key
-/// usage, CA intermediates — with the ID `spiffe://COORDINATOR-ID.veil/service/NAME`, and
+/// usage, CA intermediates — with the ID `spiffe://TRUST-DOMAIN/service/NAME` (the manifest's
+/// `Config.TrustDomain` here), and
 /// OpenSSL verifies the chain to the coordinator's root. A JWT-SVID it asks for with that
 /// certificate validates with py-spiffe against the coordinator's JWT bundle.
 @Suite(.timeLimit(.minutes(3))) struct SVIDTests {
@@ -22,7 +23,7 @@ import Testing
             """
         let manifest = """
             {"Packages": {"app": {"Kind": "simulated", "Measurement": "\(try await coordinator.measure(service: "web.shop", command: command))"}},
-             "Services": {"web.shop": {"Package": "app", "Parameters": \(parameters)}}, "Config": {"AllowSimulation": true}}
+             "Services": {"web.shop": {"Package": "app", "Parameters": \(parameters)}}, "Config": {"AllowSimulation": true, "TrustDomain": "shop.example"}}
             """
         let set = try await coordinator.setManifest(manifest)
         try #require(set.status == 0, "\(set.stderr)")
@@ -38,7 +39,7 @@ import Testing
         #expect(parsed.status == 0, "\(parsed.stderr)")
         let words = parsed.stdout.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
         let id = try #require(words.first)
-        #expect(id.hasPrefix("spiffe://") && id.hasSuffix(".veil/service/web.shop") && words.last == "2", "\(parsed.stdout)")
+        #expect(id == "spiffe://shop.example/service/web.shop" && words.last == "2", "the manifest's trust domain: \(parsed.stdout)")
 
         let intermediate = try scratch.write(String(try String(contentsOfFile: "\(directory)/chain.pem", encoding: .utf8)
             .components(separatedBy: "-----END CERTIFICATE-----").dropFirst().joined(separator: "-----END CERTIFICATE-----")), to: "intermediate.pem")
