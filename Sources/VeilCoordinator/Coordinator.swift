@@ -92,7 +92,7 @@ public final class Coordinator: Sendable {
     /// Activated services' last DCAP quotes, reviewed when Intel's documents change (TCBReview).
     let tcbWatch = TCBWatch()
     /// The coordinator's own evidence, asked once, to keep its collateral fetched.
-    private let ownEvidence = Mutex<Evidence?>(nil)
+    let ownEvidence = Mutex<Evidence?>(nil)
 
     private init(
         authority: CertificateAuthority, snapshot: Snapshot, store: any StateStore, vault: StateVault,
@@ -444,45 +444,6 @@ public final class Coordinator: Sendable {
         } catch {
             throw .storage("cannot produce evidence: \(error)")
         }
-    }
-
-    /// ``evidence(nonce:)`` with the collateral for it fetched first when none is held (the
-    /// first request after start, or after the cached documents ran out).
-    public func evidenceWithCollateral(nonce: [UInt8]) async throws(CoordinatorError) -> CoordinatorEvidence {
-        let answer = try evidence(nonce: nonce)
-        guard answer.collateral == nil, verification.collateralCache != nil, answer.evidence.format == DCAPEvidence.format else { return answer }
-        await refreshCollateral(for: answer.evidence)
-        return CoordinatorEvidence(
-            evidence: answer.evidence, rootCertificate: answer.rootCertificate, logHead: answer.logHead, simulated: answer.simulated,
-            collateral: heldCollateral(for: answer.evidence))
-    }
-
-    /// The collateral held for the coordinator's own DCAP quote, which clients verify against
-    /// Intel's root as from any source.
-    func heldCollateral(for evidence: Evidence) -> DCAPCollateral? {
-        guard let cache = verification.collateralCache, evidence.format == DCAPEvidence.format, let quote = try? DCAPQuote(evidence.data) else { return nil }
-        return cache.held(for: quote)
-    }
-
-    /// Keeps the collateral of the coordinator's own quote and of every platform a service was
-    /// seen on fetched (``refreshHeldCollateral()`` every 10 minutes), until cancelled.
-    public func keepOwnCollateralFresh() async {
-        guard verification.collateralCache != nil else { return }
-        while !Task.isCancelled {
-            await refreshHeldCollateral()
-            try? await Task.sleep(for: .seconds(600))
-        }
-    }
-
-    /// Fetches the documents of the coordinator's own platform and of every platform a service
-    /// was seen on that are within the cache's refresh window (a cheap check otherwise), and
-    /// reviews the services on a platform whose documents changed (``review(_:)``).
-    public func refreshHeldCollateral() async {
-        if let evidence = ownEvidence.withLock({ $0 }) ?? (try? evidenceProvider.evidence(reportData: [UInt8](repeating: 0, count: ReportData.size))) {
-            ownEvidence.withLock { $0 = evidence }
-            await refreshCollateral(for: evidence)
-        }
-        await refreshWatchedPlatforms()
     }
 
     // MARK: - Activation

@@ -60,28 +60,6 @@ final class TCBWatch: Sendable {
 }
 
 extension Coordinator {
-    /// Fetches the Intel collateral `evidence` needs (when the coordinator fetches collateral)
-    /// and, when that replaced different documents for its platform, reviews the services last
-    /// seen on it before anything is verified with the new documents.
-    func refreshCollateral(for evidence: Evidence) async {
-        guard let renewal = await verification.collateralCache?.prefetch(for: evidence) else { return }
-        await review(renewal)
-    }
-
-    /// Fetches AMD's CRL for the product of SNP `evidence` when the coordinator fetches CRLs
-    /// and no file gives it; says so when revocation goes unchecked for want of one.
-    func refreshAMDCRL(for evidence: Evidence) async {
-        guard let cache = verification.amdCRLCache, evidence.format == SNPEvidence.format,
-            let product = (try? SNPEvidence.unverifiedReport(in: evidence))?.product, verification.snpCRLs[product] == nil
-        else { return }
-        await cache.prefetch(for: product)
-        if cache.held[product] == nil, let reason = cache.failure(for: product) {
-            logger.warning("no AMD CRL: revocation of this SEV-SNP report's ASK/VCEK is not checked", metadata: [
-                "product": "\(product.rawValue)", "source": "\(cache.origin)", "reason": "\(reason)",
-            ])
-        }
-    }
-
     /// Re-evaluates the watched quotes on `renewal`'s platform with its new documents: each
     /// service its package would now refuse is logged, counted
     /// (`veil_tcb_refusals_ahead_total`), named in the status and recorded in the history
@@ -113,14 +91,6 @@ extension Coordinator {
             try await transact { _, _ in ((), events) }
         } catch {
             logger.error("cannot record the TCB review in the history", metadata: ["reason": "\(error)"])
-        }
-    }
-
-    /// Keeps the documents of every platform a service was seen on fetched ahead of their
-    /// `nextUpdate` (the cache fetches only within its refresh window), reviewing each renewal.
-    func refreshWatchedPlatforms() async {
-        for quote in tcbWatch.quotePerPlatform {
-            await refreshCollateral(for: Evidence(format: DCAPEvidence.format, data: quote))
         }
     }
 
