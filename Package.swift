@@ -141,6 +141,7 @@ let package = Package(
                 "VeilMesh",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

@@ -14,6 +14,37 @@ public enum API {
         public init(audience: [String]) { self.audience = audience }
     }
 
+    /// `POST /api/v1/activation/renew` (mesh listener, the service's current certificate as TLS
+    /// client certificate): a PKCS#10 request (PEM) for a new key.
+    public struct RenewalRequest: Codable, Sendable {
+        public var csr: String
+        public init(csr: String) { self.csr = csr }
+    }
+
+    /// A renewed certificate and the service's files rendered again.
+    public struct RenewalResponse: Codable, Sendable {
+        /// PEM: the new certificate followed by the intermediate CA.
+        public var certificateChain: String
+        public var files: [String: RenderedValue]
+        /// The signal to send the app after rewriting its files (`SIGHUP`, …).
+        public var reload: ReloadSignal?
+        public init(certificateChain: String, files: [String: RenderedValue], reload: ReloadSignal?) {
+            self.certificateChain = certificateChain
+            self.files = files
+            self.reload = reload
+        }
+    }
+
+    /// In an activation's answer when the service's certificate is renewed by a resident agent.
+    public struct RenewalPolicy: Codable, Sendable, Equatable {
+        public var lifetimeSeconds: Int
+        public var reload: ReloadSignal?
+        public init(lifetimeSeconds: Int, reload: ReloadSignal?) {
+            self.lifetimeSeconds = lifetimeSeconds
+            self.reload = reload
+        }
+    }
+
     /// A JWT-SVID: `sub` the service's SPIFFE ID, `aud` the request's, ES256, five minutes.
     public struct JWTSVIDResponse: Codable, Sendable {
         public var token: String
@@ -147,6 +178,9 @@ public enum API {
         public var allowDiskFiles: Bool?
         /// The service's mesh proxying, when the manifest gives it one.
         public var mesh: MeshPolicy?
+        /// Set when the manifest gives the service a `CertificateLifetime`: the launcher leaves
+        /// an agent beside the app that renews the certificate.
+        public var renewal: RenewalPolicy?
 
         public init(
             certificateChain: String, rootCertificate: String, files: [String: RenderedValue], env: [String: RenderedValue],

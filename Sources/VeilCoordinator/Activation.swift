@@ -48,6 +48,10 @@ public struct Activation: Sendable {
     public let allowDiskFiles: Bool
     /// The service's mesh proxying, when the manifest gives it one.
     public let mesh: MeshPolicy?
+    /// The certificate's lifetime when the service's agent renews it (nil: a year, no agent).
+    public let certificateLifetime: CertificateLifetime?
+    /// The signal the agent sends the app after rewriting its files.
+    public let reload: ReloadSignal?
 
     /// `true` when accepted on simulated evidence (no confidentiality).
     public var simulated: Bool { claims.simulated }
@@ -66,5 +70,7 @@ public struct Activation: Sendable {
         self.protectedFilesKey = protectedFilesKey
         allowDiskFiles = service.allowDiskFiles
         mesh = service.mesh
+        certificateLifetime = service.certificateLifetime
+        reload = service.reload
     }
 }

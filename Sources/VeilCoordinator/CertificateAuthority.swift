@@ -145,12 +145,27 @@ public struct CertificateAuthority: Sendable {
 
     /// The certificate of a service's activation: its name as common name and DNS name, and
     /// its identity as the SPIFFE ID `spiffe://TRUST-DOMAIN/service/NAME` (an X.509-SVID).
+    /// The manifest package it was activated under is its organizational unit, which a renewal
+    /// must find unchanged (``CertificateAuthority/package(of:)``).
     /// - Parameter trustDomain: the manifest's; nil: `COORDINATOR-ID.veil`.
-    public func issueServiceLeaf(publicKey: Certificate.PublicKey, service: String, trustDomain: String? = nil, validFor: TimeInterval, now: Date = Date()) throws -> Certificate {
+    public func issueServiceLeaf(
+        publicKey: Certificate.PublicKey, service: String, package: String? = nil, trustDomain: String? = nil, validFor: TimeInterval, now: Date = Date()
+    ) throws -> Certificate {
         let domain = trustDomain ?? CoordinatorIdentity.defaultTrustDomain(coordinatorID: coordinatorID)
-        return try issueLeaf(
-            publicKey: publicKey, commonName: service, dnsNames: [service], uris: [CoordinatorIdentity.serviceURI(trustDomain: domain, service: service)],
-            validFor: validFor, now: now)
+        return try Self.leaf(
+            publicKey: publicKey, commonName: service, organization: nil, unit: package,
+            names: Self.names([service], [], [CoordinatorIdentity.serviceURI(trustDomain: domain, service: service)]),
+            validFor: validFor, now: now, issuer: intermediate, issuerKey: intermediateKey)
+    }
+
+    /// The package a service certificate was issued under (its organizational unit).
+    public static func package(of certificate: Certificate) -> String? {
+        for rdn in certificate.subject {
+            for attribute in rdn where attribute.type == .RDNAttributeType.organizationalUnitName {
+                if let text = try? String(attribute.value) { return text }
+            }
+        }
+        return nil
     }
 
     /// A TLS server certificate for the coordinator itself, from the coordinator TLS CA, with
@@ -177,11 +192,12 @@ public struct CertificateAuthority: Sendable {
     }
 
     static func leaf(
-        publicKey: Certificate.PublicKey, commonName: String, organization: String?, names: [GeneralName], validFor: TimeInterval, now: Date,
-        issuer: Certificate, issuerKey: P256.Signing.PrivateKey
+        publicKey: Certificate.PublicKey, commonName: String, organization: String?, unit: String? = nil, names: [GeneralName], validFor: TimeInterval,
+        now: Date, issuer: Certificate, issuerKey: P256.Signing.PrivateKey
     ) throws -> Certificate {
         let subject = try DistinguishedName {
             if let organization { OrganizationName(organization) }
+            if let unit { OrganizationalUnitName(unit) }
             CommonName(commonName)
         }
         return try Certificate(

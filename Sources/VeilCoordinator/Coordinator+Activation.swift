@@ -147,7 +147,8 @@ extension Coordinator {
         let leafDER: [UInt8]
         do {
             leafDER = try authority.issueServiceLeaf(
-                publicKey: csr.publicKey, service: name, trustDomain: manifest?.config.trustDomain, validFor: 365 * 86400, now: now).derBytes
+                publicKey: csr.publicKey, service: name, package: service.package, trustDomain: manifest?.config.trustDomain,
+                validFor: Self.certificateLifetime(of: service), now: now).derBytes
         } catch {
             throw .storage("issuing certificate: \(error)")
         }

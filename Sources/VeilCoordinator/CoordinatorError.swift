@@ -21,6 +21,8 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     case forbidden(user: String, action: String, resource: String?)
     /// A transit request the manifest does not allow, or whose ciphertext does not open.
     case transitRefused(key: String, reason: String)
+    /// A running service's certificate renewal the current manifest does not allow.
+    case renewalRefused(service: String, reason: String)
     case unknownSecret(String)
     case invalidUpdate(String)
     case securityVersionLowered(package: String, current: UInt16, proposed: UInt16)
@@ -40,7 +42,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
     public var httpStatus: Int {
         switch self {
         case .invalidManifest, .badRequest, .unknownNonce, .invalidSecretValue: return 400
-        case .protectedFileRejected, .protectedFileRollback, .protectedFileForked, .forbidden, .transitRefused: return 403
+        case .protectedFileRejected, .protectedFileRollback, .protectedFileForked, .forbidden, .transitRefused, .renewalRefused: return 403
         case .unauthenticated: return 401
         case .unknownSecret: return 404
         case .invalidUpdate, .securityVersionLowered: return 400
@@ -75,6 +77,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .unauthenticated: return "unauthenticated"
         case .forbidden: return "forbidden"
         case .transitRefused: return "transitRefused"
+        case .renewalRefused: return "renewalRefused"
         case .unknownSecret: return "unknownSecret"
         case .invalidUpdate: return "invalidUpdate"
         case .securityVersionLowered: return "securityVersionLowered"
@@ -117,6 +120,7 @@ public enum CoordinatorError: Error, Equatable, CustomStringConvertible {
         case .invalidSecretValue(let name, let reason): return "secret '\(name)': \(reason)"
         case .unauthenticated(let why): return "authentication required: \(why)"
         case .transitRefused(let key, let reason): return "transit key '\(key)': \(reason)"
+        case .renewalRefused(let service, let reason): return "no renewal for service '\(service)': \(reason)"
         case .forbidden(let user, let action, let resource):
             return "user '\(user)' has no role allowing \(action)" + (resource.map { " on '\($0)'" } ?? "")
         case .unknownSecret(let name): return "the manifest has no secret '\(name)'"

@@ -30,6 +30,7 @@ public struct CoordinatorMetrics: Sendable {
         public static let connectionsRefused = "veil_connections_refused_total"
         public static let connectionsWithoutRequest = "veil_connections_without_request_total"
         public static let tcbRefusalsAhead = "veil_tcb_refusals_ahead_total"
+        public static let renewals = "veil_renewals_total"
     }
 
     let factory: any MetricsFactory
@@ -48,6 +49,11 @@ public struct CoordinatorMetrics: Sendable {
     /// Counts one activation attempt that reached the coordinator's checks.
     func countActivation(service: String, outcome: String) {
         CoreMetrics.Counter(label: Name.activations, dimensions: [("service", service), ("outcome", outcome)], factory: factory).increment()
+    }
+
+    /// Counts one renewal request from a running service's agent.
+    func countRenewal(service: String, outcome: String) {
+        CoreMetrics.Counter(label: Name.renewals, dimensions: [("service", service), ("outcome", outcome)], factory: factory).increment()
     }
 
     /// Counts one connection closed on arrival because a connection cap was reached.
@@ -143,6 +149,7 @@ struct DocumentedPrometheusFactory: MetricsFactory {
         Name.recoverySharesRequired: "Recovery shares needed to recover the state key (0 outside recovery).",
         Name.simulated: "1 when this coordinator runs on the simulated TEE, which gives no confidentiality.",
         Name.connectionsRefused: "Connections closed on arrival because a cap on open connections (per peer address or in total) was reached.",
+        Name.renewals: "Certificate renewals asked for by running services' agents, by service and outcome (renewed, or the refusal's error code).",
         Name.tcbRefusalsAhead: "Services whose platform new Intel collateral (a TCB recovery) made their package refuse, reported before the next activation is refused.",
         Name.connectionsWithoutRequest: "Connections that ended without an answer: closed by the idle deadline (no complete request head in time), scans, failed TLS handshakes.",
     ]

@@ -41,6 +41,11 @@ extension Coordinator {
     /// The service a client certificate was issued to at activation: signed by the workload
     /// intermediate, valid now, naming a service in the current trust domain (`spiffe://TRUST-DOMAIN/service/NAME`).
     func serviceCaller(_ certificateDER: [UInt8]?, now: Date, needing what: String) throws(CoordinatorError) -> String {
+        try serviceCertificate(certificateDER, now: now, needing: what).service
+    }
+
+    /// ``serviceCaller(_:now:needing:)``, with the certificate it read.
+    func serviceCertificate(_ certificateDER: [UInt8]?, now: Date, needing what: String) throws(CoordinatorError) -> (service: String, certificate: Certificate) {
         guard let certificateDER else { throw .unauthenticated("\(what) needs a service's activation certificate as the TLS client certificate") }
         guard let certificate = try? Certificate(derEncoded: certificateDER),
             authority.intermediate.publicKey.isValidSignature(certificate.signature, for: certificate), certificate.issuer == authority.intermediate.subject
@@ -55,7 +60,7 @@ extension Coordinator {
         guard let identity = uris.compactMap(CoordinatorIdentity.service(fromURI:)).first(where: { $0.trustDomain == trustDomain }) else {
             throw .unauthenticated("the client certificate names no service in this coordinator's trust domain \(trustDomain)")
         }
-        return identity.service
+        return (identity.service, certificate)
     }
 
     /// `service` may use transit key `name` under the current manifest.

@@ -28,21 +28,20 @@ public struct ExecPlan {
     public var user: ImageUser?
     /// The manifest allows this service's files on disk filesystems.
     public let allowDiskFiles: Bool
-    /// The proxy started before exec when the manifest gives the service a `Mesh`.
-    public let mesh: MeshConfiguration?
+    /// The process left beside the app (a mesh proxy, a renewing agent), when the manifest
+    /// gives the service a `Mesh` or a `CertificateLifetime`.
+    public let resident: ResidentConfiguration?
 
-    init(response: API.ActivationResponse, options: LaunchOptions, program: OpenedProgram, privateKeyDER: [UInt8]) throws {
+    /// The mesh proxy's part of ``resident`` (the `veil mesh` sidecar runs it itself).
+    public var mesh: MeshConfiguration? {
+        guard let resident, let policy = resident.policy else { return nil }
+        return MeshConfiguration(credentials: resident.credentials, policy: policy)
+    }
+
+    init(response: API.ActivationResponse, options: LaunchOptions, program: OpenedProgram, privateKeyDER: [UInt8], coordinator: String) throws {
         self.program = program
         simulated = response.simulated
         allowDiskFiles = response.allowDiskFiles ?? false
-        mesh = try response.mesh.map { policy in
-            let key = try P256.Signing.PrivateKey(derRepresentation: privateKeyDER)
-            return MeshConfiguration(
-                credentials: MeshCredentials(
-                    service: options.service, certificateChainPEM: response.certificateChain, privateKeyPEM: key.pemRepresentation,
-                    rootCertificatePEM: response.rootCertificate),
-                policy: policy)
-        }
         var files: [File] = []
         for (path, value) in response.files.sorted(by: { $0.key < $1.key }) {
             if let problem = FilePathRule.problem(path) { throw LaunchError.provisioning(path: path, reason: problem) }
@@ -53,8 +52,9 @@ public struct ExecPlan {
             }
         }
         self.files = files
-        if let workingDir = options.image?.config.workingDir, !workingDir.isEmpty { workingDirectory = workingDir }
         user = options.image?.user
+        resident = try Self.resident(response, service: options.service, privateKeyDER: privateKeyDER, coordinator: coordinator, files: files, owner: user)
+        if let workingDir = options.image?.config.workingDir, !workingDir.isEmpty { workingDirectory = workingDir }
         var environment = options.environment
         for name in Launcher.ownVariables { environment[name] = nil }
         for (name, value) in response.env {
@@ -66,6 +66,23 @@ public struct ExecPlan {
         } else {
             self.argv = options.command
         }
+    }
+
+    /// The resident process's configuration, when the service has a mesh or a renewal.
+    private static func resident(
+        _ response: API.ActivationResponse, service: String, privateKeyDER: [UInt8], coordinator: String, files: [File], owner: ImageUser?
+    ) throws -> ResidentConfiguration? {
+        guard response.mesh != nil || response.renewal != nil else { return nil }
+        let key = try P256.Signing.PrivateKey(derRepresentation: privateKeyDER)
+        let credentials = MeshCredentials(
+            service: service, certificateChainPEM: response.certificateChain, privateKeyPEM: key.pemRepresentation, rootCertificatePEM: response.rootCertificate)
+        let renewal = response.renewal.map { policy in
+            RenewalPlan(
+                coordinator: coordinator, lifetimeSeconds: policy.lifetimeSeconds, reload: policy.reload, ownerUID: owner?.uid, ownerGID: owner?.gid,
+                allowDiskFiles: response.allowDiskFiles ?? false,
+                writtenDigests: Dictionary(uniqueKeysWithValues: files.map { ($0.path, Hex.encode(Array(SHA256.hash(data: $0.bytes)))) }))
+        }
+        return ResidentConfiguration(credentials: credentials, policy: response.mesh, renewal: renewal)
     }
 
     private static func text(_ bytes: [UInt8], what: String) throws -> String {
@@ -84,11 +101,11 @@ public struct ExecPlan {
         }
     }
 
-    /// Replaces this process with the program, after starting its mesh proxy if it has one
-    /// (the proxy becomes the program's child and dies with it). Returns only by throwing.
+    /// Replaces this process with the program, after starting its resident process if it has
+    /// one (the mesh proxy and renewing agent, which becomes the program's child and dies with it). Returns only by throwing.
     public func exec(signals: SignalDispositions) throws -> Never {
         // Same thread as the exec below: the proxy's parent-death signal follows this thread.
-        if let mesh { _ = try MeshHandover.spawn(mesh) }
+        if let resident { _ = try MeshHandover.spawn(resident) }
         let argvC = argv.map { strdup($0) } + [nil]
         let envC = environment.sorted(by: { $0.key < $1.key }).map { strdup("\($0.key)=\($0.value)") } + [nil]
         if let user, user.uid != getuid() || user.gid != getgid() {

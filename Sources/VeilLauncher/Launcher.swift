@@ -188,7 +188,8 @@ public enum Launcher {
         }
         let response = try await client.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
         progress?("activation answered")
-        var plan = try ExecPlan(response: response, options: options, program: program, privateKeyDER: Array(key.derRepresentation))
+        var plan = try ExecPlan(
+            response: response, options: options, program: program, privateKeyDER: Array(key.derRepresentation), coordinator: client.address)
         if !protected.isEmpty {
             guard let keyBytes = response.protectedFilesKey?.bytes else {
                 throw LaunchError.protectedFile(protected[0].entry.path, reason: "the coordinator released no key (set ProtectedFilesKey for the service)")

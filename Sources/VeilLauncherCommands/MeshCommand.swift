@@ -31,12 +31,12 @@ public struct MeshCommand: AsyncParsableCommand {
     public init() {}
 
     public func run() async throws {
-        let logger = logFormat.logger(label: "veil.mesh")
+        let logger = logFormat.logger(label: inheritedConfig == nil ? "veil.mesh" : "veil.agent")
         if let inheritedConfig {
             guard let readyFd, let parent, let link = MeshHandover.ParentLink(rawValue: parentLink) else {
                 throw ValidationError("--inherited-config needs --ready-fd, --parent and a --parent-link of death-signal or polling")
             }
-            let status = await MeshHandover.serveInherited(configFD: inheritedConfig, readyFD: readyFd, parent: parent, link: link, logger: logger)
+            let status = await ResidentAgent.serveInherited(configFD: inheritedConfig, readyFD: readyFd, parent: parent, link: link, logger: logger)
             throw ExitCode(status)
         }
         do {

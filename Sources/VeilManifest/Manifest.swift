@@ -66,6 +66,11 @@ public struct Manifest: Sendable, Equatable {
         /// Names of the coordinator's transit keys (Vault's transit API) this service may
         /// encrypt and decrypt with, authenticated by its activation certificate.
         public var transitKeys: [String] = []
+        /// How long the service's activation certificate lasts. Set: the launcher leaves a
+        /// resident agent beside the app that renews it at half-life (nil: a year, no agent).
+        public var certificateLifetime: CertificateLifetime? = nil
+        /// The signal the agent sends the app after it rewrote provisioned files (nil: none).
+        public var reload: ReloadSignal? = nil
     }
 
     public struct Parameters: Sendable, Equatable {

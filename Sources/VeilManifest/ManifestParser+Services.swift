@@ -5,7 +5,7 @@ extension ManifestParser {
         _ value: JSONValue, _ path: String, packageNames: Set<String>, secrets: [String: SecretSpec], secretNames: Set<String>,
         serviceNames: Set<String>
     ) -> Manifest.Service? {
-        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters", "ProtectedFilesKey", "AllowDiskFiles", "Mesh", "KBS", "TransitKeys"]) else { return nil }
+        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters", "ProtectedFilesKey", "AllowDiskFiles", "Mesh", "KBS", "TransitKeys", "CertificateLifetime", "Reload"]) else { return nil }
         let before = problems.count
         let package = string(fields["Package"], "\(path).Package")
         if let package, !packageNames.contains(package) {
@@ -60,10 +60,24 @@ extension ManifestParser {
         for (index, name) in transitKeys.enumerated() where !Manifest.isTransitKeyName(name) {
             problem("\(path).TransitKeys[\(index)]", "a transit key name is 1-64 letters, digits, '.', '_' or '-' (not '.' or '..'), not '\(name)'")
         }
+        let lifetime = string(fields["CertificateLifetime"], "\(path).CertificateLifetime").flatMap { text in
+            let parsed = CertificateLifetime(text)
+            if parsed == nil { problem("\(path).CertificateLifetime", CertificateLifetime.rule(text)) }
+            return parsed
+        }
+        let reload = string(fields["Reload"], "\(path).Reload").flatMap { text in
+            let parsed = ReloadSignal(rawValue: text)
+            if parsed == nil { problem("\(path).Reload", "'\(text)' is not one of \(ReloadSignal.allCases.map(\.rawValue).joined(separator: ", "))") }
+            return parsed
+        }
+        if reload != nil && lifetime == nil && fields["CertificateLifetime"] == nil {
+            problem("\(path).Reload", "needs a CertificateLifetime: only the renewing agent sends it")
+        }
         guard problems.count == before, let package else { return nil }
         return Manifest.Service(
             package: package, maxActivations: maxActivations, parameters: parameters, protectedFilesKey: protectedFilesKey,
-            allowDiskFiles: bool(fields["AllowDiskFiles"], "\(path).AllowDiskFiles") ?? false, mesh: mesh, kbs: kbs, transitKeys: transitKeys)
+            allowDiskFiles: bool(fields["AllowDiskFiles"], "\(path).AllowDiskFiles") ?? false, mesh: mesh, kbs: kbs, transitKeys: transitKeys,
+            certificateLifetime: lifetime, reload: reload)
     }
 
     /// `{"Ingress": [{"Listen", "Forward", "Clients"}], "Egress": [{"Listen", "Service", "Address"}]}`.

@@ -34,8 +34,8 @@ public enum MeshHandoverError: Error, CustomStringConvertible {
     }
 }
 
-/// The launcher's proxy process: spawned just before the launcher execs the app, it becomes
-/// the app's child and dies with it.
+/// The launcher's resident process (the mesh proxy and the certificate-renewing agent):
+/// spawned just before the launcher execs the app, it becomes the app's child and dies with it.
 ///
 /// Protocol: the configuration (which holds the private key) travels over a pipe inherited as
 /// descriptor 3, never a file or argument; the child reports on descriptor 4 — `ready` once
@@ -60,7 +60,7 @@ public enum MeshHandover {
     /// to be ready. With ``ParentLink/deathSignal`` call it on the thread that then execs the
     /// app: the kernel's parent-death signal follows the spawning thread.
     public static func spawn(
-        _ configuration: MeshConfiguration, executable: String = "/proc/self/exe", link: ParentLink = .deathSignal, timeoutSeconds: Int = 15
+        _ configuration: some Encodable, executable: String = "/proc/self/exe", link: ParentLink = .deathSignal, timeoutSeconds: Int = 15
     ) throws -> pid_t {
         let document = try JSONEncoder().encode(configuration)
         var configPipe: [Int32] = [-1, -1], readyPipe: [Int32] = [-1, -1]
@@ -111,7 +111,7 @@ public enum MeshHandover {
     /// The child's half: reads the configuration from `configFD`, ties the process's life to
     /// `parent`, and returns the configuration. Report with ``reportReady(_:)`` or
     /// ``reportFailure(_:to:)``.
-    public static func receive(configFD: Int32, parent: pid_t, link: ParentLink) throws -> MeshConfiguration {
+    public static func receive<Configuration: Decodable>(_ type: Configuration.Type, configFD: Int32, parent: pid_t, link: ParentLink) throws -> Configuration {
         if link == .deathSignal, veil_die_with_parent() != 0 { throw MeshHandoverError.system("prctl(PR_SET_PDEATHSIG)", errno: errno) }
         // The parent may have died before the request above took effect.
         guard getppid() == parent else { throw MeshHandoverError.parentGone }
@@ -127,7 +127,7 @@ public enum MeshHandover {
         close(configFD)
         defer { for index in bytes.indices { bytes[index] = 0 } }
         do {
-            return try JSONDecoder().decode(MeshConfiguration.self, from: Data(bytes))
+            return try JSONDecoder().decode(Configuration.self, from: Data(bytes))
         } catch {
             throw MeshHandoverError.configuration("\(error)")
         }
@@ -174,30 +174,6 @@ public enum MeshHandover {
             if bytes == Array(readyWord.utf8) { break }
         }
         return String(decoding: bytes, as: UTF8.self)
-    }
-}
-
-extension MeshHandover {
-    /// Runs the launcher-spawned proxy (the `veil mesh --inherited-config` process) until its
-    /// app exits. Returns the exit status.
-    public static func serveInherited(configFD: Int32, readyFD: Int32, parent: pid_t, link: ParentLink, logger: Logger) async -> Int32 {
-        let proxy: MeshProxy
-        do {
-            let configuration = try receive(configFD: configFD, parent: parent, link: link)
-            proxy = try MeshProxy(credentials: configuration.credentials, policy: configuration.policy, logger: logger)
-            try await proxy.start()
-        } catch {
-            reportFailure("\(error)", to: readyFD)
-            return 1
-        }
-        reportReady(readyFD)
-        // With the death signal the kernel kills this process when the app exits; polling is
-        // the fallback, and the only link for a polling parent.
-        while parentAlive(parent) {
-            try? await Task.sleep(for: .seconds(1))
-        }
-        await proxy.stop()
-        return 0
     }
 }
 

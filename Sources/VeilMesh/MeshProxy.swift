@@ -41,6 +41,30 @@ public enum MeshError: Error, CustomStringConvertible {
     }
 }
 
+/// The server and client TLS 1.3 contexts for one certificate chain and key.
+struct TLSContexts: Sendable {
+    let server: NIOSSLContext
+    let client: NIOSSLContext
+
+    init(chain: [NIOSSLCertificate], privateKeyPEM: String) throws {
+        let sources = chain.map { NIOSSLCertificateSource.certificate($0) }
+        let key = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(bytes: Array(privateKeyPEM.utf8), format: .pem))
+        var server = TLSConfiguration.makeServerConfiguration(certificateChain: sources, privateKey: key)
+        server.minimumTLSVersion = .tlsv13
+        // A client certificate is required; the proxy's verification callback replaces BoringSSL's checks.
+        server.certificateVerification = .noHostnameVerification
+        server.trustRoots = .certificates([])
+        self.server = try NIOSSLContext(configuration: server)
+        var client = TLSConfiguration.makeClientConfiguration()
+        client.minimumTLSVersion = .tlsv13
+        client.certificateChain = sources
+        client.privateKey = key
+        client.certificateVerification = .noHostnameVerification
+        client.trustRoots = .certificates([])
+        self.client = try NIOSSLContext(configuration: client)
+    }
+}
+
 /// Mutual TLS for apps that speak plain TCP. Ingress: peers connect with TLS 1.3, must present
 /// a certificate under the coordinator's root naming one of the allowed services, and are
 /// forwarded to the app's loopback port. Egress: the app connects to a loopback port and is
@@ -56,8 +80,9 @@ public final class MeshProxy: Sendable {
     let intermediates: [Certificate]
     /// The trust domain of this service's own certificate, which peers must share.
     let trustDomain: String
-    let serverContext: NIOSSLContext
-    let clientContext: NIOSSLContext
+    /// The TLS contexts new connections use: replaced when the certificate is renewed, while
+    /// connections already open keep the context they started with.
+    private let contexts: Mutex<TLSContexts>
     /// How long a TLS handshake may take, on an ingress or towards an egress peer, before the
     /// connection is closed: a peer that connects and never speaks holds nothing for long.
     let handshakeTimeout: TimeAmount
@@ -81,26 +106,27 @@ public final class MeshProxy: Sendable {
             let ownChain = try NIOSSLCertificate.fromPEMBytes(Array(credentials.certificateChainPEM.utf8))
             leafDER = try ownChain.first?.toDERBytes()
             intermediates = try ownChain.dropFirst().map { try Certificate(derEncoded: try $0.toDERBytes()) }
-            let chain = ownChain.map { NIOSSLCertificateSource.certificate($0) }
-            let key = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(bytes: Array(credentials.privateKeyPEM.utf8), format: .pem))
-            var server = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: key)
-            server.minimumTLSVersion = .tlsv13
-            // A client certificate is required; the custom callback below replaces BoringSSL's checks.
-            server.certificateVerification = .noHostnameVerification
-            server.trustRoots = .certificates([])
-            serverContext = try NIOSSLContext(configuration: server)
-            var client = TLSConfiguration.makeClientConfiguration()
-            client.minimumTLSVersion = .tlsv13
-            client.certificateChain = chain
-            client.privateKey = key
-            client.certificateVerification = .noHostnameVerification
-            client.trustRoots = .certificates([])
-            clientContext = try NIOSSLContext(configuration: client)
+            contexts = Mutex(try TLSContexts(chain: ownChain, privateKeyPEM: credentials.privateKeyPEM))
         } catch {
             throw MeshError.credentials("\(error)")
         }
         trustDomain = leafDER.flatMap(Self.trustDomain(ofLeaf:)) ?? CoordinatorIdentity.defaultTrustDomain(coordinatorID: CoordinatorIdentity.coordinatorID(root: root))
     }
+
+    /// Presents a renewed certificate (same service, same intermediate) on every connection
+    /// made from now on; open connections are not touched.
+    public func replaceCertificate(chainPEM: String, privateKeyPEM: String) throws {
+        let fresh: TLSContexts
+        do {
+            fresh = try TLSContexts(chain: try NIOSSLCertificate.fromPEMBytes(Array(chainPEM.utf8)), privateKeyPEM: privateKeyPEM)
+        } catch {
+            throw MeshError.credentials("\(error)")
+        }
+        contexts.withLock { $0 = fresh }
+    }
+
+    var serverContext: NIOSSLContext { contexts.withLock { $0.server } }
+    var clientContext: NIOSSLContext { contexts.withLock { $0.client } }
 
     /// The trust domain a certificate (DER) names as its service identity.
     static func trustDomain(ofLeaf der: [UInt8]) -> String? {
@@ -143,9 +169,9 @@ public final class MeshProxy: Sendable {
 
     private func listen(ingress rule: MeshPolicy.Ingress) async throws {
         guard let forward = HostPort.parse(rule.forward) else { throw MeshError.listen(rule.listen, reason: "forward address is not HOST:PORT") }
-        let context = serverContext, allowed = rule.clients, verify = verification, deadline = handshakeTimeout
-        try await accept(on: rule.listen, gate: ingressGate, metadata: ["direction": "ingress", "listen": "\(rule.listen)", "forward": "\(rule.forward)"]) { channel, record in
-            let ssl = NIOSSLServerHandler(context: context, customVerificationCallback: verify(record) { service in
+        let allowed = rule.clients, verify = verification, deadline = handshakeTimeout
+        try await accept(on: rule.listen, gate: ingressGate, metadata: ["direction": "ingress", "listen": "\(rule.listen)", "forward": "\(rule.forward)"]) { [self] channel, record in
+            let ssl = NIOSSLServerHandler(context: serverContext, customVerificationCallback: verify(record) { service in
                 allowed.contains(service) ? nil : .notAllowed(service: service, allowed: allowed)
             })
             let gate = HalfCloseGate(record: record)
@@ -160,9 +186,10 @@ public final class MeshProxy: Sendable {
 
     private func listen(egress rule: MeshPolicy.Egress) async throws {
         guard let remote = HostPort.parse(rule.address) else { throw MeshError.listen(rule.listen, reason: "peer address is not HOST:PORT") }
-        let context = clientContext, expected = rule.service, verify = verification, deadline = handshakeTimeout
+        let expected = rule.service, verify = verification, deadline = handshakeTimeout
         let metadata: Logger.Metadata = ["direction": "egress", "listen": "\(rule.listen)", "service": "\(expected)", "address": "\(rule.address)"]
-        try await accept(on: rule.listen, metadata: metadata) { channel, record in
+        try await accept(on: rule.listen, metadata: metadata) { [self] channel, record in
+            let context = clientContext
             let connect: SpliceHandler.Connect = { eventLoop in
                 Self.connect(on: eventLoop, to: remote) { outbound in
                     let ssl = try NIOSSLClientHandler(context: context, serverHostname: nil, customVerificationCallback: verify(record) { service in

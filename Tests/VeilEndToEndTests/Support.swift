@@ -38,6 +38,9 @@ final class Scratch {
         try Data(text.utf8).write(to: URL(fileURLWithPath: file))
         return file
     }
+
+    /// The text of `name` in the directory, or nil when it cannot be read.
+    func read(_ name: String) -> String? { try? String(contentsOfFile: path + "/" + name, encoding: .utf8) }
 }
 
 /// Starts `executable` with output captured to files.

@@ -90,6 +90,10 @@ public enum HTTPAPI {
             let wire = try await request.decode(as: API.ActivationRequest.self, context: context)
             return JSON(API.ActivationResponse(try await coordinator.activate(ActivationAttempt(wire))))
         }
+        activation.post("renew") { request, context in
+            let wire = try await request.decode(as: API.RenewalRequest.self, context: context)
+            return JSON(API.RenewalResponse(try coordinator.renew(csrPEM: Array(wire.csr.utf8), certificate: await context.clientCertificateDER())))
+        }
         api.post("svid/jwt") { request, context in
             let wire = try await request.decode(as: API.JWTSVIDRequest.self, context: context)
             let svid = try coordinator.jwtSVID(audience: wire.audience, certificate: await context.clientCertificateDER())

@@ -25,6 +25,15 @@ extension API.ActivationResponse {
             protectedFilesKey: activation.protectedFilesKey.map(Base64Bytes.init))
         if activation.allowDiskFiles { allowDiskFiles = true }
         mesh = activation.mesh
+        renewal = activation.certificateLifetime.map { API.RenewalPolicy(lifetimeSeconds: $0.seconds, reload: activation.reload) }
+    }
+}
+
+extension API.RenewalResponse {
+    public init(_ renewal: Renewal) {
+        self.init(
+            certificateChain: renewal.certificateChain.map { PEM.encode($0, label: "CERTIFICATE") }.joined(), files: renewal.files,
+            reload: renewal.reload)
     }
 }
 
