@@ -35,6 +35,21 @@ public enum API {
         }
     }
 
+    /// `GET /api/v1/activation/files?after=REVISION` (mesh listener, the current certificate as
+    /// TLS client certificate): the service's files as they render now, answered once the
+    /// coordinator's state moved past `after` (at once without it).
+    public struct ServiceFilesResponse: Codable, Sendable {
+        /// Opaque and increasing: what to send as `after` next.
+        public var revision: Int64
+        public var files: [String: RenderedValue]
+        public var reload: ReloadSignal?
+        public init(revision: Int64, files: [String: RenderedValue], reload: ReloadSignal?) {
+            self.revision = revision
+            self.files = files
+            self.reload = reload
+        }
+    }
+
     /// In an activation's answer when the service's certificate is renewed by a resident agent.
     public struct RenewalPolicy: Codable, Sendable, Equatable {
         public var lifetimeSeconds: Int

@@ -47,17 +47,8 @@ extension Coordinator {
     }
 
     private func checkAndRenew(_ name: String, presented: Certificate, csrPEM: [UInt8], now: Date) throws(CoordinatorError) -> Renewal {
-        guard let manifest else { throw .noManifest }
-        guard let service = manifest.services[name] else { throw .renewalRefused(service: name, reason: "the manifest no longer lists it") }
-        guard service.certificateLifetime != nil else {
-            throw .renewalRefused(service: name, reason: "the manifest gives it no CertificateLifetime (its certificates are not renewed)")
-        }
-        let activatedUnder = CertificateAuthority.package(of: presented)
-        guard activatedUnder == service.package else {
-            throw .renewalRefused(
-                service: name,
-                reason: "it was activated under package '\(activatedUnder ?? "(none named)")' and the manifest now gives it '\(service.package)': activate again")
-        }
+        let manifest = try requireManifest()
+        let service = try stillEntitled(name, presented: presented, in: manifest)
         let csr: CertificateSigningRequest
         do {
             csr = try CertificateAuthority.parseCSR(csrPEM)
@@ -73,12 +64,72 @@ extension Coordinator {
         } catch {
             throw .storage("issuing certificate: \(error)")
         }
-        let resolve = referenceResolver(secrets: self.current.state.secrets, serviceCertificate: leafDER)
+        let files = try renderFiles(name, service, certificate: leafDER, secrets: current.state.secrets)
+        return Renewal(service: name, certificateChain: [leafDER, authority.intermediateDER], files: files, reload: service.reload)
+    }
+
+    /// The service's files as they render now for the certificate presented, once the state
+    /// has moved past `revision` (at once when nil; after `timeout` at the latest): how a
+    /// running service's agent learns of a changed secret or manifest within a moment.
+    /// The same checks as a renewal: a certificate this coordinator issued, valid now, for a
+    /// service the manifest still lists with a `CertificateLifetime` and the same package.
+    public func serviceFiles(
+        certificate: [UInt8]?, after revision: Int64?, waitingUpTo timeout: Duration = .seconds(25)
+    ) async throws(CoordinatorError) -> ServiceFiles {
+        _ = try serviceCertificate(certificate, now: Date(), needing: "the service's files")
+        if let revision {
+            let deadline = ContinuousClock.now + timeout
+            while current.revision <= revision && ContinuousClock.now < deadline && !Task.isCancelled {
+                try? await Task.sleep(for: Self.watchInterval)
+            }
+        }
+        let caller = try serviceCertificate(certificate, now: Date(), needing: "the service's files")
+        let snapshot = current
+        guard let manifest = snapshot.manifest else { throw .noManifest }
+        let service = try stillEntitled(caller.service, presented: caller.certificate, in: manifest)
+        let files = try renderFiles(caller.service, service, certificate: certificate ?? [], secrets: snapshot.state.secrets)
+        return ServiceFiles(revision: snapshot.revision, files: files, reload: service.reload)
+    }
+
+    /// How often a waiting ``serviceFiles(certificate:after:waitingUpTo:)`` looks at the state.
+    static let watchInterval = Duration.milliseconds(200)
+
+    private func requireManifest() throws(CoordinatorError) -> Manifest {
+        guard let manifest else { throw .noManifest }
+        return manifest
+    }
+
+    /// The manifest entry that still entitles the holder of `presented` to renew: listed, with a
+    /// `CertificateLifetime`, under the package the certificate names.
+    private func stillEntitled(_ name: String, presented: Certificate, in manifest: Manifest) throws(CoordinatorError) -> Manifest.Service {
+        guard let service = manifest.services[name] else { throw .renewalRefused(service: name, reason: "the manifest no longer lists it") }
+        guard service.certificateLifetime != nil else {
+            throw .renewalRefused(service: name, reason: "the manifest gives it no CertificateLifetime (its certificates are not renewed)")
+        }
+        let activatedUnder = CertificateAuthority.package(of: presented)
+        guard activatedUnder == service.package else {
+            throw .renewalRefused(
+                service: name,
+                reason: "it was activated under package '\(activatedUnder ?? "(none named)")' and the manifest now gives it '\(service.package)': activate again")
+        }
+        return service
+    }
+
+    private func renderFiles(
+        _ name: String, _ service: Manifest.Service, certificate: [UInt8], secrets: [String: SecretValue]
+    ) throws(CoordinatorError) -> [String: RenderedValue] {
+        let resolve = referenceResolver(secrets: secrets, serviceCertificate: certificate)
         do {
-            let files = try service.parameters.files.mapValues { try $0.render(resolve) }
-            return Renewal(service: name, certificateChain: [leafDER, authority.intermediateDER], files: files, reload: service.reload)
+            return try service.parameters.files.mapValues { try $0.render(resolve) }
         } catch {
             throw .renderFailed(service: name, reason: "\(error)")
         }
     }
+}
+
+/// A running service's files as they render now, and the state revision they render.
+public struct ServiceFiles: Sendable {
+    public let revision: Int64
+    public let files: [String: RenderedValue]
+    public let reload: ReloadSignal?
 }

@@ -57,7 +57,7 @@ public enum ResidentAgent {
         MeshHandover.reportReady(readyFD)
         let renewing = configuration.renewal.map { plan in
             Task {
-                await CertificateRenewer(plan: plan, credentials: configuration.credentials, app: parent, proxy: proxy, logger: logger).run()
+                await ServiceAgent(plan: plan, credentials: configuration.credentials, app: parent, proxy: proxy, logger: logger).run()
             }
         }
         // With the death signal the kernel kills this process when the app exits; polling is

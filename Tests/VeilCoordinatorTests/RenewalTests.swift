@@ -26,7 +26,7 @@ import X509
                  "Services": {
                    "web": {"Package": "app", "CertificateLifetime": "1h", "Reload": "SIGHUP",
                            "Parameters": {"Files": {"/dev/shm/web/cert.pem": "{{ pem .Veil.Service.Cert }}", "/dev/shm/web/key.pem": "{{ pem .Veil.Service.Private }}"}}},
-                   "batch": {"Package": "app"}},
+                   "batch": {"Package": "app", "MaxActivations": 5}},
                  "Config": {"AllowSimulation": true}}
                 """.utf8))
         }
@@ -57,7 +57,7 @@ import X509
         let (current, response) = try await setup.activate("web")
         #expect(response.renewal == API.RenewalPolicy(lifetimeSeconds: 3600, reload: .hangup))
         let activated = try Certificate(derEncoded: current)
-        #expect(activated.notValidAfter.timeIntervalSinceNow > 3500 && activated.notValidAfter.timeIntervalSinceNow <= 3600)
+        #expect(activated.notValidAfter.timeIntervalSinceNow > 3500 && activated.notValidAfter.timeIntervalSinceNow <= 3601, "seconds in X.509 times")
         #expect(CertificateAuthority.package(of: activated) == "app")
 
         let key = P256.Signing.PrivateKey()
@@ -65,7 +65,7 @@ import X509
         let renewed = try Certificate(derEncoded: renewal.certificateChain[0])
         #expect(renewed.publicKey == Certificate.PublicKey(key.publicKey))
         #expect(renewed.serialNumber != activated.serialNumber)
-        #expect(renewed.notValidAfter.timeIntervalSinceNow > 3500 && renewed.notValidAfter.timeIntervalSinceNow <= 3600)
+        #expect(renewed.notValidAfter.timeIntervalSinceNow > 3500 && renewed.notValidAfter.timeIntervalSinceNow <= 3601, "seconds in X.509 times")
         #expect(try renewed.extensions.subjectAlternativeNames == activated.extensions.subjectAlternativeNames, "the same SPIFFE ID")
         #expect(renewal.certificateChain[1] == setup.coordinator.authority.intermediateDER)
         #expect(renewal.reload == .hangup)
@@ -123,6 +123,38 @@ import X509
             try coordinator.renew(csrPEM: try setup.csr(for: currentKey), certificate: current)
         }
         #expect(throws: CoordinatorError.self, "malformed CSR") { try coordinator.renew(csrPEM: Array("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".utf8), certificate: current) }
+    }
+}
+
+extension RenewalTests {
+    /// The agent's long poll: the files as they render now, answered at once without a revision,
+    /// and with one only once the state moved past it (or at the deadline); refused like a renewal.
+    @Test func serviceFilesWaitForTheStateToMoveAndAreRefusedLikeARenewal() async throws {
+        let setup = try await Setup()
+        let coordinator = setup.coordinator
+        let (current, _) = try await setup.activate("web")
+        let now = try await coordinator.serviceFiles(certificate: current, after: nil)
+        let certificateFile = try #require(now.files["/dev/shm/web/cert.pem"]).assemble(servicePrivateKeyDER: [])
+        #expect(certificateFile == Array(PEM.encode(current, label: "CERTIFICATE").utf8), "rendered for the certificate presented")
+        #expect(now.reload == .hangup)
+
+        let started = ContinuousClock.now
+        let unchanged = try await coordinator.serviceFiles(certificate: current, after: now.revision, waitingUpTo: .milliseconds(600))
+        #expect(unchanged.revision == now.revision && ContinuousClock.now - started >= .milliseconds(600), "nothing changed: answered at the deadline")
+
+        async let moved = coordinator.serviceFiles(certificate: current, after: now.revision, waitingUpTo: .seconds(20))
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await setup.activate("batch")  // a counted activation: one state transaction
+        let answer = try await moved
+        #expect(answer.revision > now.revision)
+
+        await #expect(throws: CoordinatorError.unauthenticated("the service's files needs a service's activation certificate as the TLS client certificate")) {
+            _ = try await coordinator.serviceFiles(certificate: nil, after: nil)
+        }
+        let removed = try coordinator.authority.issueServiceLeaf(publicKey: .init(P256.Signing.PrivateKey().publicKey), service: "gone", package: "app", validFor: 60).derBytes
+        await #expect(throws: CoordinatorError.renewalRefused(service: "gone", reason: "the manifest no longer lists it")) {
+            _ = try await coordinator.serviceFiles(certificate: removed, after: nil)
+        }
     }
 }
 

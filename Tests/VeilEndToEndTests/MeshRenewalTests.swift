@@ -49,7 +49,7 @@ import Testing
         defer { server.kill9() }
         let clientApp = try Spawned(veilBinary, coordinator.launchArguments(service: "client", command: clientCommand), scratch: scratch)
         defer { clientApp.kill9() }
-        try #require(await eventually(within: 30) { isListening(port: ingressPort) && isListening(port: egressPort) }, "\(server.stderr)\(clientApp.stderr)")
+        try #require(await eventually(within: 30) { isListening(port: ingressPort) && isListening(port: egressPort) && isListening(port: echoPort) }, "\(server.stderr)\(clientApp.stderr)")
 
         // One connection through the client's egress, a line echoed every half second for 14 s.
         let hold = try scratch.write("""

@@ -80,4 +80,43 @@ import Testing
         let file = scratch.read("tls/cert.pem") ?? ""
         #expect(file.hasPrefix(seen.last!.trimmingCharacters(in: .whitespacesAndNewlines)), "the file holds the served leaf first")
     }
+
+    /// `veil secret set` reaches a running service: its agent, waiting at the coordinator for the
+    /// state to change, rewrites the file that renders the secret and signals the app — which
+    /// keeps running (same PID) and sees the new value.
+    @Test func aSecretSetWithTheCLIReachesTheRunningServicesFileAndSignalsIt() async throws {
+        let scratch = try Scratch(memory: true)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let alice = try await UserCLITests().makeUser("alice", in: scratch)
+        let aliceCert = String(decoding: try JSONEncoder().encode(try String(contentsOfFile: alice.cert, encoding: .utf8)), as: UTF8.self)
+        let token = scratch.path + "/app/token", signals = scratch.path + "/signals"
+        let command = ["/bin/sh", "-c", "trap 'echo reloaded >> \(signals)' HUP; while true; do sleep 0.1; done"]
+        let manifest = """
+            {"Packages": {"app": {"Kind": "simulated", "Measurement": "\(try await coordinator.measure(service: "app", command: command))"}},
+             "Services": {"app": {"Package": "app", "CertificateLifetime": "1h", "Reload": "SIGHUP",
+                                  "Parameters": {"Files": {"\(token)": "{{ raw .Secrets.token }}"}}}},
+             "Secrets": {"token": {"Type": "plain", "UserDefined": true}},
+             "Users": {"alice": {"Certificate": \(aliceCert), "Roles": ["tokens"]}},
+             "Roles": {"tokens": {"ResourceType": "Secrets", "ResourceNames": ["token"], "Actions": ["WriteSecret"]}},
+             "Config": {"AllowSimulation": true}}
+            """
+        let set = try await coordinator.veil(["manifest", "set", try scratch.write(manifest, to: "manifest.json"), "--secret", "token=\(try scratch.write("first", to: "first"))"])
+        try #require(set.status == 0, "\(set.stderr)")
+        let app = try Spawned(veilBinary, coordinator.launchArguments(service: "app", command: command), scratch: scratch)
+        defer { app.kill9() }
+        try #require(await eventually(within: 30) { scratch.read("app/token") == "first" }, "\(app.stderr)")
+        #expect(scratch.read("signals") == nil, "no signal before anything changed")
+
+        let changed = try await coordinator.veil(["secret", "set", "token", "--from-literal", "second", "--user-cert", alice.cert, "--user-key", alice.key])
+        try #require(changed.status == 0, "\(changed.stderr)")
+        let started = Date()
+        let delivered = await eventually(within: 10) { scratch.read("app/token") == "second" }
+        #expect(delivered, "the running service's file still says \(scratch.read("app/token") ?? "nothing")\n\(app.stderr)")
+        print("secret delivered to the running service in \(Int(Date().timeIntervalSince(started) * 1000)) ms")
+        #expect(await eventually(within: 10) { scratch.read("signals") == "reloaded\n" }, "\(app.stderr)")
+        #expect(app.isRunning, "the app kept running")
+        #expect(app.stderr.contains("files updated"), "\(app.stderr)")
+        let log = try await coordinator.veil(["manifest", "log"])
+        #expect(log.stdout.contains("secretSet"), "\(log.stdout)")
+    }
 }

@@ -94,6 +94,13 @@ public enum HTTPAPI {
             let wire = try await request.decode(as: API.RenewalRequest.self, context: context)
             return JSON(API.RenewalResponse(try coordinator.renew(csrPEM: Array(wire.csr.utf8), certificate: await context.clientCertificateDER())))
         }
+        activation.get("files") { request, context in
+            let after = try request.uri.queryParameters.get("after").map { text in
+                guard let revision = Int64(text), revision >= 0 else { throw CoordinatorError.badRequest("after must be a revision this API answered") }
+                return revision
+            }
+            return JSON(API.ServiceFilesResponse(try await coordinator.serviceFiles(certificate: await context.clientCertificateDER(), after: after)))
+        }
         api.post("svid/jwt") { request, context in
             let wire = try await request.decode(as: API.JWTSVIDRequest.self, context: context)
             let svid = try coordinator.jwtSVID(audience: wire.audience, certificate: await context.clientCertificateDER())

@@ -108,3 +108,9 @@ extension API.StateKeyResponse {
         self.init(encapsulatedKey: Base64Bytes(sealed.encapsulatedKey), ciphertext: Base64Bytes(sealed.ciphertext), evidence: sealed.evidence)
     }
 }
+
+extension API.ServiceFilesResponse {
+    public init(_ answer: ServiceFiles) {
+        self.init(revision: answer.revision, files: answer.files, reload: answer.reload)
+    }
+}
