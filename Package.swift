@@ -37,6 +37,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio-http2.git", from: "1.46.0"),
+        // Without its default traits: BinaryDelimitedStreams imports Foundation, which veil-launcher does not link.
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0", traits: []),
     ],
     targets: [
         .target(name: "VeilCore", swiftSettings: strict),
@@ -139,6 +142,7 @@ let package = Package(
                 "VeilClient",
                 "VeilManifest",
                 "VeilMesh",
+                "VeilWorkloadAPI",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Logging", package: "swift-log"),
@@ -189,6 +193,23 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // The SPIFFE Workload API (gRPC on a Unix socket) the resident agent serves: its own small
+        // gRPC server over NIOHTTP2 (docs/decisions.md: grpc-swift's transport brings Foundation
+        // into veil-launcher); the messages in Generated/ come from Protos/workload.proto.
+        .target(
+            name: "VeilWorkloadAPI",
+            dependencies: [
+                "VeilCore",
+                "VeilJOSE",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: strict
         ),
@@ -352,6 +373,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "VeilKubernetesTests", dependencies: ["VeilCore", "VeilKubernetes"], swiftSettings: strict),
+        .testTarget(
+            name: "VeilWorkloadAPITests",
+            dependencies: ["VeilCore", "VeilJOSE", "VeilWorkloadAPI", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "VeilEndToEndTests", dependencies: ["VeilAPI", "VeilCore", .product(name: "Crypto", package: "swift-crypto"), "VeilAttestation"], swiftSettings: strict),
     ]
 )

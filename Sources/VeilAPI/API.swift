@@ -54,9 +54,12 @@ public enum API {
     public struct RenewalPolicy: Codable, Sendable, Equatable {
         public var lifetimeSeconds: Int
         public var reload: ReloadSignal?
-        public init(lifetimeSeconds: Int, reload: ReloadSignal?) {
+        /// Where the agent serves the SPIFFE Workload API.
+        public var workloadAPISocket: String?
+        public init(lifetimeSeconds: Int, reload: ReloadSignal?, workloadAPISocket: String? = nil) {
             self.lifetimeSeconds = lifetimeSeconds
             self.reload = reload
+            self.workloadAPISocket = workloadAPISocket
         }
     }
 

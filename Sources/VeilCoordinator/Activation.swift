@@ -52,6 +52,8 @@ public struct Activation: Sendable {
     public let certificateLifetime: CertificateLifetime?
     /// The signal the agent sends the app after rewriting its files.
     public let reload: ReloadSignal?
+    /// Where the agent serves the SPIFFE Workload API.
+    public let workloadAPISocket: String?
 
     /// `true` when accepted on simulated evidence (no confidentiality).
     public var simulated: Bool { claims.simulated }
@@ -72,5 +74,6 @@ public struct Activation: Sendable {
         mesh = service.mesh
         certificateLifetime = service.certificateLifetime
         reload = service.reload
+        workloadAPISocket = service.workloadAPISocket
     }
 }

@@ -57,6 +57,7 @@ public struct ExecPlan {
         if let workingDir = options.image?.config.workingDir, !workingDir.isEmpty { workingDirectory = workingDir }
         var environment = options.environment
         for name in Launcher.ownVariables { environment[name] = nil }
+        if let socket = response.renewal?.workloadAPISocket { environment[Self.workloadAPIVariable] = "unix://" + socket }
         for (name, value) in response.env {
             environment[name] = try Self.text(value.assemble(servicePrivateKeyDER: privateKeyDER), what: "environment variable \(name)")
         }
@@ -67,6 +68,9 @@ public struct ExecPlan {
             self.argv = options.command
         }
     }
+
+    /// Where SPIFFE's clients look for the Workload API.
+    public static let workloadAPIVariable = "SPIFFE_ENDPOINT_SOCKET"
 
     /// The resident process's configuration, when the service has a mesh or a renewal.
     private static func resident(
@@ -79,7 +83,7 @@ public struct ExecPlan {
         let renewal = response.renewal.map { policy in
             RenewalPlan(
                 coordinator: coordinator, lifetimeSeconds: policy.lifetimeSeconds, reload: policy.reload, ownerUID: owner?.uid, ownerGID: owner?.gid,
-                allowDiskFiles: response.allowDiskFiles ?? false,
+                allowDiskFiles: response.allowDiskFiles ?? false, workloadAPISocket: policy.workloadAPISocket,
                 writtenDigests: Dictionary(uniqueKeysWithValues: files.map { ($0.path, Hex.encode(Array(SHA256.hash(data: $0.bytes)))) }))
         }
         return ResidentConfiguration(credentials: credentials, policy: response.mesh, renewal: renewal)

@@ -116,7 +116,7 @@ final class ServiceAgent: Sendable {
         }
     }
 
-    private func call<Answer: Sendable>(_ credentials: MeshCredentials, _ body: (CoordinatorClient) async throws -> Answer) async throws -> Answer {
+    func call<Answer: Sendable>(_ credentials: MeshCredentials, _ body: (CoordinatorClient) async throws -> Answer) async throws -> Answer {
         let identity = ClientIdentity(certificatePEM: credentials.certificateChainPEM, privateKeyPEM: credentials.privateKeyPEM)
         return try await CoordinatorClient.with(address: plan.coordinator, trust: .pinnedRoot(credentials.rootCertificatePEM), identity: identity, body)
     }
@@ -125,6 +125,21 @@ final class ServiceAgent: Sendable {
         guard !rewritten.isEmpty, let reload else { return }
         kill(app, reload.number)
         metadata["signalled"] = "\(reload.rawValue)"
+    }
+
+    /// The current credentials, then each renewed one (the Workload API's stream).
+    func credentialUpdates() async -> AsyncStream<MeshCredentials> { await state.subscribe() }
+
+    /// A JWT-SVID from the coordinator, asked for with the current certificate.
+    func jwtSVID(audience: [String]) async throws -> String {
+        try await call(await state.credentials) {
+            try await $0.call(.POST, "\(API.prefix)/svid/jwt", json: API.JWTSVIDRequest(audience: audience), as: API.JWTSVIDResponse.self)
+        }.token
+    }
+
+    /// The trust domain's JWT bundle from the coordinator.
+    func jwtBundle() async throws -> [UInt8] {
+        try await call(await state.credentials) { try await $0.call(.GET, "\(API.prefix)/svid/jwt-bundle") }
     }
 
     /// When the first certificate of a PEM chain expires.
@@ -140,6 +155,22 @@ actor AgentState {
     private(set) var credentials: MeshCredentials
     private var digests: [String: String]
     private let plan: RenewalPlan
+    /// Workload API streams waiting for the next renewal.
+    private var listeners: [Int: AsyncStream<MeshCredentials>.Continuation] = [:]
+    private var nextListener = 0
+
+    /// The current credentials, then each renewed one.
+    func subscribe() -> AsyncStream<MeshCredentials> {
+        let (stream, continuation) = AsyncStream<MeshCredentials>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        continuation.yield(credentials)
+        let id = nextListener
+        nextListener += 1
+        listeners[id] = continuation
+        continuation.onTermination = { _ in Task { await self.unsubscribe(id) } }
+        return stream
+    }
+
+    private func unsubscribe(_ id: Int) { listeners[id] = nil }
 
     init(credentials: MeshCredentials, digests: [String: String], plan: RenewalPlan) {
         self.credentials = credentials
@@ -150,6 +181,7 @@ actor AgentState {
     /// Takes the renewed credentials and writes the files rendered for them.
     func renew(to renewed: MeshCredentials, key: [UInt8], files: [String: RenderedValue]) throws -> [String] {
         credentials = renewed
+        for listener in listeners.values { listener.yield(renewed) }
         return try write(files, key: key)
     }
 

@@ -71,6 +71,9 @@ public struct Manifest: Sendable, Equatable {
         public var certificateLifetime: CertificateLifetime? = nil
         /// The signal the agent sends the app after it rewrote provisioned files (nil: none).
         public var reload: ReloadSignal? = nil
+        /// Where the agent serves the SPIFFE Workload API (a Unix socket path; the app gets
+        /// `SPIFFE_ENDPOINT_SOCKET`). Needs a ``certificateLifetime``.
+        public var workloadAPISocket: String? = nil
     }
 
     public struct Parameters: Sendable, Equatable {

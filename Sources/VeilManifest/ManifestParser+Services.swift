@@ -5,7 +5,7 @@ extension ManifestParser {
         _ value: JSONValue, _ path: String, packageNames: Set<String>, secrets: [String: SecretSpec], secretNames: Set<String>,
         serviceNames: Set<String>
     ) -> Manifest.Service? {
-        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters", "ProtectedFilesKey", "AllowDiskFiles", "Mesh", "KBS", "TransitKeys", "CertificateLifetime", "Reload"]) else { return nil }
+        guard let fields = object(value, path, allowed: ["Package", "MaxActivations", "Parameters", "ProtectedFilesKey", "AllowDiskFiles", "Mesh", "KBS", "TransitKeys", "CertificateLifetime", "Reload", "WorkloadAPISocket"]) else { return nil }
         let before = problems.count
         let package = string(fields["Package"], "\(path).Package")
         if let package, !packageNames.contains(package) {
@@ -73,11 +73,17 @@ extension ManifestParser {
         if reload != nil && lifetime == nil && fields["CertificateLifetime"] == nil {
             problem("\(path).Reload", "needs a CertificateLifetime: only the renewing agent sends it")
         }
+        let socket = string(fields["WorkloadAPISocket"], "\(path).WorkloadAPISocket")
+        if let socket {
+            if let rule = FilePathRule.problem(socket) { problem("\(path).WorkloadAPISocket", rule) }
+            if socket.utf8.count > 107 { problem("\(path).WorkloadAPISocket", "a Unix socket path is at most 107 bytes") }
+            if fields["CertificateLifetime"] == nil { problem("\(path).WorkloadAPISocket", "needs a CertificateLifetime: the renewing agent serves it") }
+        }
         guard problems.count == before, let package else { return nil }
         return Manifest.Service(
             package: package, maxActivations: maxActivations, parameters: parameters, protectedFilesKey: protectedFilesKey,
             allowDiskFiles: bool(fields["AllowDiskFiles"], "\(path).AllowDiskFiles") ?? false, mesh: mesh, kbs: kbs, transitKeys: transitKeys,
-            certificateLifetime: lifetime, reload: reload)
+            certificateLifetime: lifetime, reload: reload, workloadAPISocket: socket)
     }
 
     /// `{"Ingress": [{"Listen", "Forward", "Clients"}], "Egress": [{"Listen", "Service", "Address"}]}`.

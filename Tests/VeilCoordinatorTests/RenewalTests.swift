@@ -188,5 +188,12 @@ extension RenewalTests {
         #expect(signal.first?.contains("'SIGKILL' is not one of SIGHUP, SIGUSR1, SIGUSR2") == true, "\(signal)")
         let orphan = problems("\"Reload\": \"SIGHUP\"")
         #expect(orphan.first?.contains("needs a CertificateLifetime") == true, "\(orphan)")
+        let socketWithoutAgent = problems("\"WorkloadAPISocket\": \"/run/spiffe/agent.sock\"")
+        #expect(socketWithoutAgent.first?.contains("WorkloadAPISocket: needs a CertificateLifetime") == true, "\(socketWithoutAgent)")
+        let relative = problems("\"CertificateLifetime\": \"1h\", \"WorkloadAPISocket\": \"agent.sock\"")
+        #expect(relative.first?.contains("WorkloadAPISocket") == true, "\(relative)")
+        let long = problems("\"CertificateLifetime\": \"1h\", \"WorkloadAPISocket\": \"/\(String(repeating: "a", count: 120))\"")
+        #expect(long.first?.contains("at most 107 bytes") == true, "\(long)")
+        #expect(problems("\"CertificateLifetime\": \"1h\", \"WorkloadAPISocket\": \"/run/spiffe/agent.sock\"").isEmpty)
     }
 }

@@ -25,7 +25,7 @@ extension API.ActivationResponse {
             protectedFilesKey: activation.protectedFilesKey.map(Base64Bytes.init))
         if activation.allowDiskFiles { allowDiskFiles = true }
         mesh = activation.mesh
-        renewal = activation.certificateLifetime.map { API.RenewalPolicy(lifetimeSeconds: $0.seconds, reload: activation.reload) }
+        renewal = activation.certificateLifetime.map { API.RenewalPolicy(lifetimeSeconds: $0.seconds, reload: activation.reload, workloadAPISocket: activation.workloadAPISocket) }
     }
 }
 
