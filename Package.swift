@@ -280,7 +280,7 @@ let package = Package(
                 "VeilCore",
                 "VeilImageFormat", .product(name: "SwiftASN1", package: "swift-asn1"), .product(name: "X509", package: "swift-certificates"),
                 "VeilAttestation", "VeilManifest", "VeilCoordinator", "VeilClient", "VeilLauncher", "VeilImage", "VeilRuntime",
-                "VeilMesh", "VeilLauncherCommands", "VeilHostTools", "CVeilSys", "VeilJOSE",
+                "VeilMesh", "VeilLauncherCommands", "VeilHostTools", "CVeilSys", "VeilJOSE", "VeilWorkloadAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],

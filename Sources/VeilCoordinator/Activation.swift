@@ -52,7 +52,7 @@ public struct Activation: Sendable {
     public let certificateLifetime: CertificateLifetime?
     /// The signal the agent sends the app after rewriting its files.
     public let reload: ReloadSignal?
-    /// Where the agent serves the SPIFFE Workload API.
+    /// The Unix socket where the agent serves the SPIFFE Workload API (nil: none).
     public let workloadAPISocket: String?
 
     /// `true` when accepted on simulated evidence (no confidentiality).

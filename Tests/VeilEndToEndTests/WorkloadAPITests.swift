@@ -83,4 +83,17 @@ import Testing
         #expect(out.contains("jwt bundle 1"), "\(out)")
         #expect(out.contains("no header refused: INVALID_ARGUMENT security header missing from request"), "\(out)")
     }
+
+    /// `veil-bench renewal` prints renewals/s against activations/s, and the SVID fetch against
+    /// loading the files, each with a positive figure.
+    @Test func benchRenewalMeasuresAgainstItsPeers() async throws {
+        let scratch = try Scratch()
+        let result = try await run(veilBenchBinary, ["renewal", "--count", "40", "--concurrency", "4", "--fetches", "20"], scratch: scratch, timeout: 180)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        for row in ["activations (peer)", "renewals (new key, files rendered)", "X.509-SVID from the Workload API", "the same SVID loaded from files (peer)"] {
+            let line = result.stdout.split(separator: "\n").first { $0.contains(row) }
+            let figure = line.flatMap { $0.split(separator: " ").compactMap { Double($0) }.first }
+            #expect((figure ?? 0) > 0, "\(row): \(result.stdout)")
+        }
+    }
 }
