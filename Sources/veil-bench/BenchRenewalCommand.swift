@@ -65,7 +65,9 @@ struct BenchRenewalCommand: AsyncParsableCommand {
         if let fetch = try await Self.svidFetch(identity: identities[0], root: root, work: work, count: fetches) {
             print(String(format: "  X.509-SVID from the Workload API (median) %8.0f µs", fetch.api))
             print(String(format: "  the same SVID loaded from files (peer)    %8.0f µs   %.2fx", fetch.files, fetch.api / fetch.files))
+            print(String(format: "    of which the bare gRPC call (grpcio)    %8.0f µs", fetch.call))
             results.add("X.509-SVID fetch from the agent's Workload API (py-spiffe, median)", fetch.api, "µs", better: .lower, peer: "py-spiffe X509Svid.load of the provisioned files", fetch.files)
+            results.add("the bare FetchX509SVID call, first message (grpcio stub, median)", fetch.call, "µs", better: .lower, peer: "py-spiffe X509Svid.load of the provisioned files", fetch.files)
         } else {
             print("  SVID fetch: skipped (python3 with pip spiffe not found)")
         }
@@ -99,9 +101,10 @@ struct BenchRenewalCommand: AsyncParsableCommand {
         return Double(csrs.count) / seconds
     }
 
-    /// Median microseconds of py-spiffe's `fetch_x509_svid` from a Workload API served here and
-    /// of `X509Svid.load` from the same certificate and key in files; nil without py-spiffe.
-    static func svidFetch(identity: ClientIdentity, root: String, work: String, count: Int) async throws -> (api: Double, files: Double)? {
+    /// Median microseconds of py-spiffe's `fetch_x509_svid` from a Workload API served here, of
+    /// `X509Svid.load` from the same certificate and key in files, and of the bare gRPC call
+    /// (grpcio's stub, first message, no parsing); nil without py-spiffe.
+    static func svidFetch(identity: ClientIdentity, root: String, work: String, count: Int) async throws -> (api: Double, files: Double, call: Double)? {
         guard let python = which("python3") else { return nil }
         let certificate = work + "/svid-cert.pem", key = work + "/svid-key.pem", socket = work + "/workload.sock"
         try identity.certificatePEM.write(toFile: certificate, atomically: true, encoding: .utf8)
@@ -123,14 +126,18 @@ struct BenchRenewalCommand: AsyncParsableCommand {
                     operation()
                     samples.append((time.perf_counter() - start) * 1e6)
                 return statistics.median(samples)
-            print(median(client.fetch_x509_svid), median(lambda: X509Svid.load(certificate, key, Encoding.PEM)))
+            import grpc
+            from spiffe._proto import workload_pb2, workload_pb2_grpc
+            stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(grpc.insecure_channel("unix://" + socket))
+            raw = lambda: next(stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), metadata=(("workload.spiffe.io", "true"),)))
+            print(median(client.fetch_x509_svid), median(lambda: X509Svid.load(certificate, key, Encoding.PEM)), median(raw))
             """.write(toFile: script, atomically: true, encoding: .utf8)
         let output = try BenchRun.capture([python, script, socket, certificate, key, "\(count)"], stdin: nil)
         // The last line holds the figures (Python may warn before it).
         let last = output.split(whereSeparator: \.isNewline).last ?? ""
         let numbers = last.split(separator: " ").compactMap { Double($0) }
-        guard numbers.count == 2 else { throw CommandError("the SVID fetch measurement gave no figures:\n\(output)") }
-        return (numbers[0], numbers[1])
+        guard numbers.count == 3 else { throw CommandError("the SVID fetch measurement gave no figures:\n\(output)") }
+        return (numbers[0], numbers[1], numbers[2])
     }
 }
 
