@@ -74,6 +74,14 @@ public enum ResidentAgent {
         return 0
     }
 
+    /// The `veil mesh` sidecar's renewal: the same agent for `proxy`, with no app to signal.
+    /// Nil when the service has no `CertificateLifetime`.
+    public static func renewing(_ plan: ExecPlan, proxy: MeshProxy, logger: Logger) -> Task<Void, Never>? {
+        guard let resident = plan.resident, let renewal = resident.renewal else { return nil }
+        let agent = ServiceAgent(plan: renewal, credentials: resident.credentials, app: nil, proxy: proxy, logger: logger)
+        return Task { await agent.run() }
+    }
+
     /// The Workload API on the plan's socket, before the app starts (it may connect at once).
     static func startWorkloadAPI(_ plan: RenewalPlan?, agent: ServiceAgent?) async throws -> WorkloadAPIServer? {
         guard let plan, let socket = plan.workloadAPISocket, let agent else { return nil }

@@ -24,12 +24,13 @@ import X509
 /// certificate expires; then the service has no identity and the agent says so.
 final class ServiceAgent: Sendable {
     let plan: RenewalPlan
-    let app: pid_t
+    /// The process to signal after rewriting files (nil: a sidecar, with no app of its own).
+    let app: pid_t?
     let proxy: MeshProxy?
     let logger: Logger
     private let state: AgentState
 
-    init(plan: RenewalPlan, credentials: MeshCredentials, app: pid_t, proxy: MeshProxy?, logger: Logger) {
+    init(plan: RenewalPlan, credentials: MeshCredentials, app: pid_t?, proxy: MeshProxy?, logger: Logger) {
         self.plan = plan
         self.app = app
         self.proxy = proxy
@@ -122,7 +123,7 @@ final class ServiceAgent: Sendable {
     }
 
     private func signal(_ reload: ReloadSignal?, after rewritten: [String], metadata: inout Logger.Metadata) {
-        guard !rewritten.isEmpty, let reload else { return }
+        guard !rewritten.isEmpty, let reload, let app, app > 0 else { return }
         kill(app, reload.number)
         metadata["signalled"] = "\(reload.rawValue)"
     }

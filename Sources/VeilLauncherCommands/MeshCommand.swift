@@ -64,6 +64,9 @@ public struct MeshCommand: AsyncParsableCommand {
         if plan.simulated { warn("veil mesh: \(service) activated; \(simulationWarning)") }
         let proxy = try MeshProxy(credentials: mesh.credentials, policy: mesh.policy, logger: logger)
         try await proxy.start()
+        // With a CertificateLifetime the sidecar renews like the launcher's agent (no app to signal).
+        let renewing = ResidentAgent.renewing(plan, proxy: proxy, logger: logger)
+        defer { renewing?.cancel() }
         for signal in [SIGTERM, SIGINT] {
             // As a container's PID 1 a signal without a handler is ignored.
             Glibc.signal(signal) { _ in _exit(0) }

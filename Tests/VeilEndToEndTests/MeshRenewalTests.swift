@@ -103,4 +103,32 @@ import Testing
         #expect(afterExpiry.status != 0, "an expired client still got through: \(afterExpiry.stdout)")
         #expect(server.stderr.contains("the peer's certificate is not valid now"), "the server's proxy says why: \(server.stderr.suffix(2000))")
     }
+
+    /// `veil mesh` as a sidecar renews too: its certificate files change at half-life, with no
+    /// app to signal.
+    @Test func theSidecarRenewsItsCertificateAndFiles() async throws {
+        let scratch = try Scratch(memory: true)
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let measurement = try await coordinator.veil(["measure", "--service", "web", "--mesh-sidecar"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let (meshPort, appPort) = (freePort(), freePort())
+        let set = try await coordinator.setManifest("""
+            {"Packages": {"web": {"Kind": "simulated", "Measurement": "\(measurement)"}},
+             "Services": {"web": {"Package": "web", "CertificateLifetime": "4s", "Reload": "SIGHUP",
+                                  "Parameters": {"Files": {"\(scratch.path)/web/cert.pem": "{{ pem .Veil.Service.Cert }}"}},
+                                  "Mesh": {"Ingress": [{"Listen": "127.0.0.1:\(meshPort)", "Forward": "127.0.0.1:\(appPort)", "Clients": ["web"]}]}}},
+             "Config": {"AllowSimulation": true}}
+            """)
+        try #require(set.status == 0, "\(set.stderr)")
+        let sidecar = try Spawned(veilBinary, ["mesh", "--coordinator", coordinator.meshAddress, "--service", "web", "--tee", "simulated",
+                                               "--simulation-key", coordinator.simulationKey, "--root-ca", coordinator.rootPath], scratch: scratch)
+        defer { sidecar.kill9() }
+        try #require(await eventually(within: 20) { scratch.read("web/cert.pem") != nil }, "\(sidecar.stderr)")
+        var seen: Set<String> = [scratch.read("web/cert.pem") ?? ""]
+        let renewed = await eventually(within: 15) {
+            if let now = scratch.read("web/cert.pem"), !now.isEmpty { seen.insert(now) }
+            return seen.count >= 3
+        }
+        #expect(renewed, "the sidecar's certificate file changed \(seen.count - 1) times\n\(sidecar.stderr)")
+        #expect(sidecar.isRunning && sidecar.stderr.contains("certificate renewed"), "\(sidecar.stderr)")
+    }
 }
