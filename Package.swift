@@ -375,7 +375,7 @@ let package = Package(
         .testTarget(name: "VeilKubernetesTests", dependencies: ["VeilCore", "VeilKubernetes"], swiftSettings: strict),
         .testTarget(
             name: "VeilWorkloadAPITests",
-            dependencies: ["VeilCore", "VeilJOSE", "VeilWorkloadAPI", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["VeilCore", "VeilJOSE", "VeilWorkloadAPI", .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
         .testTarget(name: "VeilEndToEndTests", dependencies: ["VeilAPI", "VeilCore", .product(name: "Crypto", package: "swift-crypto"), "VeilAttestation"], swiftSettings: strict),

@@ -22,6 +22,9 @@ public struct LaunchOptions: Sendable {
     public var image: ImageLaunch?
     /// Protected files a process launch unlocks (an image launch takes its own from the image).
     public var protectedFiles: [ImageRunConfig.ProtectedEntry]
+    /// Every coordinator replica the launch may use (comma-separated), which the renewing agent
+    /// fails over between; nil: the replica that answered the activation.
+    public var coordinatorAddresses: String?
 
     public init(
         service: String, command: [String], tee: TEEChoice, environment: [String: String], image: ImageLaunch? = nil,
@@ -189,7 +192,8 @@ public enum Launcher {
         let response = try await client.call(.POST, "\(API.prefix)/activation", json: request, as: API.ActivationResponse.self)
         progress?("activation answered")
         var plan = try ExecPlan(
-            response: response, options: options, program: program, privateKeyDER: Array(key.derRepresentation), coordinator: client.address)
+            response: response, options: options, program: program, privateKeyDER: Array(key.derRepresentation),
+            coordinator: options.coordinatorAddresses ?? client.address)
         if !protected.isEmpty {
             guard let keyBytes = response.protectedFilesKey?.bytes else {
                 throw LaunchError.protectedFile(protected[0].entry.path, reason: "the coordinator released no key (set ProtectedFilesKey for the service)")

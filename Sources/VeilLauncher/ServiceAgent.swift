@@ -54,8 +54,11 @@ final class ServiceAgent: Sendable {
                 logger.error("renewal stopped: the current certificate cannot be read")
                 return
             }
-            let renewAt = expiry.addingTimeInterval(-Double(plan.lifetimeSeconds) / 2)
-            if renewAt.timeIntervalSinceNow > 0 { try? await Task.sleep(for: .seconds(renewAt.timeIntervalSinceNow)) }
+            // Half of what is left, counted from when these credentials arrived (the activation, or
+            // the renewal just made): the half-life of whatever lifetime the coordinator gave, even
+            // after a manifest update changed it.
+            let remaining = expiry.timeIntervalSinceNow
+            if remaining > 0 { try? await Task.sleep(for: .seconds(remaining / 2)) }
             while !Task.isCancelled {
                 do {
                     try await renew(credentials)

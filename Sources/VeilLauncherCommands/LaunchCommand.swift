@@ -75,9 +75,10 @@ public struct LaunchCommand: AsyncParsableCommand {
         trace.mark("coordinator root")
 
         let opened = try OpenedProgram.open(program, path: appEnvironment["PATH"])
-        let options = LaunchOptions(
+        var options = LaunchOptions(
             service: service, command: command, tee: choice, environment: appEnvironment, image: imageLaunch,
             protectedFiles: try protectedFile.map(Self.protectedEntry))
+        options.coordinatorAddresses = address
         let plan = try await CoordinatorClient.with(address: address, trust: .pinnedRoot(rootPEM)) {
             try await Launcher.activate(options, program: opened, client: $0, progress: trace.enabled ? trace.mark : nil)
         }

@@ -55,7 +55,8 @@ public struct MeshCommand: AsyncParsableCommand {
         let choice = try trust.teeChoice(environment)
         let rootPEM = try await trust.rootCertificatePEM(environment, choice: choice)
         let program = try OpenedProgram.open("/proc/self/exe", path: nil)
-        let options = LaunchOptions(service: service, command: MeshSidecar.command, tee: choice, environment: [:])
+        var options = LaunchOptions(service: service, command: MeshSidecar.command, tee: choice, environment: [:])
+        options.coordinatorAddresses = trust.address(environment)
         let plan = try await CoordinatorClient.with(address: trust.address(environment), trust: .pinnedRoot(rootPEM)) {
             try await Launcher.activate(options, program: program, client: $0)
         }

@@ -69,6 +69,22 @@ import Testing
                 print("no header accepted")
             except grpc.RpcError as error:
                 print("no header refused:", error.code().name, error.details())
+            header = (("workload.spiffe.io", "true"),)
+            try:
+                stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest(audience=["a" * 70000]), metadata=header)
+                print("oversized accepted")
+            except grpc.RpcError as error:
+                print("oversized refused:", error.code().name, error.details())
+            try:
+                stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest(audience=["db"], spiffe_id="spiffe://shop.example/service/admin"), metadata=header)
+                print("other identity accepted")
+            except grpc.RpcError as error:
+                print("other identity refused:", error.code().name)
+            try:
+                grpc.insecure_channel("unix://" + socket).unary_unary("/SpiffeWorkloadAPI/Nope")(b"", metadata=header)
+                print("unknown method accepted")
+            except grpc.RpcError as error:
+                print("unknown method refused:", error.code().name)
             client.close()
             """, to: "client.py")
         let result = try await run(python, [client, socket, coordinator.rootPath], scratch: scratch, timeout: 60)
@@ -82,6 +98,9 @@ import Testing
         #expect(out.contains("other audience refused"), "\(out)")
         #expect(out.contains("jwt bundle 1"), "\(out)")
         #expect(out.contains("no header refused: INVALID_ARGUMENT security header missing from request"), "\(out)")
+        #expect(out.contains("oversized refused: INVALID_ARGUMENT request larger than 65536 bytes"), "\(out)")
+        #expect(out.contains("other identity refused: PERMISSION_DENIED"), "\(out)")
+        #expect(out.contains("unknown method refused: UNIMPLEMENTED"), "\(out)")
     }
 
     /// `veil-bench renewal` prints renewals/s against activations/s, and the SVID fetch against
