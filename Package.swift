@@ -233,8 +233,8 @@ let package = Package(
             dependencies: [
                 "VeilAPI",
                 "VeilCore",
-                "VeilImageFormat", "VeilAttestation", "VeilCoordinator", "VeilManifest", "VeilImage", "VeilJOSE", .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "X509", package: "swift-certificates"),
+                "VeilImageFormat", "VeilAttestation", "VeilCoordinator", "VeilManifest", "VeilImage", "VeilJOSE", "VeilWorkloadAPI",
+                .product(name: "Crypto", package: "swift-crypto"), .product(name: "X509", package: "swift-certificates"),
             ],
             swiftSettings: strict
         ),

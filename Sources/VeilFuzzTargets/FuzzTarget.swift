@@ -8,6 +8,7 @@ import VeilImage
 import VeilImageFormat
 import VeilJOSE
 import VeilManifest
+import VeilWorkloadAPI
 
 /// Every parser that takes bytes from outside, as a libFuzzer target.
 ///
@@ -57,6 +58,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// ocicrypt layer annotations from a registry: JWEs (opened with the fixture's RSA and P-256
     /// keys), public and private options, CoCo key packets, and decryption under what they name.
     case ocicrypt
+    /// What a local program sends the agent's SPIFFE Workload API: the gRPC request framing,
+    /// every request message, and JWT-SVIDs (and JWT bundles) to validate.
+    case workloadAPI = "workload-api"
 
     /// Loads the fixtures and runs every seed once, so one-time allocations (fixtures, Swift
     /// runtime metadata caches) happen before libFuzzer starts counting leaks per input.
@@ -88,10 +92,21 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .activationCSR: Self.activationCSR(data)
         case .kbs: Self.kbs(data)
         case .ocicrypt: Self.ocicrypt(data)
+        case .workloadAPI: Self.workloadAPI(data)
         }
     }
 
     // MARK: - Targets
+
+    private static func workloadAPI(_ data: [UInt8]) {
+        let message = GRPCFraming.requestMessage(data) ?? data
+        _ = try? X509SVIDRequest(serializedBytes: message)
+        _ = try? JWTSVIDRequest(serializedBytes: message)
+        _ = try? ValidateJWTSVIDRequest(serializedBytes: message)
+        let text = String(decoding: data, as: UTF8.self)
+        _ = try? JWTSVIDCheck.verify(text, audience: "db", bundle: Fixtures.jwtBundle, now: Fixtures.issueTime)
+        _ = try? JWTSVIDCheck.verify(Fixtures.jwtSVID, audience: "db", bundle: data, now: Fixtures.issueTime)
+    }
 
     private static func dcapQuote(_ data: [UInt8]) {
         guard let quote = try? DCAPQuote(data), let fixtures = Fixtures.shared else { return }
@@ -221,6 +236,17 @@ struct Fixtures: Sendable {
     }()
     static let authority = try? CertificateAuthority.generate(now: issueTime)
     static let issueTime = Date(timeIntervalSince1970: 1_790_000_000)
+    /// The Workload API target's JWT bundle (one P-256 key, `kid` "k1") and an SVID it signed.
+    static let jwtBundle: [UInt8] = {
+        let raw = Array(simulationKey.publicKey.rawRepresentation)
+        return (try? CanonicalJSON.encode(JSONValue.object(["keys": .array([.object([
+            "kty": .string("EC"), "crv": .string("P-256"), "kid": .string("k1"),
+            "x": .string(Base64URL.encode(raw.prefix(32))), "y": .string(Base64URL.encode(raw.suffix(32))),
+        ])])]))) ?? []
+    }()
+    static let jwtSVID: String = (try? JWT.sign(
+        claims: ["sub": .string("spiffe://fuzz.veil/service/app"), "aud": .array([.string("db")]), "exp": .number(issueTime.timeIntervalSince1970 + 300)],
+        extraHeader: ["kid": .string("k1")], with: simulationKey.privateKey)) ?? ""
 
     static let shared: Fixtures? = {
         do {

@@ -6,6 +6,7 @@ import VeilCoordinator
 import VeilCore
 import VeilImage
 import VeilManifest
+import VeilWorkloadAPI
 import VeilImageFormat
 import VeilJOSE
 import X509
@@ -96,6 +97,15 @@ public enum SeedCorpus {
             return try kbsSeeds()
         case .ocicrypt:
             return try ocicryptSeeds()
+        case .workloadAPI:
+            var request = JWTSVIDRequest()
+            request.audience = ["db", "cache"]
+            var validate = ValidateJWTSVIDRequest()
+            validate.audience = "db"
+            validate.svid = Fixtures.jwtSVID
+            let body: [UInt8] = try request.serializedBytes()
+            let validation: [UInt8] = try validate.serializedBytes()
+            return [[0, 0, 0, 0, UInt8(body.count)] + body, validation, Array(Fixtures.jwtSVID.utf8), Fixtures.jwtBundle]
         case .activationCSR:
             let key = P256.Signing.PrivateKey()
             let csr = try CertificateSigningRequest(

@@ -92,6 +92,15 @@ final class GRPCUnixServer: Sendable {
     func close() async { try? await channel.close() }
 }
 
+/// The request framing, for callers outside the server (the fuzz target).
+public enum GRPCFraming {
+    /// The one uncompressed message `bytes` frame, or nil (what the server refuses).
+    public static func requestMessage(_ bytes: [UInt8]) -> [UInt8]? {
+        var buffer = ByteBuffer(bytes: bytes)
+        return GRPCCallHandler.message(in: &buffer)
+    }
+}
+
 /// One HTTP/2 stream: collects the request (headers, one length-prefixed message), runs the
 /// method, and cancels it when the stream goes away.
 final class GRPCCallHandler: ChannelInboundHandler, @unchecked Sendable {
