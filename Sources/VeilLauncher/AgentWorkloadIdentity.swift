@@ -15,7 +15,7 @@ struct AgentWorkloadIdentity: WorkloadIdentitySource {
         return AsyncStream { continuation in
             let forwarding = Task {
                 for await credentials in updates {
-                    if let identity = Self.identity(credentials) { continuation.yield(identity) }
+                    if let identity = X509Identity(credentials: credentials) { continuation.yield(identity) }
                 }
                 continuation.finish()
             }
@@ -26,10 +26,12 @@ struct AgentWorkloadIdentity: WorkloadIdentitySource {
     func jwtSVID(audience: [String]) async throws -> String { try await agent.jwtSVID(audience: audience) }
 
     func jwtBundle() async throws -> [UInt8] { try await agent.jwtBundle() }
+}
 
-    /// The SVID the credentials hold: the SPIFFE ID of the leaf's URI SAN, the chain and root
-    /// as DER, the key as PKCS#8 DER.
-    static func identity(_ credentials: MeshCredentials) -> X509Identity? {
+extension X509Identity {
+    /// The SVID `credentials` hold: the SPIFFE ID of the leaf's URI SAN, the chain and root as
+    /// DER, the key as PKCS#8 DER; nil when they do not parse or name no service.
+    public init?(credentials: MeshCredentials) {
         guard let chain = PEM.decodeAll(credentials.certificateChainPEM, label: "CERTIFICATE"), let leafDER = chain.first,
             let roots = PEM.decodeAll(credentials.rootCertificatePEM, label: "CERTIFICATE"),
             let leaf = try? Certificate(derEncoded: leafDER), let names = try? leaf.extensions.subjectAlternativeNames,
@@ -37,7 +39,8 @@ struct AgentWorkloadIdentity: WorkloadIdentitySource {
         else { return nil }
         for name in names {
             guard case .uniformResourceIdentifier(let uri) = name, let identity = CoordinatorIdentity.service(fromURI: uri) else { continue }
-            return X509Identity(spiffeID: uri, trustDomain: identity.trustDomain, chain: chain, privateKey: Array(key.derRepresentation), bundle: roots)
+            self.init(spiffeID: uri, trustDomain: identity.trustDomain, chain: chain, privateKey: Array(key.derRepresentation), bundle: roots)
+            return
         }
         return nil
     }

@@ -148,8 +148,7 @@ final class ServiceAgent: Sendable {
 
     /// When the first certificate of a PEM chain expires.
     static func expiry(of chainPEM: String) -> Date? {
-        let firstBlock = chainPEM.split(separator: "\n").prefix { !$0.hasPrefix("-----END") }
-        guard let leaf = try? Certificate(pemEncoded: firstBlock.joined(separator: "\n") + "\n-----END CERTIFICATE-----\n") else { return nil }
+        guard let leafDER = PEM.decodeAll(chainPEM, label: "CERTIFICATE")?.first, let leaf = try? Certificate(derEncoded: leafDER) else { return nil }
         return leaf.notValidAfter
     }
 }

@@ -8,6 +8,7 @@ import VeilCore
 import VeilLauncher
 import VeilLauncherCommands
 import VeilManifest
+import VeilMesh
 import VeilWorkloadAPI
 import X509
 
@@ -146,12 +147,9 @@ struct FixedIdentity: WorkloadIdentitySource {
     let identity: X509Identity
 
     init(_ client: ClientIdentity, root: String) throws {
-        guard let chain = PEM.decodeAll(client.certificatePEM, label: "CERTIFICATE"), let roots = PEM.decodeAll(root, label: "CERTIFICATE"),
-            let key = try? P256.Signing.PrivateKey(pemRepresentation: client.privateKeyPEM)
-        else { throw CommandError("the benchmark identity does not parse") }
-        let domain = CoordinatorIdentity.defaultTrustDomain(coordinatorID: CoordinatorIdentity.coordinatorID(root: try Certificate(pemEncoded: root)))
-        identity = X509Identity(
-            spiffeID: "spiffe://\(domain)/service/s", trustDomain: domain, chain: chain, privateKey: Array(key.derRepresentation), bundle: roots)
+        let credentials = MeshCredentials(service: "s", certificateChainPEM: client.certificatePEM, privateKeyPEM: client.privateKeyPEM, rootCertificatePEM: root)
+        guard let identity = X509Identity(credentials: credentials) else { throw CommandError("the benchmark identity does not parse") }
+        self.identity = identity
     }
 
     func x509Identities() async -> AsyncStream<X509Identity> {
