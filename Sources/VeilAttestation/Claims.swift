@@ -32,6 +32,8 @@ public struct Claims: Encodable, Sendable, Equatable {
     public package(set) var tdx: TDXMeasurements?
     /// SEV-SNP only: host data and the reported TCB.
     public package(set) var snp: SNPClaims?
+    /// Where a confidential VM's image measurement was bound (``imageMeasurement``).
+    package var imageBinding: ImageBinding = .reportData
 
     package init(
         tee: TEEKind, measurement: [UInt8], signer: [UInt8] = [], productID: UInt16 = 0,
@@ -49,11 +51,24 @@ public struct Claims: Encodable, Sendable, Equatable {
     }
 }
 
+/// Where the container image measurement of confidential-VM evidence is bound.
+package enum ImageBinding: Encodable, Sendable, Equatable {
+    /// The report data's second half (``ReportData``): Veil's launchers.
+    case reportData
+    /// Runtime data whose hash fills the report data (a key-broker client): the measurement it
+    /// named there, or none. The report data's second half is then part of that hash.
+    case runtimeData([UInt8]?)
+}
+
 extension Claims {
-    /// The container image measurement a launcher inside a confidential VM bound into the
-    /// report data (``ReportData``); `nil` for other evidence.
+    /// The container image measurement a launcher (or `veil run`) inside a confidential VM
+    /// bound into its evidence; `nil` for other evidence.
     public var imageMeasurement: [UInt8]? {
-        tee == .snp || tee == .tdx ? ReportData.imageMeasurement(in: reportData) : nil
+        guard tee == .snp || tee == .tdx else { return nil }
+        switch imageBinding {
+        case .reportData: return ReportData.imageMeasurement(in: reportData)
+        case .runtimeData(let measurement): return measurement
+        }
     }
 
     /// The one debug rule for every TEE: debug evidence (SGX ATTRIBUTES.DEBUG, TDX TUD.DEBUG,

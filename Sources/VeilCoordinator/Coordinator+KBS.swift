@@ -42,7 +42,7 @@ extension Coordinator {
         guard let manifest = current.manifest else { throw .noManifest }
         let attestation = try KBSAttestation(try Self.kbsObject(body, "Attestation"), hash: session.hash)
         guard attestation.nonce == session.nonce else { throw .nonceMismatch }
-        let claims: Claims
+        var claims: Claims
         if session.tee == TrusteeEvidence.azureSNPTEE {
             guard attestation.initData == nil else {
                 throw .initDataRejected("az-snp-vtpm binds init-data in vTPM PCR 8, which Veil does not check: none is accepted")
@@ -52,6 +52,9 @@ extension Coordinator {
             let evidence = try TrusteeEvidence.evidence(tee: session.tee, primary: attestation.primaryEvidence)
             claims = try await verifyKBSEvidence(evidence, reportData: attestation.expectedReportData, manifest: manifest)
         }
+        // The report data is the runtime-data hash: an image measurement counts only when the
+        // client named it in the runtime data that hash covers.
+        claims.imageBinding = .runtimeData(attestation.imageMeasurement)
         let (name, service) = try Self.kbsService(for: claims, in: manifest)
         var initData: InitData?
         if let presented = attestation.initData { initData = try InitData(format: presented.format, body: presented.body) }
@@ -230,6 +233,10 @@ struct KBSAttestation {
     let teeKey: JWEPublicKey
     let primaryEvidence: JSONValue
     let initData: (format: String, body: String)?
+    /// The container image a Veil client in a confidential VM names in its additional evidence
+    /// (`{"veil-image-measurement": HEX}`): bound by the runtime-data hash, so it stands where
+    /// a launcher's report data would carry it.
+    let imageMeasurement: [UInt8]?
     /// `SHA-384(JCS({"tee-pubkey", "nonce", "additional-evidence"}))`, or the negotiated hash.
     let runtimeDataHash: [UInt8]
     /// ``runtimeDataHash`` zero-padded to 64 bytes: what guest-components' attesters put in the
@@ -258,6 +265,7 @@ struct KBSAttestation {
         } else {
             initData = nil
         }
+        imageMeasurement = try Self.imageMeasurement(in: additional.stringValue ?? "")
         let bound = JSONValue.object(["tee-pubkey": jwk, "nonce": .string(nonce), "additional-evidence": additional])
         do {
             runtimeDataHash = hash.digest(try JCS.encode(bound))
@@ -267,5 +275,19 @@ struct KBSAttestation {
         self.nonce = nonce
         teeKeyJWK = jwk
         primaryEvidence = primary
+    }
+
+    /// Veil's member of the additional evidence, when the client sent one: other attesters put
+    /// their own JSON (or nothing) there, which is left alone.
+    static let imageMeasurementMember = "veil-image-measurement"
+
+    static func imageMeasurement(in additional: String) throws(KBSError) -> [UInt8]? {
+        guard additional.contains(imageMeasurementMember), let object = try? JSONValue.parse(Array(additional.utf8)),
+            let member = object[imageMeasurementMember]
+        else { return nil }
+        guard let hex = member.stringValue, let bytes = Hex.decode(hex), bytes.count == 32, bytes.contains(where: { $0 != 0 }) else {
+            throw .malformedRequest("additional_evidence: \(imageMeasurementMember) must be 64 hex digits, not all zero")
+        }
+        return bytes
     }
 }

@@ -262,6 +262,15 @@ import VeilCore
         #expect(otherVM.packages["p"]!.mismatch(claims)?.contains("measurement") == true)
         // A package without ImageMeasurement pins the VM only.
         #expect(try manifest(#"{"p": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(measurement)", "Debug": true}}"#).packages["p"]!.mismatch(claims) == nil)
+        // A key-broker client's report data is its runtime-data hash: its tail is no image
+        // measurement; only the one named in the runtime data counts.
+        claims.imageBinding = .runtimeData(nil)
+        #expect(claims.imageMeasurement == nil)
+        #expect(pinned.packages["p"]!.mismatch(claims)?.contains("binds no container image measurement") == true)
+        claims.imageBinding = .runtimeData(image)
+        #expect(claims.imageMeasurement == image)
+        #expect(pinned.packages["p"]!.mismatch(claims) == nil)
+        claims.imageBinding = .reportData
         // In SGX claims the same bytes are no image measurement: only a VM's launcher binds one.
         var sgx = try Self.claims("sgx_quote", at: Self.sgxTime)
         sgx.reportData = Array(sgx.reportData.prefix(32)) + image

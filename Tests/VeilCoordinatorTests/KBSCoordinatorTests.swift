@@ -47,6 +47,40 @@ import VeilManifest
         return try await coordinator.kbsAttest(sessionID: session.sessionID, body: try JSONValue.object(payload).serialized()).grant
     }
 
+    /// Veil's own clients (`veil run`) send Veil's evidence envelope under the `tee` name `veil`;
+    /// the image they claim in a confidential VM rides in the additional evidence.
+    @Test func veilEvidenceEnvelopesAttestAndNameTheirImageInTheAdditionalEvidence() async throws {
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(manifest(resource: true))
+        func attest(envelope: (Evidence) -> JSONValue) async throws -> KBSGrant {
+            let session = try coordinator.kbsAuth(Array(#"{"version": "0.4.0", "tee": "veil", "extra-params": ""}"#.utf8))
+            var jwk = JWEPublicKey.jwk(of: P256.KeyAgreement.PrivateKey().publicKey).objectValue!
+            jwk["alg"] = .string("ECDH-ES+A256KW")
+            let bound = JSONValue.object(["tee-pubkey": .object(jwk), "nonce": .string(session.nonce), "additional-evidence": .string("")])
+            let reportData = Array(SHA384.hash(data: try JCS.encode(bound))) + [UInt8](repeating: 0, count: 16)
+            let evidence = try SimulatedEvidenceProvider(key: fixture.platformKey, measurement: fixture.measurement).evidence(reportData: reportData)
+            let payload = JSONValue.object([
+                "runtime-data": .object(["nonce": .string(session.nonce), "tee-pubkey": .object(jwk)]),
+                "tee-evidence": .object(["primary_evidence": envelope(evidence), "additional_evidence": .string("")]),
+            ])
+            return try await coordinator.kbsAttest(sessionID: session.sessionID, body: try payload.serialized()).grant
+        }
+        let grant = try await attest { .object(["format": .string($0.format), "data": .string(Data($0.data).base64EncodedString())]) }
+        #expect(grant.service == "pod" && grant.tee == "veil")
+        #expect(!(try await coordinator.kbsRelease("default/key/db", to: grant)).isEmpty)
+        await #expect(throws: KBSError.malformedEvidence(#"veil evidence is Veil's envelope {"format", "data": standard base64}"#)) {
+            try await attest { .object(["format": .string($0.format), "data": .string("not base64!")]) }
+        }
+
+        let image = [UInt8](repeating: 7, count: 32)
+        #expect(try KBSAttestation.imageMeasurement(in: #"{"veil-image-measurement":"\#(Hex.encode(image))"}"#) == image)
+        #expect(try KBSAttestation.imageMeasurement(in: "") == nil)
+        #expect(try KBSAttestation.imageMeasurement(in: #"{"other-attester":"its own evidence"}"#) == nil)
+        for bad in ["abcd", String(repeating: "00", count: 32), String(repeating: "zz", count: 32)] {
+            #expect(throws: KBSError.self) { try KBSAttestation.imageMeasurement(in: #"{"veil-image-measurement":"\#(bad)"}"#) }
+        }
+    }
+
     @Test func aManifestUpdateThatRemovesTheResourceRefusesTheNextRelease() async throws {
         let coordinator = try await fixture.coordinator()
         try await coordinator.setManifest(manifest(resource: true))
