@@ -120,6 +120,7 @@ let package = Package(
                 "VeilAPI",
                 "VeilCore",
                 "VeilAttestation",
+                "VeilJOSE",
                 "VeilManifest",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -215,7 +216,7 @@ let package = Package(
         ),
         .target(
             name: "VeilRuntime",
-            dependencies: ["VeilCore", "VeilAttestation", "VeilImage", "VeilImageFormat"],
+            dependencies: ["CVeilSys", "VeilCore", "VeilAttestation", "VeilClient", "VeilImage", "VeilImageFormat", "VeilJOSE"],
             swiftSettings: strict
         ),
         .target(

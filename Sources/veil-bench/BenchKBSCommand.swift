@@ -100,38 +100,16 @@ final class Counter: Sendable {
     let taken = Mutex(0)
 }
 
-/// The client side of the key-broker protocol, as guest-components speaks it, over Veil's TLS client.
+/// The key-broker calls the benchmark times: VeilClient's client, with guest-components' shape
+/// of simulated evidence (`veil-simulated`).
 enum KBSClient {
-    struct Refused: Error, CustomStringConvertible {
-        let step: String
-        let status: Int
-        let body: [UInt8]
-        var description: String { "\(step) answered \(status): \(String(decoding: body.prefix(300), as: UTF8.self))" }
-    }
-
     /// auth → attest with evidence binding a fresh P-256 key; returns the token.
     static func attest(_ client: CoordinatorClient, provider: any EvidenceProvider) async throws -> String {
-        let auth = try await client.exchange(.POST, "/kbs/v0/auth", body: Array(#"{"version":"0.4.0","tee":"veil-simulated","extra-params":""}"#.utf8))
-        guard auth.status == 200, let nonce = try JSONValue.parse(auth.body)["nonce"]?.stringValue,
-            let cookie = auth.headers.first(where: { $0.0.lowercased() == "set-cookie" })?.1.split(separator: ";").first
-        else { throw Refused(step: "auth", status: auth.status, body: auth.body) }
-        var jwk = JWEPublicKey.jwk(of: P256.KeyAgreement.PrivateKey().publicKey).objectValue!
-        jwk["alg"] = .string("ECDH-ES+A256KW")
-        let bound = JSONValue.object(["tee-pubkey": .object(jwk), "nonce": .string(nonce), "additional-evidence": .string("")])
-        let evidence = try provider.evidence(reportData: Array(SHA384.hash(data: try JCS.encode(bound))) + [UInt8](repeating: 0, count: 16))
-        let payload = JSONValue.object([
-            "runtime-data": .object(["nonce": .string(nonce), "tee-pubkey": .object(jwk)]),
-            "tee-evidence": .object(["primary_evidence": try JSONValue.parse(evidence.data), "additional_evidence": .string("")]),
-        ])
-        let attest = try await client.exchange(.POST, "/kbs/v0/attest", body: try payload.serialized(), headers: [("Cookie", String(cookie))])
-        guard attest.status == 200, let token = try JSONValue.parse(attest.body)["token"]?.stringValue else {
-            throw Refused(step: "attest", status: attest.status, body: attest.body)
-        }
-        return token
+        try await KeyBrokerClient.attest(client, tee: "veil-simulated") { try JSONValue.parse(try provider.evidence(reportData: $0).data) }.token
     }
 
     static func release(_ client: CoordinatorClient, token: String) async throws {
         let response = try await client.exchange(.GET, "/kbs/v0/resource/\(BenchKBSCommand.resource)", headers: [("Authorization", "Bearer \(token)")])
-        guard response.status == 200 else { throw Refused(step: "resource", status: response.status, body: response.body) }
+        guard response.status == 200 else { throw CommandError("resource answered \(response.status): \(String(decoding: response.body.prefix(300), as: UTF8.self))") }
     }
 }
