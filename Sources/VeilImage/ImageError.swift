@@ -23,6 +23,8 @@ public enum ImageError: Error, Equatable, Sendable, CustomStringConvertible {
     case unsafePath(path: String, reason: String)
     /// An image exceeds a limit on unpacking (bytes, entries, path length).
     case limitExceeded(what: String, limit: String)
+    /// An ocicrypt-encrypted layer that could not be opened (no key, a changed byte, …).
+    case encryptedLayer(layer: Int, reason: String)
 
     public var description: String {
         switch self {
@@ -50,6 +52,7 @@ public enum ImageError: Error, Equatable, Sendable, CustomStringConvertible {
         case .protectedFile(let path, let reason): return "protected file \(path): \(reason)"
         case .unsafePath(let path, let reason): return "refusing to read \(path): \(reason)"
         case .limitExceeded(let what, let limit): return "\(what) exceeds the limit of \(limit)"
+        case .encryptedLayer(let layer, let reason): return "encrypted layer \(layer): \(reason)"
         }
     }
 }

@@ -94,10 +94,30 @@ public final class SourceImage: @unchecked Sendable {
     /// Layer `index` as a tar stream (`raw` hashes the blob bytes; `uncompressed` the tar bytes
     /// of a gzip layer, whose digest is its diff_id), in a pipeline of threads: reading, hashing and copying
     /// (`tee`) the blob; inflating it (gzip layers); and the caller's reading of the tar stream.
-    func openLayer(_ index: Int, tee: ((UnsafeRawBufferPointer) throws -> Void)? = nil) throws -> OpenedLayer {
+    func openLayer(_ index: Int, tee: ((UnsafeRawBufferPointer) throws -> Void)? = nil, keys: LayerKeyring? = nil) throws -> OpenedLayer {
         let descriptor = manifest.layers[index]
-        let kind = try MediaType.layerKind(descriptor.mediaType)
-        let raw = try openBlob(descriptor)
+        guard descriptor.isEncrypted else { return try openLayer(descriptor, raw: try openBlob(descriptor), tee: tee) }
+        guard let keys else { throw ImageError.encryptedLayer(layer: index, reason: "it is encrypted and no key to open it was given") }
+        // The HMAC covers the whole blob and must hold before any byte is decrypted.
+        let blob = try openBlob(descriptor)
+        let encrypted = try blob.readAll(limit: Int(descriptor.size))
+        try blob.verify(descriptor)
+        let plain: [UInt8]
+        do {
+            plain = try OCICrypt.decrypt(
+                layer: encrypted, annotations: descriptor.annotations ?? [:], key: try keys.key(for: descriptor), diffID: config.diffIDs[index].description)
+        } catch {
+            throw ImageError.encryptedLayer(layer: index, reason: "\(error)")
+        }
+        var opened = try openLayer(descriptor, raw: DigestingStream(BytesStream(plain)), tee: tee)
+        opened.verifiedBlob = true
+        return opened
+    }
+
+    /// The reading pipeline over a layer's (plain) blob stream.
+    private func openLayer(_ descriptor: Descriptor, raw: DigestingStream, tee: ((UnsafeRawBufferPointer) throws -> Void)?) throws -> OpenedLayer {
+        let type = descriptor.isEncrypted ? String(descriptor.mediaType.dropLast(OCICrypt.encryptedMediaTypeSuffix.count)) : descriptor.mediaType
+        let kind = try MediaType.layerKind(type)
         raw.tee = tee
         let read = try ReadAheadStream(raw)
         guard kind.gzip else {
@@ -111,6 +131,8 @@ public final class SourceImage: @unchecked Sendable {
 
     struct OpenedLayer {
         let raw: DigestingStream
+        /// The blob was verified before decryption: `raw` streams its plaintext.
+        var verifiedBlob = false
         /// The pipeline's threads, downstream first.
         let stages: [ReadAheadStream]
         let uncompressed: DigestingStream?
@@ -123,15 +145,17 @@ public final class SourceImage: @unchecked Sendable {
     /// Streams layer `index` through `body` and verifies it afterwards. When `body` fails on a
     /// blob whose digest is wrong, the digest mismatch is reported: it is the root cause.
     /// - Parameter tee: receives the raw blob bytes as they are read (to copy the blob).
-    public func readLayer<T>(_ index: Int, tee: ((UnsafeRawBufferPointer) throws -> Void)? = nil, _ body: (TarReader) throws -> T) throws -> T {
-        let layer = try openLayer(index, tee: tee)
+    /// - Parameter keys: what opens encrypted layers (an encrypted layer without them is refused).
+    public func readLayer<T>(_ index: Int, tee: ((UnsafeRawBufferPointer) throws -> Void)? = nil, keys: LayerKeyring? = nil,
+                             _ body: (TarReader) throws -> T) throws -> T {
+        let layer = try openLayer(index, tee: tee, keys: keys)
         let result: T
         do {
             result = try body(layer.tar)
         } catch {
             layer.stop()
             layer.raw.tee = nil
-            try layer.raw.verify(manifest.layers[index])
+            if !layer.verifiedBlob { try layer.raw.verify(manifest.layers[index]) }
             throw error
         }
         try verifyLayer(index, layer)
@@ -144,7 +168,7 @@ public final class SourceImage: @unchecked Sendable {
         // The tar stream may end before the blob: read the rest through the pipeline.
         if let uncompressed = layer.uncompressed { try uncompressed.drain() } else { try layer.stages[0].drainToEnd() }
         layer.stop()
-        try layer.raw.verify(manifest.layers[index])
+        if !layer.verifiedBlob { try layer.raw.verify(manifest.layers[index]) }
         let diffID = layer.uncompressed?.digest ?? layer.raw.digest
         guard diffID == config.diffIDs[index] else {
             throw ImageError.diffIDMismatch(layer: index, expected: config.diffIDs[index].description, actual: diffID.description)

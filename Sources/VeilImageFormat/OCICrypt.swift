@@ -111,7 +111,11 @@ public enum OCICrypt {
 
     /// The plain layer: HMAC checked over the whole blob first, then AES-256-CTR, then the
     /// plaintext's digest against `key.digest`.
-    public static func decrypt(layer blob: [UInt8], annotations: [String: String], key: LayerKey) throws(OCICryptError) -> [UInt8] {
+    /// - Parameter diffID: the digest the caller checks the layer's *uncompressed* stream
+    ///   against. skopeo (containers/image) compresses an uncompressed layer while encrypting it
+    ///   and names the source blob's digest in the key — the uncompressed tar's, i.e. the
+    ///   diff_id. A key naming exactly `diffID` is accepted here, the caller's check binding it.
+    public static func decrypt(layer blob: [UInt8], annotations: [String: String], key: LayerKey, diffID: String? = nil) throws(OCICryptError) -> [UInt8] {
         guard let encoded = annotations[publicOptionsAnnotation], let json = Data(base64Encoded: encoded).map(Array.init),
             let options = (try? JSONValue.parse(json))?.objectValue
         else { throw .malformed("\(publicOptionsAnnotation) is missing or not base64 of a JSON object") }
@@ -128,7 +132,7 @@ public enum OCICrypt {
             throw .malformed("AES-CTR: \(error)")
         }
         let digest = "sha256:" + Hex.encode(SHA256.hash(data: plain))
-        guard digest == key.digest else { throw .digestMismatch(expected: key.digest, actual: digest) }
+        guard digest == key.digest || key.digest == diffID else { throw .digestMismatch(expected: key.digest, actual: digest) }
         return plain
     }
 }

@@ -7,7 +7,7 @@ import VeilImage
 import VeilLauncherCommands
 import VeilRuntime
 
-struct RunCommand: ParsableCommand {
+struct RunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Run an OCI image with runc on this machine (the embedded single-machine runtime).",
@@ -24,6 +24,13 @@ struct RunCommand: ParsableCommand {
             VM's evidence (packages pin it with ImageMeasurement). Elsewhere only --tee simulated
             runs: development only, no confidentiality.
 
+            An image whose layers are ocicrypt-encrypted (skopeo copy --encryption-key, veil image
+            convert --encrypt-layers-to) runs only as a Veil image: veil run attests as its service
+            to the coordinator's key broker, which releases the keys the manifest gives that
+            service (--decryption-key names the resource holding the private key; CoCo key
+            packets name their own); the layers are decrypted and unpacked into a ramfs for this
+            run alone (nothing decrypted is written to disk) and removed afterwards.
+
             Exit codes: the container's own; 64 usage; 125 Veil could not run it (the image, runc,
             or the launcher inside could not launch: activation refused, no evidence, …).
             """))
@@ -39,16 +46,22 @@ struct RunCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Where unpacked images and run bundles live.", valueName: "dir"))
     var stateDir = "/var/lib/veil/run"
 
-    func run() throws {
-        let spec: ContainerSpec, stateDirectory: String
+    @Option(name: .customLong("decryption-key"), help: ArgumentHelp(
+        "For encrypted layers: the key-broker resource holding the private key (PEM) they are wrapped for, released after attestation. Repeatable.",
+        valueName: "kbs:///repository/type/tag"))
+    var decryptionKeys: [String] = []
+
+    func run() async throws {
+        let spec: ContainerSpec, stateDirectory: String, memory: MemoryRootfs?
         do {
-            (spec, stateDirectory) = try prepare()
+            (spec, stateDirectory, memory) = try await prepare()
         } catch let error as ValidationError {
             throw error
         } catch {
             warn("veil run: \(error)")
             throw ExitCode(LaunchCommand.couldNotLaunch)
         }
+        defer { memory?.remove() }
         // The container's own status, or 125 from the launcher inside when it could not launch.
         let status: Int32
         do {
@@ -60,7 +73,7 @@ struct RunCommand: ParsableCommand {
         throw ExitCode(status)
     }
 
-    private func prepare() throws -> (ContainerSpec, String) {
+    private func prepare() async throws -> (ContainerSpec, String, MemoryRootfs?) {
         let environment = ProcessInfo.processInfo.environment
         let reference = try ImageReference(parsing: image)
         let source = try SourceImage.open(reference)
@@ -87,8 +100,22 @@ struct RunCommand: ParsableCommand {
                 traceLaunch: environment[VeilEnvironment.launchTrace] == "1")
         }
         let stateDirectory = URL(fileURLWithPath: stateDir).standardizedFileURL.path
-        let cache = BundleCache(directory: stateDirectory)
-        let (rootfs, _) = try cache.rootfs(for: source)
-        return (try RunPlan.spec(for: source, rootfs: rootfs, connection: connection), stateDirectory)
+        let encryptedLayers = source.layers.filter(\.isEncrypted).count
+        guard encryptedLayers > 0 else {
+            guard decryptionKeys.isEmpty else { throw ValidationError("--decryption-key: \(image) has no encrypted layer") }
+            let (rootfs, _) = try BundleCache(directory: stateDirectory).rootfs(for: source)
+            return (try RunPlan.spec(for: source, rootfs: rootfs, connection: connection), stateDirectory, nil)
+        }
+        guard source.config.labels[RunPlan.serviceLabel] != nil else { throw ImageKeyRelease.Failure.noMeasurement }
+        guard let connection else { throw ImageKeyRelease.Failure.needsTEE }
+        let keys = try await ImageKeyRelease.keyring(for: source, decryptionKeys: decryptionKeys, connection: connection)
+        let memory = try MemoryRootfs.unpack(source, keys: keys, stateDirectory: stateDirectory)
+        warn("veil run: \(encryptedLayers) encrypted layer\(encryptedLayers == 1 ? "" : "s") opened with keys the coordinator released after attestation; unpacked into memory (ramfs), nothing decrypted on disk")
+        do {
+            return (try RunPlan.spec(for: source, rootfs: memory.rootfs, connection: connection), stateDirectory, memory)
+        } catch {
+            memory.remove()
+            throw error
+        }
     }
 }

@@ -1,0 +1,155 @@
+import Foundation
+import Testing
+
+/// `veil run` of ocicrypt-encrypted images: Debian's unmodified redis-server in a Veil image,
+/// encrypted by the real skopeo 1.9.3 (RSA and P-256 recipients) and by Veil itself, answers
+/// PONG with its layer keys released by the coordinator's key broker only after `veil run`
+/// attested as the image's service; the layers are unpacked into a ramfs and nothing decrypted
+/// reaches a disk. Every refusal — no attestation, no key named, another service's key, a
+/// measurement the manifest does not know, a flipped ciphertext byte, a wrong diff_id — starts
+/// nothing and leaves nothing mounted.
+@Suite(.serialized, .timeLimit(.minutes(10))) struct EncryptedRunTests {
+    static let keys = repositoryRoot + "/../shared/testdata/ocicrypt/skopeo-jwe/keys"
+
+    /// One coordinator, the plain Veil image and its encrypted copies.
+    final class Setup {
+        let scratch: Scratch
+        let coordinator: CoordinatorProcess
+        let redisPort = freePort()
+        /// A line only the image holds: found on disk after a run, it would be decrypted bytes.
+        let marker = "veil-encrypted-marker-\(UUID().uuidString)"
+        var images: String { scratch.path + "/images" }
+        var state: String { scratch.path + "/state" }
+        var kek: String { scratch.path + "/image.kek" }
+
+        init() async throws {
+            try #require(which("runc") != nil && which("umoci") != nil && which("skopeo") != nil, "install runc, umoci and skopeo")
+            let redis = try #require(which("redis-server"), "install redis-server")
+            scratch = try Scratch()
+            coordinator = try await CoordinatorProcess(scratch: scratch)
+            let markerFile = try scratch.write(marker + "\n", to: "marker.txt")
+            let conf = try scratch.write("port \(redisPort)\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir /tmp\n", to: "redis.conf")
+            try await buildImage(layout: scratch.path + "/plain", tag: "redis", files: [redis, "\(conf)=/etc/redis/redis.conf", "\(markerFile)=/etc/veil-marker.txt"],
+                                 entrypoint: ["/usr/bin/redis-server", "/etc/redis/redis.conf"], scratch: scratch)
+            let convert = try await coordinator.veil([
+                "image", "convert", "--from", "oci:\(scratch.path)/plain:redis", "--to", "oci:\(scratch.path)/plain:veil", "--service", "cache", "--quiet",
+            ], timeout: 120)
+            try #require(convert.status == 0, "\(convert.stderr)")
+            let skopeo = try #require(which("skopeo"))
+            for (tag, key) in [("rsa", "rsa2048-pub.pem"), ("ec", "ecp256-pub.pem")] {
+                let copy = try await run(skopeo, ["copy", "--encryption-key", "jwe:\(EncryptedRunTests.keys)/\(key)", "oci:\(scratch.path)/plain:veil", "oci:\(images):\(tag)"],
+                                         scratch: scratch, timeout: 120)
+                try #require(copy.status == 0, "skopeo: \(copy.stderr)")
+            }
+            try Data((0..<32).map { _ in UInt8.random(in: 0...255) }).write(to: URL(fileURLWithPath: kek))
+            let veilEncrypted = try await coordinator.veil([
+                "image", "convert", "--from", "oci:\(scratch.path)/plain:redis", "--to", "oci:\(images):veil-rsa", "--service", "cache", "--quiet",
+                "--encrypt-layers-to", "\(EncryptedRunTests.keys)/rsa2048-pub.pem",
+            ], timeout: 120)
+            try #require(veilEncrypted.status == 0 && veilEncrypted.stdout == convert.stdout, "\(veilEncrypted.stderr)")
+
+            var manifest = try JSONSerialization.jsonObject(with: Data(convert.stdout.utf8)) as! [String: Any]
+            var packages = manifest["Packages"] as! [String: Any]
+            packages["other"] = ["Kind": "simulated", "Measurement": String(repeating: "ab", count: 32)]
+            manifest["Packages"] = packages
+            var services = manifest["Services"] as! [String: Any]
+            var cache = services["cache"] as! [String: Any]
+            cache["KBS"] = ["Resources": ["veil/image-key/rsa": "{{ raw .Secrets.rsakey }}", "veil/image-key/ec": "{{ raw .Secrets.eckey }}"]]
+            services["cache"] = cache
+            services["other"] = ["Package": "other", "KBS": ["Resources": ["veil/image-key/other": "{{ raw .Secrets.rsakey }}"]]]
+            manifest["Services"] = services
+            manifest["Secrets"] = ["rsakey": ["Type": "plain", "UserDefined": true], "eckey": ["Type": "plain", "UserDefined": true]]
+            manifest["Config"] = ["AllowSimulation": true]
+            let text = String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self)
+            let set = try await coordinator.veil([
+                "manifest", "set", try scratch.write(text, to: "manifest.json"), "--root-ca", coordinator.rootPath,
+                "--secret", "rsakey=\(EncryptedRunTests.keys)/rsa2048-priv.pem", "--secret", "eckey=\(EncryptedRunTests.keys)/ecp256-priv.pem",
+            ])
+            try #require(set.status == 0, "manifest set: \(set.stderr)")
+        }
+
+        func runArguments(_ tag: String, key: String?) -> [String] {
+            ["run", "oci:\(images):\(tag)", "--tee", "simulated", "--simulation-key", coordinator.simulationKey, "--coordinator", coordinator.meshAddress,
+             "--root-ca", coordinator.rootPath, "--state-dir", state] + (key.map { ["--decryption-key", "kbs:///\($0)"] } ?? [])
+        }
+
+        /// The ramfs mounts under the state directory now.
+        func memoryMounts() throws -> [String] {
+            try String(contentsOfFile: "/proc/mounts", encoding: .utf8).split(separator: "\n")
+                .map { $0.split(separator: " ").map(String.init) }.filter { $0.count > 2 && $0[1].hasPrefix(state + "/memory") }.map { "\($0[1]) \($0[2])" }
+        }
+
+        /// Files under the scratch directory (but the plaintext source layout) holding the marker.
+        func filesWithTheMarker() throws -> [String] {
+            let needle = Data(marker.utf8)
+            let enumerator = try #require(FileManager.default.enumerator(atPath: scratch.path))
+            var found: [String] = []
+            while let path = enumerator.nextObject() as? String {
+                guard !path.hasPrefix("plain/"), path != "marker.txt" else { continue }
+                let full = scratch.path + "/" + path
+                var isDirectory: ObjCBool = false
+                guard FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory), !isDirectory.boolValue,
+                      let data = FileManager.default.contents(atPath: full), data.range(of: needle) != nil else { continue }
+                found.append(path)
+            }
+            return found
+        }
+
+        func redisAnswers() async throws -> String {
+            try await run(which("redis-cli") ?? "/usr/bin/redis-cli", ["-p", "\(redisPort)", "PING"], scratch: scratch).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+    }
+
+    @Test func encryptedRedisAnswersWithKeysReleasedOnlyAfterAttestation() async throws {
+        let setup = try await Setup()
+        for (tag, key) in [("rsa", "veil/image-key/rsa"), ("ec", "veil/image-key/ec"), ("veil-rsa", "veil/image-key/rsa")] {
+            let running = try Spawned(veilBinary, setup.runArguments(tag, key: key), environment: setup.coordinator.environment, scratch: setup.scratch)
+            let answered = await eventually(within: 60) {
+                guard running.isRunning else { return true }
+                return (try? await setup.redisAnswers()) == "PONG"
+            }
+            #expect(answered && running.isRunning, "\(tag): \(running.stderr)")
+            // While it runs: the root is a ramfs of its own, nothing was unpacked to the disk cache.
+            let mounts = try setup.memoryMounts()
+            #expect(mounts.count == 1 && mounts.first?.hasSuffix(" ramfs") == true, "\(tag): \(mounts)")
+            #expect((try? FileManager.default.contentsOfDirectory(atPath: setup.state + "/images"))?.filter { !$0.hasPrefix(".") } ?? [] == [])
+            await running.stop()
+            #expect(running.stderr.contains("encrypted layers opened with keys the coordinator released after attestation"), "\(running.stderr)")
+            #expect(running.stderr.contains("NO confidentiality"))
+            #expect(try setup.memoryMounts() == [], "\(tag): the ramfs is gone after the run")
+        }
+        #expect(try setup.filesWithTheMarker() == [], "no decrypted byte on a disk filesystem")
+        let log = try await setup.coordinator.veil(["manifest", "log", "--root-ca", setup.coordinator.rootPath])
+        #expect(log.stdout.components(separatedBy: "kbsResourceReleased").count - 1 == 3, "one release per run: \(log.stdout)")
+    }
+
+    @Test func everyRefusalStartsNothingAndLeavesNothingMounted() async throws {
+        let setup = try await Setup()
+        let tamper = repositoryRoot + "/Tests/Scripts/tamper_layout.py"
+        for (mode, extra) in [("flip-layer", [String]()), ("diff-id", []), ("label", ["dev.veil.measurement", String(repeating: "cd", count: 32)])] {
+            let result = try await run("/usr/bin/python3", [tamper, setup.images, "rsa", mode, mode] + extra, scratch: setup.scratch)
+            try #require(result.status == 0, "\(result.stderr)")
+        }
+        let cases: [(tag: String, key: String?, status: Int32, reason: String)] = [
+            ("rsa", nil, 125, "--decryption-key kbs:///REPOSITORY/TYPE/TAG"),
+            ("rsa", "veil/image-key/other", 125, "the key broker refused resource veil/image-key/other (403)"),
+            ("label", "veil/image-key/rsa", 125, "the key broker refused attest (401)"),
+            ("flip-layer", "veil/image-key/rsa", 125, "the encrypted layer's HMAC does not match: a byte of it was changed (nothing was decrypted)"),
+            ("diff-id", "veil/image-key/rsa", 125, "the image config says"),
+        ]
+        for refusal in cases {
+            let result = try await setup.coordinator.veil(setup.runArguments(refusal.tag, key: refusal.key), timeout: 120)
+            #expect(result.status == refusal.status && result.stderr.contains(refusal.reason), "\(refusal.tag): \(result.status) \(result.stderr)")
+            #expect(try setup.memoryMounts() == [], "\(refusal.tag): nothing left mounted")
+        }
+        // Without attestation there is no key: `veil run` needs a TEE for a Veil image, and the
+        // key broker answers a resource request without a session or token with 401.
+        let noTEE = try await setup.coordinator.veil(["run", "oci:\(setup.images):rsa", "--state-dir", setup.state, "--decryption-key", "kbs:///veil/image-key/rsa"])
+        #expect(noTEE.status == 64 && noTEE.stderr.contains("pass --tee"), "\(noTEE.stderr)")
+        let (status, _) = try await setup.coordinator.curl("GET", setup.coordinator.meshAddress, "/kbs/v0/resource/veil/image-key/rsa")
+        #expect(status == 401)
+        #expect(try await setup.redisAnswers() != "PONG", "redis never started")
+        #expect(try setup.filesWithTheMarker() == [], "no decrypted byte on a disk filesystem")
+    }
+}
