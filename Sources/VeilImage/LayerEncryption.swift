@@ -12,7 +12,8 @@ public enum LayerEncryption {
     /// new manifest. The plaintext layer blobs are deleted unless another image in the layout
     /// uses them: an encrypted image next to its own plaintext would protect nothing.
     /// - Returns: the encrypted image's manifest.
-    public static func encryptLayers(in layout: String, tag: String, to recipients: [JWEPublicKey]) throws -> Descriptor {
+    /// - Parameter packet: also wrap each layer key in a CoCo key packet (``CoCoKeyPacket``).
+    public static func encryptLayers(in layout: String, tag: String, to recipients: [JWEPublicKey], packet: (keyID: String, kek: [UInt8])? = nil) throws -> Descriptor {
         let directory = OCILayout(directory: layout)
         let image = try directory.image(tag: tag)
         let writer = try LayoutWriter(directory: layout)
@@ -23,7 +24,7 @@ public enum LayerEncryption {
             let stream = try image.openBlob(layer)
             let plain = try stream.readAll(limit: Int(layer.size))
             try stream.verify(layer)
-            let (blob, annotations) = try OCICrypt.encrypt(layer: plain, to: recipients)
+            let (blob, annotations) = try OCICrypt.encrypt(layer: plain, to: recipients, packet: packet)
             var encrypted = try writer.put(blob, mediaType: try MediaType.layerKind(layer.mediaType).oci + OCICrypt.encryptedMediaTypeSuffix)
             encrypted.annotations = (layer.annotations ?? [:]).merging(annotations) { _, new in new }
             manifest.layers[index] = encrypted

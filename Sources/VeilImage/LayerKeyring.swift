@@ -15,7 +15,7 @@ public struct LayerKeyring: Sendable {
     }
 
     /// CoCo's annotation: the layer key wrapped for the attestation agent's key provider.
-    public static let cocoAnnotation = OCICrypt.providerAnnotationPrefix + "attestation-agent"
+    public static let cocoAnnotation = CoCoKeyPacket.annotation
 
     /// The layer key of `layer`: from its JWE when a private key is held, else from its CoCo
     /// key packet with the key-encryption key released under the packet's resource path.

@@ -54,8 +54,12 @@ public enum OCICrypt {
     /// AES-256-CTR, the HMAC over the whole ciphertext, and the private options wrapped for every
     /// recipient (one JWE each, comma-joined as ocicrypt reads them).
     /// - Returns: the encrypted blob and the layer's annotations.
-    public static func encrypt(layer plain: [UInt8], to recipients: [JWEPublicKey]) throws(OCICryptError) -> (blob: [UInt8], annotations: [String: String]) {
-        guard !recipients.isEmpty else { throw .noKeyFor("no recipient to wrap the layer key for") }
+    /// - Parameter packet: also wrap the key in a CoCo key packet for the key broker's resource
+    ///   `keyID` names, under its key-encryption key.
+    public static func encrypt(
+        layer plain: [UInt8], to recipients: [JWEPublicKey], packet: (keyID: String, kek: [UInt8])? = nil
+    ) throws(OCICryptError) -> (blob: [UInt8], annotations: [String: String]) {
+        guard !recipients.isEmpty || packet != nil else { throw .noKeyFor("no recipient to wrap the layer key for") }
         let key = SymmetricKey(size: .bits256)
         let nonce = Array(SymmetricKey(size: .bits128).withUnsafeBytes { Array($0) })
         let blob: [UInt8]
@@ -79,10 +83,10 @@ public enum OCICrypt {
             for recipient in recipients {
                 wrapped.append(Data(try CanonicalJSON.encode(try FlattenedJWE.encrypt(options, to: recipient))).base64EncodedString())
             }
-            return (blob, [
-                jweAnnotation: wrapped.joined(separator: ","),
-                publicOptionsAnnotation: Data(try CanonicalJSON.encode(JSONValue.object(publicOptions))).base64EncodedString(),
-            ])
+            var annotations = [publicOptionsAnnotation: Data(try CanonicalJSON.encode(JSONValue.object(publicOptions))).base64EncodedString()]
+            if !wrapped.isEmpty { annotations[jweAnnotation] = wrapped.joined(separator: ",") }
+            if let packet { annotations[CoCoKeyPacket.annotation] = try CoCoKeyPacket.wrap(options, keyID: packet.keyID, kek: packet.kek) }
+            return (blob, annotations)
         } catch {
             throw .malformed("cannot wrap the layer key: \(error)")
         }
@@ -147,6 +151,26 @@ public struct CoCoKeyPacket: Sendable, Equatable {
     let wrapped: [UInt8]
     let iv: [UInt8]
 
+    /// The annotation CoCo's attestation agent reads.
+    public static let annotation = OCICrypt.providerAnnotationPrefix + "attestation-agent"
+
+    /// A version 1 packet (what CoCo's `coco_keyprovider` writes and every image-rs reads):
+    /// `privateOptions` under AES-256-GCM with `kek`, a fresh 96-bit IV, no AAD; standard
+    /// base64 of its JSON, as the annotation holds it.
+    public static func wrap(_ privateOptions: [UInt8], keyID: String, kek: [UInt8]) throws(OCICryptError) -> String {
+        guard kek.count == 32 else { throw .malformed("the key-encryption key is \(kek.count) bytes, not 32") }
+        do {
+            let sealed = try AES.GCM.seal(privateOptions, using: SymmetricKey(data: kek))
+            let packet = JSONValue.object([
+                "kid": .string(keyID), "wrapped_data": .string(Data(sealed.ciphertext + sealed.tag).base64EncodedString()),
+                "iv": .string(Data(sealed.nonce).base64EncodedString()), "wrap_type": .string("A256GCM"),
+            ])
+            return Data(try CanonicalJSON.encode(packet)).base64EncodedString()
+        } catch {
+            throw .malformed("cannot wrap the key packet: \(error)")
+        }
+    }
+
     public init(json: [UInt8]) throws(OCICryptError) {
         guard let object = (try? JSONValue.parse(json))?.objectValue else { throw .malformed("the key packet is not a JSON object") }
         guard let kid = object["kid"]?.stringValue else { throw .malformed("the key packet names no 'kid'") }
@@ -160,10 +184,15 @@ public struct CoCoKeyPacket: Sendable, Equatable {
 
     /// The KBS resource path of the key-encryption key (`REPOSITORY/TYPE/TAG`), from a
     /// `kbs:///…` key ID.
-    public var resourcePath: String? {
-        guard keyID.hasPrefix("kbs:///") else { return nil }
-        let path = String(keyID.dropFirst("kbs:///".count))
-        return path.split(separator: "/", omittingEmptySubsequences: false).count == 3 ? path : nil
+    public var resourcePath: String? { Self.resourcePath(of: keyID) }
+
+    /// `REPOSITORY/TYPE/TAG` of a `kbs:///REPOSITORY/TYPE/TAG` URI: three segments, none empty,
+    /// `.` or `..`; `nil` for anything else.
+    public static func resourcePath(of uri: String) -> String? {
+        guard uri.hasPrefix("kbs:///") else { return nil }
+        let path = String(uri.dropFirst("kbs:///".count))
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+        return segments.count == 3 && segments.allSatisfy({ !$0.isEmpty && $0 != "." && $0 != ".." }) ? path : nil
     }
 
     /// The layer key, with the key-encryption key `kek` (32 bytes).

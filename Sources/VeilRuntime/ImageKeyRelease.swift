@@ -43,10 +43,7 @@ public enum ImageKeyRelease {
 
     /// The KBS resource path of `kbs:///REPOSITORY/TYPE/TAG`.
     public static func resourcePath(_ uri: String) throws(Failure) -> String {
-        guard uri.hasPrefix("kbs:///") else { throw .badResource(uri) }
-        let path = String(uri.dropFirst("kbs:///".count))
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 3, parts.allSatisfy({ !$0.isEmpty && $0 != ".." && $0 != "." }) else { throw .badResource(uri) }
+        guard let path = CoCoKeyPacket.resourcePath(of: uri) else { throw .badResource(uri) }
         return path
     }
 

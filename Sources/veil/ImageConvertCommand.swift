@@ -6,6 +6,7 @@ import VeilAttestation
 import VeilCore
 import VeilHostTools
 import VeilImage
+import VeilImageFormat
 import VeilJOSE
 import VeilLauncherCommands
 
@@ -53,8 +54,8 @@ struct ImageConvertCommand: ParsableCommand {
     var noStrip = false
 
     @Option(help: ArgumentHelp(
-        "Encrypt every layer of the output with ocicrypt (skopeo/buildah/CoCo's format) for this recipient (repeatable): a public key in PEM (RSA ≥ 2048 bits: RSA-OAEP-256; P-256: ECDH-ES+A256KW) or a JWK file. The measurement stays that of the plaintext. Only with --to oci:.",
-        valueName: "file"))
+        "Encrypt every layer of the output with ocicrypt (skopeo/buildah/CoCo's format) for this recipient (repeatable): a public key in PEM (RSA ≥ 2048 bits: RSA-OAEP-256; P-256: ECDH-ES+A256KW) or a JWK file; or kbs:///REPOSITORY/TYPE/TAG=FILE, a CoCo key packet under the 32-byte key-encryption key in FILE that a key broker releases as that resource (at most one). The measurement stays that of the plaintext. Only with --to oci:.",
+        valueName: "file|kbs:///…=file"))
     var encryptLayersTo: [String] = []
 
     @Flag(help: "Do not print progress on standard error.")
@@ -81,7 +82,9 @@ struct ImageConvertCommand: ParsableCommand {
         }
         defer { if archive != nil { try? FileManager.default.removeItem(atPath: directory) } }
         if archive != nil && !encryptLayersTo.isEmpty { throw ValidationError("--encrypt-layers-to writes an OCI layout (--to oci:DIR[:TAG]): docker load cannot read encrypted layers") }
-        let recipients = try encryptLayersTo.map(Self.recipient)
+        let packets = try encryptLayersTo.filter { $0.hasPrefix("kbs:///") }.map(Self.packetRecipient)
+        guard packets.count <= 1 else { throw ValidationError("--encrypt-layers-to kbs:///…: one key packet per layer (ocicrypt has one annotation for it)") }
+        let recipients = try encryptLayersTo.filter { !$0.hasPrefix("kbs:///") }.map(Self.recipient)
         var options = ImageConverter.Options(
             service: service, launcher: try LauncherFiles.resolve(executable: launcher ?? LauncherFiles.besideThisExecutable(), strip: !noStrip))
         options.encrypt = encrypt
@@ -93,9 +96,9 @@ struct ImageConvertCommand: ParsableCommand {
         }
         var result = try ImageConverter(options: options).convert(source, to: try LayoutWriter(directory: directory), tag: tag ?? "latest")
         if !quiet { ProgressLine.finish() }
-        if !recipients.isEmpty {
-            result.manifest = try LayerEncryption.encryptLayers(in: directory, tag: tag ?? "latest", to: recipients)
-            warn("layers encrypted for \(recipients.count) recipient(s) (ocicrypt); the plaintext layers were removed from \(directory)")
+        if !encryptLayersTo.isEmpty {
+            result.manifest = try LayerEncryption.encryptLayers(in: directory, tag: tag ?? "latest", to: recipients, packet: packets.first)
+            warn("layers encrypted for \(encryptLayersTo.count) recipient(s) (ocicrypt); the plaintext layers were removed from \(directory)")
         }
         if let archive {
             try DockerArchiveWriter.write(layout: directory, tag: "latest", repoTag: "veil/\(service):latest", to: archive)
@@ -130,6 +133,18 @@ struct ImageConvertCommand: ParsableCommand {
         } catch {
             throw ValidationError("--encrypt-layers-to \(path): \(error)")
         }
+    }
+
+    /// `kbs:///REPOSITORY/TYPE/TAG=FILE`: a CoCo key packet's key ID and its 32-byte key-encryption key.
+    static func packetRecipient(_ argument: String) throws -> (keyID: String, kek: [UInt8]) {
+        guard let equals = argument.firstIndex(of: "="), CoCoKeyPacket.resourcePath(of: String(argument[..<equals])) != nil else {
+            throw ValidationError("--encrypt-layers-to \(argument): a key packet recipient is kbs:///REPOSITORY/TYPE/TAG=FILE")
+        }
+        let path = String(argument[argument.index(after: equals)...])
+        guard let kek = FileManager.default.contents(atPath: path), kek.count == 32 else {
+            throw ValidationError("--encrypt-layers-to \(argument): \(path) must hold the 32-byte key-encryption key")
+        }
+        return (String(argument[..<equals]), Array(kek))
     }
 
     static func loadOrCreateKey(_ path: String) throws -> SymmetricKey {

@@ -3,7 +3,8 @@ import Testing
 
 /// `veil run` of ocicrypt-encrypted images: Debian's unmodified redis-server in a Veil image,
 /// encrypted by the real skopeo 1.9.3 (RSA and P-256 recipients) and by Veil itself, answers
-/// PONG with its layer keys released by the coordinator's key broker only after `veil run`
+/// PONG — and so does one Veil wrote with CoCo key packets — with its layer keys released by
+/// the coordinator's key broker only after `veil run`
 /// attested as the image's service; the layers are unpacked into a ramfs and nothing decrypted
 /// reaches a disk. Every refusal — no attestation, no key named, another service's key, a
 /// measurement the manifest does not know, a flipped ciphertext byte, a wrong diff_id — starts
@@ -47,6 +48,11 @@ import Testing
                 "--encrypt-layers-to", "\(EncryptedRunTests.keys)/rsa2048-pub.pem",
             ], timeout: 120)
             try #require(veilEncrypted.status == 0 && veilEncrypted.stdout == convert.stdout, "\(veilEncrypted.stderr)")
+            let cocoPacked = try await coordinator.veil([
+                "image", "convert", "--from", "oci:\(scratch.path)/plain:redis", "--to", "oci:\(images):coco", "--service", "cache", "--quiet",
+                "--encrypt-layers-to", "kbs:///veil/image-kek/cache=\(kek)",
+            ], timeout: 120)
+            try #require(cocoPacked.status == 0 && cocoPacked.stdout == convert.stdout, "\(cocoPacked.stderr)")
 
             var manifest = try JSONSerialization.jsonObject(with: Data(convert.stdout.utf8)) as! [String: Any]
             var packages = manifest["Packages"] as! [String: Any]
@@ -54,16 +60,21 @@ import Testing
             manifest["Packages"] = packages
             var services = manifest["Services"] as! [String: Any]
             var cache = services["cache"] as! [String: Any]
-            cache["KBS"] = ["Resources": ["veil/image-key/rsa": "{{ raw .Secrets.rsakey }}", "veil/image-key/ec": "{{ raw .Secrets.eckey }}"]]
+            cache["KBS"] = ["Resources": [
+                "veil/image-key/rsa": "{{ raw .Secrets.rsakey }}", "veil/image-key/ec": "{{ raw .Secrets.eckey }}", "veil/image-kek/cache": "{{ raw .Secrets.kek }}",
+            ]]
             services["cache"] = cache
             services["other"] = ["Package": "other", "KBS": ["Resources": ["veil/image-key/other": "{{ raw .Secrets.rsakey }}"]]]
             manifest["Services"] = services
-            manifest["Secrets"] = ["rsakey": ["Type": "plain", "UserDefined": true], "eckey": ["Type": "plain", "UserDefined": true]]
+            manifest["Secrets"] = [
+                "rsakey": ["Type": "plain", "UserDefined": true], "eckey": ["Type": "plain", "UserDefined": true], "kek": ["Type": "plain", "UserDefined": true],
+            ]
             manifest["Config"] = ["AllowSimulation": true]
             let text = String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self)
             let set = try await coordinator.veil([
                 "manifest", "set", try scratch.write(text, to: "manifest.json"), "--root-ca", coordinator.rootPath,
                 "--secret", "rsakey=\(EncryptedRunTests.keys)/rsa2048-priv.pem", "--secret", "eckey=\(EncryptedRunTests.keys)/ecp256-priv.pem",
+                "--secret", "kek=\(kek)",
             ])
             try #require(set.status == 0, "manifest set: \(set.stderr)")
         }
@@ -103,7 +114,8 @@ import Testing
 
     @Test func encryptedRedisAnswersWithKeysReleasedOnlyAfterAttestation() async throws {
         let setup = try await Setup()
-        for (tag, key) in [("rsa", "veil/image-key/rsa"), ("ec", "veil/image-key/ec"), ("veil-rsa", "veil/image-key/rsa")] {
+        // CoCo's key packets name their own resource: no --decryption-key.
+        for (tag, key) in [("rsa", "veil/image-key/rsa"), ("ec", "veil/image-key/ec"), ("veil-rsa", "veil/image-key/rsa"), ("coco", nil)] {
             let running = try Spawned(veilBinary, setup.runArguments(tag, key: key), environment: setup.coordinator.environment, scratch: setup.scratch)
             let answered = await eventually(within: 60) {
                 guard running.isRunning else { return true }
@@ -121,7 +133,31 @@ import Testing
         }
         #expect(try setup.filesWithTheMarker() == [], "no decrypted byte on a disk filesystem")
         let log = try await setup.coordinator.veil(["manifest", "log", "--root-ca", setup.coordinator.rootPath])
-        #expect(log.stdout.components(separatedBy: "kbsResourceReleased").count - 1 == 3, "one release per run: \(log.stdout)")
+        #expect(log.stdout.components(separatedBy: "kbsResourceReleased").count - 1 == 4, "one release per run: \(log.stdout)")
+    }
+
+    /// The key packets Veil writes are CoCo's version 1 packets: an independent reader (Python
+    /// `cryptography`) opens each with the key-encryption key to ocicrypt's private options.
+    @Test func veilsKeyPacketsOpenWithAnIndependentReader() async throws {
+        let setup = try await Setup()
+        let script = """
+            import base64, json, sys
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+            layout, kek = sys.argv[1], open(sys.argv[2], "rb").read()
+            blob = lambda d: open(f"{layout}/blobs/sha256/{d[7:]}", "rb").read()
+            index = json.load(open(f"{layout}/index.json"))
+            entry = next(m for m in index["manifests"] if m["annotations"]["org.opencontainers.image.ref.name"] == "coco")
+            for layer in json.loads(blob(entry["digest"]))["layers"]:
+                packet = json.loads(base64.b64decode(layer["annotations"]["org.opencontainers.image.enc.keys.provider.attestation-agent"]))
+                assert sorted(packet) == ["iv", "kid", "wrap_type", "wrapped_data"] and packet["wrap_type"] == "A256GCM", packet
+                options = json.loads(AESGCM(kek).decrypt(base64.b64decode(packet["iv"]), base64.b64decode(packet["wrapped_data"]), None))
+                print(packet["kid"], sorted(options), layer["mediaType"])
+            """
+        let result = try await run("/usr/bin/python3", ["-c", script, setup.images, setup.kek], scratch: setup.scratch)
+        #expect(result.status == 0, "\(result.stderr)")
+        let lines = result.stdout.split(separator: "\n")
+        #expect(!lines.isEmpty && lines.allSatisfy { $0.hasPrefix("kbs:///veil/image-kek/cache ['cipheroptions', 'digest', 'symkey'] application/vnd.oci.image.layer.v1.tar") && $0.hasSuffix("+encrypted") },
+                "\(result.stdout)")
     }
 
     @Test func everyRefusalStartsNothingAndLeavesNothingMounted() async throws {
