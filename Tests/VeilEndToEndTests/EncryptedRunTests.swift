@@ -160,6 +160,40 @@ import Testing
                 "\(result.stdout)")
     }
 
+    /// `veil run --tee snp` of an encrypted image in a (doubled) SEV-SNP guest: the configfs-tsm
+    /// double serves Veraison's real Genoa report with its certificates; the key broker verifies
+    /// it for real (VCEK, chain, the package's measurement) and refuses it only because the
+    /// recorded report binds Veraison's nonce, not this run's runtime data (a SHA-384 hash,
+    /// zero-padded: what `veil run` wrote to inblob). No key, nothing unpacked, nothing started.
+    @Test func inAConfidentialVMTheKeyBrokerVerifiesTheRealReportBeforeAnyKey() async throws {
+        try #require(TSMDouble.available, "install python3-fusepy (scripts/install-deps.sh test); /dev/fuse is needed")
+        let setup = try await Setup()
+        let veraison = repositoryRoot + "/../shared/testdata/attestation/veraison"
+        let scratch = try Scratch()
+        let coordinator = try await CoordinatorProcess(scratch: scratch)
+        let tsm = try await TSMDouble(scratch: scratch, provider: "sev_guest", outblob: "\(veraison)/upstream/outblob.bin", auxblob: "\(veraison)/upstream/auxblob.bin")
+        let report = try Data(contentsOf: URL(fileURLWithPath: "\(veraison)/genoa_report.bin"))
+        let measurement = report[0x90..<0xC0].map { String(format: "%02x", $0) }.joined()
+        let set = try await coordinator.veil([
+            "manifest", "set", try scratch.write(#"""
+                {"Packages": {"guest": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(measurement)"}},
+                 "Services": {"cache": {"Package": "guest", "KBS": {"Resources": {"veil/image-key/rsa": "{{ raw .Secrets.rsakey }}"}}}},
+                 "Secrets": {"rsakey": {"Type": "plain", "UserDefined": true}}}
+                """#, to: "manifest.json"), "--root-ca", coordinator.rootPath, "--secret", "rsakey=\(Self.keys)/rsa2048-priv.pem",
+        ])
+        try #require(set.status == 0, "\(set.stderr)")
+        let result = try await run(veilBinary, [
+            "run", "oci:\(setup.images):rsa", "--tee", "snp", "--coordinator", coordinator.meshAddress, "--root-ca", coordinator.rootPath,
+            "--state-dir", setup.state, "--decryption-key", "kbs:///veil/image-key/rsa",
+        ], environment: ["VEIL_TSM_ROOT": tsm.root], scratch: scratch, timeout: 60)
+        #expect(result.status == 125 && result.stderr.contains("the key broker refused attest (401)") && result.stderr.contains("report data"),
+                "\(result.stderr)")
+        let inblob = tsm.writes(to: "inblob")
+        #expect(inblob.count == 1 && inblob.first?.count == 128 && inblob.first?.hasSuffix(String(repeating: "0", count: 32)) == true,
+                "one report over the runtime-data hash: \(inblob)")
+        #expect(try setup.memoryMounts() == [])
+    }
+
     @Test func everyRefusalStartsNothingAndLeavesNothingMounted() async throws {
         let setup = try await Setup()
         let tamper = repositoryRoot + "/Tests/Scripts/tamper_layout.py"
