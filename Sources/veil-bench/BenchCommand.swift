@@ -15,7 +15,7 @@ import VeilManifest
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "veil-bench", abstract: "Veil's benchmarks: each prints ratios against a peer measured in the same run.",
-        subcommands: [BenchCoordinatorCommand.self, BenchSummaryCommand.self, BenchLoadCommand.self, BenchHACommand.self, BenchDCAPCommand.self, BenchSNPCommand.self, BenchProtectedCommand.self, BenchImageCommand.self, BenchAttestCommand.self, BenchMeshCommand.self, BenchKBSCommand.self, BenchRenewalCommand.self], defaultSubcommand: BenchCoordinatorCommand.self)
+        subcommands: [BenchCoordinatorCommand.self, BenchSummaryCommand.self, BenchLoadCommand.self, BenchHACommand.self, BenchDCAPCommand.self, BenchSNPCommand.self, BenchProtectedCommand.self, BenchImageCommand.self, BenchAttestCommand.self, BenchMeshCommand.self, BenchKBSCommand.self, BenchRenewalCommand.self, BenchEncryptedCommand.self], defaultSubcommand: BenchCoordinatorCommand.self)
 }
 
 struct BenchCoordinatorCommand: AsyncParsableCommand {

@@ -31,10 +31,10 @@ struct BenchImageCommand: AsyncParsableCommand {
         var results = BenchRecord(benchmark: "image")
 
         // 1. Conversion throughput, for gzip layers (the usual) and uncompressed layers.
-        let files = try payloadFiles()
+        let files = try Self.payloadFiles(payload, megabytes: megabytes)
         for gzip in [true, false] {
             let name = gzip ? "source-gzip" : "source-tar"
-            let source = try buildImage(at: "\(work)/\(name)", files: files, gzip: gzip, entrypoint: ["/bin/true"])
+            let source = try Self.buildImage(at: "\(work)/\(name)", files: files, gzip: gzip, entrypoint: ["/bin/true"])
             let blobs = source.layers.map { "\(work)/\(name)/blobs/sha256/\($0.digest.hex)" }
             let layerBytes = source.layers.reduce(UInt64(0)) { $0 + $1.size }
             let bytes = layerBytes + (try rootfsBytes(launcher))
@@ -71,18 +71,7 @@ struct BenchImageCommand: AsyncParsableCommand {
     }
 
     private func benchStart(veil: String, work: String, launcher: LauncherFiles, results: inout BenchRecord) async throws {
-        // /bin/true and the libraries as ldd names them (the loader at its ABI path).
-        let ldd = Process()
-        let pipe = Pipe()
-        ldd.executableURL = URL(fileURLWithPath: "/usr/bin/ldd")
-        ldd.arguments = ["/bin/true"]
-        ldd.standardOutput = pipe
-        try ldd.run()
-        let listing = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        ldd.waitUntilExit()
-        let libraries = listing.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init).filter { $0.hasPrefix("/") }
-        let trueFiles = ["/bin/true"] + libraries
-        _ = try buildImage(at: work + "/start", files: trueFiles.map { ($0, String($0.dropFirst())) }, gzip: false, entrypoint: ["/bin/true"])
+        _ = try Self.buildImage(at: work + "/start", files: try Self.trueFiles(), gzip: false, entrypoint: ["/bin/true"])
         let result = try ImageConverter(options: .init(service: "true", launcher: launcher))
             .convert(SourceImage.open(.ociLayout(directory: work + "/start", tag: "bench")), to: LayoutWriter(directory: work + "/start"), tag: "veil")
         let coordinator = try await BenchCoordinator.start(veil: veil, work: work + "/coordinator")
@@ -123,8 +112,23 @@ struct BenchImageCommand: AsyncParsableCommand {
         try launcher.files.reduce(0) { $0 + UInt64(try FileManager.default.attributesOfItem(atPath: $1.hostPath)[.size] as? Int ?? 0) }
     }
 
+    /// `/bin/true` and the libraries as ldd names them (the loader at its ABI path), as (host
+    /// path, image path).
+    static func trueFiles() throws -> [(String, String)] {
+        let ldd = Process()
+        let pipe = Pipe()
+        ldd.executableURL = URL(fileURLWithPath: "/usr/bin/ldd")
+        ldd.arguments = ["/bin/true"]
+        ldd.standardOutput = pipe
+        try ldd.run()
+        let listing = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        ldd.waitUntilExit()
+        let libraries = listing.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init).filter { $0.hasPrefix("/") }
+        return (["/bin/true"] + libraries).map { ($0, String($0.dropFirst())) }
+    }
+
     /// Regular files of the payload directory, up to the size limit, as (host path, image path).
-    private func payloadFiles() throws -> [(String, String)] {
+    static func payloadFiles(_ payload: String, megabytes: Int) throws -> [(String, String)] {
         var files: [(String, String)] = []
         var total = 0
         let base = URL(fileURLWithPath: payload).resolvingSymlinksInPath().path
@@ -140,7 +144,7 @@ struct BenchImageCommand: AsyncParsableCommand {
     }
 
     /// Writes a two-layer image of `files` (host path, image path) into an OCI layout.
-    private func buildImage(at directory: String, files: [(String, String)], gzip: Bool, entrypoint: [String]) throws -> (layers: [Descriptor], Void) {
+    static func buildImage(at directory: String, files: [(String, String)], gzip: Bool, entrypoint: [String]) throws -> (layers: [Descriptor], Void) {
         let writer = try LayoutWriter(directory: directory)
         var layers: [Descriptor] = []
         var diffIDs: [String] = []

@@ -222,4 +222,17 @@ import Testing
         #expect(try await setup.redisAnswers() != "PONG", "redis never started")
         #expect(try setup.filesWithTheMarker() == [], "no decrypted byte on a disk filesystem")
     }
+
+    /// `veil-bench encrypted`, small: both conversions and both starts complete and print their rows.
+    @Test func benchEncryptedComparesEachFigureWithTheUnencryptedImage() async throws {
+        try #require(which("runc") != nil, "install runc")
+        let scratch = try Scratch()
+        let result = try await run(veilBenchBinary, ["encrypted", "--megabytes", "4", "--repetitions", "1", "--starts", "1"], scratch: scratch, timeout: 300)
+        #expect(result.status == 0, "\(result.stdout)\n\(result.stderr)")
+        for row in ["veil image convert (peer)", "veil image convert --encrypt-layers-to", "veil run, unencrypted (peer; cached root)", "veil run, layers encrypted"] {
+            let line = result.stdout.split(separator: "\n").first { $0.contains(row) }
+            let figure = line.flatMap { $0.split(separator: " ").compactMap { Double($0) }.first }
+            #expect((figure ?? 0) > 0, "\(row): \(result.stdout)")
+        }
+    }
 }
