@@ -35,15 +35,13 @@ extension ManifestParser {
 
     /// Each package serves at most one KBS service: a KBS client names no service, so its
     /// evidence must select exactly one.
-    /// A KBS client's report data holds the runtime-data hash, so its package cannot pin a
-    /// container image measurement there.
+    /// A package that pins a container image measurement may serve KBS clients: Veil's own
+    /// (`veil run` in a confidential VM) name the image in the runtime data the report binds;
+    /// other attesters name none and do not match it.
     mutating func checkKBSPackages(_ services: [String: Manifest.Service], packages: [String: Package]) {
         var byPackage: [String: String] = [:]
         for name in services.keys.sorted() {
             guard let service = services[name], service.kbs != nil else { continue }
-            if packages[service.package]?.imageMeasurement != nil {
-                problem("$.Services.\(name).KBS", "package '\(service.package)' pins an image measurement, which KBS evidence cannot carry (its report data is the runtime-data hash)")
-            }
             if let other = byPackage[service.package] {
                 problem("$.Services.\(name).KBS", "package '\(service.package)' already serves KBS clients as service '\(other)': a KBS client names no service, so its package must select one")
             }

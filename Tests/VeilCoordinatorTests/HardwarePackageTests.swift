@@ -241,6 +241,24 @@ import VeilCore
         await #expect(throws: CoordinatorError.evidenceRejected(.snp(.signatureInvalid(.vcek)))) { try await coordinator.activate(request) }
     }
 
+    /// A KBS service whose package pins an image is selected only by evidence whose runtime
+    /// data names that image (`veil run` in a confidential VM): the report data's tail, a part
+    /// of the runtime-data hash, never counts, and CoCo's attesters, naming none, do not match.
+    @Test func aKBSServicePinningAnImageIsSelectedOnlyByRuntimeDataNamingIt() throws {
+        var claims = try Self.snpClaims()
+        let image = Array(SHA256.hash(data: Array("the encrypted image".utf8)))
+        let withKBS = try Manifest.parse(Array(#"""
+            {"Packages": {"p": {"Kind": "snp", "MinimumTCB": "any", "Measurement": "\#(Hex.encode(claims.measurement))", "Debug": true,
+                                "ImageMeasurement": "\#(Hex.encode(image))"}},
+             "Services": {"cache": {"Package": "p", "KBS": {"Resources": {}}}}}
+            """#.utf8))
+        claims.reportData = Array(claims.reportData.prefix(32)) + image
+        claims.imageBinding = .runtimeData(nil)
+        #expect(throws: KBSError.self) { try Coordinator.kbsService(for: claims, in: withKBS) }
+        claims.imageBinding = .runtimeData(image)
+        #expect(try Coordinator.kbsService(for: claims, in: withKBS).0 == "cache")
+    }
+
     @Test func confidentialVMPackagesPinTheContainerImageTheLauncherBound() throws {
         var claims = try Self.snpClaims()
         let measurement = Hex.encode(claims.measurement)
