@@ -195,9 +195,13 @@ extension FuzzTarget {
         _ = try? JWEDecryption.decrypt(json: data, with: keys)
         _ = try? OCICrypt.LayerKey(privateOptions: data)
         _ = try? CoCoKeyPacket(json: data).unwrap(kek: [UInt8](repeating: 0x4b, count: 32))
-        guard let annotations = (try? JSONValue.parse(data))?.objectValue?.compactMapValues(\.stringValue),
-            let key = try? OCICrypt.layerKey(annotations: annotations, keys: keys)
-        else { return }
+        guard let annotations = (try? JSONValue.parse(data))?.objectValue?.compactMapValues(\.stringValue) else { return }
+        // What `veil run` reads from a layer descriptor: the resources CoCo packets name, the key.
+        let descriptor = Descriptor(mediaType: MediaType.layerGzip + OCICrypt.encryptedMediaTypeSuffix, digest: BlobDigest(sha256: [UInt8](repeating: 0, count: 32)),
+                                    size: 0, annotations: annotations)
+        _ = try? LayerKeyring.packetResources(of: [descriptor])
+        _ = try? LayerKeyring(privateKeys: keys, keyEncryptionKeys: ["default/key/1": [UInt8](repeating: 0x4b, count: 32)]).key(for: descriptor)
+        guard let key = try? OCICrypt.layerKey(annotations: annotations, keys: keys) else { return }
         _ = try? OCICrypt.decrypt(layer: Array(data.prefix(256)), annotations: annotations, key: key)
     }
 

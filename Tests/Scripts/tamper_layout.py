@@ -5,10 +5,13 @@ consistent (so only the tampering itself can be what a reader refuses).
   tamper_layout.py LAYOUT TAG NEWTAG flip-layer        flip one byte in the middle of the first encrypted layer
   tamper_layout.py LAYOUT TAG NEWTAG diff-id           change the config's first diff_id
   tamper_layout.py LAYOUT TAG NEWTAG label NAME VALUE  set a config label
+  tamper_layout.py LAYOUT TAG NEWTAG add-layer         append a plain layer adding /etc/added.txt
 """
 import hashlib
+import io
 import json
 import sys
+import tarfile
 
 
 def main():
@@ -38,6 +41,17 @@ def main():
         if mode == "diff-id":
             first = config["rootfs"]["diff_ids"][0]
             config["rootfs"]["diff_ids"][0] = first[:-1] + ("0" if first[-1] != "0" else "1")
+        elif mode == "add-layer":
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                data = b"a layer the measurement does not cover\n"
+                info = tarfile.TarInfo("etc/added.txt")
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+            layer = buffer.getvalue()
+            digest, size = write(layer)
+            manifest["layers"].append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": size})
+            config["rootfs"]["diff_ids"].append(digest)
         elif mode == "label":
             config.setdefault("config", {}).setdefault("Labels", {})[rest[0]] = rest[1]
         else:

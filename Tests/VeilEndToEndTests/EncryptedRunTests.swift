@@ -197,7 +197,7 @@ import Testing
     @Test func everyRefusalStartsNothingAndLeavesNothingMounted() async throws {
         let setup = try await Setup()
         let tamper = repositoryRoot + "/Tests/Scripts/tamper_layout.py"
-        for (mode, extra) in [("flip-layer", [String]()), ("diff-id", []), ("label", ["dev.veil.measurement", String(repeating: "cd", count: 32)])] {
+        for (mode, extra) in [("flip-layer", [String]()), ("diff-id", []), ("label", ["dev.veil.measurement", String(repeating: "cd", count: 32)]), ("add-layer", [])] {
             let result = try await run("/usr/bin/python3", [tamper, setup.images, "rsa", mode, mode] + extra, scratch: setup.scratch)
             try #require(result.status == 0, "\(result.stderr)")
         }
@@ -207,6 +207,9 @@ import Testing
             ("label", "veil/image-key/rsa", 125, "the key broker refused attest (401)"),
             ("flip-layer", "veil/image-key/rsa", 125, "the encrypted layer's HMAC does not match: a byte of it was changed (nothing was decrypted)"),
             ("diff-id", "veil/image-key/rsa", 125, "the image config says"),
+            // The config still claims the measurement (the key is released), but a layer was
+            // added: the launcher measures what was unpacked and the activation is refused.
+            ("add-layer", "veil/image-key/rsa", 125, "is not the package's"),
         ]
         for refusal in cases {
             let result = try await setup.coordinator.veil(setup.runArguments(refusal.tag, key: refusal.key), timeout: 120)
