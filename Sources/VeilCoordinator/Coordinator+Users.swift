@@ -74,4 +74,17 @@ extension Coordinator {
         logger.info("secrets read", metadata: ["user": "\(user.name)", "secrets": "\(names)"])
         return result
     }
+
+    /// The public key (SubjectPublicKeyInfo DER) of certificate secret `name`, for anyone: what
+    /// a public key is for. Image layers encrypted to it (`veil image convert
+    /// --encrypt-layers-to coordinator:NAME`) open only where the manifest releases the private
+    /// key — to attested services — and the key never leaves the coordinator otherwise.
+    public func secretPublicKey(_ name: String) throws(CoordinatorError) -> [UInt8] {
+        let snapshot = current
+        guard let secret = snapshot.manifest?.secrets[name] else { throw .unknownSecret(name) }
+        guard let publicKey = snapshot.state.secrets[name]?.publicKey else {
+            throw .badRequest("secret '\(name)' is a \(secret.kind.rawValue) secret: only certificate secrets (cert-rsa, cert-ecdsa) have a public key")
+        }
+        return publicKey
+    }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Crypto
 import Foundation
 import Glibc
+import VeilAPI
 import VeilAttestation
 import VeilCore
 import VeilHostTools
@@ -10,7 +11,7 @@ import VeilImageFormat
 import VeilJOSE
 import VeilLauncherCommands
 
-struct ImageConvertCommand: ParsableCommand {
+struct ImageConvertCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "convert",
         abstract: "Add the launcher to an image, wrap its entrypoint, encrypt paths, and print its measurement.",
@@ -54,19 +55,21 @@ struct ImageConvertCommand: ParsableCommand {
     var noStrip = false
 
     @Option(help: ArgumentHelp(
-        "Encrypt every layer of the output with ocicrypt (skopeo/buildah/CoCo's format) for this recipient (repeatable): a public key in PEM (RSA ≥ 2048 bits: RSA-OAEP-256; P-256: ECDH-ES+A256KW) or a JWK file; or kbs:///REPOSITORY/TYPE/TAG=FILE, a CoCo key packet under the 32-byte key-encryption key in FILE that a key broker releases as that resource (at most one). The measurement stays that of the plaintext. Only with --to oci:.",
-        valueName: "file|kbs:///…=file"))
+        "Encrypt every layer of the output with ocicrypt (skopeo/buildah/CoCo's format) for this recipient (repeatable): a public key in PEM (RSA ≥ 2048 bits: RSA-OAEP-256; P-256: ECDH-ES+A256KW) or a JWK file; coordinator:SECRET, the public key of a certificate secret the coordinator holds (--coordinator, --root-ca); or kbs:///REPOSITORY/TYPE/TAG=FILE, a CoCo key packet under the 32-byte key-encryption key in FILE that a key broker releases as that resource (at most one). The measurement stays that of the plaintext. Only with --to oci:.",
+        valueName: "file|coordinator:secret|kbs:///…=file"))
     var encryptLayersTo: [String] = []
 
     @Flag(help: "Do not print progress on standard error.")
     var quiet = false
+
+    @OptionGroup(title: "Coordinator (for --encrypt-layers-to coordinator:SECRET)") var connection: ConnectionOptions
 
     func validate() throws {
         if !encrypt.isEmpty && key == nil { throw ValidationError("--encrypt needs --key FILE") }
         if encrypt.isEmpty && key != nil { throw ValidationError("--key is only used with --encrypt") }
     }
 
-    func run() throws {
+    func run() async throws {
         let source = try SourceImage.open(ImageReference(parsing: from))
         // A docker archive is written from a temporary layout once conversion succeeded.
         var archive: String?
@@ -84,7 +87,10 @@ struct ImageConvertCommand: ParsableCommand {
         if archive != nil && !encryptLayersTo.isEmpty { throw ValidationError("--encrypt-layers-to writes an OCI layout (--to oci:DIR[:TAG]): docker load cannot read encrypted layers") }
         let packets = try encryptLayersTo.filter { $0.hasPrefix("kbs:///") }.map(Self.packetRecipient)
         guard packets.count <= 1 else { throw ValidationError("--encrypt-layers-to kbs:///…: one key packet per layer (ocicrypt has one annotation for it)") }
-        let recipients = try encryptLayersTo.filter { !$0.hasPrefix("kbs:///") }.map(Self.recipient)
+        var recipients = try encryptLayersTo.filter { !$0.hasPrefix("kbs:///") && !$0.hasPrefix("coordinator:") }.map(Self.recipient)
+        for argument in encryptLayersTo where argument.hasPrefix("coordinator:") {
+            recipients.append(try await coordinatorRecipient(String(argument.dropFirst("coordinator:".count))))
+        }
         var options = ImageConverter.Options(
             service: service, launcher: try LauncherFiles.resolve(executable: launcher ?? LauncherFiles.besideThisExecutable(), strip: !noStrip))
         options.encrypt = encrypt
@@ -132,6 +138,18 @@ struct ImageConvertCommand: ParsableCommand {
             return try JWEPublicKey(pem: String(decoding: data, as: UTF8.self))
         } catch {
             throw ValidationError("--encrypt-layers-to \(path): \(error)")
+        }
+    }
+
+    /// The public key of the coordinator's certificate secret `name`: the private key stays
+    /// there, released only to attested services the manifest gives it to.
+    func coordinatorRecipient(_ name: String) async throws -> JWEPublicKey {
+        guard !name.isEmpty, !name.contains("/") else { throw ValidationError("--encrypt-layers-to coordinator:SECRET names a secret of the manifest") }
+        let pem = try await connection.withPinnedClient { try await $0.call(.GET, "\(API.prefix)/public-keys/\(name)") }
+        do {
+            return try JWEPublicKey(pem: String(decoding: pem, as: UTF8.self))
+        } catch {
+            throw ValidationError("--encrypt-layers-to coordinator:\(name): \(error)")
         }
     }
 

@@ -108,8 +108,13 @@ struct RunCommand: AsyncParsableCommand {
         }
         guard source.config.labels[RunPlan.serviceLabel] != nil else { throw ImageKeyRelease.Failure.noMeasurement }
         guard let connection else { throw ImageKeyRelease.Failure.needsTEE }
+        let started = ContinuousClock.now
         let keys = try await ImageKeyRelease.keyring(for: source, decryptionKeys: decryptionKeys, connection: connection)
+        let released = ContinuousClock.now
         let memory = try MemoryRootfs.unpack(source, keys: keys, stateDirectory: stateDirectory)
+        if connection.traceLaunch {
+            warn("veil run: keys released in \(released - started), layers decrypted and unpacked in \(ContinuousClock.now - released)")
+        }
         warn("veil run: \(encryptedLayers) encrypted layer\(encryptedLayers == 1 ? "" : "s") opened with keys the coordinator released after attestation; unpacked into memory (ramfs), nothing decrypted on disk")
         do {
             return (try RunPlan.spec(for: source, rootfs: memory.rootfs, connection: connection), stateDirectory, memory)

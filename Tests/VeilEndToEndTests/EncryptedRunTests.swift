@@ -3,7 +3,8 @@ import Testing
 
 /// `veil run` of ocicrypt-encrypted images: Debian's unmodified redis-server in a Veil image,
 /// encrypted by the real skopeo 1.9.3 (RSA and P-256 recipients) and by Veil itself, answers
-/// PONG — and so does one Veil wrote with CoCo key packets — with its layer keys released by
+/// PONG — and so do ones Veil wrote with CoCo key packets and for a key only the coordinator
+/// holds — with its layer keys released by
 /// the coordinator's key broker only after `veil run`
 /// attested as the image's service; the layers are unpacked into a ramfs and nothing decrypted
 /// reaches a disk. Every refusal — no attestation, no key named, another service's key, a
@@ -62,12 +63,14 @@ import Testing
             var cache = services["cache"] as! [String: Any]
             cache["KBS"] = ["Resources": [
                 "veil/image-key/rsa": "{{ raw .Secrets.rsakey }}", "veil/image-key/ec": "{{ raw .Secrets.eckey }}", "veil/image-kek/cache": "{{ raw .Secrets.kek }}",
+                "veil/image-key/held": "{{ pem .Secrets.imagekey.Private }}",
             ]]
             services["cache"] = cache
             services["other"] = ["Package": "other", "KBS": ["Resources": ["veil/image-key/other": "{{ raw .Secrets.rsakey }}"]]]
             manifest["Services"] = services
             manifest["Secrets"] = [
                 "rsakey": ["Type": "plain", "UserDefined": true], "eckey": ["Type": "plain", "UserDefined": true], "kek": ["Type": "plain", "UserDefined": true],
+                "imagekey": ["Type": "cert-ecdsa", "Cert": ["Subject": ["CommonName": "image key"]]],
             ]
             manifest["Config"] = ["AllowSimulation": true]
             let text = String(decoding: try JSONSerialization.data(withJSONObject: manifest), as: UTF8.self)
@@ -77,6 +80,12 @@ import Testing
                 "--secret", "kek=\(kek)",
             ])
             try #require(set.status == 0, "manifest set: \(set.stderr)")
+            // A key the coordinator generated and holds: its public key is all convert sees.
+            let held = try await coordinator.veil([
+                "image", "convert", "--from", "oci:\(scratch.path)/plain:redis", "--to", "oci:\(images):held", "--service", "cache", "--quiet",
+                "--encrypt-layers-to", "coordinator:imagekey", "--root-ca", coordinator.rootPath,
+            ], timeout: 120)
+            try #require(held.status == 0 && held.stdout == convert.stdout, "\(held.stderr)")
         }
 
         func runArguments(_ tag: String, key: String?) -> [String] {
@@ -115,7 +124,8 @@ import Testing
     @Test func encryptedRedisAnswersWithKeysReleasedOnlyAfterAttestation() async throws {
         let setup = try await Setup()
         // CoCo's key packets name their own resource: no --decryption-key.
-        for (tag, key) in [("rsa", "veil/image-key/rsa"), ("ec", "veil/image-key/ec"), ("veil-rsa", "veil/image-key/rsa"), ("coco", nil)] {
+        for (tag, key) in [("rsa", "veil/image-key/rsa"), ("ec", "veil/image-key/ec"), ("veil-rsa", "veil/image-key/rsa"), ("coco", nil),
+                           ("held", "veil/image-key/held")] {
             let running = try Spawned(veilBinary, setup.runArguments(tag, key: key), environment: setup.coordinator.environment, scratch: setup.scratch)
             let answered = await eventually(within: 60) {
                 guard running.isRunning else { return true }
@@ -133,7 +143,7 @@ import Testing
         }
         #expect(try setup.filesWithTheMarker() == [], "no decrypted byte on a disk filesystem")
         let log = try await setup.coordinator.veil(["manifest", "log", "--root-ca", setup.coordinator.rootPath])
-        #expect(log.stdout.components(separatedBy: "kbsResourceReleased").count - 1 == 4, "one release per run: \(log.stdout)")
+        #expect(log.stdout.components(separatedBy: "kbsResourceReleased").count - 1 == 5, "one release per run: \(log.stdout)")
     }
 
     /// The key packets Veil writes are CoCo's version 1 packets: an independent reader (Python
@@ -222,6 +232,18 @@ import Testing
         #expect(noTEE.status == 64 && noTEE.stderr.contains("pass --tee"), "\(noTEE.stderr)")
         let (status, _) = try await setup.coordinator.curl("GET", setup.coordinator.meshAddress, "/kbs/v0/resource/veil/image-key/rsa")
         #expect(status == 401)
+        // Anyone reads a certificate secret's public key, and nothing else through that route.
+        let client = setup.coordinator.clientAddress
+        let (publicStatus, publicKey) = try await setup.coordinator.curl("GET", client, "/api/v1/public-keys/imagekey")
+        #expect(publicStatus == 200 && publicKey.hasPrefix("-----BEGIN PUBLIC KEY-----") && !publicKey.contains("PRIVATE"), "\(publicKey)")
+        #expect(try await setup.coordinator.curl("GET", client, "/api/v1/public-keys/kek").0 == 400, "a plain secret has no public key")
+        #expect(try await setup.coordinator.curl("GET", client, "/api/v1/public-keys/nothing").0 == 404)
+        let noSuchSecret = try await setup.coordinator.veil([
+            "image", "convert", "--from", "oci:\(setup.scratch.path)/plain:redis", "--to", "oci:\(setup.scratch.path)/unused:x", "--service", "cache",
+            "--encrypt-layers-to", "coordinator:kek", "--root-ca", setup.coordinator.rootPath,
+        ])
+        #expect(noSuchSecret.status != 0 && noSuchSecret.stderr.contains("only certificate secrets"), "\(noSuchSecret.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: setup.scratch.path + "/unused"), "nothing written")
         #expect(try await setup.redisAnswers() != "PONG", "redis never started")
         #expect(try setup.filesWithTheMarker() == [], "no decrypted byte on a disk filesystem")
     }

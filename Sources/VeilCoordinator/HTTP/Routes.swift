@@ -40,6 +40,9 @@ public enum HTTPAPI {
             return JSON(API.ManifestSetResponse(digest: Hex.encode(digest)))
         }
         api.get("certificate/chain") { _, _ in PEMBody(text: coordinator.chainPEM) }
+        api.get("public-keys/:name") { _, context in
+            PEMBody(text: PEM.encode(try coordinator.secretPublicKey(try context.parameters.require("name")), label: "PUBLIC KEY"))
+        }
         // The manifest's history: digests and names only, readable like the manifest itself.
         api.get("log") { _, _ in JSON(coordinator.log) }
         api.get("update") { _, _ in JSON(API.UpdateStatus(coordinator.updateStatus())) }
