@@ -12,10 +12,14 @@ public final class RootfsUnpacker {
     let rootFD: Int32
     let root: String
     private var scratch = [UInt8](repeating: 0, count: 1 << 20)
+    /// Whether ``tree`` gets each file's content digest (what a measurement of the tree needs).
+    /// Unpacking to run needs none: the launcher measures the files on disk.
+    let hashesContent: Bool
 
     /// `root` must exist and should be empty.
-    public init(root: String, limits: UnpackLimits = .default) throws {
+    public init(root: String, limits: UnpackLimits = .default, hashingContent: Bool = true) throws {
         self.root = root
+        hashesContent = hashingContent
         tree = RootfsTree(limits: limits)
         rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard rootFD >= 0 else { throw ImageError.io(path: root, reason: String(cString: strerror(errno))) }
@@ -72,8 +76,9 @@ public final class RootfsUnpacker {
             defer { close(fd) }
             var hasher = ContentDigest()
             var size: UInt64 = 0
+            let hashesContent = hashesContent
             try reader.readContent { (piece) throws in
-                hasher.update(piece)
+                if hashesContent { hasher.update(piece) }
                 size += UInt64(piece.count)
                 let failure = AtomicFile.writeAll(piece, to: fd)
                 guard failure == 0 else { throw ImageError.io(path: root + "/" + entry.path, reason: String(cString: strerror(failure))) }

@@ -27,7 +27,7 @@ public struct BundleCache: Sendable {
             guard mkdir("\(partial)/rootfs", 0o755) == 0, chmod("\(partial)/rootfs", 0o755) == 0 else {
                 throw ImageError.io(path: partial, reason: String(cString: strerror(errno)))
             }
-            let unpacker = try RootfsUnpacker(root: "\(partial)/rootfs")
+            let unpacker = try RootfsUnpacker(root: "\(partial)/rootfs", hashingContent: false)
             for index in image.layers.indices {
                 progress?(index)
                 try image.readLayer(index) { try unpacker.apply(layer: index, tar: $0) }

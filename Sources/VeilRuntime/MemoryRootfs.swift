@@ -34,7 +34,7 @@ public final class MemoryRootfs: Sendable {
             guard mkdir(memory.rootfs, 0o755) == 0, chmod(memory.rootfs, 0o755) == 0 else {
                 throw ImageError.io(path: memory.rootfs, reason: String(cString: strerror(errno)))
             }
-            let unpacker = try RootfsUnpacker(root: memory.rootfs)
+            let unpacker = try RootfsUnpacker(root: memory.rootfs, hashingContent: false)
             for index in image.layers.indices {
                 try image.readLayer(index, keys: keys) { try unpacker.apply(layer: index, tar: $0) }
             }
