@@ -14,6 +14,11 @@ import VeilImageFormat
 /// The source is read once (plus once more for each layer that holds a path to encrypt,
 /// which is rewritten without it); no layer is held in memory.
 public struct ImageConverter {
+    /// The config labels a converted image carries: its service, and its measurement (the
+    /// plaintext root's, which `veil run` claims when it asks for an encrypted image's keys).
+    public static let serviceLabel = "dev.veil.service"
+    public static let measurementLabel = "dev.veil.measurement"
+
     public struct Options {
         public var service: String
         /// Absolute paths (files or directories) to encrypt.
@@ -354,8 +359,8 @@ public struct ImageConverter {
         // The launcher starts as root and becomes the image's user itself (see ImageRunConfig.user).
         config["User"] = nil
         var labels = config["Labels"]?.objectValue ?? [:]
-        labels["dev.veil.service"] = .string(options.service)
-        labels["dev.veil.measurement"] = .string(Hex.encode(measurement))
+        labels[Self.serviceLabel] = .string(options.service)
+        labels[Self.measurementLabel] = .string(Hex.encode(measurement))
         config["Labels"] = .object(labels)
         object["config"] = .object(config)
         var rootfs = object["rootfs"]?.objectValue ?? [:]

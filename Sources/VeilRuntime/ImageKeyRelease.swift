@@ -55,7 +55,7 @@ public enum ImageKeyRelease {
         let privateKeyResources = try decryptionKeys.map { (uri) throws(Failure) in try resourcePath(uri) }
         let needsPrivateKey = encrypted.contains { ($0.annotations ?? [:])[LayerKeyring.cocoAnnotation] == nil }
         if needsPrivateKey && privateKeyResources.isEmpty { throw Failure.noKeyNamed }
-        guard let measurement = image.config.labels["dev.veil.measurement"].flatMap(Hex.decode), measurement.count == 32 else {
+        guard let measurement = image.config.labels[ImageConverter.measurementLabel].flatMap(Hex.decode), measurement.count == 32 else {
             throw Failure.noMeasurement
         }
         guard let rootPath = connection.rootCA else { throw Failure.needsRootCA }

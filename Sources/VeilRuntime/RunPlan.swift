@@ -63,7 +63,7 @@ public struct LauncherConnection: Sendable {
 
 public enum RunPlan {
     /// The label `veil image convert` sets: a Veil image's service name.
-    public static let serviceLabel = "dev.veil.service"
+    public static let serviceLabel = ImageConverter.serviceLabel
     static let hostDirectory = "/run/veil/host"
 
     /// The container for `image` unpacked at `rootfs`. A Veil image needs `connection`; its
