@@ -113,7 +113,8 @@ struct RunCommand: AsyncParsableCommand {
         let released = ContinuousClock.now
         let memory = try MemoryRootfs.unpack(source, keys: keys, stateDirectory: stateDirectory)
         if connection.traceLaunch {
-            warn("veil run: keys released in \(released - started), layers decrypted and unpacked in \(ContinuousClock.now - released)")
+            func ms(_ duration: Duration) -> String { String(format: "%.1f ms", Double(duration.components.attoseconds) / 1e15 + Double(duration.components.seconds) * 1000) }
+            warn("veil run: keys released in \(ms(released - started)), layers decrypted and unpacked in \(ms(ContinuousClock.now - released))")
         }
         warn("veil run: \(encryptedLayers) encrypted layer\(encryptedLayers == 1 ? "" : "s") opened with keys the coordinator released after attestation; unpacked into memory (ramfs), nothing decrypted on disk")
         do {
