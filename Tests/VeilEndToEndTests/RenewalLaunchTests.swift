@@ -76,9 +76,14 @@ import Testing
         let pidFile = (scratch.read("nginx.pid") ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(pidFile == "\(server.pid)", "nginx's master is the process the launcher became, still the same")
         #expect(server.stderr.contains("certificate renewed"), "\(server.stderr)")
-        // The file on disk is the certificate served now.
-        let file = scratch.read("tls/cert.pem") ?? ""
-        #expect(file.hasPrefix(seen.last!.trimmingCharacters(in: .whitespacesAndNewlines)), "the file holds the served leaf first")
+        // The file on disk is the certificate served now. Renewals go on every ~3 s, so the
+        // file and the served leaf are compared again until one read of each agrees.
+        let agree = await eventually(within: 10) {
+            let file = scratch.read("tls/cert.pem") ?? ""
+            guard let now = try? await served(), now.hasPrefix("-----BEGIN") else { return false }
+            return file.hasPrefix(now.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        #expect(agree, "the file holds the served leaf first")
     }
 
     /// `veil secret set` reaches a running service: its agent, waiting at the coordinator for the
