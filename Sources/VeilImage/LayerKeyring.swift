@@ -14,9 +14,6 @@ public struct LayerKeyring: Sendable {
         self.keyEncryptionKeys = keyEncryptionKeys
     }
 
-    /// CoCo's annotation: the layer key wrapped for the attestation agent's key provider.
-    public static let cocoAnnotation = CoCoKeyPacket.annotation
-
     /// The layer key of `layer`: from its JWE when a private key is held, else from its CoCo
     /// key packet with the key-encryption key released under the packet's resource path.
     public func key(for layer: Descriptor) throws(OCICryptError) -> OCICrypt.LayerKey {
@@ -25,8 +22,7 @@ public struct LayerKeyring: Sendable {
             return try OCICrypt.layerKey(annotations: annotations, keys: privateKeys)
         }
         if let packet = try Self.packet(annotations) {
-            guard let path = packet.resourcePath else { throw .noKeyFor("the key packet's kid '\(packet.keyID)' is not kbs:///REPOSITORY/TYPE/TAG") }
-            guard let kek = keyEncryptionKeys[path] else { throw .noKeyFor("no key-encryption key was released for \(packet.keyID)") }
+            guard let kek = keyEncryptionKeys[try Self.resourcePath(of: packet)] else { throw .noKeyFor("no key-encryption key was released for \(packet.keyID)") }
             return try packet.unwrap(kek: kek)
         }
         return try OCICrypt.layerKey(annotations: annotations, keys: privateKeys)
@@ -37,15 +33,20 @@ public struct LayerKeyring: Sendable {
         var paths: [String] = []
         for layer in layers {
             guard let packet = try packet(layer.annotations ?? [:]) else { continue }
-            guard let path = packet.resourcePath else { throw .noKeyFor("the key packet's kid '\(packet.keyID)' is not kbs:///REPOSITORY/TYPE/TAG") }
+            let path = try resourcePath(of: packet)
             if !paths.contains(path) { paths.append(path) }
         }
         return paths
     }
 
+    static func resourcePath(of packet: CoCoKeyPacket) throws(OCICryptError) -> String {
+        guard let path = packet.resourcePath else { throw .noKeyFor("the key packet's kid '\(packet.keyID)' is not kbs:///REPOSITORY/TYPE/TAG") }
+        return path
+    }
+
     static func packet(_ annotations: [String: String]) throws(OCICryptError) -> CoCoKeyPacket? {
-        guard let encoded = annotations[cocoAnnotation] else { return nil }
-        guard let json = Data(base64Encoded: encoded) else { throw .malformed("\(cocoAnnotation) is not standard base64") }
+        guard let encoded = annotations[CoCoKeyPacket.annotation] else { return nil }
+        guard let json = Data(base64Encoded: encoded) else { throw .malformed("\(CoCoKeyPacket.annotation) is not standard base64") }
         return try CoCoKeyPacket(json: Array(json))
     }
 }

@@ -53,7 +53,7 @@ public enum ImageKeyRelease {
         let encrypted = image.layers.filter(\.isEncrypted)
         let packetResources = try LayerKeyring.packetResources(of: encrypted)
         let privateKeyResources = try decryptionKeys.map { (uri) throws(Failure) in try resourcePath(uri) }
-        let needsPrivateKey = encrypted.contains { ($0.annotations ?? [:])[LayerKeyring.cocoAnnotation] == nil }
+        let needsPrivateKey = encrypted.contains { ($0.annotations ?? [:])[CoCoKeyPacket.annotation] == nil }
         if needsPrivateKey && privateKeyResources.isEmpty { throw Failure.noKeyNamed }
         guard let measurement = image.config.labels[ImageConverter.measurementLabel].flatMap(Hex.decode), measurement.count == 32 else {
             throw Failure.noMeasurement

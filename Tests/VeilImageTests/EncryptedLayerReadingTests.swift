@@ -79,7 +79,7 @@ import VeilJOSE
         let kek = Array(try Data(contentsOf: URL(fileURLWithPath: OCICryptTests.fixtures + "/coco-annotation-packet/sample_kbc_hardcoded_key.bin")))
         let layer = Descriptor(
             mediaType: "application/vnd.oci.image.layer.v1.tar+gzip+encrypted", digest: try BlobDigest(parsing: "sha256:" + String(repeating: "0", count: 64)),
-            size: 1, annotations: [LayerKeyring.cocoAnnotation: packetJSON.base64EncodedString()])
+            size: 1, annotations: [CoCoKeyPacket.annotation: packetJSON.base64EncodedString()])
         #expect(layer.isEncrypted)
         #expect(try LayerKeyring.packetResources(of: [layer, layer]) == ["default/key/1"])
         let key = try LayerKeyring(keyEncryptionKeys: ["default/key/1": kek]).key(for: layer)
