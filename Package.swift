@@ -379,6 +379,10 @@ let package = Package(
             dependencies: ["VeilCore", "VeilJOSE", "VeilWorkloadAPI", .product(name: "Crypto", package: "swift-crypto"), .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "VeilLauncherCommandsTests",
+            dependencies: ["VeilLauncherCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict),
         .testTarget(name: "VeilEndToEndTests", dependencies: ["VeilAPI", "VeilCore", .product(name: "Crypto", package: "swift-crypto"), "VeilAttestation"], swiftSettings: strict),
     ]
 )

@@ -17,6 +17,21 @@ public struct CoordinatorConnectionOptions: ParsableArguments {
         valueName: "file"))
     public var rootCA: String?
 
+    /// The parsed options as plain values.
+    public var values: CoordinatorConnection { CoordinatorConnection(coordinator: coordinator, simulationKey: simulationKey, rootCA: rootCA) }
+
+    public func address(_ environment: [String: String]) -> String { values.address(environment) }
+    public func simulationKeyPath(_ environment: [String: String]) -> String? { values.simulationKeyPath(environment) }
+    public func rootCAPath(_ environment: [String: String]) -> String? { values.rootCAPath(environment) }
+}
+
+/// Where a launcher's coordinator is and how it is trusted, as plain values; an absent value
+/// falls back to its environment variable.
+public struct CoordinatorConnection: Equatable, Sendable {
+    public var coordinator: String?
+    public var simulationKey: String?
+    public var rootCA: String?
+
     /// `--coordinator`, else `VEIL_COORDINATOR`, else the default mesh address.
     public func address(_ environment: [String: String]) -> String {
         coordinator ?? environment[VeilEnvironment.coordinator] ?? VeilDefaults.meshAddress

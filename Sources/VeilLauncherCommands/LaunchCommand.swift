@@ -39,58 +39,17 @@ public struct LaunchCommand: AsyncParsableCommand {
 
     public init() {}
 
-    public func run() async throws {
-        let signals = SignalDispositions.capture()
-        do {
-            try await launch(signals: signals)
-        } catch {
-            warn("veil launch: \(error)")
-            throw ExitCode(Self.couldNotLaunch)
-        }
+    /// The parsed command as plain values.
+    var values: LaunchArguments {
+        LaunchArguments(trust: trust.values, image: image, protectedFile: protectedFile, command: command)
     }
 
-    private func launch(signals: SignalDispositions) async throws -> Never {
-        let environment = ProcessInfo.processInfo.environment
-        let trace = LaunchTrace(enabled: environment[VeilEnvironment.launchTrace] == "1")
-        var command = self.command
-        var appEnvironment = environment
-        var imageLaunch: ImageLaunch?
-        if let image {
-            guard command.isEmpty else { throw ValidationError("--image takes no command: the image's measured configuration fixes it") }
-            guard protectedFile.isEmpty else { throw ValidationError("--image unlocks the image's own protected files; --protected-file is for process launches") }
-            let prepared = try ImageLaunch.prepare(configPath: image)
-            if let requested = trust.serviceName(environment), requested != prepared.config.service {
-                throw ValidationError("the image was converted for service '\(prepared.config.service)', not '\(requested)'")
-            }
-            command = prepared.config.command
-            appEnvironment = prepared.config.environment
-            imageLaunch = prepared
-            trace.mark("image configuration read")
-        }
-        guard let program = command.first else { throw LaunchError.emptyCommand }
-        guard let service = imageLaunch?.config.service ?? trust.serviceName(environment) else { throw ValidationError("--service is required") }
-        let address = trust.address(environment)
-        let choice = try trust.teeChoice(environment)
-        let rootPEM = try await trust.rootCertificatePEM(environment, choice: choice)
-        trace.mark("coordinator root")
-
-        let opened = try OpenedProgram.open(program, path: appEnvironment["PATH"])
-        var options = LaunchOptions(
-            service: service, command: command, tee: choice, environment: appEnvironment, image: imageLaunch,
-            protectedFiles: try protectedFile.map(Self.protectedEntry))
-        options.coordinatorAddresses = address
-        let plan = try await CoordinatorClient.with(address: address, trust: .pinnedRoot(rootPEM)) {
-            try await Launcher.activate(options, program: opened, client: $0, progress: trace.enabled ? trace.mark : nil)
-        }
-        trace.mark("connection closed")
-        try plan.provision()
-        trace.mark("provisioned")
-        if plan.simulated { warn("veil launch: \(service) activated; \(simulationWarning)") }
-        try plan.exec(signals: signals)
+    public func run() async throws {
+        throw ExitCode(await values.run())
     }
 }
 
-extension LaunchCommand {
+extension LaunchArguments {
     /// `STORED=PATH` → the entry that unlocks STORED's plaintext to PATH.
     static func protectedEntry(_ argument: String) throws -> ImageRunConfig.ProtectedEntry {
         guard let equals = argument.firstIndex(of: "="), equals != argument.startIndex, equals != argument.index(before: argument.endIndex) else {

@@ -51,6 +51,7 @@ public struct MeshCommand: AsyncParsableCommand {
 
     private func sidecar(logger: Logger) async throws {
         let environment = ProcessInfo.processInfo.environment
+        let trust = self.trust.values
         guard let service = trust.serviceName(environment) else { throw ValidationError("--service is required") }
         let choice = try trust.teeChoice(environment)
         let rootPEM = try await trust.rootCertificatePEM(environment, choice: choice)

@@ -26,6 +26,8 @@ struct VeilLauncherTool: AsyncParsableCommand {
             warn("veil-launcher: \(error)")
             Glibc.exit(1)
         }
+        // Every container start runs `launch`: it skips the reflective parser when it can.
+        if let launch = LaunchArguments.parse(Array(CommandLine.arguments.dropFirst())) { Glibc.exit(await launch.run()) }
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {

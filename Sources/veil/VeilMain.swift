@@ -9,6 +9,8 @@ extension Veil {
     /// followed by the whole usage.
     static func main() async {
         let arguments = Array(CommandLine.arguments.dropFirst())
+        // Every container start runs `launch`: it skips the reflective parser when it can.
+        if let launch = LaunchArguments.parse(arguments) { Foundation.exit(await launch.run()) }
         let command: any ParsableCommand
         do {
             command = try parseAsRoot(arguments)
