@@ -65,13 +65,15 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
         print("")
         print("launch overhead (median of \(launches)):")
         print(String(format: "  /bin/true                              %8.2f ms", directMedian * 1000))
-        for (name, times) in [("veil launch -- /bin/true", viaVeil), ("veil-launcher launch -- /bin/true", viaLauncher)] {
+        // Issue 26's goals: the launcher's overhead ≤ 10 ms, the whole CLI's ≤ 15 ms.
+        for (name, times, limit) in [("veil launch -- /bin/true", viaVeil, 0.015), ("veil-launcher launch -- /bin/true", viaLauncher, 0.010)] {
             let median = Bench.median(times)
+            let met = median - directMedian <= limit
             results.add(
                 "`\(name)`", median * 1000, "ms", better: .lower, peer: "`/bin/true`", directMedian * 1000,
-                goal: "overhead ≤ 10 ms", met: median - directMedian <= 0.010)
-            print(String(format: "  %@ %8.2f ms  overhead %6.2f ms (goal <= 10 ms: %@)", name.padding(toLength: 38, withPad: " ", startingAt: 0), median * 1000,
-                         (median - directMedian) * 1000, median - directMedian <= 0.010 ? "met" : "NOT met"))
+                goal: "overhead ≤ \(Int(limit * 1000)) ms", met: met)
+            print(String(format: "  %@ %8.2f ms  overhead %6.2f ms (goal <= %.0f ms: %@)", name.padding(toLength: 38, withPad: " ", startingAt: 0), median * 1000,
+                         (median - directMedian) * 1000, limit * 1000, met ? "met" : "NOT met"))
         }
 
         // 2. Activations per second vs the trivial /healthz, each client on its own keep-alive connection.
@@ -79,11 +81,13 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
         print("")
         print("throughput, \(concurrency) concurrent clients over keep-alive TLS, \(Int(seconds)) s each:")
         print(String(format: "  GET /healthz (peer)             %8.0f req/s", healthz))
-        print(String(format: "  activations (nonce+activation)  %8.0f /s  (goal >= 500/s: %@)", activations, activations >= 500 ? "met" : "NOT met"))
-        print(String(format: "  ratio activations / healthz     %8.2f", activations / healthz))
+        // Issue 26's goal: an activation costs at most four trivial requests.
+        let ratioMet = activations / healthz >= 0.25
+        print(String(format: "  activations (nonce+activation)  %8.0f /s", activations))
+        print(String(format: "  ratio activations / healthz     %8.2f  (goal >= 0.25: %@)", activations / healthz, ratioMet ? "met" : "NOT met"))
         results.add(
             "activations/s, \(concurrency) clients, keep-alive TLS", activations, "/s", better: .higher, peer: "`GET /healthz`", healthz,
-            goal: "≥ 500/s", met: activations >= 500)
+            goal: "≥ 0.25× `GET /healthz`", met: ratioMet)
         try record.keep(results)
     }
 

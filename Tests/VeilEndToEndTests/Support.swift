@@ -45,6 +45,19 @@ final class Scratch {
 
 /// Starts `executable` with output captured to files.
 final class Spawned {
+    /// The toolchain's backtracer for statically linked Swift programs: `swift` on PATH,
+    /// symlinks resolved, then `../libexec/swift/linux/swift-backtrace-static`.
+    static let staticBacktracer: String? = {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        for directory in path.split(separator: ":") {
+            let swift = URL(fileURLWithPath: "\(directory)/swift").resolvingSymlinksInPath()
+            guard FileManager.default.isExecutableFile(atPath: swift.path) else { continue }
+            let backtracer = swift.deletingLastPathComponent().deletingLastPathComponent().path + "/libexec/swift/linux/swift-backtrace-static"
+            return FileManager.default.isExecutableFile(atPath: backtracer) ? backtracer : nil
+        }
+        return nil
+    }()
+
     let process = Process()
     let stdoutPath: String
     let stderrPath: String
@@ -64,7 +77,11 @@ final class Spawned {
         // A crashing child is reported with unsymbolicated frames: symbolicating a debug
         // binary on a busy 2-core runner once took 17 minutes, with the crashed process
         // suspended (its sockets accepting, never answering) the whole time.
-        if inherited["SWIFT_BACKTRACE"] == nil { inherited["SWIFT_BACKTRACE"] = "enable=yes,symbolicate=off,interactive=no" }
+        // `veil` and `veil-launcher` carry the Swift runtime: it finds no backtracer beside itself
+        // (and says so on stderr) unless told where the toolchain's is.
+        if inherited["SWIFT_BACKTRACE"] == nil {
+            inherited["SWIFT_BACKTRACE"] = "enable=yes,symbolicate=off,interactive=no" + (Self.staticBacktracer.map { ",swift-backtrace=\($0)" } ?? "")
+        }
         process.environment = inherited.merging(environment) { $1 }
         process.standardOutput = FileHandle(forWritingAtPath: stdoutPath)
         process.standardError = FileHandle(forWritingAtPath: stderrPath)
