@@ -182,9 +182,13 @@ public struct ImageConverter {
     ) throws -> Result {
         let command = source.config.command
         guard !command.isEmpty else { throw ImageError.launcher("the image has no Entrypoint or Cmd to wrap") }
+        let launcherFiles = Dictionary(uniqueKeysWithValues: options.launcher.files.compactMap { file in
+            merged.tree.nodes[file.imagePath].map { (file.imagePath, Hex.encode($0.contentDigest)) }
+        })
         let runConfig = ImageRunConfig(
             service: options.service, command: command, env: source.config.env, workingDir: source.config.workingDir,
-            protectedFiles: protectedFiles.map(\.entry), user: source.config.user.isEmpty ? nil : source.config.user)
+            protectedFiles: protectedFiles.map(\.entry), user: source.config.user.isEmpty ? nil : source.config.user,
+            launcherFiles: launcherFiles)
         let configLayer = try writeConfigLayer(
             runConfig, protected: protectedFiles, roots: roots, tree: &merged.tree, layer: merged.layers.count, into: destination)
         merged.layers.append(configLayer)

@@ -34,14 +34,25 @@ public struct ImageRunConfig: Codable, Sendable, Equatable {
     /// The image's original `User`: the converted image starts its launcher as root, which
     /// measures and provisions, hands the provisioned files to this user and becomes it.
     public var user: String?
+    /// The content digests (``ContentDigest``, hex) of the launcher's own files — its binary,
+    /// loader and libraries — by path relative to the root. The launcher takes a file's digest
+    /// from here instead of hashing it only when that very file is mapped into the launcher's
+    /// own process (``RootfsDisk/OwnCode``): code running in the measuring process could forge
+    /// any result it computes, so hashing it proves nothing, while this record is itself
+    /// measured. Absent in images converted before it existed: everything is hashed.
+    public var launcherFiles: [String: String]?
 
-    public init(service: String, command: [String], env: [String], workingDir: String, protectedFiles: [ProtectedEntry], user: String? = nil) {
+    public init(
+        service: String, command: [String], env: [String], workingDir: String, protectedFiles: [ProtectedEntry], user: String? = nil,
+        launcherFiles: [String: String]? = nil
+    ) {
         self.service = service
         self.command = command
         self.env = env
         self.workingDir = workingDir
         self.protectedFiles = protectedFiles
         self.user = user
+        self.launcherFiles = launcherFiles
     }
 
     public static func load(at path: String) throws -> ImageRunConfig {

@@ -9,13 +9,23 @@ public enum RootfsDisk {
     /// The ``RootfsDigest`` of the tree at `root`, as the launcher computes it inside the
     /// container (where `root` is `/`). Equal to ``RootfsTree/digest()`` of the image it was
     /// unpacked from.
-    public static func measure(root: String) throws -> [UInt8] {
+    /// Files in `ownCode` that are the measuring process's own code take their content digest
+    /// from its record instead of being read (see ``OwnCode``).
+    public static func measure(root: String, ownCode: OwnCode = .none) throws -> [UInt8] {
         let fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw ImageFormatError.unreadable(path: root, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         var records: [(String, RootfsNode)] = []
+        var walked: [(index: Int, inode: ino_t, device: dev_t)] = []
+        try walk(fd, prefix: "", display: root, into: &records, files: &walked)
         var files: [(index: Int, inode: ino_t)] = []
-        try walk(fd, prefix: "", display: root, into: &records, files: &files)
+        for file in walked {
+            if let recorded = ownCode.recordedDigest(path: records[file.index].0, device: file.device, inode: file.inode) {
+                records[file.index].1.contentDigest = recorded
+            } else {
+                files.append((file.index, file.inode))
+            }
+        }
         // Contents are hashed on all cores, large files chunk by chunk (``ContentDigest``), so
         // one big file does not leave the other cores idle. Every piece reopens its file without
         // following symlinks, and the file must be the object the walk saw.
@@ -85,7 +95,7 @@ public enum RootfsDisk {
     }
 
     private static func walk(_ dirFD: Int32, prefix: String, display: String, into records: inout [(String, RootfsNode)],
-                             files: inout [(index: Int, inode: ino_t)]) throws {
+                             files: inout [(index: Int, inode: ino_t, device: dev_t)]) throws {
         for name in try listDirectory(dirFD, display: display) {
             let path = prefix.isEmpty ? name : prefix + "/" + name
             if RootfsDigest.isExcluded(path) { continue }
@@ -105,7 +115,7 @@ public enum RootfsDisk {
             case S_IFREG:
                 node.kind = .file
                 node.size = UInt64(st.st_size)
-                files.append((records.count, st.st_ino))
+                files.append((records.count, st.st_ino, st.st_dev))
             case S_IFLNK:
                 node.kind = .symlink
                 var target = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
@@ -116,8 +126,7 @@ public enum RootfsDisk {
                 node.kind = .fifo
             case S_IFCHR, S_IFBLK:
                 node.kind = st.st_mode & S_IFMT == S_IFCHR ? .characterDevice : .blockDevice
-                node.deviceMajor = UInt32(truncatingIfNeeded: (st.st_rdev >> 8) & 0xfff | (st.st_rdev >> 32) & ~0xfff)
-                node.deviceMinor = UInt32(truncatingIfNeeded: st.st_rdev & 0xff | (st.st_rdev >> 12) & ~0xff)
+                (node.deviceMajor, node.deviceMinor) = OwnCode.FileIdentity.split(st.st_rdev)
             default:
                 continue  // sockets are runtime artefacts
             }

@@ -56,7 +56,9 @@ public struct ImageLaunch: Sendable {
     public static func prepare(configPath: String = ImageRunConfig.path, root: String = "/") throws -> ImageLaunch {
         let config = try ImageRunConfig.load(at: configPath)
         let user = try config.user.map { try ImageUser.resolve($0, root: root) }
-        return ImageLaunch(config: config, user: user, rootfs: RootfsMeasurement(root: root))
+        // The launcher's own files, recorded in the measured configuration, are not re-hashed.
+        let ownCode = try config.launcherFiles.map { try RootfsDisk.OwnCode.ofThisProcess(launcherFiles: $0) } ?? .none
+        return ImageLaunch(config: config, user: user, rootfs: RootfsMeasurement(root: root, ownCode: ownCode))
     }
 
     /// The image measurement over the whole root filesystem, computed once (a failover to
@@ -294,14 +296,18 @@ public enum Launcher {
 /// The ``RootfsDigest`` of a root filesystem, computed by the launcher itself on first use.
 final class RootfsMeasurement: Sendable {
     let root: String
+    let ownCode: RootfsDisk.OwnCode
     private let digestOnce = Mutex<[UInt8]?>(nil)
 
-    init(root: String) { self.root = root }
+    init(root: String, ownCode: RootfsDisk.OwnCode) {
+        self.root = root
+        self.ownCode = ownCode
+    }
 
     func digest() throws -> [UInt8] {
         try digestOnce.withLock { cached in
             if let cached { return cached }
-            let digest = try RootfsDisk.measure(root: root)
+            let digest = try RootfsDisk.measure(root: root, ownCode: ownCode)
             cached = digest
             return digest
         }
