@@ -32,6 +32,10 @@ public struct CoordinatorConnection: Equatable, Sendable {
     public var simulationKey: String?
     public var rootCA: String?
 
+    public init(coordinator: String? = nil, simulationKey: String? = nil, rootCA: String? = nil) {
+        (self.coordinator, self.simulationKey, self.rootCA) = (coordinator, simulationKey, rootCA)
+    }
+
     /// `--coordinator`, else `VEIL_COORDINATOR`, else the default mesh address.
     public func address(_ environment: [String: String]) -> String {
         coordinator ?? environment[VeilEnvironment.coordinator] ?? VeilDefaults.meshAddress

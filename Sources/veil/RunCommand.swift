@@ -44,84 +44,19 @@ struct RunCommand: AsyncParsableCommand {
     @OptionGroup var coordinatorOptions: CoordinatorConnectionOptions
 
     @Option(help: ArgumentHelp("Where unpacked images and run bundles live.", valueName: "dir"))
-    var stateDir = "/var/lib/veil/run"
+    var stateDir = RunArguments.defaultStateDirectory
 
     @Option(name: .customLong("decryption-key"), help: ArgumentHelp(
         "For encrypted layers: the key-broker resource holding the private key (PEM) they are wrapped for, released after attestation. Repeatable.",
         valueName: "kbs:///repository/type/tag"))
     var decryptionKeys: [String] = []
 
-    func run() async throws {
-        let spec: ContainerSpec, stateDirectory: String, memory: MemoryRootfs?
-        do {
-            (spec, stateDirectory, memory) = try await prepare()
-        } catch let error as ValidationError {
-            throw error
-        } catch {
-            warn("veil run: \(error)")
-            throw ExitCode(LaunchCommand.couldNotLaunch)
-        }
-        defer { memory?.remove() }
-        // The container's own status, or 125 from the launcher inside when it could not launch.
-        let status: Int32
-        do {
-            status = try ContainerRunner(stateDirectory: stateDirectory).run(spec)
-        } catch {
-            warn("veil run: \(error)")
-            throw ExitCode(LaunchCommand.couldNotLaunch)
-        }
-        throw ExitCode(status)
+    /// The parsed command as plain values.
+    var values: RunArguments {
+        RunArguments(image: image, tee: tee, coordinatorConnection: coordinatorOptions.values, stateDir: stateDir, decryptionKeys: decryptionKeys)
     }
 
-    private func prepare() async throws -> (ContainerSpec, String, MemoryRootfs?) {
-        let environment = ProcessInfo.processInfo.environment
-        let reference = try ImageReference(parsing: image)
-        let source = try SourceImage.open(reference)
-        var connection: LauncherConnection?
-        if source.config.labels[RunPlan.serviceLabel] != nil {
-            let containerTEE: ContainerTEE
-            switch tee ?? environment[VeilEnvironment.tee] {
-            case "simulated":
-                guard let key = coordinatorOptions.simulationKeyPath(environment) else {
-                    throw ValidationError("--tee simulated needs --simulation-key FILE or \(SimulationPlatformKey.environmentVariable)")
-                }
-                containerTEE = .simulated(simulationKey: URL(fileURLWithPath: key).standardizedFileURL.path)
-                warn("veil run: \(simulationWarning)")
-            case let name? where ConfidentialVMDevices.Kind(rawValue: name) != nil:
-                // VEIL_TSM_ROOT: for guests whose configfs is mounted elsewhere.
-                containerTEE = .confidentialVM(try ConfidentialVMDevices.detect(
-                    ConfidentialVMDevices.Kind(rawValue: name)!, tsmRoot: environment[VeilEnvironment.tsmRoot] ?? ConfidentialVMDevices.defaultTSMRoot))
-            case let name:
-                throw ValidationError("\(image) is a Veil image: pass --tee snp or tdx (in such a guest) or simulated (development only)\(name.map { "; '\($0)' is none of them" } ?? "")")
-            }
-            connection = LauncherConnection(
-                coordinator: coordinatorOptions.address(environment), tee: containerTEE,
-                rootCA: coordinatorOptions.rootCAPath(environment).map { URL(fileURLWithPath: $0).standardizedFileURL.path },
-                traceLaunch: environment[VeilEnvironment.launchTrace] == "1")
-        }
-        let stateDirectory = URL(fileURLWithPath: stateDir).standardizedFileURL.path
-        let encryptedLayers = source.layers.filter(\.isEncrypted).count
-        guard encryptedLayers > 0 else {
-            guard decryptionKeys.isEmpty else { throw ValidationError("--decryption-key: \(image) has no encrypted layer") }
-            let (rootfs, _) = try BundleCache(directory: stateDirectory).rootfs(for: source)
-            return (try RunPlan.spec(for: source, rootfs: rootfs, connection: connection), stateDirectory, nil)
-        }
-        guard source.config.labels[RunPlan.serviceLabel] != nil else { throw ImageKeyRelease.Failure.noMeasurement }
-        guard let connection else { throw ImageKeyRelease.Failure.needsTEE }
-        let started = ContinuousClock.now
-        let keys = try await ImageKeyRelease.keyring(for: source, decryptionKeys: decryptionKeys, connection: connection)
-        let released = ContinuousClock.now
-        let memory = try MemoryRootfs.unpack(source, keys: keys, stateDirectory: stateDirectory)
-        if connection.traceLaunch {
-            func ms(_ duration: Duration) -> String { String(format: "%.1f ms", Double(duration.components.attoseconds) / 1e15 + Double(duration.components.seconds) * 1000) }
-            warn("veil run: keys released in \(ms(released - started)), layers decrypted and unpacked in \(ms(ContinuousClock.now - released))")
-        }
-        warn("veil run: \(encryptedLayers) encrypted layer\(encryptedLayers == 1 ? "" : "s") opened with keys the coordinator released after attestation; unpacked into memory (ramfs), nothing decrypted on disk")
-        do {
-            return (try RunPlan.spec(for: source, rootfs: memory.rootfs, connection: connection), stateDirectory, memory)
-        } catch {
-            memory.remove()
-            throw error
-        }
+    func run() async throws {
+        throw ExitCode(try await values.run())
     }
 }

@@ -11,6 +11,13 @@ extension Veil {
         let arguments = Array(CommandLine.arguments.dropFirst())
         // Every container start runs `launch`: it skips the reflective parser when it can.
         if let launch = LaunchArguments.parse(arguments) { Foundation.exit(await launch.run()) }
+        if let run = RunArguments.parse(arguments) {
+            do {
+                Foundation.exit(try await run.run())
+            } catch {
+                reportUsageError(error, of: RunCommand.self)
+            }
+        }
         let command: any ParsableCommand
         do {
             command = try parseAsRoot(arguments)
@@ -29,12 +36,16 @@ extension Veil {
                 try runnable.run()
             }
         } catch let error as ValidationError {
-            let subcommand = type(of: command)
-            warn("Error: \(error.message)\nUsage: \(usageString(for: subcommand))\n  See '\(helpCommand(for: subcommand))' for more.")
-            Foundation.exit(ExitCode.validationFailure.rawValue)
+            reportUsageError(error, of: type(of: command))
         } catch {
             exit(withError: error)
         }
+    }
+
+    /// A usage mistake found while running `subcommand`: its usage, and exit 64.
+    static func reportUsageError(_ error: ValidationError, of subcommand: any ParsableCommand.Type) -> Never {
+        warn("Error: \(error.message)\nUsage: \(usageString(for: subcommand))\n  See '\(helpCommand(for: subcommand))' for more.")
+        Foundation.exit(ExitCode.validationFailure.rawValue)
     }
 
     /// "veil help launch" for LaunchCommand: the command path of `subcommand`.

@@ -71,3 +71,25 @@ import Testing
         }
     }
 }
+
+/// The reader under both lean parsers, with a grammar like `veil run`'s (one positional, no `--`).
+@Suite struct LeanCommandLineTests {
+    let grammar = LeanCommandLine.Grammar(values: ["tee", "state-dir", "decryption-key"], repeatable: ["decryption-key"], positionals: 1)
+
+    @Test func readsAPositionalAnywhereAmongTheOptions() throws {
+        for words in [["oci:/i:t", "--tee", "simulated", "--state-dir=/s"], ["--tee", "simulated", "oci:/i:t", "--state-dir", "/s"]] {
+            let line = try #require(LeanCommandLine.read(words[...], grammar))
+            #expect(line.positionals == ["oci:/i:t"] && line.value("tee") == "simulated" && line.value("state-dir") == "/s")
+        }
+        let keys = try #require(LeanCommandLine.read(["i", "--decryption-key", "kbs:///a/b/c", "--decryption-key=kbs:///d/e/f"], grammar))
+        #expect(keys.values["decryption-key"] == ["kbs:///a/b/c", "kbs:///d/e/f"])
+    }
+
+    @Test(arguments: [
+        ["a", "b"], ["i", "--"], ["i", "--tee"], ["i", "--tee", "x", "--tee", "y"], ["i", "--tee="], ["i", "-t", "x"], ["i", "--help"],
+        ["i", "--unknown", "x"], ["i", "--tee", "--state-dir", "/s"],
+    ])
+    func leavesEverythingElseToTheArgumentParser(_ words: [String]) {
+        #expect(LeanCommandLine.read(words[...], grammar) == nil)
+    }
+}
