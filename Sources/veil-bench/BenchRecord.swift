@@ -72,9 +72,10 @@ struct BenchRecord: Codable {
     }
 
     /// The commit the working directory is at, with `+changes` when it has uncommitted ones.
+    /// Records are not changes: recording one benchmark after another must not mark the second.
     static func commit() -> String {
         guard let head = try? git(["rev-parse", "--short=12", "HEAD"]), !head.isEmpty else { return "unknown" }
-        let dirty = (try? git(["status", "--porcelain", "--untracked-files=no"]))?.isEmpty == false
+        let dirty = (try? git(["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs/benchmarks"]))?.isEmpty == false
         return head + (dirty ? "+changes" : "")
     }
 
