@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import Synchronization
 import VeilAttestation
 import VeilClient
 import VeilImageFormat
@@ -65,5 +66,37 @@ public struct LaunchArguments: Equatable, Sendable {
         trace.mark("provisioned")
         if plan.simulated { warn("veil launch: \(service) activated; \(simulationWarning)") }
         try plan.exec(signals: signals)
+    }
+}
+
+extension LaunchArguments {
+    /// `STORED=PATH` → the entry that unlocks STORED's plaintext to PATH.
+    static func protectedEntry(_ argument: String) throws -> ImageRunConfig.ProtectedEntry {
+        guard let equals = argument.firstIndex(of: "="), equals != argument.startIndex, equals != argument.index(before: argument.endIndex) else {
+            throw ValidationError("--protected-file '\(argument)' is not STORED=PATH")
+        }
+        let stored = String(argument[..<equals])
+        let path = String(argument[argument.index(after: equals)...])
+        if let problem = FilePathRule.problem(path) { throw ValidationError("--protected-file: '\(path)': \(problem)") }
+        return ImageRunConfig.ProtectedEntry(path: path, stored: stored, plaintext: path, mode: 0o600)
+    }
+}
+
+/// `VEIL_LAUNCH_TRACE=1`: how long each launch step took, on stderr (for slow starts).
+final class LaunchTrace: Sendable {
+    let enabled: Bool
+    private let last = Mutex(ContinuousClock.now)
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    func mark(_ step: String) {
+        guard enabled else { return }
+        let elapsed = last.withLock { last in
+            let now = ContinuousClock.now
+            defer { last = now }
+            return now - last
+        }
+        let microseconds = elapsed.components.seconds * 1_000_000 + elapsed.components.attoseconds / 1_000_000_000_000
+        warn("veil launch: \(step) after \(microseconds / 1000).\(String(microseconds % 1000 / 100)) ms")
     }
 }

@@ -1,9 +1,4 @@
 import ArgumentParser
-import FoundationEssentials
-import VeilClient
-import VeilAttestation
-import VeilCore
-import VeilLauncher
 
 /// The command-line declaration of `LaunchTrust` (`veil launch`, `veil mesh`).
 public struct LaunchTrustOptions: ParsableArguments {
