@@ -19,10 +19,6 @@ public struct CoordinatorConnectionOptions: ParsableArguments {
 
     /// The parsed options as plain values.
     public var values: CoordinatorConnection { CoordinatorConnection(coordinator: coordinator, simulationKey: simulationKey, rootCA: rootCA) }
-
-    public func address(_ environment: [String: String]) -> String { values.address(environment) }
-    public func simulationKeyPath(_ environment: [String: String]) -> String? { values.simulationKeyPath(environment) }
-    public func rootCAPath(_ environment: [String: String]) -> String? { values.rootCAPath(environment) }
 }
 
 /// Where a launcher's coordinator is and how it is trusted, as plain values; an absent value

@@ -9,7 +9,8 @@ extension Veil {
     /// followed by the whole usage.
     static func main() async {
         let arguments = Array(CommandLine.arguments.dropFirst())
-        // Every container start runs `launch`: it skips the reflective parser when it can.
+        // `launch` and `run` are on every container start's path: they skip the reflective
+        // parser when they can (LeanCommandLine).
         if let launch = LaunchArguments.parse(arguments) { Foundation.exit(await launch.run()) }
         if let run = RunArguments.parse(arguments) {
             do {
