@@ -9,16 +9,18 @@ import X509
 ///
 /// Invariant: ``generation`` only grows; each stored version has a larger one than the last.
 struct CoordinatorState: Codable, Sendable, Equatable {
-    var format = 2
+    /// 3: bytes as base64 strings (``StoredBytes``); 2 wrote them as arrays of numbers and still reads.
+    static let currentFormat = 3
+    var format = Self.currentFormat
     var generation: UInt64 = 0
-    var rootKey: [UInt8]
-    var rootCertificate: [UInt8]
-    var intermediateKey: [UInt8]
-    var intermediateCertificate: [UInt8]
+    @StoredBytes var rootKey: [UInt8]
+    @StoredBytes var rootCertificate: [UInt8]
+    @StoredBytes var intermediateKey: [UInt8]
+    @StoredBytes var intermediateCertificate: [UInt8]
     /// The coordinator TLS CA (absent in states from before it existed; added at the next start).
-    var coordinatorCAKey: [UInt8]?
-    var coordinatorCACertificate: [UInt8]?
-    var manifest: [UInt8]?
+    @OptionalStoredBytes var coordinatorCAKey: [UInt8]? = nil
+    @OptionalStoredBytes var coordinatorCACertificate: [UInt8]? = nil
+    @OptionalStoredBytes var manifest: [UInt8]? = nil
     var secrets: [String: SecretValue] = [:]
     /// Activations of services with `MaxActivations` (counted exactly, in the transaction).
     var activations: [String: Int] = [:]
@@ -32,13 +34,13 @@ struct CoordinatorState: Codable, Sendable, Equatable {
     var transitKeys: [String: [[UInt8]]]?
 
     struct PendingUpdate: Codable, Equatable, Sendable {
-        var manifest: [UInt8]
+        @StoredBytes var manifest: [UInt8]
         var acknowledgedBy: [String]
     }
 
     struct ProtectedFileRecord: Codable, Equatable, Sendable {
         var version: UInt64
-        var root: [UInt8]
+        @StoredBytes var root: [UInt8]
     }
 
     init(authority: CertificateAuthority) {
@@ -69,12 +71,15 @@ struct CoordinatorState: Codable, Sendable, Equatable {
         return (authority, added)
     }
 
-    /// The encoding sealed into the store (sorted keys: equal states encode equally).
+    /// The encoding sealed into the store, in the current format (sorted keys: equal states
+    /// encode equally).
     func encoded() -> [UInt8] {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
+        var current = self
+        current.format = Self.currentFormat
         // Strings, integers, byte arrays and nested Codable structs of them always encode.
-        return Array(try! encoder.encode(self))
+        return Array(try! encoder.encode(current))
     }
 
     static func decode(_ bytes: [UInt8]) throws(CoordinatorError) -> CoordinatorState {

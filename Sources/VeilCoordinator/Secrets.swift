@@ -7,11 +7,11 @@ import _CryptoExtras
 /// A secret's value as the coordinator holds it (inside the sealed state only).
 public struct SecretValue: Codable, Sendable, Equatable {
     /// Plain and symmetric-key secrets. `nil` for a user-defined secret not set yet.
-    public var bytes: [UInt8]?
+    @OptionalStoredBytes public var bytes: [UInt8]? = nil
     /// Certificate secrets: certificate DER, PKCS#8 private key DER, SubjectPublicKeyInfo DER.
-    public var certificate: [UInt8]?
-    public var privateKey: [UInt8]?
-    public var publicKey: [UInt8]?
+    @OptionalStoredBytes public var certificate: [UInt8]? = nil
+    @OptionalStoredBytes public var privateKey: [UInt8]? = nil
+    @OptionalStoredBytes public var publicKey: [UInt8]? = nil
 
     /// What a template reference to this secret yields.
     func value(for part: Template.SecretPart?, name: String) throws -> ReferenceValue {
