@@ -84,6 +84,8 @@ public final class Coordinator: Sendable {
     let nonces = NonceIssuer()
     private let snapshot: Mutex<Snapshot>
     private let transactions = AsyncLock()
+    /// One generation-mark write at a time, so a waiting coroutine suspends instead of blocking a thread.
+    private let markWrites = AsyncLock()
     let commits = ActivationCommits()
     /// Sessions and the token signer of the key-broker protocol (Coordinator+KBS).
     let kbs = KBSBroker()
@@ -182,7 +184,7 @@ public final class Coordinator: Sendable {
             try await coordinator.transact { state, _ in
                 state.coordinatorCAKey = Array(authority.coordinatorCAKey.rawRepresentation)
                 state.coordinatorCACertificate = authority.coordinatorCADER
-                state.format = 2
+                state.format = CoordinatorState.currentFormat
                 return ((), [])
             }
         }
@@ -252,7 +254,7 @@ public final class Coordinator: Sendable {
     func transact<T: Sendable>(
         _ change: (inout CoordinatorState, Snapshot) throws(CoordinatorError) -> (T, [HistoryEvent])
     ) async throws(CoordinatorError) -> T {
-        try await transactions.run { () async throws(CoordinatorError) -> T in
+        let result = try await transactions.run { () async throws(CoordinatorError) -> T in
             for attempt in 0..<Self.maximumAttempts {
                 let before = current
                 var state = before.state
@@ -274,11 +276,7 @@ public final class Coordinator: Sendable {
                 do {
                     let revision = try await store.write(bytes, expecting: before.revision)
                     install(Snapshot(state: state, revision: revision, recovery: recovery, manifest: manifest))
-                    do {
-                        try vault.note(generation: state.generation)
-                    } catch {
-                        logger.error("cannot record the generation locally (rollback protection weakened)", metadata: ["error": "\(error)"])
-                    }
+                    vault.raise(to: state.generation)
                     return result
                 } catch StateStoreError.conflict {
                     try await refresh()
@@ -290,6 +288,21 @@ public final class Coordinator: Sendable {
                 }
             }
             throw .storeUnavailable("the state changed concurrently \(Self.maximumAttempts) times in a row; retry")
+        }
+        await writeGenerationMark()
+        return result
+    }
+
+    /// Writes the generation mark before a transaction's caller hears of it, outside the
+    /// transaction lock: the next transaction's store write overlaps this one's mark write,
+    /// and transactions that finish while a mark is written share the next one.
+    private func writeGenerationMark() async {
+        await markWrites.run {
+            do {
+                try vault.writeMark()
+            } catch {
+                logger.error("cannot record the generation locally (rollback protection weakened)", metadata: ["error": "\(error)"])
+            }
         }
     }
 

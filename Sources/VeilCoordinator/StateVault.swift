@@ -134,7 +134,11 @@ public final class StateVault: Sendable {
     /// The parameters `sealingKey` was derived with, written beside each sealed file.
     public let sealingContext: [UInt8]
     private let key: Mutex<SymmetricKey?>
+    /// The highest generation seen, in memory: what ``open(_:with:)`` checks against.
     private let highWater: Mutex<UInt64>
+    /// The generation `generation.sealed` holds; held while the file is written, so writes
+    /// never overtake each other and the file never goes back.
+    private let writtenMark: Mutex<UInt64>
 
     public init(directory: String, sealingKey: SymmetricKey?, sealingContext: [UInt8] = []) {
         precondition(sealingContext.count <= 255, "a sealing context is at most 255 bytes")
@@ -152,7 +156,9 @@ public final class StateVault: Sendable {
             return Array(plain)
         }
         key = Mutex(open(keyPath, Self.keyMagic).flatMap { $0.count == 32 ? SymmetricKey(data: $0) : nil })
-        highWater = Mutex(open(generationPath, Self.generationMagic).flatMap { $0.count == 8 ? $0.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } : nil } ?? 0)
+        let mark = open(generationPath, Self.generationMagic).flatMap { $0.count == 8 ? $0.reduce(UInt64(0)) { $0 << 8 | UInt64($1) } : nil } ?? 0
+        highWater = Mutex(mark)
+        writtenMark = Mutex(mark)
     }
 
     /// The sealing context the sealed state key in `directory` names: `nil` when there is no
@@ -190,13 +196,27 @@ public final class StateVault: Sendable {
 
     /// Records that `generation` was stored or seen; never lowers the mark.
     public func note(generation: UInt64) throws {
-        let raised = highWater.withLock { current -> Bool in
-            guard generation > current else { return false }
-            current = generation
-            return true
+        raise(to: generation)
+        try writeMark()
+    }
+
+    /// Raises the in-memory mark (``open(_:with:)`` refuses older states at once); the file
+    /// follows with ``writeMark()``. Never lowers it.
+    func raise(to generation: UInt64) {
+        highWater.withLock { $0 = max($0, generation) }
+    }
+
+    /// Writes the in-memory mark to `generation.sealed` unless the file already holds it — a
+    /// write that waited behind another finds its generation covered and writes nothing, so
+    /// concurrent transactions share one write.
+    func writeMark() throws {
+        guard let sealingKey else { return }
+        try writtenMark.withLock { written throws in
+            let target = highestGeneration
+            guard target > written else { return }
+            try write(Self.bigEndian(target), magic: Self.generationMagic, to: generationPath, under: sealingKey)
+            written = target
         }
-        guard raised, let sealingKey else { return }
-        try write(Self.bigEndian(generation), magic: Self.generationMagic, to: generationPath, under: sealingKey)
     }
 
     /// This vault's state key and generation mark sealed again under `newKey` with `context`
@@ -209,6 +229,7 @@ public final class StateVault: Sendable {
         if generation > 0 {
             try next.write(Self.bigEndian(generation), magic: Self.generationMagic, to: generationPath, under: newKey)
             next.highWater.withLock { $0 = generation }
+            next.writtenMark.withLock { $0 = generation }
         }
         if let stateKey { try next.adopt(stateKey: stateKey) }
         return next
@@ -228,6 +249,7 @@ public final class StateVault: Sendable {
         unlink(generationPath)
         key.withLock { $0 = nil }
         highWater.withLock { $0 = 0 }
+        writtenMark.withLock { $0 = 0 }
     }
 
     /// The envelope for `state` (encrypted under the state key) and `recovery`.

@@ -28,6 +28,30 @@ import VeilCore
         #expect(try await fixture.coordinator().status().activations["cache"] == 10, "the count is in the stored state")
     }
 
+    /// The generation mark is written outside the transaction lock (shared by transactions that
+    /// finish meanwhile), but still before anyone hears of their transaction.
+    @Test func everyAcknowledgedActivationIsCoveredByTheGenerationMarkOnDisk() async throws {
+        let fixture = try Fixture()
+        let coordinator = try await fixture.coordinator()
+        try await coordinator.setManifest(fixture.manifest(maxActivations: 1000))
+        let requests = try (0..<24).map { _ in try fixture.request(coordinator).0 }
+        let now = Date()
+        let covered = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for request in requests {
+                group.addTask {
+                    let before = coordinator.generation
+                    _ = try await coordinator.activate(request, now: now)
+                    // A fresh vault reads only what is on disk.
+                    return StateVault(directory: fixture.directory, sealingKey: fixture.sealingKey).highestGeneration > before
+                }
+            }
+            return try await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(covered == Array(repeating: true, count: 24))
+        #expect(StateVault(directory: fixture.directory, sealingKey: fixture.sealingKey).highestGeneration == coordinator.generation)
+        #expect(coordinator.status().activations["cache"] == 24)
+    }
+
     @Test func concurrentAcknowledgementsApplyAnUpdateOnce() async throws {
         let fixture = try Fixture()
         let users = try (0..<3).map { try userCertificate("u\($0)") }
