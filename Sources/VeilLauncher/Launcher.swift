@@ -175,7 +175,7 @@ public enum Launcher {
             programFD: program.descriptor, config: .init(service: options.service, arguments: Array(options.command.dropFirst())))
         progress?(options.image == nil ? "program measured" : "root filesystem measured")
         let protected = try protectedHeaders(options.protectedEntries)
-        let key = P256.Signing.PrivateKey()
+        let key = serviceKey()
         let csr = try certificateSigningRequest(service: options.service, key: key)
         let (fresh, targets) = try await nonce
         progress?("nonce received")
@@ -259,6 +259,13 @@ public enum Launcher {
             throw CoordinatorClientError.unexpectedResponse(status: 200, detail: "nonce is not hex")
         }
         return (nonce, response.provisioning)
+    }
+
+    /// A new key for the service's certificate. Never compact-encoded, so generated without
+    /// swift-crypto's default retry for a compact-representable point, which costs a second
+    /// generation and FIPS pairwise check half the time.
+    public static func serviceKey() -> P256.Signing.PrivateKey {
+        P256.Signing.PrivateKey(compactRepresentable: false)
     }
 
     /// The PKCS#10 request for `key`, PEM (its subject names the service).

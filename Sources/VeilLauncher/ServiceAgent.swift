@@ -77,7 +77,7 @@ final class ServiceAgent: Sendable {
 
     /// One renewal: new key, request, then the files, the proxy and the signal.
     func renew(_ current: MeshCredentials) async throws {
-        let key = P256.Signing.PrivateKey()
+        let key = Launcher.serviceKey()
         let csr = try Launcher.certificateSigningRequest(service: current.service, key: key)
         let response = try await call(current) {
             try await $0.call(.POST, "\(API.prefix)/activation/renew", json: API.RenewalRequest(csr: csr), as: API.RenewalResponse.self)

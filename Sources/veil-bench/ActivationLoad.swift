@@ -84,7 +84,7 @@ struct ActivationLoad: Sendable {
                 do {
                     let client = try clients[index] ?? CoordinatorClient(address: addresses[index], trust: .pinnedRoot(rootPEM))
                     clients[index] = client
-                    _ = try await Launcher.requestActivation(service: service, key: P256.Signing.PrivateKey(), provider: provider, client: client)
+                    _ = try await Launcher.requestActivation(service: service, key: Launcher.serviceKey(), provider: provider, client: client)
                     let now = ContinuousClock.now
                     shared.successes.withLock { $0.append(now) }
                     shared.report.withLock { $0.succeeded += 1 }

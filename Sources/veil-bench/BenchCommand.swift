@@ -98,7 +98,7 @@ struct BenchCoordinatorCommand: AsyncParsableCommand {
         }
         let provider = SimulatedEvidenceProvider(key: platformKey, measurement: benchMeasurement)
         let activations = try await throughput(mesh: mesh, root: root) { client in
-            _ = try await Launcher.requestActivation(service: "bench", key: P256.Signing.PrivateKey(), provider: provider, client: client)
+            _ = try await Launcher.requestActivation(service: "bench", key: Launcher.serviceKey(), provider: provider, client: client)
         }
         return (healthz, activations)
     }
