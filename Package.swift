@@ -359,7 +359,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
-            name: "VeilImageTests", dependencies: ["VeilCore", "VeilImageFormat", "VeilImage", "VeilJOSE", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+            name: "VeilImageTests", dependencies: ["VeilCore", "VeilImageFormat", "VeilImage", "VeilJOSE", "VeilRuntime", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(
             name: "VeilMeshTests",
             dependencies: [

@@ -59,13 +59,11 @@ public enum JSONValue: Sendable, Equatable {
         return nil
     }
 
+    /// An array of strings.
+    public static func strings(_ values: [String]) -> JSONValue { .array(values.map(JSONValue.string)) }
+
     /// An array made only of strings, as strings.
     public var stringArray: [String]? { arrayValue.flatMap { items in items.compactMap(\.stringValue).count == items.count ? items.compactMap(\.stringValue) : nil } }
-
-    /// UTF-8 JSON with keys sorted and slashes unescaped (integral numbers without a fraction).
-    public func serialized() throws -> [UInt8] {
-        try CanonicalJSON.encode(self)
-    }
 
     /// "a string", "an object", …: for error messages.
     public var typeName: String {

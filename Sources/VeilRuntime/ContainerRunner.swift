@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Synchronization
+import VeilCore
 import VeilImage
 
 /// What one container run needs.
@@ -31,52 +32,57 @@ public struct ContainerSpec: Sendable {
             "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
             "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
         ]
-        var mounts: [[String: Any]] = [
-            ["destination": "/proc", "type": "proc", "source": "proc"],
-            ["destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]],
-            ["destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]],
-            ["destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]],
-            ["destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]],
-            ["destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]],
-            ["destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=755"]],
-            ["destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]],
+        var mounts: [JSONValue] = [
+            Self.mount("/proc", type: "proc", source: "proc"),
+            Self.mount("/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+            Self.mount("/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+            Self.mount("/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+            Self.mount("/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"]),
+            Self.mount("/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"]),
+            Self.mount("/run", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=755"]),
+            Self.mount("/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev", "mode=1777"]),
         ]
         for file in readOnlyFiles {
-            mounts.append(["destination": file.container, "type": "bind", "source": file.host, "options": ["bind", "ro", "nosuid", "nodev"]])
+            mounts.append(Self.mount(file.container, type: "bind", source: file.host, options: ["bind", "ro", "nosuid", "nodev"]))
         }
-        let linux: [String: Any] = [
-            "namespaces": [["type": "pid"], ["type": "ipc"], ["type": "uts"], ["type": "mount"]],
-            "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-                            "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
-            "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-        ]
+        let linux: JSONValue = .object([
+            "namespaces": .array(["pid", "ipc", "uts", "mount"].map { .object(["type": .string($0)]) }),
+            "maskedPaths": .strings(["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                                     "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"]),
+            "readonlyPaths": .strings(["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]),
+        ])
         if let guest = confidentialVM {
-            mounts.append(["destination": ConfidentialVMDevices.containerTSMRoot, "type": "bind", "source": guest.tsmRoot,
-                           "options": ["bind", "rw", "nosuid", "nodev", "noexec"]])
+            mounts.append(Self.mount(ConfidentialVMDevices.containerTSMRoot, type: "bind", source: guest.tsmRoot, options: ["bind", "rw", "nosuid", "nodev", "noexec"]))
             // For the launcher to unmount it after its report; it drops the capability (bounding
             // set included) before the application starts.
             capabilities.append("CAP_SYS_ADMIN")
         }
-        let config: [String: Any] = [
-            "ociVersion": "1.0.2",
-            "process": [
-                "terminal": false,
-                "user": ["uid": uid, "gid": gid],
-                "args": args,
-                "env": env,
-                "cwd": workingDir.isEmpty ? "/" : workingDir,
-                "capabilities": ["bounding": capabilities, "effective": capabilities, "permitted": capabilities],
-                "rlimits": [["type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024]],
-                "noNewPrivileges": true,
-            ] as [String: Any],
-            "root": ["path": rootfs, "readonly": true],
-            "hostname": hostname,
-            "mounts": mounts,
+        let config: JSONValue = .object([
+            "ociVersion": .string("1.0.2"),
+            "process": .object([
+                "terminal": .bool(false),
+                "user": .object(["uid": .number(Double(uid)), "gid": .number(Double(gid))]),
+                "args": .strings(args),
+                "env": .strings(env),
+                "cwd": .string(workingDir.isEmpty ? "/" : workingDir),
+                "capabilities": .object(["bounding": .strings(capabilities), "effective": .strings(capabilities), "permitted": .strings(capabilities)]),
+                "rlimits": .array([.object(["type": .string("RLIMIT_NOFILE"), "hard": .number(1024), "soft": .number(1024)])]),
+                "noNewPrivileges": .bool(true),
+            ]),
+            "root": .object(["path": .string(rootfs), "readonly": .bool(true)]),
+            "hostname": .string(hostname),
+            "mounts": .array(mounts),
             "linux": linux,
-        ]
-        // A dictionary of strings, numbers, booleans and arrays always serialises.
-        return Array(try! JSONSerialization.data(withJSONObject: config, options: [.sortedKeys, .withoutEscapingSlashes]))
+        ])
+        // Strings, integers, booleans, arrays and objects: nothing here can fail to serialise.
+        // Written directly (not by JSONSerialization): every `veil run` pays for this in a fresh process.
+        return try! config.serialized()
+    }
+
+    private static func mount(_ destination: String, type: String, source: String, options: [String]? = nil) -> JSONValue {
+        var fields: [String: JSONValue] = ["destination": .string(destination), "type": .string(type), "source": .string(source)]
+        if let options { fields["options"] = .strings(options) }
+        return .object(fields)
     }
 }
 
