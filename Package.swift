@@ -3,6 +3,10 @@ import PackageDescription
 
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
+    // Generic metadata by direct accessor calls, not by demangling a type name at run time: a
+    // demangled name's conformance requirements are looked up by scanning every conformance
+    // record of the binary, once per new type in each fresh process (docs/decisions.md).
+    .unsafeFlags(["-Xfrontend", "-disable-concrete-type-metadata-mangled-name-accessors"]),
 ]
 
 let package = Package(
