@@ -50,6 +50,9 @@ struct BenchRecord: Codable {
     var date: String
     var commit: String
     var build: String
+    /// `scripts/build-release.sh` when the release build came from it (every module compiled
+    /// with its flag), absent for a plain `swift build -c release`.
+    var buildScript: String?
     var machine: Machine
     var rows: [Row] = []
 
@@ -61,6 +64,9 @@ struct BenchRecord: Codable {
             build = "debug"
         #else
             build = "release"
+        #endif
+        #if VEIL_RELEASE_SCRIPT
+            buildScript = "scripts/build-release.sh"
         #endif
         machine = .current()
     }
