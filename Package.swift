@@ -388,6 +388,6 @@ let package = Package(
             name: "VeilLauncherCommandsTests",
             dependencies: ["VeilLauncherCommands", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict),
-        .testTarget(name: "VeilEndToEndTests", dependencies: ["VeilAPI", "VeilCore", .product(name: "Crypto", package: "swift-crypto"), "VeilAttestation"], swiftSettings: strict),
+        .testTarget(name: "VeilEndToEndTests", dependencies: ["CVeilSys", "VeilAPI", "VeilCore", .product(name: "Crypto", package: "swift-crypto"), "VeilAttestation"], swiftSettings: strict),
     ]
 )

@@ -107,7 +107,7 @@ import VeilAPI
             checked += 1
         }
         #expect(checked >= 25)
-        #expect(coordinator.process?.process.isRunning == true, "the coordinator died")
+        #expect(coordinator.process?.isRunning == true, "the coordinator died")
         #expect(try await coordinator.curl("GET", coordinator.meshAddress, "/healthz").0 == 200)
     }
 

@@ -38,7 +38,7 @@ import VeilCore
             let port = Int(clientAddress.split(separator: ":").last!)!
             let deadline = Date().addingTimeInterval(30)
             while !isListening(port: port) {
-                if !process.process.isRunning { return process.stderr }
+                if !process.isRunning { return process.stderr }
                 guard Date() < deadline else { Issue.record("the coordinator did not start: \(process.stderr)"); return process.stderr }
                 try? await Task.sleep(for: .milliseconds(50))
             }

@@ -74,7 +74,7 @@ final class EtcdCluster {
 
     func waitUntilHealthy(timeout: TimeInterval = 30) async throws {
         let healthy = await eventually(within: timeout) {
-            for member in members.indices where members[member]?.process.isRunning == true {
+            for member in members.indices where members[member]?.isRunning == true {
                 if (try? await call(member, "/v3/kv/range", #"{"key": "AA=="}"#))?.contains("header") == true { return true }
             }
             return false
@@ -90,10 +90,10 @@ final class EtcdCluster {
             var header: Header
             var leader: String
         }
-        for index in members.indices where members[index]?.process.isRunning == true {
+        for index in members.indices where members[index]?.isRunning == true {
             guard let reply = try? await call(index, "/v3/maintenance/status", "{}"),
                 let status = try? JSONDecoder().decode(Status.self, from: Data(reply.utf8)) else { continue }
-            for candidate in members.indices where members[candidate]?.process.isRunning == true {
+            for candidate in members.indices where members[candidate]?.isRunning == true {
                 if let other = try? await JSONDecoder().decode(Status.self, from: Data(try call(candidate, "/v3/maintenance/status", "{}").utf8)),
                     other.header.member_id == status.leader
                 {
@@ -119,7 +119,7 @@ final class EtcdCluster {
             var kvs: [KV]?
         }
         let body = #"{"key": "\#(Data(key.utf8).base64EncodedString())"}"#
-        for index in members.indices where members[index]?.process.isRunning == true {
+        for index in members.indices where members[index]?.isRunning == true {
             if let range = try? await JSONDecoder().decode(Range.self, from: Data(try call(index, "/v3/kv/range", body).utf8)) { return range.kvs?.first?.value }
         }
         return nil
@@ -127,7 +127,7 @@ final class EtcdCluster {
 
     func put(_ key: String, base64Value: String) async throws {
         let body = #"{"key": "\#(Data(key.utf8).base64EncodedString())", "value": "\#(base64Value)"}"#
-        for index in members.indices where members[index]?.process.isRunning == true {
+        for index in members.indices where members[index]?.isRunning == true {
             if await (try? call(index, "/v3/kv/put", body))?.contains("header") == true { return }
         }
         Issue.record("could not put \(key)")

@@ -122,7 +122,7 @@ import Testing
         #expect(quotaReport.failed == 0, "\(quotaReport)")
 
         // Back to full strength: the killed replica and etcd member return.
-        try await deployment.etcd.start(leader)
+        try deployment.etcd.start(leader)
         try await deployment.replicas[2].start(attest: false)
         try await deployment.waitUntilServing(deployment.replicas[2])
         var statuses: [[String: Any]] = []
@@ -217,7 +217,7 @@ import Testing
         let refused = try await report(try deployment.load(service: "quota", measurement: Self.measurement, count: 1, concurrency: 1, patience: 2))
         #expect(refused.succeeded == 0 && refused.failed == 1, "\(refused)")
         #expect(refused.lastError?.contains("state store is unavailable, nothing was changed") == true, "\(refused)")
-        for member in 0..<3 { try await deployment.etcd.start(member) }
+        for member in 0..<3 { try deployment.etcd.start(member) }
         try await deployment.etcd.waitUntilHealthy()
         let resumed = try await report(try deployment.load(service: "quota", measurement: Self.measurement, count: 1, concurrency: 1))
         #expect(resumed.succeeded == 1, "\(resumed)")

@@ -107,7 +107,7 @@ final class ShellImage {
         let run = try Spawned(veilBinary, image.runArguments, environment: image.coordinator.environment, scratch: image.scratch)
         let waiting = await eventually(within: 60) { run.stdout.contains("waiting") || !run.isRunning }
         #expect(waiting && run.isRunning, "the app did not start: \(run.stderr)")
-        run.process.terminate()
+        kill(run.pid, SIGTERM)
         let result = await run.wait(timeout: 30)
         #expect(result.status == 42, "SIGTERM reached the app and its exit status came back: \(result.stdout) \(result.stderr)")
         #expect(result.stdout.contains("got TERM"))

@@ -232,7 +232,7 @@ import Testing
         // Not an AdmissionReview: 400, and the injector keeps serving.
         let bad = try await run(which("curl") ?? "/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert", cert, "-X", "POST", "--data", "{\"kind\":\"Pod\"}", url], scratch: scratch)
         #expect(bad.stdout == "400")
-        #expect(injector.process.isRunning)
+        #expect(injector.isRunning)
         await #expect(try admit(original, namespace: "dev", url: url, ca: cert, scratch: scratch).patched)
 
         // A connection that never speaks is closed by the idle deadline (10 s), not kept.

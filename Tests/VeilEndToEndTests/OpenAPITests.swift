@@ -32,7 +32,7 @@ import Testing
     func expectPassedAndUp(_ result: RunResult, _ coordinator: CoordinatorProcess, address: String, _ what: Comment) async throws {
         #expect(result.status == 0, "\(what): \(result.stdout.suffix(6000))\(result.stderr.suffix(2000))")
         #expect(result.stdout.contains(" passed"), "\(what): \(result.stdout.suffix(2000))")
-        #expect(coordinator.process?.process.isRunning == true, "\(what): the coordinator died")
+        #expect(coordinator.process?.isRunning == true, "\(what): the coordinator died")
         #expect(try await coordinator.curl("GET", address, "/healthz").0 == 200, "\(what): no longer answering")
     }
 

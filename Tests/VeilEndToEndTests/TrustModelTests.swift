@@ -90,7 +90,7 @@ import Testing
         #expect(second.contains("serial=") && second != first, "renewed in place: \(first) → \(second)")
         let status = try await coordinator.veil(["status"])
         #expect(status.status == 0, "the running coordinator still serves a valid certificate: \(status.stderr)")
-        #expect(coordinator.process?.process.isRunning == true)
+        #expect(coordinator.process?.isRunning == true)
     }
 
     /// Headers announce a body that never comes: the server must answer 401 from the client
