@@ -46,7 +46,7 @@ struct BenchSummaryCommand: ParsableCommand {
         for record in records {
             let machine = record.machine
             lines.append(
-                "- `\(record.benchmark)`: \(record.date.prefix(10)), commit \(record.commit), \(record.build) build, "
+                "- `\(record.benchmark)`: \(record.date.prefix(10)), commit \(record.commit), \(record.build) build\(record.buildScript.map { " (\($0))" } ?? ""), "
                     + "\(machine.cores) cores (\(machine.cpu)), \(machine.memoryGiB) GiB, Linux \(machine.kernel)")
         }
         return lines.joined(separator: "\n") + "\n"
