@@ -89,7 +89,16 @@ final class Spawned: Sendable {
         let cEnvironment = environment.map { strdup($0) } + [nil]
         defer { for pointer in cArguments + cEnvironment { free(pointer) } }
         var pid: pid_t = 0
-        let status = posix_spawn(&pid, path, &actions, &attributes, cArguments, cEnvironment)
+        var status = posix_spawn(&pid, path, &actions, &attributes, cArguments, cEnvironment)
+        // A test that has just written the program (a script in its scratch directory) can
+        // meet ETXTBSY: a child another test is spawning at that moment holds a copy of the
+        // writer's descriptor until it closes its descriptors and execs, microseconds later.
+        var retries = 0
+        while status == ETXTBSY && retries < 100 {
+            retries += 1
+            usleep(2_000)
+            status = posix_spawn(&pid, path, &actions, &attributes, cArguments, cEnvironment)
+        }
         guard status == 0 else { throw SpawnFailed(executable: path, reason: String(cString: strerror(status))) }
         return pid
     }

@@ -52,4 +52,21 @@ import Testing
         #expect(descriptors.isSubset(of: [0, 1, 2, 3]) && descriptors.isSuperset(of: [0, 1, 2]), "\(descriptors.sorted())")
         #expect(result.stderr == "to-stderr\n")
     }
+
+    /// A program still open for writing elsewhere (as a just-written script is, for a moment, in
+    /// a child another test is spawning) starts once the writer is gone, rather than failing
+    /// with "Text file busy".
+    @Test func aProgramStillOpenForWritingStartsOnceTheWriterClosesIt() async throws {
+        let scratch = try Scratch()
+        let script = try scratch.write("#!/bin/sh\nexit 7\n", to: "script")
+        chmod(script, 0o755)
+        let writer = open(script, O_WRONLY)
+        try #require(writer >= 0)
+        Thread.detachNewThread {
+            usleep(30_000)
+            close(writer)
+        }
+        let result = await (try Spawned(script, [], scratch: scratch)).wait(timeout: 10)
+        #expect(result.status == 7 && !result.signaled, "\(result)")
+    }
 }
